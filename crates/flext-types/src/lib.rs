@@ -1,0 +1,51 @@
+//! Errors, results, configuration, metrics snapshots and message metadata.
+//!
+//! This is layer 20 of flext-handlers. It defines the plain data every other crate speaks
+//! and knows nothing of async or I/O:
+//!
+//! - [`FlextError`] and [`FlextResult`], the error model: an [`ErrorCode`], a message,
+//!   optional structured data and an optional source. The railway helpers ([`ResultExt`],
+//!   [`combine`], [`traverse`], [`first_success`]) work on plain `Result`s.
+//! - [`HandlerConfig`], the per-environment table behind
+//!   [`HandlerConfig::for_environment`], and [`ConfigSource`] for partial JSON patches.
+//! - [`PerformanceProfile`]: the standard, high and low performance profiles.
+//! - [`HandlerMetrics`], [`LatencySummary`] and [`MetricSet`]: serializable metrics snapshots.
+//! - [`MessageMetadata`]: message, correlation and causation ids and a timestamp.
+//!
+//! ```
+//! use flext_types::{ErrorCode, FlextError, FlextResult, HandlerConfig, ResultExt};
+//! use flext_constants::Environment;
+//!
+//! fn parse_age(raw: &str) -> FlextResult<u32> {
+//!     raw.parse::<u32>()
+//!         .map_err(|e| FlextError::validation(format!("Invalid age {raw:?}: {e}")))
+//!         .ensure(|age| *age < 150, |age| FlextError::validation(format!("Age {age} is not plausible")))
+//! }
+//!
+//! assert_eq!(parse_age("42"), Ok(42));
+//! assert_eq!(parse_age("420").unwrap_err().code(), ErrorCode::ValidationError);
+//!
+//! let production = HandlerConfig::for_environment(Environment::Production);
+//! assert_eq!(production.timeout_ms, 30_000);
+//! assert_eq!(production.max_retries, 1);
+//! ```
+
+mod config;
+mod error;
+mod message;
+mod metrics;
+mod names;
+mod profile;
+mod railway;
+pub mod serde_helpers;
+
+pub use config::{ConfigSource, HandlerConfig};
+pub use error::{FlextError, FlextResult};
+pub use flext_constants::ErrorCode;
+pub use message::MessageMetadata;
+pub use metrics::{
+    HandlerMetrics, LatencySummary, MetricSample, MetricSet, MetricValue, SizeSummary,
+};
+pub use names::short_type_name;
+pub use profile::PerformanceProfile;
+pub use railway::{ResultExt, combine, first_success, traverse};

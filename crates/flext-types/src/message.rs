@@ -1,0 +1,125 @@
+//! Message metadata: ids, correlation, causation and timestamps.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Identity and lineage of one message (command, query or event).
+///
+/// Every message has its own `message_id`; messages caused by it keep its `correlation_id`
+/// and name it as their `causation_id`, so a whole conversation can be traced.
+///
+/// ```
+/// use flext_types::MessageMetadata;
+///
+/// let command = MessageMetadata::new();
+/// let event = command.caused_by();
+/// assert_eq!(event.correlation_id, command.correlation_id);
+/// assert_eq!(event.causation_id, Some(command.message_id));
+/// assert_ne!(event.message_id, command.message_id);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMetadata {
+    /// This message's id (a time-ordered UUID v7).
+    pub message_id: Uuid,
+    /// The id shared by every message of one conversation; a new conversation starts with
+    /// its first message's id.
+    pub correlation_id: Uuid,
+    /// The id of the message that caused this one, if any.
+    pub causation_id: Option<Uuid>,
+    /// When the message was created (UTC, RFC 3339 on the wire).
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    /// Free-form headers (tenant, user, source …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl MessageMetadata {
+    /// Metadata for a message that starts a new conversation.
+    pub fn new() -> Self {
+        let id = Uuid::now_v7();
+        Self {
+            message_id: id,
+            correlation_id: id,
+            causation_id: None,
+            timestamp: OffsetDateTime::now_utc(),
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// Metadata for a message caused by the one `self` describes: a new id, the same
+    /// correlation id and headers, and `self`'s id as causation.
+    #[must_use]
+    pub fn caused_by(&self) -> Self {
+        Self {
+            message_id: Uuid::now_v7(),
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.message_id),
+            timestamp: OffsetDateTime::now_utc(),
+            headers: self.headers.clone(),
+        }
+    }
+
+    /// The same metadata with another correlation id (for example one received from an
+    /// upstream service).
+    #[must_use]
+    pub fn with_correlation_id(mut self, correlation_id: Uuid) -> Self {
+        self.correlation_id = correlation_id;
+        self
+    }
+
+    /// The same metadata with a header set.
+    #[must_use]
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+}
+
+impl Default for MessageMetadata {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_time_ordered() {
+        let a = MessageMetadata::new();
+        let b = MessageMetadata::new();
+        assert_ne!(a.message_id, b.message_id);
+        assert!(
+            a.message_id < b.message_id,
+            "UUID v7 ids sort by creation time"
+        );
+        assert_eq!(a.correlation_id, a.message_id);
+    }
+
+    #[test]
+    fn lineage_and_headers_carry_over() {
+        let root = MessageMetadata::new().with_header("tenant", "acme");
+        let child = root.caused_by();
+        let grandchild = child.caused_by();
+        assert_eq!(grandchild.correlation_id, root.correlation_id);
+        assert_eq!(grandchild.causation_id, Some(child.message_id));
+        assert_eq!(
+            grandchild.headers.get("tenant").map(String::as_str),
+            Some("acme")
+        );
+    }
+
+    #[test]
+    fn serde_round_trip_uses_rfc3339() {
+        let m = MessageMetadata::new().with_header("source", "api");
+        let v = serde_json::to_value(&m).unwrap();
+        assert!(v["timestamp"].as_str().unwrap().contains('T'));
+        let back: MessageMetadata = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+    }
+}
