@@ -1,0 +1,59 @@
+//! The contracts of flext-handlers, as traits.
+//!
+//! This is layer 30: traits, their blanket impls for closures and smart pointers, and
+//! nothing else — no runtime, no I/O, no tokio. Depend on it to write a handler, validator,
+//! authorizer or middleware that works with every flext component.
+//!
+//! - [`Handler`]: an async, object-safe request handler with an associated request and
+//!   response type, a name and a [`can_handle`](Handler::can_handle) predicate. Handlers are
+//!   stored as [`BoxHandler`]s.
+//! - [`Validator`] and [`Authorizer`]: checks that run before a handler; closures returning
+//!   `bool` or `FlextResult<()>` qualify.
+//! - [`Middleware`] with [`Next`], and [`Layer`]: around-style composition with
+//!   `before_request`, `after_response` and `handle_error` hooks.
+//! - [`Chainable`]: a handler whose output can feed the next link of a chain.
+//! - [`MetricsSource`]: anything that reports a [`MetricSet`](flext_types::MetricSet).
+//! - [`Command`], [`Query`] and [`Event`]: the CQRS message contracts.
+//!
+//! The event-sourcing contracts (event store, snapshot store, checkpoint store, aggregate,
+//! projection) join this crate with the event-sourcing layer; like these, they are traits
+//! over plain data.
+//!
+//! ```
+//! use flext_protocols::{async_trait, Handler};
+//! use flext_types::{FlextError, FlextResult};
+//!
+//! struct Greeter;
+//!
+//! #[async_trait]
+//! impl Handler for Greeter {
+//!     type Request = String;
+//!     type Response = String;
+//!
+//!     fn handler_name(&self) -> &str {
+//!         "greeter"
+//!     }
+//!
+//!     async fn handle(&self, name: String) -> FlextResult<String> {
+//!         if name.is_empty() {
+//!             return Err(FlextError::validation("Name is required"));
+//!         }
+//!         Ok(format!("Hello, {name}!"))
+//!     }
+//! }
+//! ```
+
+mod chain;
+mod handler;
+mod message;
+mod metrics;
+mod middleware;
+mod verdict;
+
+pub use async_trait::async_trait;
+pub use chain::Chainable;
+pub use handler::{BoxHandler, Handler};
+pub use message::{Command, Event, Query};
+pub use metrics::MetricsSource;
+pub use middleware::{Layer, Middleware, Next, SharedMiddleware};
+pub use verdict::{Authorizer, Validator, Verdict};
