@@ -1,0 +1,143 @@
+//! Closures and async functions as handlers.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use flext_protocols::Handler;
+use flext_types::FlextResult;
+
+/// A handler made of a named async closure or `async fn`; see [`handler_fn`].
+pub struct FnHandler<F, Req, Res> {
+    name: String,
+    f: F,
+    _types: PhantomData<fn(Req) -> Res>,
+}
+
+/// A handler made of a named synchronous closure or function; see [`sync_handler_fn`].
+pub struct SyncFnHandler<F, Req, Res> {
+    name: String,
+    f: F,
+    _types: PhantomData<fn(Req) -> Res>,
+}
+
+/// Makes a handler of an async closure or `async fn` taking the request and returning a
+/// [`FlextResult`].
+///
+/// ```
+/// use flext_impl::handler_fn;
+/// use flext_protocols::Handler;
+/// use flext_types::FlextResult;
+///
+/// async fn double(n: u32) -> FlextResult<u32> {
+///     Ok(n * 2)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let doubler = handler_fn("doubler", double);
+/// assert_eq!(doubler.handler_name(), "doubler");
+/// assert_eq!(doubler.handle(21).await, Ok(42));
+///
+/// let greeter = handler_fn("greeter", |name: String| async move { Ok::<_, flext_types::FlextError>(format!("Hello, {name}")) });
+/// assert_eq!(greeter.handle("Ada".into()).await.unwrap(), "Hello, Ada");
+/// # }
+/// ```
+pub fn handler_fn<Req, Res, F, Fut>(name: impl Into<String>, f: F) -> FnHandler<F, Req, Res>
+where
+    F: Fn(Req) -> Fut + Send + Sync,
+    Fut: Future<Output = FlextResult<Res>> + Send,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    FnHandler {
+        name: name.into(),
+        f,
+        _types: PhantomData,
+    }
+}
+
+/// Makes a handler of a synchronous closure or function taking the request and returning a
+/// [`FlextResult`].
+///
+/// ```
+/// use flext_impl::sync_handler_fn;
+/// use flext_protocols::Handler;
+/// use flext_types::{FlextError, FlextResult};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let parse = sync_handler_fn("parse", |s: String| -> FlextResult<i64> {
+///     s.parse().map_err(|_| FlextError::validation(format!("not a number: {s}")))
+/// });
+/// assert_eq!(parse.handle("7".into()).await, Ok(7));
+/// # }
+/// ```
+pub fn sync_handler_fn<Req, Res, F>(name: impl Into<String>, f: F) -> SyncFnHandler<F, Req, Res>
+where
+    F: Fn(Req) -> FlextResult<Res> + Send + Sync,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    SyncFnHandler {
+        name: name.into(),
+        f,
+        _types: PhantomData,
+    }
+}
+
+#[async_trait]
+impl<F, Fut, Req, Res> Handler for FnHandler<F, Req, Res>
+where
+    F: Fn(Req) -> Fut + Send + Sync,
+    Fut: Future<Output = FlextResult<Res>> + Send,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    type Request = Req;
+    type Response = Res;
+
+    fn handler_name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, request: Req) -> FlextResult<Res> {
+        (self.f)(request).await
+    }
+}
+
+#[async_trait]
+impl<F, Req, Res> Handler for SyncFnHandler<F, Req, Res>
+where
+    F: Fn(Req) -> FlextResult<Res> + Send + Sync,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    type Request = Req;
+    type Response = Res;
+
+    fn handler_name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, request: Req) -> FlextResult<Res> {
+        (self.f)(request)
+    }
+}
+
+impl<F, Req, Res> fmt::Debug for FnHandler<F, Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnHandler")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<F, Req, Res> fmt::Debug for SyncFnHandler<F, Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncFnHandler")
+            .field("name", &self.name)
+            .finish()
+    }
+}

@@ -1,0 +1,211 @@
+//! A lock-free latency histogram with log-linear buckets.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use flext_types::LatencySummary;
+
+/// Sub-buckets per power of two, as a number of bits: 8 sub-buckets, so a bucket spans at
+/// most 1/8 of its lower bound and the midpoint reported for a percentile is within about
+/// 6% of any value in it.
+const SUB_BITS: u32 = 3;
+const SUB_COUNT: usize = 1 << SUB_BITS;
+/// The highest power of two tracked: 2^42 ns is about 73 minutes; longer values share the
+/// last bucket (the exact maximum is still kept).
+const MAX_POWER: u32 = 42;
+const BUCKETS: usize = SUB_COUNT + (MAX_POWER - SUB_BITS + 1) as usize * SUB_COUNT;
+
+/// Records durations with relaxed atomic adds only, so any number of tasks can record at
+/// once without a lock; snapshots read the buckets without stopping recorders.
+pub(crate) struct LatencyHistogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+    min_nanos: AtomicU64,
+    max_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub(crate) fn new() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+            min_nanos: AtomicU64::new(u64::MAX),
+            max_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+        self.min_nanos.fetch_min(nanos, Relaxed);
+        self.max_nanos.fetch_max(nanos, Relaxed);
+        // Counted last, so a snapshot that sees the count also sees the bucket.
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn total(&self) -> Duration {
+        Duration::from_nanos(self.sum_nanos.load(Relaxed))
+    }
+
+    pub(crate) fn reset(&self) {
+        self.count.store(0, Relaxed);
+        for b in self.buckets.iter() {
+            b.store(0, Relaxed);
+        }
+        self.sum_nanos.store(0, Relaxed);
+        self.min_nanos.store(u64::MAX, Relaxed);
+        self.max_nanos.store(0, Relaxed);
+    }
+
+    pub(crate) fn summary(&self) -> LatencySummary {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let count: u64 = counts.iter().sum();
+        if count == 0 {
+            return LatencySummary::default();
+        }
+        let min = self
+            .min_nanos
+            .load(Relaxed)
+            .min(self.max_nanos.load(Relaxed));
+        let max = self.max_nanos.load(Relaxed);
+        let percentile = |q: f64| {
+            // The rank of the q-th percentile, 1-based: the smallest value with at least
+            // q * count values at or below it.
+            let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return Duration::from_nanos(midpoint_of(i).clamp(min, max));
+                }
+            }
+            Duration::from_nanos(max)
+        };
+        LatencySummary {
+            count,
+            mean: Duration::from_nanos(self.sum_nanos.load(Relaxed) / count),
+            min: Duration::from_nanos(min),
+            p50: percentile(0.50),
+            p95: percentile(0.95),
+            p99: percentile(0.99),
+            max: Duration::from_nanos(max),
+        }
+    }
+}
+
+impl std::fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencyHistogram")
+            .field("count", &self.count.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn bucket_of(nanos: u64) -> usize {
+    if nanos < SUB_COUNT as u64 {
+        return nanos as usize;
+    }
+    let power = 63 - nanos.leading_zeros();
+    if power > MAX_POWER {
+        return BUCKETS - 1;
+    }
+    let shift = power - SUB_BITS;
+    let sub = ((nanos >> shift) as usize) - SUB_COUNT;
+    SUB_COUNT + shift as usize * SUB_COUNT + sub
+}
+
+/// The value in the middle of bucket `index`.
+fn midpoint_of(index: usize) -> u64 {
+    if index < SUB_COUNT {
+        return index as u64;
+    }
+    let shift = ((index - SUB_COUNT) / SUB_COUNT) as u32;
+    let sub = ((index - SUB_COUNT) % SUB_COUNT) as u64;
+    let lower = (SUB_COUNT as u64 + sub) << shift;
+    lower + (1u64 << shift) / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_cover_their_values() {
+        let mut last = 0;
+        for nanos in (0..200_000u64).chain([1 << 30, (1 << 42) - 1, 1 << 42, u64::MAX]) {
+            let b = bucket_of(nanos);
+            assert!(b >= last, "bucket order broke at {nanos}");
+            assert!(b < BUCKETS);
+            last = b;
+        }
+        for nanos in [9u64, 17, 1000, 123_456, 98_765_432] {
+            let mid = midpoint_of(bucket_of(nanos));
+            let error = (mid as f64 - nanos as f64).abs() / nanos as f64;
+            assert!(error <= 0.0625 + 1e-9, "{nanos} reported as {mid}");
+        }
+    }
+
+    #[test]
+    fn percentiles_of_a_uniform_distribution() {
+        let h = LatencyHistogram::new();
+        for ms in 1..=1000u64 {
+            h.record(Duration::from_micros(ms * 100));
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.min, Duration::from_micros(100));
+        assert_eq!(s.max, Duration::from_micros(100_000));
+        let close = |actual: Duration, expected_us: f64| {
+            let us = actual.as_secs_f64() * 1e6;
+            assert!(
+                (us - expected_us).abs() / expected_us < 0.07,
+                "{us} vs {expected_us}"
+            );
+        };
+        close(s.p50, 50_000.0);
+        close(s.p95, 95_000.0);
+        close(s.p99, 99_000.0);
+        close(s.mean, 50_050.0);
+    }
+
+    #[test]
+    fn single_value_reports_itself_and_reset_clears() {
+        let h = LatencyHistogram::new();
+        h.record(Duration::from_millis(3));
+        let s = h.summary();
+        assert_eq!(
+            (s.p50, s.p99, s.min, s.max),
+            (
+                Duration::from_millis(3),
+                Duration::from_millis(3),
+                Duration::from_millis(3),
+                Duration::from_millis(3)
+            )
+        );
+        h.reset();
+        assert_eq!(h.summary(), LatencySummary::default());
+        assert_eq!(h.total(), Duration::ZERO);
+    }
+
+    #[test]
+    fn concurrent_recording_loses_nothing() {
+        let h = std::sync::Arc::new(LatencyHistogram::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        h.record(Duration::from_nanos(t * 1000 + i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(h.summary().count, 40_000);
+    }
+}

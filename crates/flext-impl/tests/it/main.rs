@@ -1,0 +1,6 @@
+//! Integration tests of the concrete handlers, one module per topic.
+
+mod basic;
+mod checks;
+mod concurrency;
+mod measuring;
