@@ -37,9 +37,9 @@ async fn eight_tasks_times_two_hundred_calls_count_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_outcomes_under_concurrency_add_up() {
     let handler = Arc::new(BasicHandler::from_fn("mixed", |n: u64| async move {
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             Err(flext_types::FlextError::validation("multiple of three"))
-        } else if n % 7 == 0 {
+        } else if n.is_multiple_of(7) {
             panic!("seven");
         } else {
             Ok(n)
@@ -59,7 +59,9 @@ async fn mixed_outcomes_under_concurrency_add_up() {
         task.await.unwrap();
     }
     let total = 8 * 210u64;
-    let failures = (0..total).filter(|n| n % 3 == 0 || n % 7 == 0).count() as u64;
+    let failures = (0..total)
+        .filter(|n| n.is_multiple_of(3) || n.is_multiple_of(7))
+        .count() as u64;
     let m = handler.get_metrics();
     assert_eq!(m.requests_processed, total);
     assert_eq!(m.failed_requests, failures);
