@@ -1,0 +1,116 @@
+//! Typed async handlers with metrics, validation and authorization, for enterprise request
+//! processing: the facade of the flext-handlers workspace.
+//!
+//! Depend on this crate; it re-exports, by name, everything a user needs from the layered
+//! crates below it, under two spellings:
+//!
+//! - Rust modules: [`constants`], [`types`], [`protocols`], [`implementation`], and a
+//!   [`prelude`] with the everyday items.
+//! - The guide's namespaces: [`Constants`], [`Types`], [`Protocols`], [`Implementation`],
+//!   so code ported from the guide reads the same
+//!   (`flext_handlers::Implementation::BasicHandler`).
+//!
+//! The main items: [`BasicHandler`](Implementation::BasicHandler) (metrics, state,
+//! configuration per environment, deadline, panic capture),
+//! [`ValidatingHandler`](Implementation::ValidatingHandler),
+//! [`AuthorizingHandler`](Implementation::AuthorizingHandler), closures through
+//! [`handler_fn`](Implementation::handler_fn), the [`Handler`](Protocols::Handler) contract
+//! and the error model [`FlextError`](Types::FlextError) / [`FlextResult`](Types::FlextResult).
+//!
+//! ```
+//! use flext_handlers::prelude::*;
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> FlextResult<()> {
+//! let handler = BasicHandler::new("user_service");
+//! handler.configure(BasicHandler::create_environment_handler_config("production")?)?;
+//!
+//! let response = handler.handle(json!({"action": "create_user"})).await?;
+//! assert_eq!(response["action"], "create_user");
+//! assert_eq!(handler.get_metrics().success_rate(), 100.0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! None yet; `default = []`. The adapters (SQLite, PostgreSQL, NATS) will each come behind
+//! a feature of their own, with `full` for all of them.
+
+pub use flext_constants as constants;
+pub use flext_impl as implementation;
+pub use flext_protocols as protocols;
+pub use flext_protocols::async_trait;
+pub use flext_types as types;
+
+/// The guide's `FlextHandlers.Constants`: limits, defaults, states and configuration enums.
+#[allow(non_snake_case, reason = "the guide's namespace spelling")]
+pub mod Constants {
+    pub use flext_constants::{
+        Environment, ErrorCode, HandlerKind, HandlerState, LogLevel, PerformanceLevel,
+        ValidationLevel, WireEnum,
+    };
+
+    /// Handler limits and defaults (`Constants::Handler::DEFAULT_TIMEOUT`, …) and the
+    /// handler states (`Constants::Handler::States::Idle`).
+    pub mod Handler {
+        pub use flext_constants::HandlerState as States;
+        pub use flext_constants::handler::{
+            DEFAULT_TIMEOUT, DEFAULT_TIMEOUT_MS, MAX_CHAIN_HANDLERS, MAX_PIPELINE_STAGES,
+            MAX_RETRIES, SLOW_HANDLER_THRESHOLD,
+        };
+    }
+
+    /// Configuration enums (`Constants::Config::Environment`, …).
+    pub mod Config {
+        pub use flext_constants::{Environment, LogLevel, ValidationLevel};
+    }
+}
+
+/// The guide's `FlextHandlers.Types`: errors, results, configuration, metrics, metadata.
+#[allow(non_snake_case, reason = "the guide's namespace spelling")]
+pub mod Types {
+    pub use flext_types::{
+        ConfigSource, FlextError, FlextResult, HandlerConfig, HandlerMetrics, LatencySummary,
+        MessageMetadata, MetricSample, MetricSet, MetricValue, PerformanceProfile, ResultExt,
+        SizeSummary, combine, first_success, short_type_name, traverse,
+    };
+}
+
+/// The guide's `FlextHandlers.Protocols`: the contracts.
+#[allow(non_snake_case, reason = "the guide's namespace spelling")]
+pub mod Protocols {
+    pub use flext_protocols::{
+        Authorizer, BoxHandler, Chainable, Command, Event, Handler, Layer, MetricsSource,
+        Middleware, Next, Query, SharedMiddleware, Validator, Verdict,
+    };
+}
+
+/// The guide's `FlextHandlers.Implementation`: the concrete handlers.
+#[allow(non_snake_case, reason = "the guide's namespace spelling")]
+pub mod Implementation {
+    pub use flext_impl::{
+        AbstractHandler, AuthorizingHandler, BasicHandler, EventHandler, FnHandler, HandlerCore,
+        Identity, ManagedHandler, MetricsHandler, MetricsRecorder, MetricsReport, SyncFnHandler,
+        ValidatingHandler, handler_fn, sync_handler_fn,
+    };
+}
+
+/// The everyday items: `use flext_handlers::prelude::*;`.
+pub mod prelude {
+    pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
+    pub use flext_impl::{
+        AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,
+        ValidatingHandler, handler_fn, sync_handler_fn,
+    };
+    pub use flext_protocols::{
+        BoxHandler, Command, Event, Handler, MetricsSource, Middleware, Query, async_trait,
+    };
+    pub use flext_types::{FlextError, FlextResult, HandlerConfig, ResultExt};
+}
+
+/// The README's example, compiled and run as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;

@@ -1,0 +1,64 @@
+//! The facade: the guide's namespaces and the Rust modules name the same items.
+
+use std::time::Duration;
+
+use flext_handlers::prelude::*;
+use flext_handlers::{Constants, Implementation, Protocols, Types};
+use serde_json::json;
+
+#[test]
+fn constants_read_like_the_guide() {
+    assert_eq!(Constants::Handler::DEFAULT_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(Constants::Handler::MAX_CHAIN_HANDLERS, 50);
+    assert_eq!(Constants::Handler::MAX_PIPELINE_STAGES, 20);
+    assert_eq!(Constants::Handler::MAX_RETRIES, 3);
+    assert_eq!(
+        Constants::Handler::SLOW_HANDLER_THRESHOLD,
+        Duration::from_secs(5)
+    );
+    assert_eq!(Constants::Handler::States::Idle.as_str(), "idle");
+    assert_eq!(
+        Constants::Handler::States::Processing.as_str(),
+        "processing"
+    );
+    assert_eq!(Constants::ErrorCode::ValidationError.as_str(), "FLEXT_3001");
+    assert_eq!(Constants::Config::LogLevel::Warning.as_str(), "WARNING");
+}
+
+#[tokio::test]
+async fn namespaces_and_modules_are_the_same_items() {
+    let handler: Implementation::BasicHandler =
+        flext_handlers::implementation::BasicHandler::new("example_handler");
+    let config: Types::HandlerConfig =
+        Implementation::BasicHandler::create_environment_handler_config("development").unwrap();
+    handler.configure(config).unwrap();
+    let out = handler.handle(json!({"n": 1})).await.unwrap();
+    assert_eq!(out["n"], 1);
+    let metrics: flext_handlers::types::HandlerMetrics = handler.get_metrics();
+    assert_eq!(metrics.requests_processed, 1);
+}
+
+struct Shout;
+
+#[flext_handlers::async_trait]
+impl Protocols::Handler for Shout {
+    type Request = String;
+    type Response = String;
+
+    fn handler_name(&self) -> &str {
+        "shout"
+    }
+
+    async fn handle(&self, request: String) -> Types::FlextResult<String> {
+        Ok(request.to_uppercase())
+    }
+}
+
+#[tokio::test]
+async fn a_user_handler_written_against_the_facade_gets_metrics() {
+    let handler = BasicHandler::wrap(Shout);
+    assert_eq!(handler.handle("hi".into()).await, Ok("HI".to_owned()));
+    assert_eq!(handler.state(), HandlerState::Completed);
+    let boxed: BoxHandler<String, String> = std::sync::Arc::new(handler);
+    assert_eq!(boxed.handler_name(), "shout");
+}
