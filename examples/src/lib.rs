@@ -1,0 +1,7 @@
+//! Domain code of the guide's scenarios, shared by the example programs and by the tests
+//! that check their outcomes.
+//!
+//! Each module ports one scenario of the flext guide; the programs in this package's
+//! directory run them (`cargo run --example order_processing`).
+
+pub mod orders;

@@ -1,0 +1,4 @@
+//! The guide's programs produce the outcomes the guide expects.
+
+mod orders;
+mod programs;

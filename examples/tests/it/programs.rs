@@ -1,0 +1,53 @@
+//! The example programs run and print the guide's outcomes (what the README promises).
+
+use std::process::Command;
+
+/// Runs `cargo run --example <name>` from the workspace and returns its standard output.
+fn run_example(name: &str) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args(["run", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo can be started");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "example {name} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn quickstart_configures_for_production_and_reports_full_success() {
+    let out = run_example("quickstart");
+    assert!(out.contains("Handler configured for production"), "{out}");
+    assert!(out.contains("Request processed successfully:"), "{out}");
+    assert!(out.contains("\"action\":\"create_user\""), "{out}");
+    assert!(out.contains("Success rate: 100.0%"), "{out}");
+    assert!(out.contains("Average response time: "), "{out}");
+    assert!(out.contains("Handler state: completed"), "{out}");
+}
+
+#[test]
+fn order_processing_prints_the_guides_outcomes() {
+    let out = run_example("order_processing");
+    for expected in [
+        "Order processed: order_1 ($850.00)",
+        "Status: pending",
+        "Order processed: order_2 ($1500.00)",
+        "Status: requires_approval",
+        "High-value order requires manager approval",
+        "Order processed: order_3 ($356.25)",
+        "Bulk discount applied (5%)",
+        "Order failed: Order must contain items",
+        "Total orders: 3",
+        "Total revenue: $2706.25",
+        "Average order value: $902.08",
+        "Orders requiring approval: 1",
+        "4 processed, 3 successful, 1 failed",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
