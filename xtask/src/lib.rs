@@ -1,0 +1,44 @@
+//! Tidy checks for the flext-handlers workspace, run as tests by `cargo test --workspace`.
+//!
+//! This crate is tooling: it is not published and nothing may depend on it. Its
+//! integration tests (`xtask/tests/it`) run every check against the real workspace and
+//! fail, printing every violation at once, when a rule of `docs/ARCHITECTURE.md` and
+//! `DESIGN.md` section 2 is broken. Each check is a pure function over a parsed model, so
+//! the tests can also feed it small fixtures.
+//!
+//! | rule | what it checks | function |
+//! | --- | --- | --- |
+//! | 1 | every member declares an integer `[package.metadata.flext] layer` | [`check_layer_declarations`] |
+//! | 2 | normal and build dependencies on members point to strictly lower layers | [`check_layering`] |
+//! | 3 | nothing but the facade depends on an adapter | [`check_adapter_dependents`] |
+//! | 4 | dev-dependencies point lower, to the test kit or to the facade | [`check_dev_dependencies`] |
+//! | 5 | only adapters depend on `sqlx` or `async-nats` | [`check_banned_dependencies`] |
+//! | 6 | every manifest has `[lints] workspace = true` | [`check_lints_table`], [`check_manifests`] |
+//! | 7 | every `.rs` file under `crates/` opens with a `//!` line | [`check_doc_header`], [`check_doc_headers`] |
+//! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests | [`check_architecture_table`], [`check_architecture_doc`] |
+//!
+//! Rules 1 to 5 together are [`check_metadata`]. The model is [`Metadata`], read from
+//! `cargo metadata --format-version 1 --no-deps` by [`cargo_metadata`] or from any JSON
+//! document by [`parse_metadata`].
+
+mod architecture;
+mod error;
+mod headers;
+mod manifest;
+mod metadata;
+mod rules;
+
+pub use crate::architecture::{
+    ARCHITECTURE_DOC, LayerRow, check_architecture_doc, check_architecture_table, parse_layer_table,
+};
+pub use crate::error::{Error, ErrorKind};
+pub use crate::headers::{check_doc_header, check_doc_headers, rust_files};
+pub use crate::manifest::{check_lints_table, check_manifests};
+pub use crate::metadata::{
+    Dependency, DependencyKind, Metadata, Package, Role, cargo_metadata, parse_metadata,
+    workspace_root,
+};
+pub use crate::rules::{
+    BANNED_OUTSIDE_ADAPTERS, check_adapter_dependents, check_banned_dependencies,
+    check_dev_dependencies, check_layer_declarations, check_layering, check_metadata,
+};
