@@ -9,7 +9,7 @@ use flext_protocols::{Authorizer, Handler, MetricsSource};
 use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
 use futures_util::FutureExt;
 
-use crate::core::panic_message;
+use crate::guard::panic_message;
 use crate::{BasicHandler, HandlerCore, Identity, ManagedHandler};
 
 /// A handler that asks its authorizer before processing. A denial ends the call with an

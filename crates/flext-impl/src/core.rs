@@ -1,18 +1,15 @@
 //! The shared core of every concrete handler: name, kind, configuration, metrics, state, and
 //! the guarded execution of one call.
 
-use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{PoisonError, RwLock};
 
-use flext_constants::{HandlerKind, HandlerState, WireEnum};
+use flext_constants::{ErrorCode, HandlerKind, HandlerState, WireEnum};
 use flext_types::{ConfigSource, FlextError, FlextResult, HandlerConfig, HandlerMetrics};
-use futures_util::FutureExt;
 use tracing::Instrument;
 
-use crate::MetricsRecorder;
+use crate::{MetricsRecorder, catch_panic};
 
 /// Name, kind, configuration, metrics and state of one handler, and the guarded execution
 /// of its calls ([`HandlerCore::run`]).
@@ -130,9 +127,10 @@ impl HandlerCore {
     ///
     /// - it counts as in flight (state `Processing`) until it ends or its future is dropped;
     /// - it runs inside a `flext.handle` tracing span naming the handler;
-    /// - past the configured deadline it ends with a `TIMEOUT` error and state `Timeout`;
-    /// - a panic ends it with an `OPERATION_ERROR` "Handler execution failed: …" and state
-    ///   `Failed`; the process and the handler live on;
+    /// - past the configured deadline it ends with a `TIMEOUT` error; a call that ends with
+    ///   any `TIMEOUT` error (also one from a service it called) leaves state `Timeout`;
+    /// - a panic ends it with an `OPERATION_ERROR` "Handler execution failed: …" (see
+    ///   [`catch_panic`]) and state `Failed`; the process and the handler live on;
     /// - its outcome and duration are recorded (durations only while
     ///   `enable_performance_metrics` is on).
     ///
@@ -147,37 +145,26 @@ impl HandlerCore {
         let timeout_ms = self.timeout_ms.load(Relaxed);
         let span =
             tracing::debug_span!("flext.handle", handler = %self.name, kind = self.kind.as_str());
-        let outcome = if tokio::runtime::Handle::try_current().is_ok() {
+        // The deadline sits inside the panic guard, so even a runtime without timers gives
+        // an error instead of a panic.
+        let guarded = catch_panic(async {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return call.await;
+            }
             let deadline = std::time::Duration::from_millis(timeout_ms);
-            let guarded = AssertUnwindSafe(tokio::time::timeout(deadline, call)).catch_unwind();
-            match guarded.instrument(span).await {
-                Ok(Ok(result)) => Outcome::Finished(result),
-                Ok(Err(_elapsed)) => Outcome::TimedOut,
-                Err(panic) => Outcome::Panicked(panic),
-            }
-        } else {
-            match AssertUnwindSafe(call).catch_unwind().instrument(span).await {
-                Ok(result) => Outcome::Finished(result),
-                Err(panic) => Outcome::Panicked(panic),
-            }
-        };
-        let (result, state) = match outcome {
-            Outcome::Finished(Ok(value)) => (Ok(value), HandlerState::Completed),
-            Outcome::Finished(Err(error)) => (Err(error), HandlerState::Failed),
-            Outcome::TimedOut => (
-                Err(FlextError::timeout(format!(
+            match tokio::time::timeout(deadline, call).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(FlextError::timeout(format!(
                     "Handler '{}' timed out after {timeout_ms} ms",
                     self.name
                 ))),
-                HandlerState::Timeout,
-            ),
-            Outcome::Panicked(panic) => (
-                Err(FlextError::operation(format!(
-                    "Handler execution failed: {}",
-                    panic_message(panic.as_ref())
-                ))),
-                HandlerState::Failed,
-            ),
+            }
+        });
+        let result = guarded.instrument(span).await;
+        let state = match &result {
+            Ok(_) => HandlerState::Completed,
+            Err(error) if error.is(ErrorCode::Timeout) => HandlerState::Timeout,
+            Err(_) => HandlerState::Failed,
         };
         let success = result.is_ok();
         if self.timing_enabled.load(Relaxed) {
@@ -193,25 +180,8 @@ impl HandlerCore {
     }
 }
 
-enum Outcome<T> {
-    Finished(FlextResult<T>),
-    TimedOut,
-    Panicked(Box<dyn Any + Send>),
-}
-
 fn state_index(state: HandlerState) -> u8 {
     state as u8
-}
-
-/// The text of a panic payload (`panic!("…")` gives a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
 }
 
 /// A concrete handler with a [`HandlerCore`]: its configuration, metrics and state can be

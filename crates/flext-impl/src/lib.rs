@@ -17,7 +17,8 @@
 //! Processing steps are any [`Handler`](flext_protocols::Handler) — re-exported here as
 //! [`AbstractHandler`], the guide's name — or closures through [`handler_fn`] and
 //! [`sync_handler_fn`]. [`ManagedHandler`] reads and changes configuration, metrics and
-//! state of any of them.
+//! state of any of them. [`JsonHandler`] makes any serde handler a handler of JSON values,
+//! and [`catch_panic`] turns a panic in user code into an `OPERATION_ERROR`.
 //!
 //! ```
 //! use flext_impl::{BasicHandler, ManagedHandler};
@@ -43,7 +44,9 @@ mod basic;
 mod core;
 mod event;
 mod func;
+mod guard;
 mod histogram;
+mod json;
 mod metrics_handler;
 mod recorder;
 mod validating;
@@ -54,6 +57,8 @@ pub use core::{HandlerCore, ManagedHandler};
 pub use event::EventHandler;
 pub use flext_protocols::Handler as AbstractHandler;
 pub use func::{FnHandler, SyncFnHandler, handler_fn, sync_handler_fn};
+pub use guard::catch_panic;
+pub use json::JsonHandler;
 pub use metrics_handler::{MetricsHandler, MetricsReport};
 pub use recorder::{InFlight, MetricsRecorder};
 pub use validating::ValidatingHandler;

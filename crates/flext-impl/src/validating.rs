@@ -8,7 +8,7 @@ use flext_constants::{ErrorCode, HandlerKind};
 use flext_protocols::{Handler, MetricsSource, Validator};
 use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
 
-use crate::core::panic_message;
+use crate::guard::panic_message;
 use crate::{BasicHandler, HandlerCore, Identity, ManagedHandler};
 
 /// A handler that runs its validators before processing; the first rejection ends the call

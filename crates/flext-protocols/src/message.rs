@@ -89,3 +89,10 @@ pub trait Event: Send + Sync + 'static {
     /// The event's name; an enum of events may give each variant its own.
     fn event_name(&self) -> &str;
 }
+
+/// A shared event is the event: subscribers that receive `Arc<E>` see its name.
+impl<E: Event + ?Sized> Event for std::sync::Arc<E> {
+    fn event_name(&self) -> &str {
+        (**self).event_name()
+    }
+}

@@ -262,3 +262,37 @@ fn outside_a_tokio_runtime_calls_run_without_a_deadline() {
         std::task::Poll::Pending => panic!("an identity call finishes on its first poll"),
     }
 }
+
+#[tokio::test]
+async fn a_timeout_reported_by_the_step_itself_also_sets_state_timeout() {
+    let handler = BasicHandler::from_fn("caller", |()| async {
+        Err::<(), _>(FlextError::timeout("inventory service did not answer"))
+    });
+    let err = handler.handle(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "inventory service did not answer");
+    assert_eq!(handler.state(), HandlerState::Timeout);
+}
+
+#[tokio::test]
+async fn catch_panic_keeps_results_and_converts_panics() {
+    use flext_impl::catch_panic;
+    assert_eq!(catch_panic(async { Ok::<_, FlextError>(5) }).await, Ok(5));
+    let err = catch_panic(async { Err::<(), _>(FlextError::not_found("x")) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    let err = catch_panic(async {
+        let v: Vec<u8> = Vec::new();
+        #[allow(clippy::indexing_slicing, reason = "the test needs a real panic")]
+        let first = v[0];
+        Ok(first)
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationError);
+    assert!(
+        err.to_string()
+            .starts_with("Handler execution failed: index out of bounds"),
+        "{err}"
+    );
+}

@@ -113,3 +113,41 @@ async fn event_handler_counts_events_by_name() {
         .count();
     assert_eq!(labelled, 2);
 }
+
+#[tokio::test]
+async fn json_handler_decodes_requests_and_names_bad_ones() {
+    use flext_impl::JsonHandler;
+    use std::collections::HashMap;
+
+    #[derive(serde::Deserialize)]
+    struct Lookup {
+        id: u32,
+    }
+    let lookup = JsonHandler::new(handler_fn("GetUserProjection", |q: Lookup| async move {
+        Ok(json!({"user_id": q.id}))
+    }));
+    assert_eq!(lookup.handler_name(), "GetUserProjection");
+    assert_eq!(
+        lookup.handle(json!({"id": 3})).await.unwrap(),
+        json!({"user_id": 3})
+    );
+    let err = lookup.handle(json!({"id": "three"})).await.unwrap_err();
+    assert_eq!(err.code(), flext_constants::ErrorCode::SerializationError);
+    assert!(
+        err.message()
+            .starts_with("Invalid request for 'GetUserProjection' (expected Lookup): invalid type"),
+        "{err}"
+    );
+
+    // A map with tuple keys has no JSON form.
+    let unencodable = JsonHandler::new(handler_fn("tuples", |()| async {
+        Ok(HashMap::from([((1u8, 2u8), 3u8)]))
+    }));
+    let err = unencodable.handle(json!(null)).await.unwrap_err();
+    assert_eq!(err.code(), flext_constants::ErrorCode::SerializationError);
+    assert!(
+        err.message()
+            .starts_with("Response of 'tuples' does not serialize"),
+        "{err}"
+    );
+}

@@ -1,0 +1,53 @@
+//! Panic capture for user code: a panic becomes an `OPERATION_ERROR`, never an unwind
+//! across the API.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use flext_types::{FlextError, FlextResult};
+use futures_util::FutureExt;
+
+/// Runs `call` to completion; if it panics, returns an `OPERATION_ERROR` "Handler execution
+/// failed: {panic message}" instead of unwinding into the caller.
+///
+/// Use it wherever user code runs: handlers, subscribers, chain links, pipeline stages.
+///
+/// ```
+/// use flext_impl::catch_panic;
+/// use flext_constants::ErrorCode;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let ok = catch_panic(async { Ok::<_, flext_types::FlextError>(1) }).await;
+/// assert_eq!(ok, Ok(1));
+/// let err = catch_panic(async { panic!("bad state") }).await.map(|()| ()).unwrap_err();
+/// assert_eq!(err.code(), ErrorCode::OperationError);
+/// assert_eq!(err.to_string(), "Handler execution failed: bad state");
+/// # }
+/// ```
+pub async fn catch_panic<T>(call: impl Future<Output = FlextResult<T>>) -> FlextResult<T> {
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(panic_error(panic.as_ref())),
+    }
+}
+
+/// The `OPERATION_ERROR` a panic with `payload` becomes.
+pub(crate) fn panic_error(payload: &(dyn Any + Send)) -> FlextError {
+    FlextError::operation(format!(
+        "Handler execution failed: {}",
+        panic_message(payload)
+    ))
+}
+
+/// The text of a panic payload (`panic!("…")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
