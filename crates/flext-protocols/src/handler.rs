@@ -1,5 +1,7 @@
 //! The handler contract.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,38 +39,38 @@ pub trait Handler: Send + Sync {
 /// A shared, type-erased handler of `Req` returning `Res`.
 pub type BoxHandler<Req, Res> = Arc<dyn Handler<Request = Req, Response = Res>>;
 
-#[async_trait]
-impl<H: Handler + ?Sized> Handler for Arc<H> {
-    type Request = H::Request;
-    type Response = H::Response;
+/// The future a handler's `handle` returns, boxed (what `async-trait` generates).
+pub type HandleFuture<'a, T> = Pin<Box<dyn Future<Output = FlextResult<T>> + Send + 'a>>;
 
-    fn handler_name(&self) -> &str {
-        (**self).handler_name()
-    }
+/// Implements [`Handler`] for a smart pointer by delegating to the pointee. `handle` hands
+/// back the pointee's boxed future as it is, so a shared handler costs no extra allocation.
+macro_rules! delegate_handler {
+    ($pointer:ident) => {
+        impl<H: Handler + ?Sized> Handler for $pointer<H> {
+            type Request = H::Request;
+            type Response = H::Response;
 
-    fn can_handle(&self, request: &Self::Request) -> bool {
-        (**self).can_handle(request)
-    }
+            fn handler_name(&self) -> &str {
+                (**self).handler_name()
+            }
 
-    async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
-        (**self).handle(request).await
-    }
+            fn can_handle(&self, request: &Self::Request) -> bool {
+                (**self).can_handle(request)
+            }
+
+            fn handle<'life0, 'async_trait>(
+                &'life0 self,
+                request: Self::Request,
+            ) -> HandleFuture<'async_trait, Self::Response>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                (**self).handle(request)
+            }
+        }
+    };
 }
 
-#[async_trait]
-impl<H: Handler + ?Sized> Handler for Box<H> {
-    type Request = H::Request;
-    type Response = H::Response;
-
-    fn handler_name(&self) -> &str {
-        (**self).handler_name()
-    }
-
-    fn can_handle(&self, request: &Self::Request) -> bool {
-        (**self).can_handle(request)
-    }
-
-    async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
-        (**self).handle(request).await
-    }
-}
+delegate_handler!(Arc);
+delegate_handler!(Box);

@@ -52,7 +52,7 @@ mod verdict;
 
 pub use async_trait::async_trait;
 pub use chain::Chainable;
-pub use handler::{BoxHandler, Handler};
+pub use handler::{BoxHandler, HandleFuture, Handler};
 pub use message::{Command, Event, Query};
 pub use metrics::MetricsSource;
 pub use middleware::{Layer, Middleware, Next, SharedMiddleware};
