@@ -26,11 +26,14 @@ use futures_util::FutureExt;
 /// assert_eq!(err.to_string(), "Handler execution failed: bad state");
 /// # }
 /// ```
-pub async fn catch_panic<T>(call: impl Future<Output = FlextResult<T>>) -> FlextResult<T> {
-    match AssertUnwindSafe(call).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => Err(panic_error(panic.as_ref())),
-    }
+pub fn catch_panic<T, F>(call: F) -> impl Future<Output = FlextResult<T>>
+where
+    F: Future<Output = FlextResult<T>>,
+{
+    // A plain combinator rather than an `async fn`: no extra state machine on hot paths.
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .map(|outcome| outcome.unwrap_or_else(|panic| Err(panic_error(panic.as_ref()))))
 }
 
 /// The `OPERATION_ERROR` a panic with `payload` becomes.
@@ -50,4 +53,18 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     } else {
         "panic with a non-string payload".to_owned()
     }
+}
+
+/// Runs the synchronous `call`; if it panics, returns the same `OPERATION_ERROR` as
+/// [`catch_panic`].
+///
+/// ```
+/// use flext_impl::catch_panic_sync;
+///
+/// let err = catch_panic_sync(|| -> flext_types::FlextResult<()> { panic!("broken rule") }).unwrap_err();
+/// assert_eq!(err.to_string(), "Handler execution failed: broken rule");
+/// ```
+pub fn catch_panic_sync<T>(call: impl FnOnce() -> FlextResult<T>) -> FlextResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(call))
+        .unwrap_or_else(|panic| Err(panic_error(panic.as_ref())))
 }
