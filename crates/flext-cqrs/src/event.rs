@@ -1,0 +1,524 @@
+//! [`EventBus`]: publish one event to many subscribers, by event name or by type.
+
+use std::any::TypeId;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use dashmap::DashMap;
+use flext_impl::handler_fn;
+use flext_protocols::{BoxHandler, Event, Handler, MetricsSource, Middleware};
+use flext_types::{
+    FlextError, FlextResult, MessageMetadata, MetricSet, MetricValue, short_type_name,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::dispatch::{Dispatch, DispatchOutput, MessageKind, Route, Stack};
+use crate::metrics::{EventBusMetrics, EventMetrics};
+
+/// The id of one subscription, for [`EventBus::unsubscribe`]. Ids grow with each
+/// subscription, so they also give the delivery order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SubscriptionId(u64);
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// How [`EventBus::publish`] delivers an event to its subscribers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// One after another, in subscription order (the default).
+    #[default]
+    Sequential,
+    /// All at once, on the publishing task; the report still lists them in subscription
+    /// order.
+    Concurrent,
+}
+
+/// What one [`EventBus::publish`] did: how many subscribers received the event, and which
+/// failed with what error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishReport {
+    /// The event's name.
+    pub event_name: String,
+    /// Subscribers that handled the event successfully.
+    pub delivered: usize,
+    /// Subscribers that failed, in subscription order.
+    pub failures: Vec<DeliveryFailure>,
+}
+
+impl PublishReport {
+    /// Whether every subscriber handled the event.
+    pub fn is_success(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Subscribers the event was offered to.
+    pub fn attempted(&self) -> usize {
+        self.delivered + self.failures.len()
+    }
+}
+
+/// One subscriber's failure to handle an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryFailure {
+    /// The subscription.
+    pub subscription: SubscriptionId,
+    /// The subscriber's name.
+    pub subscriber: String,
+    /// What went wrong.
+    pub error: FlextError,
+}
+
+/// Whom a subscription listens to.
+#[derive(Debug, Clone)]
+enum Key {
+    Name(String),
+    Type(TypeId),
+}
+
+struct Subscriber {
+    id: SubscriptionId,
+    event_type: TypeId,
+    event_type_name: String,
+    route: Route,
+}
+
+/// Delivers each published event to every subscriber of its name and of its type.
+///
+/// - Subscribe by event name ([`EventBus::subscribe`], `"UserCreated"`) or by type
+///   ([`EventBus::subscribe_type`], every event of a type whatever its name); many
+///   subscribers per event; [`EventBus::unsubscribe`] by id. Subscribing works while the
+///   bus is shared (`&self`).
+/// - Subscribers receive the event shared as an `Arc<E>`.
+/// - One failing or panicking subscriber does not stop the others; [`EventBus::publish`]
+///   returns a [`PublishReport`] of deliveries and failures.
+/// - Delivery is sequential in subscription order by default; [`Delivery::Concurrent`] is
+///   opt-in.
+/// - Metrics per event name: published, delivered, failed.
+///
+/// Bus middleware runs around each delivery (one [`Dispatch`] per subscriber).
+///
+/// ```
+/// use std::sync::Arc;
+/// use flext_cqrs::EventBus;
+/// use flext_protocols::Event;
+///
+/// struct UserCreated { user_name: String }
+/// impl Event for UserCreated {
+///     fn event_name(&self) -> &str { "UserCreated" }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let bus = EventBus::new();
+/// bus.subscribe_fn("UserCreated", |event: Arc<UserCreated>| async move {
+///     println!("Welcome notification sent to {}", event.user_name);
+///     Ok(())
+/// });
+/// let report = bus.publish(UserCreated { user_name: "Alice".into() }).await;
+/// assert_eq!(report.delivered, 1);
+/// # }
+/// ```
+pub struct EventBus {
+    by_name: DashMap<String, Subscribers>,
+    by_type: DashMap<TypeId, Subscribers>,
+    index: DashMap<SubscriptionId, Key>,
+    next_id: AtomicU64,
+    counters: DashMap<String, Counters>,
+    middleware: Stack,
+    delivery: Delivery,
+}
+
+/// Subscribers of one key, replaced whole on every change so publishers read them without
+/// holding a lock while they deliver.
+type Subscribers = Arc<[Arc<Subscriber>]>;
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl EventBus {
+    /// A bus with no subscribers, delivering sequentially.
+    pub fn new() -> Self {
+        Self {
+            by_name: DashMap::new(),
+            by_type: DashMap::new(),
+            index: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            counters: DashMap::new(),
+            middleware: Stack::default(),
+            delivery: Delivery::Sequential,
+        }
+    }
+
+    /// Sets how events are delivered.
+    pub fn set_delivery(&mut self, delivery: Delivery) {
+        self.delivery = delivery;
+    }
+
+    /// The same bus delivering as `delivery` says.
+    #[must_use]
+    pub fn with_delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    /// Adds a middleware inside those added before it; it runs around each delivery.
+    pub fn add_middleware(
+        &mut self,
+        middleware: impl Middleware<Dispatch, DispatchOutput> + 'static,
+    ) {
+        self.middleware.push(Arc::new(middleware));
+    }
+
+    /// Subscribes `handler` to events named `event_name` whose type is `E`.
+    ///
+    /// An event of that name published as another type is reported as a failed delivery
+    /// to this subscriber, never silently skipped.
+    pub fn subscribe<E: Event>(
+        &self,
+        event_name: &str,
+        handler: impl Handler<Request = Arc<E>, Response = ()> + 'static,
+    ) -> SubscriptionId {
+        self.add(
+            Key::Name(event_name.to_owned()),
+            event_name,
+            Arc::new(handler),
+        )
+    }
+
+    /// Subscribes an async closure or `async fn` to events named `event_name`.
+    pub fn subscribe_fn<E, F, Fut>(&self, event_name: &str, f: F) -> SubscriptionId
+    where
+        E: Event,
+        F: Fn(Arc<E>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FlextResult<()>> + Send + 'static,
+    {
+        let name = format!("{event_name} subscriber");
+        self.subscribe(event_name, handler_fn(name, f))
+    }
+
+    /// Subscribes `handler` to every event of type `E`, whatever its name.
+    pub fn subscribe_type<E: Event>(
+        &self,
+        handler: impl Handler<Request = Arc<E>, Response = ()> + 'static,
+    ) -> SubscriptionId {
+        self.add(
+            Key::Type(TypeId::of::<E>()),
+            &short_type_name::<E>(),
+            Arc::new(handler),
+        )
+    }
+
+    /// Subscribes an async closure or `async fn` to every event of type `E`.
+    pub fn subscribe_type_fn<E, F, Fut>(&self, f: F) -> SubscriptionId
+    where
+        E: Event,
+        F: Fn(Arc<E>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FlextResult<()>> + Send + 'static,
+    {
+        let name = format!("{} subscriber", short_type_name::<E>());
+        self.subscribe_type(handler_fn(name, f))
+    }
+
+    fn add<E: Event>(
+        &self,
+        key: Key,
+        label: &str,
+        handler: BoxHandler<Arc<E>, ()>,
+    ) -> SubscriptionId {
+        let id = SubscriptionId(self.next_id.fetch_add(1, Relaxed));
+        let subscriber = Arc::new(Subscriber {
+            id,
+            event_type: TypeId::of::<E>(),
+            event_type_name: short_type_name::<E>(),
+            route: Route::new(MessageKind::Event, label, handler),
+        });
+        let append = |list: &mut Subscribers| {
+            let mut next: Vec<Arc<Subscriber>> = list.to_vec();
+            next.push(subscriber.clone());
+            *list = Arc::from(next);
+        };
+        match &key {
+            Key::Name(name) => append(&mut self.by_name.entry(name.clone()).or_insert_with(empty)),
+            Key::Type(type_id) => append(&mut self.by_type.entry(*type_id).or_insert_with(empty)),
+        }
+        // Indexed only once it can be found, so an unsubscribe never misses it.
+        self.index.insert(id, key);
+        id
+    }
+
+    /// Removes a subscription; `NOT_FOUND` if there is none with that id.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> FlextResult<()> {
+        let Some((_, key)) = self.index.remove(&id) else {
+            return Err(FlextError::not_found(format!(
+                "No subscription with id {id}"
+            )));
+        };
+        match key {
+            Key::Name(name) => remove_from(&self.by_name, name, id),
+            Key::Type(type_id) => remove_from(&self.by_type, type_id, id),
+        }
+        Ok(())
+    }
+
+    /// Active subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Publishes `event` to every subscriber of its name and of its type and reports how
+    /// each delivery went.
+    pub async fn publish<E: Event>(&self, event: E) -> PublishReport {
+        self.publish_inner(event, None).await
+    }
+
+    /// Publishes `event` with the given metadata (its correlation id reaches the tracing
+    /// spans and the middleware of every delivery).
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: E,
+        metadata: MessageMetadata,
+    ) -> PublishReport {
+        self.publish_inner(event, Some(&metadata)).await
+    }
+
+    async fn publish_inner<E: Event>(
+        &self,
+        event: E,
+        metadata: Option<&MessageMetadata>,
+    ) -> PublishReport {
+        let event = Arc::new(event);
+        let mut report = PublishReport {
+            event_name: event.event_name().to_owned(),
+            delivered: 0,
+            failures: Vec::new(),
+        };
+        let subscribers = self.subscribers_of::<E>(&report.event_name);
+        let subscribers = subscribers.as_slice();
+        match self.delivery {
+            Delivery::Sequential => {
+                for subscriber in subscribers {
+                    let result = self.deliver(subscriber, &event, metadata).await;
+                    report.record(subscriber, result);
+                }
+            }
+            Delivery::Concurrent => {
+                let deliveries = subscribers
+                    .iter()
+                    .map(|subscriber| self.deliver(subscriber, &event, metadata));
+                let results = futures_util::future::join_all(deliveries).await;
+                for (subscriber, result) in subscribers.iter().zip(results) {
+                    report.record(subscriber, result);
+                }
+            }
+        }
+        self.count(&report);
+        report
+    }
+
+    /// Delivers `event` to one subscriber, checking first that it expects this type.
+    async fn deliver<E: Event>(
+        &self,
+        subscriber: &Subscriber,
+        event: &Arc<E>,
+        metadata: Option<&MessageMetadata>,
+    ) -> FlextResult<()> {
+        if subscriber.event_type != TypeId::of::<E>() {
+            return Err(FlextError::operation(format!(
+                "Subscriber '{}' of {} expects {}, but the event was published as {}",
+                subscriber.route.handler_name(),
+                subscriber.route.message_type(),
+                subscriber.event_type_name,
+                short_type_name::<E>()
+            )));
+        }
+        subscriber
+            .route
+            .call::<Arc<E>, ()>(self.middleware.as_slice(), event.clone(), metadata)
+            .await
+    }
+
+    /// Subscribers of `event_name` and of `E`, in subscription order. The common case, one
+    /// kind of subscription, shares the stored list without copying it.
+    fn subscribers_of<E: Event>(&self, event_name: &str) -> Recipients {
+        let by_name = self.by_name.get(event_name).map(|list| list.clone());
+        let by_type = self
+            .by_type
+            .get(&TypeId::of::<E>())
+            .map(|list| list.clone());
+        match (by_name, by_type) {
+            (None, None) => Recipients::None,
+            (Some(list), None) | (None, Some(list)) => Recipients::Shared(list),
+            (Some(a), Some(b)) => {
+                let mut merged: Vec<Arc<Subscriber>> = a.iter().chain(b.iter()).cloned().collect();
+                merged.sort_by_key(|s| s.id);
+                Recipients::Merged(merged)
+            }
+        }
+    }
+
+    fn count(&self, report: &PublishReport) {
+        let record = |counters: &Counters| {
+            counters.published.fetch_add(1, Relaxed);
+            counters
+                .delivered
+                .fetch_add(report.delivered as u64, Relaxed);
+            counters
+                .failed
+                .fetch_add(report.failures.len() as u64, Relaxed);
+        };
+        if let Some(counters) = self.counters.get(report.event_name.as_str()) {
+            record(&counters);
+            return;
+        }
+        record(&self.counters.entry(report.event_name.clone()).or_default());
+    }
+
+    /// A snapshot of the bus's metrics.
+    pub fn metrics(&self) -> EventBusMetrics {
+        let events: BTreeMap<String, EventMetrics> = self
+            .counters
+            .iter()
+            .map(|entry| {
+                let c = entry.value();
+                (
+                    entry.key().clone(),
+                    EventMetrics {
+                        published: c.published.load(Relaxed),
+                        delivered: c.delivered.load(Relaxed),
+                        failed: c.failed.load(Relaxed),
+                    },
+                )
+            })
+            .collect();
+        EventBusMetrics {
+            events_published: events.values().map(|e| e.published).sum(),
+            deliveries: events.values().map(|e| e.delivered).sum(),
+            failed_deliveries: events.values().map(|e| e.failed).sum(),
+            subscriptions: self.subscription_count(),
+            events,
+        }
+    }
+}
+
+/// The subscribers one publish delivers to.
+enum Recipients {
+    None,
+    Shared(Subscribers),
+    Merged(Vec<Arc<Subscriber>>),
+}
+
+impl Recipients {
+    fn as_slice(&self) -> &[Arc<Subscriber>] {
+        match self {
+            Recipients::None => &[],
+            Recipients::Shared(list) => list,
+            Recipients::Merged(list) => list,
+        }
+    }
+}
+
+impl PublishReport {
+    fn record(&mut self, subscriber: &Subscriber, result: FlextResult<()>) {
+        match result {
+            Ok(()) => self.delivered += 1,
+            Err(error) => self.failures.push(DeliveryFailure {
+                subscription: subscriber.id,
+                subscriber: subscriber.route.handler_name().to_owned(),
+                error,
+            }),
+        }
+    }
+}
+
+fn empty() -> Subscribers {
+    Arc::from(Vec::new())
+}
+
+/// Removes subscription `id` from the list of `key`, and the list when it empties.
+fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Subscribers>, key: K, id: SubscriptionId) {
+    if let dashmap::Entry::Occupied(mut list) = map.entry(key) {
+        let next: Vec<Arc<Subscriber>> =
+            list.get().iter().filter(|s| s.id != id).cloned().collect();
+        if next.is_empty() {
+            list.remove();
+        } else {
+            list.insert(Arc::from(next));
+        }
+    }
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBus")
+            .field("subscriptions", &self.subscription_count())
+            .field("middleware", &self.middleware.len())
+            .field("delivery", &self.delivery)
+            .finish()
+    }
+}
+
+impl MetricsSource for EventBus {
+    fn metric_set(&self) -> MetricSet {
+        let m = self.metrics();
+        let mut set = MetricSet::new("event_bus");
+        set.push(
+            "events_published",
+            "Events published.",
+            MetricValue::Counter(m.events_published),
+        );
+        set.push(
+            "deliveries",
+            "Successful deliveries.",
+            MetricValue::Counter(m.deliveries),
+        );
+        set.push(
+            "failed_deliveries",
+            "Failed deliveries.",
+            MetricValue::Counter(m.failed_deliveries),
+        );
+        set.push(
+            "subscriptions",
+            "Active subscriptions.",
+            MetricValue::Gauge(m.subscriptions as f64),
+        );
+        for (name, e) in &m.events {
+            let labels = || vec![("event".to_owned(), name.clone())];
+            set.push_labelled(
+                "published",
+                "Events published by name.",
+                labels(),
+                MetricValue::Counter(e.published),
+            );
+            set.push_labelled(
+                "delivered",
+                "Deliveries by event name.",
+                labels(),
+                MetricValue::Counter(e.delivered),
+            );
+            set.push_labelled(
+                "failed",
+                "Failed deliveries by event name.",
+                labels(),
+                MetricValue::Counter(e.failed),
+            );
+        }
+        set
+    }
+}

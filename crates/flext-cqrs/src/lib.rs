@@ -1,0 +1,71 @@
+//! CQRS buses: commands to one handler, queries by type or by name, events to many
+//! subscribers — with middleware, tracing and metrics.
+//!
+//! This is layer 50 of flext-handlers; it builds on the handler contracts of
+//! `flext-protocols` and the panic guard and metrics recorder of `flext-impl`.
+//!
+//! | bus | dispatch | handlers |
+//! |---|---|---|
+//! | [`CommandBus`] | [`send`](CommandBus::send) → the command's output | exactly one per command type |
+//! | [`QueryBus`] | [`execute`](QueryBus::execute) by type, [`execute_named`](QueryBus::execute_named) by name (JSON) | one per type or name |
+//! | [`EventBus`] | [`publish`](EventBus::publish) → a [`PublishReport`] | many per event name or type |
+//!
+//! Every dispatch opens a `flext.dispatch` tracing span (kind, message type, handler,
+//! correlation id), is timed and counted, and runs inside a panic guard. Commands and
+//! queries [validate themselves](flext_protocols::Command::validate) first. Bus
+//! [middleware](BusMiddleware) sees each message as a [`Dispatch`]; the built-in ones are
+//! [`TimeoutMiddleware`], [`ValidationMiddleware`] and [`AuthorizationMiddleware`].
+//!
+//! # Order of a dispatch
+//!
+//! Outermost first: tracing span → metrics timer → the message's own validation → the
+//! middleware in the order added (the first added is outermost: it sees the request first
+//! and the response last) → the handler. A panic anywhere inside the span becomes an
+//! `OPERATION_ERROR`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flext_cqrs::{CommandBus, EventBus, QueryBus};
+//! use flext_protocols::{Command, Event, Query};
+//!
+//! struct Register { name: String }
+//! impl Command for Register { type Output = u32; }
+//!
+//! struct CountUsers;
+//! impl Query for CountUsers { type Output = u32; }
+//!
+//! struct Registered;
+//! impl Event for Registered { fn event_name(&self) -> &str { "Registered" } }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> flext_types::FlextResult<()> {
+//! let mut commands = CommandBus::new();
+//! commands.register_fn(|cmd: Register| async move { Ok(cmd.name.len() as u32) })?;
+//! let mut queries = QueryBus::new();
+//! queries.register_fn(|_: CountUsers| async { Ok(1) })?;
+//! let events = EventBus::new();
+//! events.subscribe_fn("Registered", |_: Arc<Registered>| async { Ok(()) });
+//!
+//! assert_eq!(commands.send(Register { name: "Ada".into() }).await?, 3);
+//! assert_eq!(events.publish(Registered).await.delivered, 1);
+//! assert_eq!(queries.execute(CountUsers).await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod command;
+mod dispatch;
+mod event;
+mod metrics;
+mod middleware;
+mod query;
+mod routes;
+
+pub use command::CommandBus;
+pub use dispatch::{BusMiddleware, Dispatch, DispatchContext, DispatchOutput, MessageKind};
+pub use event::{Delivery, DeliveryFailure, EventBus, PublishReport, SubscriptionId};
+pub use metrics::{
+    CommandBusMetrics, EventBusMetrics, EventMetrics, MessageTypeMetrics, QueryBusMetrics,
+};
+pub use middleware::{AuthorizationMiddleware, TimeoutMiddleware, ValidationMiddleware};
+pub use query::QueryBus;

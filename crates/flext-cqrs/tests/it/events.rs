@@ -1,0 +1,249 @@
+//! EventBus: fan-out, isolation, order, unsubscribe, type checks, concurrency, metrics.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flext_constants::ErrorCode;
+use flext_cqrs::{Delivery, EventBus};
+use flext_impl::{EventHandler, handler_fn};
+use flext_protocols::Event;
+use flext_types::FlextError;
+
+use crate::UserCreated;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn recorder(bus: &EventBus, log: &Log, label: &'static str) -> flext_cqrs::SubscriptionId {
+    let log = log.clone();
+    bus.subscribe_fn("UserCreated", move |event: Arc<UserCreated>| {
+        log.lock()
+            .unwrap()
+            .push(format!("{label}:{}", event.user_id));
+        async { Ok(()) }
+    })
+}
+
+fn created(id: &str) -> UserCreated {
+    UserCreated {
+        user_id: id.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn publish_reaches_every_subscriber_in_subscription_order() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    recorder(&bus, &log, "first");
+    let by_type_log = log.clone();
+    bus.subscribe_type_fn(move |event: Arc<UserCreated>| {
+        by_type_log
+            .lock()
+            .unwrap()
+            .push(format!("by-type:{}", event.user_id));
+        async { Ok(()) }
+    });
+    recorder(&bus, &log, "third");
+
+    let report = bus.publish(created("user_1")).await;
+    assert!(report.is_success());
+    assert_eq!(
+        (report.event_name.as_str(), report.delivered),
+        ("UserCreated", 3)
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["first:user_1", "by-type:user_1", "third:user_1"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_or_panicking_subscriber_does_not_stop_the_others() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    recorder(&bus, &log, "before");
+    let failing = bus.subscribe(
+        "UserCreated",
+        handler_fn("mailer", |_: Arc<UserCreated>| async {
+            Err(FlextError::storage("SMTP server unreachable"))
+        }),
+    );
+    let panicking = bus.subscribe(
+        "UserCreated",
+        handler_fn("auditor", |_: Arc<UserCreated>| async {
+            if true {
+                panic!("audit log full");
+            }
+            Ok(())
+        }),
+    );
+    recorder(&bus, &log, "after");
+
+    let report = bus.publish(created("user_2")).await;
+    assert_eq!(report.delivered, 2);
+    assert_eq!(report.attempted(), 4);
+    assert_eq!(*log.lock().unwrap(), ["before:user_2", "after:user_2"]);
+    let failures: Vec<_> = report
+        .failures
+        .iter()
+        .map(|f| {
+            (
+                f.subscription,
+                f.subscriber.as_str(),
+                f.error.code(),
+                f.error.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            (
+                failing,
+                "mailer",
+                ErrorCode::StorageError,
+                "SMTP server unreachable".to_owned()
+            ),
+            (
+                panicking,
+                "auditor",
+                ErrorCode::OperationError,
+                "Handler execution failed: audit log full".to_owned()
+            ),
+        ]
+    );
+    let m = bus.metrics();
+    assert_eq!(m.events["UserCreated"].published, 1);
+    assert_eq!((m.deliveries, m.failed_deliveries), (2, 2));
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery_and_unknown_ids_are_not_found() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    let first = recorder(&bus, &log, "first");
+    recorder(&bus, &log, "second");
+    bus.unsubscribe(first).unwrap();
+    assert_eq!(bus.subscription_count(), 1);
+    bus.publish(created("user_3")).await;
+    assert_eq!(*log.lock().unwrap(), ["second:user_3"]);
+    let err = bus.unsubscribe(first).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.to_string(), format!("No subscription with id {first}"));
+}
+
+#[tokio::test]
+async fn publishing_with_no_subscribers_is_counted_and_delivers_nothing() {
+    let bus = EventBus::new();
+    let report = bus.publish(created("nobody")).await;
+    assert_eq!((report.delivered, report.failures.len()), (0, 0));
+    assert_eq!(bus.metrics().events["UserCreated"].published, 1);
+}
+
+struct OrderShipped;
+
+impl Event for OrderShipped {
+    fn event_name(&self) -> &str {
+        "UserCreated"
+    }
+}
+
+#[tokio::test]
+async fn a_name_subscriber_of_another_type_gets_a_reported_failure() {
+    let bus = EventBus::new();
+    bus.subscribe_fn("UserCreated", |_: Arc<UserCreated>| async { Ok(()) });
+    let report = bus.publish(OrderShipped).await;
+    assert_eq!(report.delivered, 0);
+    let failure = &report.failures[0];
+    assert_eq!(failure.error.code(), ErrorCode::OperationError);
+    assert_eq!(
+        failure.error.to_string(),
+        "Subscriber 'UserCreated subscriber' of UserCreated expects UserCreated, but the event was published as OrderShipped"
+    );
+}
+
+enum AccountEvent {
+    Opened,
+    Closed,
+}
+
+impl Event for AccountEvent {
+    fn event_name(&self) -> &str {
+        match self {
+            AccountEvent::Opened => "AccountOpened",
+            AccountEvent::Closed => "AccountClosed",
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_type_subscriber_sees_every_name_of_its_type() {
+    let bus = EventBus::new();
+    let counter = Arc::new(EventHandler::from_fn(
+        "account_audit",
+        |_: Arc<AccountEvent>| async { Ok(()) },
+    ));
+    bus.subscribe_type(counter.clone());
+    bus.publish(AccountEvent::Opened).await;
+    bus.publish(AccountEvent::Closed).await;
+    bus.publish(AccountEvent::Closed).await;
+    let by_name = counter.events_by_name();
+    assert_eq!((by_name["AccountOpened"], by_name["AccountClosed"]), (1, 2));
+    let m = bus.metrics();
+    assert_eq!(m.events["AccountClosed"].delivered, 2);
+    assert_eq!(m.events_published, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_delivery_runs_subscribers_at_once() {
+    // Two subscribers that each wait for the other: only concurrent delivery completes.
+    async fn publish_with(delivery: Delivery) -> bool {
+        let bus = EventBus::new().with_delivery(delivery);
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        for _ in 0..2 {
+            let barrier = barrier.clone();
+            bus.subscribe_fn("UserCreated", move |_: Arc<UserCreated>| {
+                let barrier = barrier.clone();
+                async move {
+                    barrier.wait().await;
+                    Ok(())
+                }
+            });
+        }
+        let publish = bus.publish(created("user_4"));
+        match tokio::time::timeout(Duration::from_secs(1), publish).await {
+            Ok(report) => report.delivered == 2,
+            Err(_) => false,
+        }
+    }
+    assert!(publish_with(Delivery::Concurrent).await);
+    assert!(
+        !publish_with(Delivery::Sequential).await,
+        "sequential delivery waits in order"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_delivery_reports_in_subscription_order() {
+    let bus = EventBus::new().with_delivery(Delivery::Concurrent);
+    for i in 0..5u64 {
+        bus.subscribe(
+            "UserCreated",
+            handler_fn(format!("s{i}"), move |_: Arc<UserCreated>| async move {
+                tokio::task::yield_now().await;
+                if i % 2 == 0 {
+                    Err(FlextError::operation(format!("s{i} failed")))
+                } else {
+                    Ok(())
+                }
+            }),
+        );
+    }
+    let report = bus.publish(created("user_5")).await;
+    let names: Vec<_> = report
+        .failures
+        .iter()
+        .map(|f| f.subscriber.as_str())
+        .collect();
+    assert_eq!(names, ["s0", "s2", "s4"]);
+    assert_eq!(report.delivered, 2);
+}
