@@ -5,3 +5,4 @@
 //! directory run them (`cargo run --example order_processing`).
 
 pub mod orders;
+pub mod users;

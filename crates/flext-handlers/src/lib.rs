@@ -4,18 +4,20 @@
 //! Depend on this crate; it re-exports, by name, everything a user needs from the layered
 //! crates below it, under two spellings:
 //!
-//! - Rust modules: [`constants`], [`types`], [`protocols`], [`implementation`], and a
-//!   [`prelude`] with the everyday items.
+//! - Rust modules: [`constants`], [`types`], [`protocols`], [`implementation`], [`cqrs`],
+//!   and a [`prelude`] with the everyday items.
 //! - The guide's namespaces: [`Constants`], [`Types`], [`Protocols`], [`Implementation`],
-//!   so code ported from the guide reads the same
-//!   (`flext_handlers::Implementation::BasicHandler`).
+//!   [`CQRS`], so code ported from the guide reads the same
+//!   (`flext_handlers::Implementation::BasicHandler`, `flext_handlers::CQRS::CommandBus`).
 //!
 //! The main items: [`BasicHandler`](Implementation::BasicHandler) (metrics, state,
 //! configuration per environment, deadline, panic capture),
 //! [`ValidatingHandler`](Implementation::ValidatingHandler),
 //! [`AuthorizingHandler`](Implementation::AuthorizingHandler), closures through
 //! [`handler_fn`](Implementation::handler_fn), the [`Handler`](Protocols::Handler) contract
-//! and the error model [`FlextError`](Types::FlextError) / [`FlextResult`](Types::FlextResult).
+//! the error model [`FlextError`](Types::FlextError) / [`FlextResult`](Types::FlextResult),
+//! and the buses [`CommandBus`](CQRS::CommandBus), [`QueryBus`](CQRS::QueryBus) and
+//! [`EventBus`](CQRS::EventBus).
 //!
 //! ```
 //! use flext_handlers::prelude::*;
@@ -39,6 +41,7 @@
 //! a feature of their own, with `full` for all of them.
 
 pub use flext_constants as constants;
+pub use flext_cqrs as cqrs;
 pub use flext_impl as implementation;
 pub use flext_protocols as protocols;
 pub use flext_protocols::async_trait;
@@ -97,9 +100,21 @@ pub mod Implementation {
     };
 }
 
+/// The guide's `FlextHandlers.CQRS`: the command, query and event buses.
+#[allow(non_snake_case, reason = "the guide's namespace spelling")]
+pub mod CQRS {
+    pub use flext_cqrs::{
+        AuthorizationMiddleware, BusMiddleware, CommandBus, CommandBusMetrics, Delivery,
+        DeliveryFailure, Dispatch, DispatchContext, DispatchOutput, EventBus, EventBusMetrics,
+        EventMetrics, MessageKind, MessageTypeMetrics, PublishReport, QueryBus, QueryBusMetrics,
+        SubscriptionId, TimeoutMiddleware, ValidationMiddleware,
+    };
+}
+
 /// The everyday items: `use flext_handlers::prelude::*;`.
 pub mod prelude {
     pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
+    pub use flext_cqrs::{CommandBus, EventBus, PublishReport, QueryBus};
     pub use flext_impl::{
         AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,

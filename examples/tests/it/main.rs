@@ -2,3 +2,4 @@
 
 mod orders;
 mod programs;
+mod users;

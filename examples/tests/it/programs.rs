@@ -31,6 +31,28 @@ fn quickstart_configures_for_production_and_reports_full_success() {
 }
 
 #[test]
+fn quickstart_runs_the_guides_cqrs_flow() {
+    let out = run_example("quickstart");
+    for expected in [
+        "✅ User created: user_1",
+        "🔔 Welcome notification sent to Alice Johnson",
+        "Event UserCreated delivered to 1 subscriber(s)",
+        "✅ User retrieved: Alice Johnson in Engineering",
+        "Email (with details): alice@company.com",
+        "Email (without details): hidden",
+        "❌ Rejected: Name must be at least 2 characters (VALIDATION_ERROR)",
+        "Command bus: 2 processed, 1 successful, 1 failed",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert_eq!(
+        out.matches("Welcome notification").count(),
+        1,
+        "the welcome handler runs once"
+    );
+}
+
+#[test]
 fn order_processing_prints_the_guides_outcomes() {
     let out = run_example("order_processing");
     for expected in [

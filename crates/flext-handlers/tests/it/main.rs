@@ -62,3 +62,22 @@ async fn a_user_handler_written_against_the_facade_gets_metrics() {
     let boxed: BoxHandler<String, String> = std::sync::Arc::new(handler);
     assert_eq!(boxed.handler_name(), "shout");
 }
+
+struct Ping;
+
+impl Protocols::Command for Ping {
+    type Output = &'static str;
+}
+
+#[tokio::test]
+async fn the_cqrs_namespace_reads_like_the_guide() {
+    let mut command_bus = flext_handlers::CQRS::CommandBus::new();
+    let query_bus: flext_handlers::CQRS::QueryBus = flext_handlers::cqrs::QueryBus::new();
+    let event_bus = flext_handlers::CQRS::EventBus::new();
+    command_bus
+        .register_fn(|_: Ping| async { Ok("pong") })
+        .unwrap();
+    assert_eq!(command_bus.send(Ping).await.unwrap(), "pong");
+    assert_eq!(query_bus.metrics().registered_handlers, 0);
+    assert_eq!(event_bus.subscription_count(), 0);
+}
