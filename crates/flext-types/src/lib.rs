@@ -11,6 +11,8 @@
 //! - [`PerformanceProfile`]: the standard, high and low performance profiles.
 //! - [`HandlerMetrics`], [`LatencySummary`] and [`MetricSet`]: serializable metrics snapshots.
 //! - [`MessageMetadata`]: message, correlation and causation ids and a timestamp.
+//! - Event-store records: [`NewEvent`], [`StoredEvent`], [`ExpectedVersion`],
+//!   [`AppendResult`], [`Snapshot`], [`DeadLetter`], with payloads as [`JsonPayload`].
 //!
 //! ```
 //! use flext_types::{ErrorCode, FlextError, FlextResult, HandlerConfig, ResultExt};
@@ -37,6 +39,7 @@ mod metrics;
 mod names;
 mod profile;
 mod railway;
+mod records;
 pub mod serde_helpers;
 
 pub use config::{ConfigSource, HandlerConfig};
@@ -49,3 +52,7 @@ pub use metrics::{
 pub use names::short_type_name;
 pub use profile::PerformanceProfile;
 pub use railway::{ResultExt, combine, first_success, traverse};
+pub use records::{
+    AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, Snapshot,
+    StoredEvent,
+};
