@@ -1,7 +1,8 @@
 //! The contracts of flext-handlers, as traits.
 //!
 //! This is layer 30: traits, their blanket impls for closures and smart pointers, and
-//! nothing else — no runtime, no I/O, no tokio. Depend on it to write a handler, validator,
+//! nothing else — no runtime, no I/O, no tokio (a live subscription is a `futures-core`
+//! `Stream`). Depend on it to write a handler, validator,
 //! authorizer or middleware that works with every flext component.
 //!
 //! - [`Handler`]: an async, object-safe request handler with an associated request and
@@ -15,9 +16,8 @@
 //! - [`MetricsSource`]: anything that reports a [`MetricSet`](flext_types::MetricSet).
 //! - [`Command`], [`Query`] and [`Event`]: the CQRS message contracts.
 //!
-//! The event-sourcing contracts (event store, snapshot store, checkpoint store, aggregate,
-//! projection) join this crate with the event-sourcing layer; like these, they are traits
-//! over plain data.
+//! - Event sourcing: [`EventStore`], [`SnapshotStore`], [`CheckpointStore`] (over the
+//!   serialized records of `flext-types`), [`Aggregate`] and [`Projection`].
 //!
 //! ```
 //! use flext_protocols::{async_trait, Handler};
@@ -44,6 +44,7 @@
 //! ```
 
 mod chain;
+mod event_sourcing;
 mod handler;
 mod message;
 mod metrics;
@@ -52,6 +53,9 @@ mod verdict;
 
 pub use async_trait::async_trait;
 pub use chain::Chainable;
+pub use event_sourcing::{
+    Aggregate, CheckpointStore, EventStore, EventStream, Projection, SnapshotStore,
+};
 pub use handler::{BoxHandler, HandleFuture, Handler};
 pub use message::{Command, Event, Query};
 pub use metrics::MetricsSource;

@@ -88,11 +88,21 @@ pub trait Query: Send + 'static {
 pub trait Event: Send + Sync + 'static {
     /// The event's name; an enum of events may give each variant its own.
     fn event_name(&self) -> &str;
+
+    /// The version of the event's stored shape; raise it when the shape changes and
+    /// register an upcaster from the old version. 1 unless overridden.
+    fn schema_version(&self) -> u32 {
+        1
+    }
 }
 
 /// A shared event is the event: subscribers that receive `Arc<E>` see its name.
 impl<E: Event + ?Sized> Event for std::sync::Arc<E> {
     fn event_name(&self) -> &str {
         (**self).event_name()
+    }
+
+    fn schema_version(&self) -> u32 {
+        (**self).schema_version()
     }
 }

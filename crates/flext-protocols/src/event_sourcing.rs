@@ -1,0 +1,143 @@
+//! The event-sourcing contracts: stores over serialized records, aggregates, projections.
+//!
+//! Stores see only [`NewEvent`] and [`StoredEvent`] records (type, schema version, JSON
+//! payload, metadata), never the application's types, so each adapter stays small. One
+//! conformance suite (in `flext-testing`) pins down the behaviour every store must have.
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use flext_types::{
+    AppendResult, DeadLetter, ExpectedVersion, FlextResult, NewEvent, Snapshot, StoredEvent,
+};
+use futures_core::Stream;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Event;
+
+/// A live feed of stored events in position order; see [`EventStore::subscribe`].
+pub type EventStream = Pin<Box<dyn Stream<Item = FlextResult<StoredEvent>> + Send>>;
+
+/// An append-only log of events, grouped in streams, with optimistic concurrency.
+///
+/// The rules every store keeps (the conformance suite checks each):
+///
+/// - A batch appends atomically or not at all, with versions `current + 1 ..` and global
+///   positions strictly increasing; readers never see part of a batch, and batches never
+///   interleave.
+/// - A stream whose version does not satisfy the [`ExpectedVersion`] is a
+///   `CONCURRENCY_CONFLICT` carrying the expected and actual versions; nothing is stored.
+/// - Appending the same event ids again at the same expected version is a no-op that
+///   returns the original [`AppendResult`] (an idempotent retry). An event id stored
+///   elsewhere, or twice in one batch, is a `DUPLICATE`; nothing is stored.
+/// - A reader of all events never skips a committed event.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `stream_id` if the stream's version satisfies `expected`.
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult>;
+
+    /// Up to `limit` events of `stream_id` from version `from_version` (inclusive), in
+    /// version order; none for a stream that does not exist.
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> FlextResult<Vec<StoredEvent>>;
+
+    /// Up to `limit` events of every stream from global position `from_position`
+    /// (inclusive), in position order.
+    async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>>;
+
+    /// The version of `stream_id`: its last event's version, 0 when it does not exist.
+    async fn stream_version(&self, stream_id: &str) -> FlextResult<u64>;
+
+    /// The position of the last committed event, 0 for an empty store.
+    async fn head_position(&self) -> FlextResult<u64>;
+
+    /// Every event from `from_position` (inclusive): first those already stored, then each
+    /// new one as it commits, each exactly once and in position order. The stream ends
+    /// only with an error (for example a lost connection).
+    async fn subscribe(&self, from_position: u64) -> FlextResult<EventStream>;
+}
+
+/// The latest snapshot of each stream.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Keeps `snapshot` as its stream's latest, unless a snapshot of a later version is
+    /// already kept.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> FlextResult<()>;
+
+    /// The latest snapshot of `stream_id`, if any.
+    async fn load_snapshot(&self, stream_id: &str) -> FlextResult<Option<Snapshot>>;
+}
+
+/// Positions and dead letters of named readers of the log (projections, relays).
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// The last position `name` finished, if it ever saved one.
+    async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>>;
+
+    /// Records that `name` finished every event up to `position`.
+    async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()>;
+
+    /// Records an event `name` gave up on.
+    async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()>;
+
+    /// The events `name` gave up on, in position order.
+    async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>>;
+
+    /// Forgets `name`'s checkpoint and dead letters, for a rebuild from zero.
+    async fn reset(&self, name: &str) -> FlextResult<()>;
+}
+
+/// An event-sourced aggregate: decides on commands by emitting events, and rebuilds its
+/// state by applying them.
+///
+/// `handle` must not change state: state changes only through `apply`, so replaying the
+/// stream (or loading a snapshot and replaying the rest) always gives the same state.
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The aggregate's type name; streams are named `"{TYPE}-{id}"`.
+    const TYPE: &'static str;
+
+    /// The version of the state's serialized shape, kept with snapshots; a snapshot of
+    /// another version is ignored and the state is rebuilt from events.
+    const SNAPSHOT_VERSION: u32 = 1;
+
+    /// What the aggregate decides on.
+    type Command: Send + 'static;
+
+    /// What it emits; each event names itself and its schema version.
+    type Event: Event + Serialize + DeserializeOwned + Clone;
+
+    /// Decides on `command`: the events to append, or an error that rejects it.
+    fn handle(&self, command: Self::Command) -> FlextResult<Vec<Self::Event>>;
+
+    /// Applies one event to the state.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// A read model built from the log, one event at a time.
+///
+/// Events arrive at least once: after a crash the events since the last checkpoint are
+/// applied again, so `apply` should be idempotent (for example by remembering the last
+/// position it applied).
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// The projection's name, which keys its checkpoint.
+    fn name(&self) -> &str;
+
+    /// Applies one stored event to the read model.
+    async fn apply(&self, event: &StoredEvent) -> FlextResult<()>;
+
+    /// Empties the read model, before a rebuild from the first event.
+    async fn reset(&self) -> FlextResult<()>;
+}
