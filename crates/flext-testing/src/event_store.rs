@@ -1,0 +1,588 @@
+//! The behaviours every [`EventStore`] must have, one function each.
+//!
+//! Each function takes a store, works only in streams of its own, and panics (fails the
+//! test) on the first broken rule with a message saying which. None assumes the store is
+//! empty, so they can share one database and run in parallel. Run them all with
+//! [`event_store_conformance!`](crate::event_store_conformance).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flext_constants::ErrorCode;
+use flext_protocols::EventStore;
+use flext_types::{
+    EventMetadata, ExpectedVersion, FlextResult, JsonPayload, NewEvent, StoredEvent,
+};
+use futures_util::StreamExt;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::unique_name;
+
+/// How long a test waits for events a subscription should deliver.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The names of every behaviour, for [`event_store_conformance!`](crate::event_store_conformance).
+pub const BEHAVIOURS: &[&str] = &[
+    "append_to_new_stream",
+    "expected_version_any",
+    "expected_version_no_stream",
+    "expected_version_stream_exists",
+    "expected_version_exact",
+    "conflicting_batch_stores_nothing",
+    "duplicate_inside_batch_stores_nothing",
+    "duplicate_event_id_is_rejected",
+    "idempotent_retry",
+    "streams_are_isolated",
+    "read_ranges_and_limits",
+    "rejects_empty_batches_and_stream_ids",
+    "positions_increase_and_batches_do_not_interleave",
+    "concurrent_writers_on_shared_streams",
+    "subscription_sees_every_event_once_in_order",
+];
+
+fn event(n: u64) -> NewEvent {
+    let payload = JsonPayload::encode(&json!({"n": n})).expect("a JSON payload");
+    NewEvent::new("Counted", payload)
+}
+
+fn batch(from: u64, count: u64) -> Vec<NewEvent> {
+    (from..from + count).map(event).collect()
+}
+
+fn numbers(events: &[StoredEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            e.payload
+                .decode::<serde_json::Value>()
+                .expect("stored JSON")["n"]
+                .as_u64()
+                .expect("a number")
+        })
+        .collect()
+}
+
+fn versions(events: &[StoredEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.version).collect()
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(
+    result: FlextResult<T>,
+    expected: ExpectedVersion,
+    actual: u64,
+) {
+    let error = result.expect_err("a concurrency conflict");
+    assert_eq!(error.code(), ErrorCode::ConcurrencyConflict, "{error:?}");
+    let data = error.data().expect("a conflict carries data");
+    assert_eq!(
+        data["expected"],
+        serde_json::to_value(expected).expect("serializable"),
+        "{error:?}"
+    );
+    assert_eq!(data["actual"], actual, "{error:?}");
+}
+
+async fn all_of(store: &dyn EventStore, stream: &str) -> Vec<StoredEvent> {
+    store
+        .read_stream(stream, 1, usize::MAX)
+        .await
+        .expect("read_stream")
+}
+
+/// A first append creates the stream; every field of each event comes back as written.
+pub async fn append_to_new_stream(store: Arc<dyn EventStore>) {
+    let stream = unique_name("new");
+    let correlation = Uuid::new_v4();
+    let mut first = event(1);
+    first.schema_version = 3;
+    first.metadata = EventMetadata {
+        correlation_id: Some(correlation),
+        causation_id: Some(Uuid::new_v4()),
+        headers: BTreeMap::from([("tenant".to_owned(), "acme".to_owned())]),
+    };
+    let written = vec![first.clone(), event(2)];
+    let result = store
+        .append(&stream, ExpectedVersion::NoStream, written.clone())
+        .await
+        .expect("append");
+    assert_eq!((result.first_version, result.last_version), (1, 2));
+    assert_eq!(result.last_position, result.first_position + 1);
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 2);
+    assert!(store.head_position().await.expect("head") >= result.last_position);
+
+    let stored = all_of(&*store, &stream).await;
+    assert_eq!(versions(&stored), [1, 2]);
+    for (stored, written) in stored.iter().zip(&written) {
+        assert_eq!(stored.event_id, written.event_id);
+        assert_eq!(&*stored.stream_id, stream.as_str());
+        assert_eq!(&*stored.event_type, written.event_type.as_str());
+        assert_eq!(stored.schema_version, written.schema_version);
+        assert_eq!(
+            stored.payload.decode::<serde_json::Value>().unwrap(),
+            written.payload.decode::<serde_json::Value>().unwrap()
+        );
+        assert_eq!(*stored.metadata, written.metadata);
+    }
+    assert_eq!(stored[0].position, result.first_position);
+    assert_eq!(stored[1].position, result.last_position);
+}
+
+/// `Any` appends to a new and to an existing stream.
+pub async fn expected_version_any(store: Arc<dyn EventStore>) {
+    let stream = unique_name("any");
+    store
+        .append(&stream, ExpectedVersion::Any, batch(1, 1))
+        .await
+        .expect("any on a new stream");
+    store
+        .append(&stream, ExpectedVersion::Any, batch(2, 2))
+        .await
+        .expect("any on an existing stream");
+    assert_eq!(numbers(&all_of(&*store, &stream).await), [1, 2, 3]);
+}
+
+/// `NoStream` appends only to a stream with no events.
+pub async fn expected_version_no_stream(store: Arc<dyn EventStore>) {
+    let stream = unique_name("no-stream");
+    store
+        .append(&stream, ExpectedVersion::NoStream, batch(1, 2))
+        .await
+        .expect("no stream yet");
+    let again = store
+        .append(&stream, ExpectedVersion::NoStream, batch(3, 1))
+        .await;
+    assert_conflict(again, ExpectedVersion::NoStream, 2);
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 2);
+}
+
+/// `StreamExists` appends only to a stream with events.
+pub async fn expected_version_stream_exists(store: Arc<dyn EventStore>) {
+    let stream = unique_name("exists");
+    let early = store
+        .append(&stream, ExpectedVersion::StreamExists, batch(1, 1))
+        .await;
+    assert_conflict(early, ExpectedVersion::StreamExists, 0);
+    assert!(
+        all_of(&*store, &stream).await.is_empty(),
+        "a rejected append stores nothing"
+    );
+    store
+        .append(&stream, ExpectedVersion::NoStream, batch(1, 1))
+        .await
+        .unwrap();
+    store
+        .append(&stream, ExpectedVersion::StreamExists, batch(2, 1))
+        .await
+        .expect("the stream exists");
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 2);
+}
+
+/// `Exact(n)` appends only at version `n` (0: no stream); stale and future versions conflict.
+pub async fn expected_version_exact(store: Arc<dyn EventStore>) {
+    let stream = unique_name("exact");
+    store
+        .append(&stream, ExpectedVersion::Exact(0), batch(1, 1))
+        .await
+        .expect("exact 0 on a new stream");
+    store
+        .append(&stream, ExpectedVersion::Exact(1), batch(2, 1))
+        .await
+        .expect("exact 1");
+    let stale = store
+        .append(&stream, ExpectedVersion::Exact(1), batch(3, 1))
+        .await;
+    assert_conflict(stale, ExpectedVersion::Exact(1), 2);
+    let ahead = store
+        .append(&stream, ExpectedVersion::Exact(5), batch(3, 1))
+        .await;
+    assert_conflict(ahead, ExpectedVersion::Exact(5), 2);
+    let result = store
+        .append(&stream, ExpectedVersion::Exact(2), batch(3, 2))
+        .await
+        .expect("exact 2");
+    assert_eq!((result.first_version, result.last_version), (3, 4));
+}
+
+/// A batch that conflicts stores none of its events.
+pub async fn conflicting_batch_stores_nothing(store: Arc<dyn EventStore>) {
+    let stream = unique_name("atomic");
+    store
+        .append(&stream, ExpectedVersion::NoStream, batch(1, 2))
+        .await
+        .unwrap();
+    let rejected = store
+        .append(&stream, ExpectedVersion::Exact(1), batch(3, 5))
+        .await;
+    assert_conflict(rejected, ExpectedVersion::Exact(1), 2);
+    assert_eq!(numbers(&all_of(&*store, &stream).await), [1, 2]);
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 2);
+}
+
+/// A batch with one event id twice is a `DUPLICATE` and stores none of its events.
+pub async fn duplicate_inside_batch_stores_nothing(store: Arc<dyn EventStore>) {
+    let stream = unique_name("dup-in-batch");
+    let mut events = batch(1, 3);
+    events[2].event_id = events[0].event_id;
+    let error = store
+        .append(&stream, ExpectedVersion::Any, events)
+        .await
+        .expect_err("a duplicate id");
+    assert_eq!(error.code(), ErrorCode::Duplicate, "{error:?}");
+    assert!(all_of(&*store, &stream).await.is_empty());
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 0);
+}
+
+/// An event id already stored, in this stream or another, is a `DUPLICATE` unless the
+/// append is an exact retry.
+pub async fn duplicate_event_id_is_rejected(store: Arc<dyn EventStore>) {
+    let first = unique_name("dup-a");
+    let second = unique_name("dup-b");
+    let original = batch(1, 2);
+    store
+        .append(&first, ExpectedVersion::NoStream, original.clone())
+        .await
+        .unwrap();
+
+    let elsewhere = store
+        .append(&second, ExpectedVersion::Any, original.clone())
+        .await;
+    assert_eq!(
+        elsewhere.expect_err("an id stored elsewhere").code(),
+        ErrorCode::Duplicate
+    );
+    assert!(all_of(&*store, &second).await.is_empty());
+
+    let mut mixed = batch(3, 1);
+    mixed.push(original[0].clone());
+    let overlapping = store.append(&first, ExpectedVersion::Exact(2), mixed).await;
+    assert_eq!(
+        overlapping.expect_err("a new id with a stored one").code(),
+        ErrorCode::Duplicate
+    );
+    assert_eq!(store.stream_version(&first).await.unwrap(), 2);
+}
+
+/// Appending the same ids again at the same expected version returns the original result
+/// and stores nothing new.
+pub async fn idempotent_retry(store: Arc<dyn EventStore>) {
+    let stream = unique_name("retry");
+    let events = batch(1, 2);
+    let original = store
+        .append(&stream, ExpectedVersion::Exact(0), events.clone())
+        .await
+        .unwrap();
+    let retried = store
+        .append(&stream, ExpectedVersion::Exact(0), events.clone())
+        .await
+        .expect("a retry");
+    assert_eq!(retried, original);
+    let next = batch(3, 1);
+    let appended = store
+        .append(&stream, ExpectedVersion::Any, next.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .append(&stream, ExpectedVersion::Any, next)
+            .await
+            .expect("a retry with Any"),
+        appended
+    );
+    assert_eq!(numbers(&all_of(&*store, &stream).await), [1, 2, 3]);
+}
+
+/// Streams do not see each other's events or versions.
+pub async fn streams_are_isolated(store: Arc<dyn EventStore>) {
+    let a = unique_name("iso-a");
+    let b = unique_name("iso-b");
+    store
+        .append(&a, ExpectedVersion::NoStream, batch(1, 3))
+        .await
+        .unwrap();
+    store
+        .append(&b, ExpectedVersion::NoStream, batch(100, 1))
+        .await
+        .expect("b is new");
+    store
+        .append(&a, ExpectedVersion::Exact(3), batch(4, 1))
+        .await
+        .unwrap();
+    assert_eq!(numbers(&all_of(&*store, &a).await), [1, 2, 3, 4]);
+    assert_eq!(numbers(&all_of(&*store, &b).await), [100]);
+    assert_eq!(versions(&all_of(&*store, &b).await), [1]);
+    assert_eq!(store.stream_version(&b).await.unwrap(), 1);
+}
+
+/// Stream reads honour their start version and limit; `read_all` honours its start position
+/// and limit.
+pub async fn read_ranges_and_limits(store: Arc<dyn EventStore>) {
+    let stream = unique_name("ranges");
+    let result = store
+        .append(&stream, ExpectedVersion::NoStream, batch(1, 10))
+        .await
+        .unwrap();
+    let read = |from, limit| {
+        let store = store.clone();
+        let stream = stream.clone();
+        async move { versions(&store.read_stream(&stream, from, limit).await.unwrap()) }
+    };
+    assert_eq!(read(1, 3).await, [1, 2, 3]);
+    assert_eq!(read(4, 100).await, [4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(read(10, 1).await, [10]);
+    assert!(read(11, 10).await.is_empty());
+    assert!(read(1, 0).await.is_empty());
+    assert_eq!(
+        read(0, 2).await,
+        [1, 2],
+        "version 0 reads from the first event"
+    );
+    assert!(
+        store
+            .read_stream(&unique_name("missing"), 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let all = store.read_all(result.first_position, 4).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].position, result.first_position);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    let from_last = store.read_all(result.last_position, 1).await.unwrap();
+    assert_eq!(
+        from_last[0].event_id,
+        all_of(&*store, &stream).await[9].event_id
+    );
+}
+
+/// Empty batches and empty stream ids are `INVALID_ARGUMENT` and store nothing.
+pub async fn rejects_empty_batches_and_stream_ids(store: Arc<dyn EventStore>) {
+    let stream = unique_name("empty");
+    let error = store
+        .append(&stream, ExpectedVersion::Any, Vec::new())
+        .await
+        .expect_err("no events");
+    assert_eq!(error.code(), ErrorCode::InvalidArgument, "{error:?}");
+    let error = store
+        .append("  ", ExpectedVersion::Any, batch(1, 1))
+        .await
+        .expect_err("no stream id");
+    assert_eq!(error.code(), ErrorCode::InvalidArgument, "{error:?}");
+    assert_eq!(store.stream_version(&stream).await.unwrap(), 0);
+}
+
+/// Positions strictly increase in commit order and each batch's events are adjacent, also
+/// when batches are appended concurrently.
+pub async fn positions_increase_and_batches_do_not_interleave(store: Arc<dyn EventStore>) {
+    let prefix = unique_name("interleave");
+    let from = store.head_position().await.unwrap() + 1;
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let store = store.clone();
+            let stream = format!("{prefix}-{w}");
+            tokio::spawn(async move {
+                for b in 0..5u64 {
+                    store
+                        .append(&stream, ExpectedVersion::Any, batch(w * 100 + b * 10, 3))
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let mine: Vec<StoredEvent> = store
+        .read_all(from, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream_id.starts_with(&prefix))
+        .collect();
+    assert_eq!(mine.len(), 8 * 5 * 3);
+    assert!(
+        mine.windows(2).all(|w| w[0].position < w[1].position),
+        "positions strictly increase"
+    );
+    for chunk in mine.chunks(3) {
+        assert!(
+            chunk.iter().all(|e| e.stream_id == chunk[0].stream_id),
+            "a batch is not interleaved"
+        );
+        assert_eq!(
+            chunk[2].position,
+            chunk[0].position + 2,
+            "a batch's positions are adjacent"
+        );
+        assert_eq!(
+            chunk[0].version % 3,
+            1,
+            "batches start at versions 1, 4, 7, …"
+        );
+    }
+}
+
+/// Sixteen writers race on four streams with exact expected versions: one wins each
+/// version, the losers retry, nothing is lost or duplicated, and a tailing reader sees every
+/// event once, in order.
+pub async fn concurrent_writers_on_shared_streams(store: Arc<dyn EventStore>) {
+    const WRITERS: u64 = 16;
+    const STREAMS: u64 = 4;
+    const PER_WRITER: u64 = 10;
+    let prefix = unique_name("race");
+    let from = store.head_position().await.unwrap() + 1;
+    let mut live = store.subscribe(from).await.expect("subscribe");
+    let expected_total = (WRITERS * PER_WRITER) as usize;
+    let reader_prefix = prefix.clone();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < expected_total {
+            let event = live
+                .next()
+                .await
+                .expect("the feed ends only with an error")
+                .expect("an event");
+            if event.stream_id.starts_with(&reader_prefix) {
+                seen.push(event);
+            }
+        }
+        seen
+    });
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            let stream = format!("{prefix}-{}", w % STREAMS);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..PER_WRITER {
+                    loop {
+                        let version = store.stream_version(&stream).await.expect("version");
+                        let event = event(w * 1000 + i);
+                        let id = event.event_id;
+                        match store
+                            .append(&stream, ExpectedVersion::Exact(version), vec![event])
+                            .await
+                        {
+                            Ok(result) => {
+                                assert_eq!(
+                                    result.last_version,
+                                    version + 1,
+                                    "the winner gets the next version"
+                                );
+                                ids.push(id);
+                                break;
+                            }
+                            Err(error) if error.code() == ErrorCode::ConcurrencyConflict => {
+                                tokio::task::yield_now().await
+                            }
+                            Err(error) => panic!("append failed: {error:?}"),
+                        }
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written = HashSet::new();
+    for writer in writers {
+        for id in writer.await.expect("writer") {
+            assert!(written.insert(id), "an id was reported twice");
+        }
+    }
+    for s in 0..STREAMS {
+        let events = all_of(&*store, &format!("{prefix}-{s}")).await;
+        assert_eq!(
+            versions(&events),
+            (1..=(WRITERS / STREAMS * PER_WRITER)).collect::<Vec<_>>(),
+            "no gaps, no duplicates"
+        );
+    }
+    let stored: HashSet<Uuid> = store
+        .read_all(from, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.stream_id.starts_with(&prefix))
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(
+        stored, written,
+        "exactly the acknowledged events are stored"
+    );
+    let seen = tokio::time::timeout(PATIENCE, reader)
+        .await
+        .expect("the reader saw every event in time")
+        .expect("reader");
+    assert!(
+        seen.windows(2).all(|w| w[0].position < w[1].position),
+        "the reader saw events in order"
+    );
+    assert_eq!(
+        seen.iter().map(|e| e.event_id).collect::<HashSet<_>>(),
+        written,
+        "the reader saw each event once"
+    );
+}
+
+/// A subscription delivers the stored events from its start, then new ones as they commit,
+/// each once, in order; one started later starts at its position.
+pub async fn subscription_sees_every_event_once_in_order(store: Arc<dyn EventStore>) {
+    let stream = unique_name("live");
+    let first = store
+        .append(&stream, ExpectedVersion::NoStream, batch(1, 3))
+        .await
+        .unwrap();
+    let mut live = store
+        .subscribe(first.first_position)
+        .await
+        .expect("subscribe");
+    let writer = {
+        let store = store.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            for b in 0..10u64 {
+                store
+                    .append(&stream, ExpectedVersion::Any, batch(4 + b * 2, 2))
+                    .await
+                    .expect("append");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let collect = async {
+        let mut seen = Vec::new();
+        while seen.len() < 23 {
+            let event = live.next().await.expect("an open feed").expect("an event");
+            if *event.stream_id == *stream {
+                seen.push(event);
+            }
+        }
+        seen
+    };
+    let seen = tokio::time::timeout(PATIENCE, collect)
+        .await
+        .expect("every event arrived in time");
+    writer.await.expect("writer");
+    assert_eq!(
+        numbers(&seen),
+        (1..=23).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
+    assert_eq!(versions(&seen), (1..=23).collect::<Vec<_>>());
+
+    let middle = seen[10].position;
+    let mut later = store.subscribe(middle).await.expect("subscribe");
+    let next = tokio::time::timeout(PATIENCE, later.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("an event");
+    assert_eq!(
+        next.position, middle,
+        "a subscription starts at its position"
+    );
+}

@@ -1,0 +1,137 @@
+//! The flext-handlers test kit: conformance suites for stores and a given/when/then
+//! fixture for aggregates.
+//!
+//! Depend on it from tests (`[dev-dependencies]`).
+//!
+//! - [`event_store`], [`snapshot_store`], [`checkpoint_store`]: one async function per
+//!   behaviour every store must have. Run them all from a store's tests with
+//!   [`event_store_conformance!`], [`snapshot_store_conformance!`] and
+//!   [`checkpoint_store_conformance!`]. Each function works in streams and names of its own
+//!   (random suffixes), so the suites can share one database and run in parallel.
+//! - [`AggregateFixture`]: given events, when a command, then events or an error.
+//!
+//! In a store's `tests/`, with a factory that returns `None` (and so skips, saying so) when
+//! the store's database is not configured:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use flext_protocols::EventStore;
+//!
+//! async fn store() -> Option<Arc<dyn EventStore>> {
+//!     let url = std::env::var("MY_STORE_URL").ok()?;
+//!     # let _ = url;
+//!     # None
+//!     // Some(Arc::new(MyStore::connect(&url).await.expect("the store connects")))
+//! }
+//!
+//! flext_testing::event_store_conformance!(store);
+//! # fn main() {}
+//! ```
+
+mod aggregate;
+pub mod checkpoint_store;
+pub mod event_store;
+pub mod snapshot_store;
+
+pub use aggregate::{AggregateFixture, AggregateOutcome};
+
+/// A name no other test uses: `prefix` and a random suffix.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Generates one `#[tokio::test]` per [`event_store`] behaviour.
+///
+/// `$factory` is an async function returning `Option<Arc<dyn EventStore>>`; `None` skips
+/// the tests (for example when a database URL is not set) and says so. The calling crate
+/// needs `tokio` with the `macros` and `rt-multi-thread` features.
+#[macro_export]
+macro_rules! event_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance_tests!(
+            $factory,
+            event_store,
+            [
+                append_to_new_stream,
+                expected_version_any,
+                expected_version_no_stream,
+                expected_version_stream_exists,
+                expected_version_exact,
+                conflicting_batch_stores_nothing,
+                duplicate_inside_batch_stores_nothing,
+                duplicate_event_id_is_rejected,
+                idempotent_retry,
+                streams_are_isolated,
+                read_ranges_and_limits,
+                rejects_empty_batches_and_stream_ids,
+                positions_increase_and_batches_do_not_interleave,
+                concurrent_writers_on_shared_streams,
+                subscription_sees_every_event_once_in_order,
+            ]
+        );
+    };
+}
+
+/// Generates one `#[tokio::test]` per [`snapshot_store`] behaviour; see
+/// [`event_store_conformance!`].
+#[macro_export]
+macro_rules! snapshot_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance_tests!(
+            $factory,
+            snapshot_store,
+            [snapshots_round_trip, older_snapshots_do_not_replace_newer,]
+        );
+    };
+}
+
+/// Generates one `#[tokio::test]` per [`checkpoint_store`] behaviour; see
+/// [`event_store_conformance!`].
+#[macro_export]
+macro_rules! checkpoint_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance_tests!(
+            $factory,
+            checkpoint_store,
+            [checkpoints_round_trip, dead_letters_round_trip_and_reset,]
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($factory:path, $suite:ident, [$($behaviour:ident),* $(,)?]) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $behaviour() {
+                match $factory().await {
+                    Some(store) => $crate::$suite::$behaviour(store).await,
+                    None => eprintln!(
+                        "skipped {}::{}: no store to test (is its URL variable set?)",
+                        stringify!($suite),
+                        stringify!($behaviour)
+                    ),
+                }
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_macros_list_every_behaviour() {
+        let macros = include_str!("lib.rs");
+        for name in crate::event_store::BEHAVIOURS
+            .iter()
+            .chain(crate::snapshot_store::BEHAVIOURS)
+            .chain(crate::checkpoint_store::BEHAVIOURS)
+        {
+            assert!(
+                macros.contains(&format!("{name},")),
+                "{name} is missing from its macro"
+            );
+        }
+    }
+}
