@@ -1,5 +1,5 @@
-//! CQRS buses: commands to one handler, queries by type or by name, events to many
-//! subscribers — with middleware, tracing and metrics.
+//! CQRS buses — commands to one handler, queries by type or by name, events to many
+//! subscribers, with middleware, tracing and metrics — and event sourcing.
 //!
 //! This is layer 50 of flext-handlers; it builds on the handler contracts of
 //! `flext-protocols` and the panic guard and metrics recorder of `flext-impl`.
@@ -15,6 +15,16 @@
 //! queries [validate themselves](flext_protocols::Command::validate) first. Bus
 //! [middleware](BusMiddleware) sees each message as a [`Dispatch`]; the built-in ones are
 //! [`TimeoutMiddleware`], [`ValidationMiddleware`] and [`AuthorizationMiddleware`].
+//!
+//! # Event sourcing
+//!
+//! [`Repository`] loads [aggregates](flext_protocols::Aggregate) from their streams (latest
+//! snapshot plus later events, or a cached state plus later events) and runs their commands
+//! with optimistic concurrency, retrying on conflicts. [`InMemoryEventStore`] is the
+//! embedded store. [`Upcasters`] bring old payloads to the current shape. A
+//! [`ProjectionRunner`] feeds a read model from the log with checkpoints and dead letters;
+//! an [`EventRelay`] is the projection that publishes stored events to an [`EventBus`], so
+//! the log is the outbox.
 //!
 //! # Order of a dispatch
 //!
@@ -55,6 +65,7 @@
 
 mod command;
 mod dispatch;
+mod es;
 mod event;
 mod metrics;
 mod middleware;
@@ -63,6 +74,11 @@ mod routes;
 
 pub use command::CommandBus;
 pub use dispatch::{BusMiddleware, Dispatch, DispatchContext, DispatchOutput, MessageKind};
+pub use es::{
+    Envelope, EventRelay, Executed, InMemoryEventStore, Loaded, ProjectionConfig,
+    ProjectionProgress, ProjectionRunner, Repository, RepositoryConfig, Upcasters, caused_by,
+    encode_event,
+};
 pub use event::{Delivery, DeliveryFailure, EventBus, PublishReport, SubscriptionId};
 pub use metrics::{
     CommandBusMetrics, EventBusMetrics, EventMetrics, MessageTypeMetrics, QueryBusMetrics,

@@ -1,7 +1,11 @@
 //! Integration tests of the buses, one module per topic.
 
+mod account;
 mod commands;
 mod concurrency;
+mod es_projection;
+mod es_repository;
+mod es_store;
 mod events;
 mod middleware;
 mod queries;

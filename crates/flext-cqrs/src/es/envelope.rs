@@ -1,0 +1,178 @@
+//! Typed envelopes around stored events, event encoding, and upcasters.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use flext_protocols::Event;
+use flext_types::{
+    EventMetadata, FlextError, FlextResult, JsonPayload, MessageMetadata, NewEvent, StoredEvent,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A stored event with its payload decoded: the event and everything the store knows about
+/// it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<E> {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream_id: Arc<str>,
+    /// Its version within the stream, from 1.
+    pub version: u64,
+    /// Its global position in the store.
+    pub position: u64,
+    /// The event's name.
+    pub event_type: Arc<str>,
+    /// The schema version it was stored with (before any upcasting).
+    pub schema_version: u32,
+    /// When it was committed.
+    pub timestamp: OffsetDateTime,
+    /// Lineage and headers.
+    pub metadata: Arc<EventMetadata>,
+    /// The event.
+    pub payload: E,
+}
+
+impl<E: DeserializeOwned> Envelope<E> {
+    /// Decodes `stored`, bringing an old payload to the current shape with `upcasters`.
+    pub fn decode(stored: &StoredEvent, upcasters: &Upcasters) -> FlextResult<Self> {
+        Ok(Self {
+            payload: upcasters.decode(stored)?,
+            event_id: stored.event_id,
+            stream_id: stored.stream_id.clone(),
+            version: stored.version,
+            position: stored.position,
+            event_type: stored.event_type.clone(),
+            schema_version: stored.schema_version,
+            timestamp: stored.timestamp,
+            metadata: stored.metadata.clone(),
+        })
+    }
+}
+
+/// An envelope is delivered under its event's name.
+impl<E: Event> Event for Envelope<E> {
+    fn event_name(&self) -> &str {
+        self.payload.event_name()
+    }
+
+    fn schema_version(&self) -> u32 {
+        self.payload.schema_version()
+    }
+}
+
+/// Encodes `event` as a record to append, named and versioned by the event itself.
+pub fn encode_event<E: Event + Serialize>(
+    event: &E,
+    metadata: &EventMetadata,
+) -> FlextResult<NewEvent> {
+    let payload = JsonPayload::encode(event)
+        .map_err(|e| e.with_context(format!("Event {} cannot be stored", event.event_name())))?;
+    Ok(NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event.event_name().to_owned(),
+        schema_version: event.schema_version(),
+        payload,
+        metadata: metadata.clone(),
+    })
+}
+
+/// The event metadata of events caused by the message `metadata` describes: same
+/// correlation, the message as causation, same headers.
+pub fn caused_by(metadata: &MessageMetadata) -> EventMetadata {
+    EventMetadata {
+        correlation_id: Some(metadata.correlation_id),
+        causation_id: Some(metadata.message_id),
+        headers: metadata.headers.clone(),
+    }
+}
+
+type Upcast = Arc<dyn Fn(Value) -> FlextResult<Value> + Send + Sync>;
+
+/// Functions that bring stored payloads of old schema versions to the current shape, keyed
+/// by event type and the schema version they upgrade from.
+///
+/// Decoding a stored event applies the upcasters of its type from its schema version up,
+/// one version at a time, until none is registered; then the payload decodes into the
+/// current type. A payload that still does not decode is a `SERIALIZATION_ERROR` naming the
+/// event type, schema version, stream and version — never a panic.
+///
+/// ```
+/// use flext_cqrs::Upcasters;
+/// use serde_json::json;
+///
+/// // Version 1 of UserCreated had no department.
+/// let upcasters = Upcasters::new().register("UserCreated", 1, |mut payload| {
+///     payload["department"] = json!("Unassigned");
+///     Ok(payload)
+/// });
+/// assert!(upcasters.has("UserCreated", 1));
+/// ```
+#[derive(Clone, Default)]
+pub struct Upcasters {
+    by_key: HashMap<(String, u32), Upcast>,
+}
+
+impl Upcasters {
+    /// No upcasters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the upcaster of `event_type` from `from_version` to `from_version + 1`,
+    /// replacing any registered for the same key.
+    #[must_use]
+    pub fn register(
+        mut self,
+        event_type: &str,
+        from_version: u32,
+        upcast: impl Fn(Value) -> FlextResult<Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.by_key
+            .insert((event_type.to_owned(), from_version), Arc::new(upcast));
+        self
+    }
+
+    /// Whether an upcaster of `event_type` from `from_version` is registered.
+    pub fn has(&self, event_type: &str, from_version: u32) -> bool {
+        self.by_key
+            .contains_key(&(event_type.to_owned(), from_version))
+    }
+
+    /// Decodes the payload of `stored` into an `E`, upcasting it first if needed.
+    pub fn decode<E: DeserializeOwned>(&self, stored: &StoredEvent) -> FlextResult<E> {
+        let cannot_decode = |version: u32, detail: &dyn fmt::Display| {
+            FlextError::serialization(format!(
+                "Cannot decode event {} (schema version {version}) of stream {} at version {}: {detail}",
+                stored.event_type, stored.stream_id, stored.version
+            ))
+        };
+        let mut version = stored.schema_version;
+        // The common case: the payload is current, so it parses straight into the type.
+        if self.by_key.is_empty() || !self.has(&stored.event_type, version) {
+            return serde_json::from_str(stored.payload.as_str())
+                .map_err(|e| cannot_decode(version, &e).with_source(e));
+        }
+        let mut value: Value = serde_json::from_str(stored.payload.as_str())
+            .map_err(|e| cannot_decode(version, &e).with_source(e))?;
+        while let Some(upcast) = self.by_key.get(&(stored.event_type.to_string(), version)) {
+            value = flext_impl::catch_panic_sync(|| upcast(value))
+                .map_err(|e| cannot_decode(version, &format!("the upcaster failed: {e}")))?;
+            version += 1;
+        }
+        serde_json::from_value(value).map_err(|e| cannot_decode(version, &e).with_source(e))
+    }
+}
+
+impl fmt::Debug for Upcasters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<_> = self.by_key.keys().collect();
+        keys.sort();
+        f.debug_struct("Upcasters").field("keys", &keys).finish()
+    }
+}

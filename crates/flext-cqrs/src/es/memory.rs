@@ -1,0 +1,393 @@
+//! [`InMemoryEventStore`]: the embedded default store, for tests and demos.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
+use flext_types::{
+    AppendResult, DeadLetter, ExpectedVersion, FlextError, FlextResult, NewEvent, Snapshot,
+    StoredEvent,
+};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How many events a subscription reads at a time while catching up.
+const SUBSCRIPTION_BATCH: usize = 512;
+
+/// An event, snapshot and checkpoint store in memory.
+///
+/// Appends take one write lock for the whole batch, so readers never see part of a batch
+/// and positions follow commit order; reads take a read lock and copy out shared records
+/// (reference-count bumps, not payload copies). No lock is held across an `.await`.
+/// Clones share the same store.
+///
+/// ```
+/// use flext_cqrs::InMemoryEventStore;
+/// use flext_protocols::EventStore;
+/// use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> flext_types::FlextResult<()> {
+/// let store = InMemoryEventStore::new();
+/// let event = NewEvent::new("UserCreated", JsonPayload::encode(&serde_json::json!({"name": "Alice"}))?);
+/// let appended = store.append("User-1", ExpectedVersion::NoStream, vec![event]).await?;
+/// assert_eq!((appended.last_version, appended.last_position), (1, 1));
+///
+/// let again = NewEvent::new("UserCreated", JsonPayload::encode(&serde_json::json!({"name": "Eve"}))?);
+/// let conflict = store.append("User-1", ExpectedVersion::NoStream, vec![again]).await.unwrap_err();
+/// assert_eq!(conflict.to_string(), "Stream User-1: expected no stream, actual version 1");
+/// assert_eq!(store.stream_version("User-1").await?, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct InMemoryEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: RwLock<Log>,
+    head: watch::Sender<u64>,
+    snapshots: DashMap<String, Snapshot>,
+    checkpoints: DashMap<String, u64>,
+    dead_letters: DashMap<String, Vec<DeadLetter>>,
+}
+
+#[derive(Default)]
+struct Log {
+    /// Every event; an event's position is its index plus one.
+    events: Vec<StoredEvent>,
+    /// Per stream, the indices of its events in version order.
+    streams: HashMap<Arc<str>, Vec<usize>>,
+    /// Every event id, with the index of its event.
+    ids: HashMap<Uuid, usize>,
+}
+
+impl InMemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                log: RwLock::new(Log::default()),
+                head: watch::Sender::new(0),
+                snapshots: DashMap::new(),
+                checkpoints: DashMap::new(),
+                dead_letters: DashMap::new(),
+            }),
+        }
+    }
+
+    /// How many events the store holds.
+    pub fn len(&self) -> usize {
+        self.read_log(|log| log.events.len())
+    }
+
+    /// Whether the store holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read_log<T>(&self, f: impl FnOnce(&Log) -> T) -> T {
+        f(&self
+            .inner
+            .log
+            .read()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn append_now(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        validate_batch(stream_id, &events)?;
+        let mut log = self
+            .inner
+            .log
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(original) = log.retried(stream_id, expected, &events)? {
+            return Ok(original);
+        }
+        let current = log.streams.get(stream_id).map_or(0, Vec::len) as u64;
+        if !expected.accepts(current) {
+            return Err(expected.conflict(stream_id, current));
+        }
+        let stream: Arc<str> = log
+            .streams
+            .get_key_value(stream_id)
+            .map_or_else(|| Arc::from(stream_id), |(key, _)| key.clone());
+        let timestamp = OffsetDateTime::now_utc();
+        let first_index = log.events.len();
+        let count = events.len();
+        for (offset, event) in events.into_iter().enumerate() {
+            let index = first_index + offset;
+            log.ids.insert(event.event_id, index);
+            log.events.push(StoredEvent {
+                event_id: event.event_id,
+                stream_id: stream.clone(),
+                version: current + offset as u64 + 1,
+                position: index as u64 + 1,
+                event_type: Arc::from(event.event_type),
+                schema_version: event.schema_version,
+                payload: event.payload,
+                timestamp,
+                metadata: Arc::new(event.metadata),
+            });
+        }
+        log.streams
+            .entry(stream)
+            .or_default()
+            .extend(first_index..first_index + count);
+        let result = AppendResult {
+            first_version: current + 1,
+            last_version: current + count as u64,
+            first_position: first_index as u64 + 1,
+            last_position: (first_index + count) as u64,
+        };
+        drop(log);
+        self.inner.head.send_replace(result.last_position);
+        Ok(result)
+    }
+}
+
+/// Rejects batches no store should accept: an empty stream id, no events, an id twice.
+fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
+    if stream_id.trim().is_empty() {
+        return Err(FlextError::invalid_argument("Stream id cannot be empty"));
+    }
+    if events.is_empty() {
+        return Err(FlextError::invalid_argument(format!(
+            "An append to stream {stream_id} needs at least one event"
+        )));
+    }
+    for (i, event) in events.iter().enumerate() {
+        if events[..i].iter().any(|e| e.event_id == event.event_id) {
+            return Err(FlextError::duplicate(format!(
+                "Event {} appears twice in one batch for stream {stream_id}",
+                event.event_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Log {
+    /// When the batch's ids are already stored, the original result if this is a retry of
+    /// the same append (same stream, same expected version, same ids in order); otherwise a
+    /// `DUPLICATE` error. `None` when no id is stored yet.
+    fn retried(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> FlextResult<Option<AppendResult>> {
+        let Some((first_event, &first_index)) = events
+            .iter()
+            .find_map(|e| self.ids.get(&e.event_id).map(|index| (e, index)))
+        else {
+            return Ok(None);
+        };
+        let stored = &self.events[first_index];
+        let duplicate = || {
+            FlextError::duplicate(format!(
+                "Event {} is already stored in stream {} at version {}",
+                first_event.event_id, stored.stream_id, stored.version
+            ))
+        };
+        let same_stream = &*stored.stream_id == stream_id;
+        let starts_batch = events[0].event_id == first_event.event_id;
+        if !same_stream || !starts_batch || !expected.accepts(stored.version - 1) {
+            return Err(duplicate());
+        }
+        let indices = &self.streams[stream_id];
+        let from = (stored.version - 1) as usize;
+        let same_ids = indices.len() >= from + events.len()
+            && events
+                .iter()
+                .zip(&indices[from..from + events.len()])
+                .all(|(event, &index)| self.events[index].event_id == event.event_id);
+        if !same_ids {
+            return Err(duplicate());
+        }
+        let last = &self.events[indices[from + events.len() - 1]];
+        Ok(Some(AppendResult {
+            first_version: stored.version,
+            last_version: last.version,
+            first_position: stored.position,
+            last_position: last.position,
+        }))
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        self.append_now(stream_id, expected, events)
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> FlextResult<Vec<StoredEvent>> {
+        Ok(self.read_log(|log| {
+            let Some(indices) = log.streams.get(stream_id) else {
+                return Vec::new();
+            };
+            let from = from_version.saturating_sub(1).min(indices.len() as u64) as usize;
+            indices[from..]
+                .iter()
+                .take(limit)
+                .map(|&index| log.events[index].clone())
+                .collect()
+        }))
+    }
+
+    async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {
+        Ok(self.read_log(|log| {
+            let from = from_position.saturating_sub(1).min(log.events.len() as u64) as usize;
+            log.events[from..].iter().take(limit).cloned().collect()
+        }))
+    }
+
+    async fn stream_version(&self, stream_id: &str) -> FlextResult<u64> {
+        Ok(self.read_log(|log| log.streams.get(stream_id).map_or(0, Vec::len) as u64))
+    }
+
+    async fn head_position(&self) -> FlextResult<u64> {
+        Ok(self.read_log(|log| log.events.len() as u64))
+    }
+
+    async fn subscribe(&self, from_position: u64) -> FlextResult<EventStream> {
+        let state = Tail {
+            store: self.clone(),
+            next: from_position.max(1),
+            buffer: VecDeque::new(),
+            head: self.inner.head.subscribe(),
+        };
+        Ok(Box::pin(futures_util::stream::unfold(state, Tail::next)))
+    }
+}
+
+/// The state of one subscription: where it is, what it has read ahead, and a watch on the
+/// store's head position to wait on when it has caught up.
+struct Tail {
+    store: InMemoryEventStore,
+    next: u64,
+    buffer: VecDeque<StoredEvent>,
+    head: watch::Receiver<u64>,
+}
+
+impl Tail {
+    async fn next(mut self) -> Option<(FlextResult<StoredEvent>, Self)> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.next = event.position + 1;
+                return Some((Ok(event), self));
+            }
+            // Mark the head as seen before reading, so an append after the read wakes us.
+            self.head.borrow_and_update();
+            let batch = self.store.read_log(|log| {
+                let from = (self.next - 1).min(log.events.len() as u64) as usize;
+                log.events[from..]
+                    .iter()
+                    .take(SUBSCRIPTION_BATCH)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            if batch.is_empty() {
+                // The sender lives as long as the store; if it is gone, so is the feed.
+                self.head.changed().await.ok()?;
+            } else {
+                self.buffer.extend(batch);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemoryEventStore {
+    async fn save_snapshot(&self, snapshot: Snapshot) -> FlextResult<()> {
+        let mut slot = self
+            .inner
+            .snapshots
+            .entry(snapshot.stream_id.clone())
+            .or_insert_with(|| snapshot.clone());
+        if snapshot.version >= slot.version {
+            *slot = snapshot;
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream_id: &str) -> FlextResult<Option<Snapshot>> {
+        Ok(self
+            .inner
+            .snapshots
+            .get(stream_id)
+            .map(|snapshot| snapshot.clone()))
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for InMemoryEventStore {
+    async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>> {
+        Ok(self.inner.checkpoints.get(name).map(|position| *position))
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()> {
+        self.inner.checkpoints.insert(name.to_owned(), position);
+        Ok(())
+    }
+
+    async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()> {
+        self.inner
+            .dead_letters
+            .entry(name.to_owned())
+            .or_default()
+            .push(letter);
+        Ok(())
+    }
+
+    async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>> {
+        Ok(self
+            .inner
+            .dead_letters
+            .get(name)
+            .map(|letters| letters.clone())
+            .unwrap_or_default())
+    }
+
+    async fn reset(&self, name: &str) -> FlextResult<()> {
+        self.inner.checkpoints.remove(name);
+        self.inner.dead_letters.remove(name);
+        Ok(())
+    }
+}
+
+impl Default for InMemoryEventStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for InMemoryEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (events, streams) = self.read_log(|log| (log.events.len(), log.streams.len()));
+        f.debug_struct("InMemoryEventStore")
+            .field("events", &events)
+            .field("streams", &streams)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,440 @@
+//! Repository: execute, conflicts and retries, snapshots, upcasters, failures.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use flext_constants::ErrorCode;
+use flext_cqrs::{InMemoryEventStore, Repository, RepositoryConfig, Upcasters};
+use flext_protocols::{EventStore, EventStream, SnapshotStore};
+use flext_types::{
+    AppendResult, ExpectedVersion, FlextResult, JsonPayload, MessageMetadata, NewEvent, Snapshot,
+    StoredEvent,
+};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::account::{Account, AccountCommand, AccountEvent};
+
+fn open(owner: &str) -> AccountCommand {
+    AccountCommand::Open {
+        owner: owner.into(),
+    }
+}
+
+fn repository(store: &InMemoryEventStore) -> Repository<Account> {
+    Repository::new(Arc::new(store.clone()))
+}
+
+#[tokio::test]
+async fn execute_decides_appends_and_returns_the_new_state() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let opened = repo.execute("acc-1", open("Ada")).await.unwrap();
+    assert_eq!(opened.version, 1);
+    assert_eq!(
+        opened.events,
+        [AccountEvent::Opened {
+            owner: "Ada".into()
+        }]
+    );
+    let deposited = repo
+        .execute("acc-1", AccountCommand::Deposit(50))
+        .await
+        .unwrap();
+    assert_eq!((deposited.version, deposited.state.balance), (2, 50));
+    assert_eq!(deposited.append.unwrap().last_version, 2);
+    assert_eq!(store.stream_version("Account-acc-1").await.unwrap(), 2);
+
+    let history = repo.history("acc-1").await.unwrap();
+    let versions: Vec<_> = history
+        .iter()
+        .map(|e| (e.version, e.event_type.to_string()))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (1, "AccountOpened".to_owned()),
+            (2, "MoneyDeposited".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_or_empty_decision_stores_nothing() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let err = repo
+        .execute("acc-1", AccountCommand::Deposit(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Account is not open");
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    let touched = repo.execute("acc-1", AccountCommand::Touch).await.unwrap();
+    assert_eq!((touched.version, touched.append), (1, None));
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn a_panicking_decision_is_an_operation_error_and_stores_nothing() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    let err = repo
+        .execute("acc-1", AccountCommand::Explode)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationError);
+    assert_eq!(
+        err.to_string(),
+        "Handler execution failed: ledger corrupted"
+    );
+    assert_eq!(store.len(), 1);
+    assert_eq!(
+        repo.execute("acc-1", AccountCommand::Deposit(1))
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_stale_cache_catches_up_from_the_stream() {
+    let store = InMemoryEventStore::new();
+    let mine = repository(&store);
+    let theirs = repository(&store);
+    mine.execute("acc-1", open("Ada")).await.unwrap();
+    theirs
+        .execute("acc-1", AccountCommand::Deposit(30))
+        .await
+        .unwrap();
+    // `mine` cached the account at version 1; the next command sees the deposit anyway.
+    let withdrawn = mine
+        .execute("acc-1", AccountCommand::Withdraw(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            withdrawn.version,
+            withdrawn.state.balance,
+            withdrawn.retries
+        ),
+        (3, 0, 0)
+    );
+}
+
+/// A store that lets a rival writer append first, `rivals` times.
+struct Contended {
+    inner: InMemoryEventStore,
+    rivals: AtomicU32,
+}
+
+#[async_trait]
+impl EventStore for Contended {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        if self.rivals.load(Ordering::SeqCst) > 0 {
+            self.rivals.fetch_sub(1, Ordering::SeqCst);
+            let rival = NewEvent::new(
+                "MoneyDeposited",
+                JsonPayload::encode(&AccountEvent::Deposited { amount: 1 })?,
+            );
+            self.inner
+                .append(stream, ExpectedVersion::Any, vec![rival])
+                .await?;
+        }
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> FlextResult<Vec<StoredEvent>> {
+        self.inner.read_stream(stream, from, limit).await
+    }
+    async fn read_all(&self, from: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {
+        self.inner.read_all(from, limit).await
+    }
+    async fn stream_version(&self, stream: &str) -> FlextResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+    async fn head_position(&self) -> FlextResult<u64> {
+        self.inner.head_position().await
+    }
+    async fn subscribe(&self, from: u64) -> FlextResult<EventStream> {
+        self.inner.subscribe(from).await
+    }
+}
+
+#[tokio::test]
+async fn conflicts_are_retried_up_to_the_limit() {
+    let inner = InMemoryEventStore::new();
+    repository(&inner)
+        .execute("acc-1", open("Ada"))
+        .await
+        .unwrap();
+    let contended = Arc::new(Contended {
+        inner: inner.clone(),
+        rivals: AtomicU32::new(2),
+    });
+    let repo: Repository<Account> = Repository::new(contended.clone());
+    let done = repo
+        .execute("acc-1", AccountCommand::Deposit(10))
+        .await
+        .unwrap();
+    assert_eq!(done.retries, 2);
+    assert_eq!(
+        (done.version, done.state.balance),
+        (4, 12),
+        "decided again on the rivals' deposits"
+    );
+
+    contended.rivals.store(10, Ordering::SeqCst);
+    let limited = repo.with_config(RepositoryConfig {
+        max_conflict_retries: 1,
+        ..RepositoryConfig::default()
+    });
+    let err = limited
+        .execute("acc-1", AccountCommand::Deposit(10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ConcurrencyConflict);
+    assert_eq!(
+        contended.rivals.load(Ordering::SeqCst),
+        8,
+        "two attempts: the first and one retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_on_one_aggregate_all_land() {
+    let store = InMemoryEventStore::new();
+    let repo = Arc::new(repository(&store).with_config(RepositoryConfig {
+        max_conflict_retries: 1_000,
+        ..RepositoryConfig::default()
+    }));
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    repo.execute("acc-1", AccountCommand::Deposit(2))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let loaded = repo.load("acc-1").await.unwrap();
+    assert_eq!((loaded.version, loaded.state.balance), (201, 400));
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_every_n_events_and_used_to_load() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store).with_snapshots(Arc::new(store.clone()), 10);
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    for _ in 0..24 {
+        repo.execute("acc-1", AccountCommand::Deposit(1))
+            .await
+            .unwrap();
+    }
+    let snapshot = store
+        .load_snapshot("Account-acc-1")
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(snapshot.version, 20);
+    let at_20: Account = snapshot.payload.decode().unwrap();
+    assert_eq!(at_20.balance, 19);
+
+    let cold = repository(&store)
+        .with_snapshots(Arc::new(store.clone()), 10)
+        .with_config(RepositoryConfig {
+            cache_capacity: 0,
+            snapshot_every: Some(10),
+            ..RepositoryConfig::default()
+        });
+    let loaded = cold.load("acc-1").await.unwrap();
+    assert_eq!(
+        (loaded.version, loaded.state.balance, loaded.state.movements),
+        (25, 24, 25)
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_snapshot_falls_back_to_a_full_replay() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    repo.execute("acc-1", AccountCommand::Deposit(7))
+        .await
+        .unwrap();
+    store
+        .save_snapshot(Snapshot {
+            stream_id: "Account-acc-1".into(),
+            version: 2,
+            schema_version: 1,
+            payload: JsonPayload::encode(&json!({"balance": "not a number"})).unwrap(),
+            timestamp: time::OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    let cold = repository(&store)
+        .with_snapshots(Arc::new(store.clone()), 100)
+        .with_config(RepositoryConfig {
+            cache_capacity: 0,
+            snapshot_every: Some(100),
+            ..RepositoryConfig::default()
+        });
+    let loaded = cold.load("acc-1").await.unwrap();
+    assert_eq!((loaded.version, loaded.state.balance), (2, 7));
+}
+
+#[tokio::test]
+async fn old_payloads_are_upcast_and_undecodable_ones_are_named() {
+    let store = InMemoryEventStore::new();
+    // Schema 1 of MoneyDeposited stored the amount in cents under another name.
+    let mut old = NewEvent::new(
+        "MoneyDeposited",
+        JsonPayload::encode(&json!({"Deposited": {"cents": 1200}})).unwrap(),
+    );
+    old.schema_version = 1;
+    let opened = NewEvent::new(
+        "AccountOpened",
+        JsonPayload::encode(&AccountEvent::Opened {
+            owner: "Ada".into(),
+        })
+        .unwrap(),
+    );
+    store
+        .append(
+            "Account-acc-1",
+            ExpectedVersion::NoStream,
+            vec![opened, old],
+        )
+        .await
+        .unwrap();
+
+    let plain = repository(&store);
+    let err = plain.load("acc-1").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SerializationError);
+    assert!(
+        err.message().starts_with("Cannot decode event MoneyDeposited (schema version 1) of stream Account-acc-1 at version 2: missing field `amount`"),
+        "{err}"
+    );
+
+    let upcasters = Upcasters::new().register("MoneyDeposited", 1, |payload| {
+        let cents = payload["Deposited"]["cents"].as_u64().unwrap_or(0);
+        Ok(json!({"Deposited": {"amount": cents / 100}}))
+    });
+    let upcasting = repository(&store).with_upcasters(upcasters);
+    assert_eq!(upcasting.load("acc-1").await.unwrap().state.balance, 12);
+}
+
+#[tokio::test]
+async fn events_carry_the_commands_correlation_and_causation() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let command = MessageMetadata::new().with_header("user", "ada");
+    repo.execute_with("acc-1", open("Ada"), &command)
+        .await
+        .unwrap();
+    let stored = store.read_stream("Account-acc-1", 1, 1).await.unwrap();
+    assert_eq!(
+        stored[0].metadata.correlation_id,
+        Some(command.correlation_id)
+    );
+    assert_eq!(stored[0].metadata.causation_id, Some(command.message_id));
+    assert_eq!(
+        stored[0].metadata.headers.get("user").map(String::as_str),
+        Some("ada")
+    );
+}
+
+#[tokio::test]
+async fn save_appends_events_decided_elsewhere_with_their_expected_version() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let meta = MessageMetadata::new();
+    repo.save(
+        "acc-1",
+        ExpectedVersion::NoStream,
+        &[AccountEvent::Opened {
+            owner: "Ada".into(),
+        }],
+        &meta,
+    )
+    .await
+    .unwrap();
+    let err = repo
+        .save(
+            "acc-1",
+            ExpectedVersion::NoStream,
+            &[AccountEvent::Deposited { amount: 1 }],
+            &meta,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ConcurrencyConflict);
+    assert_eq!(
+        repo.load("acc-1").await.unwrap().state.owner.as_deref(),
+        Some("Ada")
+    );
+}
+
+fn command_strategy() -> impl Strategy<Value = AccountCommand> {
+    prop_oneof![
+        (1u64..100).prop_map(AccountCommand::Deposit),
+        (1u64..150).prop_map(AccountCommand::Withdraw),
+        Just(AccountCommand::Touch),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Loading from a snapshot gives the same state and version as replaying every event.
+    #[test]
+    fn loading_from_a_snapshot_equals_a_full_replay(
+        commands in proptest::collection::vec(command_strategy(), 0..60),
+        every in 1u64..12,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let store = InMemoryEventStore::new();
+            let writer = repository(&store).with_snapshots(Arc::new(store.clone()), every);
+            writer.execute("acc", open("Ada")).await.unwrap();
+            for command in commands {
+                // Rejected withdrawals are part of the property: they store nothing.
+                let _ = writer.execute("acc", command).await;
+            }
+            let uncached = RepositoryConfig { cache_capacity: 0, snapshot_every: Some(every), ..RepositoryConfig::default() };
+            let from_snapshot = repository(&store)
+                .with_snapshots(Arc::new(store.clone()), every)
+                .with_config(uncached.clone())
+                .load("acc")
+                .await
+                .unwrap();
+            let replayed = repository(&store)
+                .with_config(RepositoryConfig { snapshot_every: None, ..uncached })
+                .load("acc")
+                .await
+                .unwrap();
+            prop_assert_eq!(&from_snapshot, &replayed);
+            let cached = writer.load("acc").await.unwrap();
+            prop_assert_eq!(&cached, &replayed);
+            Ok(())
+        })?;
+    }
+}
