@@ -75,9 +75,10 @@ pub mod Constants {
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Types {
     pub use flext_types::{
-        ConfigSource, FlextError, FlextResult, HandlerConfig, HandlerMetrics, LatencySummary,
-        MessageMetadata, MetricSample, MetricSet, MetricValue, PerformanceProfile, ResultExt,
-        SizeSummary, combine, first_success, short_type_name, traverse,
+        AppendResult, ConfigSource, DeadLetter, EventMetadata, ExpectedVersion, FlextError,
+        FlextResult, HandlerConfig, HandlerMetrics, JsonPayload, LatencySummary, MessageMetadata,
+        MetricSample, MetricSet, MetricValue, NewEvent, PerformanceProfile, ResultExt, SizeSummary,
+        Snapshot, StoredEvent, combine, first_success, short_type_name, traverse,
     };
 }
 
@@ -85,8 +86,9 @@ pub mod Types {
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Protocols {
     pub use flext_protocols::{
-        Authorizer, BoxHandler, Chainable, Command, Event, Handler, Layer, MetricsSource,
-        Middleware, Next, Query, SharedMiddleware, Validator, Verdict,
+        Aggregate, Authorizer, BoxHandler, Chainable, CheckpointStore, Command, Event, EventStore,
+        EventStream, HandleFuture, Handler, Layer, MetricsSource, Middleware, Next, Projection,
+        Query, SharedMiddleware, SnapshotStore, Validator, Verdict,
     };
 }
 
@@ -100,29 +102,39 @@ pub mod Implementation {
     };
 }
 
-/// The guide's `FlextHandlers.CQRS`: the command, query and event buses.
+/// The guide's `FlextHandlers.CQRS`: the command, query and event buses, and event
+/// sourcing (repository, in-memory store, projections, relay).
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod CQRS {
     pub use flext_cqrs::{
         AuthorizationMiddleware, BusMiddleware, CommandBus, CommandBusMetrics, Delivery,
-        DeliveryFailure, Dispatch, DispatchContext, DispatchOutput, EventBus, EventBusMetrics,
-        EventMetrics, MessageKind, MessageTypeMetrics, PublishReport, QueryBus, QueryBusMetrics,
-        SubscriptionId, TimeoutMiddleware, ValidationMiddleware,
+        DeliveryFailure, Dispatch, DispatchContext, DispatchOutput, Envelope, EventBus,
+        EventBusMetrics, EventMetrics, EventRelay, Executed, InMemoryEventStore, Loaded,
+        MessageKind, MessageTypeMetrics, ProjectionConfig, ProjectionProgress, ProjectionRunner,
+        PublishReport, QueryBus, QueryBusMetrics, Repository, RepositoryConfig, SubscriptionId,
+        TimeoutMiddleware, Upcasters, ValidationMiddleware, caused_by, encode_event,
     };
 }
 
 /// The everyday items: `use flext_handlers::prelude::*;`.
 pub mod prelude {
     pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
-    pub use flext_cqrs::{CommandBus, EventBus, PublishReport, QueryBus};
+    pub use flext_cqrs::{
+        CommandBus, Envelope, EventBus, InMemoryEventStore, ProjectionRunner, PublishReport,
+        QueryBus, Repository,
+    };
     pub use flext_impl::{
         AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
     pub use flext_protocols::{
-        BoxHandler, Command, Event, Handler, MetricsSource, Middleware, Query, async_trait,
+        Aggregate, BoxHandler, Command, Event, EventStore, Handler, MetricsSource, Middleware,
+        Projection, Query, async_trait,
     };
-    pub use flext_types::{FlextError, FlextResult, HandlerConfig, ResultExt};
+    pub use flext_types::{
+        ExpectedVersion, FlextError, FlextResult, HandlerConfig, MessageMetadata, ResultExt,
+        StoredEvent,
+    };
 }
 
 /// The README's example, compiled and run as a doctest so it stays true.

@@ -73,3 +73,27 @@ fn order_processing_prints_the_guides_outcomes() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+#[test]
+fn event_sourcing_prints_the_guides_outcomes() {
+    let out = run_example("event_sourcing");
+    for expected in [
+        "✅ Created user: Alice Johnson -> user_",
+        "✅ Created user: David Wilson -> user_",
+        "📊 User projection created: Carol Davis in Engineering",
+        "📊 User projection updated: Alice Johnson",
+        "in Senior Engineering",
+        "in Sales",
+        "   Engineering: 1 users",
+        "   Senior Engineering: 1 users",
+        "   Sales: 1 users",
+        "   Marketing: 1 users",
+        "Total events in store: 5",
+        "Event types: {\"UserCreated\", \"UserUpdated\"}",
+        "- UserCreated (v1) at ",
+        "- UserUpdated (v2) at ",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("✅ Created user:").count(), 4);
+}
