@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flext_handlers::CQRS::Upcasters;
-use flext_handlers::Types::StoredEvent as Stored;
 use flext_handlers::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
+
+pub use crate::users::CreateUserCommand;
 
 /// The user's domain events, named as the guide's `EventType` enum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,31 +159,6 @@ impl Aggregate for User {
             }
             UserEvent::Deleted { .. } => self.status = "deleted".into(),
         }
-    }
-}
-
-/// Create a user (the guide's `CreateUserCommand`, validating itself).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreateUserCommand {
-    /// Name, at least 2 characters.
-    pub name: String,
-    /// Email, with an `@`.
-    pub email: String,
-    /// Department.
-    pub department: String,
-}
-
-impl Command for CreateUserCommand {
-    type Output = String;
-
-    fn validate(&self) -> FlextResult<()> {
-        if self.name.chars().count() < 2 {
-            return Err(FlextError::validation("Name must be at least 2 characters"));
-        }
-        if !self.email.contains('@') {
-            return Err(FlextError::validation("Invalid email format"));
-        }
-        Ok(())
     }
 }
 
@@ -334,7 +310,7 @@ impl Projection for UserProjections {
         "user_projections"
     }
 
-    async fn apply(&self, stored: &Stored) -> FlextResult<()> {
+    async fn apply(&self, stored: &StoredEvent) -> FlextResult<()> {
         if stored.position <= self.last_position.load(Ordering::SeqCst) {
             return Ok(());
         }
