@@ -132,9 +132,9 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// The aggregate `id` at its current version (a new, default state at version 0 when it
-    /// has no events).
+    /// has no events). An empty id is an `INVALID_ARGUMENT` error.
     pub async fn load(&self, id: &str) -> FlextResult<Loaded<A>> {
-        let stream = Self::stream_id(id);
+        let stream = Self::checked_stream_id(id)?;
         let base = match self.cached(id) {
             Some(cached) => cached,
             None => self.latest_snapshot_state(&stream).await?,
@@ -146,7 +146,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// Every event of the aggregate `id`, decoded, in version order.
     pub async fn history(&self, id: &str) -> FlextResult<Vec<Envelope<A::Event>>> {
-        let stream = Self::stream_id(id);
+        let stream = Self::checked_stream_id(id)?;
         self.events
             .read_stream(&stream, 1, usize::MAX)
             .await?
@@ -186,7 +186,7 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
-        let stream = Self::stream_id(id);
+        let stream = Self::checked_stream_id(id)?;
         let mut retries = 0;
         loop {
             let loaded = self.load(id).await?;
@@ -248,7 +248,7 @@ impl<A: Aggregate> Repository<A> {
         events: &[A::Event],
         metadata: &MessageMetadata,
     ) -> FlextResult<AppendResult> {
-        let stream = Self::stream_id(id);
+        let stream = Self::checked_stream_id(id)?;
         let metadata = caused_by(metadata);
         let records = events
             .iter()
@@ -257,6 +257,16 @@ impl<A: Aggregate> Repository<A> {
         let append = self.events.append(&stream, expected, records).await?;
         // The cached state may predate these events; the next load catches up from it.
         Ok(append)
+    }
+
+    fn checked_stream_id(id: &str) -> FlextResult<String> {
+        if id.trim().is_empty() {
+            return Err(flext_types::FlextError::invalid_argument(format!(
+                "{} id cannot be empty",
+                A::TYPE
+            )));
+        }
+        Ok(Self::stream_id(id))
     }
 
     fn cached(&self, id: &str) -> Option<Loaded<A>> {

@@ -61,6 +61,20 @@ async fn execute_decides_appends_and_returns_the_new_state() {
 }
 
 #[tokio::test]
+async fn an_empty_id_is_an_invalid_argument() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let err = repo.execute(" ", open("Ada")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(err.to_string(), "Account id cannot be empty");
+    assert_eq!(
+        repo.load("").await.unwrap_err().code(),
+        ErrorCode::InvalidArgument
+    );
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
 async fn a_rejected_or_empty_decision_stores_nothing() {
     let store = InMemoryEventStore::new();
     let repo = repository(&store);
