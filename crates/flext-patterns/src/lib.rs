@@ -1,0 +1,25 @@
+//! Composition patterns: handler chains, typed pipelines, and middleware around any
+//! handler.
+//!
+//! This is layer 60 of flext-handlers.
+//!
+//! - [`HandlerChain`]: handlers in sequence (each output the next input; the first failure
+//!   stops the chain and names the handler) or first-match (chain of responsibility), at
+//!   most 50, with chain and per-handler metrics.
+//! - [`Pipeline`]: a typed builder of up to 20 stages, each free to change the data's type;
+//!   a failing or panicking stage reports "Pipeline failed at stage {i}: …".
+//! - [`HookMiddleware`] (the guide's `Middleware`): `before_request`, `after_response` and
+//!   `handle_error` closures, the same [`Middleware`](flext_protocols::Middleware) contract
+//!   the buses use; [`Layered`] wraps any handler in a stack of middleware, first added
+//!   outermost.
+//!
+//! Chains, pipelines and layered handlers are handlers themselves, so they nest, go on
+//! buses and into registries.
+
+mod chain;
+mod middleware;
+mod pipeline;
+
+pub use chain::{ChainMetrics, ChainMode, HandlerChain, LinkMetrics};
+pub use middleware::{HookMiddleware, Layered};
+pub use pipeline::{Pipeline, PipelineMetrics, StageMetrics};

@@ -1,0 +1,197 @@
+//! [`HookMiddleware`] (the guide's `Middleware`) and [`Layered`]: middleware around any
+//! handler.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flext_impl::{catch_panic, catch_panic_sync};
+use flext_protocols::{Handler, Middleware, Next, SharedMiddleware};
+use flext_types::{FlextError, FlextResult};
+
+type Hook<T> = Box<dyn Fn(T) -> FlextResult<T> + Send + Sync>;
+type ErrorHook<Res> = Box<dyn Fn(FlextError) -> FlextResult<Res> + Send + Sync>;
+
+/// A middleware made of closures: `before_request` may transform or reject the request,
+/// `after_response` the response, and `handle_error` sees an error from further in and may
+/// replace it or recover with a response. A hook that panics fails the call with an
+/// `OPERATION_ERROR`.
+///
+/// It is a [`Middleware`](flext_protocols::Middleware) like any other: it goes on a bus
+/// (`Middleware<Dispatch, DispatchOutput>`) or around a handler with [`Layered`].
+///
+/// ```
+/// use flext_patterns::{HookMiddleware, Layered};
+/// use flext_impl::handler_fn;
+/// use flext_protocols::Handler;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> flext_types::FlextResult<()> {
+/// let trim = HookMiddleware::new("trim").before_request(|s: String| Ok(s.trim().to_owned()));
+/// let shout = HookMiddleware::new("shout").after_response(|s: String| Ok(s.to_uppercase()));
+/// let greet = Layered::new(handler_fn("greet", |name: String| async move { Ok(format!("hello {name}")) }))
+///     .with(trim)
+///     .with(shout);
+/// assert_eq!(greet.handle("  ada ".into()).await?, "HELLO ADA");
+/// # Ok(())
+/// # }
+/// ```
+pub struct HookMiddleware<Req, Res> {
+    name: String,
+    before: Option<Hook<Req>>,
+    after: Option<Hook<Res>>,
+    on_error: Option<ErrorHook<Res>>,
+}
+
+impl<Req, Res> HookMiddleware<Req, Res> {
+    /// A middleware named `name` with no hooks (it passes everything through).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            before: None,
+            after: None,
+            on_error: None,
+        }
+    }
+
+    /// Transforms or rejects each request before the rest of the stack.
+    #[must_use]
+    pub fn before_request(
+        mut self,
+        hook: impl Fn(Req) -> FlextResult<Req> + Send + Sync + 'static,
+    ) -> Self {
+        self.before = Some(Box::new(hook));
+        self
+    }
+
+    /// Transforms or rejects each successful response.
+    #[must_use]
+    pub fn after_response(
+        mut self,
+        hook: impl Fn(Res) -> FlextResult<Res> + Send + Sync + 'static,
+    ) -> Self {
+        self.after = Some(Box::new(hook));
+        self
+    }
+
+    /// Sees each error from further in: returns it, another error, or a response.
+    #[must_use]
+    pub fn handle_error(
+        mut self,
+        hook: impl Fn(FlextError) -> FlextResult<Res> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_error = Some(Box::new(hook));
+        self
+    }
+}
+
+impl<Req, Res> Middleware<Req, Res> for HookMiddleware<Req, Res>
+where
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn before_request(&self, request: Req) -> FlextResult<Req> {
+        match &self.before {
+            Some(hook) => catch_panic_sync(|| hook(request)),
+            None => Ok(request),
+        }
+    }
+
+    fn after_response(&self, response: Res) -> FlextResult<Res> {
+        match &self.after {
+            Some(hook) => catch_panic_sync(|| hook(response)),
+            None => Ok(response),
+        }
+    }
+
+    fn handle_error(&self, error: FlextError) -> FlextResult<Res> {
+        match &self.on_error {
+            Some(hook) => catch_panic_sync(|| hook(error)),
+            None => Err(error),
+        }
+    }
+}
+
+impl<Req, Res> fmt::Debug for HookMiddleware<Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookMiddleware")
+            .field("name", &self.name)
+            .field("before_request", &self.before.is_some())
+            .field("after_response", &self.after.is_some())
+            .field("handle_error", &self.on_error.is_some())
+            .finish()
+    }
+}
+
+/// A handler with a stack of middleware around it; itself a handler.
+///
+/// Order: the first middleware added is outermost. A request passes the middleware in the
+/// order added, then the handler; the response (or error) comes back through them in
+/// reverse. A panic anywhere in the stack is an `OPERATION_ERROR`.
+pub struct Layered<H: Handler> {
+    handler: H,
+    stack: Vec<SharedMiddleware<H::Request, H::Response>>,
+}
+
+impl<H: Handler> Layered<H> {
+    /// `handler` with no middleware yet.
+    pub fn new(handler: H) -> Self {
+        Self {
+            handler,
+            stack: Vec::new(),
+        }
+    }
+
+    /// Adds `middleware` inside those added before it.
+    #[must_use]
+    pub fn with(mut self, middleware: impl Middleware<H::Request, H::Response> + 'static) -> Self {
+        self.push(middleware);
+        self
+    }
+
+    /// Adds `middleware` inside those added before it.
+    pub fn push(&mut self, middleware: impl Middleware<H::Request, H::Response> + 'static) {
+        self.stack.push(Arc::new(middleware));
+    }
+
+    /// The wrapped handler.
+    pub fn inner(&self) -> &H {
+        &self.handler
+    }
+
+    /// The middleware's names, outermost first.
+    pub fn middleware_names(&self) -> Vec<&str> {
+        self.stack.iter().map(|m| m.name()).collect()
+    }
+}
+
+#[async_trait]
+impl<H: Handler> Handler for Layered<H> {
+    type Request = H::Request;
+    type Response = H::Response;
+
+    fn handler_name(&self) -> &str {
+        self.handler.handler_name()
+    }
+
+    fn can_handle(&self, request: &Self::Request) -> bool {
+        self.handler.can_handle(request)
+    }
+
+    async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
+        catch_panic(Next::new(&self.handler, &self.stack).run(request)).await
+    }
+}
+
+impl<H: Handler> fmt::Debug for Layered<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layered")
+            .field("handler", &self.handler.handler_name())
+            .field("middleware", &self.middleware_names())
+            .finish()
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of chains, pipelines and middleware, one module per topic.
+
+mod chains;
+mod middleware;
+mod pipelines;

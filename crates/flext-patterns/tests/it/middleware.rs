@@ -1,0 +1,153 @@
+//! HookMiddleware and Layered: order, transforms, rejections, error hooks, panics.
+
+use std::sync::{Arc, Mutex};
+
+use flext_constants::ErrorCode;
+use flext_impl::handler_fn;
+use flext_patterns::{HookMiddleware, Layered};
+use flext_protocols::Handler;
+use flext_types::FlextError;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn logging(name: &'static str, log: &Log) -> HookMiddleware<i64, i64> {
+    let (before, after, error) = (log.clone(), log.clone(), log.clone());
+    HookMiddleware::new(name)
+        .before_request(move |x| {
+            before.lock().unwrap().push(format!("{name} before {x}"));
+            Ok(x)
+        })
+        .after_response(move |x| {
+            after.lock().unwrap().push(format!("{name} after {x}"));
+            Ok(x)
+        })
+        .handle_error(move |e| {
+            error
+                .lock()
+                .unwrap()
+                .push(format!("{name} error {}", e.code().name()));
+            Err(e)
+        })
+}
+
+fn checked_double(log: &Log) -> impl Handler<Request = i64, Response = i64> {
+    let log = log.clone();
+    handler_fn("double", move |x: i64| {
+        log.lock().unwrap().push(format!("handler {x}"));
+        async move {
+            if x < 0 {
+                Err(FlextError::validation("negative"))
+            } else {
+                Ok(x * 2)
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn the_first_middleware_added_is_outermost() {
+    let log: Log = Arc::default();
+    let layered = Layered::new(checked_double(&log))
+        .with(logging("a", &log))
+        .with(logging("b", &log));
+    assert_eq!(layered.middleware_names(), ["a", "b"]);
+    assert_eq!(layered.handle(3).await, Ok(6));
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "a before 3",
+            "b before 3",
+            "handler 3",
+            "b after 6",
+            "a after 6"
+        ]
+    );
+    log.lock().unwrap().clear();
+    assert!(layered.handle(-1).await.is_err());
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "a before -1",
+            "b before -1",
+            "handler -1",
+            "b error VALIDATION_ERROR",
+            "a error VALIDATION_ERROR"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hooks_transform_reject_and_recover() {
+    let log: Log = Arc::default();
+    let layered = Layered::new(checked_double(&log))
+        .with(HookMiddleware::new("recover").handle_error(|e| {
+            if e.is(ErrorCode::ValidationError) {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        }))
+        .with(
+            HookMiddleware::new("plus_one")
+                .before_request(|x: i64| Ok(x + 1))
+                .after_response(|x: i64| Ok(x + 1000)),
+        )
+        .with(HookMiddleware::new("no_sevens").before_request(|x: i64| {
+            if x == 7 {
+                Err(FlextError::business_rule("no sevens"))
+            } else {
+                Ok(x)
+            }
+        }));
+    assert_eq!(layered.handle(1).await, Ok(1004), "(1 + 1) * 2 + 1000");
+    assert_eq!(
+        layered.handle(-5).await,
+        Ok(0),
+        "the handler's validation error was recovered"
+    );
+    let err = layered.handle(6).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no sevens",
+        "a rejection in before_request stops the request"
+    );
+    assert!(
+        !log.lock().unwrap().contains(&"handler 7".to_owned()),
+        "the handler never saw it"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_hook_or_handler_is_an_operation_error() {
+    let log: Log = Arc::default();
+    let hook_panics = Layered::new(checked_double(&log)).with(
+        HookMiddleware::new("fragile").after_response(|x: i64| {
+            if x > 100 {
+                panic!("too big: {x}")
+            } else {
+                Ok(x)
+            }
+        }),
+    );
+    assert_eq!(hook_panics.handle(10).await, Ok(20));
+    let err = hook_panics.handle(60).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.to_string().as_str()),
+        (
+            ErrorCode::OperationError,
+            "Handler execution failed: too big: 120"
+        )
+    );
+
+    let handler_panics = Layered::new(handler_fn("explode", |_: i64| async {
+        if true {
+            panic!("kaboom");
+        }
+        Ok(0i64)
+    }))
+    .with(HookMiddleware::new("passthrough"));
+    assert_eq!(
+        handler_panics.handle(1).await.unwrap_err().to_string(),
+        "Handler execution failed: kaboom"
+    );
+}
