@@ -5,9 +5,9 @@
 //! crates below it, under two spellings:
 //!
 //! - Rust modules: [`constants`], [`types`], [`protocols`], [`implementation`], [`cqrs`],
-//!   and a [`prelude`] with the everyday items.
+//!   [`patterns`], and a [`prelude`] with the everyday items.
 //! - The guide's namespaces: [`Constants`], [`Types`], [`Protocols`], [`Implementation`],
-//!   [`CQRS`], so code ported from the guide reads the same
+//!   [`CQRS`], [`Patterns`], so code ported from the guide reads the same
 //!   (`flext_handlers::Implementation::BasicHandler`, `flext_handlers::CQRS::CommandBus`).
 //!
 //! The main items: [`BasicHandler`](Implementation::BasicHandler) (metrics, state,
@@ -43,6 +43,7 @@
 pub use flext_constants as constants;
 pub use flext_cqrs as cqrs;
 pub use flext_impl as implementation;
+pub use flext_patterns as patterns;
 pub use flext_protocols as protocols;
 pub use flext_protocols::async_trait;
 pub use flext_types as types;
@@ -116,6 +117,16 @@ pub mod CQRS {
     };
 }
 
+/// The guide's `FlextHandlers.Patterns`: chains, pipelines and middleware.
+#[allow(non_snake_case, reason = "the guide's namespace spelling")]
+pub mod Patterns {
+    pub use flext_patterns::HookMiddleware as Middleware;
+    pub use flext_patterns::{
+        ChainMetrics, ChainMode, HandlerChain, HookMiddleware, Layered, LinkMetrics, Pipeline,
+        PipelineMetrics, StageMetrics,
+    };
+}
+
 /// The everyday items: `use flext_handlers::prelude::*;`.
 pub mod prelude {
     pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
@@ -127,6 +138,7 @@ pub mod prelude {
         AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
+    pub use flext_patterns::{HandlerChain, HookMiddleware, Layered, Pipeline};
     pub use flext_protocols::{
         Aggregate, BoxHandler, Command, Event, EventStore, Handler, MetricsSource, Middleware,
         Projection, Query, async_trait,

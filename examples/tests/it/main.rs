@@ -1,5 +1,6 @@
 //! The guide's programs produce the outcomes the guide expects.
 
+mod chain;
 mod enterprise;
 mod orders;
 mod programs;

@@ -97,3 +97,30 @@ fn event_sourcing_prints_the_guides_outcomes() {
     }
     assert_eq!(out.matches("✅ Created user:").count(), 4);
 }
+
+#[test]
+fn enterprise_chain_prints_the_guides_outcomes() {
+    let out = run_example("enterprise_chain");
+    for expected in [
+        "--- Request 1: delete at /api/users/123 ---",
+        "Status: deleted",
+        "Resource: user_123",
+        "Status: created",
+        "Status: success",
+        "User: user_003",
+        "❌ Enterprise chain failed: Handler 'authorizer' failed: User user_003 lacks permission 'delete' for operation 'delete'",
+        "❌ Enterprise chain failed: Handler 'authenticator' failed: Authentication token required",
+        "❌ Enterprise chain failed: Handler 'validator' failed: Invalid operation 'invalid_op'",
+        "   - Total requests: 6",
+        "   - Successful: 3",
+        "   - Failed: 3",
+        "   - Attempts: 6",
+        "   - Checks: 5",
+        "   - Denied: 1",
+        "   - Validations: 4",
+        "   - Processed: 3",
+        "   - Errors: 0",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
