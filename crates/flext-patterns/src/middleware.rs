@@ -1,6 +1,7 @@
 //! [`HookMiddleware`] (the guide's `Middleware`) and [`Layered`]: middleware around any
 //! handler.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -135,6 +136,9 @@ impl<Req, Res> fmt::Debug for HookMiddleware<Req, Res> {
 pub struct Layered<H: Handler> {
     handler: H,
     stack: Vec<SharedMiddleware<H::Request, H::Response>>,
+    /// The same stack while every middleware in it is a [`HookMiddleware`]: such a stack
+    /// runs as a flat loop, without a boxed future per middleware.
+    hooks: Option<Vec<Arc<HookMiddleware<H::Request, H::Response>>>>,
 }
 
 impl<H: Handler> Layered<H> {
@@ -143,6 +147,7 @@ impl<H: Handler> Layered<H> {
         Self {
             handler,
             stack: Vec::new(),
+            hooks: Some(Vec::new()),
         }
     }
 
@@ -154,8 +159,18 @@ impl<H: Handler> Layered<H> {
     }
 
     /// Adds `middleware` inside those added before it.
-    pub fn push(&mut self, middleware: impl Middleware<H::Request, H::Response> + 'static) {
-        self.stack.push(Arc::new(middleware));
+    pub fn push<M: Middleware<H::Request, H::Response> + 'static>(&mut self, middleware: M) {
+        let shared = Arc::new(middleware);
+        let any: Arc<dyn Any + Send + Sync> = shared.clone();
+        match any.downcast::<HookMiddleware<H::Request, H::Response>>() {
+            Ok(hook) => {
+                if let Some(hooks) = &mut self.hooks {
+                    hooks.push(hook);
+                }
+            }
+            Err(_) => self.hooks = None,
+        }
+        self.stack.push(shared);
     }
 
     /// The wrapped handler.
@@ -183,7 +198,39 @@ impl<H: Handler> Handler for Layered<H> {
     }
 
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
-        catch_panic(Next::new(&self.handler, &self.stack).run(request)).await
+        match &self.hooks {
+            Some(hooks) => self.run_hooks(hooks, request).await,
+            None => catch_panic(Next::new(&self.handler, &self.stack).run(request)).await,
+        }
+    }
+}
+
+impl<H: Handler> Layered<H> {
+    /// Runs a stack of hook middleware as [`Next`] would, flat: `before_request` of each in
+    /// order until one rejects, the handler if none did, then back out through the ones
+    /// entered, in reverse: `after_response` on success, `handle_error` on failure.
+    async fn run_hooks(
+        &self,
+        hooks: &[Arc<HookMiddleware<H::Request, H::Response>>],
+        request: H::Request,
+    ) -> FlextResult<H::Response> {
+        let passed = hooks
+            .iter()
+            .enumerate()
+            .try_fold(request, |request, (depth, hook)| {
+                Middleware::before_request(&**hook, request).map_err(|error| (depth, error))
+            });
+        let (entered, mut result) = match passed {
+            Ok(request) => (hooks.len(), catch_panic(self.handler.handle(request)).await),
+            Err((depth, error)) => (depth, Err(error)),
+        };
+        for hook in hooks[..entered].iter().rev() {
+            result = match result {
+                Ok(response) => Middleware::after_response(&**hook, response),
+                Err(error) => Middleware::handle_error(&**hook, error),
+            };
+        }
+        result
     }
 }
 

@@ -151,3 +151,61 @@ async fn a_panicking_hook_or_handler_is_an_operation_error() {
         "Handler execution failed: kaboom"
     );
 }
+
+/// A middleware that is not a HookMiddleware, so the stack takes the generic path.
+struct Passthrough;
+
+impl flext_protocols::Middleware<i64, i64> for Passthrough {
+    fn name(&self) -> &str {
+        "passthrough"
+    }
+}
+
+#[tokio::test]
+async fn hook_stacks_and_generic_stacks_run_in_the_same_order_with_the_same_outcome() {
+    fn stack(log: &Log, generic: bool) -> Layered<impl Handler<Request = i64, Response = i64>> {
+        let mut layered = Layered::new(checked_double(log))
+            .with(logging("a", log))
+            .with(
+                HookMiddleware::new("gate")
+                    .before_request(|x: i64| {
+                        if x == 13 {
+                            Err(FlextError::business_rule("unlucky"))
+                        } else {
+                            Ok(x)
+                        }
+                    })
+                    .handle_error(|e| {
+                        if e.is(ErrorCode::ValidationError) && e.message() == "negative" {
+                            Err(FlextError::validation("still negative"))
+                        } else {
+                            Err(e)
+                        }
+                    }),
+            )
+            .with(logging("b", log));
+        if generic {
+            layered.push(Passthrough);
+        }
+        layered
+    }
+    for input in [3i64, -1, 13] {
+        let (fast_log, slow_log): (Log, Log) = (Arc::default(), Arc::default());
+        let fast = stack(&fast_log, false).handle(input).await;
+        let slow = stack(&slow_log, true).handle(input).await;
+        assert_eq!(fast, slow, "same outcome for {input}");
+        assert_eq!(
+            *fast_log.lock().unwrap(),
+            *slow_log.lock().unwrap(),
+            "same order for {input}"
+        );
+    }
+    let rejected_log: Log = Arc::default();
+    let rejected = stack(&rejected_log, false).handle(13).await.unwrap_err();
+    assert_eq!(rejected.to_string(), "unlucky");
+    assert_eq!(
+        *rejected_log.lock().unwrap(),
+        ["a before 13", "a error BUSINESS_RULE_VIOLATION"],
+        "a rejection unwinds only through the middleware outside it"
+    );
+}
