@@ -12,6 +12,7 @@ use flext_types::{FlextError, FlextResult};
 
 type Hook<T> = Box<dyn Fn(T) -> FlextResult<T> + Send + Sync>;
 type ErrorHook<Res> = Box<dyn Fn(FlextError) -> FlextResult<Res> + Send + Sync>;
+type HookStack<Req, Res> = Vec<Arc<HookMiddleware<Req, Res>>>;
 
 /// A middleware made of closures: `before_request` may transform or reject the request,
 /// `after_response` the response, and `handle_error` sees an error from further in and may
@@ -138,7 +139,7 @@ pub struct Layered<H: Handler> {
     stack: Vec<SharedMiddleware<H::Request, H::Response>>,
     /// The same stack while every middleware in it is a [`HookMiddleware`]: such a stack
     /// runs as a flat loop, without a boxed future per middleware.
-    hooks: Option<Vec<Arc<HookMiddleware<H::Request, H::Response>>>>,
+    hooks: Option<HookStack<H::Request, H::Response>>,
 }
 
 impl<H: Handler> Layered<H> {
