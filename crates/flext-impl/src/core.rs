@@ -111,6 +111,14 @@ impl HandlerCore {
         }
     }
 
+    /// Records a call that a deadline outside the handler (a `Timeout` wrapper) cut short:
+    /// a failure of `elapsed`, state `Timeout`.
+    pub fn record_timeout(&self, elapsed: std::time::Duration) {
+        self.recorder.record(elapsed, false);
+        self.last_outcome
+            .store(state_index(HandlerState::Timeout), Relaxed);
+    }
+
     /// Zeroes the metrics; calls in flight still finish and are counted.
     pub fn reset_metrics(&self) {
         self.recorder.reset();

@@ -61,6 +61,9 @@ where
 }
 
 /// The rest of a middleware stack: the middleware after the current one, then the handler.
+///
+/// `Next` is two references, so it is `Copy`: a middleware that retries may run the rest of
+/// the stack more than once.
 pub struct Next<'a, Req, Res> {
     handler: &'a (dyn Handler<Request = Req, Response = Res> + 'a),
     rest: &'a [SharedMiddleware<Req, Res>],
@@ -105,6 +108,14 @@ where
         self.handler.handler_name()
     }
 }
+
+impl<Req, Res> Clone for Next<'_, Req, Res> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Req, Res> Copy for Next<'_, Req, Res> {}
 
 impl<Req, Res> std::fmt::Debug for Next<'_, Req, Res>
 where
