@@ -19,7 +19,13 @@
 mod chain;
 mod middleware;
 mod pipeline;
+mod resilience;
 
 pub use chain::{ChainMetrics, ChainMode, HandlerChain, LinkMetrics};
 pub use middleware::{HookMiddleware, Layered};
 pub use pipeline::{Pipeline, PipelineMetrics, StageMetrics};
+pub use resilience::{
+    BreakerState, Bulkhead, BulkheadMetrics, CircuitBreaker, CircuitBreakerConfig,
+    CircuitBreakerMetrics, Permit, RETRYABLE_BY_DEFAULT, RateLimiter, Retry, RetryConfig,
+    SlidingWindow, StateTransition, Timeout, TimeoutHandler,
+};

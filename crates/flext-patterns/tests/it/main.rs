@@ -1,5 +1,7 @@
 //! Integration tests of chains, pipelines and middleware, one module per topic.
 
+mod breaker;
 mod chains;
 mod middleware;
 mod pipelines;
+mod resilience;

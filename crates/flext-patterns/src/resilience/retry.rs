@@ -1,0 +1,202 @@
+//! [`Retry`]: tries again on errors worth retrying, with exponential backoff and jitter.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flext_constants::{ErrorCode, handler};
+use flext_protocols::{Middleware, Next};
+use flext_types::{FlextError, FlextResult};
+use serde::{Deserialize, Serialize};
+
+/// The settings of a [`Retry`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (default [`handler::MAX_RETRIES`]).
+    pub max_attempts: u32,
+    /// The wait before the second attempt (default 100 ms).
+    pub initial_backoff: Duration,
+    /// Each later wait is this many times the one before (default 2).
+    pub multiplier: f64,
+    /// The longest wait (default 10 s).
+    pub max_backoff: Duration,
+    /// Each wait varies at random by up to this fraction either way (default 0.2).
+    pub jitter: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: handler::MAX_RETRIES,
+            initial_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_backoff: Duration::from_secs(10),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Checks every value; the first bad one is an `INVALID_ARGUMENT` error naming it.
+    pub fn validate(&self) -> FlextResult<()> {
+        if self.max_attempts == 0 {
+            return Err(FlextError::invalid_argument(
+                "Invalid max_attempts: 0. Expected at least 1",
+            ));
+        }
+        if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
+            return Err(FlextError::invalid_argument(format!(
+                "Invalid multiplier: {}. Expected a finite number of at least 1",
+                self.multiplier
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(FlextError::invalid_argument(format!(
+                "Invalid jitter: {}. Expected a fraction from 0 to 1",
+                self.jitter
+            )));
+        }
+        if self.max_backoff < self.initial_backoff {
+            return Err(FlextError::invalid_argument(
+                "Invalid max_backoff: shorter than initial_backoff",
+            ));
+        }
+        Ok(())
+    }
+}
+
+type Predicate = Arc<dyn Fn(&FlextError) -> bool + Send + Sync>;
+
+/// The error codes [`Retry`] tries again on unless told otherwise: passing failures
+/// (`TIMEOUT`, `CONCURRENCY_CONFLICT`, `STORAGE_ERROR`, `RATE_LIMITED`), never a rejection
+/// such as `VALIDATION_ERROR`.
+pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
+    ErrorCode::Timeout,
+    ErrorCode::ConcurrencyConflict,
+    ErrorCode::StorageError,
+    ErrorCode::RateLimited,
+];
+
+/// Runs a call again when it fails with an error worth retrying, waiting longer each time
+/// (exponential backoff with jitter), up to a number of attempts.
+///
+/// An error not worth retrying is returned at once, unchanged. When the attempts run out,
+/// the last error is returned with its code and "Gave up after N attempts: …". Waits use
+/// tokio's clock. As a [`Middleware`] it runs the rest of the stack again (the request must
+/// be `Clone`).
+///
+/// ```
+/// use std::time::Duration;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use flext_patterns::{Retry, RetryConfig};
+/// use flext_types::FlextError;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> flext_types::FlextResult<()> {
+/// let retry = Retry::new(RetryConfig { max_attempts: 3, jitter: 0.0, ..RetryConfig::default() })?;
+/// let tries = AtomicU32::new(0);
+/// let value = retry
+///     .run(|_attempt| async {
+///         if tries.fetch_add(1, Ordering::SeqCst) < 2 { Err(FlextError::timeout("slow")) } else { Ok(7) }
+///     })
+///     .await?;
+/// assert_eq!((value, tries.load(Ordering::SeqCst)), (7, 3));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Retry {
+    config: RetryConfig,
+    retry_if: Predicate,
+}
+
+impl Retry {
+    /// A retry with `config`, retrying [`RETRYABLE_BY_DEFAULT`]; a bad setting is an
+    /// `INVALID_ARGUMENT` error naming it.
+    pub fn new(config: RetryConfig) -> FlextResult<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            retry_if: Arc::new(|error| RETRYABLE_BY_DEFAULT.contains(&error.code())),
+        })
+    }
+
+    /// Retries exactly the errors `predicate` accepts.
+    #[must_use]
+    pub fn retry_if(
+        mut self,
+        predicate: impl Fn(&FlextError) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_if = Arc::new(predicate);
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
+    }
+
+    /// The wait before attempt `attempt + 1` (`attempt` counts from 1), jitter included.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let base =
+            self.config.initial_backoff.as_secs_f64() * self.config.multiplier.powi(exponent);
+        let capped = base.min(self.config.max_backoff.as_secs_f64());
+        let spread = 1.0 + self.config.jitter * (fastrand::f64() * 2.0 - 1.0);
+        Duration::try_from_secs_f64((capped * spread).max(0.0)).unwrap_or(self.config.max_backoff)
+    }
+
+    /// Runs `attempt(n)` for n = 1, 2, … until it succeeds, fails with an error not worth
+    /// retrying, or the attempts run out.
+    pub async fn run<T, F, Fut>(&self, mut attempt: F) -> FlextResult<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = FlextResult<T>>,
+    {
+        let mut n = 1;
+        loop {
+            match attempt(n).await {
+                Ok(value) => return Ok(value),
+                Err(error) if !(self.retry_if)(&error) => return Err(error),
+                Err(error) if n >= self.config.max_attempts => {
+                    return Err(FlextError::new(
+                        error.code(),
+                        format!("Gave up after {n} attempts: {}", error.message()),
+                    )
+                    .with_source(error));
+                }
+                Err(error) => {
+                    let wait = self.backoff(n);
+                    tracing::debug!(attempt = n, ?wait, %error, "retrying");
+                    tokio::time::sleep(wait).await;
+                    n += 1;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<Req, Res> Middleware<Req, Res> for Retry
+where
+    Req: Clone + Send + Sync + 'static,
+    Res: Send + 'static,
+{
+    fn name(&self) -> &str {
+        "retry"
+    }
+
+    async fn call(&self, request: Req, next: Next<'_, Req, Res>) -> FlextResult<Res> {
+        self.run(|_| next.run(request.clone())).await
+    }
+}
+
+impl fmt::Debug for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
