@@ -1,5 +1,5 @@
-//! Composition patterns: handler chains, typed pipelines, and middleware around any
-//! handler.
+//! Composition and resilience: handler chains, typed pipelines, middleware around any
+//! handler, circuit breakers and friends, and sagas.
 //!
 //! This is layer 60 of flext-handlers.
 //!
@@ -13,6 +13,11 @@
 //!   the buses use; [`Layered`] wraps any handler in a stack of middleware, first added
 //!   outermost.
 //!
+//! - Resilience: [`CircuitBreaker`] (resilience4j's states and windows), [`Retry`],
+//!   [`Timeout`], [`Bulkhead`], [`RateLimiter`]; each runs any call and is a middleware.
+//! - [`Saga`]: steps with compensations, progress recorded in an event store, resumable
+//!   after a restart.
+//!
 //! Chains, pipelines and layered handlers are handlers themselves, so they nest, go on
 //! buses and into registries.
 
@@ -20,6 +25,7 @@ mod chain;
 mod middleware;
 mod pipeline;
 mod resilience;
+mod saga;
 
 pub use chain::{ChainMetrics, ChainMode, HandlerChain, LinkMetrics};
 pub use middleware::{HookMiddleware, Layered};
@@ -29,3 +35,4 @@ pub use resilience::{
     CircuitBreakerMetrics, Permit, RETRYABLE_BY_DEFAULT, RateLimiter, Retry, RetryConfig,
     SlidingWindow, StateTransition, Timeout, TimeoutHandler,
 };
+pub use saga::{Saga, SagaEvent, SagaOutcome, SagaStatus, StepContext};

@@ -1,5 +1,5 @@
-//! The flext-handlers test kit: conformance suites for stores and a given/when/then
-//! fixture for aggregates.
+//! The flext-handlers test kit: conformance suites for stores and given/when/then fixtures
+//! for aggregates and sagas.
 //!
 //! Depend on it from tests (`[dev-dependencies]`).
 //!
@@ -9,6 +9,8 @@
 //!   [`checkpoint_store_conformance!`]. Each function works in streams and names of its own
 //!   (random suffixes), so the suites can share one database and run in parallel.
 //! - [`AggregateFixture`]: given events, when a command, then events or an error.
+//! - [`SagaFixture`]: given recorded progress, when run or resumed, then completed,
+//!   compensated or failed, with exactly the records expected.
 //!
 //! In a store's `tests/`, with a factory that returns `None` (and so skips, saying so) when
 //! the store's database is not configured:
@@ -31,9 +33,11 @@
 mod aggregate;
 pub mod checkpoint_store;
 pub mod event_store;
+mod saga;
 pub mod snapshot_store;
 
 pub use aggregate::{AggregateFixture, AggregateOutcome};
+pub use saga::{FIXTURE_SAGA_ID, SagaFixture, SagaFixtureOutcome};
 
 /// A name no other test uses: `prefix` and a random suffix.
 pub fn unique_name(prefix: &str) -> String {

@@ -5,3 +5,4 @@ mod chains;
 mod middleware;
 mod pipelines;
 mod resilience;
+mod saga;
