@@ -376,9 +376,9 @@ impl CircuitBreaker {
     }
 
     /// Takes a permit for one call, or rejects with `CIRCUIT_OPEN`.
-    pub fn acquire(&self) -> FlextResult<Permit> {
+    pub fn acquire(&self) -> FlextResult<Permit<'_>> {
         self.inner.acquire().map(|(generation, trial)| Permit {
-            breaker: self.inner.clone(),
+            breaker: &self.inner,
             generation,
             trial,
             started: self.inner.config.slow_call_duration.map(|_| Instant::now()),
@@ -576,7 +576,10 @@ impl Inner {
     }
 
     fn exceeded(&self, calls: u32, failures: u32, slows: u32) -> bool {
-        calls >= self.config.minimum_number_of_calls && self.rates_exceeded(calls, failures, slows)
+        // A window of successes, the steady state, trips nothing: skip the arithmetic.
+        (failures > 0 || slows > 0)
+            && calls >= self.config.minimum_number_of_calls
+            && self.rates_exceeded(calls, failures, slows)
     }
 
     fn rates_exceeded(&self, calls: u32, failures: u32, slows: u32) -> bool {
@@ -660,19 +663,19 @@ impl Inner {
 /// Leave to run one call, from [`CircuitBreaker::acquire`]. Record the call's result with
 /// [`Permit::record`]; a permit dropped without a result gives itself back.
 #[must_use = "a permit that is not recorded is released when dropped"]
-pub struct Permit {
-    breaker: Arc<Inner>,
+pub struct Permit<'a> {
+    breaker: &'a Inner,
     generation: u64,
     trial: bool,
     started: Option<Instant>,
     done: bool,
 }
 
-impl Permit {
+impl Permit<'_> {
     /// Records the call's result: a failure, a success, or (for an ignored error) nothing.
     pub fn record<T>(mut self, result: &FlextResult<T>) {
         self.done = true;
-        let inner = &self.breaker;
+        let inner = self.breaker;
         let failed = match result {
             Ok(_) => false,
             Err(error) if inner.ignore_if.as_ref().is_some_and(|ignore| ignore(error)) => {
@@ -690,7 +693,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.breaker.release(self.generation, self.trial);
@@ -698,7 +701,7 @@ impl Drop for Permit {
     }
 }
 
-impl fmt::Debug for Permit {
+impl fmt::Debug for Permit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("breaker", &self.breaker.name)
