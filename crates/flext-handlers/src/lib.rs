@@ -117,13 +117,17 @@ pub mod CQRS {
     };
 }
 
-/// The guide's `FlextHandlers.Patterns`: chains, pipelines and middleware.
+/// The guide's `FlextHandlers.Patterns`: chains, pipelines, middleware, resilience and
+/// sagas.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Patterns {
     pub use flext_patterns::HookMiddleware as Middleware;
     pub use flext_patterns::{
-        ChainMetrics, ChainMode, HandlerChain, HookMiddleware, Layered, LinkMetrics, Pipeline,
-        PipelineMetrics, StageMetrics,
+        BreakerState, Bulkhead, BulkheadMetrics, ChainMetrics, ChainMode, CircuitBreaker,
+        CircuitBreakerConfig, CircuitBreakerMetrics, HandlerChain, HookMiddleware, Layered,
+        LinkMetrics, Permit, Pipeline, PipelineMetrics, RETRYABLE_BY_DEFAULT, RateLimiter, Retry,
+        RetryConfig, Saga, SagaEvent, SagaOutcome, SagaStatus, SlidingWindow, StageMetrics,
+        StateTransition, StepContext, Timeout, TimeoutHandler,
     };
 }
 
@@ -138,7 +142,9 @@ pub mod prelude {
         AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
-    pub use flext_patterns::{HandlerChain, HookMiddleware, Layered, Pipeline};
+    pub use flext_patterns::{
+        CircuitBreaker, HandlerChain, HookMiddleware, Layered, Pipeline, Retry, Saga, Timeout,
+    };
     pub use flext_protocols::{
         Aggregate, BoxHandler, Command, Event, EventStore, Handler, MetricsSource, Middleware,
         Projection, Query, async_trait,
