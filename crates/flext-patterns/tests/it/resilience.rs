@@ -302,3 +302,41 @@ async fn a_rate_limiter_allows_bursts_then_waits_or_rejects() {
         RateLimiter::new("bad", 0, Duration::from_secs(1), Duration::ZERO);
     assert_eq!(err.unwrap_err().code(), ErrorCode::InvalidArgument);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_and_a_bulkhead_sit_on_a_command_bus() {
+    struct Charge(u32);
+    impl flext_protocols::Command for Charge {
+        type Output = u32;
+    }
+    let breaker = CircuitBreaker::new(
+        "payments",
+        CircuitBreakerConfig {
+            sliding_window: flext_patterns::SlidingWindow::CountBased(2),
+            minimum_number_of_calls: 2,
+            ..CircuitBreakerConfig::default()
+        },
+    )
+    .unwrap();
+    let mut bus = flext_cqrs::CommandBus::new();
+    bus.register_fn(|Charge(n): Charge| async move {
+        if n == 0 {
+            Err(FlextError::timeout("gateway timeout"))
+        } else {
+            Ok(n)
+        }
+    })
+    .unwrap();
+    bus.add_middleware(breaker.clone());
+    bus.add_middleware(Bulkhead::new("payments", 4, Duration::ZERO).unwrap());
+    assert_eq!(bus.send(Charge(5)).await, Ok(5));
+    bus.send(Charge(0)).await.unwrap_err();
+    bus.send(Charge(0)).await.unwrap_err();
+    let err = bus.send(Charge(5)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CircuitOpen);
+    assert_eq!(
+        err.to_string(),
+        "Circuit breaker 'payments' is OPEN and does not permit further calls"
+    );
+    assert_eq!(bus.metrics().failed_commands, 3);
+}
