@@ -142,8 +142,10 @@ impl HandlerCore {
     /// - its outcome and duration are recorded (durations only while
     ///   `enable_performance_metrics` is on).
     ///
-    /// The deadline needs a tokio runtime with time enabled; outside a tokio runtime the call
-    /// runs without one.
+    /// The deadline needs a tokio runtime with time enabled (`#[tokio::main]` and
+    /// `enable_all()` enable it). Outside a tokio runtime the call runs without a deadline;
+    /// inside one whose timers are disabled, every call fails with an `OPERATION_ERROR`
+    /// saying so, before the handler runs.
     pub async fn run<T, F>(&self, call: F) -> FlextResult<T>
     where
         F: Future<Output = FlextResult<T>> + Send,

@@ -75,6 +75,21 @@ where
     }
 }
 
+/// A shared validator is a validator.
+impl<T: ?Sized, V: Validator<T> + ?Sized> Validator<T> for std::sync::Arc<V> {
+    fn validate(&self, value: &T) -> FlextResult<()> {
+        (**self).validate(value)
+    }
+}
+
+/// A shared authorizer is an authorizer.
+#[async_trait]
+impl<T: ?Sized + Sync, A: Authorizer<T> + ?Sized> Authorizer<T> for std::sync::Arc<A> {
+    async fn authorize(&self, request: &T) -> FlextResult<()> {
+        (**self).authorize(request).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
