@@ -1,0 +1,157 @@
+//! Metrics exposition: JSON, and the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use flext_protocols::MetricsSource;
+use flext_types::{MetricSet, MetricValue};
+use serde_json::Value;
+
+/// The metric sets of `sources`, for [`to_json`] and [`to_prometheus`].
+pub fn collect(sources: &[&dyn MetricsSource]) -> Vec<MetricSet> {
+    sources.iter().map(|source| source.metric_set()).collect()
+}
+
+/// The metric sets as one JSON document: `{"sources": [{"source": …, "samples": […]}]}`.
+pub fn to_json(sets: &[MetricSet]) -> Value {
+    serde_json::json!({ "sources": sets })
+}
+
+/// The metric sets in the Prometheus text exposition format (version 0.0.4).
+///
+/// Every sample becomes `flext_{name}` with a `source` label plus its own labels; names and
+/// label names are reduced to `[a-zA-Z0-9_]`; label values are escaped. Counters end in
+/// `_total`; latency summaries are `flext_{name}_seconds` with the 0.5, 0.95 and 0.99
+/// quantiles, `_sum` and `_count`. Samples of one metric from many sources are grouped
+/// under one `# HELP` and one `# TYPE` line.
+///
+/// ```
+/// use flext_types::{MetricSet, MetricValue};
+///
+/// let mut set = MetricSet::new("user_service");
+/// set.push("requests_processed", "Finished calls.", MetricValue::Counter(4));
+/// let text = flext_management::to_prometheus(&[set]);
+/// assert!(text.contains("# TYPE flext_requests_processed_total counter\n"));
+/// assert!(text.contains("flext_requests_processed_total{source=\"user_service\"} 4\n"));
+/// ```
+pub fn to_prometheus(sets: &[MetricSet]) -> String {
+    struct Family {
+        help: String,
+        kind: &'static str,
+        lines: Vec<String>,
+    }
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
+    for set in sets {
+        for sample in &set.samples {
+            let mut labels = vec![("source".to_owned(), set.source.clone())];
+            labels.extend(sample.labels.iter().map(|(k, v)| (sanitize(k), v.clone())));
+            let base = format!("flext_{}", sanitize(&sample.name));
+            let (name, kind) = match &sample.value {
+                MetricValue::Counter(_) if base.ends_with("_total") => (base.clone(), "counter"),
+                MetricValue::Counter(_) => (format!("{base}_total"), "counter"),
+                MetricValue::Gauge(_) => (base.clone(), "gauge"),
+                MetricValue::Latency(_) => (format!("{base}_seconds"), "summary"),
+            };
+            let family = families.entry(name.clone()).or_insert_with(|| Family {
+                help: sample.help.to_string(),
+                kind,
+                lines: Vec::new(),
+            });
+            match &sample.value {
+                MetricValue::Counter(n) => family
+                    .lines
+                    .push(format!("{name}{} {n}", render(&labels, None))),
+                MetricValue::Gauge(v) => {
+                    family
+                        .lines
+                        .push(format!("{name}{} {}", render(&labels, None), number(*v)))
+                }
+                MetricValue::Latency(summary) => {
+                    for (q, value) in [
+                        ("0.5", summary.p50),
+                        ("0.95", summary.p95),
+                        ("0.99", summary.p99),
+                    ] {
+                        family.lines.push(format!(
+                            "{name}{} {}",
+                            render(&labels, Some(q)),
+                            number(value.as_secs_f64())
+                        ));
+                    }
+                    let sum = summary.mean.as_secs_f64() * summary.count as f64;
+                    family.lines.push(format!(
+                        "{name}_sum{} {}",
+                        render(&labels, None),
+                        number(sum)
+                    ));
+                    family.lines.push(format!(
+                        "{name}_count{} {}",
+                        render(&labels, None),
+                        summary.count
+                    ));
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    for (name, family) in families {
+        let help = family.help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {}", family.kind);
+        for line in family.lines {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A metric or label name reduced to `[a-zA-Z0-9_]`, not starting with a digit.
+fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn render(labels: &[(String, String)], quantile: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some(q) = quantile {
+        parts.push(format!("quantile=\"{q}\""));
+    }
+    format!("{{{}}}", parts.join(","))
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".to_owned()
+    } else if value.is_infinite() {
+        if value > 0.0 {
+            "+Inf".to_owned()
+        } else {
+            "-Inf".to_owned()
+        }
+    } else {
+        format!("{value}")
+    }
+}
