@@ -6,5 +6,6 @@
 
 pub mod api_chain;
 pub mod enterprise;
+pub mod management;
 pub mod orders;
 pub mod users;

@@ -5,9 +5,9 @@
 //! crates below it, under two spellings:
 //!
 //! - Rust modules: [`constants`], [`types`], [`protocols`], [`implementation`], [`cqrs`],
-//!   [`patterns`], and a [`prelude`] with the everyday items.
+//!   [`patterns`], [`management`], and a [`prelude`] with the everyday items.
 //! - The guide's namespaces: [`Constants`], [`Types`], [`Protocols`], [`Implementation`],
-//!   [`CQRS`], [`Patterns`], so code ported from the guide reads the same
+//!   [`CQRS`], [`Patterns`], [`Management`], so code ported from the guide reads the same
 //!   (`flext_handlers::Implementation::BasicHandler`, `flext_handlers::CQRS::CommandBus`).
 //!
 //! The main items: [`BasicHandler`](Implementation::BasicHandler) (metrics, state,
@@ -43,6 +43,7 @@
 pub use flext_constants as constants;
 pub use flext_cqrs as cqrs;
 pub use flext_impl as implementation;
+pub use flext_management as management;
 pub use flext_patterns as patterns;
 pub use flext_protocols as protocols;
 pub use flext_protocols::async_trait;
@@ -131,6 +132,16 @@ pub mod Patterns {
     };
 }
 
+/// The guide's `FlextHandlers.Management`: registry, manager, lifecycle, exposition.
+#[allow(non_snake_case, reason = "the guide's namespace spelling")]
+pub mod Management {
+    pub use flext_management::{
+        HandlerHealth, HandlerInfo, HandlerManager, HandlerRegistry, HandlerSpec, Health,
+        HealthReport, Lifecycle, LifecycleManager, RegisteredHandler, RegistryMetrics, collect,
+        to_json, to_prometheus,
+    };
+}
+
 /// The everyday items: `use flext_handlers::prelude::*;`.
 pub mod prelude {
     pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
@@ -142,6 +153,7 @@ pub mod prelude {
         AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
+    pub use flext_management::{HandlerManager, HandlerRegistry, HandlerSpec};
     pub use flext_patterns::{
         CircuitBreaker, HandlerChain, HookMiddleware, Layered, Pipeline, Retry, Saga, Timeout,
     };

@@ -2,6 +2,7 @@
 
 mod chain;
 mod enterprise;
+mod management;
 mod orders;
 mod programs;
 mod users;

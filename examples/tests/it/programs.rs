@@ -124,3 +124,26 @@ fn enterprise_chain_prints_the_guides_outcomes() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+#[test]
+fn handler_management_prints_the_guides_outcomes() {
+    let out = run_example("handler_management");
+    for expected in [
+        "✅ Successfully registered 4 handlers",
+        "✅ Handler user_validator executed successfully",
+        "✅ Handler admin_authorizer executed successfully",
+        "✅ Handler data_processor executed successfully",
+        "✅ Handler order_processor executed successfully",
+        "   id: \"order_1\"",
+        "   total_amount: 200.0",
+        "   status: \"pending\"",
+        "   Total handlers: 4",
+        "   Active: 4",
+        "   Idle: 0",
+        "   With errors: 0",
+        "   Total requests processed: 4",
+        "   Cleaned up handlers: [",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
