@@ -161,3 +161,54 @@ fn names_and_label_values_are_sanitized_and_escaped() {
     let json = to_json(&[set]);
     assert_eq!(json["sources"][0]["samples"][0]["value"]["kind"], "counter");
 }
+
+#[tokio::test]
+async fn buses_chains_pipelines_and_breakers_render_together() {
+    use flext_cqrs::{CommandBus, EventBus, QueryBus};
+    use flext_management::collect;
+    use flext_patterns::{CircuitBreaker, CircuitBreakerConfig, HandlerChain, Pipeline};
+    use flext_protocols::{Command, MetricsSource};
+
+    struct Ping;
+    impl Command for Ping {
+        type Output = u8;
+    }
+    let mut commands = CommandBus::new();
+    commands.register_fn(|_: Ping| async { Ok(1u8) }).unwrap();
+    commands.send(Ping).await.unwrap();
+    let queries = QueryBus::new();
+    let events = EventBus::new();
+    let mut chain = HandlerChain::new("api_chain");
+    chain.add_fn("pass", |x: u8| async move { Ok(x) }).unwrap();
+    chain.handle(1).await.unwrap();
+    let pipeline = Pipeline::<u8>::new("etl").add_stage(|x: u8| Ok(x)).unwrap();
+    pipeline.process(1).await.unwrap();
+    let breaker = CircuitBreaker::new("payments", CircuitBreakerConfig::default()).unwrap();
+    breaker
+        .call(async { Ok::<_, flext_types::FlextError>(()) })
+        .await
+        .unwrap();
+
+    let sources: [&dyn MetricsSource; 6] =
+        [&commands, &queries, &events, &chain, &pipeline, &breaker];
+    let sets = collect(&sources);
+    let samples = parse(&to_prometheus(&sets));
+    let has = |name: &str, source: &str| {
+        samples
+            .iter()
+            .any(|(n, l, _)| n == name && l.get("source").map(String::as_str) == Some(source))
+    };
+    assert!(has("flext_commands_processed_total", "command_bus"));
+    assert!(
+        has("flext_processed_total", "command_bus"),
+        "per command type, labelled"
+    );
+    assert!(has("flext_total_requests_total", "api_chain"));
+    assert!(has("flext_executions_total", "etl"));
+    assert!(has("flext_successful_calls_total", "payments"));
+    assert!(samples.iter().any(|(n, l, v)| n == "flext_state"
+        && l.get("state").map(String::as_str) == Some("CLOSED")
+        && *v == 1.0));
+    let json = to_json(&sets);
+    assert_eq!(json["sources"].as_array().unwrap().len(), 6);
+}
