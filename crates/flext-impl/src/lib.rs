@@ -49,6 +49,7 @@ mod histogram;
 mod json;
 mod metrics_handler;
 mod recorder;
+mod tail;
 mod validating;
 
 pub use authorizing::AuthorizingHandler;
@@ -61,4 +62,5 @@ pub use guard::{catch_panic, catch_panic_sync};
 pub use json::JsonHandler;
 pub use metrics_handler::{MetricsHandler, MetricsReport};
 pub use recorder::{InFlight, MetricsRecorder, Timer};
+pub use tail::tail_events;
 pub use validating::ValidatingHandler;

@@ -54,5 +54,5 @@ pub use profile::PerformanceProfile;
 pub use railway::{ResultExt, combine, first_success, traverse};
 pub use records::{
     AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, Snapshot,
-    StoredEvent,
+    StoredEvent, StoredPlace, retried_append, validate_batch,
 };

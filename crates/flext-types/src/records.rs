@@ -159,6 +159,82 @@ pub struct EventMetadata {
     pub headers: BTreeMap<String, String>,
 }
 
+/// Rejects batches no store accepts: an empty stream id (`INVALID_ARGUMENT`), no events
+/// (`INVALID_ARGUMENT`), an event id twice in the batch (`DUPLICATE`). Every store calls it
+/// first, so they reject alike.
+pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
+    if stream_id.trim().is_empty() {
+        return Err(FlextError::invalid_argument("Stream id cannot be empty"));
+    }
+    if events.is_empty() {
+        return Err(FlextError::invalid_argument(format!(
+            "An append to stream {stream_id} needs at least one event"
+        )));
+    }
+    for (i, event) in events.iter().enumerate() {
+        if events[..i].iter().any(|e| e.event_id == event.event_id) {
+            return Err(FlextError::duplicate(format!(
+                "Event {} appears twice in one batch for stream {stream_id}",
+                event.event_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where a stored event is: for [`retried_append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlace {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its stream.
+    pub stream_id: String,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its global position.
+    pub position: u64,
+}
+
+/// The rule every store applies when some ids of a batch are already stored.
+///
+/// `first` is where the first batch event found in the store is; `run` is the stream's
+/// events from that version on (at least as many as the batch, if the stream has them).
+/// When the batch is exactly a retry — same stream, its first event first, the expected
+/// version accepting the place it was appended at, the same ids in order — the original
+/// result is returned; anything else is a `DUPLICATE` naming the event and where it is.
+pub fn retried_append(
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    first: &StoredPlace,
+    run: &[StoredPlace],
+) -> FlextResult<AppendResult> {
+    let duplicate = || {
+        FlextError::duplicate(format!(
+            "Event {} is already stored in stream {} at version {}",
+            first.event_id, first.stream_id, first.version
+        ))
+    };
+    let is_retry = first.stream_id == stream_id
+        && events.first().is_some_and(|e| e.event_id == first.event_id)
+        && expected.accepts(first.version - 1)
+        && run.len() >= events.len()
+        && events
+            .iter()
+            .zip(run)
+            .all(|(event, stored)| event.event_id == stored.event_id);
+    if !is_retry {
+        return Err(duplicate());
+    }
+    let last = &run[events.len() - 1];
+    Ok(AppendResult {
+        first_version: first.version,
+        last_version: last.version,
+        first_position: first.position,
+        last_position: last.position,
+    })
+}
+
 /// An event on its way into a store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEvent {

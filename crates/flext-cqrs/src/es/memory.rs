@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
 use flext_types::{
-    AppendResult, DeadLetter, ExpectedVersion, FlextError, FlextResult, NewEvent, Snapshot,
-    StoredEvent,
+    AppendResult, DeadLetter, ExpectedVersion, FlextResult, NewEvent, Snapshot, StoredEvent,
+    StoredPlace, retried_append, validate_batch,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -156,72 +156,35 @@ impl InMemoryEventStore {
     }
 }
 
-/// Rejects batches no store should accept: an empty stream id, no events, an id twice.
-fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
-    if stream_id.trim().is_empty() {
-        return Err(FlextError::invalid_argument("Stream id cannot be empty"));
-    }
-    if events.is_empty() {
-        return Err(FlextError::invalid_argument(format!(
-            "An append to stream {stream_id} needs at least one event"
-        )));
-    }
-    for (i, event) in events.iter().enumerate() {
-        if events[..i].iter().any(|e| e.event_id == event.event_id) {
-            return Err(FlextError::duplicate(format!(
-                "Event {} appears twice in one batch for stream {stream_id}",
-                event.event_id
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl Log {
-    /// When the batch's ids are already stored, the original result if this is a retry of
-    /// the same append (same stream, same expected version, same ids in order); otherwise a
-    /// `DUPLICATE` error. `None` when no id is stored yet.
+    /// When an id of the batch is already stored: the original result of an exact retry,
+    /// otherwise the `DUPLICATE` the shared rule gives. `None` when no id is stored yet.
     fn retried(
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> FlextResult<Option<AppendResult>> {
-        let Some((first_event, &first_index)) = events
-            .iter()
-            .find_map(|e| self.ids.get(&e.event_id).map(|index| (e, index)))
-        else {
+        let Some(&first_index) = events.iter().find_map(|e| self.ids.get(&e.event_id)) else {
             return Ok(None);
         };
-        let stored = &self.events[first_index];
-        let duplicate = || {
-            FlextError::duplicate(format!(
-                "Event {} is already stored in stream {} at version {}",
-                first_event.event_id, stored.stream_id, stored.version
-            ))
+        let place = |index: usize| {
+            let stored = &self.events[index];
+            StoredPlace {
+                event_id: stored.event_id,
+                stream_id: stored.stream_id.to_string(),
+                version: stored.version,
+                position: stored.position,
+            }
         };
-        let same_stream = &*stored.stream_id == stream_id;
-        let starts_batch = events[0].event_id == first_event.event_id;
-        if !same_stream || !starts_batch || !expected.accepts(stored.version - 1) {
-            return Err(duplicate());
-        }
-        let indices = &self.streams[stream_id];
-        let from = (stored.version - 1) as usize;
-        let same_ids = indices.len() >= from + events.len()
-            && events
-                .iter()
-                .zip(&indices[from..from + events.len()])
-                .all(|(event, &index)| self.events[index].event_id == event.event_id);
-        if !same_ids {
-            return Err(duplicate());
-        }
-        let last = &self.events[indices[from + events.len() - 1]];
-        Ok(Some(AppendResult {
-            first_version: stored.version,
-            last_version: last.version,
-            first_position: stored.position,
-            last_position: last.position,
-        }))
+        let first = place(first_index);
+        let run: Vec<StoredPlace> = self.streams[&*self.events[first_index].stream_id]
+            .iter()
+            .skip((first.version - 1) as usize)
+            .take(events.len())
+            .map(|&index| place(index))
+            .collect();
+        retried_append(stream_id, expected, events, &first, &run).map(Some)
     }
 }
 
