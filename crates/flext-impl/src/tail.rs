@@ -7,7 +7,8 @@ use flext_protocols::EventStream;
 use flext_types::{FlextResult, StoredEvent};
 
 /// A live feed of every event from `from` (inclusive): it reads batches of `batch` events
-/// with `read(position, limit)` until it has caught up, then awaits `wake()` and reads again.
+/// with `read(position, limit)` until it has caught up, then awaits `wake(next)` (`next` is
+/// the position it waits for) and reads again.
 ///
 /// Each event is delivered once and in position order, because the feed always reads on
 /// from the position after the last event it delivered. `wake` should resolve when new
@@ -19,7 +20,7 @@ pub fn tail_events<R, RF, W, WF>(from: u64, batch: usize, read: R, wake: W) -> E
 where
     R: Fn(u64, usize) -> RF + Send + 'static,
     RF: Future<Output = FlextResult<Vec<StoredEvent>>> + Send + 'static,
-    W: FnMut() -> WF + Send + 'static,
+    W: FnMut(u64) -> WF + Send + 'static,
     WF: Future<Output = ()> + Send + 'static,
 {
     struct Tail<R, W> {
@@ -48,7 +49,7 @@ where
                 return Some((Ok(event), tail));
             }
             match (tail.read)(tail.next, tail.batch).await {
-                Ok(events) if events.is_empty() => (tail.wake)().await,
+                Ok(events) if events.is_empty() => (tail.wake)(tail.next).await,
                 Ok(events) => tail.buffer.extend(events),
                 Err(error) => {
                     tail.failed = true;

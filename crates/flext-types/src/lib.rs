@@ -53,6 +53,7 @@ pub use names::short_type_name;
 pub use profile::PerformanceProfile;
 pub use railway::{ResultExt, combine, first_success, traverse};
 pub use records::{
-    AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, Snapshot,
-    StoredEvent, StoredPlace, retried_append, validate_batch,
+    AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, RawEvent,
+    Snapshot, StoredEvent, StoredPlace, metadata_text, retried_append, timestamp_text,
+    validate_batch,
 };

@@ -288,6 +288,79 @@ pub struct StoredEvent {
     pub metadata: Arc<EventMetadata>,
 }
 
+/// A stored event as a SQL row gives it: text and integers, checked and decoded by
+/// [`RawEvent::decode`] into a [`StoredEvent`]. Shared by the SQL stores so they read alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// The event id, as text.
+    pub event_id: String,
+    /// The stream.
+    pub stream_id: String,
+    /// The stream version.
+    pub version: i64,
+    /// The global position.
+    pub position: i64,
+    /// The event type.
+    pub event_type: String,
+    /// The payload's schema version.
+    pub schema_version: i64,
+    /// The payload, as JSON text.
+    pub payload: String,
+    /// The metadata, as JSON text ([`EventMetadata`]).
+    pub metadata: String,
+    /// The commit time, RFC 3339.
+    pub recorded_at: String,
+}
+
+impl RawEvent {
+    /// The row as a [`StoredEvent`]; a row that does not decode (a corrupt payload, a bad id
+    /// or timestamp) is a `SERIALIZATION_ERROR` naming its position and what is wrong.
+    pub fn decode(self) -> FlextResult<StoredEvent> {
+        let position = self.position;
+        let bad = |what: &str, detail: &dyn fmt::Display| {
+            FlextError::serialization(format!(
+                "Stored event at position {position} has {what}: {detail}"
+            ))
+        };
+        let event_id =
+            Uuid::parse_str(&self.event_id).map_err(|e| bad("a malformed event id", &e))?;
+        let payload = JsonPayload::from_text(self.payload)
+            .map_err(|e| bad("a payload that is not JSON", &e))?;
+        let metadata: EventMetadata =
+            serde_json::from_str(&self.metadata).map_err(|e| bad("malformed metadata", &e))?;
+        let timestamp = OffsetDateTime::parse(
+            &self.recorded_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|e| bad("a malformed timestamp", &e))?;
+        let unsigned = |value: i64, what: &str| u64::try_from(value).map_err(|_| bad(what, &value));
+        Ok(StoredEvent {
+            event_id,
+            stream_id: Arc::from(self.stream_id),
+            version: unsigned(self.version, "a negative version")?,
+            position: unsigned(self.position, "a negative position")?,
+            event_type: Arc::from(self.event_type),
+            schema_version: u32::try_from(self.schema_version)
+                .map_err(|_| bad("a bad schema version", &self.schema_version))?,
+            payload,
+            timestamp,
+            metadata: Arc::new(metadata),
+        })
+    }
+}
+
+/// `metadata` as the JSON text SQL stores keep.
+pub fn metadata_text(metadata: &EventMetadata) -> FlextResult<String> {
+    serde_json::to_string(metadata).map_err(FlextError::from)
+}
+
+/// `timestamp` as the RFC 3339 text SQL stores keep.
+pub fn timestamp_text(timestamp: OffsetDateTime) -> FlextResult<String> {
+    timestamp
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| FlextError::serialization(format!("Timestamp does not format: {e}")))
+}
+
 /// Where an append put its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResult {
@@ -402,5 +475,58 @@ mod tests {
         let err = payload.decode::<Named>().unwrap_err();
         assert_eq!(err.code(), ErrorCode::SerializationError);
         assert!(err.message().contains("invalid type: integer `5`"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    fn raw() -> RawEvent {
+        RawEvent {
+            event_id: Uuid::new_v4().to_string(),
+            stream_id: "User-1".into(),
+            version: 1,
+            position: 7,
+            event_type: "UserCreated".into(),
+            schema_version: 1,
+            payload: r#"{"name":"Ada"}"#.into(),
+            metadata: metadata_text(&EventMetadata::default()).unwrap(),
+            recorded_at: timestamp_text(OffsetDateTime::UNIX_EPOCH).unwrap(),
+        }
+    }
+
+    #[test]
+    fn rows_decode_and_corrupt_rows_are_named() {
+        let stored = raw().decode().unwrap();
+        assert_eq!((stored.position, &*stored.stream_id), (7, "User-1"));
+        let corrupt = RawEvent {
+            payload: "{not json".into(),
+            ..raw()
+        }
+        .decode()
+        .unwrap_err();
+        assert_eq!(corrupt.code(), ErrorCode::SerializationError);
+        assert!(
+            corrupt
+                .message()
+                .starts_with("Stored event at position 7 has a payload that is not JSON"),
+            "{corrupt}"
+        );
+        let bad_id = RawEvent {
+            event_id: "nope".into(),
+            ..raw()
+        }
+        .decode()
+        .unwrap_err();
+        assert!(bad_id.message().contains("malformed event id"));
+        let negative = RawEvent {
+            version: -1,
+            ..raw()
+        }
+        .decode()
+        .unwrap_err();
+        assert!(negative.message().contains("negative version"));
     }
 }

@@ -1,0 +1,37 @@
+//! The flext-handlers event, snapshot and checkpoint stores on embedded SQLite.
+//!
+//! This is an adapter (layer 45): it implements the store contracts of `flext-protocols` and
+//! is the only crate besides the PostgreSQL adapter that knows SQL. SQLite is bundled, so no
+//! system library is needed; the database is one file (or `:memory:`), in WAL mode with a
+//! busy timeout.
+//!
+//! - The schema is created by embedded migrations on open; a database written by a newer
+//!   schema is refused with an error saying so.
+//! - Appends run in `BEGIN IMMEDIATE` transactions: SQLite has one writer at a time, so
+//!   positions follow commit order and no reader can skip a committed event.
+//! - Live subscriptions are woken in-process on each commit and poll as a fallback (for
+//!   writers in other processes).
+//! - [`SqliteEventStore::save_checkpoint_in`] commits a projection's checkpoint in the same
+//!   transaction as its read model.
+//!
+//! Durability: `synchronous = NORMAL` in WAL mode keeps every committed transaction across a
+//! process crash; a power loss may lose the last transactions, never corrupt the file.
+//!
+//! ```
+//! use flext_protocols::EventStore;
+//! use flext_store_sqlite::SqliteEventStore;
+//! use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> flext_types::FlextResult<()> {
+//! let store = SqliteEventStore::open(":memory:").await?;
+//! let event = NewEvent::new("UserCreated", JsonPayload::encode(&serde_json::json!({"name": "Ada"}))?);
+//! store.append("User-1", ExpectedVersion::NoStream, vec![event]).await?;
+//! assert_eq!(store.stream_version("User-1").await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod store;
+
+pub use store::{SqliteEventStore, SqliteStoreOptions};

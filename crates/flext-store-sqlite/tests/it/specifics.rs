@@ -1,0 +1,179 @@
+//! SQLite specifics: schema versions, hostile input, corrupt rows, checkpoints in the read
+//! model's transaction, reopening, bad paths.
+
+use flext_constants::ErrorCode;
+use flext_protocols::{CheckpointStore, EventStore};
+use flext_store_sqlite::SqliteEventStore;
+use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
+use serde_json::json;
+
+use crate::{fresh, temp_path};
+
+fn event(value: serde_json::Value) -> NewEvent {
+    NewEvent::new("Noted", JsonPayload::encode(&value).unwrap())
+}
+
+#[tokio::test]
+async fn a_database_of_a_newer_schema_is_refused_with_a_clear_error() {
+    let path = temp_path();
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (2, 'from the future', datetime('now'), 1, x'00', 0)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    drop(store);
+    let err = SqliteEventStore::open(&path).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageError);
+    assert!(
+        err.message().contains(
+            "the database has schema version 2, newer than this flext-store-sqlite knows (1)"
+        ),
+        "{err}"
+    );
+    assert!(err.message().contains(&path), "the error names the file");
+}
+
+#[tokio::test]
+async fn hostile_ids_and_payloads_are_stored_and_read_back_verbatim() {
+    let store = fresh().await;
+    let long = "λ".repeat(100_000);
+    for stream in [
+        "it's \"quoted\"",
+        "'; DROP TABLE flext_events; --",
+        "ünïcødé-🦀",
+        long.as_str(),
+    ] {
+        let text = format!("{stream} / payload");
+        let mut written = event(json!({"text": text}));
+        written.event_type = stream.to_owned();
+        written
+            .metadata
+            .headers
+            .insert(stream.to_owned(), stream.to_owned());
+        store
+            .append(stream, ExpectedVersion::NoStream, vec![written])
+            .await
+            .unwrap();
+        let read = store.read_stream(stream, 1, 10).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(&*read[0].stream_id, stream);
+        assert_eq!(&*read[0].event_type, stream);
+        assert_eq!(
+            read[0].payload.decode::<serde_json::Value>().unwrap()["text"],
+            text
+        );
+        assert_eq!(read[0].metadata.headers[stream], stream);
+    }
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        4,
+        "the table survived"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_payload_row_is_a_serialization_error_not_a_panic() {
+    let store = fresh().await;
+    store
+        .append(
+            "s",
+            ExpectedVersion::NoStream,
+            vec![event(json!(1)), event(json!(2))],
+        )
+        .await
+        .unwrap();
+    sqlx::query("UPDATE flext_events SET payload = '{broken' WHERE position = 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.read_all(1, 10).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SerializationError);
+    assert!(
+        err.message()
+            .starts_with("Stored event at position 2 has a payload that is not JSON"),
+        "{err}"
+    );
+    assert_eq!(
+        store.read_all(1, 1).await.unwrap().len(),
+        1,
+        "the rows before it still read"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_commits_or_rolls_back_with_its_read_model() {
+    let store = fresh().await;
+    sqlx::query("CREATE TABLE balances (account TEXT PRIMARY KEY, total INTEGER NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("INSERT INTO balances VALUES ('a', 10)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    SqliteEventStore::save_checkpoint_in(&mut tx, "balances", 5)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.load_checkpoint("balances").await.unwrap(), Some(5));
+
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("UPDATE balances SET total = 99")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    SqliteEventStore::save_checkpoint_in(&mut tx, "balances", 9)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT total FROM balances")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        (total, store.load_checkpoint("balances").await.unwrap()),
+        (10, Some(5)),
+        "neither moved"
+    );
+}
+
+#[tokio::test]
+async fn events_survive_closing_and_reopening_the_file() {
+    let path = temp_path();
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    store
+        .append(
+            "s",
+            ExpectedVersion::NoStream,
+            vec![event(json!("a")), event(json!("b"))],
+        )
+        .await
+        .unwrap();
+    store.save_checkpoint("p", 2).await.unwrap();
+    drop(store);
+    let reopened = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(reopened.stream_version("s").await.unwrap(), 2);
+    assert_eq!(reopened.load_checkpoint("p").await.unwrap(), Some(2));
+    let appended = reopened
+        .append("s", ExpectedVersion::Exact(2), vec![event(json!("c"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        appended.last_position, 3,
+        "positions continue after a reopen"
+    );
+}
+
+#[tokio::test]
+async fn a_path_that_cannot_be_opened_is_named_in_the_error() {
+    let path = "/nonexistent-directory/flext/store.db";
+    let err = SqliteEventStore::open(path).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageError);
+    assert!(
+        err.message()
+            .starts_with(&format!("SQLite store {path}: cannot open the database")),
+        "{err}"
+    );
+}
