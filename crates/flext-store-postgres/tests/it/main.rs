@@ -1,0 +1,33 @@
+//! Integration tests of the PostgreSQL store. They need `FLEXT_TEST_POSTGRES_URL`; without it
+//! each test says it was skipped. Every test works in a schema of its own.
+
+mod conformance;
+mod specifics;
+
+use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions};
+
+/// The test server's URL, or `None` (after saying so) when it is not configured.
+pub(crate) fn url(test: &str) -> Option<String> {
+    match std::env::var("FLEXT_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped {test}: FLEXT_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// A store in a fresh schema of the test server.
+pub(crate) async fn fresh(test: &str) -> Option<PostgresEventStore> {
+    let url = url(test)?;
+    let schema = format!(
+        "flext_t_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let options = PostgresStoreOptions::new(url).with_schema(schema);
+    Some(
+        PostgresEventStore::connect_with(options)
+            .await
+            .expect("the test server is reachable"),
+    )
+}

@@ -1,0 +1,271 @@
+//! PostgreSQL specifics: out-of-order commits, hostile input, corrupt rows, checkpoints in
+//! the read model's transaction, newer schemas, unreachable servers, dropped connections.
+
+use std::time::{Duration, Instant};
+
+use flext_constants::ErrorCode;
+use flext_protocols::{CheckpointStore, EventStore};
+use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions};
+use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::{fresh, url};
+
+fn event(value: serde_json::Value) -> NewEvent {
+    NewEvent::new("Noted", JsonPayload::encode(&value).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_early_transaction_does_not_make_a_tailing_reader_skip_events() {
+    let Some(store) = fresh("gap safety").await else {
+        return;
+    };
+    let mut tail = store.subscribe(1).await.unwrap();
+
+    // A writer holds the append lock with an event at position 1 and commits late.
+    let mut slow = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(store.append_lock_key())
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO flext_events (event_id, stream_id, version, position, event_type, schema_version, payload, metadata, recorded_at) VALUES ($1, 'slow', 1, 1, 'Noted', 1, '\"slow\"', '{}', '2026-01-01T00:00:00Z')")
+        .bind(uuid::Uuid::now_v7().to_string())
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+
+    // Later appends start meanwhile.
+    let writers: Vec<_> = (0..5)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(
+                        &format!("fast-{i}"),
+                        ExpectedVersion::NoStream,
+                        vec![event(json!(i))],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.read_all(1, 10).await.unwrap().is_empty(),
+        "nothing is visible while the early transaction is open"
+    );
+    slow.commit().await.unwrap();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let next = tokio::time::timeout(Duration::from_secs(10), tail.next())
+            .await
+            .expect("in time");
+        seen.push(next.unwrap().unwrap().position);
+    }
+    assert_eq!(
+        seen,
+        [1, 2, 3, 4, 5, 6],
+        "every event, in position order, none skipped"
+    );
+}
+
+#[tokio::test]
+async fn hostile_ids_and_payloads_are_stored_and_read_back_verbatim() {
+    let Some(store) = fresh("hostile input").await else {
+        return;
+    };
+    let long = "λ".repeat(100_000);
+    for stream in [
+        "it's \"quoted\"",
+        "'; DROP TABLE flext_events; --",
+        "ünïcødé-🦀",
+        long.as_str(),
+    ] {
+        let text = format!("{stream} / payload");
+        let mut written = event(json!({"text": text}));
+        written.event_type = stream.to_owned();
+        written
+            .metadata
+            .headers
+            .insert(stream.to_owned(), stream.to_owned());
+        store
+            .append(stream, ExpectedVersion::NoStream, vec![written])
+            .await
+            .unwrap();
+        let read = store.read_stream(stream, 1, 10).await.unwrap();
+        assert_eq!(
+            (&*read[0].stream_id, &*read[0].event_type),
+            (stream, stream)
+        );
+        assert_eq!(
+            read[0].payload.decode::<serde_json::Value>().unwrap()["text"],
+            text
+        );
+        assert_eq!(read[0].metadata.headers[stream], stream);
+    }
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        4,
+        "the table survived"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_payload_row_is_a_serialization_error() {
+    let Some(store) = fresh("corrupt row").await else {
+        return;
+    };
+    store
+        .append(
+            "s",
+            ExpectedVersion::NoStream,
+            vec![event(json!(1)), event(json!(2))],
+        )
+        .await
+        .unwrap();
+    sqlx::query("UPDATE flext_events SET payload = '{broken' WHERE position = 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.read_all(1, 10).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SerializationError);
+    assert!(
+        err.message()
+            .starts_with("Stored event at position 2 has a payload that is not JSON"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_commits_or_rolls_back_with_its_read_model() {
+    let Some(store) = fresh("checkpoint in transaction").await else {
+        return;
+    };
+    sqlx::query("CREATE TABLE balances (account TEXT PRIMARY KEY, total BIGINT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("INSERT INTO balances VALUES ('a', 10)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    PostgresEventStore::save_checkpoint_in(&mut tx, "balances", 5)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("UPDATE balances SET total = 99")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    PostgresEventStore::save_checkpoint_in(&mut tx, "balances", 9)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT total FROM balances")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        (total, store.load_checkpoint("balances").await.unwrap()),
+        (10, Some(5))
+    );
+}
+
+#[tokio::test]
+async fn a_schema_of_a_newer_version_is_refused() {
+    let Some(store) = fresh("newer schema").await else {
+        return;
+    };
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (2, 'from the future', true, '\\x00', 0)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let options =
+        PostgresStoreOptions::new(url("newer schema").unwrap()).with_schema(store.schema());
+    let err = PostgresEventStore::connect_with(options).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageError);
+    assert!(
+        err.message().contains(
+            "the database has schema version 2, newer than this flext-store-postgres knows (1)"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_named_without_its_password_in_bounded_time() {
+    let options = PostgresStoreOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresStoreOptions::new("postgres://app:s3cret@127.0.0.1:1/orders")
+    };
+    let started = Instant::now();
+    let err = PostgresEventStore::connect_with(options).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), ErrorCode::StorageError);
+    assert!(
+        err.message()
+            .contains("postgres://app:***@127.0.0.1:1/orders"),
+        "{err}"
+    );
+    assert!(
+        !err.message().contains("s3cret"),
+        "the password is not in the error"
+    );
+    let err = PostgresEventStore::connect("not a url").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageError);
+    let err = PostgresEventStore::connect_with(
+        PostgresStoreOptions::new("postgres://x@127.0.0.1/db").with_schema("bad; schema"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_store_recovers_when_the_server_drops_its_connections() {
+    let Some(store) = fresh("dropped connections").await else {
+        return;
+    };
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let killer = PostgresEventStore::connect(&url("dropped connections").unwrap())
+        .await
+        .unwrap();
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(killer.pool())
+        .await
+        .unwrap();
+    assert!(terminated);
+    let mut recovered = false;
+    for _ in 0..3 {
+        if store
+            .append("s", ExpectedVersion::Any, vec![event(json!(2))])
+            .await
+            .is_ok()
+        {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "the pool replaced the dropped connection");
+    assert_eq!(store.stream_version("s").await.unwrap(), 2);
+}
