@@ -1,4 +1,6 @@
-//! Run with `cargo run --example event_sourcing`.
+//! Run with `cargo run --example event_sourcing`, or on a durable store with
+//! `-- --store sqlite:events.db` or `-- --store postgres://postgres@127.0.0.1/test#demo`
+//! (`memory`, the default, keeps the events in the process).
 //!
 //! The guide's "Complete Enterprise CQRS System with Event Sourcing": four users are created
 //! and one is updated through the command bus (each command runs on the event-sourced `User`
@@ -11,13 +13,31 @@ use std::collections::BTreeMap;
 use flext_examples::enterprise::{
     DepartmentStats, EnterpriseUserSystem, UpdateUserCommand, UserProjection, guide_users,
 };
+use flext_examples::store_choice::StoreChoice;
 use flext_handlers::prelude::*;
 use serde_json::json;
 
 #[tokio::main]
 async fn main() -> FlextResult<()> {
+    let choice = match StoreChoice::from_args(std::env::args().skip(1)) {
+        Ok(choice) => choice,
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(2);
+        }
+    };
     println!("=== Complete Enterprise CQRS with Event Sourcing ===");
-    let system = EnterpriseUserSystem::new()?;
+    let store = match choice.open().await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("cannot open the event store: {error}");
+            std::process::exit(1);
+        }
+    };
+    let system = EnterpriseUserSystem::with_event_store(store)?;
+    if choice != StoreChoice::Memory {
+        println!("   Event store: {}", choice.describe());
+    }
 
     println!("\n1. Creating users through command bus...");
     let mut created_user_ids = Vec::new();

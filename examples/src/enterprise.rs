@@ -331,10 +331,10 @@ impl Projection for UserProjections {
 }
 
 /// The whole system: store, repository, buses and the projection runner.
-#[derive(Debug)]
 pub struct EnterpriseUserSystem {
-    /// The event store.
-    pub event_store: InMemoryEventStore,
+    /// The event store: in memory by default, or a durable one given to
+    /// [`EnterpriseUserSystem::with_event_store`].
+    pub event_store: Arc<dyn EventStore>,
     /// Users, loaded from their streams.
     pub users: Arc<Repository<User>>,
     /// Carries `CreateUserCommand` and `UpdateUserCommand`.
@@ -347,11 +347,31 @@ pub struct EnterpriseUserSystem {
     pub projection_runner: ProjectionRunner,
 }
 
+impl std::fmt::Debug for EnterpriseUserSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnterpriseUserSystem")
+            .field("users", &self.users)
+            .field("command_bus", &self.command_bus)
+            .field("query_bus", &self.query_bus)
+            .field("projections", &self.projections)
+            .field("projection_runner", &self.projection_runner)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EnterpriseUserSystem {
-    /// Wires the system.
+    /// Wires the system on an in-memory event store.
     pub fn new() -> FlextResult<Self> {
-        let event_store = InMemoryEventStore::new();
-        let users = Arc::new(Repository::<User>::new(Arc::new(event_store.clone())));
+        Self::with_event_store(Arc::new(InMemoryEventStore::new()))
+    }
+
+    /// Wires the system on `event_store` (in memory, SQLite, PostgreSQL: any
+    /// [`EventStore`]).
+    ///
+    /// The read model lives in memory, so its checkpoint does too: a fresh system replays
+    /// the whole durable history into the read model on its first catch-up.
+    pub fn with_event_store(event_store: Arc<dyn EventStore>) -> FlextResult<Self> {
+        let users = Arc::new(Repository::<User>::new(event_store.clone()));
 
         let mut command_bus = CommandBus::new();
         let repository = users.clone();
@@ -419,9 +439,10 @@ impl EnterpriseUserSystem {
             }),
         )?;
 
+        let read_model_checkpoints = Arc::new(InMemoryEventStore::new());
         let projection_runner = ProjectionRunner::new(
-            Arc::new(event_store.clone()),
-            Arc::new(event_store.clone()),
+            event_store.clone(),
+            read_model_checkpoints,
             projections.clone(),
         );
         Ok(Self {

@@ -8,4 +8,5 @@ pub mod api_chain;
 pub mod enterprise;
 pub mod management;
 pub mod orders;
+pub mod store_choice;
 pub mod users;

@@ -37,8 +37,16 @@
 //!
 //! # Features
 //!
-//! None yet; `default = []`. The adapters (SQLite, PostgreSQL, NATS) will each come behind
-//! a feature of their own, with `full` for all of them.
+//! `default = []`: the in-memory stores only, no database driver in the build.
+//!
+//! - `sqlite`: `stores::SqliteEventStore`, the event, snapshot and checkpoint stores on
+//!   embedded SQLite (bundled; no system library needed).
+//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL.
+//! - `full`: every adapter.
+//!
+//! Each store passes the same conformance suite as
+//! [`InMemoryEventStore`](CQRS::InMemoryEventStore), so code written against the
+//! [`EventStore`](Protocols::EventStore) contract moves between them unchanged.
 
 pub use flext_constants as constants;
 pub use flext_cqrs as cqrs;
@@ -116,6 +124,16 @@ pub mod CQRS {
         PublishReport, QueryBus, QueryBusMetrics, Repository, RepositoryConfig, SubscriptionId,
         TimeoutMiddleware, Upcasters, ValidationMiddleware, caused_by, encode_event,
     };
+}
+
+/// The durable stores, each behind its feature (`sqlite`, `postgres`, or `full`); the
+/// in-memory store is always here.
+pub mod stores {
+    pub use flext_cqrs::InMemoryEventStore;
+    #[cfg(feature = "postgres")]
+    pub use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions, redact};
+    #[cfg(feature = "sqlite")]
+    pub use flext_store_sqlite::{SqliteEventStore, SqliteStoreOptions};
 }
 
 /// The guide's `FlextHandlers.Patterns`: chains, pipelines, middleware, resilience and

@@ -2,14 +2,25 @@
 
 use std::process::Command;
 
-/// Runs `cargo run --example <name>` from the workspace and returns its standard output.
-fn run_example(name: &str) -> String {
+/// Runs `cargo run --example <name> -- <args>` from the workspace.
+fn example_output(name: &str, args: &[&str]) -> std::process::Output {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(cargo)
-        .args(["run", "--quiet", "--example", name])
+    Command::new(cargo)
+        .args(["run", "--quiet", "--example", name, "--"])
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("cargo can be started");
+        .expect("cargo can be started")
+}
+
+/// Runs `cargo run --example <name>` from the workspace and returns its standard output.
+fn run_example(name: &str) -> String {
+    run_example_with(name, &[])
+}
+
+/// Runs the example with arguments; it must succeed. Returns its standard output.
+fn run_example_with(name: &str, args: &[&str]) -> String {
+    let output = example_output(name, args);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -77,25 +88,125 @@ fn order_processing_prints_the_guides_outcomes() {
 #[test]
 fn event_sourcing_prints_the_guides_outcomes() {
     let out = run_example("event_sourcing");
-    for expected in [
+    assert_guide_event_sourcing_outcomes(&out, 1);
+    assert!(
+        !out.contains("Event store:"),
+        "memory is the quiet default:\n{out}"
+    );
+}
+
+/// The guide's event-sourcing outcomes after the program ran `runs` times on one store:
+/// the read model, rebuilt from the whole history, counts every run's users.
+fn assert_guide_event_sourcing_outcomes(out: &str, runs: usize) {
+    let total_line = format!("Total events in store: {}", 5 * runs);
+    let departments = ["Engineering", "Senior Engineering", "Sales", "Marketing"]
+        .map(|department| format!("   {department}: {runs} users\n"));
+    for expected in departments.iter().map(String::as_str).chain([
         "✅ Created user: Alice Johnson -> user_",
         "✅ Created user: David Wilson -> user_",
         "📊 User projection created: Carol Davis in Engineering",
         "📊 User projection updated: Alice Johnson",
         "in Senior Engineering",
         "in Sales",
-        "   Engineering: 1 users",
-        "   Senior Engineering: 1 users",
-        "   Sales: 1 users",
-        "   Marketing: 1 users",
-        "Total events in store: 5",
+        total_line.as_str(),
         "Event types: {\"UserCreated\", \"UserUpdated\"}",
         "- UserCreated (v1) at ",
         "- UserUpdated (v2) at ",
-    ] {
+    ]) {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
     assert_eq!(out.matches("✅ Created user:").count(), 4);
+}
+
+/// A scratch directory for one test, removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "flext-examples-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("the clock is after 1970")
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&path).expect("the temp directory is writable");
+        Self(path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn event_sourcing_on_sqlite_keeps_history_across_runs() {
+    let dir = ScratchDir::new("sqlite");
+    let flag = format!("--store=sqlite:{}", dir.0.join("events.db").display());
+
+    let first = run_example_with("event_sourcing", &[&flag]);
+    assert!(first.contains("Event store: SQLite at "), "{first}");
+    assert_guide_event_sourcing_outcomes(&first, 1);
+
+    // A second process finds the first one's events and rebuilds the read model from them.
+    let second = run_example_with("event_sourcing", &[&flag]);
+    assert_guide_event_sourcing_outcomes(&second, 2);
+    assert!(
+        second.contains("Projection applied 10 events (checkpoint 10)"),
+        "{second}"
+    );
+}
+
+#[test]
+fn event_sourcing_on_postgres_has_the_guides_outcomes() {
+    let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = format!("example_{}", std::process::id());
+    let flag = format!("--store=postgres:{url}#{schema}");
+    let out = run_example_with("event_sourcing", &[&flag]);
+    assert!(out.contains(&format!("schema {schema}")), "{out}");
+    assert_guide_event_sourcing_outcomes(&out, 1);
+}
+
+#[test]
+fn event_sourcing_rejects_a_bad_store_flag_naming_it() {
+    for (args, expected) in [
+        (
+            &["--store", "mongo:x"][..],
+            "--store \"mongo:x\": unknown store",
+        ),
+        (&["--store", "sqlite:"][..], "the SQLite path is empty"),
+        (
+            &["--store", "postgres:mysql://x"][..],
+            "must start with postgres://",
+        ),
+        (&["--store"][..], "--store needs a value"),
+        (&["--verbose"][..], "unknown argument \"--verbose\""),
+    ] {
+        let output = example_output("event_sourcing", args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}: nothing runs");
+    }
+}
+
+#[test]
+fn event_sourcing_reports_an_unreachable_store_without_its_password() {
+    let output = example_output(
+        "event_sourcing",
+        &["--store=postgres:postgres://app:s3cret@127.0.0.1:1/none"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot open the event store"), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
 }
 
 #[test]
