@@ -318,25 +318,26 @@ impl PostgresEventStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.fail("cannot take the append lock", e))?;
-        if let Some(original) = self.retried(&mut tx, stream_id, expected, &events).await? {
-            return Ok(original);
-        }
-        let current: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1",
+        // One round trip for the stream's version and the head position. Under the append
+        // lock neither can move until this transaction ends.
+        let (current, head): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1), \
+             (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
         )
         .bind(stream_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| self.fail("cannot read the stream version", e))?;
         let current = u64::try_from(current).unwrap_or(0);
+        let head = u64::try_from(head).unwrap_or(0);
         if !expected.accepts(current) {
+            // A retry of an append that committed finds the stream moved on: answer with
+            // the original result when the ids say it is one.
+            if let Some(original) = self.retried(&mut tx, stream_id, expected, &events).await? {
+                return Ok(original);
+            }
             return Err(expected.conflict(stream_id, current));
         }
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM flext_events")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.fail("cannot read the head position", e))?;
-        let head = u64::try_from(head).unwrap_or(0);
         let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
         let count = events.len() as u64;
         for (chunk_index, chunk) in events.chunks(1000).enumerate() {
@@ -360,11 +361,11 @@ impl PostgresEventStore {
                     .push_bind(metadata)
                     .push_bind(recorded_at.as_str());
             });
-            insert
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.fail("cannot insert events", e))?;
+            if let Err(error) = insert.build().execute(&mut *tx).await {
+                return self
+                    .insert_failed(tx, stream_id, expected, &events, error)
+                    .await;
+            }
         }
         let result = AppendResult {
             first_version: current + 1,
@@ -387,6 +388,39 @@ impl PostgresEventStore {
             moved
         });
         Ok(result)
+    }
+
+    /// An insert failed. When it hit a stored event id, the batch may be a retry of an
+    /// append that committed: with this transaction rolled back (its own rows would
+    /// otherwise look stored), the stored ids decide between the original result and a
+    /// `DUPLICATE`. Any other failure is a `STORAGE_ERROR`.
+    async fn insert_failed(
+        &self,
+        tx: sqlx::Transaction<'_, Postgres>,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        error: sqlx::Error,
+    ) -> FlextResult<AppendResult> {
+        let unique = matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
+        tx.rollback()
+            .await
+            .map_err(|e| self.fail("cannot roll back a failed append", e))?;
+        if unique {
+            let mut connection = self
+                .inner
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| self.fail("cannot look for stored ids", e))?;
+            if let Some(original) = self
+                .retried(&mut connection, stream_id, expected, events)
+                .await?
+            {
+                return Ok(original);
+            }
+        }
+        Err(self.fail("cannot insert events", error))
     }
 
     async fn retried(

@@ -8,6 +8,8 @@
 //!   [`event_store_conformance!`], [`snapshot_store_conformance!`] and
 //!   [`checkpoint_store_conformance!`]. Each function works in streams and names of its own
 //!   (random suffixes), so the suites can share one database and run in parallel.
+//! - [`workload`]: the appends and reads the stores' benchmarks measure, the same on every
+//!   store.
 //! - [`AggregateFixture`]: given events, when a command, then events or an error.
 //! - [`SagaFixture`]: given recorded progress, when run or resumed, then completed,
 //!   compensated or failed, with exactly the records expected.
@@ -35,6 +37,7 @@ pub mod checkpoint_store;
 pub mod event_store;
 mod saga;
 pub mod snapshot_store;
+pub mod workload;
 
 pub use aggregate::{AggregateFixture, AggregateOutcome};
 pub use saga::{FIXTURE_SAGA_ID, SagaFixture, SagaFixtureOutcome};
