@@ -307,24 +307,34 @@ impl PostgresEventStore {
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
         validate_batch(stream_id, &events)?;
+        // BEGIN and the append lock in one round trip. The key is this store's own integer
+        // (from its schema name), not input, so writing it into the statement is safe.
         let mut tx = self
             .inner
             .pool
-            .begin()
+            .begin_with(format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                self.inner.lock_key
+            ))
             .await
-            .map_err(|e| self.fail("cannot begin an append", e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(self.inner.lock_key)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.fail("cannot take the append lock", e))?;
-        // One round trip for the stream's version and the head position. Under the append
-        // lock neither can move until this transaction ends.
+            .map_err(|e| self.fail("cannot begin an append and take its lock", e))?;
+        // One round trip for the stream's version and the head position, and the
+        // notification of the new head (NOTIFY is transactional: it is sent on commit
+        // only). Under the append lock neither can move until this transaction ends.
+        let count = events.len() as u64;
         let (current, head): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1), \
-             (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
+            "WITH place AS ( \
+                 SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
+                         WHERE stream_id = $1) AS current, \
+                        (SELECT COALESCE(MAX(position), 0) FROM flext_events) AS head \
+             ), notified AS ( \
+                 SELECT pg_notify($2, (head + $3)::text) FROM place \
+             ) \
+             SELECT current, head FROM place, notified",
         )
         .bind(stream_id)
+        .bind(&self.inner.channel)
+        .bind(signed(count)?)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| self.fail("cannot read the stream version", e))?;
@@ -339,7 +349,6 @@ impl PostgresEventStore {
             return Err(expected.conflict(stream_id, current));
         }
         let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
-        let count = events.len() as u64;
         for (chunk_index, chunk) in events.chunks(1000).enumerate() {
             let offset = (chunk_index * 1000) as u64;
             let rows = chunk
@@ -373,12 +382,6 @@ impl PostgresEventStore {
             first_position: head + 1,
             last_position: head + count,
         };
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.inner.channel)
-            .bind(result.last_position.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.fail("cannot notify subscribers", e))?;
         tx.commit()
             .await
             .map_err(|e| self.fail("cannot commit an append", e))?;

@@ -1,5 +1,6 @@
 //! PostgreSQL specifics: out-of-order commits, hostile input, corrupt rows, checkpoints in
-//! the read model's transaction, newer schemas, unreachable servers, dropped connections.
+//! the read model's transaction, newer schemas, unreachable servers, dropped connections,
+//! wake-ups by notification.
 
 use std::time::{Duration, Instant};
 
@@ -268,4 +269,37 @@ async fn the_store_recovers_when_the_server_drops_its_connections() {
     }
     assert!(recovered, "the pool replaced the dropped connection");
     assert_eq!(store.stream_version("s").await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_commit_wakes_a_subscription_through_notify_not_polling() {
+    let Some(writer) = fresh("notify wake-up").await else {
+        return;
+    };
+    // A second store on the same schema: it learns of the writer's commits only from the
+    // server, and its polling is too slow to be what delivers the event.
+    let options = PostgresStoreOptions {
+        poll_interval: Duration::from_secs(3600),
+        ..PostgresStoreOptions::new(url("notify wake-up").unwrap())
+            .with_schema(writer.schema().to_owned())
+    };
+    let reader = PostgresEventStore::connect_with(options).await.unwrap();
+    let mut tail = reader.subscribe(1).await.unwrap();
+    // The subscription reads the empty store and waits before the commit happens.
+    let next = tokio::spawn(async move { tail.next().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "nothing to deliver yet");
+
+    writer
+        .append("s", ExpectedVersion::NoStream, vec![event(json!({"n": 1}))])
+        .await
+        .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the notification woke the subscription")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivered.position, 1);
+    assert_eq!(delivered.stream_id.as_ref(), "s");
 }
