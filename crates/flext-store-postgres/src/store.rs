@@ -2,7 +2,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,6 +234,14 @@ impl PostgresEventStore {
             .fetch_one(&pool)
             .await
             .map_err(|e| fail("cannot read the head position", e))?;
+        // The append lock's key comes from the server's own text hash (the one hash
+        // partitioning relies on), so every process on this schema agrees on it whatever
+        // it was compiled with.
+        let lock_key: i64 = sqlx::query_scalar("SELECT hashtextextended($1, 0)")
+            .bind(format!("flext-store-postgres appends {schema}"))
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| fail("cannot derive the append lock key", e))?;
         let head = watch::Sender::new(u64::try_from(head).unwrap_or(0));
         let channel = format!("flext_events_{schema}");
         let listener = tokio::spawn(listen(
@@ -243,15 +250,13 @@ impl PostgresEventStore {
             head.clone(),
             options.poll_interval,
         ));
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        ("flext-store-postgres appends", &schema).hash(&mut hasher);
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 target,
                 schema,
                 channel,
-                lock_key: hasher.finish() as i64,
+                lock_key,
                 poll_interval: options.poll_interval,
                 head,
                 listener,

@@ -303,3 +303,26 @@ async fn another_process_commit_wakes_a_subscription_through_notify_not_polling(
     assert_eq!(delivered.position, 1);
     assert_eq!(delivered.stream_id.as_ref(), "s");
 }
+
+#[tokio::test]
+async fn every_store_on_a_schema_agrees_on_the_append_lock_and_other_schemas_differ() {
+    let Some(first) = fresh("lock key").await else {
+        return;
+    };
+    let same = PostgresEventStore::connect_with(
+        PostgresStoreOptions::new(url("lock key").unwrap()).with_schema(first.schema().to_owned()),
+    )
+    .await
+    .unwrap();
+    let other = fresh("lock key").await.unwrap();
+    assert_eq!(first.append_lock_key(), same.append_lock_key());
+    assert_ne!(first.append_lock_key(), other.append_lock_key());
+    // The key is the server's hash of the schema's name: a store built by another
+    // compiler, or another language, computes the same one.
+    let expected: i64 = sqlx::query_scalar("SELECT hashtextextended($1, 0)")
+        .bind(format!("flext-store-postgres appends {}", first.schema()))
+        .fetch_one(first.pool())
+        .await
+        .unwrap();
+    assert_eq!(first.append_lock_key(), expected);
+}
