@@ -108,6 +108,31 @@ async fn raw_insert(pool: &SqlitePool, stream: &str, version: u64, count: u64) {
         .expect("the raw insert succeeds");
 }
 
+/// Times `work(round, iters)` as one criterion sample; `round` numbers the samples so each
+/// writes to streams of its own.
+fn timed<F, Fut>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    id: &str,
+    mut work: F,
+) where
+    F: FnMut(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut round = 0;
+    group.bench_function(id, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            round += 1;
+            let work = work(round, iters);
+            async move {
+                let start = Instant::now();
+                work.await;
+                start.elapsed()
+            }
+        });
+    });
+}
+
 fn appends(c: &mut Criterion) {
     let rt = runtime();
     let store = rt.block_on(store("appends"));
@@ -118,81 +143,51 @@ fn appends(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
 
     group.throughput(Throughput::Elements(1));
-    let mut round = 0;
-    group.bench_function("single/flext", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            round += 1;
-            let store = store.clone();
-            async move {
-                let start = Instant::now();
-                workload::append_one_by_one(&*store, &format!("single-{round}"), iters)
-                    .await
-                    .expect("appends succeed");
-                start.elapsed()
-            }
-        });
+    timed(&mut group, &rt, "single/flext", |round, iters| {
+        let store = store.clone();
+        async move {
+            workload::append_one_by_one(&*store, &format!("single-{round}"), iters)
+                .await
+                .expect("appends succeed");
+        }
     });
-    let mut round = 0;
-    group.bench_function("single/raw_sqlx", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            round += 1;
-            let raw = raw.clone();
-            async move {
-                let stream = format!("single-{round}");
-                let start = Instant::now();
-                for version in 0..iters {
-                    raw_insert(&raw, &stream, version, 1).await;
-                }
-                start.elapsed()
+    timed(&mut group, &rt, "single/raw_sqlx", |round, iters| {
+        let raw = raw.clone();
+        async move {
+            let stream = format!("single-{round}");
+            for version in 0..iters {
+                raw_insert(&raw, &stream, version, 1).await;
             }
-        });
+        }
     });
 
     group.throughput(Throughput::Elements(WRITERS));
-    let mut round = 0;
-    group.bench_function("single_8_writers/flext", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            round += 1;
-            let store = store.clone();
-            async move {
-                let start = Instant::now();
-                workload::append_concurrently(store, &format!("writers-{round}"), WRITERS, iters)
-                    .await
-                    .expect("appends succeed");
-                start.elapsed()
-            }
-        });
+    timed(&mut group, &rt, "single_8_writers/flext", |round, iters| {
+        let store = store.clone();
+        async move {
+            workload::append_concurrently(store, &format!("writers-{round}"), WRITERS, iters)
+                .await
+                .expect("appends succeed");
+        }
     });
 
     group.throughput(Throughput::Elements(BATCH));
-    let mut round = 0;
-    group.bench_function("batch_100/flext", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            round += 1;
-            let store = store.clone();
-            async move {
-                let start = Instant::now();
-                workload::append_in_batches(&*store, &format!("batch-{round}"), iters, BATCH)
-                    .await
-                    .expect("appends succeed");
-                start.elapsed()
-            }
-        });
+    timed(&mut group, &rt, "batch_100/flext", |round, iters| {
+        let store = store.clone();
+        async move {
+            workload::append_in_batches(&*store, &format!("batch-{round}"), iters, BATCH)
+                .await
+                .expect("appends succeed");
+        }
     });
-    let mut round = 0;
-    group.bench_function("batch_100/raw_sqlx", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            round += 1;
-            let raw = raw.clone();
-            async move {
-                let stream = format!("batch-{round}");
-                let start = Instant::now();
-                for batch in 0..iters {
-                    raw_insert(&raw, &stream, batch * BATCH, BATCH).await;
-                }
-                start.elapsed()
+    timed(&mut group, &rt, "batch_100/raw_sqlx", |round, iters| {
+        let raw = raw.clone();
+        async move {
+            let stream = format!("batch-{round}");
+            for batch in 0..iters {
+                raw_insert(&raw, &stream, batch * BATCH, BATCH).await;
             }
-        });
+        }
     });
     group.finish();
 }
