@@ -1,5 +1,5 @@
 //! Run with `cargo run --example event_sourcing`, or on a durable store with
-//! `-- --store sqlite:events.db` or `-- --store postgres://postgres@127.0.0.1/test#demo`
+//! `-- --store sqlite:events.db` or `-- --store postgres:postgres://postgres@127.0.0.1/test#demo`
 //! (`memory`, the default, keeps the events in the process).
 //!
 //! The guide's "Complete Enterprise CQRS System with Event Sourcing": four users are created

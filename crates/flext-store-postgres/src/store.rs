@@ -78,8 +78,8 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
-/// How to open a [`PostgresEventStore`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to open a [`PostgresEventStore`]. `Debug` shows the URL without its password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PostgresStoreOptions {
     /// The server, as a `postgres://user:password@host:port/database` URL.
     pub url: String,
@@ -92,6 +92,18 @@ pub struct PostgresStoreOptions {
     pub connect_timeout: Duration,
     /// How often live subscriptions poll when no notification comes (default 500 ms).
     pub poll_interval: Duration,
+}
+
+impl fmt::Debug for PostgresStoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStoreOptions")
+            .field("url", &redact(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
 }
 
 impl PostgresStoreOptions {
@@ -139,25 +151,52 @@ impl Drop for Inner {
 
 const EVENT_COLUMNS: &str = "event_id, stream_id, version, position, event_type, schema_version, payload, metadata, recorded_at";
 
-/// `url` with its password replaced by `***`, for messages and logs.
+/// `url` with its password replaced by `***`, for messages and logs: the password of the
+/// user part and any `password` query parameter. A string that is not a URL is not echoed
+/// at all.
 ///
 /// ```
+/// use flext_store_postgres::redact;
+///
+/// assert_eq!(redact("postgres://app:s3cret@db:5432/orders"), "postgres://app:***@db:5432/orders");
 /// assert_eq!(
-///     flext_store_postgres::redact("postgres://app:s3cret@db:5432/orders"),
-///     "postgres://app:***@db:5432/orders"
+///     redact("postgres://app@db/orders?sslmode=require&password=s3cret"),
+///     "postgres://app@db/orders?sslmode=require&password=***"
 /// );
+/// assert_eq!(redact("host=db password=s3cret"), "(a connection string that is not a URL)");
 /// ```
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return "(a connection string that is not a URL)".to_owned();
     };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
     };
-    match credentials.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    let mut out = format!("{scheme}://");
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) => {
+            match credentials.split_once(':') {
+                Some((user, _password)) => out.push_str(&format!("{user}:***")),
+                None => out.push_str(credentials),
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(rest),
     }
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 impl PostgresEventStore {
@@ -209,10 +248,28 @@ impl PostgresEventStore {
                 ))
             })?
             .map_err(|e| fail("cannot connect", e))?;
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .execute(&bootstrap)
-            .await
-            .map_err(|e| fail("cannot create the schema", e))?;
+        // CREATE SCHEMA needs the CREATE privilege on the database even when the schema
+        // exists, so look first; two processes creating it at once is not an error.
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&schema)
+                .fetch_one(&bootstrap)
+                .await
+                .map_err(|e| fail("cannot look for the schema", e))?;
+        if !exists {
+            let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .execute(&bootstrap)
+                .await;
+            let raced = |e: &sqlx::Error| {
+                matches!(e, sqlx::Error::Database(db)
+                    if matches!(db.code().as_deref(), Some("42P06" | "23505")))
+            };
+            match created {
+                Ok(_) => {}
+                Err(e) if raced(&e) => {}
+                Err(e) => return Err(fail("cannot create the schema", e)),
+            }
+        }
         bootstrap.close().await;
 
         let search_path = format!("SET search_path TO \"{schema}\"");
@@ -226,7 +283,7 @@ impl PostgresEventStore {
                     Ok(())
                 })
             })
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| fail("cannot connect", e))?;
         migrate(&pool, &target, &schema).await?;
@@ -244,8 +301,14 @@ impl PostgresEventStore {
             .map_err(|e| fail("cannot derive the append lock key", e))?;
         let head = watch::Sender::new(u64::try_from(head).unwrap_or(0));
         let channel = format!("flext_events_{schema}");
+        // LISTEN holds its connection for good: it gets a pool of its own, so the store's
+        // pool keeps every connection it was given.
+        let listener_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(connect);
         let listener = tokio::spawn(listen(
-            pool.clone(),
+            listener_pool,
             channel.clone(),
             head.clone(),
             options.poll_interval,
@@ -312,13 +375,15 @@ impl PostgresEventStore {
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
         validate_batch(stream_id, &events)?;
-        // BEGIN and the append lock in one round trip. The key is this store's own integer
-        // (from its schema name), not input, so writing it into the statement is safe.
+        // BEGIN and the append lock in one round trip. READ COMMITTED whatever the server's
+        // default, so the reads after the lock see every append committed before it. The
+        // key is this store's own integer (from its schema name), not input, so writing it
+        // into the statement is safe.
         let mut tx = self
             .inner
             .pool
             .begin_with(format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
                 self.inner.lock_key
             ))
             .await
@@ -544,17 +609,12 @@ fn signed(value: u64) -> FlextResult<i64> {
 fn place(row: &PgRow) -> FlextResult<StoredPlace> {
     let column =
         |e: sqlx::Error| FlextError::serialization(format!("Stored event row does not read: {e}"));
-    let id: String = row.try_get("event_id").map_err(column)?;
-    let version: i64 = row.try_get("version").map_err(column)?;
-    let position: i64 = row.try_get("position").map_err(column)?;
-    Ok(StoredPlace {
-        event_id: uuid::Uuid::parse_str(&id).map_err(|e| {
-            FlextError::serialization(format!("Stored event id {id} is malformed: {e}"))
-        })?,
-        stream_id: row.try_get("stream_id").map_err(column)?,
-        version: u64::try_from(version).unwrap_or(0),
-        position: u64::try_from(position).unwrap_or(0),
-    })
+    StoredPlace::from_row(
+        &row.try_get::<String, _>("event_id").map_err(column)?,
+        row.try_get("stream_id").map_err(column)?,
+        row.try_get("version").map_err(column)?,
+        row.try_get("position").map_err(column)?,
+    )
 }
 
 fn raw(row: &PgRow) -> FlextResult<RawEvent> {

@@ -279,7 +279,12 @@ impl SqliteEventStore {
             first_position: head + 1,
             last_position: head + count,
         };
-        self.inner.head.send_replace(result.last_position);
+        // Two appenders may finish in either order: the head only moves forward.
+        self.inner.head.send_if_modified(|head| {
+            let moved = result.last_position > *head;
+            *head = (*head).max(result.last_position);
+            moved
+        });
         Ok(result)
     }
 
@@ -410,17 +415,12 @@ fn signed(value: u64) -> FlextResult<i64> {
 fn place(row: &SqliteRow) -> FlextResult<StoredPlace> {
     let column =
         |e: sqlx::Error| FlextError::serialization(format!("Stored event row does not read: {e}"));
-    let id: String = row.try_get("event_id").map_err(column)?;
-    let version: i64 = row.try_get("version").map_err(column)?;
-    let position: i64 = row.try_get("position").map_err(column)?;
-    Ok(StoredPlace {
-        event_id: uuid::Uuid::parse_str(&id).map_err(|e| {
-            FlextError::serialization(format!("Stored event id {id} is malformed: {e}"))
-        })?,
-        stream_id: row.try_get("stream_id").map_err(column)?,
-        version: u64::try_from(version).unwrap_or(0),
-        position: u64::try_from(position).unwrap_or(0),
-    })
+    StoredPlace::from_row(
+        &row.try_get::<String, _>("event_id").map_err(column)?,
+        row.try_get("stream_id").map_err(column)?,
+        row.try_get("version").map_err(column)?,
+        row.try_get("position").map_err(column)?,
+    )
 }
 
 fn raw(row: &SqliteRow) -> FlextResult<RawEvent> {

@@ -195,6 +195,38 @@ pub struct StoredPlace {
     pub position: u64,
 }
 
+impl StoredPlace {
+    /// Decodes a place from a SQL row's columns; a malformed id or a version or position
+    /// below 1 is a `SERIALIZATION_ERROR` naming the row.
+    pub fn from_row(
+        event_id: &str,
+        stream_id: String,
+        version: i64,
+        position: i64,
+    ) -> FlextResult<Self> {
+        let corrupt = |what: String| {
+            FlextError::serialization(format!(
+                "Stored event {event_id} in stream {stream_id} is corrupt: {what}"
+            ))
+        };
+        let event_id = Uuid::parse_str(event_id).map_err(|e| corrupt(format!("its id: {e}")))?;
+        let version = u64::try_from(version)
+            .ok()
+            .filter(|v| *v >= 1)
+            .ok_or_else(|| corrupt(format!("version {version}")))?;
+        let position = u64::try_from(position)
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| corrupt(format!("position {position}")))?;
+        Ok(Self {
+            event_id,
+            stream_id,
+            version,
+            position,
+        })
+    }
+}
+
 /// The rule every store applies when some ids of a batch are already stored.
 ///
 /// `first` is where the first batch event found in the store is; `run` is the stream's
@@ -217,7 +249,10 @@ pub fn retried_append(
     };
     let is_retry = first.stream_id == stream_id
         && events.first().is_some_and(|e| e.event_id == first.event_id)
-        && expected.accepts(first.version - 1)
+        && first
+            .version
+            .checked_sub(1)
+            .is_some_and(|before| expected.accepts(before))
         && run.len() >= events.len()
         && events
             .iter()
@@ -411,6 +446,23 @@ pub struct DeadLetter {
 mod tests {
     use super::*;
     use crate::ErrorCode;
+
+    #[test]
+    fn a_stored_place_with_a_corrupt_column_is_a_serialization_error() {
+        let id = Uuid::now_v7().to_string();
+        let place = StoredPlace::from_row(&id, "s".into(), 2, 7).unwrap();
+        assert_eq!((place.version, place.position), (2, 7));
+        for (id, version, position, named) in [
+            (id.as_str(), 0, 7, "version 0"),
+            (id.as_str(), -3, 7, "version -3"),
+            (id.as_str(), 2, 0, "position 0"),
+            ("not-a-uuid", 2, 7, "its id"),
+        ] {
+            let error = StoredPlace::from_row(id, "s".into(), version, position).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::SerializationError);
+            assert!(error.to_string().contains(named), "{error}");
+        }
+    }
 
     #[test]
     fn expected_versions_accept_exactly_their_cases() {

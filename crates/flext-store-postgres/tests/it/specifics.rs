@@ -326,3 +326,61 @@ async fn every_store_on_a_schema_agrees_on_the_append_lock_and_other_schemas_dif
         .unwrap();
     assert_eq!(first.append_lock_key(), expected);
 }
+
+#[test]
+fn options_and_errors_never_show_a_password() {
+    let options = PostgresStoreOptions::new(
+        "postgres://app:s3cret@db:5432/orders?sslmode=disable&password=hunter2",
+    );
+    let shown = format!("{options:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(shown.contains("app:***@db:5432/orders"), "{shown}");
+    assert!(shown.contains("password=***"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_bad_connection_string_is_not_echoed() {
+    let error = PostgresEventStore::connect("host=db password=s3cret")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::StorageError);
+    assert!(!error.to_string().contains("s3cret"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_one_pooled_connection_still_appends_reads_and_wakes() {
+    let Some(url) = url("one connection") else {
+        return;
+    };
+    let options = PostgresStoreOptions {
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(3),
+        ..PostgresStoreOptions::new(url).with_schema(format!(
+            "flext_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        ))
+    };
+    let store = PostgresEventStore::connect_with(options).await.unwrap();
+    // Give the notification listener time to connect: it must not take the only
+    // connection of the store's pool.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tail = store.subscribe(1).await.unwrap();
+    for n in 0..3 {
+        store
+            .append("s", ExpectedVersion::Any, vec![event(json!({ "n": n }))])
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.read_stream("s", 1, 10).await.unwrap().len(), 3);
+    for position in 1..=3 {
+        let next = tokio::time::timeout(Duration::from_secs(5), tail.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.position, position);
+    }
+}
