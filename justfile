@@ -31,3 +31,7 @@ fmt:
 # Runs CI's script: services, format, clippy, tests, docs.
 ci:
     bash .ci/run
+
+# Runs every benchmark and writes docs/PERFORMANCE.md (targets, ratios, the machine).
+bench-report:
+    cargo run -p xtask -- bench-report

@@ -17,6 +17,9 @@
 //! | 7 | every `.rs` file under `crates/` opens with a `//!` line | [`check_doc_header`], [`check_doc_headers`] |
 //! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests | [`check_architecture_table`], [`check_architecture_doc`] |
 //!
+//! [`perf`] is the other tool here: `cargo run -p xtask -- bench-report` checks every
+//! performance target against criterion's results and writes `docs/PERFORMANCE.md`.
+//!
 //! Rules 1 to 5 together are [`check_metadata`]. The model is [`Metadata`], read from
 //! `cargo metadata --format-version 1 --no-deps` by [`cargo_metadata`] or from any JSON
 //! document by [`parse_metadata`].
@@ -26,6 +29,7 @@ mod error;
 mod headers;
 mod manifest;
 mod metadata;
+pub mod perf;
 mod rules;
 
 pub use crate::architecture::{

@@ -4,6 +4,7 @@
 mod architecture;
 mod files;
 mod layering;
+mod perf;
 mod workspace;
 
 use serde_json::{Value, json};

@@ -1,0 +1,245 @@
+//! The performance report: targets judged from criterion results on disk.
+
+use std::path::{Path, PathBuf};
+
+use xtask::perf::{Check, Machine, TARGETS, Target, evaluate, median_ns, render};
+
+/// A scratch criterion directory, removed when dropped.
+struct Results(PathBuf);
+
+impl Results {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("xtask-perf-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Saves a result as criterion does, with median `ns`.
+    fn save(&self, id: &str, ns: f64) -> &Self {
+        self.save_text(
+            id,
+            &format!(
+                r#"{{"mean":{{"point_estimate":{}}},"median":{{"point_estimate":{ns}}}}}"#,
+                ns * 2.0
+            ),
+        )
+    }
+
+    fn save_text(&self, id: &str, text: &str) -> &Self {
+        let dir = self.0.join(id).join("new");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("estimates.json"), text).unwrap();
+        self
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Results {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn target(name: &str) -> Target {
+    *TARGETS
+        .iter()
+        .find(|t| t.name.contains(name))
+        .unwrap_or_else(|| panic!("no target named {name}"))
+}
+
+#[test]
+fn the_median_is_read_and_a_missing_result_is_none() {
+    let results = Results::new("median");
+    results.save("send/command_bus", 91.6);
+    assert_eq!(
+        median_ns(results.path(), "send/command_bus").unwrap(),
+        Some(91.6)
+    );
+    assert_eq!(median_ns(results.path(), "send/direct_call").unwrap(), None);
+}
+
+#[test]
+fn a_corrupt_result_is_an_error_naming_the_file() {
+    let results = Results::new("corrupt");
+    results.save_text("send/command_bus", "{not json");
+    results.save_text("send/direct_call", r#"{"mean":{"point_estimate":1.0}}"#);
+    let error = median_ns(results.path(), "send/command_bus").unwrap_err();
+    assert!(error.to_string().contains("command_bus"), "{error}");
+    let error = median_ns(results.path(), "send/direct_call").unwrap_err();
+    assert!(
+        error.to_string().contains("no median.point_estimate"),
+        "{error}"
+    );
+}
+
+#[test]
+fn ratios_are_judged_in_the_direction_of_each_goal() {
+    let results = Results::new("ratios");
+    results
+        .save("send/command_bus", 91.6)
+        .save("send/direct_call", 15.3)
+        .save("execute/flext_snapshots_every_100/1000", 3_500.0)
+        .save("execute/cqrs_es_mem_store/1000", 112_300.0)
+        .save("postgres_append/single_flext", 612_000.0)
+        .save("postgres_append/single_postgres_es", 512_000.0);
+
+    let send = evaluate(results.path(), target("≤ 1.5x a direct call")).unwrap();
+    assert_eq!(send.met, Some(false));
+    assert_eq!(send.measured, "5.99x (goal ≤ 1.5x)");
+    assert_eq!(send.ours, "91.6 ns");
+    assert_eq!(send.baseline.as_deref(), Some("15.3 ns"));
+
+    let under_100 = evaluate(results.path(), target("< 100 ns")).unwrap();
+    assert_eq!(under_100.met, Some(true));
+
+    let snapshots = evaluate(results.path(), target("20x cqrs-es, snapshots")).unwrap();
+    assert_eq!(snapshots.met, Some(true));
+    assert_eq!(snapshots.measured, "32.09x (goal ≥ 20x)");
+
+    let postgres = evaluate(results.path(), target("single appends ≥ 1.0x")).unwrap();
+    assert_eq!(postgres.met, Some(false));
+    assert_eq!(postgres.measured, "0.84x (goal ≥ 1x)");
+}
+
+#[test]
+fn overheads_and_throughputs_are_computed_from_the_medians() {
+    let results = Results::new("overheads");
+    results
+        .save("resilience/circuit_breaker_closed", 80.0)
+        .save("resilience/bare_handler", 15.4)
+        .save("sqlite_append/single_flext", 274_000.0)
+        .save("sqlite_append/batch_100_flext", 500_000.0);
+
+    let breaker = evaluate(results.path(), target("circuit breaker")).unwrap();
+    assert_eq!(breaker.met, Some(false));
+    assert_eq!(breaker.measured, "+64.6 ns (goal ≤ 60.0 ns)");
+
+    let single = evaluate(results.path(), target("20k single appends")).unwrap();
+    assert_eq!(single.met, Some(false));
+    assert_eq!(single.ours, "3.65k/s");
+
+    let batched = evaluate(results.path(), target("150k events/s")).unwrap();
+    assert_eq!(batched.met, Some(true));
+    assert_eq!(batched.ours, "200.00k/s");
+}
+
+#[test]
+fn a_target_without_results_is_not_measured_never_met() {
+    let results = Results::new("missing");
+    results.save("send/command_bus", 50.0);
+    let outcome = evaluate(results.path(), target("≤ 1.5x a direct call")).unwrap();
+    assert_eq!(outcome.met, None);
+    assert!(
+        outcome.measured.contains("send/direct_call"),
+        "{}",
+        outcome.measured
+    );
+}
+
+#[test]
+fn the_report_lists_every_target_with_its_result_and_the_machine() {
+    let results = Results::new("report");
+    results
+        .save("registry/lookup_by_name", 31.0)
+        .save("send/command_bus", 150.0);
+    let outcomes: Vec<_> = TARGETS
+        .iter()
+        .map(|t| evaluate(results.path(), *t).unwrap())
+        .collect();
+    let machine = Machine {
+        cores: 2,
+        cpu: "Test CPU".to_owned(),
+        rustc: "rustc 1.95.0".to_owned(),
+    };
+    let report = render(&outcomes, &machine, false);
+    assert!(
+        report.contains("2 logical cores, Test CPU; rustc 1.95.0"),
+        "{report}"
+    );
+    assert!(
+        report
+            .contains("| registry lookup ≤ 50 ns | 31.0 ns | — | 31.0 ns (goal ≤ 50.0 ns) | met |"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "| bus `send` < 100 ns | 150.0 ns | — | 150.0 ns (goal ≤ 100.0 ns) | **missed** |"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "1 met, 1 missed, {} not measured.",
+            TARGETS.len() - 2
+        )),
+        "{report}"
+    );
+    for target in TARGETS {
+        assert!(report.contains(target.name), "{} is listed", target.name);
+    }
+}
+
+#[test]
+fn every_target_names_benchmarks_the_workspace_defines() {
+    // Each id's function name must appear in some bench source, so a renamed benchmark
+    // cannot leave a target silently unmeasured.
+    let root = xtask::workspace_root();
+    let mut sources = String::new();
+    for dir in ["benches/benches", "crates"] {
+        collect_bench_sources(&root.join(dir), &mut sources);
+    }
+    for target in TARGETS {
+        let ids: Vec<&str> = match target.check {
+            Check::SlowdownAtMost { ours, baseline, .. }
+            | Check::SpeedupAtLeast { ours, baseline, .. } => vec![ours, baseline],
+            Check::OverheadAtMost { ours, base, .. } => vec![ours, base],
+            Check::TimeAtMost { ours, .. } | Check::ThroughputAtLeast { ours, .. } => vec![ours],
+        };
+        for id in ids {
+            let mut parts = id.split('/');
+            let group = parts.next().unwrap();
+            let function = parts.next().unwrap();
+            assert!(
+                sources.contains(&format!("\"{group}\"")),
+                "{}: no benchmark group {group:?}",
+                target.name
+            );
+            // criterion stores "batch_100/raw_sqlx" as "batch_100_raw_sqlx": any `_` may
+            // have been a `/`.
+            let spelled: Vec<String> = std::iter::once(function.to_owned())
+                .chain(
+                    function
+                        .match_indices('_')
+                        .map(|(at, _)| format!("{}/{}", &function[..at], &function[at + 1..])),
+                )
+                .collect();
+            assert!(
+                spelled
+                    .iter()
+                    .any(|f| sources.contains(&format!("\"{f}\""))),
+                "{}: no benchmark function {function:?}",
+                target.name
+            );
+        }
+    }
+}
+
+fn collect_bench_sources(dir: &Path, out: &mut String) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_bench_sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs")
+            && path.components().any(|c| c.as_os_str() == "benches")
+        {
+            out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+}
