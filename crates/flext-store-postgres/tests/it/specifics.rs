@@ -22,7 +22,18 @@ async fn a_slow_early_transaction_does_not_make_a_tailing_reader_skip_events() {
     let Some(store) = fresh("gap safety").await else {
         return;
     };
+    // The reader tails from the start, the whole time the slow transaction is open.
     let mut tail = store.subscribe(1).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            match tail.next().await {
+                Some(Ok(event)) => seen.push(event.position),
+                other => panic!("the subscription ended early: {other:?}"),
+            }
+        }
+        seen
+    });
 
     // A writer holds the append lock with an event at position 1 and commits late.
     let mut slow = store.pool().begin().await.unwrap();
@@ -62,13 +73,11 @@ async fn a_slow_early_transaction_does_not_make_a_tailing_reader_skip_events() {
         writer.await.unwrap().unwrap();
     }
 
-    let mut seen = Vec::new();
-    while seen.len() < 6 {
-        let next = tokio::time::timeout(Duration::from_secs(10), tail.next())
-            .await
-            .expect("in time");
-        seen.push(next.unwrap().unwrap().position);
-    }
+    assert!(!reader.is_finished(), "the reader was waiting");
+    let seen = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("in time")
+        .unwrap();
     assert_eq!(
         seen,
         [1, 2, 3, 4, 5, 6],
@@ -236,9 +245,18 @@ async fn an_unreachable_server_is_named_without_its_password_in_bounded_time() {
 
 #[tokio::test]
 async fn the_store_recovers_when_the_server_drops_its_connections() {
-    let Some(store) = fresh("dropped connections").await else {
+    let Some(url) = url("dropped connections") else {
         return;
     };
+    // One pooled connection, so the one killed is the one the next append must replace.
+    let options = PostgresStoreOptions {
+        max_connections: 1,
+        ..PostgresStoreOptions::new(url.clone()).with_schema(format!(
+            "flext_t_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        ))
+    };
+    let store = PostgresEventStore::connect_with(options).await.unwrap();
     store
         .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
         .await
@@ -247,12 +265,10 @@ async fn the_store_recovers_when_the_server_drops_its_connections() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    let killer = PostgresEventStore::connect(&url("dropped connections").unwrap())
-        .await
-        .unwrap();
+    let killer = sqlx::PgPool::connect(&url).await.unwrap();
     let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(pid)
-        .fetch_one(killer.pool())
+        .fetch_one(&killer)
         .await
         .unwrap();
     assert!(terminated);
