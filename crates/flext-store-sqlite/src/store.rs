@@ -328,22 +328,26 @@ impl SqliteEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> FlextResult<Option<AppendResult>> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT event_id, stream_id, version, position FROM flext_events WHERE event_id IN (",
-        );
-        let mut ids = query.separated(", ");
-        for event in events {
-            ids.push_bind(event.event_id.to_string());
-        }
-        query.push(")");
-        let found: Vec<StoredPlace> = query
-            .build()
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.fail("cannot look for stored ids", e))?
-            .iter()
-            .map(place)
-            .collect::<FlextResult<_>>()?;
+        // The ids go in as one JSON array: a batch of any size is one bound parameter
+        // (SQLite allows at most 32,766).
+        let ids = serde_json::to_string(
+            &events
+                .iter()
+                .map(|e| e.event_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| FlextError::serialization(format!("Event ids do not encode: {e}")))?;
+        let found: Vec<StoredPlace> = sqlx::query(
+            "SELECT event_id, stream_id, version, position FROM flext_events \
+             WHERE event_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.fail("cannot look for stored ids", e))?
+        .iter()
+        .map(place)
+        .collect::<FlextResult<_>>()?;
         let Some(first) = events
             .iter()
             .find_map(|e| found.iter().find(|p| p.event_id == e.event_id))

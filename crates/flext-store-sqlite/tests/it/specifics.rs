@@ -177,3 +177,25 @@ async fn a_path_that_cannot_be_opened_is_named_in_the_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_retried_batch_beyond_sqlites_parameter_limit_is_still_recognised() {
+    let store = fresh().await;
+    // More events than SQLite allows bound parameters in one statement (32,766).
+    let batch: Vec<NewEvent> = (0..33_000).map(|n| event(json!(n))).collect();
+    let first = store
+        .append("big", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.last_version, 33_000);
+    let retried = store
+        .append("big", ExpectedVersion::NoStream, batch)
+        .await
+        .expect("the same batch again is a retry, not a storage error");
+    assert_eq!(retried, first);
+    let conflicting = store
+        .append("big", ExpectedVersion::NoStream, vec![event(json!("new"))])
+        .await
+        .unwrap_err();
+    assert_eq!(conflicting.code(), ErrorCode::ConcurrencyConflict);
+}
