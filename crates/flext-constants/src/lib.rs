@@ -28,6 +28,7 @@
 mod codes;
 mod enums;
 pub mod handler;
+pub mod store;
 mod wire;
 
 pub use codes::ErrorCode;

@@ -36,7 +36,7 @@ pub const BEHAVIOURS: &[&str] = &[
     "idempotent_retry",
     "streams_are_isolated",
     "read_ranges_and_limits",
-    "rejects_empty_batches_and_stream_ids",
+    "rejects_malformed_batches",
     "positions_increase_and_batches_do_not_interleave",
     "concurrent_writers_on_shared_streams",
     "subscription_sees_every_event_once_in_order",
@@ -358,20 +358,69 @@ pub async fn read_ranges_and_limits(store: Arc<dyn EventStore>) {
     );
 }
 
-/// Empty batches and empty stream ids are `INVALID_ARGUMENT` and store nothing.
-pub async fn rejects_empty_batches_and_stream_ids(store: Arc<dyn EventStore>) {
-    let stream = unique_name("empty");
-    let error = store
-        .append(&stream, ExpectedVersion::Any, Vec::new())
+/// Empty batches; empty, oversized or NUL-carrying stream ids; blank, oversized or
+/// NUL-carrying event types: each is `INVALID_ARGUMENT` and stores nothing, on every store.
+pub async fn rejects_malformed_batches(store: Arc<dyn EventStore>) {
+    use flext_constants::store::{MAX_EVENT_TYPE_BYTES, MAX_STREAM_ID_BYTES};
+
+    let stream = unique_name("malformed");
+    let typed = |event_type: String| {
+        let mut event = event(1);
+        event.event_type = event_type;
+        vec![event]
+    };
+    let long_stream = format!("{stream}-{}", "λ".repeat(MAX_STREAM_ID_BYTES));
+    let cases: Vec<(String, Vec<NewEvent>, &str)> = vec![
+        (stream.clone(), Vec::new(), "no events"),
+        ("  ".to_owned(), batch(1, 1), "a blank stream id"),
+        (long_stream, batch(1, 1), "an oversized stream id"),
+        (
+            format!("{stream}\0x"),
+            batch(1, 1),
+            "a NUL in the stream id",
+        ),
+        (stream.clone(), typed(" ".to_owned()), "a blank event type"),
+        (
+            stream.clone(),
+            typed("T".repeat(MAX_EVENT_TYPE_BYTES + 1)),
+            "an oversized event type",
+        ),
+        (
+            stream.clone(),
+            typed("A\0B".to_owned()),
+            "a NUL in the event type",
+        ),
+    ];
+    for (stream_id, events, case) in cases {
+        let error = store
+            .append(&stream_id, ExpectedVersion::Any, events)
+            .await
+            .expect_err(case);
+        assert_eq!(
+            error.code(),
+            ErrorCode::InvalidArgument,
+            "{case}: {error:?}"
+        );
+    }
+    // The limits themselves are accepted.
+    let at_limit = format!(
+        "{stream}-{}",
+        "s".repeat(MAX_STREAM_ID_BYTES - stream.len() - 1)
+    );
+    store
+        .append(
+            &at_limit,
+            ExpectedVersion::Any,
+            typed("T".repeat(MAX_EVENT_TYPE_BYTES)),
+        )
         .await
-        .expect_err("no events");
-    assert_eq!(error.code(), ErrorCode::InvalidArgument, "{error:?}");
-    let error = store
-        .append("  ", ExpectedVersion::Any, batch(1, 1))
-        .await
-        .expect_err("no stream id");
-    assert_eq!(error.code(), ErrorCode::InvalidArgument, "{error:?}");
-    assert_eq!(store.stream_version(&stream).await.unwrap(), 0);
+        .expect("a stream id and an event type at their limits");
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        0,
+        "nothing stored"
+    );
+    assert_eq!(store.stream_version(&at_limit).await.unwrap(), 1);
 }
 
 /// Positions strictly increase in commit order and each batch's events are adjacent, also

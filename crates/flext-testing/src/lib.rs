@@ -70,7 +70,7 @@ macro_rules! event_store_conformance {
                 idempotent_retry,
                 streams_are_isolated,
                 read_ranges_and_limits,
-                rejects_empty_batches_and_stream_ids,
+                rejects_malformed_batches,
                 positions_increase_and_batches_do_not_interleave,
                 concurrent_writers_on_shared_streams,
                 subscription_sees_every_event_once_in_order,

@@ -163,16 +163,41 @@ pub struct EventMetadata {
 /// (`INVALID_ARGUMENT`), an event id twice in the batch (`DUPLICATE`). Every store calls it
 /// first, so they reject alike.
 pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
+    use flext_constants::store::{MAX_EVENT_TYPE_BYTES, MAX_STREAM_ID_BYTES};
+
     if stream_id.trim().is_empty() {
         return Err(FlextError::invalid_argument("Stream id cannot be empty"));
+    }
+    let shown = |name: &str| -> String { name.chars().take(40).collect() };
+    if stream_id.len() > MAX_STREAM_ID_BYTES {
+        return Err(FlextError::invalid_argument(format!(
+            "Stream id {:?}… is {} bytes; the limit is {MAX_STREAM_ID_BYTES}",
+            shown(stream_id),
+            stream_id.len()
+        )));
+    }
+    if stream_id.contains('\0') {
+        return Err(FlextError::invalid_argument(format!(
+            "Stream id {stream_id:?} contains a NUL character"
+        )));
     }
     if events.is_empty() {
         return Err(FlextError::invalid_argument(format!(
             "An append to stream {stream_id} needs at least one event"
         )));
     }
-    for (i, event) in events.iter().enumerate() {
-        if events[..i].iter().any(|e| e.event_id == event.event_id) {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    for event in events {
+        let name = &event.event_type;
+        if name.trim().is_empty() || name.len() > MAX_EVENT_TYPE_BYTES || name.contains('\0') {
+            return Err(FlextError::invalid_argument(format!(
+                "Event {} in stream {stream_id} has an invalid type {:?}: it must be 1 to \
+                 {MAX_EVENT_TYPE_BYTES} bytes, not blank, without NUL characters",
+                event.event_id,
+                shown(name)
+            )));
+        }
+        if !seen.insert(event.event_id) {
             return Err(FlextError::duplicate(format!(
                 "Event {} appears twice in one batch for stream {stream_id}",
                 event.event_id
