@@ -159,9 +159,12 @@ pub struct EventMetadata {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Rejects batches no store accepts: an empty stream id (`INVALID_ARGUMENT`), no events
-/// (`INVALID_ARGUMENT`), an event id twice in the batch (`DUPLICATE`). Every store calls it
-/// first, so they reject alike.
+/// Rejects batches no store accepts: a blank stream id, one over
+/// [`MAX_STREAM_ID_BYTES`](flext_constants::store::MAX_STREAM_ID_BYTES) or with a NUL
+/// character, no events, an event type that is blank, over
+/// [`MAX_EVENT_TYPE_BYTES`](flext_constants::store::MAX_EVENT_TYPE_BYTES) or with a NUL
+/// (each `INVALID_ARGUMENT`), an event id twice in the batch (`DUPLICATE`). Every store
+/// calls it first, so they reject alike.
 pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
     use flext_constants::store::{MAX_EVENT_TYPE_BYTES, MAX_STREAM_ID_BYTES};
 
