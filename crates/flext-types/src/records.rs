@@ -189,7 +189,9 @@ pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
             "An append to stream {stream_id} needs at least one event"
         )));
     }
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    // A single event (the common append) cannot repeat itself: no set to build.
+    let mut seen =
+        std::collections::HashSet::with_capacity(if events.len() > 1 { events.len() } else { 0 });
     for event in events {
         let name = &event.event_type;
         if name.trim().is_empty() || name.len() > MAX_EVENT_TYPE_BYTES || name.contains('\0') {
@@ -200,7 +202,7 @@ pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
                 shown(name)
             )));
         }
-        if !seen.insert(event.event_id) {
+        if events.len() > 1 && !seen.insert(event.event_id) {
             return Err(FlextError::duplicate(format!(
                 "Event {} appears twice in one batch for stream {stream_id}",
                 event.event_id
