@@ -62,5 +62,5 @@ pub use guard::{catch_panic, catch_panic_sync};
 pub use json::JsonHandler;
 pub use metrics_handler::{MetricsHandler, MetricsReport};
 pub use recorder::{InFlight, MetricsRecorder, Timer};
-pub use tail::tail_events;
+pub use tail::{HeadSignal, tail_events};
 pub use validating::ValidatingHandler;

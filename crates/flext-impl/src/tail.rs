@@ -59,3 +59,51 @@ where
         }
     }))
 }
+
+/// The position of a store's last committed event, shared by the code that commits (which
+/// [`advance`](HeadSignal::advance)s it) and its live subscriptions (which
+/// [`wait_for`](HeadSignal::wait_for) it). Clones share one signal.
+///
+/// Commits may report in any order; the head only moves forward, so a late report of an
+/// earlier commit never makes a subscriber wait again for what it already has.
+#[derive(Debug, Clone)]
+pub struct HeadSignal {
+    head: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl HeadSignal {
+    /// A signal at `head`.
+    pub fn new(head: u64) -> Self {
+        Self {
+            head: std::sync::Arc::new(tokio::sync::watch::Sender::new(head)),
+        }
+    }
+
+    /// The head as last advanced.
+    pub fn get(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// Moves the head to `position` if that is further; waiting subscribers wake.
+    pub fn advance(&self, position: u64) {
+        self.head.send_if_modified(|head| {
+            let moved = position > *head;
+            *head = (*head).max(position);
+            moved
+        });
+    }
+
+    /// Resolves once the head reaches `position`, or after `poll` at the latest (so commits
+    /// this signal does not hear of, such as another process's, are found by polling).
+    /// Made for [`tail_events`]' `wake`.
+    pub fn wait_for(
+        &self,
+        position: u64,
+        poll: std::time::Duration,
+    ) -> impl Future<Output = ()> + Send + use<> {
+        let mut head = self.head.subscribe();
+        async move {
+            let _ = tokio::time::timeout(poll, head.wait_for(|head| *head >= position)).await;
+        }
+    }
+}

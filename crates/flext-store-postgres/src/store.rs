@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_impl::tail_events;
+use flext_impl::{HeadSignal, tail_events};
 use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
 use flext_types::{
     AppendResult, DeadLetter, ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent,
@@ -18,7 +18,6 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, QueryBuilder, Row};
 use time::OffsetDateTime;
-use tokio::sync::watch;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
@@ -139,7 +138,7 @@ struct Inner {
     channel: String,
     lock_key: i64,
     poll_interval: Duration,
-    head: watch::Sender<u64>,
+    head: HeadSignal,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -299,7 +298,7 @@ impl PostgresEventStore {
             .fetch_one(&pool)
             .await
             .map_err(|e| fail("cannot derive the append lock key", e))?;
-        let head = watch::Sender::new(u64::try_from(head).unwrap_or(0));
+        let head = HeadSignal::new(u64::try_from(head).unwrap_or(0));
         let channel = format!("flext_events_{schema}");
         // LISTEN holds its connection for good: it gets a pool of its own, so the store's
         // pool keeps every connection it was given.
@@ -455,11 +454,7 @@ impl PostgresEventStore {
         tx.commit()
             .await
             .map_err(|e| self.fail("cannot commit an append", e))?;
-        self.inner.head.send_if_modified(|head| {
-            let moved = result.last_position > *head;
-            *head = (*head).max(result.last_position);
-            moved
-        });
+        self.inner.head.advance(result.last_position);
         Ok(result)
     }
 
@@ -558,7 +553,7 @@ impl PostgresEventStore {
 
 /// Forwards `NOTIFY`s of new positions into `head`; `PgListener` reconnects by itself. A
 /// listener that cannot start leaves subscriptions to polling.
-async fn listen(pool: PgPool, channel: String, head: watch::Sender<u64>, retry: Duration) {
+async fn listen(pool: PgPool, channel: String, head: HeadSignal, retry: Duration) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
@@ -575,11 +570,7 @@ async fn listen(pool: PgPool, channel: String, head: watch::Sender<u64>, retry: 
         }
         while let Ok(notification) = listener.recv().await {
             if let Ok(position) = notification.payload().parse::<u64>() {
-                head.send_if_modified(|current| {
-                    let moved = position > *current;
-                    *current = (*current).max(position);
-                    moved
-                });
+                head.advance(position);
             }
         }
     }
@@ -684,7 +675,7 @@ impl EventStore for PostgresEventStore {
 
     async fn subscribe(&self, from_position: u64) -> FlextResult<EventStream> {
         let reader = self.clone();
-        let head = self.inner.head.subscribe();
+        let head = self.inner.head.clone();
         let poll = self.inner.poll_interval;
         Ok(tail_events(
             from_position,
@@ -693,13 +684,7 @@ impl EventStore for PostgresEventStore {
                 let reader = reader.clone();
                 async move { reader.read_all(from, limit).await }
             },
-            move |next| {
-                let mut head = head.clone();
-                async move {
-                    let _ = tokio::time::timeout(poll, head.wait_for(|position| *position >= next))
-                        .await;
-                }
-            },
+            move |next| head.wait_for(next, poll),
         ))
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_impl::tail_events;
+use flext_impl::{HeadSignal, tail_events};
 use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
 use flext_types::{
     AppendResult, DeadLetter, ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent,
@@ -21,7 +21,6 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use time::OffsetDateTime;
-use tokio::sync::watch;
 
 /// The schema, one migration per version.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -123,7 +122,7 @@ struct Inner {
     pool: SqlitePool,
     path: String,
     poll_interval: Duration,
-    head: watch::Sender<u64>,
+    head: HeadSignal,
 }
 
 const EVENT_COLUMNS: &str = "event_id, stream_id, version, position, event_type, schema_version, payload, metadata, recorded_at";
@@ -179,7 +178,7 @@ impl SqliteEventStore {
                 pool,
                 path,
                 poll_interval: options.poll_interval,
-                head: watch::Sender::new(u64::try_from(head).unwrap_or(0)),
+                head: HeadSignal::new(u64::try_from(head).unwrap_or(0)),
             }),
         })
     }
@@ -279,12 +278,7 @@ impl SqliteEventStore {
             first_position: head + 1,
             last_position: head + count,
         };
-        // Two appenders may finish in either order: the head only moves forward.
-        self.inner.head.send_if_modified(|head| {
-            let moved = result.last_position > *head;
-            *head = (*head).max(result.last_position);
-            moved
-        });
+        self.inner.head.advance(result.last_position);
         Ok(result)
     }
 
@@ -494,8 +488,9 @@ impl EventStore for SqliteEventStore {
 
     async fn subscribe(&self, from_position: u64) -> FlextResult<EventStream> {
         let reader = self.clone();
-        let head = self.inner.head.subscribe();
+        let head = self.inner.head.clone();
         let poll = self.inner.poll_interval;
+        // Woken by commits in this process; other processes' commits are found by polling.
         Ok(tail_events(
             from_position,
             512,
@@ -503,15 +498,7 @@ impl EventStore for SqliteEventStore {
                 let reader = reader.clone();
                 async move { reader.read_all(from, limit).await }
             },
-            move |next| {
-                let mut head = head.clone();
-                async move {
-                    // Woken by a commit in this process; other processes' commits are found
-                    // by polling.
-                    let _ = tokio::time::timeout(poll, head.wait_for(|position| *position >= next))
-                        .await;
-                }
-            },
+            move |next| head.wait_for(next, poll),
         ))
     }
 }
