@@ -2,6 +2,7 @@
 //! each test says it was skipped. Every test works in a schema of its own.
 
 mod conformance;
+mod crash;
 mod specifics;
 
 use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions};

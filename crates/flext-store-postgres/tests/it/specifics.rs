@@ -98,7 +98,8 @@ async fn hostile_ids_and_payloads_are_stored_and_read_back_verbatim() {
         "ünïcødé-🦀",
         long.as_str(),
     ] {
-        let text = format!("{stream} / payload");
+        // Payloads have no length limit: a 200 KB string.
+        let text = format!("{stream} / payload {}", "ß".repeat(100_000));
         let mut written = event(json!({"text": text}));
         // Event types are at most 256 bytes.
         let event_type: String = stream.chars().take(100).collect();
