@@ -541,7 +541,9 @@ impl Inner {
         }
         match self.state() {
             BreakerState::Closed | BreakerState::MetricsOnly => {
-                let (calls, failures, slows) = self.window.record(failed, slow, self.seconds_now());
+                // Only a time-based window reads the clock.
+                let (calls, failures, slows) =
+                    self.window.record(failed, slow, || self.seconds_now());
                 if self.state() == BreakerState::Closed && self.exceeded(calls, failures, slows) {
                     self.transition(generation, BreakerState::Closed, BreakerState::Open);
                 }
@@ -759,9 +761,11 @@ impl Window {
         }
     }
 
-    /// Records one outcome and returns the window's `(calls, failures, slow)`.
-    fn record(&self, failed: bool, slow: bool, second: u64) -> (u32, u32, u32) {
-        match self {
+    /// Records one outcome and returns the window's `(calls, failures, slow)`; `now` gives
+    /// the current second, read only by a time-based window.
+    fn record(&self, failed: bool, slow: bool, now: impl FnOnce() -> u64) -> (u32, u32, u32) {
+        // A count-based window's totals do not depend on the second.
+        let second = match self {
             Window::Count(window) => {
                 let index = window.next.fetch_add(1, SeqCst) % window.slots.len() as u64;
                 let outcome =
@@ -769,8 +773,10 @@ impl Window {
                 let old = window.slots[index as usize].swap(outcome, SeqCst);
                 adjust(&window.failures, old & FAILED != 0, failed);
                 adjust(&window.slow, old & SLOW != 0, slow);
+                0
             }
             Window::Time(window) => {
+                let second = now();
                 let bucket = &window.buckets[(second % window.buckets.len() as u64) as usize];
                 let stamp = bucket.second.load(SeqCst);
                 if stamp != second + 1
@@ -790,8 +796,9 @@ impl Window {
                 if slow {
                     bucket.slow.fetch_add(1, SeqCst);
                 }
+                second
             }
-        }
+        };
         self.totals(second)
     }
 
