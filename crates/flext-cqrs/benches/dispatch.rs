@@ -3,7 +3,10 @@
 //! Run with `cargo bench -p flext-cqrs --bench dispatch`.
 //!
 //! - `send/direct_call` calls the handler object itself; `send/command_bus` sends through a
-//!   bus holding that same object (lookup, validation, span, metrics, panic guard).
+//!   bus holding that same object (lookup, validation, span, metrics, panic guard);
+//!   `send/command_bus_uninstrumented` is that bus with metrics and tracing off
+//!   ([`Instrumentation::NONE`]), so the two bus cases differ by what instrumentation costs
+//!   (no tracing subscriber is installed).
 //! - `publish/*/event_bus` publishes to N subscribers that do nothing;
 //!   `publish/*/tokio_broadcast` sends one value through a tokio broadcast channel and
 //!   receives it on N receivers.
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use flext_cqrs::{CommandBus, EventBus};
+use flext_cqrs::{CommandBus, EventBus, Instrumentation};
 use flext_impl::handler_fn;
 use flext_protocols::{Command, Event, Handler};
 use tokio::runtime::Runtime;
@@ -68,6 +71,8 @@ fn send(c: &mut Criterion) {
     let handler = Arc::new(handler_fn("ping", |Ping(n): Ping| async move { Ok(n + 1) }));
     let mut bus = CommandBus::new();
     bus.register(handler.clone()).expect("one handler");
+    let mut bare = CommandBus::new().with_instrumentation(Instrumentation::NONE);
+    bare.register(handler.clone()).expect("one handler");
 
     let mut group = c.benchmark_group("send");
     group.bench_function("direct_call", |b| {
@@ -86,6 +91,16 @@ fn send(c: &mut Criterion) {
                 let bus = &bus;
                 async move {
                     black_box(bus.send(Ping(black_box(i))).await.ok());
+                }
+            })
+        })
+    });
+    group.bench_function("command_bus_uninstrumented", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |i| {
+                let bare = &bare;
+                async move {
+                    black_box(bare.send(Ping(black_box(i))).await.ok());
                 }
             })
         })

@@ -8,7 +8,7 @@ use flext_impl::handler_fn;
 use flext_protocols::{Command, Handler, MetricsSource, Middleware};
 use flext_types::{FlextResult, MessageMetadata, MetricSet, MetricValue};
 
-use crate::dispatch::{Dispatch, DispatchOutput, MessageKind, Stack};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind, Stack};
 use crate::metrics::{CommandBusMetrics, push_per_type};
 use crate::routes::{Routes, Totals};
 
@@ -74,6 +74,18 @@ impl CommandBus {
             totals: Totals::default(),
             middleware: Stack::default(),
         }
+    }
+
+    /// The bus with metrics and tracing set as `instrumentation` says (both on by default).
+    #[must_use]
+    pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
+        self.routes.instrumentation = instrumentation;
+        self
+    }
+
+    /// What the bus records of each dispatch.
+    pub fn instrumentation(&self) -> Instrumentation {
+        self.routes.instrumentation
     }
 
     /// Registers the handler of command type `C` — any handler object, including a

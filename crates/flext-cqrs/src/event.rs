@@ -15,7 +15,7 @@ use flext_types::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::{Dispatch, DispatchOutput, MessageKind, Route, Stack};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind, Route, Stack};
 use crate::metrics::{EventBusMetrics, EventMetrics};
 
 /// The id of one subscription, for [`EventBus::unsubscribe`]. Ids grow with each
@@ -133,6 +133,7 @@ pub struct EventBus {
     counters: DashMap<String, Counters>,
     middleware: Stack,
     delivery: Delivery,
+    instrumentation: Instrumentation,
 }
 
 /// Subscribers of one key, replaced whole on every change so publishers read them without
@@ -157,6 +158,7 @@ impl EventBus {
             counters: DashMap::new(),
             middleware: Stack::default(),
             delivery: Delivery::Sequential,
+            instrumentation: Instrumentation::FULL,
         }
     }
 
@@ -170,6 +172,19 @@ impl EventBus {
     pub fn with_delivery(mut self, delivery: Delivery) -> Self {
         self.delivery = delivery;
         self
+    }
+
+    /// The same bus with metrics and tracing set as `instrumentation` says (both on by
+    /// default). Without metrics the per-event counts stay at zero.
+    #[must_use]
+    pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
+        self.instrumentation = instrumentation;
+        self
+    }
+
+    /// What the bus records of each publish.
+    pub fn instrumentation(&self) -> Instrumentation {
+        self.instrumentation
     }
 
     /// Adds a middleware inside those added before it; it runs around each delivery.
@@ -322,7 +337,9 @@ impl EventBus {
                 }
             }
         }
-        self.count(&report);
+        if self.instrumentation.metrics {
+            self.count(&report);
+        }
         report
     }
 
@@ -344,7 +361,12 @@ impl EventBus {
         }
         subscriber
             .route
-            .call::<Arc<E>, ()>(self.middleware.as_slice(), event.clone(), metadata)
+            .call::<Arc<E>, ()>(
+                self.middleware.as_slice(),
+                event.clone(),
+                metadata,
+                self.instrumentation.tracing,
+            )
             .await
     }
 
@@ -470,6 +492,7 @@ impl fmt::Debug for EventBus {
             .field("subscriptions", &self.subscription_count())
             .field("middleware", &self.middleware.len())
             .field("delivery", &self.delivery)
+            .field("instrumentation", &self.instrumentation)
             .finish()
     }
 }

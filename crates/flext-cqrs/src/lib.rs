@@ -73,7 +73,9 @@ mod query;
 mod routes;
 
 pub use command::CommandBus;
-pub use dispatch::{BusMiddleware, Dispatch, DispatchContext, DispatchOutput, MessageKind};
+pub use dispatch::{
+    BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
+};
 pub use es::{
     Envelope, EventRelay, Executed, InMemoryEventStore, Loaded, ProjectionConfig,
     ProjectionProgress, ProjectionRunner, Repository, RepositoryConfig, Upcasters, caused_by,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::dispatch::{Dispatch, DispatchOutput, MessageKind, Stack};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind, Stack};
 use crate::metrics::{QueryBusMetrics, push_per_type};
 use crate::routes::{Routes, Totals};
 
@@ -58,6 +58,19 @@ impl QueryBus {
             totals: Totals::default(),
             middleware: Stack::default(),
         }
+    }
+
+    /// The bus with metrics and tracing set as `instrumentation` says (both on by default).
+    #[must_use]
+    pub fn with_instrumentation(mut self, instrumentation: Instrumentation) -> Self {
+        self.typed.instrumentation = instrumentation;
+        self.named.instrumentation = instrumentation;
+        self
+    }
+
+    /// What the bus records of each dispatch.
+    pub fn instrumentation(&self) -> Instrumentation {
+        self.typed.instrumentation
     }
 
     /// Registers the handler of query type `Q`; a second one is a `DUPLICATE` error.

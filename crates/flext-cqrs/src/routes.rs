@@ -12,7 +12,7 @@ use flext_protocols::BoxHandler;
 use flext_types::{FlextError, FlextResult, MessageMetadata};
 use rustc_hash::FxHashMap;
 
-use crate::dispatch::{BusMiddleware, MessageKind, Route};
+use crate::dispatch::{BusMiddleware, Instrumentation, MessageKind, Route};
 use crate::metrics::MessageTypeMetrics;
 
 /// Successes and failures of every dispatch of a bus, including those that found no
@@ -52,6 +52,7 @@ struct Entry {
 pub(crate) struct Routes<K> {
     kind: MessageKind,
     map: FxHashMap<K, Entry>,
+    pub(crate) instrumentation: Instrumentation,
 }
 
 impl<K: Hash + Eq> Routes<K> {
@@ -59,6 +60,7 @@ impl<K: Hash + Eq> Routes<K> {
         Self {
             kind,
             map: FxHashMap::default(),
+            instrumentation: Instrumentation::FULL,
         }
     }
 
@@ -124,7 +126,7 @@ impl<K: Hash + Eq> Routes<K> {
 
     /// Dispatches `message` to the handler of `key`: validation first (a rejection never
     /// reaches the handler), then the handler through the middleware; records the outcome
-    /// in the route's metrics and in `totals`.
+    /// in the route's metrics and in `totals` when metrics are on.
     #[allow(
         clippy::too_many_arguments,
         reason = "an internal call with one caller per bus"
@@ -145,24 +147,34 @@ impl<K: Hash + Eq> Routes<K> {
         M: Send + 'static,
         R: Send + 'static,
     {
+        let Instrumentation { metrics, tracing } = self.instrumentation;
         let Some(entry) = self.map.get(key) else {
-            totals.record(false);
+            if metrics {
+                totals.record(false);
+            }
             return Err(self.not_found(&message_type()));
         };
         if let Err(error) = catch_panic_sync(|| validate(&message)) {
-            entry.recorder.record_outcome(false);
-            totals.record(false);
+            if metrics {
+                entry.recorder.record_outcome(false);
+                totals.record(false);
+            }
             return Err(if error.is(ErrorCode::OperationError) {
                 error
             } else {
                 error.with_code(ErrorCode::ValidationError)
             });
         }
-        let timer = Timer::start();
-        let result = entry.route.call(middleware, message, metadata).await;
-        let success = result.is_ok();
-        entry.recorder.record(timer.elapsed(), success);
-        totals.record(success);
+        let timer = metrics.then(Timer::start);
+        let result = entry
+            .route
+            .call(middleware, message, metadata, tracing)
+            .await;
+        if let Some(timer) = timer {
+            let success = result.is_ok();
+            entry.recorder.record(timer.elapsed(), success);
+            totals.record(success);
+        }
         result
     }
 

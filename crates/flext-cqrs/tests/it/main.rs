@@ -7,6 +7,7 @@ mod es_projection;
 mod es_repository;
 mod es_store;
 mod events;
+mod instrumentation;
 mod middleware;
 mod queries;
 
