@@ -16,7 +16,7 @@ use flext_types::{
 };
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Executor, Postgres, QueryBuilder, Row};
+use sqlx::{Executor, Postgres, Row};
 use time::OffsetDateTime;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -387,63 +387,81 @@ impl PostgresEventStore {
             ))
             .await
             .map_err(|e| self.fail("cannot begin an append and take its lock", e))?;
-        // One round trip for the stream's version and the head position, and the
-        // notification of the new head (NOTIFY is transactional: it is sent on commit
-        // only). Under the append lock neither can move until this transaction ends.
+        // One round trip for the rest: the stream's version and the head position, the
+        // expected-version check, the insert of every row (passed as arrays, so a batch of
+        // any size is one statement) and the notification of the new head (NOTIFY is
+        // transactional: it is sent on commit only). Under the append lock neither the
+        // version nor the head can move until this transaction ends. When the check fails
+        // nothing is inserted or notified and `inserted` is 0.
         let count = events.len() as u64;
-        let (current, head): (i64, i64) = sqlx::query_as(
+        let (lowest, highest) = accepted_versions(expected);
+        let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
+        let mut event_ids = Vec::with_capacity(events.len());
+        let mut event_types = Vec::with_capacity(events.len());
+        let mut schema_versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        for event in &events {
+            event_ids.push(event.event_id.to_string());
+            event_types.push(event.event_type.as_str());
+            schema_versions.push(i64::from(event.schema_version));
+            payloads.push(event.payload.as_str());
+            metadata.push(metadata_text(&event.metadata)?);
+        }
+        let placed: Result<(i64, i64, i64), sqlx::Error> = sqlx::query_as(
             "WITH place AS ( \
                  SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
                          WHERE stream_id = $1) AS current, \
                         (SELECT COALESCE(MAX(position), 0) FROM flext_events) AS head \
+             ), accepted AS ( \
+                 SELECT current, head FROM place WHERE current BETWEEN $2 AND $3 \
+             ), inserted AS ( \
+                 INSERT INTO flext_events (event_id, stream_id, version, position, \
+                     event_type, schema_version, payload, metadata, recorded_at) \
+                 SELECT r.event_id, $1, a.current + r.n, a.head + r.n, r.event_type, \
+                        r.schema_version, r.payload, r.metadata, $4 \
+                 FROM accepted a, \
+                      UNNEST($5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[]) \
+                      WITH ORDINALITY AS r(event_id, event_type, schema_version, payload, \
+                                           metadata, n) \
+                 RETURNING 1 \
              ), notified AS ( \
-                 SELECT pg_notify($2, (head + $3)::text) FROM place \
+                 SELECT pg_notify($10, (head + $11)::text) FROM accepted \
              ) \
-             SELECT current, head FROM place, notified",
+             SELECT current, head, \
+                    (SELECT COUNT(*) FROM inserted) + 0 * (SELECT COUNT(*) FROM notified) \
+             FROM place",
         )
         .bind(stream_id)
+        .bind(lowest)
+        .bind(highest)
+        .bind(recorded_at.as_str())
+        .bind(&event_ids)
+        .bind(&event_types)
+        .bind(&schema_versions)
+        .bind(&payloads)
+        .bind(&metadata)
         .bind(&self.inner.channel)
         .bind(signed(count)?)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| self.fail("cannot read the stream version", e))?;
-        let current = u64::try_from(current).unwrap_or(0);
-        let head = u64::try_from(head).unwrap_or(0);
-        if !expected.accepts(current) {
-            // A retry of an append that committed finds the stream moved on: answer with
-            // the original result when the ids say it is one.
-            if let Some(original) = self.retried(&mut tx, stream_id, expected, &events).await? {
-                return Ok(original);
-            }
-            return Err(expected.conflict(stream_id, current));
-        }
-        let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
-        for (chunk_index, chunk) in events.chunks(1000).enumerate() {
-            let offset = (chunk_index * 1000) as u64;
-            let rows = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, event)| Ok((offset + i as u64, event, metadata_text(&event.metadata)?)))
-                .collect::<FlextResult<Vec<_>>>()?;
-            let mut insert = QueryBuilder::<Postgres>::new(format!(
-                "INSERT INTO flext_events ({EVENT_COLUMNS}) "
-            ));
-            insert.push_values(rows, |mut row, (i, event, metadata)| {
-                row.push_bind(event.event_id.to_string())
-                    .push_bind(stream_id)
-                    .push_bind((current + i + 1) as i64)
-                    .push_bind((head + i + 1) as i64)
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(i64::from(event.schema_version))
-                    .push_bind(event.payload.as_str())
-                    .push_bind(metadata)
-                    .push_bind(recorded_at.as_str());
-            });
-            if let Err(error) = insert.build().execute(&mut *tx).await {
+        .await;
+        let (current, head, inserted) = match placed {
+            Ok(placed) => placed,
+            Err(error) => {
                 return self
                     .insert_failed(tx, stream_id, expected, &events, error)
                     .await;
             }
+        };
+        let current = u64::try_from(current).unwrap_or(0);
+        let head = u64::try_from(head).unwrap_or(0);
+        if inserted == 0 {
+            // The check failed. A retry of an append that committed finds the stream
+            // moved on: answer with the original result when the ids say it is one.
+            if let Some(original) = self.retried(&mut tx, stream_id, expected, &events).await? {
+                return Ok(original);
+            }
+            return Err(expected.conflict(stream_id, current));
         }
         let result = AppendResult {
             first_version: current + 1,
@@ -589,6 +607,17 @@ async fn migrate(pool: &PgPool, target: &str, schema: &str) -> FlextResult<()> {
         )),
         other => FlextError::storage(format!("PostgreSQL store {target} ({schema}): migrations failed: {other}")).with_source(other),
     })
+}
+
+/// The stream versions `expected` accepts, as an inclusive range for SQL's `BETWEEN`; a
+/// version no stream can reach gives an empty range, so the append is a conflict.
+fn accepted_versions(expected: ExpectedVersion) -> (i64, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, i64::MAX),
+        ExpectedVersion::NoStream => (0, 0),
+        ExpectedVersion::StreamExists => (1, i64::MAX),
+        ExpectedVersion::Exact(version) => i64::try_from(version).map_or((1, 0), |v| (v, v)),
+    }
 }
 
 fn signed(value: u64) -> FlextResult<i64> {
