@@ -11,8 +11,8 @@ use flext_impl::{HeadSignal, tail_events};
 use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
 use flext_types::{
     AppendResult, DeadLetter, ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent,
-    RawEvent, Snapshot, StoredEvent, StoredPlace, metadata_text, retried_append, timestamp_text,
-    validate_batch,
+    RawEvent, Snapshot, StoredEvent, StoredPlace, accepted_versions, metadata_text, retried_append,
+    timestamp_text, validate_batch,
 };
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -607,17 +607,6 @@ async fn migrate(pool: &PgPool, target: &str, schema: &str) -> FlextResult<()> {
         )),
         other => FlextError::storage(format!("PostgreSQL store {target} ({schema}): migrations failed: {other}")).with_source(other),
     })
-}
-
-/// The stream versions `expected` accepts, as an inclusive range for SQL's `BETWEEN`; a
-/// version no stream can reach gives an empty range, so the append is a conflict.
-fn accepted_versions(expected: ExpectedVersion) -> (i64, i64) {
-    match expected {
-        ExpectedVersion::Any => (0, i64::MAX),
-        ExpectedVersion::NoStream => (0, 0),
-        ExpectedVersion::StreamExists => (1, i64::MAX),
-        ExpectedVersion::Exact(version) => i64::try_from(version).map_or((1, 0), |v| (v, v)),
-    }
 }
 
 fn signed(value: u64) -> FlextResult<i64> {

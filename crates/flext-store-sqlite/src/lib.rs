@@ -7,8 +7,11 @@
 //!
 //! - The schema is created by embedded migrations on open; a database written by a newer
 //!   schema is refused with an error saying so.
-//! - Appends run in `BEGIN IMMEDIATE` transactions: SQLite has one writer at a time, so
-//!   positions follow commit order and no reader can skip a committed event.
+//! - An append is one write transaction: SQLite has one writer at a time, so positions
+//!   follow commit order and no reader can skip a committed event. The common append is a
+//!   single autocommit statement that checks the expected version and inserts; a version
+//!   mismatch, a stored event id or a batch over 500 events takes a `BEGIN IMMEDIATE`
+//!   transaction that tells a conflict from a retry.
 //! - Live subscriptions are woken in-process on each commit and poll as a fallback (for
 //!   writers in other processes).
 //! - [`SqliteEventStore::save_checkpoint_in`] commits a projection's checkpoint in the same

@@ -54,6 +54,6 @@ pub use profile::PerformanceProfile;
 pub use railway::{ResultExt, combine, first_success, traverse};
 pub use records::{
     AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, RawEvent,
-    Snapshot, StoredEvent, StoredPlace, metadata_text, retried_append, timestamp_text,
-    validate_batch,
+    Snapshot, StoredEvent, StoredPlace, accepted_versions, metadata_text, retried_append,
+    timestamp_text, validate_batch,
 };

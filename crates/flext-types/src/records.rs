@@ -414,6 +414,28 @@ impl RawEvent {
     }
 }
 
+/// The stream versions `expected` accepts, as an inclusive range of the signed integers
+/// SQL stores keep, for `WHERE version BETWEEN low AND high`; a version no stream can reach
+/// gives an empty range, so the append is a conflict.
+///
+/// ```
+/// use flext_types::{ExpectedVersion, accepted_versions};
+///
+/// assert_eq!(accepted_versions(ExpectedVersion::NoStream), (0, 0));
+/// assert_eq!(accepted_versions(ExpectedVersion::Exact(7)), (7, 7));
+/// assert_eq!(accepted_versions(ExpectedVersion::StreamExists), (1, i64::MAX));
+/// let (low, high) = accepted_versions(ExpectedVersion::Exact(u64::MAX));
+/// assert!(low > high);
+/// ```
+pub fn accepted_versions(expected: ExpectedVersion) -> (i64, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, i64::MAX),
+        ExpectedVersion::NoStream => (0, 0),
+        ExpectedVersion::StreamExists => (1, i64::MAX),
+        ExpectedVersion::Exact(version) => i64::try_from(version).map_or((1, 0), |v| (v, v)),
+    }
+}
+
 /// `metadata` as the JSON text SQL stores keep.
 pub fn metadata_text(metadata: &EventMetadata) -> FlextResult<String> {
     serde_json::to_string(metadata).map_err(FlextError::from)
