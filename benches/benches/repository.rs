@@ -10,6 +10,11 @@
 //! timed) and runs one command that appends one event, so every iteration loads the same
 //! history cold: no cache helps either side. `execute/flext_warm` is the steady state of
 //! flext's repository instead: one aggregate, commands in a row, its cache warm.
+//!
+//! `aggregate_load/*` times `Repository::load` with the cache off, to show how loading
+//! grows: `since_snapshot/N` has a snapshot at version 1000 and N events after it;
+//! `with_snapshot/T` and `without_snapshot/T` hold T events in all (the snapshot, when
+//! there is one, at version T - 10).
 
 #![allow(
     missing_docs,
@@ -243,5 +248,80 @@ fn execute(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, execute);
+/// A store holding `total` events of `acc`, with a snapshot at version `snapshot_at` when
+/// it is not 0, and a repository on it that never caches and never snapshots by itself.
+fn seeded_for_load(
+    rt: &Runtime,
+    payload: &JsonPayload,
+    total: usize,
+    snapshot_at: usize,
+) -> Repository<Account> {
+    let store = InMemoryEventStore::new();
+    rt.block_on(async {
+        let events: Vec<_> = (0..total)
+            .map(|_| NewEvent::new("Deposited", payload.clone()))
+            .collect();
+        store
+            .append("Account-acc", ExpectedVersion::NoStream, events)
+            .await
+            .expect("seed");
+        if snapshot_at > 0 {
+            let state = Account {
+                balance: snapshot_at as u64,
+                deposits: snapshot_at as u64,
+            };
+            let snapshot = Snapshot {
+                stream_id: "Account-acc".to_owned(),
+                version: snapshot_at as u64,
+                schema_version: 1,
+                payload: JsonPayload::encode(&state).expect("state"),
+                timestamp: time::OffsetDateTime::now_utc(),
+            };
+            store.save_snapshot(snapshot).await.expect("snapshot");
+        }
+    });
+    let shared = Arc::new(store);
+    let events: Arc<dyn EventStore> = shared.clone();
+    let config = RepositoryConfig {
+        cache_capacity: 0,
+        ..RepositoryConfig::default()
+    };
+    let repository = Repository::new(events).with_config(config);
+    if snapshot_at > 0 {
+        repository.with_snapshots(shared, u64::MAX)
+    } else {
+        repository
+    }
+}
+
+fn aggregate_load(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let payload = JsonPayload::encode(&AccountEvent::Deposited { amount: 1 }).expect("payload");
+    let mut group = c.benchmark_group("aggregate_load");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(3));
+    let mut case = |name: &str, parameter: usize, total: usize, snapshot_at: usize| {
+        let repository = seeded_for_load(&rt, &payload, total, snapshot_at);
+        group.bench_with_input(BenchmarkId::new(name, parameter), &parameter, |b, _| {
+            b.iter(|| {
+                let loaded = rt.block_on(repository.load("acc")).expect("load");
+                assert_eq!(loaded.version, total as u64);
+                black_box(loaded.state.balance)
+            })
+        });
+    };
+    for since in [0, 10, 100, 1000] {
+        case("since_snapshot", since, 1000 + since, 1000);
+    }
+    for total in [100, 1000, 10_000] {
+        case("with_snapshot", total, total, total - 10);
+        case("without_snapshot", total, total, 0);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, execute, aggregate_load);
 criterion_main!(benches);
