@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use xtask::perf::{Machine, TARGETS, evaluate, render};
+use xtask::perf::{GROWTH, Machine, TARGETS, evaluate, render, render_growth, render_memory};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,7 +53,31 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = render(&outcomes, &Machine::current(), flags.is_empty());
+    let growth = match GROWTH
+        .iter()
+        .map(|table| render_growth(&criterion, table))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(growth) => growth,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let memory = match render_memory(&root.join("target").join("flext-memory.json")) {
+        Ok(memory) => memory,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = render(
+        &outcomes,
+        &growth,
+        memory.as_deref(),
+        &Machine::current(),
+        flags.is_empty(),
+    );
     let path = root.join("docs").join("PERFORMANCE.md");
     if let Err(error) = std::fs::write(&path, &report) {
         eprintln!("cannot write {}: {error}", path.display());

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use xtask::perf::{Check, Machine, TARGETS, Target, evaluate, median_ns, render};
+use xtask::perf::{
+    Check, GROWTH, Machine, TARGETS, Target, evaluate, median_ns, render, render_growth,
+    render_memory,
+};
 
 /// A scratch criterion directory, removed when dropped.
 struct Results(PathBuf);
@@ -155,7 +158,7 @@ fn the_report_lists_every_target_with_its_result_and_the_machine() {
         cpu: "Test CPU".to_owned(),
         rustc: "rustc 1.95.0".to_owned(),
     };
-    let report = render(&outcomes, &machine, false);
+    let report = render(&outcomes, &[], None, &machine, false);
     assert!(
         report.contains("2 logical cores, Test CPU; rustc 1.95.0"),
         "{report}"
@@ -181,6 +184,165 @@ fn the_report_lists_every_target_with_its_result_and_the_machine() {
     for target in TARGETS {
         assert!(report.contains(target.name), "{} is listed", target.name);
     }
+    // The missed target says where its time goes; met and unmeasured ones do not.
+    let send = target("bus `send` < 100 ns");
+    assert!(
+        report.contains(&format!("- {}: {}", send.name, send.cost)),
+        "{report}"
+    );
+    let registry = target("registry lookup");
+    assert!(!report.contains(registry.cost), "{report}");
+    assert!(
+        report.contains("Not measured: run `cargo bench -p flext-benches --bench memory`"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_cost_shared_by_two_missed_targets_is_written_once() {
+    let results = Results::new("shared-cost");
+    results
+        .save("send/command_bus", 150.0)
+        .save("send/direct_call", 15.0);
+    let outcomes: Vec<_> = TARGETS
+        .iter()
+        .map(|t| evaluate(results.path(), *t).unwrap())
+        .collect();
+    let machine = Machine {
+        cores: 2,
+        cpu: "Test CPU".to_owned(),
+        rustc: "rustc 1.95.0".to_owned(),
+    };
+    let report = render(&outcomes, &[], None, &machine, true);
+    let cost = target("≤ 1.5x a direct call").cost;
+    assert_eq!(report.matches(cost).count(), 1, "{report}");
+    assert!(
+        report.contains("- bus `send` < 100 ns: as above."),
+        "{report}"
+    );
+    assert!(report.contains("measured by the run that wrote this file"));
+}
+
+#[test]
+fn every_target_explains_its_cost() {
+    for target in TARGETS {
+        assert!(
+            target.cost.len() > 40 && target.cost.ends_with('.'),
+            "{}: {:?}",
+            target.name,
+            target.cost
+        );
+    }
+}
+
+#[test]
+fn growth_tables_show_medians_and_ratios_to_the_first_row() {
+    let results = Results::new("growth");
+    results
+        .save("publish/event_bus/1", 100.0)
+        .save("publish/event_bus/10", 700.0)
+        .save("publish/event_bus/100", 6_500.0)
+        .save("publish/tokio_broadcast/1", 40.0)
+        .save("publish/tokio_broadcast/10", 230.0);
+    let publish = GROWTH.iter().find(|g| g.quantity == "subscribers").unwrap();
+    let table = render_growth(results.path(), publish).unwrap();
+    assert!(
+        table.starts_with("### `publish` against subscribers"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| subscribers | EventBus `publish` | tokio broadcast |\n|---|---|---|\n"),
+        "{table}"
+    );
+    assert!(table.contains("| 1 | 100.0 ns | 40.0 ns |"), "{table}");
+    assert!(
+        table.contains("| 10 | 700.0 ns (7.00x) | 230.0 ns (5.75x) |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| 100 | 6.50 µs (65.00x) | not measured |"),
+        "{table}"
+    );
+
+    results
+        .save("sqlite_append/single_flext", 150_000.0)
+        .save("sqlite_append/single_raw_sqlx", 140_000.0);
+    let stores = GROWTH.iter().find(|g| !g.relative).unwrap();
+    let table = render_growth(results.path(), stores).unwrap();
+    assert!(
+        table.contains("| SQLite, 1 event | 150.00 µs | 140.00 µs | — |"),
+        "{table}"
+    );
+}
+
+#[test]
+fn growth_tables_name_benchmarks_the_workspace_defines() {
+    let root = xtask::workspace_root();
+    let mut sources = String::new();
+    for dir in ["benches/benches", "crates"] {
+        collect_bench_sources(&root.join(dir), &mut sources);
+    }
+    for growth in GROWTH {
+        for (_, ids) in growth.rows {
+            assert_eq!(ids.len(), growth.columns.len(), "{}", growth.title);
+            for id in ids.iter().filter(|id| !id.is_empty()) {
+                let group = id.split('/').next().unwrap();
+                assert!(
+                    sources.contains(&format!("\"{group}\"")),
+                    "{}: no benchmark group {group:?}",
+                    growth.title
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_memory_section_reads_the_memory_benchmark_json() {
+    let results = Results::new("memory");
+    let path = results.path().join("flext-memory.json");
+    assert_eq!(render_memory(&path).unwrap(), None);
+
+    let per_op = |allocations: f64, bytes: f64| serde_json::json!({"operations": 100_000, "allocations_per_op": allocations, "bytes_per_op": bytes});
+    let json = serde_json::json!({
+        "direct_call": per_op(1.0, 40.0),
+        "send": per_op(1.0, 40.0),
+        "publish_10": per_op(12.0, 428.0),
+        "tokio_broadcast_10": per_op(1.0, 24.0),
+        "in_memory_store": {
+            "events": 1_000_000, "streams": 1000, "payload_bytes": 17_000_000,
+            "heap_bytes": 329_000_000u64, "rss_bytes": 364_740_608u64
+        }
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let section = render_memory(&path).unwrap().unwrap();
+    assert!(
+        section.contains("| CommandBus `send` | 1.0 | 40 B |"),
+        "{section}"
+    );
+    assert!(
+        section.contains("| EventBus `publish` to 10 subscribers | 12.0 | 428 B |"),
+        "{section}"
+    );
+    assert!(
+        section.contains("holding 1000000 events (17-byte JSON payloads on average"),
+        "{section}"
+    );
+    assert!(
+        section.contains("313.8 MiB of heap, 329 bytes per event"),
+        "{section}"
+    );
+    assert!(
+        section.contains("resident memory grew by 347.8 MiB"),
+        "{section}"
+    );
+
+    std::fs::write(&path, r#"{"send": {}}"#).unwrap();
+    let error = render_memory(&path).unwrap_err();
+    assert!(
+        error.to_string().contains("direct_call.allocations_per_op"),
+        "{error}"
+    );
 }
 
 #[test]
