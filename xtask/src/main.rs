@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         &outcomes,
         &growth,
         memory.as_deref(),
-        &Machine::current(),
+        &Machine::current(&root),
         flags.is_empty(),
     );
     let path = root.join("docs").join("PERFORMANCE.md");

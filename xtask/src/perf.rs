@@ -638,7 +638,19 @@ pub fn evaluate(criterion_dir: &Path, target: Target) -> Result<Outcome, Error> 
     })
 }
 
-/// The machine and toolchain a report was measured on.
+/// The crates whose versions a report names: what is measured and what it is compared with.
+pub const VERSIONED: [&str; 8] = [
+    "tokio",
+    "tower",
+    "cqrs-es",
+    "postgres-es",
+    "sqlx",
+    "serde_json",
+    "quanta",
+    "criterion",
+];
+
+/// The machine, toolchain and versions a report was measured on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
     /// Logical cores.
@@ -647,11 +659,17 @@ pub struct Machine {
     pub cpu: String,
     /// `rustc --version`.
     pub rustc: String,
+    /// The workspace's commit (`git rev-parse --short HEAD`), marked when the working tree
+    /// has uncommitted changes (other than to `docs/PERFORMANCE.md`).
+    pub commit: String,
+    /// Locked versions of the [`VERSIONED`] crates, as `(name, version)`.
+    pub versions: Vec<(String, String)>,
 }
 
 impl Machine {
-    /// Reads this machine's facts (`unknown` where the OS does not say).
-    pub fn current() -> Self {
+    /// Reads the facts of this machine and of the workspace at `root` (`unknown` where
+    /// they cannot be read).
+    pub fn current(root: &Path) -> Self {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -662,15 +680,60 @@ impl Machine {
                     .map(|(_, model)| model.trim().to_owned())
             })
             .unwrap_or_else(|| "unknown".to_owned());
-        let rustc = std::process::Command::new(std::env::var("RUSTC").unwrap_or("rustc".into()))
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_else(|| "unknown".to_owned());
-        Self { cores, cpu, rustc }
+        let output = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .current_dir(root)
+                .output()
+                .ok()
+                .filter(|out| out.status.success())
+                .and_then(|out| String::from_utf8(out.stdout).ok())
+                .map(|text| text.trim().to_owned())
+        };
+        let rustc_program = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+        let rustc = output(&rustc_program, &["--version"]).unwrap_or_else(|| "unknown".to_owned());
+        let commit = match output("git", &["rev-parse", "--short", "HEAD"]) {
+            // The report's own file does not count as a change.
+            Some(commit) => match output(
+                "git",
+                &["status", "--porcelain", "--", ".", ":!docs/PERFORMANCE.md"],
+            ) {
+                Some(changes) if !changes.is_empty() => {
+                    format!("{commit} with uncommitted changes")
+                }
+                _ => commit,
+            },
+            None => "unknown".to_owned(),
+        };
+        let versions = std::fs::read_to_string(root.join("Cargo.lock"))
+            .map(|lock| locked_versions(&lock, &VERSIONED))
+            .unwrap_or_default();
+        Self {
+            cores,
+            cpu,
+            rustc,
+            commit,
+            versions,
+        }
     }
+}
+
+/// The locked versions of `names` in a `Cargo.lock` text, in the order given (the first
+/// entry of a name locked twice); a name not in the lock is left out.
+pub fn locked_versions(lock: &str, names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let wanted = format!("name = \"{name}\"");
+            let mut lines = lock.lines().map(str::trim);
+            lines.find(|line| *line == wanted)?;
+            let version = lines
+                .next()?
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')?;
+            Some(((*name).to_owned(), version.to_owned()))
+        })
+        .collect()
 }
 
 /// The report's Markdown: the targets, why each missed one is missed, the `growth` tables
@@ -693,9 +756,17 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "Machine: {} logical cores, {}; {}.\n",
-        machine.cores, machine.cpu, machine.rustc
+        "Machine: {} logical cores, {}; {}; commit {}.\n",
+        machine.cores, machine.cpu, machine.rustc, machine.commit
     );
+    if !machine.versions.is_empty() {
+        let versions: Vec<String> = machine
+            .versions
+            .iter()
+            .map(|(name, version)| format!("{name} {version}"))
+            .collect();
+        let _ = writeln!(out, "Versions: {}.\n", versions.join(", "));
+    }
     out.push_str(if fresh {
         "Results: measured by the run that wrote this file.\n\n"
     } else {

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use xtask::perf::{
-    Check, GROWTH, Machine, TARGETS, Target, evaluate, median_ns, render, render_growth,
-    render_memory,
+    Check, GROWTH, Machine, TARGETS, Target, evaluate, locked_versions, median_ns, render,
+    render_growth, render_memory,
 };
 
 /// A scratch criterion directory, removed when dropped.
@@ -157,12 +157,15 @@ fn the_report_lists_every_target_with_its_result_and_the_machine() {
         cores: 2,
         cpu: "Test CPU".to_owned(),
         rustc: "rustc 1.95.0".to_owned(),
+        commit: "abc1234".to_owned(),
+        versions: vec![("tokio".to_owned(), "1.47.1".to_owned())],
     };
     let report = render(&outcomes, &[], None, &machine, false);
     assert!(
-        report.contains("2 logical cores, Test CPU; rustc 1.95.0"),
+        report.contains("2 logical cores, Test CPU; rustc 1.95.0; commit abc1234."),
         "{report}"
     );
+    assert!(report.contains("Versions: tokio 1.47.1."), "{report}");
     assert!(
         report
             .contains("| registry lookup ≤ 50 ns | 31.0 ns | — | 31.0 ns (goal ≤ 50.0 ns) | met |"),
@@ -212,6 +215,8 @@ fn a_cost_shared_by_two_missed_targets_is_written_once() {
         cores: 2,
         cpu: "Test CPU".to_owned(),
         rustc: "rustc 1.95.0".to_owned(),
+        commit: "abc1234".to_owned(),
+        versions: vec![("tokio".to_owned(), "1.47.1".to_owned())],
     };
     let report = render(&outcomes, &[], None, &machine, true);
     let cost = target("≤ 1.5x a direct call").cost;
@@ -404,4 +409,19 @@ fn collect_bench_sources(dir: &Path, out: &mut String) {
             out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
         }
     }
+}
+
+#[test]
+fn versions_are_read_from_the_lock_file() {
+    let lock = "version = 4\n\n[[package]]\nname = \"tokio\"\nversion = \"1.47.1\"\n\
+                source = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n\
+                [[package]]\nname = \"tokio-util\"\nversion = \"0.7.16\"\n\n\
+                [[package]]\nname = \"tower\"\nversion = \"0.5.3\"\n";
+    assert_eq!(
+        locked_versions(lock, &["tower", "tokio", "cqrs-es"]),
+        vec![
+            ("tower".to_owned(), "0.5.3".to_owned()),
+            ("tokio".to_owned(), "1.47.1".to_owned()),
+        ]
+    );
 }
