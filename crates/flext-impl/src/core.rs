@@ -153,8 +153,13 @@ impl HandlerCore {
         let _in_flight = self.recorder.start();
         let started = tokio::time::Instant::now();
         let timeout_ms = self.timeout_ms.load(Relaxed);
-        let span =
-            tracing::debug_span!("flext.handle", handler = %self.name, kind = self.kind.as_str());
+        // Only a span a subscriber wants: with `tracing`'s `log` feature on (sqlx turns it
+        // on) even a disabled span formats its fields for the `log` crate.
+        let span = if tracing::span_enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!("flext.handle", handler = %self.name, kind = self.kind.as_str())
+        } else {
+            tracing::Span::none()
+        };
         // The deadline sits inside the panic guard, so even a runtime without timers gives
         // an error instead of a panic.
         let guarded = catch_panic(async {

@@ -5,15 +5,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flext_constants::ErrorCode;
 use flext_cqrs::{CommandBus, EventBus, Instrumentation, QueryBus};
+use flext_impl::{BasicHandler, handler_fn};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event as TraceEvent, Metadata, Subscriber};
 
 use crate::{CreateUserCommand, GetUserQuery, UserCreated};
 
-/// Counts the `flext.dispatch` spans opened while it is the default subscriber.
+/// Counts the `flext.dispatch` and `flext.handle` spans opened while it is the default
+/// subscriber.
 #[derive(Default)]
 struct SpanCounter {
     dispatch_spans: AtomicUsize,
+    handle_spans: AtomicUsize,
 }
 
 impl Subscriber for SpanCounter {
@@ -22,12 +25,12 @@ impl Subscriber for SpanCounter {
     }
 
     fn new_span(&self, span: &Attributes<'_>) -> Id {
-        let n = if span.metadata().name() == "flext.dispatch" {
-            self.dispatch_spans.fetch_add(1, Ordering::SeqCst) + 1
-        } else {
-            0
+        let counter = match span.metadata().name() {
+            "flext.dispatch" => &self.dispatch_spans,
+            "flext.handle" => &self.handle_spans,
+            _ => return Id::from_u64(1),
         };
-        Id::from_u64(n as u64 + 1)
+        Id::from_u64(counter.fetch_add(1, Ordering::SeqCst) as u64 + 1)
     }
 
     fn record(&self, _: &Id, _: &Record<'_>) {}
@@ -44,12 +47,40 @@ fn command_bus(instrumentation: Instrumentation) -> CommandBus {
     bus
 }
 
-/// Runs `f` with a [`SpanCounter`] as the default subscriber; the spans it counted.
+/// Runs `f` with a [`SpanCounter`] as the default subscriber; the dispatch spans it
+/// counted.
 async fn spans_of<F: Future<Output = ()>>(f: F) -> usize {
+    counted(f).await.dispatch_spans.load(Ordering::SeqCst)
+}
+
+async fn counted<F: Future<Output = ()>>(f: F) -> Arc<SpanCounter> {
     let counter = Arc::new(SpanCounter::default());
     let _default = tracing::subscriber::set_default(counter.clone());
     f.await;
-    counter.dispatch_spans.load(Ordering::SeqCst)
+    counter
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscriber_sees_the_dispatch_span_and_the_handler_span() {
+    let mut bus = CommandBus::new();
+    bus.register(BasicHandler::wrap(handler_fn(
+        "create_user",
+        |cmd: CreateUserCommand| async move { Ok(cmd.name) },
+    )))
+    .unwrap();
+    let counter = counted(async {
+        for _ in 0..3 {
+            bus.send(CreateUserCommand::new("Alice", "a@x.io"))
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    assert_eq!(counter.dispatch_spans.load(Ordering::SeqCst), 3);
+    assert_eq!(counter.handle_spans.load(Ordering::SeqCst), 3);
+    // Without a subscriber no span is created, and the calls work the same.
+    let name = bus.send(CreateUserCommand::new("Alice", "a@x.io")).await;
+    assert_eq!(name.unwrap(), "Alice");
 }
 
 #[tokio::test(flavor = "current_thread")]
