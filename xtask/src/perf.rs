@@ -78,10 +78,10 @@ const COST_SEND: &str = "the direct call is one boxed future (the object-safe ha
     trait); `send` allocates nothing more (see Memory) but looks the route up by `TypeId`, \
     runs the command's validation, guards the handler future against panics \
     (`catch_unwind`), enters a `flext.dispatch` span and records metrics. Profile of \
-    `send/command_bus`: the nested dispatch futures (send, route call, panic guard) about \
+    `send/command_bus` before the span fix below: the nested dispatch futures (send, route call, panic guard) about \
     45%, the two TSC reads of the latency timer 18%, histogram and counters 8%, creating \
     the disabled span 7%. Without metrics and tracing \
-    (`send/command_bus_uninstrumented`) a send still costs about 4.5 direct calls: 1.5x \
+    (`send/command_bus_uninstrumented`) a send still costs four to five direct calls: 1.5x \
     would need a monomorphized path without the panic guard, and DESIGN §4 requires the \
     guard (nothing panics across the API). Fixed: sqlx turns on `tracing`'s `log` feature \
     (so this workspace-wide build has it), and with it even a disabled span formatted its \
@@ -142,8 +142,8 @@ const COST_PG_BATCH: &str = "a batch is one statement whatever its size (rows bo
 const COST_SQLITE_SINGLE: &str = "sqlx runs SQLite on a worker thread and every statement \
     is a round trip to it: the profile of a single append shows three quarters of the time \
     in the kernel switching threads and 1–2% in SQLite. An append is now one statement (it \
-    was four, at 3.5k/s), on par with raw sqlx single inserts (see Store appends side by \
-    side below). 20k/s takes fewer thread switches than one \
+    was four, at 3.5k/s), 0.8–1.0x raw sqlx single inserts across runs here (see Store \
+    appends side by side below). 20k/s takes fewer thread switches than one \
     per append: a different SQLite driver, or group commit of many callers' appends.";
 
 const COST_SQLITE_BATCH: &str = "a batch is two statements (the checked insert, then its \
