@@ -392,7 +392,9 @@ impl PostgresEventStore {
         // any size is one statement) and the notification of the new head (NOTIFY is
         // transactional: it is sent on commit only). Under the append lock neither the
         // version nor the head can move until this transaction ends. When the check fails
-        // nothing is inserted or notified and `inserted` is 0.
+        // nothing is inserted or notified and `inserted` is 0. (`0 * (SELECT COUNT(*) FROM
+        // notified)` is there so that PostgreSQL runs the notification, which nothing else
+        // reads.)
         let count = events.len() as u64;
         let (lowest, highest) = accepted_versions(expected);
         let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;

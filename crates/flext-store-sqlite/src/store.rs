@@ -219,14 +219,13 @@ impl SqliteEventStore {
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
         validate_batch(stream_id, &events)?;
-        if events.len() <= CHUNK {
-            if let Some(result) = self
+        if events.len() <= CHUNK
+            && let Some(result) = self
                 .append_in_one_statement(stream_id, expected, &events)
                 .await?
-            {
-                self.inner.head.advance(result.last_position);
-                return Ok(result);
-            }
+        {
+            self.inner.head.advance(result.last_position);
+            return Ok(result);
         }
         let mut tx = self
             .inner
@@ -297,9 +296,8 @@ impl SqliteEventStore {
 
     /// The common append in one autocommit statement, so one trip to SQLite's worker
     /// thread (two for a batch) instead of four (`BEGIN IMMEDIATE`, read, insert,
-    /// `COMMIT`): the statement
-    /// reads the stream version and the head, checks the expected version and inserts
-    /// every row, as one write transaction (SQLite has one writer at a time, so nothing
+    /// `COMMIT`): the statement reads the stream version and the head, checks the expected
+    /// version and inserts every row, as one write transaction (SQLite has one writer at a time, so nothing
     /// moves between the read and the insert). `Ok(None)` when it inserted nothing: the
     /// check failed or an event id is stored already. The caller then takes the
     /// transactional path, which tells a conflict from a retry of a committed append.
@@ -386,9 +384,9 @@ impl SqliteEventStore {
         let last_version = u64::try_from(last_version).unwrap_or(0);
         let last_position = u64::try_from(last_position).unwrap_or(0);
         Ok(Some(AppendResult {
-            first_version: last_version + 1 - count,
+            first_version: (last_version + 1).saturating_sub(count),
             last_version,
-            first_position: last_position + 1 - count,
+            first_position: (last_position + 1).saturating_sub(count),
             last_position,
         }))
     }
