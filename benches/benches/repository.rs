@@ -147,18 +147,18 @@ fn seeded_cqrs_es(n: usize) -> CqrsEs {
     cqrs_es::CqrsFramework::new(store, Vec::new(), ())
 }
 
-/// A fresh flext store holding `n` events of the account `acc` (and, with snapshots, the
-/// snapshot at the last multiple of 100), and a repository without a warm cache.
-fn seeded_flext(
+/// A fresh store holding `total` events of the account `acc`, with a snapshot of the state
+/// at version `snapshot_at` unless that is 0. Seeding is not timed.
+fn seeded_store(
     rt: &Runtime,
     payload: &JsonPayload,
-    n: usize,
-    snapshots: bool,
-) -> Repository<Account> {
+    total: usize,
+    snapshot_at: usize,
+) -> Arc<InMemoryEventStore> {
     let store = InMemoryEventStore::new();
     rt.block_on(async {
-        if n > 0 {
-            let events: Vec<_> = (0..n)
+        if total > 0 {
+            let events: Vec<_> = (0..total)
                 .map(|_| NewEvent::new("Deposited", payload.clone()))
                 .collect();
             store
@@ -166,8 +166,7 @@ fn seeded_flext(
                 .await
                 .expect("seed");
         }
-        let snapshot_at = n / 100 * 100;
-        if snapshots && snapshot_at > 0 {
+        if snapshot_at > 0 {
             let state = Account {
                 balance: snapshot_at as u64,
                 deposits: snapshot_at as u64,
@@ -182,7 +181,19 @@ fn seeded_flext(
             store.save_snapshot(snapshot).await.expect("snapshot");
         }
     });
-    let shared: Arc<InMemoryEventStore> = Arc::new(store);
+    Arc::new(store)
+}
+
+/// A fresh flext store holding `n` events of the account `acc` (and, with snapshots, the
+/// snapshot at the last multiple of 100), and a repository without a warm cache.
+fn seeded_flext(
+    rt: &Runtime,
+    payload: &JsonPayload,
+    n: usize,
+    snapshots: bool,
+) -> Repository<Account> {
+    let snapshot_at = if snapshots { n / 100 * 100 } else { 0 };
+    let shared = seeded_store(rt, payload, n, snapshot_at);
     let events: Arc<dyn EventStore> = shared.clone();
     let repository = Repository::new(events);
     if snapshots {
@@ -248,39 +259,15 @@ fn execute(c: &mut Criterion) {
     group.finish();
 }
 
-/// A store holding `total` events of `acc`, with a snapshot at version `snapshot_at` when
-/// it is not 0, and a repository on it that never caches and never snapshots by itself.
+/// A store holding `total` events of `acc` (with a snapshot at version `snapshot_at` when
+/// it is not 0), and a repository on it that never caches and never snapshots by itself.
 fn seeded_for_load(
     rt: &Runtime,
     payload: &JsonPayload,
     total: usize,
     snapshot_at: usize,
 ) -> Repository<Account> {
-    let store = InMemoryEventStore::new();
-    rt.block_on(async {
-        let events: Vec<_> = (0..total)
-            .map(|_| NewEvent::new("Deposited", payload.clone()))
-            .collect();
-        store
-            .append("Account-acc", ExpectedVersion::NoStream, events)
-            .await
-            .expect("seed");
-        if snapshot_at > 0 {
-            let state = Account {
-                balance: snapshot_at as u64,
-                deposits: snapshot_at as u64,
-            };
-            let snapshot = Snapshot {
-                stream_id: "Account-acc".to_owned(),
-                version: snapshot_at as u64,
-                schema_version: 1,
-                payload: JsonPayload::encode(&state).expect("state"),
-                timestamp: time::OffsetDateTime::now_utc(),
-            };
-            store.save_snapshot(snapshot).await.expect("snapshot");
-        }
-    });
-    let shared = Arc::new(store);
+    let shared = seeded_store(rt, payload, total, snapshot_at);
     let events: Arc<dyn EventStore> = shared.clone();
     let config = RepositoryConfig {
         cache_capacity: 0,

@@ -460,15 +460,8 @@ pub fn render_growth(criterion_dir: &Path, growth: &Growth) -> Result<String, Er
 /// The memory section, from the JSON the `memory` benchmark writes
 /// (`target/flext-memory.json`); `Ok(None)` when it has not been run.
 pub fn render_memory(path: &Path) -> Result<Option<String>, Error> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("cannot read {}: {e}", path.display()),
-            ));
-        }
+    let Some(text) = read_if_present(path)? else {
+        return Ok(None);
     };
     let bad = |what: &str| Error::new(ErrorKind::Json, format!("{} has no {what}", path.display()));
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
@@ -521,15 +514,8 @@ pub fn render_memory(path: &Path) -> Result<Option<String>, Error> {
 /// under `criterion_dir`; `Ok(None)` when that benchmark has not been run.
 pub fn median_ns(criterion_dir: &Path, id: &str) -> Result<Option<f64>, Error> {
     let path = criterion_dir.join(id).join("new").join("estimates.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!("cannot read {}: {e}", path.display()),
-            ));
-        }
+    let Some(text) = read_if_present(&path)? else {
+        return Ok(None);
     };
     let estimates: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::new(
@@ -546,6 +532,19 @@ pub fn median_ns(criterion_dir: &Path, id: &str) -> Result<Option<f64>, Error> {
                 format!("{} has no median.point_estimate", path.display()),
             )
         })
+}
+
+/// The text of the file at `path`; `Ok(None)` when there is none (that benchmark has not
+/// been run).
+fn read_if_present(path: &Path) -> Result<Option<String>, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::new(
+            ErrorKind::Io,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
 }
 
 /// One target's line of the report.

@@ -47,6 +47,23 @@ impl Drop for Results {
     }
 }
 
+/// The report of every target judged from `results`, on a test machine, without growth
+/// tables or memory figures.
+fn report_of(results: &Results, fresh: bool) -> String {
+    let outcomes: Vec<_> = TARGETS
+        .iter()
+        .map(|t| evaluate(results.path(), *t).unwrap())
+        .collect();
+    let machine = Machine {
+        cores: 2,
+        cpu: "Test CPU".to_owned(),
+        rustc: "rustc 1.95.0".to_owned(),
+        commit: "abc1234".to_owned(),
+        versions: vec![("tokio".to_owned(), "1.47.1".to_owned())],
+    };
+    render(&outcomes, &[], None, &machine, fresh)
+}
+
 fn target(name: &str) -> Target {
     *TARGETS
         .iter()
@@ -149,18 +166,7 @@ fn the_report_lists_every_target_with_its_result_and_the_machine() {
     results
         .save("registry/lookup_by_name", 31.0)
         .save("send/command_bus", 150.0);
-    let outcomes: Vec<_> = TARGETS
-        .iter()
-        .map(|t| evaluate(results.path(), *t).unwrap())
-        .collect();
-    let machine = Machine {
-        cores: 2,
-        cpu: "Test CPU".to_owned(),
-        rustc: "rustc 1.95.0".to_owned(),
-        commit: "abc1234".to_owned(),
-        versions: vec![("tokio".to_owned(), "1.47.1".to_owned())],
-    };
-    let report = render(&outcomes, &[], None, &machine, false);
+    let report = report_of(&results, false);
     assert!(
         report.contains("2 logical cores, Test CPU; rustc 1.95.0; commit abc1234."),
         "{report}"
@@ -207,18 +213,7 @@ fn a_cost_shared_by_two_missed_targets_is_written_once() {
     results
         .save("send/command_bus", 150.0)
         .save("send/direct_call", 15.0);
-    let outcomes: Vec<_> = TARGETS
-        .iter()
-        .map(|t| evaluate(results.path(), *t).unwrap())
-        .collect();
-    let machine = Machine {
-        cores: 2,
-        cpu: "Test CPU".to_owned(),
-        rustc: "rustc 1.95.0".to_owned(),
-        commit: "abc1234".to_owned(),
-        versions: vec![("tokio".to_owned(), "1.47.1".to_owned())],
-    };
-    let report = render(&outcomes, &[], None, &machine, true);
+    let report = report_of(&results, true);
     let cost = target("≤ 1.5x a direct call").cost;
     assert_eq!(report.matches(cost).count(), 1, "{report}");
     assert!(
