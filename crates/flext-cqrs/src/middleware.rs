@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flext_constants::ErrorCode;
-use flext_impl::catch_panic;
+use flext_impl::{Deadline, DeadlineSubject, catch_panic};
 use flext_protocols::{Authorizer, Middleware, Next, Validator};
 use flext_types::{FlextError, FlextResult, HandlerConfig};
 
 use crate::dispatch::{Dispatch, DispatchContext, DispatchOutput};
 
 /// Ends any dispatch that runs past a deadline with a `TIMEOUT` error naming the message
-/// type, the handler and the deadline. Needs a tokio runtime with time enabled.
+/// type, the handler and the deadline, through the workspace's one [`Deadline`] (which says
+/// what happens outside a tokio runtime or without its timer).
 ///
 /// ```
 /// use std::time::Duration;
@@ -29,13 +30,15 @@ use crate::dispatch::{Dispatch, DispatchContext, DispatchOutput};
 /// ```
 #[derive(Debug, Clone)]
 pub struct TimeoutMiddleware {
-    deadline: Duration,
+    deadline: Deadline,
 }
 
 impl TimeoutMiddleware {
     /// A deadline of `deadline` for every dispatch.
     pub fn new(deadline: Duration) -> Self {
-        Self { deadline }
+        Self {
+            deadline: Deadline::new(deadline),
+        }
     }
 
     /// The deadline a handler configuration gives (`timeout_ms`).
@@ -45,7 +48,7 @@ impl TimeoutMiddleware {
 
     /// The deadline.
     pub fn deadline(&self) -> Duration {
-        self.deadline
+        self.deadline.limit()
     }
 }
 
@@ -61,25 +64,13 @@ impl Middleware<Dispatch, DispatchOutput> for TimeoutMiddleware {
         next: Next<'_, Dispatch, DispatchOutput>,
     ) -> FlextResult<DispatchOutput> {
         let context = dispatch.context().clone();
-        match tokio::time::timeout(self.deadline, next.run(dispatch)).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(FlextError::timeout(format!(
-                "{} {} timed out after {} ms (handler '{}')",
-                capitalized(context.kind().as_str()),
-                context.message_type(),
-                self.deadline.as_millis(),
-                context.handler_name()
-            ))),
-        }
+        let subject = DeadlineSubject::Message {
+            kind: context.kind().as_str(),
+            message_type: context.message_type(),
+            handler: context.handler_name(),
+        };
+        self.deadline.run(subject, next.run(dispatch)).await
     }
-}
-
-fn capitalized(word: &str) -> String {
-    let mut chars = word.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }
 
 /// Rejects dispatches that a validator refuses, with a `VALIDATION_ERROR`, before they

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{PoisonError, RwLock};
 
 use flext_constants::{ErrorCode, HandlerKind, HandlerState, WireEnum};
-use flext_types::{ConfigSource, FlextError, FlextResult, HandlerConfig, HandlerMetrics};
+use flext_types::{ConfigSource, FlextResult, HandlerConfig, HandlerMetrics};
 use tracing::Instrument;
 
-use crate::{MetricsRecorder, catch_panic};
+use crate::{Deadline, DeadlineSubject, MetricsRecorder, catch_panic};
 
 /// Name, kind, configuration, metrics and state of one handler, and the guarded execution
 /// of its calls ([`HandlerCore::run`]).
@@ -135,7 +135,7 @@ impl HandlerCore {
     ///
     /// - it counts as in flight (state `Processing`) until it ends or its future is dropped;
     /// - it runs inside a `flext.handle` tracing span naming the handler;
-    /// - past the configured deadline it ends with a `TIMEOUT` error; a call that ends with
+    /// - past the configured deadline (a [`Deadline`]) it ends with a `TIMEOUT` error; a call that ends with
     ///   any `TIMEOUT` error (also one from a service it called) leaves state `Timeout`;
     /// - a panic ends it with an `OPERATION_ERROR` "Handler execution failed: …" (see
     ///   [`catch_panic`]) and state `Failed`; the process and the handler live on;
@@ -160,21 +160,10 @@ impl HandlerCore {
         } else {
             tracing::Span::none()
         };
-        // The deadline sits inside the panic guard, so even a runtime without timers gives
-        // an error instead of a panic.
-        let guarded = catch_panic(async {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return call.await;
-            }
-            let deadline = std::time::Duration::from_millis(timeout_ms);
-            match tokio::time::timeout(deadline, call).await {
-                Ok(result) => result,
-                Err(_elapsed) => Err(FlextError::timeout(format!(
-                    "Handler '{}' timed out after {timeout_ms} ms",
-                    self.name
-                ))),
-            }
-        });
+        // The deadline sits inside the panic guard, so a panic in the step and a runtime
+        // without timers both end as errors.
+        let deadline = Deadline::from_millis(timeout_ms);
+        let guarded = catch_panic(deadline.run(DeadlineSubject::Handler(&self.name), call));
         let result = guarded.instrument(span).await;
         let state = match &result {
             Ok(_) => HandlerState::Completed,

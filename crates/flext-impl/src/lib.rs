@@ -18,7 +18,9 @@
 //! [`AbstractHandler`], the guide's name — or closures through [`handler_fn`] and
 //! [`sync_handler_fn`]. [`ManagedHandler`] reads and changes configuration, metrics and
 //! state of any of them. [`JsonHandler`] makes any serde handler a handler of JSON values,
-//! and [`catch_panic`] turns a panic in user code into an `OPERATION_ERROR`.
+//! and [`catch_panic`] turns a panic in user code into an `OPERATION_ERROR`. [`Deadline`] is
+//! the workspace's one deadline: handler cores, `flext_patterns::Timeout` and the buses'
+//! `TimeoutMiddleware` all run their calls through it.
 //!
 //! ```
 //! use flext_impl::{BasicHandler, ManagedHandler};
@@ -42,6 +44,7 @@
 mod authorizing;
 mod basic;
 mod core;
+mod deadline;
 mod event;
 mod func;
 mod guard;
@@ -55,6 +58,7 @@ mod validating;
 pub use authorizing::AuthorizingHandler;
 pub use basic::{BasicHandler, Identity};
 pub use core::{HandlerCore, ManagedHandler};
+pub use deadline::{Deadline, DeadlineSubject};
 pub use event::EventHandler;
 pub use flext_protocols::Handler as AbstractHandler;
 pub use func::{FnHandler, SyncFnHandler, handler_fn, sync_handler_fn};

@@ -4,12 +4,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_impl::ManagedHandler;
+use flext_constants::ErrorCode;
+use flext_impl::{Deadline, DeadlineSubject, ManagedHandler};
 use flext_protocols::{Handler, Middleware, Next};
-use flext_types::{FlextError, FlextResult, HandlerConfig};
+use flext_types::{FlextResult, HandlerConfig};
 
-/// Ends a call that runs past its deadline with a `TIMEOUT` error. Needs a tokio runtime with
-/// time enabled.
+/// Ends a call that runs past its deadline with a `TIMEOUT` error, through the workspace's one
+/// [`Deadline`]: outside a tokio runtime a call runs without one, and in a runtime without
+/// timers it fails with an `OPERATION_ERROR` before it starts.
 ///
 /// [`Timeout::from_config`] takes the deadline of a handler configuration (milliseconds);
 /// [`Timeout::wrap`] puts a deadline on a managed handler and, when it passes, records the
@@ -31,13 +33,15 @@ use flext_types::{FlextError, FlextResult, HandlerConfig};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout {
-    deadline: Duration,
+    deadline: Deadline,
 }
 
 impl Timeout {
     /// A deadline of `deadline`.
     pub fn new(deadline: Duration) -> Self {
-        Self { deadline }
+        Self {
+            deadline: Deadline::new(deadline),
+        }
     }
 
     /// The deadline of a handler configuration.
@@ -47,19 +51,12 @@ impl Timeout {
 
     /// The deadline.
     pub fn deadline(&self) -> Duration {
-        self.deadline
+        self.deadline.limit()
     }
 
     /// Runs `call`, or fails with `TIMEOUT` when the deadline passes first.
     pub async fn run<T>(&self, call: impl Future<Output = FlextResult<T>>) -> FlextResult<T> {
-        tokio::time::timeout(self.deadline, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(FlextError::timeout(format!(
-                    "Call timed out after {} ms",
-                    self.deadline.as_millis()
-                )))
-            })
+        self.deadline.run(DeadlineSubject::Call, call).await
     }
 
     /// `handler` under this deadline.
@@ -116,16 +113,15 @@ impl<H: Handler + ManagedHandler> Handler for TimeoutHandler<H> {
 
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
         let deadline = self.timeout.deadline;
-        match tokio::time::timeout(deadline, self.handler.handle(request)).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.handler.core().record_timeout(deadline);
-                Err(FlextError::timeout(format!(
-                    "Handler '{}' timed out after {} ms",
-                    self.handler.handler_name(),
-                    deadline.as_millis()
-                )))
-            }
-        }
+        let subject = DeadlineSubject::Handler(self.handler.handler_name());
+        deadline
+            .race(subject, self.handler.handle(request))
+            .await
+            .inspect_err(|error| {
+                if error.is(ErrorCode::Timeout) {
+                    self.handler.core().record_timeout(deadline.limit());
+                }
+            })
+            .and_then(|result| result)
     }
 }

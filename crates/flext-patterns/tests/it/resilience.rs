@@ -179,6 +179,7 @@ async fn timeout_ends_slow_calls_and_marks_a_managed_handler() {
             "Handler 'report' timed out after 200 ms"
         )
     );
+    assert_eq!(err.data().unwrap()["handler"], "report");
     assert_eq!(started.elapsed(), Duration::from_millis(200));
     assert_eq!(guarded.inner().state(), HandlerState::Timeout);
     let m = guarded.inner().get_metrics();
@@ -191,6 +192,28 @@ async fn timeout_ends_slow_calls_and_marks_a_managed_handler() {
         Timeout::from_config(&config).deadline(),
         Duration::from_secs(5)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_the_handler_reports_itself_passes_through_and_counts_once() {
+    let upstream = BasicHandler::from_fn("upstream", |()| async {
+        Err::<(), _>(FlextError::timeout("inventory service did not answer"))
+    });
+    let guarded = Timeout::new(Duration::from_secs(1)).wrap(upstream);
+    let err = guarded.handle(()).await.unwrap_err();
+    assert_eq!(err.to_string(), "inventory service did not answer");
+    assert_eq!(err.data(), None, "not the deadline's error");
+    assert_eq!(guarded.inner().state(), HandlerState::Timeout);
+    assert_eq!(guarded.inner().get_metrics().failed_requests, 1);
+}
+
+#[test]
+fn outside_a_tokio_runtime_a_timeout_runs_the_call_without_a_deadline() {
+    let timeout = Timeout::new(Duration::from_millis(1));
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut call = Box::pin(timeout.run(async { Ok::<_, FlextError>(3) }));
+    assert_eq!(call.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(3)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,296 @@
+//! [`Deadline`]: the one implementation of "this call must end within a duration", used by
+//! handler cores, the `Timeout` pattern and the buses' timeout middleware.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use flext_types::{FlextError, FlextResult};
+use serde_json::json;
+
+use crate::guard::panic_error;
+
+/// A limit on how long a call may run. Past it, the call's future is dropped and the call
+/// ends with a `TIMEOUT` error that names what timed out ([`DeadlineSubject`]) and the limit.
+///
+/// Every deadline of the workspace goes through this type — [`HandlerCore::run`](crate::HandlerCore::run),
+/// `flext_patterns::Timeout` and its `TimeoutHandler`, and `flext_cqrs::TimeoutMiddleware` —
+/// so its semantics live in one place.
+///
+/// The error reads "{subject} timed out after {limit} ms" (a message dispatch adds
+/// "(handler '…')"), and its data is `{"timed_out": …, "limit_ms": …}` plus `handler` and
+/// `message_type` when the subject has them.
+///
+/// A deadline needs tokio's timer. Outside a tokio runtime the call runs without a deadline
+/// (there is no clock to race); inside a runtime whose timers are disabled the call does not
+/// run and the result is an `OPERATION_ERROR` saying so.
+///
+/// ```
+/// use std::time::Duration;
+/// use flext_constants::ErrorCode;
+/// use flext_impl::{Deadline, DeadlineSubject};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let deadline = Deadline::new(Duration::from_millis(50));
+/// let slow = async {
+///     tokio::time::sleep(Duration::from_secs(1)).await;
+///     Ok::<_, flext_types::FlextError>(())
+/// };
+/// let err = deadline.run(DeadlineSubject::Handler("report"), slow).await.unwrap_err();
+/// assert_eq!(err.code(), ErrorCode::Timeout);
+/// assert_eq!(err.to_string(), "Handler 'report' timed out after 50 ms");
+/// assert_eq!(err.data().unwrap()["limit_ms"], 50);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Deadline {
+    limit: Duration,
+}
+
+/// What a [`Deadline`] guards, as its `TIMEOUT` error names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadlineSubject<'a> {
+    /// Any call: "Call timed out after 50 ms".
+    Call,
+    /// A handler's call: "Handler 'report' timed out after 50 ms".
+    Handler(&'a str),
+    /// A message dispatched to a handler: "Command Divide timed out after 100 ms (handler
+    /// 'Divide')".
+    Message {
+        /// The message's kind as its wire string (`command`, `query`, `event`).
+        kind: &'a str,
+        /// The message's type name.
+        message_type: &'a str,
+        /// The handler it was dispatched to.
+        handler: &'a str,
+    },
+}
+
+impl Deadline {
+    /// A deadline of `limit`.
+    pub const fn new(limit: Duration) -> Self {
+        Self { limit }
+    }
+
+    /// A deadline of `millis` milliseconds (the unit of `HandlerConfig::timeout_ms`).
+    pub const fn from_millis(millis: u64) -> Self {
+        Self::new(Duration::from_millis(millis))
+    }
+
+    /// The limit.
+    pub const fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// Runs `call`; past the limit, drops it and fails with the `TIMEOUT` error naming
+    /// `subject`. A call's own error (also its own `TIMEOUT`) passes through unchanged.
+    pub async fn run<T, F>(&self, subject: DeadlineSubject<'_>, call: F) -> FlextResult<T>
+    where
+        F: Future<Output = FlextResult<T>>,
+    {
+        self.race(subject, call).await.and_then(|result| result)
+    }
+
+    /// Runs `call` and returns its output as it is, or an error when the deadline ended it:
+    /// the `TIMEOUT` naming `subject` (or the `OPERATION_ERROR` of a runtime without
+    /// timers). Unlike [`Deadline::run`] the caller can tell the deadline's error from the
+    /// call's, for example to record the timeout on a handler.
+    pub async fn race<O, F>(&self, subject: DeadlineSubject<'_>, call: F) -> FlextResult<O>
+    where
+        F: Future<Output = O>,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Ok(call.await);
+        }
+        // Tokio panics while creating the timer when the runtime has none; the call has not
+        // started then, so it is dropped unpolled and the panic becomes an error.
+        let timed =
+            std::panic::catch_unwind(AssertUnwindSafe(|| tokio::time::timeout(self.limit, call)))
+                .map_err(|panic| panic_error(panic.as_ref()))?;
+        timed.await.map_err(|_elapsed| self.elapsed(subject))
+    }
+
+    /// The `TIMEOUT` error of this deadline passing on `subject`.
+    pub fn elapsed(&self, subject: DeadlineSubject<'_>) -> FlextError {
+        let limit_ms = u64::try_from(self.limit.as_millis()).unwrap_or(u64::MAX);
+        let mut data = json!({"timed_out": subject.what(), "limit_ms": limit_ms});
+        let message = match subject {
+            DeadlineSubject::Call => format!("{subject} timed out after {limit_ms} ms"),
+            DeadlineSubject::Handler(handler) => {
+                data["handler"] = handler.into();
+                format!("{subject} timed out after {limit_ms} ms")
+            }
+            DeadlineSubject::Message {
+                message_type,
+                handler,
+                ..
+            } => {
+                data["message_type"] = message_type.into();
+                data["handler"] = handler.into();
+                format!("{subject} timed out after {limit_ms} ms (handler '{handler}')")
+            }
+        };
+        FlextError::timeout(message).with_data(data)
+    }
+}
+
+impl DeadlineSubject<'_> {
+    /// What timed out, as the `timed_out` data of the error: `call`, `handler` or the
+    /// message's kind.
+    fn what(&self) -> &str {
+        match self {
+            Self::Call => "call",
+            Self::Handler(_) => "handler",
+            Self::Message { kind, .. } => kind,
+        }
+    }
+}
+
+impl fmt::Display for DeadlineSubject<'_> {
+    /// The subject as the error's message begins: `Call`, `Handler 'x'`, `Command Divide`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Call => f.write_str("Call"),
+            Self::Handler(name) => write!(f, "Handler '{name}'"),
+            Self::Message {
+                kind, message_type, ..
+            } => {
+                let mut chars = kind.chars();
+                if let Some(first) = chars.next() {
+                    write!(f, "{}", first.to_uppercase())?;
+                }
+                write!(f, "{} {message_type}", chars.as_str())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flext_constants::ErrorCode;
+
+    async fn sleeper(ms: u64) -> FlextResult<u64> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_time_keeps_its_result() {
+        let deadline = Deadline::from_millis(100);
+        assert_eq!(
+            deadline.run(DeadlineSubject::Call, sleeper(99)).await,
+            Ok(99)
+        );
+        let own = deadline
+            .run(DeadlineSubject::Call, async {
+                Err::<(), _>(FlextError::timeout("upstream"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(own, FlextError::timeout("upstream"), "the call's own error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_over_the_limit_is_a_timeout_naming_subject_and_limit() {
+        let deadline = Deadline::new(Duration::from_millis(250));
+        let started = tokio::time::Instant::now();
+        let err = deadline
+            .run(DeadlineSubject::Handler("report"), sleeper(10_000))
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_millis(250));
+        assert_eq!(err.code(), ErrorCode::Timeout);
+        assert_eq!(err.to_string(), "Handler 'report' timed out after 250 ms");
+        assert_eq!(
+            err.data(),
+            Some(&json!({"timed_out": "handler", "handler": "report", "limit_ms": 250}))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_subject_has_its_message_and_data() {
+        let deadline = Deadline::from_millis(100);
+        let call = deadline
+            .run(DeadlineSubject::Call, sleeper(200))
+            .await
+            .unwrap_err();
+        assert_eq!(call.to_string(), "Call timed out after 100 ms");
+        assert_eq!(
+            call.data(),
+            Some(&json!({"timed_out": "call", "limit_ms": 100}))
+        );
+        let subject = DeadlineSubject::Message {
+            kind: "command",
+            message_type: "Divide",
+            handler: "divider",
+        };
+        let message = deadline.run(subject, sleeper(200)).await.unwrap_err();
+        assert_eq!(
+            message.to_string(),
+            "Command Divide timed out after 100 ms (handler 'divider')"
+        );
+        assert_eq!(
+            message.data(),
+            Some(&json!({
+                "timed_out": "command",
+                "message_type": "Divide",
+                "handler": "divider",
+                "limit_ms": 100
+            }))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn race_tells_the_deadline_from_the_call() {
+        let deadline = Deadline::from_millis(100);
+        let own = deadline
+            .race(DeadlineSubject::Call, async {
+                Err::<(), _>(FlextError::timeout("own"))
+            })
+            .await;
+        assert_eq!(own, Ok(Err(FlextError::timeout("own"))));
+        let ended = deadline.race(DeadlineSubject::Call, sleeper(101)).await;
+        assert_eq!(
+            ended.unwrap_err().to_string(),
+            "Call timed out after 100 ms"
+        );
+        assert_eq!(deadline.limit(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_too_large_for_the_clock_never_fires() {
+        let deadline = Deadline::new(Duration::MAX);
+        assert_eq!(deadline.run(DeadlineSubject::Call, sleeper(5)).await, Ok(5));
+        let err = deadline.elapsed(DeadlineSubject::Call);
+        assert_eq!(err.data().unwrap()["limit_ms"], u64::MAX);
+    }
+
+    #[test]
+    fn outside_a_runtime_the_call_runs_without_a_deadline() {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let deadline = Deadline::from_millis(1);
+        let mut call = Box::pin(deadline.run(DeadlineSubject::Call, async { Ok(7) }));
+        assert_eq!(call.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(7)));
+    }
+
+    #[test]
+    fn a_runtime_without_timers_is_an_error_and_the_call_never_runs() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime without drivers builds");
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let result =
+            runtime.block_on(Deadline::from_millis(10).run(DeadlineSubject::Call, async {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }));
+        let err = result.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::OperationError);
+        assert!(err.to_string().contains("timers are disabled"), "{err}");
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}
