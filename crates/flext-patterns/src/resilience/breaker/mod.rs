@@ -1,4 +1,11 @@
 //! [`CircuitBreaker`]: resilience4j's circuit breaker, lock-free while closed.
+//!
+//! This module holds the state machine; its settings live in `config`, the sliding window in
+//! `window` and the permit of one call in `permit`.
+
+mod config;
+mod permit;
+mod window;
 
 use std::fmt;
 use std::future::Future;
@@ -13,6 +20,10 @@ use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+pub use config::{CircuitBreakerConfig, SlidingWindow};
+pub use permit::Permit;
+use window::Window;
 
 /// The states of a [`CircuitBreaker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,116 +75,6 @@ impl BreakerState {
 impl fmt::Display for BreakerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// How a [`CircuitBreaker`] measures its recent calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SlidingWindow {
-    /// The last N calls.
-    CountBased(u32),
-    /// The calls of the last N whole seconds (at least 1).
-    TimeBased(Duration),
-}
-
-/// The settings of a [`CircuitBreaker`], with resilience4j's defaults except where noted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CircuitBreakerConfig {
-    /// Open when at least this percentage of measured calls failed (default 50).
-    pub failure_rate_threshold: f64,
-    /// Open when at least this percentage of measured calls were slow (default 100).
-    pub slow_call_rate_threshold: f64,
-    /// A call taking at least this long is slow. `None` (the default, unlike resilience4j's
-    /// 60 s) does not time calls at all, which keeps the closed path free of clock reads.
-    pub slow_call_duration: Option<Duration>,
-    /// Which calls the rates are computed over (default the last 100).
-    pub sliding_window: SlidingWindow,
-    /// No rate is computed before this many calls are in the window (default 100).
-    pub minimum_number_of_calls: u32,
-    /// How long the breaker stays open before trial calls (default 60 s).
-    pub wait_duration_in_open: Duration,
-    /// Each time trial calls fail, the next wait is this many times longer (default 1).
-    pub wait_duration_multiplier: f64,
-    /// The longest a growing wait gets (default 60 s).
-    pub max_wait_duration_in_open: Duration,
-    /// How many trial calls run in half-open state (default 10).
-    pub permitted_calls_in_half_open: u32,
-    /// Back to open if the trial calls have not all finished within this long (default
-    /// none: wait for them).
-    pub max_wait_in_half_open: Option<Duration>,
-}
-
-impl Default for CircuitBreakerConfig {
-    fn default() -> Self {
-        Self {
-            failure_rate_threshold: 50.0,
-            slow_call_rate_threshold: 100.0,
-            slow_call_duration: None,
-            sliding_window: SlidingWindow::CountBased(100),
-            minimum_number_of_calls: 100,
-            wait_duration_in_open: Duration::from_secs(60),
-            wait_duration_multiplier: 1.0,
-            max_wait_duration_in_open: Duration::from_secs(60),
-            permitted_calls_in_half_open: 10,
-            max_wait_in_half_open: None,
-        }
-    }
-}
-
-impl CircuitBreakerConfig {
-    /// Checks every value; the first bad one is an `INVALID_ARGUMENT` error naming it.
-    pub fn validate(&self) -> FlextResult<()> {
-        let percent = |name: &str, value: f64| {
-            if value > 0.0 && value <= 100.0 {
-                Ok(())
-            } else {
-                Err(FlextError::invalid_argument(format!(
-                    "Invalid {name}: {value}. Expected a percentage above 0 and at most 100"
-                )))
-            }
-        };
-        percent("failure_rate_threshold", self.failure_rate_threshold)?;
-        percent("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
-        match self.sliding_window {
-            SlidingWindow::CountBased(0) => {
-                return Err(FlextError::invalid_argument(
-                    "Invalid sliding_window: a count-based window needs at least 1 call",
-                ));
-            }
-            SlidingWindow::TimeBased(span) if span < Duration::from_secs(1) => {
-                return Err(FlextError::invalid_argument(
-                    "Invalid sliding_window: a time-based window spans at least 1 second",
-                ));
-            }
-            _ => {}
-        }
-        let positive = |name: &str, value: u32| {
-            if value > 0 {
-                Ok(())
-            } else {
-                Err(FlextError::invalid_argument(format!(
-                    "Invalid {name}: 0. Expected at least 1"
-                )))
-            }
-        };
-        positive("minimum_number_of_calls", self.minimum_number_of_calls)?;
-        positive(
-            "permitted_calls_in_half_open",
-            self.permitted_calls_in_half_open,
-        )?;
-        if !(self.wait_duration_multiplier >= 1.0 && self.wait_duration_multiplier.is_finite()) {
-            return Err(FlextError::invalid_argument(format!(
-                "Invalid wait_duration_multiplier: {}. Expected a finite number of at least 1",
-                self.wait_duration_multiplier
-            )));
-        }
-        if self.max_wait_duration_in_open < self.wait_duration_in_open {
-            return Err(FlextError::invalid_argument(
-                "Invalid max_wait_duration_in_open: shorter than wait_duration_in_open",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -377,12 +278,9 @@ impl CircuitBreaker {
 
     /// Takes a permit for one call, or rejects with `CIRCUIT_OPEN`.
     pub fn acquire(&self) -> FlextResult<Permit<'_>> {
-        self.inner.acquire().map(|(generation, trial)| Permit {
-            breaker: &self.inner,
-            generation,
-            trial,
-            started: self.inner.config.slow_call_duration.map(|_| Instant::now()),
-            done: false,
+        self.inner.acquire().map(|(generation, trial)| {
+            let started = self.inner.config.slow_call_duration.map(|_| Instant::now());
+            Permit::new(&self.inner, generation, trial, started)
         })
     }
 
@@ -492,91 +390,6 @@ impl Inner {
         .with_data(serde_json::json!({"breaker": self.name, "state": state}))
     }
 
-    /// `(generation, trial)` of a new permit.
-    fn acquire(&self) -> FlextResult<(u64, bool)> {
-        loop {
-            let generation = self.generation.load(SeqCst);
-            match self.state() {
-                BreakerState::Closed | BreakerState::MetricsOnly | BreakerState::Disabled => {
-                    return Ok((generation, false));
-                }
-                BreakerState::ForcedOpen => return Err(self.reject(BreakerState::ForcedOpen)),
-                BreakerState::Open => {
-                    if self.nanos_now() < self.open_until.load(SeqCst) {
-                        return Err(self.reject(BreakerState::Open));
-                    }
-                    self.transition(generation, BreakerState::Open, BreakerState::HalfOpen);
-                }
-                BreakerState::HalfOpen => {
-                    let deadline = self.half_open_until.load(SeqCst);
-                    if deadline != 0 && self.nanos_now() >= deadline {
-                        self.transition(generation, BreakerState::HalfOpen, BreakerState::Open);
-                        continue;
-                    }
-                    let taken = self
-                        .trial
-                        .permits
-                        .fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1));
-                    return match taken {
-                        Ok(_) => Ok((generation, true)),
-                        Err(_) => Err(self.reject(BreakerState::HalfOpen)),
-                    };
-                }
-            }
-        }
-    }
-
-    fn on_result(&self, generation: u64, trial: bool, failed: bool, slow: bool) {
-        let count = if failed {
-            &self.counts.failed
-        } else {
-            &self.counts.successful
-        };
-        count.fetch_add(1, SeqCst);
-        if slow {
-            self.counts.slow.fetch_add(1, SeqCst);
-        }
-        if generation != self.generation.load(SeqCst) {
-            return; // A result from before a state change does not count in the new state.
-        }
-        match self.state() {
-            BreakerState::Closed | BreakerState::MetricsOnly => {
-                // Only a time-based window reads the clock.
-                let (calls, failures, slows) =
-                    self.window.record(failed, slow, || self.seconds_now());
-                if self.state() == BreakerState::Closed && self.exceeded(calls, failures, slows) {
-                    self.transition(generation, BreakerState::Closed, BreakerState::Open);
-                }
-            }
-            BreakerState::HalfOpen if trial => {
-                if failed {
-                    self.trial.failures.fetch_add(1, SeqCst);
-                }
-                if slow {
-                    self.trial.slow.fetch_add(1, SeqCst);
-                }
-                let calls = self.trial.calls.fetch_add(1, SeqCst) + 1;
-                if calls >= self.config.permitted_calls_in_half_open {
-                    let failures = self.trial.failures.load(SeqCst);
-                    let slows = self.trial.slow.load(SeqCst);
-                    let to = if self.rates_exceeded(calls, failures, slows) {
-                        BreakerState::Open
-                    } else {
-                        BreakerState::Closed
-                    };
-                    self.transition(generation, BreakerState::HalfOpen, to);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn release(&self, generation: u64, trial: bool) {
-        if trial && generation == self.generation.load(SeqCst) {
-            self.trial.permits.fetch_add(1, SeqCst);
-        }
-    }
-
     fn exceeded(&self, calls: u32, failures: u32, slows: u32) -> bool {
         // A window of successes, the steady state, trips nothing: skip the arithmetic.
         (failures > 0 || slows > 0)
@@ -659,211 +472,6 @@ impl Inner {
                 to,
             });
         }
-    }
-}
-
-/// Leave to run one call, from [`CircuitBreaker::acquire`]. Record the call's result with
-/// [`Permit::record`]; a permit dropped without a result gives itself back.
-#[must_use = "a permit that is not recorded is released when dropped"]
-pub struct Permit<'a> {
-    breaker: &'a Inner,
-    generation: u64,
-    trial: bool,
-    started: Option<Instant>,
-    done: bool,
-}
-
-impl Permit<'_> {
-    /// Records the call's result: a failure, a success, or (for an ignored error) nothing.
-    pub fn record<T>(mut self, result: &FlextResult<T>) {
-        self.done = true;
-        let inner = self.breaker;
-        let failed = match result {
-            Ok(_) => false,
-            Err(error) if inner.ignore_if.as_ref().is_some_and(|ignore| ignore(error)) => {
-                inner.counts.ignored.fetch_add(1, SeqCst);
-                inner.release(self.generation, self.trial);
-                return;
-            }
-            Err(error) => (inner.record_if)(error),
-        };
-        let slow = match (self.started, inner.config.slow_call_duration) {
-            (Some(started), Some(threshold)) => started.elapsed() >= threshold,
-            _ => false,
-        };
-        inner.on_result(self.generation, self.trial, failed, slow);
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.breaker.release(self.generation, self.trial);
-        }
-    }
-}
-
-impl fmt::Debug for Permit<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit")
-            .field("breaker", &self.breaker.name)
-            .field("trial", &self.trial)
-            .finish()
-    }
-}
-
-/// The calls a breaker measures.
-enum Window {
-    Count(CountWindow),
-    Time(TimeWindow),
-}
-
-const RECORDED: u8 = 1;
-const FAILED: u8 = 2;
-const SLOW: u8 = 4;
-
-/// The last N outcomes in a ring of atomic slots, with running totals.
-struct CountWindow {
-    slots: Box<[AtomicU8]>,
-    next: AtomicU64,
-    failures: AtomicU32,
-    slow: AtomicU32,
-}
-
-/// Outcomes per second in a ring of atomic buckets.
-struct TimeWindow {
-    buckets: Box<[Bucket]>,
-}
-
-#[derive(Default)]
-struct Bucket {
-    /// The second this bucket counts, plus one (0: never used).
-    second: AtomicU64,
-    calls: AtomicU32,
-    failures: AtomicU32,
-    slow: AtomicU32,
-}
-
-impl Window {
-    fn new(kind: SlidingWindow) -> Self {
-        match kind {
-            SlidingWindow::CountBased(size) => Window::Count(CountWindow {
-                slots: (0..size.max(1)).map(|_| AtomicU8::new(0)).collect(),
-                next: AtomicU64::new(0),
-                failures: AtomicU32::new(0),
-                slow: AtomicU32::new(0),
-            }),
-            SlidingWindow::TimeBased(span) => Window::Time(TimeWindow {
-                buckets: (0..span.as_secs().max(1))
-                    .map(|_| Bucket::default())
-                    .collect(),
-            }),
-        }
-    }
-
-    /// Records one outcome and returns the window's `(calls, failures, slow)`; `now` gives
-    /// the current second, read only by a time-based window.
-    fn record(&self, failed: bool, slow: bool, now: impl FnOnce() -> u64) -> (u32, u32, u32) {
-        // A count-based window's totals do not depend on the second.
-        let second = match self {
-            Window::Count(window) => {
-                let index = window.next.fetch_add(1, SeqCst) % window.slots.len() as u64;
-                let outcome =
-                    RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-                let old = window.slots[index as usize].swap(outcome, SeqCst);
-                adjust(&window.failures, old & FAILED != 0, failed);
-                adjust(&window.slow, old & SLOW != 0, slow);
-                0
-            }
-            Window::Time(window) => {
-                let second = now();
-                let bucket = &window.buckets[(second % window.buckets.len() as u64) as usize];
-                let stamp = bucket.second.load(SeqCst);
-                if stamp != second + 1
-                    && bucket
-                        .second
-                        .compare_exchange(stamp, second + 1, SeqCst, SeqCst)
-                        .is_ok()
-                {
-                    bucket.calls.store(0, SeqCst);
-                    bucket.failures.store(0, SeqCst);
-                    bucket.slow.store(0, SeqCst);
-                }
-                bucket.calls.fetch_add(1, SeqCst);
-                if failed {
-                    bucket.failures.fetch_add(1, SeqCst);
-                }
-                if slow {
-                    bucket.slow.fetch_add(1, SeqCst);
-                }
-                second
-            }
-        };
-        self.totals(second)
-    }
-
-    fn totals(&self, second: u64) -> (u32, u32, u32) {
-        match self {
-            Window::Count(window) => {
-                let calls = window.next.load(SeqCst).min(window.slots.len() as u64) as u32;
-                (
-                    calls,
-                    window.failures.load(SeqCst),
-                    window.slow.load(SeqCst),
-                )
-            }
-            Window::Time(window) => {
-                let span = window.buckets.len() as u64;
-                window
-                    .buckets
-                    .iter()
-                    .filter(|b| {
-                        let stamp = b.second.load(SeqCst);
-                        stamp != 0 && stamp + span > second + 1
-                    })
-                    .fold((0, 0, 0), |(c, f, s), b| {
-                        (
-                            c + b.calls.load(SeqCst),
-                            f + b.failures.load(SeqCst),
-                            s + b.slow.load(SeqCst),
-                        )
-                    })
-            }
-        }
-    }
-
-    fn reset(&self) {
-        match self {
-            Window::Count(window) => {
-                window.next.store(0, SeqCst);
-                for slot in window.slots.iter() {
-                    slot.store(0, SeqCst);
-                }
-                window.failures.store(0, SeqCst);
-                window.slow.store(0, SeqCst);
-            }
-            Window::Time(window) => {
-                for bucket in window.buckets.iter() {
-                    bucket.second.store(0, SeqCst);
-                    bucket.calls.store(0, SeqCst);
-                    bucket.failures.store(0, SeqCst);
-                    bucket.slow.store(0, SeqCst);
-                }
-            }
-        }
-    }
-}
-
-/// Moves a running total by the difference between the outcome replaced and the new one.
-fn adjust(total: &AtomicU32, was: bool, is: bool) {
-    match (was, is) {
-        (false, true) => {
-            total.fetch_add(1, SeqCst);
-        }
-        (true, false) => {
-            total.fetch_sub(1, SeqCst);
-        }
-        _ => {}
     }
 }
 

@@ -1,0 +1,117 @@
+//! The settings of a [`CircuitBreaker`](super::CircuitBreaker) and their validation.
+
+use std::time::Duration;
+
+use flext_types::{FlextError, FlextResult};
+use serde::{Deserialize, Serialize};
+
+/// How a [`CircuitBreaker`](super::CircuitBreaker) measures its recent calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlidingWindow {
+    /// The last N calls.
+    CountBased(u32),
+    /// The calls of the last N whole seconds (at least 1).
+    TimeBased(Duration),
+}
+
+/// The settings of a [`CircuitBreaker`](super::CircuitBreaker), with resilience4j's defaults
+/// except where noted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitBreakerConfig {
+    /// Open when at least this percentage of measured calls failed (default 50).
+    pub failure_rate_threshold: f64,
+    /// Open when at least this percentage of measured calls were slow (default 100).
+    pub slow_call_rate_threshold: f64,
+    /// A call taking at least this long is slow. `None` (the default, unlike resilience4j's
+    /// 60 s) does not time calls at all, which keeps the closed path free of clock reads.
+    pub slow_call_duration: Option<Duration>,
+    /// Which calls the rates are computed over (default the last 100).
+    pub sliding_window: SlidingWindow,
+    /// No rate is computed before this many calls are in the window (default 100).
+    pub minimum_number_of_calls: u32,
+    /// How long the breaker stays open before trial calls (default 60 s).
+    pub wait_duration_in_open: Duration,
+    /// Each time trial calls fail, the next wait is this many times longer (default 1).
+    pub wait_duration_multiplier: f64,
+    /// The longest a growing wait gets (default 60 s).
+    pub max_wait_duration_in_open: Duration,
+    /// How many trial calls run in half-open state (default 10).
+    pub permitted_calls_in_half_open: u32,
+    /// Back to open if the trial calls have not all finished within this long (default
+    /// none: wait for them).
+    pub max_wait_in_half_open: Option<Duration>,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_rate_threshold: 50.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_duration: None,
+            sliding_window: SlidingWindow::CountBased(100),
+            minimum_number_of_calls: 100,
+            wait_duration_in_open: Duration::from_secs(60),
+            wait_duration_multiplier: 1.0,
+            max_wait_duration_in_open: Duration::from_secs(60),
+            permitted_calls_in_half_open: 10,
+            max_wait_in_half_open: None,
+        }
+    }
+}
+
+impl CircuitBreakerConfig {
+    /// Checks every value; the first bad one is an `INVALID_ARGUMENT` error naming it.
+    pub fn validate(&self) -> FlextResult<()> {
+        let percent = |name: &str, value: f64| {
+            if value > 0.0 && value <= 100.0 {
+                Ok(())
+            } else {
+                Err(FlextError::invalid_argument(format!(
+                    "Invalid {name}: {value}. Expected a percentage above 0 and at most 100"
+                )))
+            }
+        };
+        percent("failure_rate_threshold", self.failure_rate_threshold)?;
+        percent("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
+        match self.sliding_window {
+            SlidingWindow::CountBased(0) => {
+                return Err(FlextError::invalid_argument(
+                    "Invalid sliding_window: a count-based window needs at least 1 call",
+                ));
+            }
+            SlidingWindow::TimeBased(span) if span < Duration::from_secs(1) => {
+                return Err(FlextError::invalid_argument(
+                    "Invalid sliding_window: a time-based window spans at least 1 second",
+                ));
+            }
+            _ => {}
+        }
+        let positive = |name: &str, value: u32| {
+            if value > 0 {
+                Ok(())
+            } else {
+                Err(FlextError::invalid_argument(format!(
+                    "Invalid {name}: 0. Expected at least 1"
+                )))
+            }
+        };
+        positive("minimum_number_of_calls", self.minimum_number_of_calls)?;
+        positive(
+            "permitted_calls_in_half_open",
+            self.permitted_calls_in_half_open,
+        )?;
+        if !(self.wait_duration_multiplier >= 1.0 && self.wait_duration_multiplier.is_finite()) {
+            return Err(FlextError::invalid_argument(format!(
+                "Invalid wait_duration_multiplier: {}. Expected a finite number of at least 1",
+                self.wait_duration_multiplier
+            )));
+        }
+        if self.max_wait_duration_in_open < self.wait_duration_in_open {
+            return Err(FlextError::invalid_argument(
+                "Invalid max_wait_duration_in_open: shorter than wait_duration_in_open",
+            ));
+        }
+        Ok(())
+    }
+}
