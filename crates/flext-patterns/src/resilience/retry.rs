@@ -12,7 +12,24 @@ use flext_types::{FlextError, FlextResult};
 use serde::{Deserialize, Serialize};
 
 /// The settings of a [`Retry`].
+///
+/// Start from [`Default`] and change what you need with the `with_*` setters; the fields are
+/// public to read, and the struct is `#[non_exhaustive]` so a later setting is not a breaking
+/// change.
+///
+/// ```
+/// use std::time::Duration;
+/// use flext_patterns::RetryConfig;
+///
+/// let config = RetryConfig::default()
+///     .with_max_attempts(5)
+///     .with_initial_backoff(Duration::from_millis(20))
+///     .with_jitter(0.0);
+/// assert_eq!((config.max_attempts, config.multiplier), (5, 2.0));
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts in all, the first included (default [`handler::MAX_RETRIES`]).
     pub max_attempts: u32,
@@ -39,6 +56,41 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// Attempts in all, the first included.
+    #[must_use]
+    pub const fn with_max_attempts(mut self, value: u32) -> Self {
+        self.max_attempts = value;
+        self
+    }
+
+    /// The wait before the second attempt.
+    #[must_use]
+    pub const fn with_initial_backoff(mut self, value: Duration) -> Self {
+        self.initial_backoff = value;
+        self
+    }
+
+    /// Each later wait is this many times the one before.
+    #[must_use]
+    pub const fn with_multiplier(mut self, value: f64) -> Self {
+        self.multiplier = value;
+        self
+    }
+
+    /// The longest wait.
+    #[must_use]
+    pub const fn with_max_backoff(mut self, value: Duration) -> Self {
+        self.max_backoff = value;
+        self
+    }
+
+    /// Each wait varies at random by up to this fraction either way.
+    #[must_use]
+    pub const fn with_jitter(mut self, value: f64) -> Self {
+        self.jitter = value;
+        self
+    }
+
     /// Checks every value; the first bad one is an `INVALID_ARGUMENT` error naming it.
     pub fn validate(&self) -> FlextResult<()> {
         if self.max_attempts == 0 {
@@ -95,7 +147,7 @@ pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> flext_types::FlextResult<()> {
-/// let retry = Retry::new(RetryConfig { max_attempts: 3, jitter: 0.0, ..RetryConfig::default() })?;
+/// let retry = Retry::new(RetryConfig::default().with_max_attempts(3).with_jitter(0.0))?;
 /// let tries = AtomicU32::new(0);
 /// let value = retry
 ///     .run(|_attempt| async {

@@ -8,14 +8,12 @@ use flext_patterns::{BreakerState, CircuitBreaker, CircuitBreakerConfig, Sliding
 use flext_types::{FlextError, FlextResult};
 
 fn config(window: u32, minimum: u32) -> CircuitBreakerConfig {
-    CircuitBreakerConfig {
-        sliding_window: SlidingWindow::CountBased(window),
-        minimum_number_of_calls: minimum,
-        wait_duration_in_open: Duration::from_secs(10),
-        max_wait_duration_in_open: Duration::from_secs(60),
-        permitted_calls_in_half_open: 2,
-        ..CircuitBreakerConfig::default()
-    }
+    CircuitBreakerConfig::default()
+        .with_sliding_window(SlidingWindow::CountBased(window))
+        .with_minimum_number_of_calls(minimum)
+        .with_wait_duration_in_open(Duration::from_secs(10))
+        .with_max_wait_duration_in_open(Duration::from_secs(60))
+        .with_permitted_calls_in_half_open(2)
 }
 
 async fn succeed(breaker: &CircuitBreaker) -> FlextResult<()> {
@@ -87,11 +85,9 @@ async fn exactly_at_the_threshold_trips_and_below_does_not() {
 async fn slow_calls_trip_the_breaker() {
     let breaker = CircuitBreaker::new(
         "slow",
-        CircuitBreakerConfig {
-            slow_call_duration: Some(Duration::from_secs(1)),
-            slow_call_rate_threshold: 50.0,
-            ..config(4, 4)
-        },
+        config(4, 4)
+            .with_slow_call_duration(Duration::from_secs(1))
+            .with_slow_call_rate_threshold(50.0),
     )
     .unwrap();
     let slow = || {
@@ -110,14 +106,8 @@ async fn slow_calls_trip_the_breaker() {
 }
 
 async fn opened(name: &str, multiplier: f64) -> CircuitBreaker {
-    let breaker = CircuitBreaker::new(
-        name,
-        CircuitBreakerConfig {
-            wait_duration_multiplier: multiplier,
-            ..config(2, 2)
-        },
-    )
-    .unwrap();
+    let breaker =
+        CircuitBreaker::new(name, config(2, 2).with_wait_duration_multiplier(multiplier)).unwrap();
     fail(&breaker).await.unwrap_err();
     fail(&breaker).await.unwrap_err();
     assert_eq!(breaker.state(), BreakerState::Open);
@@ -185,14 +175,8 @@ async fn a_failed_trial_reopens_with_a_longer_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_callers_in_half_open_get_exactly_the_permitted_trials() {
-    let breaker = CircuitBreaker::new(
-        "crowd",
-        CircuitBreakerConfig {
-            permitted_calls_in_half_open: 3,
-            ..config(2, 2)
-        },
-    )
-    .unwrap();
+    let breaker =
+        CircuitBreaker::new("crowd", config(2, 2).with_permitted_calls_in_half_open(3)).unwrap();
     fail(&breaker).await.unwrap_err();
     fail(&breaker).await.unwrap_err();
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -237,14 +221,8 @@ async fn concurrent_callers_in_half_open_get_exactly_the_permitted_trials() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_call_gives_its_permit_back() {
-    let breaker = CircuitBreaker::new(
-        "cancel",
-        CircuitBreakerConfig {
-            permitted_calls_in_half_open: 1,
-            ..config(2, 2)
-        },
-    )
-    .unwrap();
+    let breaker =
+        CircuitBreaker::new("cancel", config(2, 2).with_permitted_calls_in_half_open(1)).unwrap();
     fail(&breaker).await.unwrap_err();
     fail(&breaker).await.unwrap_err();
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -301,11 +279,9 @@ async fn ignored_errors_count_as_nothing_and_unrecorded_errors_as_successes() {
 async fn a_time_based_window_forgets_old_calls() {
     let breaker = CircuitBreaker::new(
         "timed",
-        CircuitBreakerConfig {
-            sliding_window: SlidingWindow::TimeBased(Duration::from_secs(10)),
-            minimum_number_of_calls: 4,
-            ..config(1, 1)
-        },
+        config(1, 1)
+            .with_sliding_window(SlidingWindow::TimeBased(Duration::from_secs(10)))
+            .with_minimum_number_of_calls(4),
     )
     .unwrap();
     fail(&breaker).await.unwrap_err();
@@ -332,11 +308,9 @@ async fn a_time_based_window_forgets_old_calls() {
 async fn half_open_gives_up_after_its_max_wait() {
     let breaker = CircuitBreaker::new(
         "stuck",
-        CircuitBreakerConfig {
-            max_wait_in_half_open: Some(Duration::from_secs(5)),
-            permitted_calls_in_half_open: 1,
-            ..config(2, 2)
-        },
+        config(2, 2)
+            .with_max_wait_in_half_open(Duration::from_secs(5))
+            .with_permitted_calls_in_half_open(1),
     )
     .unwrap();
     fail(&breaker).await.unwrap_err();
@@ -412,38 +386,23 @@ async fn manual_states_and_illegal_transitions() {
 fn bad_settings_are_named() {
     let cases = [
         (
-            CircuitBreakerConfig {
-                failure_rate_threshold: 0.0,
-                ..CircuitBreakerConfig::default()
-            },
+            CircuitBreakerConfig::default().with_failure_rate_threshold(0.0),
             "Invalid failure_rate_threshold: 0",
         ),
         (
-            CircuitBreakerConfig {
-                slow_call_rate_threshold: 101.0,
-                ..CircuitBreakerConfig::default()
-            },
+            CircuitBreakerConfig::default().with_slow_call_rate_threshold(101.0),
             "Invalid slow_call_rate_threshold: 101",
         ),
         (
-            CircuitBreakerConfig {
-                sliding_window: SlidingWindow::CountBased(0),
-                ..CircuitBreakerConfig::default()
-            },
+            CircuitBreakerConfig::default().with_sliding_window(SlidingWindow::CountBased(0)),
             "Invalid sliding_window",
         ),
         (
-            CircuitBreakerConfig {
-                minimum_number_of_calls: 0,
-                ..CircuitBreakerConfig::default()
-            },
+            CircuitBreakerConfig::default().with_minimum_number_of_calls(0),
             "Invalid minimum_number_of_calls: 0",
         ),
         (
-            CircuitBreakerConfig {
-                wait_duration_multiplier: 0.5,
-                ..CircuitBreakerConfig::default()
-            },
+            CircuitBreakerConfig::default().with_wait_duration_multiplier(0.5),
             "Invalid wait_duration_multiplier: 0.5",
         ),
     ];

@@ -15,11 +15,11 @@ use flext_types::{FlextError, FlextResult};
 use tokio::time::Instant;
 
 fn no_jitter(max_attempts: u32) -> Retry {
-    Retry::new(RetryConfig {
-        max_attempts,
-        jitter: 0.0,
-        ..RetryConfig::default()
-    })
+    Retry::new(
+        RetryConfig::default()
+            .with_max_attempts(max_attempts)
+            .with_jitter(0.0),
+    )
     .unwrap()
 }
 
@@ -86,13 +86,14 @@ async fn retry_never_retries_a_rejection_and_gives_up_naming_the_attempts() {
 
 #[test]
 fn backoff_is_capped_and_jitter_stays_in_bounds() {
-    let retry = Retry::new(RetryConfig {
-        max_attempts: 10,
-        initial_backoff: Duration::from_millis(100),
-        multiplier: 3.0,
-        max_backoff: Duration::from_secs(1),
-        jitter: 0.25,
-    })
+    let retry = Retry::new(
+        RetryConfig::default()
+            .with_max_attempts(10)
+            .with_initial_backoff(Duration::from_millis(100))
+            .with_multiplier(3.0)
+            .with_max_backoff(Duration::from_secs(1))
+            .with_jitter(0.25),
+    )
     .unwrap();
     for attempt in 1..10 {
         for _ in 0..50 {
@@ -104,22 +105,15 @@ fn backoff_is_capped_and_jitter_stays_in_bounds() {
             );
         }
     }
-    let err = Retry::new(RetryConfig {
-        jitter: 1.5,
-        ..RetryConfig::default()
-    })
-    .unwrap_err();
+    let err = Retry::new(RetryConfig::default().with_jitter(1.5)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "Invalid jitter: 1.5. Expected a fraction from 0 to 1"
     );
     assert_eq!(
-        Retry::new(RetryConfig {
-            max_attempts: 0,
-            ..RetryConfig::default()
-        })
-        .unwrap_err()
-        .code(),
+        Retry::new(RetryConfig::default().with_max_attempts(0))
+            .unwrap_err()
+            .code(),
         ErrorCode::InvalidArgument
     );
 }
@@ -140,10 +134,7 @@ async fn resilience_stacks_around_a_handler_retry_outside_the_breaker() {
     });
     let breaker = CircuitBreaker::new(
         "flaky",
-        CircuitBreakerConfig {
-            minimum_number_of_calls: 10,
-            ..CircuitBreakerConfig::default()
-        },
+        CircuitBreakerConfig::default().with_minimum_number_of_calls(10),
     )
     .unwrap();
     let guarded = Layered::new(flaky)
@@ -334,11 +325,9 @@ async fn a_breaker_and_a_bulkhead_sit_on_a_command_bus() {
     }
     let breaker = CircuitBreaker::new(
         "payments",
-        CircuitBreakerConfig {
-            sliding_window: flext_patterns::SlidingWindow::CountBased(2),
-            minimum_number_of_calls: 2,
-            ..CircuitBreakerConfig::default()
-        },
+        CircuitBreakerConfig::default()
+            .with_sliding_window(flext_patterns::SlidingWindow::CountBased(2))
+            .with_minimum_number_of_calls(2),
     )
     .unwrap();
     let mut bus = flext_cqrs::CommandBus::new();

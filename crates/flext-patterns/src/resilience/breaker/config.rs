@@ -17,7 +17,24 @@ pub enum SlidingWindow {
 
 /// The settings of a [`CircuitBreaker`](super::CircuitBreaker), with resilience4j's defaults
 /// except where noted.
+///
+/// Start from [`Default`] and change what you need with the `with_*` setters; the fields are
+/// public to read, and the struct is `#[non_exhaustive]` so a later setting is not a breaking
+/// change.
+///
+/// ```
+/// use std::time::Duration;
+/// use flext_patterns::{CircuitBreakerConfig, SlidingWindow};
+///
+/// let config = CircuitBreakerConfig::default()
+///     .with_sliding_window(SlidingWindow::CountBased(20))
+///     .with_minimum_number_of_calls(10)
+///     .with_wait_duration_in_open(Duration::from_secs(5));
+/// assert_eq!(config.minimum_number_of_calls, 10);
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CircuitBreakerConfig {
     /// Open when at least this percentage of measured calls failed (default 50).
     pub failure_rate_threshold: f64,
@@ -61,6 +78,76 @@ impl Default for CircuitBreakerConfig {
 }
 
 impl CircuitBreakerConfig {
+    /// The failure rate, in percent, at or above which the breaker opens.
+    #[must_use]
+    pub const fn with_failure_rate_threshold(mut self, value: f64) -> Self {
+        self.failure_rate_threshold = value;
+        self
+    }
+
+    /// The slow-call rate, in percent, at or above which the breaker opens.
+    #[must_use]
+    pub const fn with_slow_call_rate_threshold(mut self, value: f64) -> Self {
+        self.slow_call_rate_threshold = value;
+        self
+    }
+
+    /// Calls taking at least `duration` are slow (turns slow-call tracking on).
+    #[must_use]
+    pub const fn with_slow_call_duration(mut self, duration: Duration) -> Self {
+        self.slow_call_duration = Some(duration);
+        self
+    }
+
+    /// Which calls the rates are computed over.
+    #[must_use]
+    pub const fn with_sliding_window(mut self, value: SlidingWindow) -> Self {
+        self.sliding_window = value;
+        self
+    }
+
+    /// The number of calls in the window before any rate is computed.
+    #[must_use]
+    pub const fn with_minimum_number_of_calls(mut self, value: u32) -> Self {
+        self.minimum_number_of_calls = value;
+        self
+    }
+
+    /// How long the breaker stays open before trial calls.
+    #[must_use]
+    pub const fn with_wait_duration_in_open(mut self, value: Duration) -> Self {
+        self.wait_duration_in_open = value;
+        self
+    }
+
+    /// How much longer each wait after failed trial calls gets.
+    #[must_use]
+    pub const fn with_wait_duration_multiplier(mut self, value: f64) -> Self {
+        self.wait_duration_multiplier = value;
+        self
+    }
+
+    /// The longest a growing wait gets.
+    #[must_use]
+    pub const fn with_max_wait_duration_in_open(mut self, value: Duration) -> Self {
+        self.max_wait_duration_in_open = value;
+        self
+    }
+
+    /// How many trial calls run in half-open state.
+    #[must_use]
+    pub const fn with_permitted_calls_in_half_open(mut self, value: u32) -> Self {
+        self.permitted_calls_in_half_open = value;
+        self
+    }
+
+    /// Back to open if the trial calls have not all finished within `duration`.
+    #[must_use]
+    pub const fn with_max_wait_in_half_open(mut self, duration: Duration) -> Self {
+        self.max_wait_in_half_open = Some(duration);
+        self
+    }
+
     /// Checks every value; the first bad one is an `INVALID_ARGUMENT` error naming it.
     pub fn validate(&self) -> FlextResult<()> {
         let percent = |name: &str, value: f64| {

@@ -142,11 +142,10 @@ type ErrorFilter = Arc<dyn Fn(&FlextError) -> bool + Send + Sync>;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> flext_types::FlextResult<()> {
-/// let breaker = CircuitBreaker::new("inventory", CircuitBreakerConfig {
-///     sliding_window: SlidingWindow::CountBased(4),
-///     minimum_number_of_calls: 4,
-///     ..CircuitBreakerConfig::default()
-/// })?;
+/// let config = CircuitBreakerConfig::default()
+///     .with_sliding_window(SlidingWindow::CountBased(4))
+///     .with_minimum_number_of_calls(4);
+/// let breaker = CircuitBreaker::new("inventory", config)?;
 /// for _ in 0..4 {
 ///     let _ = breaker.call(async { Err::<(), _>(FlextError::timeout("no answer")) }).await;
 /// }
