@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use flext_types::{FlextError, FlextResult};
+use futures_util::future::{self, Either, FutureExt};
 use serde_json::json;
 
 use crate::guard::panic_error;
@@ -86,34 +87,72 @@ impl Deadline {
 
     /// Runs `call`; past the limit, drops it and fails with the `TIMEOUT` error naming
     /// `subject`. A call's own error (also its own `TIMEOUT`) passes through unchanged.
-    pub async fn run<T, F>(&self, subject: DeadlineSubject<'_>, call: F) -> FlextResult<T>
+    ///
+    /// The limit counts from the first poll of the returned future.
+    pub fn run<'a, T, F>(
+        &self,
+        subject: DeadlineSubject<'a>,
+        call: F,
+    ) -> impl Future<Output = FlextResult<T>> + use<'a, T, F>
     where
         F: Future<Output = FlextResult<T>>,
     {
-        self.race(subject, call).await.and_then(|result| result)
+        self.race(subject, call)
+            .map(|raced| raced.and_then(|result| result))
     }
 
     /// Runs `call` and returns its output as it is, or an error when the deadline ended it:
     /// the `TIMEOUT` naming `subject` (or the `OPERATION_ERROR` of a runtime without
     /// timers). Unlike [`Deadline::run`] the caller can tell the deadline's error from the
     /// call's, for example to record the timeout on a handler.
-    pub async fn race<O, F>(&self, subject: DeadlineSubject<'_>, call: F) -> FlextResult<O>
+    ///
+    /// The limit counts from the first poll of the returned future.
+    pub fn race<'a, O, F>(
+        &self,
+        subject: DeadlineSubject<'a>,
+        call: F,
+    ) -> impl Future<Output = FlextResult<O>> + use<'a, O, F>
+    where
+        F: Future<Output = O>,
+    {
+        // Combinators, not an `async fn`: no state machine of its own around the call's.
+        // `HandlerCore::run`'s future is 296 bytes this way, against 248 when it wrote its
+        // own timer (the 48 are the subject) and 440 with this as an `async fn`. `lazy`
+        // looks for the runtime and starts the timer at the first poll, as an `async fn`
+        // would.
+        let deadline = *self;
+        future::lazy(move |_| deadline.start(subject, call)).flatten()
+    }
+
+    /// Starts the timer now and races `call` against it; see [`Deadline::race`].
+    fn start<'a, O, F>(
+        self,
+        subject: DeadlineSubject<'a>,
+        call: F,
+    ) -> impl Future<Output = FlextResult<O>> + use<'a, O, F>
     where
         F: Future<Output = O>,
     {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Ok(call.await);
+            return Either::Left(call.map(Ok));
         }
         // Tokio panics while creating the timer when the runtime has none; the call has not
         // started then, so it is dropped unpolled and the panic becomes an error.
-        let timed =
-            std::panic::catch_unwind(AssertUnwindSafe(|| tokio::time::timeout(self.limit, call)))
-                .map_err(|panic| panic_error(panic.as_ref()))?;
-        timed.await.map_err(|_elapsed| self.elapsed(subject))
+        match std::panic::catch_unwind(AssertUnwindSafe(|| tokio::time::timeout(self.limit, call)))
+        {
+            Ok(timed) => {
+                Either::Right(Either::Left(timed.map(move |outcome| {
+                    outcome.map_err(|_elapsed| self.timed_out(subject))
+                })))
+            }
+            Err(panic) => Either::Right(Either::Right(future::ready(Err(panic_error(
+                panic.as_ref(),
+            ))))),
+        }
     }
 
     /// The `TIMEOUT` error of this deadline passing on `subject`.
-    pub fn elapsed(&self, subject: DeadlineSubject<'_>) -> FlextError {
+    pub fn timed_out(&self, subject: DeadlineSubject<'_>) -> FlextError {
         let limit_ms = u64::try_from(self.limit.as_millis()).unwrap_or(u64::MAX);
         let mut data = json!({"timed_out": subject.what(), "limit_ms": limit_ms});
         let message = match subject {
@@ -264,7 +303,7 @@ mod tests {
     async fn a_limit_too_large_for_the_clock_never_fires() {
         let deadline = Deadline::new(Duration::MAX);
         assert_eq!(deadline.run(DeadlineSubject::Call, sleeper(5)).await, Ok(5));
-        let err = deadline.elapsed(DeadlineSubject::Call);
+        let err = deadline.timed_out(DeadlineSubject::Call);
         assert_eq!(err.data().unwrap()["limit_ms"], u64::MAX);
     }
 
