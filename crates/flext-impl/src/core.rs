@@ -135,8 +135,9 @@ impl HandlerCore {
     ///
     /// - it counts as in flight (state `Processing`) until it ends or its future is dropped;
     /// - it runs inside a `flext.handle` tracing span naming the handler;
-    /// - past the configured deadline (a [`Deadline`]) it ends with a `TIMEOUT` error; a call that ends with
-    ///   any `TIMEOUT` error (also one from a service it called) leaves state `Timeout`;
+    /// - past the configured deadline (a [`Deadline`]) it ends with a `TIMEOUT` error; a call
+    ///   that ends with any `TIMEOUT` error (also one from a service it called) leaves state
+    ///   `Timeout`;
     /// - a panic ends it with an `OPERATION_ERROR` "Handler execution failed: …" (see
     ///   [`catch_panic`]) and state `Failed`; the process and the handler live on;
     /// - its outcome and duration are recorded (durations only while

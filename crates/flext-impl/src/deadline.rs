@@ -15,9 +15,10 @@ use crate::guard::panic_error;
 /// A limit on how long a call may run. Past it, the call's future is dropped and the call
 /// ends with a `TIMEOUT` error that names what timed out ([`DeadlineSubject`]) and the limit.
 ///
-/// Every deadline of the workspace goes through this type — [`HandlerCore::run`](crate::HandlerCore::run),
-/// `flext_patterns::Timeout` and its `TimeoutHandler`, and `flext_cqrs::TimeoutMiddleware` —
-/// so its semantics live in one place.
+/// Every deadline of the workspace goes through this type —
+/// [`HandlerCore::run`](crate::HandlerCore::run), `flext_patterns::Timeout` and its
+/// `TimeoutHandler`, and `flext_cqrs::TimeoutMiddleware` — so its semantics live in one
+/// place.
 ///
 /// The error reads "{subject} timed out after {limit} ms" (a message dispatch adds
 /// "(handler '…')"), and its data is `{"timed_out": …, "limit_ms": …}` plus `handler` and

@@ -9,9 +9,9 @@ use flext_impl::{Deadline, DeadlineSubject, ManagedHandler};
 use flext_protocols::{Handler, Middleware, Next};
 use flext_types::{FlextResult, HandlerConfig};
 
-/// Ends a call that runs past its deadline with a `TIMEOUT` error, through the workspace's one
-/// [`Deadline`]: outside a tokio runtime a call runs without one, and in a runtime without
-/// timers it fails with an `OPERATION_ERROR` before it starts.
+/// Ends a call that runs past its deadline with a `TIMEOUT` error, through the workspace's
+/// one [`Deadline`]: outside a tokio runtime a call runs without one, and in a runtime
+/// without timers it fails with an `OPERATION_ERROR` before it starts.
 ///
 /// [`Timeout::from_config`] takes the deadline of a handler configuration (milliseconds);
 /// [`Timeout::wrap`] puts a deadline on a managed handler and, when it passes, records the
