@@ -15,7 +15,7 @@
 //! | 5 | only adapters depend on `sqlx` or `async-nats` | [`check_banned_dependencies`] |
 //! | 6 | every manifest has `[lints] workspace = true` | [`check_lints_table`], [`check_manifests`] |
 //! | 7 | every `.rs` file under `crates/` opens with a `//!` line | [`check_doc_header`], [`check_doc_headers`] |
-//! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests | [`check_architecture_table`], [`check_architecture_doc`] |
+//! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests: layers and roles | [`check_architecture_table`], [`check_architecture_doc`] |
 //!
 //! [`perf`] is the other tool here: `cargo run -p xtask -- bench-report` checks every
 //! performance target against criterion's results and writes `docs/PERFORMANCE.md`.
