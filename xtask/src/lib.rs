@@ -16,6 +16,7 @@
 //! | 6 | every manifest has `[lints] workspace = true` | [`check_lints_table`], [`check_manifests`] |
 //! | 7 | every `.rs` file under `crates/` opens with a `//!` line | [`check_doc_header`], [`check_doc_headers`] |
 //! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests: layers and roles | [`check_architecture_table`], [`check_architecture_doc`] |
+//! | 12 | every package of the resolved graph has a license and a source that `deny.toml` allows | [`check_licenses_and_sources`], [`check_dependency_policy`] |
 //!
 //! [`perf`] is the other tool here: `cargo run -p xtask -- bench-report` checks every
 //! performance target against criterion's results and writes `docs/PERFORMANCE.md`.
@@ -27,6 +28,7 @@
 mod architecture;
 mod error;
 mod headers;
+mod licenses;
 mod manifest;
 mod metadata;
 pub mod perf;
@@ -37,10 +39,14 @@ pub use crate::architecture::{
 };
 pub use crate::error::{Error, ErrorKind};
 pub use crate::headers::{check_doc_header, check_doc_headers, rust_files};
+pub use crate::licenses::{
+    DENY_TOML, DenyPolicy, check_dependency_policy, check_licenses_and_sources, license_allowed,
+    parse_deny_policy,
+};
 pub use crate::manifest::{check_lints_table, check_manifests};
 pub use crate::metadata::{
-    Dependency, DependencyKind, Metadata, Package, Role, cargo_metadata, parse_metadata,
-    workspace_root,
+    Dependency, DependencyKind, Metadata, Package, Role, cargo_metadata, cargo_metadata_graph,
+    parse_metadata, workspace_root,
 };
 pub use crate::rules::{
     BANNED_OUTSIDE_ADAPTERS, check_adapter_dependents, check_banned_dependencies,

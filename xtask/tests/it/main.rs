@@ -4,6 +4,7 @@
 mod architecture;
 mod files;
 mod layering;
+mod licenses;
 mod perf;
 mod workspace;
 
