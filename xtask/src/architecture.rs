@@ -33,34 +33,15 @@ pub struct LayerRow {
 /// Fails with a message when no table has both columns, or when a row's layer is not an
 /// integer.
 pub fn parse_layer_table(markdown: &str) -> Result<Vec<LayerRow>, String> {
-    let lines: Vec<&str> = markdown.lines().map(str::trim).collect();
-    let mut index = 0;
-    while index + 1 < lines.len() {
-        let header = lines[index];
-        if is_table_line(header) && is_separator(lines[index + 1]) {
-            let names: Vec<String> = split_row(header)
-                .iter()
-                .map(|cell| plain_text(cell).to_lowercase())
-                .collect();
-            let crate_column = names.iter().position(|name| name == "crate");
-            let layer_column = names.iter().position(|name| name == "layer");
-            let role_column = names.iter().position(|name| name == "role");
-            let body = lines[index + 2..]
-                .iter()
-                .take_while(|line| is_table_line(line));
-            if let (Some(crate_column), Some(layer_column)) = (crate_column, layer_column) {
-                return body
-                    .map(|line| parse_row(line, crate_column, layer_column, role_column))
-                    .collect();
-            }
-            index += 2 + body.count();
-        } else {
-            index += 1;
-        }
-    }
-    Err(format!(
-        "{ARCHITECTURE_DOC} has no markdown table with a `crate` and a `layer` column"
-    ))
+    let missing =
+        || format!("{ARCHITECTURE_DOC} has no markdown table with a `crate` and a `layer` column");
+    let (names, body) = find_table(markdown, &["crate", "layer"]).ok_or_else(missing)?;
+    let column = |wanted: &str| names.iter().position(|name| name == wanted);
+    let crate_column = column("crate").ok_or_else(missing)?;
+    let layer_column = column("layer").ok_or_else(missing)?;
+    body.iter()
+        .map(|line| parse_row(line, crate_column, layer_column, column("role")))
+        .collect()
 }
 
 /// Compares the layer table of `markdown` with the members of `metadata`.
@@ -176,6 +157,40 @@ fn role_text(role: Option<&str>) -> String {
     role.map_or_else(|| "none".to_owned(), |role| format!("\"{role}\""))
 }
 
+/// Returns the first markdown table of `markdown` whose header has every column of
+/// `columns` (lowercase), as its header names (plain text, lowercase) and its body lines.
+pub(crate) fn find_table<'a>(
+    markdown: &'a str,
+    columns: &[&str],
+) -> Option<(Vec<String>, Vec<&'a str>)> {
+    let lines: Vec<&str> = markdown.lines().map(str::trim).collect();
+    let mut index = 0;
+    while index + 1 < lines.len() {
+        let header = lines[index];
+        if is_table_line(header) && is_separator(lines[index + 1]) {
+            let names: Vec<String> = split_row(header)
+                .iter()
+                .map(|cell| plain_text(cell).to_lowercase())
+                .collect();
+            let body: Vec<&str> = lines[index + 2..]
+                .iter()
+                .copied()
+                .take_while(|line| is_table_line(line))
+                .collect();
+            if columns
+                .iter()
+                .all(|column| names.iter().any(|name| name == column))
+            {
+                return Some((names, body));
+            }
+            index += 2 + body.len();
+        } else {
+            index += 1;
+        }
+    }
+    None
+}
+
 fn is_table_line(line: &str) -> bool {
     line.starts_with('|')
 }
@@ -192,14 +207,14 @@ fn is_separator(line: &str) -> bool {
 }
 
 /// Splits a table line into its trimmed cells, without the outer pipes.
-fn split_row(line: &str) -> Vec<&str> {
+pub(crate) fn split_row(line: &str) -> Vec<&str> {
     let inner = line.strip_prefix('|').unwrap_or(line);
     let inner = inner.strip_suffix('|').unwrap_or(inner);
     inner.split('|').map(str::trim).collect()
 }
 
 /// Returns the text of a cell without a link, emphasis or backticks around it.
-fn plain_text(cell: &str) -> &str {
+pub(crate) fn plain_text(cell: &str) -> &str {
     let mut text = cell.trim();
     if let Some(rest) = text.strip_prefix('[')
         && let Some(end) = rest.find("](")

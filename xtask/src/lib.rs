@@ -16,6 +16,7 @@
 //! | 6 | every manifest has `[lints] workspace = true` | [`check_lints_table`], [`check_manifests`] |
 //! | 7 | every `.rs` file under `crates/` opens with a `//!` line | [`check_doc_header`], [`check_doc_headers`] |
 //! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests: layers and roles | [`check_architecture_table`], [`check_architecture_doc`] |
+//! | 9 | every external crate a member uses (normal, build) is allowed at its layer by the external-crates table of `docs/ARCHITECTURE.md` | [`check_external_crates`], [`check_external_doc`] |
 //! | 12 | every package of the resolved graph has a license and a source that `deny.toml` allows | [`check_licenses_and_sources`], [`check_dependency_policy`] |
 //!
 //! [`perf`] is the other tool here: `cargo run -p xtask -- bench-report` checks every
@@ -27,6 +28,7 @@
 
 mod architecture;
 mod error;
+mod external;
 mod headers;
 mod licenses;
 mod manifest;
@@ -38,6 +40,9 @@ pub use crate::architecture::{
     ARCHITECTURE_DOC, LayerRow, check_architecture_doc, check_architecture_table, parse_layer_table,
 };
 pub use crate::error::{Error, ErrorKind};
+pub use crate::external::{
+    ExternalCrate, ExternalRow, check_external_crates, check_external_doc, parse_external_table,
+};
 pub use crate::headers::{check_doc_header, check_doc_headers, rust_files};
 pub use crate::licenses::{
     DENY_TOML, DenyPolicy, check_dependency_policy, check_licenses_and_sources, license_allowed,

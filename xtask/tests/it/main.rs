@@ -2,6 +2,7 @@
 //! violations that prove each rule catches what it should.
 
 mod architecture;
+mod external;
 mod files;
 mod layering;
 mod licenses;

@@ -4,7 +4,8 @@ use std::sync::OnceLock;
 
 use xtask::{
     Metadata, Role, cargo_metadata, cargo_metadata_graph, check_architecture_doc,
-    check_dependency_policy, check_doc_headers, check_manifests, check_metadata, workspace_root,
+    check_dependency_policy, check_doc_headers, check_external_doc, check_manifests,
+    check_metadata, workspace_root,
 };
 
 use crate::assert_clean;
@@ -64,4 +65,9 @@ fn every_package_of_the_graph_has_an_allowed_license_and_source() {
         "the graph holds the dependencies, not only the members"
     );
     assert_clean(&check_dependency_policy(&root, &graph));
+}
+
+#[test]
+fn external_crates_are_allowed_at_their_layers() {
+    assert_clean(&check_external_doc(&workspace_root(), metadata()));
 }
