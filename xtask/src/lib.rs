@@ -17,6 +17,8 @@
 //! | 7 | every `.rs` file under `crates/` opens with a `//!` line | [`check_doc_header`], [`check_doc_headers`] |
 //! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests: layers and roles | [`check_architecture_table`], [`check_architecture_doc`] |
 //! | 9 | every external crate a member uses (normal, build) is allowed at its layer by the external-crates table of `docs/ARCHITECTURE.md` | [`check_external_crates`], [`check_external_doc`] |
+//! | 10 | the facade's `lib.rs` holds re-exports by name only (a `#[cfg(doctest)]` item excepted) | [`check_facade_reexports_only`] |
+//! | 11 | the facade re-exports every layered crate below it whole, each root item of a crate with a guide namespace in that namespace, and each adapter's items in `stores` | [`check_facade_parity`], [`check_facade`] |
 //! | 12 | every package of the resolved graph has a license and a source that `deny.toml` allows | [`check_licenses_and_sources`], [`check_dependency_policy`] |
 //!
 //! [`perf`] is the other tool here: `cargo run -p xtask -- bench-report` checks every
@@ -29,6 +31,7 @@
 mod architecture;
 mod error;
 mod external;
+mod facade;
 mod headers;
 mod licenses;
 mod manifest;
@@ -42,6 +45,10 @@ pub use crate::architecture::{
 pub use crate::error::{Error, ErrorKind};
 pub use crate::external::{
     ExternalCrate, ExternalRow, check_external_crates, check_external_doc, parse_external_table,
+};
+pub use crate::facade::{
+    Facade, GUIDE_NAMESPACES, PARITY_EXCLUSIONS, RootItem, STORES_MODULE, check_facade,
+    check_facade_parity, check_facade_reexports_only, parse_facade, root_items,
 };
 pub use crate::headers::{check_doc_header, check_doc_headers, rust_files};
 pub use crate::licenses::{

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod external;
+mod facade;
 mod files;
 mod layering;
 mod licenses;

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use xtask::{
     Metadata, Role, cargo_metadata, cargo_metadata_graph, check_architecture_doc,
-    check_dependency_policy, check_doc_headers, check_external_doc, check_manifests,
+    check_dependency_policy, check_doc_headers, check_external_doc, check_facade, check_manifests,
     check_metadata, workspace_root,
 };
 
@@ -70,4 +70,9 @@ fn every_package_of_the_graph_has_an_allowed_license_and_source() {
 #[test]
 fn external_crates_are_allowed_at_their_layers() {
     assert_clean(&check_external_doc(&workspace_root(), metadata()));
+}
+
+#[test]
+fn the_facade_re_exports_only_and_reaches_every_item_below_it() {
+    assert_clean(&check_facade(metadata()));
 }
