@@ -8,11 +8,11 @@
 //!
 //! | rule | what it checks | function |
 //! | --- | --- | --- |
-//! | 1 | every member declares an integer `[package.metadata.flext] layer` | [`check_layer_declarations`] |
+//! | 1 | every member declares an integer `[package.metadata.flext] layer`, and a valid `role` if any | [`check_layer_declarations`] |
 //! | 2 | normal and build dependencies on members point to strictly lower layers | [`check_layering`] |
 //! | 3 | nothing but the facade depends on an adapter | [`check_adapter_dependents`] |
 //! | 4 | dev-dependencies point lower, to the test kit or to the facade | [`check_dev_dependencies`] |
-//! | 5 | only adapters depend on `sqlx` or `async-nats` | [`check_banned_dependencies`] |
+//! | 5 | only adapters depend, in any kind, on `sqlx` or `async-nats` | [`check_banned_dependencies`] |
 //! | 6 | every manifest has `[lints] workspace = true` | [`check_lints_table`], [`check_manifests`] |
 //! | 7 | every `.rs` file under `crates/` opens with a `//!` line | [`check_doc_header`], [`check_doc_headers`] |
 //! | 8 | the layer table of `docs/ARCHITECTURE.md` matches the manifests: layers and roles | [`check_architecture_table`], [`check_architecture_doc`] |
@@ -25,8 +25,10 @@
 //! performance target against criterion's results and writes `docs/PERFORMANCE.md`.
 //!
 //! Rules 1 to 5 together are [`check_metadata`]. The model is [`Metadata`], read from
-//! `cargo metadata --format-version 1 --no-deps` by [`cargo_metadata`] or from any JSON
-//! document by [`parse_metadata`].
+//! `cargo metadata --format-version 1 --no-deps` by [`cargo_metadata`] (the members), from
+//! the whole resolved graph by [`cargo_metadata_graph`] (rule 12), or from any JSON
+//! document by [`parse_metadata`]. Rules 8 and 9 read the tables of `docs/ARCHITECTURE.md`,
+//! rules 10 and 11 the crates' `lib.rs` files (with `syn`), rule 12 `deny.toml`.
 
 mod architecture;
 mod error;
