@@ -1,12 +1,17 @@
-//! The model the checks read: the parts of `cargo metadata --no-deps` that they need.
+//! The model the checks read: the parts of `cargo metadata` that they need.
 //!
 //! Only the keys below are read; every other key of the document is ignored.
 //!
 //! - top level: `packages`, `workspace_members`, `workspace_root`;
-//! - per package: `name`, `id`, `manifest_path`, `dependencies`, `metadata`, and in it
-//!   `metadata.flext.layer` (an integer) and `metadata.flext.role` (a string);
+//! - per package: `name`, `version`, `id`, `license`, `source`, `manifest_path`,
+//!   `dependencies`, `metadata`, and in it `metadata.flext.layer` (an integer) and
+//!   `metadata.flext.role` (a string);
 //! - per dependency: `name` (the package name, never the rename), `source`, `kind`,
-//!   `rename`, `path`.
+//!   `rename`, `path`, `features`, `uses_default_features`.
+//!
+//! The layering rules read the members only ([`cargo_metadata`], `--no-deps`); the
+//! license and source rule reads every package of the resolved graph
+//! ([`cargo_metadata_graph`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,10 +20,11 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind};
 
-/// The output of `cargo metadata --format-version 1 --no-deps`, reduced to what the checks read.
+/// The output of `cargo metadata --format-version 1`, reduced to what the checks read.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Metadata {
-    /// The packages of the workspace; with `--no-deps`, only its members.
+    /// The packages: with `--no-deps`, only the workspace members; without it, every
+    /// package of the resolved graph.
     pub packages: Vec<Package>,
     /// The package ids of the workspace members.
     pub workspace_members: Vec<String>,
@@ -31,8 +37,17 @@ pub struct Metadata {
 pub struct Package {
     /// The package name, such as `flext-types`.
     pub name: String,
+    /// The package version.
+    #[serde(default)]
+    pub version: String,
     /// The opaque package id, as listed in [`Metadata::workspace_members`].
     pub id: String,
+    /// The SPDX license expression of the manifest, `None` when it has none.
+    #[serde(default)]
+    pub license: Option<String>,
+    /// Where the package comes from (`registry+…`, `git+…`), `None` for a path package.
+    #[serde(default)]
+    pub source: Option<String>,
     /// The path of the package's `Cargo.toml`.
     pub manifest_path: PathBuf,
     /// The dependencies the manifest declares, of every kind and target.
@@ -60,6 +75,12 @@ pub struct Dependency {
     /// The directory of a path dependency.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// The features the manifest turns on, the workspace's included.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Whether the dependency's default features are on.
+    #[serde(default = "default_true")]
+    pub uses_default_features: bool,
 }
 
 /// The kind of a [`Dependency`]: which manifest table declares it.
@@ -95,14 +116,31 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
 }
 
-/// Runs `cargo metadata --format-version 1 --no-deps` in `root` and parses its output.
+/// Runs `cargo metadata --format-version 1 --no-deps` in `root` and parses its output:
+/// the workspace members.
 ///
 /// Cargo is the one named by the `CARGO` environment variable, which Cargo sets for the
 /// tests it runs, or else `cargo` from the `PATH`.
 pub fn cargo_metadata(root: &Path) -> Result<Metadata, Error> {
+    run_cargo_metadata(root, &["--no-deps"])
+}
+
+/// Runs `cargo metadata --format-version 1 --all-features --filter-platform host-tuple` in
+/// `root` and parses its output: every package of the resolved graph, with every feature
+/// on (as `deny.toml` checks it), that this machine's platform builds.
+///
+/// The platform filter keeps Cargo from fetching the manifests of packages only other
+/// platforms build (such as `windows-sys`), which need the network when they are not in
+/// the local registry cache.
+pub fn cargo_metadata_graph(root: &Path) -> Result<Metadata, Error> {
+    run_cargo_metadata(root, &["--all-features", "--filter-platform", "host-tuple"])
+}
+
+fn run_cargo_metadata(root: &Path, args: &[&str]) -> Result<Metadata, Error> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .args(["metadata", "--format-version", "1"])
+        .args(args)
         .current_dir(root)
         .output()
         .map_err(|error| {
@@ -210,6 +248,10 @@ impl Package {
     fn flext_key(&self, key: &str) -> Option<&serde_json::Value> {
         self.metadata.get("flext")?.get(key)
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl TryFrom<Option<String>> for DependencyKind {

@@ -60,6 +60,7 @@ pub use flext_types as types;
 /// The guide's `FlextHandlers.Constants`: limits, defaults, states and configuration enums.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Constants {
+    pub use flext_constants::UnknownVariant;
     pub use flext_constants::{
         Environment, ErrorCode, HandlerKind, HandlerState, LogLevel, PerformanceLevel,
         ValidationLevel, WireEnum,
@@ -110,12 +111,14 @@ pub mod Implementation {
         Identity, ManagedHandler, MetricsHandler, MetricsRecorder, MetricsReport, SyncFnHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
+    pub use flext_impl::{InFlight, JsonHandler, Timer, catch_panic, catch_panic_sync};
 }
 
 /// The guide's `FlextHandlers.CQRS`: the command, query and event buses, and event
 /// sourcing (repository, in-memory store, projections, relay).
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod CQRS {
+    pub use flext_cqrs::Instrumentation;
     pub use flext_cqrs::{
         AuthorizationMiddleware, BusMiddleware, CommandBus, CommandBusMetrics, Delivery,
         DeliveryFailure, Dispatch, DispatchContext, DispatchOutput, Envelope, EventBus,

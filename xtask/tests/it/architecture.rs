@@ -1,4 +1,5 @@
-//! Rule 8 on fixtures: the layer table of ARCHITECTURE.md against the clean metadata.
+//! Rule 8 on fixtures: the layer table of ARCHITECTURE.md (layers and roles) against the
+//! clean metadata.
 
 use xtask::{LayerRow, check_architecture_table, parse_layer_table};
 
@@ -44,11 +45,14 @@ fn parser_finds_the_table_with_crate_and_layer_columns() {
         rows[0],
         LayerRow {
             krate: "flext-constants".to_owned(),
-            layer: 10
+            layer: 10,
+            role: None,
         }
     );
     assert_eq!(rows[2].krate, "flext-protocols");
     assert_eq!(rows[3].krate, "flext-impl");
+    assert_eq!(rows[4].role.as_deref(), Some("adapter"));
+    assert_eq!(rows[9].role.as_deref(), Some("facade"));
     assert_eq!(rows[11].krate, "xtask");
 }
 
@@ -59,7 +63,8 @@ fn parser_accepts_columns_in_any_order_and_case() {
         rows(markdown),
         [LayerRow {
             krate: "flext-types".to_owned(),
-            layer: 20
+            layer: 20,
+            role: None,
         }]
     );
 }
@@ -132,4 +137,66 @@ fn duplicate_row_is_named() {
 fn document_without_a_table_is_one_violation() {
     let violations = check_architecture_table(&parse(&clean_document()), "# Architecture\n");
     assert_eq!(violations.len(), 1, "{violations:?}");
+}
+
+#[test]
+fn role_missing_from_the_table_names_the_crate_and_both_roles() {
+    let markdown = CLEAN.replace(
+        "| `flext-store-sqlite` | 45 | adapter |",
+        "| `flext-store-sqlite` | 45 | |",
+    );
+    let violations = check_architecture_table(&parse(&clean_document()), &markdown);
+    assert_eq!(
+        violations,
+        [
+            "flext-store-sqlite: docs/ARCHITECTURE.md gives role none, its manifest gives role \
+             \"adapter\""
+        ]
+    );
+}
+
+#[test]
+fn role_missing_from_the_manifest_names_the_crate_and_both_roles() {
+    let markdown = CLEAN.replace("| `flext-cqrs` | 50 | |", "| `flext-cqrs` | 50 | testing |");
+    let violations = check_architecture_table(&parse(&clean_document()), &markdown);
+    assert_eq!(
+        violations,
+        [
+            "flext-cqrs: docs/ARCHITECTURE.md gives role \"testing\", its manifest gives role \
+             none"
+        ]
+    );
+}
+
+#[test]
+fn differing_role_is_named() {
+    let markdown = CLEAN.replace(
+        "| `flext-handlers` | 90 | facade |",
+        "| `flext-handlers` | 90 | `adapter` |",
+    );
+    let violations = check_architecture_table(&parse(&clean_document()), &markdown);
+    assert_one_naming(
+        &violations,
+        &["flext-handlers", "\"adapter\"", "\"facade\""],
+    );
+    assert_eq!(violations.len(), 1, "{violations:?}");
+}
+
+#[test]
+fn table_without_a_role_column_names_every_crate_with_a_role() {
+    // The clean table with its third column, the role, removed.
+    let markdown: String = CLEAN
+        .lines()
+        .map(|line| {
+            let mut cells: Vec<&str> = line.split('|').collect();
+            if cells.len() == 6 {
+                cells.remove(3);
+            }
+            cells.join("|") + "\n"
+        })
+        .collect();
+    let violations = check_architecture_table(&parse(&clean_document()), &markdown);
+    assert_eq!(violations.len(), 5, "{violations:?}");
+    assert_one_naming(&violations, &["flext-handlers", "role none", "\"facade\""]);
+    assert_one_naming(&violations, &["flext-testing", "role none", "\"testing\""]);
 }

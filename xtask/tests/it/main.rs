@@ -2,8 +2,11 @@
 //! violations that prove each rule catches what it should.
 
 mod architecture;
+mod external;
+mod facade;
 mod files;
 mod layering;
+mod licenses;
 mod perf;
 mod workspace;
 
