@@ -111,7 +111,9 @@ pub mod Implementation {
         Identity, ManagedHandler, MetricsHandler, MetricsRecorder, MetricsReport, SyncFnHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
-    pub use flext_impl::{InFlight, JsonHandler, Timer, catch_panic, catch_panic_sync};
+    pub use flext_impl::{
+        Deadline, DeadlineSubject, InFlight, JsonHandler, Timer, catch_panic, catch_panic_sync,
+    };
 }
 
 /// The guide's `FlextHandlers.CQRS`: the command, query and event buses, and event
