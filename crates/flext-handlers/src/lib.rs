@@ -96,9 +96,9 @@ pub mod Types {
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Protocols {
     pub use flext_protocols::{
-        Aggregate, Authorizer, BoxHandler, Chainable, CheckpointStore, Command, Event, EventStore,
-        EventStream, HandleFuture, Handler, Layer, MetricsSource, Middleware, Next, Projection,
-        Query, SharedMiddleware, SnapshotStore, Validator, Verdict,
+        Aggregate, Authorizer, BoxHandler, CheckpointStore, Command, Event, EventStore,
+        EventStream, HandleFuture, Handler, MetricsSource, Middleware, Next, Projection, Query,
+        SharedMiddleware, SnapshotStore, Validator, Verdict,
     };
 }
 
