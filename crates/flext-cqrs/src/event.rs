@@ -15,8 +15,9 @@ use flext_types::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind, Route, Stack};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind};
 use crate::metrics::{EventBusMetrics, EventMetrics};
+use crate::routes::{Route, Stack};
 
 /// The id of one subscription, for [`EventBus::unsubscribe`]. Ids grow with each
 /// subscription, so they also give the delivery order.
