@@ -42,6 +42,7 @@
 mod authorizing;
 mod basic;
 mod core;
+mod delegate;
 mod event;
 mod func;
 mod guard;
