@@ -523,24 +523,25 @@ impl MetricsSource for EventBus {
             MetricValue::Gauge(m.subscriptions as f64),
         );
         for (name, e) in &m.events {
-            let labels = || vec![("event".to_owned(), name.clone())];
-            set.push_labelled(
-                "published",
-                "Events published by name.",
-                labels(),
-                MetricValue::Counter(e.published),
-            );
-            set.push_labelled(
-                "delivered",
-                "Deliveries by event name.",
-                labels(),
-                MetricValue::Counter(e.delivered),
-            );
-            set.push_labelled(
-                "failed",
-                "Failed deliveries by event name.",
-                labels(),
-                MetricValue::Counter(e.failed),
+            set.push_group(
+                ("event", name),
+                [
+                    (
+                        "published",
+                        "Events published by name.",
+                        MetricValue::Counter(e.published),
+                    ),
+                    (
+                        "delivered",
+                        "Deliveries by event name.",
+                        MetricValue::Counter(e.delivered),
+                    ),
+                    (
+                        "failed",
+                        "Failed deliveries by event name.",
+                        MetricValue::Counter(e.failed),
+                    ),
+                ],
             );
         }
         set

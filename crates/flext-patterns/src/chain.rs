@@ -335,24 +335,25 @@ impl<T: Send + 'static> MetricsSource for HandlerChain<T> {
             MetricValue::Counter(m.failed_requests),
         );
         for link in m.handlers {
-            let labels = || vec![("handler".to_owned(), link.name.clone())];
-            set.push_labelled(
-                "handler_executions",
-                "Runs per handler.",
-                labels(),
-                MetricValue::Counter(link.executions),
-            );
-            set.push_labelled(
-                "handler_failures",
-                "Failures per handler.",
-                labels(),
-                MetricValue::Counter(link.failures),
-            );
-            set.push_labelled(
-                "handler_latency",
-                "Latency per handler.",
-                labels(),
-                MetricValue::Latency(link.latency),
+            set.push_group(
+                ("handler", &link.name),
+                [
+                    (
+                        "handler_executions",
+                        "Runs per handler.",
+                        MetricValue::Counter(link.executions),
+                    ),
+                    (
+                        "handler_failures",
+                        "Failures per handler.",
+                        MetricValue::Counter(link.failures),
+                    ),
+                    (
+                        "handler_latency",
+                        "Latency per handler.",
+                        MetricValue::Latency(link.latency),
+                    ),
+                ],
             );
         }
         set

@@ -320,18 +320,20 @@ where
             MetricValue::Gauge(m.stage_count as f64),
         );
         for stage in m.stages {
-            let labels = || vec![("stage".to_owned(), stage.name.clone())];
-            set.push_labelled(
-                "stage_failures",
-                "Failures per stage.",
-                labels(),
-                MetricValue::Counter(stage.failures),
-            );
-            set.push_labelled(
-                "stage_latency",
-                "Latency per stage.",
-                labels(),
-                MetricValue::Latency(stage.latency),
+            set.push_group(
+                ("stage", &stage.name),
+                [
+                    (
+                        "stage_failures",
+                        "Failures per stage.",
+                        MetricValue::Counter(stage.failures),
+                    ),
+                    (
+                        "stage_latency",
+                        "Latency per stage.",
+                        MetricValue::Latency(stage.latency),
+                    ),
+                ],
             );
         }
         set
