@@ -35,7 +35,7 @@
 //! });
 //! assert_eq!(upper.handle("flext".into()).await.unwrap(), "FLEXT");
 //! assert!(upper.handle(String::new()).await.is_err());
-//! assert_eq!(upper.get_metrics().success_rate(), 50.0);
+//! assert_eq!(upper.metrics().success_rate(), 50.0);
 //! # }
 //! ```
 

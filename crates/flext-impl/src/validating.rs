@@ -38,7 +38,7 @@ use crate::{BasicHandler, Identity};
 /// assert!(handler.handle(json!({"email": "valid@example.com"})).await.is_ok());
 /// let err = handler.handle(json!({"email": "nope"})).await.unwrap_err();
 /// assert_eq!(err.to_string(), "Invalid email format");
-/// assert_eq!(handler.get_metrics().requests_processed, 1);
+/// assert_eq!(handler.metrics().requests_processed, 1);
 /// assert_eq!(handler.rejections(), 1);
 /// # }
 /// ```

@@ -240,8 +240,8 @@ where
         take::<O>(data)
     }
 
-    /// The pipeline's metrics (the guide's `get_pipeline_metrics`).
-    pub fn get_pipeline_metrics(&self) -> PipelineMetrics {
+    /// The pipeline's metrics: runs, successes and per stage.
+    pub fn metrics(&self) -> PipelineMetrics {
         let successful = self.successes.load(Relaxed);
         PipelineMetrics {
             pipeline_name: self.name.clone(),
@@ -302,7 +302,7 @@ where
     O: Send + 'static,
 {
     fn metric_set(&self) -> MetricSet {
-        let m = self.get_pipeline_metrics();
+        let m = self.metrics();
         let mut set = MetricSet::new(m.pipeline_name.clone());
         set.push(
             "executions",

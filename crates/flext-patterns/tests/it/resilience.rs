@@ -181,7 +181,7 @@ async fn timeout_ends_slow_calls_and_marks_a_managed_handler() {
     );
     assert_eq!(started.elapsed(), Duration::from_millis(200));
     assert_eq!(guarded.inner().state(), HandlerState::Timeout);
-    let m = guarded.inner().get_metrics();
+    let m = guarded.inner().metrics();
     assert_eq!(
         (m.successful_requests, m.failed_requests, m.in_flight),
         (1, 1, 0)
