@@ -100,7 +100,7 @@ struct Subscriber {
 /// - One failing or panicking subscriber does not stop the others; [`EventBus::publish`]
 ///   returns a [`PublishReport`] of deliveries and failures.
 /// - Delivery is sequential in subscription order by default; [`Delivery::Concurrent`] is
-///   opt-in.
+///   opt-in through [`EventBus::with_delivery`].
 /// - Metrics per event name: published, delivered, failed.
 ///
 /// Bus middleware runs around each delivery (one [`Dispatch`] per subscriber).
@@ -163,16 +163,25 @@ impl EventBus {
         }
     }
 
-    /// Sets how events are delivered.
-    pub fn set_delivery(&mut self, delivery: Delivery) {
-        self.delivery = delivery;
-    }
-
-    /// The same bus delivering as `delivery` says.
+    /// The same bus delivering as `delivery` says (sequential by default); the one way
+    /// to set delivery, like [`with_instrumentation`](Self::with_instrumentation) for what
+    /// the bus records.
+    ///
+    /// ```
+    /// use flext_cqrs::{Delivery, EventBus};
+    ///
+    /// let bus = EventBus::new().with_delivery(Delivery::Concurrent);
+    /// assert_eq!(bus.delivery(), Delivery::Concurrent);
+    /// ```
     #[must_use]
     pub fn with_delivery(mut self, delivery: Delivery) -> Self {
         self.delivery = delivery;
         self
+    }
+
+    /// How the bus delivers each publish.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
     }
 
     /// The same bus with metrics and tracing set as `instrumentation` says (both on by
