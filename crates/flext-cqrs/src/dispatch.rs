@@ -57,8 +57,13 @@ impl fmt::Display for MessageKind {
 ///
 /// let bus = CommandBus::new().with_instrumentation(Instrumentation::NONE);
 /// assert_eq!(bus.instrumentation(), Instrumentation::NONE);
+///
+/// // Tracing only: the settings are non-exhaustive, so they are built from a preset.
+/// let traced = Instrumentation::FULL.with_metrics(false);
+/// assert!(traced.tracing && !traced.metrics);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Instrumentation {
     /// Count outcomes and time each dispatch.
     pub metrics: bool,
@@ -77,6 +82,18 @@ impl Instrumentation {
         metrics: false,
         tracing: false,
     };
+
+    /// The same settings with metrics on or off.
+    #[must_use]
+    pub const fn with_metrics(self, metrics: bool) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// The same settings with tracing on or off.
+    #[must_use]
+    pub const fn with_tracing(self, tracing: bool) -> Self {
+        Self { tracing, ..self }
+    }
 }
 
 impl Default for Instrumentation {
