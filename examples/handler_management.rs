@@ -40,7 +40,7 @@ async fn main() -> FlextResult<()> {
     }
 
     println!("\n📊 Generating Handler Health Report...");
-    let report = manager.health_report();
+    let report = manager.get_handler_health_report();
     println!("Handler Ecosystem Health Report:");
     println!("   Report generated: {}", report.generated_at);
     println!("   Total handlers: {}", report.total_registered_handlers);

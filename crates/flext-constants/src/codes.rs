@@ -8,6 +8,10 @@ wire_enum! {
     /// The families: `FLEXT_1xxx` business and operation errors, `FLEXT_2xxx` infrastructure
     /// and resilience errors, `FLEXT_3xxx` validation, `FLEXT_4xxx` security. The strings are
     /// stable wire values; [`ErrorCode::name`] gives the upper-case constant name.
+    ///
+    /// Non-exhaustive: later versions may add codes, so a `match` outside this crate needs
+    /// a wildcard arm.
+    #[non_exhaustive]
     ErrorCode, field = "error code" {
         /// A business rule was broken (for example a chain grew past its limit).
         BusinessRuleViolation => "FLEXT_1001",

@@ -8,9 +8,9 @@ use flext_impl::handler_fn;
 use flext_protocols::{Command, Handler, MetricsSource, Middleware};
 use flext_types::{FlextResult, MessageMetadata, MetricSet, MetricValue};
 
-use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind, Stack};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind};
 use crate::metrics::{CommandBusMetrics, push_per_type};
-use crate::routes::{Routes, Totals};
+use crate::routes::{Routes, Stack, Totals};
 
 /// Sends each command to the one handler registered for its type and returns the
 /// command's typed output.

@@ -1,15 +1,13 @@
-//! What bus middleware sees: a [`Dispatch`] of one message to one handler, and the route
-//! machinery every bus shares.
+//! The public view of a dispatch: what bus middleware sees (a [`Dispatch`] of one message
+//! to one handler, its [`DispatchContext`]), which bus it travels on ([`MessageKind`]) and
+//! what a bus records of it ([`Instrumentation`]).
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use flext_impl::catch_panic;
-use flext_protocols::{BoxHandler, Handler, Next, SharedMiddleware};
-use flext_types::{FlextError, FlextResult, MessageMetadata};
-use tracing::Instrument;
+use flext_protocols::SharedMiddleware;
+use flext_types::MessageMetadata;
 
 /// Middleware on a bus: it sees every dispatch of the bus, whatever the message type.
 pub type BusMiddleware = SharedMiddleware<Dispatch, DispatchOutput>;
@@ -59,8 +57,13 @@ impl fmt::Display for MessageKind {
 ///
 /// let bus = CommandBus::new().with_instrumentation(Instrumentation::NONE);
 /// assert_eq!(bus.instrumentation(), Instrumentation::NONE);
+///
+/// // Tracing only: the settings are non-exhaustive, so they are built from a preset.
+/// let traced = Instrumentation::FULL.with_metrics(false);
+/// assert!(traced.tracing && !traced.metrics);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Instrumentation {
     /// Count outcomes and time each dispatch.
     pub metrics: bool,
@@ -79,6 +82,18 @@ impl Instrumentation {
         metrics: false,
         tracing: false,
     };
+
+    /// The same settings with metrics on or off.
+    #[must_use]
+    pub const fn with_metrics(self, metrics: bool) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// The same settings with tracing on or off.
+    #[must_use]
+    pub const fn with_tracing(self, tracing: bool) -> Self {
+        Self { tracing, ..self }
+    }
 }
 
 impl Default for Instrumentation {
@@ -98,6 +113,20 @@ pub struct DispatchContext {
 }
 
 impl DispatchContext {
+    pub(crate) fn new(
+        kind: MessageKind,
+        message_type: Arc<str>,
+        handler_name: Arc<str>,
+        metadata: MessageMetadata,
+    ) -> Self {
+        Self {
+            kind,
+            message_type,
+            handler_name,
+            metadata,
+        }
+    }
+
     /// The bus the message travels on.
     pub fn kind(&self) -> MessageKind {
         self.kind
@@ -131,6 +160,15 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    pub(crate) fn new(context: DispatchContext, message: Box<dyn Any + Send>) -> Self {
+        Self { context, message }
+    }
+
+    /// The message, taken out of the dispatch.
+    pub(crate) fn into_message(self) -> Box<dyn Any + Send> {
+        self.message
+    }
+
     /// Who is dispatching what to whom.
     pub fn context(&self) -> &DispatchContext {
         &self.context
@@ -177,222 +215,5 @@ impl fmt::Debug for Dispatch {
         f.debug_struct("Dispatch")
             .field("context", &self.context)
             .finish_non_exhaustive()
-    }
-}
-
-/// One registered handler of one message type: its names, the typed handler for the
-/// direct path, and an erased form of it at the bottom of the middleware stack.
-pub(crate) struct Route {
-    kind: MessageKind,
-    message_type: Arc<str>,
-    handler_name: Arc<str>,
-    /// A `BoxHandler<M, R>`.
-    typed: Box<dyn Any + Send + Sync>,
-    erased: BoxHandler<Dispatch, DispatchOutput>,
-}
-
-impl Route {
-    pub(crate) fn new<M, R>(
-        kind: MessageKind,
-        message_type: &str,
-        handler: BoxHandler<M, R>,
-    ) -> Self
-    where
-        M: Send + 'static,
-        R: Send + 'static,
-    {
-        let message_type: Arc<str> = Arc::from(message_type);
-        Self {
-            kind,
-            handler_name: Arc::from(handler.handler_name()),
-            erased: Arc::new(Erased {
-                message_type: message_type.clone(),
-                inner: handler.clone(),
-            }),
-            typed: Box::new(handler),
-            message_type,
-        }
-    }
-
-    pub(crate) fn message_type(&self) -> &str {
-        &self.message_type
-    }
-
-    pub(crate) fn handler_name(&self) -> &str {
-        &self.handler_name
-    }
-
-    /// Calls the handler with `message`, through `middleware` when there is any, inside a
-    /// panic guard and, when `traced`, a `flext.dispatch` span.
-    pub(crate) async fn call<M, R>(
-        &self,
-        middleware: &[BusMiddleware],
-        message: M,
-        metadata: Option<&MessageMetadata>,
-        traced: bool,
-    ) -> FlextResult<R>
-    where
-        M: Send + 'static,
-        R: Send + 'static,
-    {
-        let handler = self.handler::<M, R>()?;
-        if middleware.is_empty() {
-            // The direct path: no erasure, no allocation beyond the handler's own future.
-            // One await point either way: a disabled span costs a branch, a second
-            // await point would enlarge every dispatch's future.
-            catch_panic(handler.handle(message))
-                .instrument(self.span_if(traced, metadata))
-                .await
-        } else {
-            // Boxed, so the direct path's future stays small.
-            Box::pin(self.call_through(middleware, message, metadata.cloned(), traced)).await
-        }
-    }
-
-    fn handler<M, R>(&self) -> FlextResult<&BoxHandler<M, R>>
-    where
-        M: Send + 'static,
-        R: Send + 'static,
-    {
-        self.typed
-            .downcast_ref::<BoxHandler<M, R>>()
-            .ok_or_else(|| {
-                FlextError::operation(format!(
-                    "The handler '{}' of {} {} has another message or response type",
-                    self.handler_name, self.kind, self.message_type
-                ))
-            })
-    }
-
-    /// The dispatch's span when `traced`, else a span that records nothing.
-    ///
-    /// A span no tracing subscriber wants is not created at all. Creating a disabled one
-    /// is not free once `tracing`'s `log` feature is on (sqlx turns it on): with no
-    /// subscriber set, every span then formats its fields for the `log` crate, which took
-    /// a quarter of a `send` in the profile. The price: spans are not mirrored to `log`
-    /// when no tracing subscriber is set.
-    fn span_if(&self, traced: bool, metadata: Option<&MessageMetadata>) -> tracing::Span {
-        if !traced || !tracing::span_enabled!(tracing::Level::DEBUG) {
-            return tracing::Span::none();
-        }
-        let span = tracing::debug_span!(
-            "flext.dispatch",
-            kind = self.kind.as_str(),
-            message_type = %self.message_type,
-            handler = %self.handler_name,
-            correlation_id = tracing::field::Empty,
-        );
-        if let Some(metadata) = metadata {
-            span.record(
-                "correlation_id",
-                tracing::field::display(metadata.correlation_id),
-            );
-        }
-        span
-    }
-
-    /// The middleware path: the message travels erased as a [`Dispatch`] through the stack
-    /// to [`Erased`], and the response comes back erased.
-    async fn call_through<M, R>(
-        &self,
-        middleware: &[BusMiddleware],
-        message: M,
-        metadata: Option<MessageMetadata>,
-        traced: bool,
-    ) -> FlextResult<R>
-    where
-        M: Send + 'static,
-        R: Send + 'static,
-    {
-        // Middleware sees a correlation id even when the sender gave no metadata.
-        let metadata = metadata.unwrap_or_default();
-        let span = self.span_if(traced, Some(&metadata));
-        let dispatch = Dispatch {
-            context: DispatchContext {
-                kind: self.kind,
-                message_type: self.message_type.clone(),
-                handler_name: self.handler_name.clone(),
-                metadata,
-            },
-            message: Box::new(message),
-        };
-        let through_stack = async {
-            let output = Next::new(&*self.erased, middleware).run(dispatch).await?;
-            output.downcast::<R>().map(|r| *r).map_err(|_| {
-                FlextError::operation(format!(
-                    "A middleware answered {} {} with a response of another type",
-                    self.kind, self.message_type
-                ))
-            })
-        };
-        catch_panic(through_stack).instrument(span).await
-    }
-}
-
-impl fmt::Debug for Route {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Route")
-            .field("kind", &self.kind)
-            .field("message_type", &self.message_type)
-            .field("handler", &self.handler_name)
-            .finish()
-    }
-}
-
-/// A typed handler at the bottom of a middleware stack: takes the message out of the
-/// dispatch, calls the handler, erases the response.
-struct Erased<M, R> {
-    message_type: Arc<str>,
-    inner: BoxHandler<M, R>,
-}
-
-#[async_trait]
-impl<M, R> Handler for Erased<M, R>
-where
-    M: Send + 'static,
-    R: Send + 'static,
-{
-    type Request = Dispatch;
-    type Response = DispatchOutput;
-
-    fn handler_name(&self) -> &str {
-        self.inner.handler_name()
-    }
-
-    async fn handle(&self, dispatch: Dispatch) -> FlextResult<DispatchOutput> {
-        let message = dispatch.message.downcast::<M>().map_err(|_| {
-            FlextError::operation(format!(
-                "A middleware replaced the {} message with a value of another type",
-                self.message_type
-            ))
-        })?;
-        let response = self.inner.handle(*message).await?;
-        Ok(Box::new(response))
-    }
-}
-
-/// A bus's middleware, outermost first.
-#[derive(Default)]
-pub(crate) struct Stack(Vec<BusMiddleware>);
-
-impl Stack {
-    pub(crate) fn push(&mut self, middleware: BusMiddleware) {
-        self.0.push(middleware);
-    }
-
-    pub(crate) fn as_slice(&self) -> &[BusMiddleware] {
-        &self.0
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-}
-
-impl fmt::Debug for Stack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|m| m.name()))
-            .finish()
     }
 }

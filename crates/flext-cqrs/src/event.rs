@@ -15,8 +15,9 @@ use flext_types::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind, Route, Stack};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind};
 use crate::metrics::{EventBusMetrics, EventMetrics};
+use crate::routes::{Route, Stack};
 
 /// The id of one subscription, for [`EventBus::unsubscribe`]. Ids grow with each
 /// subscription, so they also give the delivery order.
@@ -99,7 +100,7 @@ struct Subscriber {
 /// - One failing or panicking subscriber does not stop the others; [`EventBus::publish`]
 ///   returns a [`PublishReport`] of deliveries and failures.
 /// - Delivery is sequential in subscription order by default; [`Delivery::Concurrent`] is
-///   opt-in.
+///   opt-in through [`EventBus::with_delivery`].
 /// - Metrics per event name: published, delivered, failed.
 ///
 /// Bus middleware runs around each delivery (one [`Dispatch`] per subscriber).
@@ -162,16 +163,25 @@ impl EventBus {
         }
     }
 
-    /// Sets how events are delivered.
-    pub fn set_delivery(&mut self, delivery: Delivery) {
-        self.delivery = delivery;
-    }
-
-    /// The same bus delivering as `delivery` says.
+    /// The same bus delivering as `delivery` says (sequential by default); the one way
+    /// to set delivery, like [`with_instrumentation`](Self::with_instrumentation) for what
+    /// the bus records.
+    ///
+    /// ```
+    /// use flext_cqrs::{Delivery, EventBus};
+    ///
+    /// let bus = EventBus::new().with_delivery(Delivery::Concurrent);
+    /// assert_eq!(bus.delivery(), Delivery::Concurrent);
+    /// ```
     #[must_use]
     pub fn with_delivery(mut self, delivery: Delivery) -> Self {
         self.delivery = delivery;
         self
+    }
+
+    /// How the bus delivers each publish.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
     }
 
     /// The same bus with metrics and tracing set as `instrumentation` says (both on by
@@ -522,24 +532,25 @@ impl MetricsSource for EventBus {
             MetricValue::Gauge(m.subscriptions as f64),
         );
         for (name, e) in &m.events {
-            let labels = || vec![("event".to_owned(), name.clone())];
-            set.push_labelled(
-                "published",
-                "Events published by name.",
-                labels(),
-                MetricValue::Counter(e.published),
-            );
-            set.push_labelled(
-                "delivered",
-                "Deliveries by event name.",
-                labels(),
-                MetricValue::Counter(e.delivered),
-            );
-            set.push_labelled(
-                "failed",
-                "Failed deliveries by event name.",
-                labels(),
-                MetricValue::Counter(e.failed),
+            set.push_group(
+                ("event", name),
+                [
+                    (
+                        "published",
+                        "Events published by name.",
+                        MetricValue::Counter(e.published),
+                    ),
+                    (
+                        "delivered",
+                        "Deliveries by event name.",
+                        MetricValue::Counter(e.delivered),
+                    ),
+                    (
+                        "failed",
+                        "Failed deliveries by event name.",
+                        MetricValue::Counter(e.failed),
+                    ),
+                ],
             );
         }
         set

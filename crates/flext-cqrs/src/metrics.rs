@@ -83,24 +83,25 @@ pub(crate) fn push_per_type(
     per_type: &BTreeMap<String, MessageTypeMetrics>,
 ) {
     for (name, m) in per_type {
-        let labels = || vec![(label.to_owned(), name.clone())];
-        set.push_labelled(
-            "processed",
-            "Dispatches by message type.",
-            labels(),
-            MetricValue::Counter(m.processed),
-        );
-        set.push_labelled(
-            "failed",
-            "Failed dispatches by message type.",
-            labels(),
-            MetricValue::Counter(m.failed),
-        );
-        set.push_labelled(
-            "latency",
-            "Dispatch latency by message type.",
-            labels(),
-            MetricValue::Latency(m.latency),
+        set.push_group(
+            (label, name),
+            [
+                (
+                    "processed",
+                    "Dispatches by message type.",
+                    MetricValue::Counter(m.processed),
+                ),
+                (
+                    "failed",
+                    "Failed dispatches by message type.",
+                    MetricValue::Counter(m.failed),
+                ),
+                (
+                    "latency",
+                    "Dispatch latency by message type.",
+                    MetricValue::Latency(m.latency),
+                ),
+            ],
         );
     }
 }

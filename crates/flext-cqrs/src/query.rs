@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind, Stack};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind};
 use crate::metrics::{QueryBusMetrics, push_per_type};
-use crate::routes::{Routes, Totals};
+use crate::routes::{Routes, Stack, Totals};
 
 /// Executes queries: typed ones by their type ([`QueryBus::execute`]) and serde ones by a
 /// registered name ([`QueryBus::execute_named`], the guide's

@@ -1,19 +1,245 @@
-//! The route table shared by the command and query buses: one handler per key, bus
-//! totals, per-route metrics.
+//! The route machinery every bus shares: a [`Route`] (one handler of one message type,
+//! called directly or through the middleware [`Stack`] down to [`Erased`]), and the route
+//! table of the command and query buses ([`Routes`]: one handler per key, bus totals,
+//! per-route metrics).
 
+use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use async_trait::async_trait;
 use flext_constants::ErrorCode;
-use flext_impl::{MetricsRecorder, Timer, catch_panic_sync};
-use flext_protocols::BoxHandler;
+use flext_impl::{MetricsRecorder, Timer, catch_panic, catch_panic_sync};
+use flext_protocols::{BoxHandler, Handler, Next};
 use flext_types::{FlextError, FlextResult, MessageMetadata};
 use rustc_hash::FxHashMap;
+use tracing::Instrument;
 
-use crate::dispatch::{BusMiddleware, Instrumentation, MessageKind, Route};
+use crate::dispatch::{
+    BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
+};
 use crate::metrics::MessageTypeMetrics;
+
+/// One registered handler of one message type: its names, the typed handler for the
+/// direct path, and an erased form of it at the bottom of the middleware stack.
+pub(crate) struct Route {
+    kind: MessageKind,
+    message_type: Arc<str>,
+    handler_name: Arc<str>,
+    /// A `BoxHandler<M, R>`.
+    typed: Box<dyn Any + Send + Sync>,
+    erased: BoxHandler<Dispatch, DispatchOutput>,
+}
+
+impl Route {
+    pub(crate) fn new<M, R>(
+        kind: MessageKind,
+        message_type: &str,
+        handler: BoxHandler<M, R>,
+    ) -> Self
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        let message_type: Arc<str> = Arc::from(message_type);
+        Self {
+            kind,
+            handler_name: Arc::from(handler.handler_name()),
+            erased: Arc::new(Erased {
+                message_type: message_type.clone(),
+                inner: handler.clone(),
+            }),
+            typed: Box::new(handler),
+            message_type,
+        }
+    }
+
+    pub(crate) fn message_type(&self) -> &str {
+        &self.message_type
+    }
+
+    pub(crate) fn handler_name(&self) -> &str {
+        &self.handler_name
+    }
+
+    /// Calls the handler with `message`, through `middleware` when there is any, inside a
+    /// panic guard and, when `traced`, a `flext.dispatch` span.
+    pub(crate) async fn call<M, R>(
+        &self,
+        middleware: &[BusMiddleware],
+        message: M,
+        metadata: Option<&MessageMetadata>,
+        traced: bool,
+    ) -> FlextResult<R>
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        let handler = self.handler::<M, R>()?;
+        if middleware.is_empty() {
+            // The direct path: no erasure, no allocation beyond the handler's own future.
+            // One await point either way: a disabled span costs a branch, a second
+            // await point would enlarge every dispatch's future.
+            catch_panic(handler.handle(message))
+                .instrument(self.span_if(traced, metadata))
+                .await
+        } else {
+            // Boxed, so the direct path's future stays small.
+            Box::pin(self.call_through(middleware, message, metadata.cloned(), traced)).await
+        }
+    }
+
+    fn handler<M, R>(&self) -> FlextResult<&BoxHandler<M, R>>
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        self.typed
+            .downcast_ref::<BoxHandler<M, R>>()
+            .ok_or_else(|| {
+                FlextError::operation(format!(
+                    "The handler '{}' of {} {} has another message or response type",
+                    self.handler_name, self.kind, self.message_type
+                ))
+            })
+    }
+
+    /// The dispatch's span when `traced`, else a span that records nothing.
+    ///
+    /// A span no tracing subscriber wants is not created at all. Creating a disabled one
+    /// is not free once `tracing`'s `log` feature is on (sqlx turns it on): with no
+    /// subscriber set, every span then formats its fields for the `log` crate, which took
+    /// a quarter of a `send` in the profile. The price: spans are not mirrored to `log`
+    /// when no tracing subscriber is set.
+    fn span_if(&self, traced: bool, metadata: Option<&MessageMetadata>) -> tracing::Span {
+        if !traced || !tracing::span_enabled!(tracing::Level::DEBUG) {
+            return tracing::Span::none();
+        }
+        let span = tracing::debug_span!(
+            "flext.dispatch",
+            kind = self.kind.as_str(),
+            message_type = %self.message_type,
+            handler = %self.handler_name,
+            correlation_id = tracing::field::Empty,
+        );
+        if let Some(metadata) = metadata {
+            span.record(
+                "correlation_id",
+                tracing::field::display(metadata.correlation_id),
+            );
+        }
+        span
+    }
+
+    /// The middleware path: the message travels erased as a [`Dispatch`] through the stack
+    /// to [`Erased`], and the response comes back erased.
+    async fn call_through<M, R>(
+        &self,
+        middleware: &[BusMiddleware],
+        message: M,
+        metadata: Option<MessageMetadata>,
+        traced: bool,
+    ) -> FlextResult<R>
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        // Middleware sees a correlation id even when the sender gave no metadata.
+        let metadata = metadata.unwrap_or_default();
+        let span = self.span_if(traced, Some(&metadata));
+        let dispatch = Dispatch::new(
+            DispatchContext::new(
+                self.kind,
+                self.message_type.clone(),
+                self.handler_name.clone(),
+                metadata,
+            ),
+            Box::new(message),
+        );
+        let through_stack = async {
+            let output = Next::new(&*self.erased, middleware).run(dispatch).await?;
+            output.downcast::<R>().map(|r| *r).map_err(|_| {
+                FlextError::operation(format!(
+                    "A middleware answered {} {} with a response of another type",
+                    self.kind, self.message_type
+                ))
+            })
+        };
+        catch_panic(through_stack).instrument(span).await
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("kind", &self.kind)
+            .field("message_type", &self.message_type)
+            .field("handler", &self.handler_name)
+            .finish()
+    }
+}
+
+/// A typed handler at the bottom of a middleware stack: takes the message out of the
+/// dispatch, calls the handler, erases the response.
+struct Erased<M, R> {
+    message_type: Arc<str>,
+    inner: BoxHandler<M, R>,
+}
+
+#[async_trait]
+impl<M, R> Handler for Erased<M, R>
+where
+    M: Send + 'static,
+    R: Send + 'static,
+{
+    type Request = Dispatch;
+    type Response = DispatchOutput;
+
+    fn handler_name(&self) -> &str {
+        self.inner.handler_name()
+    }
+
+    async fn handle(&self, dispatch: Dispatch) -> FlextResult<DispatchOutput> {
+        let message = dispatch.into_message().downcast::<M>().map_err(|_| {
+            FlextError::operation(format!(
+                "A middleware replaced the {} message with a value of another type",
+                self.message_type
+            ))
+        })?;
+        let response = self.inner.handle(*message).await?;
+        Ok(Box::new(response))
+    }
+}
+
+/// A bus's middleware, outermost first.
+#[derive(Default)]
+pub(crate) struct Stack(Vec<BusMiddleware>);
+
+impl Stack {
+    pub(crate) fn push(&mut self, middleware: BusMiddleware) {
+        self.0.push(middleware);
+    }
+
+    pub(crate) fn as_slice(&self) -> &[BusMiddleware] {
+        &self.0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|m| m.name()))
+            .finish()
+    }
+}
 
 /// Successes and failures of every dispatch of a bus, including those that found no
 /// handler or failed validation.

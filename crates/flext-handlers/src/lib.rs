@@ -10,6 +10,14 @@
 //!   [`CQRS`], [`Patterns`], [`Management`], so code ported from the guide reads the same
 //!   (`flext_handlers::Implementation::BasicHandler`, `flext_handlers::CQRS::CommandBus`).
 //!
+//! One name has one meaning across the namespaces and the prelude. Where the guide gives
+//! two things one name, the Rust name wins: the guide's `Patterns.Middleware` (a
+//! middleware of hook closures) is [`HookMiddleware`](Patterns::HookMiddleware), since
+//! [`Middleware`](Protocols::Middleware) is the contract every middleware implements. The
+//! guide's method spellings (`get_metrics`, `get_chain_metrics`, `get_handler`,
+//! `get_handler_health_report`) are documented aliases on the types the guide calls them
+//! on; the Rust getters have no `get_` prefix.
+//!
 //! The main items: [`BasicHandler`](Implementation::BasicHandler) (metrics, state,
 //! configuration per environment, deadline, panic capture),
 //! [`ValidatingHandler`](Implementation::ValidatingHandler),
@@ -97,9 +105,9 @@ pub mod Types {
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Protocols {
     pub use flext_protocols::{
-        Aggregate, Authorizer, BoxHandler, Chainable, CheckpointStore, Command, Event, EventStore,
-        EventStream, HandleFuture, Handler, Layer, MetricsSource, Middleware, Next, Projection,
-        Query, SharedMiddleware, SnapshotStore, Validator, Verdict,
+        Aggregate, Authorizer, BoxHandler, CheckpointStore, Command, Event, EventStore,
+        EventStream, HandleFuture, Handler, MetricsSource, Middleware, Next, Projection, Query,
+        SharedMiddleware, SnapshotStore, Validator, Verdict,
     };
 }
 
@@ -143,9 +151,13 @@ pub mod stores {
 
 /// The guide's `FlextHandlers.Patterns`: chains, pipelines, middleware, resilience and
 /// sagas.
+///
+/// The guide's `Patterns.Middleware("request_middleware")`, a middleware of hook closures,
+/// is [`HookMiddleware::new("request_middleware")`](Patterns::HookMiddleware::new) here:
+/// `Middleware` is the contract ([`Protocols::Middleware`]), so that glob imports of both
+/// namespaces and of the [`prelude`] give each name one meaning.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Patterns {
-    pub use flext_patterns::HookMiddleware as Middleware;
     pub use flext_patterns::{
         BreakerState, Bulkhead, BulkheadMetrics, ChainMetrics, ChainMode, CircuitBreaker,
         CircuitBreakerConfig, CircuitBreakerMetrics, HandlerChain, HookMiddleware, Layered,

@@ -3,14 +3,14 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use async_trait::async_trait;
 use flext_constants::{ErrorCode, HandlerKind};
-use flext_protocols::{Authorizer, Handler, MetricsSource};
-use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
+use flext_protocols::{Authorizer, Handler};
+use flext_types::{FlextError, FlextResult, MetricValue};
 use futures_util::FutureExt;
 
+use crate::delegate::delegate_to_base;
 use crate::guard::panic_message;
-use crate::{BasicHandler, HandlerCore, Identity, ManagedHandler};
+use crate::{BasicHandler, Identity};
 
 /// A handler that asks its authorizer before processing. A denial ends the call with an
 /// `AUTHORIZATION_DENIED` error; so does a check that fails for any other reason (its error
@@ -102,55 +102,21 @@ where
     }
 }
 
-#[async_trait]
-impl<H> Handler for AuthorizingHandler<H>
-where
-    H: Handler,
-    H::Request: Sync,
-{
-    type Request = H::Request;
-    type Response = H::Response;
-
-    fn handler_name(&self) -> &str {
-        self.base.handler_name()
-    }
-
-    fn can_handle(&self, request: &Self::Request) -> bool {
-        self.base.can_handle(request)
-    }
-
-    async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
+delegate_to_base! {
+    impl<H> AuthorizingHandler<H> where { H::Request: Sync, }
+    handle(&self, request) {
         if let Err(error) = self.authorize(&request).await {
             self.denials.fetch_add(1, Relaxed);
             return Err(error);
         }
         self.base.handle(request).await
     }
-}
-
-impl<H> ManagedHandler for AuthorizingHandler<H>
-where
-    H: Handler,
-    H::Request: Sync,
-{
-    fn core(&self) -> &HandlerCore {
-        self.base.core()
-    }
-}
-
-impl<H> MetricsSource for AuthorizingHandler<H>
-where
-    H: Handler,
-    H::Request: Sync,
-{
-    fn metric_set(&self) -> MetricSet {
-        let mut set = self.base.metric_set();
+    extend_metrics(&self, set) {
         set.push(
             "authorization_denials",
             "Requests denied by the authorization check.",
             MetricValue::Counter(self.denials()),
         );
-        set
     }
 }
 

@@ -19,7 +19,8 @@ use crate::{FnHandler, HandlerCore, ManagedHandler, handler_fn};
 /// `OrderProcessingHandler`), or nothing at all ([`BasicHandler::new`] passes requests
 /// through, as the guide's default `BasicHandler` does).
 ///
-/// Configuration, metrics and state come from [`ManagedHandler`].
+/// Configuration, metrics and state come from [`ManagedHandler`]; [`get_metrics`](Self::get_metrics)
+/// is the guide's spelling of [`ManagedHandler::metrics`].
 ///
 /// ```
 /// use flext_impl::{BasicHandler, ManagedHandler};
@@ -36,7 +37,7 @@ use crate::{FnHandler, HandlerCore, ManagedHandler, handler_fn};
 /// let response = handler.handle(json!({"action": "create_user"})).await?;
 /// assert_eq!(response["action"], "create_user");
 ///
-/// let metrics = handler.get_metrics();
+/// let metrics = handler.metrics();
 /// assert_eq!((metrics.requests_processed, metrics.successful_requests), (1, 1));
 /// assert_eq!(handler.state(), HandlerState::Completed);
 /// # Ok(())
@@ -98,6 +99,14 @@ impl<H> BasicHandler<H> {
     /// The processing step (for example to read the guide's order statistics).
     pub fn inner(&self) -> &H {
         &self.inner
+    }
+}
+
+impl<H: Handler> BasicHandler<H> {
+    /// The guide's spelling of [`ManagedHandler::metrics`] (`handler.get_metrics()`): a
+    /// snapshot of the handler's metrics.
+    pub fn get_metrics(&self) -> flext_types::HandlerMetrics {
+        self.metrics()
     }
 }
 

@@ -200,8 +200,8 @@ pub trait ManagedHandler: Send + Sync {
         self.core().kind()
     }
 
-    /// A snapshot of the handler's metrics (the guide's `get_metrics`).
-    fn get_metrics(&self) -> HandlerMetrics {
+    /// A snapshot of the handler's metrics.
+    fn metrics(&self) -> HandlerMetrics {
         self.core().metrics()
     }
 
@@ -211,7 +211,7 @@ pub trait ManagedHandler: Send + Sync {
     }
 
     /// A copy of the handler's configuration.
-    fn get_handler_config(&self) -> HandlerConfig {
+    fn handler_config(&self) -> HandlerConfig {
         self.core().config()
     }
 

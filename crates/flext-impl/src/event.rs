@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use async_trait::async_trait;
 use dashmap::DashMap;
 use flext_constants::HandlerKind;
-use flext_protocols::{Event, Handler, MetricsSource};
-use flext_types::{FlextResult, MetricSet, MetricValue};
+use flext_protocols::{Event, Handler};
+use flext_types::{FlextResult, MetricValue};
 
-use crate::{BasicHandler, FnHandler, HandlerCore, ManagedHandler, handler_fn};
+use crate::delegate::delegate_to_base;
+use crate::{BasicHandler, FnHandler, ManagedHandler, handler_fn};
 
 /// A handler of events that counts every event it receives by event name, on top of the
 /// base metrics.
@@ -102,46 +102,13 @@ where
     }
 }
 
-#[async_trait]
-impl<H> Handler for EventHandler<H>
-where
-    H: Handler,
-    H::Request: Event,
-{
-    type Request = H::Request;
-    type Response = H::Response;
-
-    fn handler_name(&self) -> &str {
-        self.base.handler_name()
-    }
-
-    fn can_handle(&self, request: &Self::Request) -> bool {
-        self.base.can_handle(request)
-    }
-
-    async fn handle(&self, event: Self::Request) -> FlextResult<Self::Response> {
+delegate_to_base! {
+    impl<H> EventHandler<H> where { H::Request: Event, }
+    handle(&self, event) {
         self.count(event.event_name());
         self.base.handle(event).await
     }
-}
-
-impl<H> ManagedHandler for EventHandler<H>
-where
-    H: Handler,
-    H::Request: Event,
-{
-    fn core(&self) -> &HandlerCore {
-        self.base.core()
-    }
-}
-
-impl<H> MetricsSource for EventHandler<H>
-where
-    H: Handler,
-    H::Request: Event,
-{
-    fn metric_set(&self) -> MetricSet {
-        let mut set = self.base.metric_set();
+    extend_metrics(&self, set) {
         for (name, count) in self.events_by_name() {
             set.push_labelled(
                 "events_received",
@@ -150,7 +117,6 @@ where
                 MetricValue::Counter(count),
             );
         }
-        set
     }
 }
 

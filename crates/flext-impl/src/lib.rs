@@ -37,7 +37,7 @@
 //! });
 //! assert_eq!(upper.handle("flext".into()).await.unwrap(), "FLEXT");
 //! assert!(upper.handle(String::new()).await.is_err());
-//! assert_eq!(upper.get_metrics().success_rate(), 50.0);
+//! assert_eq!(upper.metrics().success_rate(), 50.0);
 //! # }
 //! ```
 
@@ -45,6 +45,7 @@ mod authorizing;
 mod basic;
 mod core;
 mod deadline;
+mod delegate;
 mod event;
 mod func;
 mod guard;

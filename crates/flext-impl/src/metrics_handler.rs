@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use async_trait::async_trait;
 use flext_constants::{ErrorCode, HandlerKind, WireEnum};
-use flext_protocols::{Handler, MetricsSource};
-use flext_types::{FlextResult, HandlerMetrics, MetricSet, MetricValue, SizeSummary};
+use flext_protocols::Handler;
+use flext_types::{HandlerMetrics, MetricValue, SizeSummary};
 use serde::{Deserialize, Serialize};
 
-use crate::{BasicHandler, HandlerCore, Identity, ManagedHandler};
+use crate::delegate::delegate_to_base;
+use crate::{BasicHandler, Identity, ManagedHandler};
 
 /// A handler that also measures the size of each request and response (as JSON, in bytes)
 /// and counts errors by code.
@@ -108,25 +108,9 @@ where
     }
 }
 
-#[async_trait]
-impl<H> Handler for MetricsHandler<H>
-where
-    H: Handler,
-    H::Request: Serialize,
-    H::Response: Serialize,
-{
-    type Request = H::Request;
-    type Response = H::Response;
-
-    fn handler_name(&self) -> &str {
-        self.base.handler_name()
-    }
-
-    fn can_handle(&self, request: &Self::Request) -> bool {
-        self.base.can_handle(request)
-    }
-
-    async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
+delegate_to_base! {
+    impl<H> MetricsHandler<H> where { H::Request: Serialize, H::Response: Serialize, }
+    handle(&self, request) {
         self.request_sizes.record(json_size(&request));
         let result = self.base.handle(request).await;
         match &result {
@@ -137,28 +121,8 @@ where
         }
         result
     }
-}
-
-impl<H> ManagedHandler for MetricsHandler<H>
-where
-    H: Handler,
-    H::Request: Serialize,
-    H::Response: Serialize,
-{
-    fn core(&self) -> &HandlerCore {
-        self.base.core()
-    }
-}
-
-impl<H> MetricsSource for MetricsHandler<H>
-where
-    H: Handler,
-    H::Request: Serialize,
-    H::Response: Serialize,
-{
-    fn metric_set(&self) -> MetricSet {
+    extend_metrics(&self, set) {
         let report = self.report();
-        let mut set = self.base.metric_set();
         set.push(
             "request_bytes_total",
             "Bytes of all requests, as JSON.",
@@ -177,7 +141,6 @@ where
                 MetricValue::Counter(count),
             );
         }
-        set
     }
 }
 

@@ -3,13 +3,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use async_trait::async_trait;
 use flext_constants::{ErrorCode, HandlerKind};
-use flext_protocols::{Handler, MetricsSource, Validator};
-use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
+use flext_protocols::{Handler, Validator};
+use flext_types::{FlextError, FlextResult, MetricValue};
 
+use crate::delegate::delegate_to_base;
 use crate::guard::panic_message;
-use crate::{BasicHandler, HandlerCore, Identity, ManagedHandler};
+use crate::{BasicHandler, Identity};
 
 /// A handler that runs its validators before processing; the first rejection ends the call
 /// with a `VALIDATION_ERROR` carrying the validator's own message.
@@ -38,7 +38,7 @@ use crate::{BasicHandler, HandlerCore, Identity, ManagedHandler};
 /// assert!(handler.handle(json!({"email": "valid@example.com"})).await.is_ok());
 /// let err = handler.handle(json!({"email": "nope"})).await.unwrap_err();
 /// assert_eq!(err.to_string(), "Invalid email format");
-/// assert_eq!(handler.get_metrics().requests_processed, 1);
+/// assert_eq!(handler.metrics().requests_processed, 1);
 /// assert_eq!(handler.rejections(), 1);
 /// # }
 /// ```
@@ -126,43 +126,21 @@ fn as_validation(error: FlextError) -> FlextError {
     }
 }
 
-#[async_trait]
-impl<H: Handler> Handler for ValidatingHandler<H> {
-    type Request = H::Request;
-    type Response = H::Response;
-
-    fn handler_name(&self) -> &str {
-        self.base.handler_name()
-    }
-
-    fn can_handle(&self, request: &Self::Request) -> bool {
-        self.base.can_handle(request)
-    }
-
-    async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
+delegate_to_base! {
+    impl<H> ValidatingHandler<H> where {}
+    handle(&self, request) {
         if let Err(error) = self.validate(&request) {
             self.rejections.fetch_add(1, Relaxed);
             return Err(error);
         }
         self.base.handle(request).await
     }
-}
-
-impl<H: Handler> ManagedHandler for ValidatingHandler<H> {
-    fn core(&self) -> &HandlerCore {
-        self.base.core()
-    }
-}
-
-impl<H: Handler> MetricsSource for ValidatingHandler<H> {
-    fn metric_set(&self) -> MetricSet {
-        let mut set = self.base.metric_set();
+    extend_metrics(&self, set) {
         set.push(
             "validation_rejections",
             "Requests rejected by a validator.",
             MetricValue::Counter(self.rejections()),
         );
-        set
     }
 }
 

@@ -34,7 +34,7 @@ fn registry(c: &mut Criterion) {
         let mut i = 0;
         b.iter(|| {
             i = (i + 1) % names.len();
-            black_box(registry.get_handler(black_box(&names[i])).is_ok())
+            black_box(registry.handler(black_box(&names[i])).is_ok())
         })
     });
     group.bench_function("execute_by_name", |b| {

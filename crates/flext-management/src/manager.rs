@@ -353,6 +353,12 @@ impl HandlerManager {
         result
     }
 
+    /// The guide's spelling of [`health_report`](Self::health_report)
+    /// (`handler_manager.get_handler_health_report()`).
+    pub fn get_handler_health_report(&self) -> HealthReport {
+        self.health_report()
+    }
+
     /// The health of every registered handler.
     pub fn health_report(&self) -> HealthReport {
         let mut handlers = BTreeMap::new();

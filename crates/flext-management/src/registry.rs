@@ -32,7 +32,7 @@ pub trait RegisteredHandler: Send + Sync {
     /// decode is a `SERIALIZATION_ERROR` naming the handler.
     async fn execute(&self, request: Value) -> FlextResult<Value>;
 
-    /// The concrete handler, for [`HandlerRegistry::get_typed`].
+    /// The concrete handler, for [`HandlerRegistry::typed`].
     fn as_any(&self) -> &(dyn Any + Send + Sync);
 }
 
@@ -164,7 +164,7 @@ type Map = DashMap<String, Arc<Entry>, BuildHasherDefault<FxHasher>>;
 ///
 /// Each handler is kept erased, executing JSON values ([`HandlerRegistry::execute`]), so a
 /// handler can be called by name from configuration, a CLI or the network; its concrete type
-/// stays reachable ([`HandlerRegistry::get_typed`]). Registration, lookup and removal work
+/// stays reachable ([`HandlerRegistry::typed`]). Registration, lookup and removal work
 /// concurrently from any number of tasks (a sharded map; a lookup is a read of one shard).
 ///
 /// ```
@@ -177,7 +177,7 @@ type Map = DashMap<String, Arc<Entry>, BuildHasherDefault<FxHasher>>;
 /// let registry = HandlerRegistry::new();
 /// registry.register("doubler", BasicHandler::from_fn("doubler", |n: u32| async move { Ok(n * 2) }))?;
 /// assert_eq!(registry.execute("doubler", json!(21)).await?, json!(42));
-/// let err = registry.get_handler("tripler").unwrap_err();
+/// let err = registry.handler("tripler").unwrap_err();
 /// assert_eq!(err.to_string(), "Handler 'tripler' not found in registry");
 /// # Ok(())
 /// # }
@@ -265,9 +265,14 @@ impl HandlerRegistry {
         }
     }
 
+    /// The guide's spelling of [`handler`](Self::handler) (`registry.get_handler(name)`).
+    pub fn get_handler(&self, name: &str) -> FlextResult<Arc<dyn RegisteredHandler>> {
+        self.handler(name)
+    }
+
     /// The handler registered under `name`, or `NOT_FOUND` "Handler 'X' not found in
     /// registry".
-    pub fn get_handler(&self, name: &str) -> FlextResult<Arc<dyn RegisteredHandler>> {
+    pub fn handler(&self, name: &str) -> FlextResult<Arc<dyn RegisteredHandler>> {
         self.entry(name).map(|entry| entry.handler.clone())
     }
 
@@ -286,8 +291,8 @@ impl HandlerRegistry {
 
     /// The handler registered under `name` as its concrete type `H`; `NOT_FOUND` when there
     /// is none, `INVALID_ARGUMENT` when it is of another type.
-    pub fn get_typed<H: Send + Sync + 'static>(&self, name: &str) -> FlextResult<Arc<H>> {
-        let handler = self.get_handler(name)?;
+    pub fn typed<H: Send + Sync + 'static>(&self, name: &str) -> FlextResult<Arc<H>> {
+        let handler = self.handler(name)?;
         handler
             .as_any()
             .downcast_ref::<Arc<H>>()

@@ -49,7 +49,7 @@ pub enum ChainMode {
 /// chain.add_fn("count", |mut v: Value| async move { v["count"] = json!(1); Ok(v) })?;
 /// let out = chain.handle(json!({})).await?;
 /// assert_eq!(out, json!({"stamped": true, "count": 1}));
-/// assert_eq!(chain.get_chain_metrics().successful_requests, 1);
+/// assert_eq!(chain.metrics().successful_requests, 1);
 /// # Ok(())
 /// # }
 /// ```
@@ -260,8 +260,14 @@ impl<T: Send + 'static> HandlerChain<T> {
         })
     }
 
-    /// The chain's metrics (the guide's `get_chain_metrics`).
+    /// The guide's spelling of [`metrics`](Self::metrics)
+    /// (`processing_chain.get_chain_metrics()`).
     pub fn get_chain_metrics(&self) -> ChainMetrics {
+        self.metrics()
+    }
+
+    /// The chain's metrics: requests in total, succeeded and failed, and per handler.
+    pub fn metrics(&self) -> ChainMetrics {
         let successful_requests = self.successes.load(Relaxed);
         let failed_requests = self.failures.load(Relaxed);
         ChainMetrics {
@@ -317,7 +323,7 @@ impl<T: Send + 'static> Handler for HandlerChain<T> {
 
 impl<T: Send + 'static> MetricsSource for HandlerChain<T> {
     fn metric_set(&self) -> MetricSet {
-        let m = self.get_chain_metrics();
+        let m = self.metrics();
         let mut set = MetricSet::new(m.chain_name.clone());
         set.push(
             "total_requests",
@@ -335,24 +341,25 @@ impl<T: Send + 'static> MetricsSource for HandlerChain<T> {
             MetricValue::Counter(m.failed_requests),
         );
         for link in m.handlers {
-            let labels = || vec![("handler".to_owned(), link.name.clone())];
-            set.push_labelled(
-                "handler_executions",
-                "Runs per handler.",
-                labels(),
-                MetricValue::Counter(link.executions),
-            );
-            set.push_labelled(
-                "handler_failures",
-                "Failures per handler.",
-                labels(),
-                MetricValue::Counter(link.failures),
-            );
-            set.push_labelled(
-                "handler_latency",
-                "Latency per handler.",
-                labels(),
-                MetricValue::Latency(link.latency),
+            set.push_group(
+                ("handler", &link.name),
+                [
+                    (
+                        "handler_executions",
+                        "Runs per handler.",
+                        MetricValue::Counter(link.executions),
+                    ),
+                    (
+                        "handler_failures",
+                        "Failures per handler.",
+                        MetricValue::Counter(link.failures),
+                    ),
+                    (
+                        "handler_latency",
+                        "Latency per handler.",
+                        MetricValue::Latency(link.latency),
+                    ),
+                ],
             );
         }
         set

@@ -1,5 +1,5 @@
-//! [`HookMiddleware`] (the guide's `Middleware`) and [`Layered`]: middleware around any
-//! handler.
+//! [`HookMiddleware`] (the guide's `Patterns.Middleware`) and [`Layered`]: middleware
+//! around any handler.
 
 use std::any::Any;
 use std::fmt;

@@ -240,8 +240,8 @@ where
         take::<O>(data)
     }
 
-    /// The pipeline's metrics (the guide's `get_pipeline_metrics`).
-    pub fn get_pipeline_metrics(&self) -> PipelineMetrics {
+    /// The pipeline's metrics: runs, successes and per stage.
+    pub fn metrics(&self) -> PipelineMetrics {
         let successful = self.successes.load(Relaxed);
         PipelineMetrics {
             pipeline_name: self.name.clone(),
@@ -302,7 +302,7 @@ where
     O: Send + 'static,
 {
     fn metric_set(&self) -> MetricSet {
-        let m = self.get_pipeline_metrics();
+        let m = self.metrics();
         let mut set = MetricSet::new(m.pipeline_name.clone());
         set.push(
             "executions",
@@ -320,18 +320,20 @@ where
             MetricValue::Gauge(m.stage_count as f64),
         );
         for stage in m.stages {
-            let labels = || vec![("stage".to_owned(), stage.name.clone())];
-            set.push_labelled(
-                "stage_failures",
-                "Failures per stage.",
-                labels(),
-                MetricValue::Counter(stage.failures),
-            );
-            set.push_labelled(
-                "stage_latency",
-                "Latency per stage.",
-                labels(),
-                MetricValue::Latency(stage.latency),
+            set.push_group(
+                ("stage", &stage.name),
+                [
+                    (
+                        "stage_failures",
+                        "Failures per stage.",
+                        MetricValue::Counter(stage.failures),
+                    ),
+                    (
+                        "stage_latency",
+                        "Latency per stage.",
+                        MetricValue::Latency(stage.latency),
+                    ),
+                ],
             );
         }
         set

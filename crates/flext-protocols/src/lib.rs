@@ -10,9 +10,8 @@
 //!   stored as [`BoxHandler`]s.
 //! - [`Validator`] and [`Authorizer`]: checks that run before a handler; closures returning
 //!   `bool` or `FlextResult<()>` qualify.
-//! - [`Middleware`] with [`Next`], and [`Layer`]: around-style composition with
-//!   `before_request`, `after_response` and `handle_error` hooks.
-//! - [`Chainable`]: a handler whose output can feed the next link of a chain.
+//! - [`Middleware`] with [`Next`]: around-style composition with `before_request`,
+//!   `after_response` and `handle_error` hooks.
 //! - [`MetricsSource`]: anything that reports a [`MetricSet`](flext_types::MetricSet).
 //! - [`Command`], [`Query`] and [`Event`]: the CQRS message contracts.
 //!
@@ -43,7 +42,6 @@
 //! }
 //! ```
 
-mod chain;
 mod event_sourcing;
 mod handler;
 mod message;
@@ -52,12 +50,11 @@ mod middleware;
 mod verdict;
 
 pub use async_trait::async_trait;
-pub use chain::Chainable;
 pub use event_sourcing::{
     Aggregate, CheckpointStore, EventStore, EventStream, Projection, SnapshotStore,
 };
 pub use handler::{BoxHandler, HandleFuture, Handler};
 pub use message::{Command, Event, Query};
 pub use metrics::MetricsSource;
-pub use middleware::{Layer, Middleware, Next, SharedMiddleware};
+pub use middleware::{Middleware, Next, SharedMiddleware};
 pub use verdict::{Authorizer, Validator, Verdict};

@@ -1,4 +1,4 @@
-//! The middleware and layer contracts.
+//! The middleware contract and the rest of a stack ([`Next`]).
 
 use std::sync::Arc;
 
@@ -128,16 +128,6 @@ where
             .field("remaining_middleware", &self.rest.len())
             .finish()
     }
-}
-
-/// Wraps a handler in another, tower-style: `layer.layer(handler)` is the handler with the
-/// layer's behaviour around it.
-pub trait Layer<H> {
-    /// The wrapped handler.
-    type Handler;
-
-    /// Wraps `inner`.
-    fn layer(&self, inner: H) -> Self::Handler;
 }
 
 #[cfg(test)]

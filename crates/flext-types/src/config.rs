@@ -17,7 +17,21 @@ use crate::{FlextError, FlextResult};
 /// The [default](HandlerConfig::default) is the guide's `BasicHandler` default: development,
 /// `INFO`, `normal`, 30 000 ms, 3 retries. [`HandlerConfig::for_environment`] gives the
 /// environment table.
+///
+/// The struct is non-exhaustive (later versions may add settings): build one from
+/// [`default`](HandlerConfig::default) or [`for_environment`](HandlerConfig::for_environment)
+/// and set the fields to change, or apply a JSON patch through a handler's `configure`.
+///
+/// ```
+/// use flext_constants::Environment;
+/// use flext_types::HandlerConfig;
+///
+/// let mut config = HandlerConfig::for_environment(Environment::Production);
+/// config.timeout_ms = 5_000;
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HandlerConfig {
     /// The environment this configuration is meant for.
     #[serde(with = "crate::serde_helpers::wire")]

@@ -204,6 +204,39 @@ impl MetricSet {
         });
     }
 
+    /// Adds a group of samples that share one label, such as every sample of one message
+    /// type or one chain link: each `(name, help, value)` becomes a sample labelled
+    /// `label.0 = label.1`.
+    ///
+    /// ```
+    /// use flext_types::{MetricSet, MetricValue};
+    ///
+    /// let mut set = MetricSet::new("chain");
+    /// set.push_group(
+    ///     ("handler", "auth"),
+    ///     [
+    ///         ("handler_executions", "Runs per handler.", MetricValue::Counter(3)),
+    ///         ("handler_failures", "Failures per handler.", MetricValue::Counter(1)),
+    ///     ],
+    /// );
+    /// assert_eq!(set.samples.len(), 2);
+    /// assert_eq!(set.samples[1].labels, [("handler".to_owned(), "auth".to_owned())]);
+    /// ```
+    pub fn push_group(
+        &mut self,
+        label: (&str, &str),
+        samples: impl IntoIterator<Item = (&'static str, &'static str, MetricValue)>,
+    ) {
+        for (name, help, value) in samples {
+            self.push_labelled(
+                name,
+                help,
+                vec![(label.0.to_owned(), label.1.to_owned())],
+                value,
+            );
+        }
+    }
+
     /// The first sample called `name` with no labels, if any.
     pub fn get(&self, name: &str) -> Option<&MetricValue> {
         self.samples

@@ -9,6 +9,9 @@ use crate::{FlextError, FlextResult};
 /// Resource settings for a handler ecosystem at one [`PerformanceLevel`], after the guide's
 /// `optimize_handler_performance`.
 ///
+/// Non-exhaustive (later versions may add settings): start from
+/// [`for_level`](PerformanceProfile::for_level) and set the fields to change.
+///
 /// ```
 /// use flext_constants::PerformanceLevel;
 /// use flext_types::PerformanceProfile;
@@ -18,6 +21,7 @@ use crate::{FlextError, FlextResult};
 /// assert!(high.response_caching_enabled);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PerformanceProfile {
     /// The level these settings belong to.
     #[serde(with = "crate::serde_helpers::wire")]

@@ -76,7 +76,7 @@ async fn the_six_requests_have_the_guides_outcomes_and_metrics() {
         "Handler 'validator' failed: Invalid operation 'invalid_op'. Valid operations: read, create, update, delete, list"
     );
 
-    let m = chain.get_chain_metrics();
+    let m = chain.metrics();
     assert_eq!(
         (m.total_requests, m.successful_requests, m.failed_requests),
         (6, 3, 3)

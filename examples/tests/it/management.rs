@@ -26,11 +26,11 @@ async fn the_guides_ecosystem_registers_executes_reports_and_cleans_up() {
         }
     }
 
-    let orders = manager.registry().get_handler("order_processor").unwrap();
+    let orders = manager.registry().handler("order_processor").unwrap();
     assert_eq!(orders.core().kind().as_str(), "custom");
     let typed = manager
         .registry()
-        .get_typed::<BasicHandler<OrderProcessingHandler>>("order_processor")
+        .typed::<BasicHandler<OrderProcessingHandler>>("order_processor")
         .unwrap();
     assert_eq!(typed.inner().get_order_statistics().total_orders, 1);
 

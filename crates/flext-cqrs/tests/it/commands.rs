@@ -156,7 +156,7 @@ async fn a_managed_handler_keeps_its_own_metrics_on_the_bus() {
     for n in 0..5 {
         bus.send(Divide(n)).await.unwrap();
     }
-    assert_eq!(handler.get_metrics().requests_processed, 5);
+    assert_eq!(handler.metrics().requests_processed, 5);
     let m = bus.metrics();
     assert_eq!(m.commands["Divide"].processed, 5);
     assert_eq!(m.commands["Divide"].latency.count, 5);

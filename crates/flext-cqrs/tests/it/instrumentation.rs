@@ -129,7 +129,11 @@ async fn without_instrumentation_a_command_bus_records_nothing_and_still_checks(
 async fn metrics_and_tracing_are_switched_separately() {
     for metrics in [false, true] {
         for tracing in [false, true] {
-            let bus = command_bus(Instrumentation { metrics, tracing });
+            let bus = command_bus(
+                Instrumentation::NONE
+                    .with_metrics(metrics)
+                    .with_tracing(tracing),
+            );
             let spans = spans_of(async {
                 bus.send(CreateUserCommand::new("Alice", "a@x.io"))
                     .await

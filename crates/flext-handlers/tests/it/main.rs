@@ -81,3 +81,37 @@ async fn the_cqrs_namespace_reads_like_the_guide() {
     assert_eq!(query_bus.metrics().registered_handlers, 0);
     assert_eq!(event_bus.subscription_count(), 0);
 }
+
+/// Glob imports of the guide's namespaces and the prelude give each name one meaning:
+/// `Middleware` is the contract, `HookMiddleware` the guide's middleware of hooks.
+mod one_meaning_per_name {
+    use flext_handlers::Patterns::*;
+    use flext_handlers::Protocols::*;
+    use flext_handlers::prelude::*;
+
+    struct Upper;
+
+    impl Middleware<String, String> for Upper {
+        fn name(&self) -> &str {
+            "upper"
+        }
+
+        fn after_response(&self, response: String) -> FlextResult<String> {
+            Ok(response.to_uppercase())
+        }
+    }
+
+    #[tokio::test]
+    async fn middleware_is_the_contract_and_hook_middleware_the_guides_middleware() {
+        let greet = handler_fn("greet", |name: String| async move {
+            Ok(format!("hello {name}"))
+        });
+        let layered = Layered::new(greet)
+            .with(
+                HookMiddleware::new("request_middleware")
+                    .before_request(|s: String| Ok(s.trim().to_owned())),
+            )
+            .with(Upper);
+        assert_eq!(layered.handle("  ada ".into()).await.unwrap(), "HELLO ADA");
+    }
+}

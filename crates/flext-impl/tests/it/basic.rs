@@ -16,7 +16,7 @@ async fn default_handler_passes_requests_through_and_counts_them() {
     let request = json!({"action": "create_user", "user": {"name": "John Doe"}});
     let response = handler.handle(request.clone()).await.unwrap();
     assert_eq!(response, request);
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!(m.handler_name, "user_service");
     assert_eq!(
         (
@@ -50,7 +50,7 @@ async fn failures_set_state_failed_and_count_as_errors() {
     );
     assert_eq!(err.to_string(), "negative");
     assert_eq!(handler.state(), HandlerState::Failed);
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!(
         (m.requests_processed, m.failed_requests, m.error_count),
         (2, 1, 1)
@@ -74,7 +74,7 @@ async fn a_panicking_handler_is_an_operation_error_and_the_handler_lives_on() {
     );
     assert_eq!(handler.state(), HandlerState::Failed);
     assert_eq!(handler.handle(4).await, Ok(25), "the handler keeps working");
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!(
         (m.successful_requests, m.failed_requests, m.in_flight),
         (1, 1, 0)
@@ -112,7 +112,7 @@ async fn a_call_past_its_deadline_times_out() {
         "the deadline ends the call"
     );
     assert_eq!(handler.state(), HandlerState::Timeout);
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!((m.successful_requests, m.failed_requests), (1, 1));
     assert_eq!(m.latency.max, Duration::from_millis(50));
 }
@@ -152,17 +152,17 @@ async fn state_is_processing_while_a_call_runs_and_dropping_the_call_releases_it
         "the call waits on the gate"
     );
     assert_eq!(handler.state(), HandlerState::Processing);
-    assert_eq!(handler.get_metrics().in_flight, 1);
+    assert_eq!(handler.metrics().in_flight, 1);
     drop(call);
     drop(release_tx);
     assert_eq!(
-        handler.get_metrics().in_flight,
+        handler.metrics().in_flight,
         0,
         "a dropped call is no longer in flight"
     );
     assert_eq!(handler.state(), HandlerState::Idle);
     assert_eq!(
-        handler.get_metrics().requests_processed,
+        handler.metrics().requests_processed,
         0,
         "a dropped call has no outcome"
     );
@@ -183,14 +183,14 @@ async fn configure_accepts_the_guide_values_and_rejects_bad_ones_without_change(
     let handler: BasicHandler = BasicHandler::new("configurable");
     let production = BasicHandler::create_environment_handler_config("production").unwrap();
     handler.configure(production.clone()).unwrap();
-    assert_eq!(handler.get_handler_config(), production);
+    assert_eq!(handler.handler_config(), production);
 
     for level in ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "TRACE"] {
         handler.configure(json!({"log_level": level})).unwrap();
     }
-    assert_eq!(handler.get_handler_config().log_level, LogLevel::Trace);
+    assert_eq!(handler.handler_config().log_level, LogLevel::Trace);
 
-    let before = handler.get_handler_config();
+    let before = handler.handler_config();
     let err = handler
         .configure(json!({"log_level": "DEBUG", "environment": "moon"}))
         .unwrap_err();
@@ -200,7 +200,7 @@ async fn configure_accepts_the_guide_values_and_rejects_bad_ones_without_change(
         "Invalid environment: moon. Valid values: development, staging, production, test, local"
     );
     assert_eq!(
-        handler.get_handler_config(),
+        handler.handler_config(),
         before,
         "a rejected patch changes nothing"
     );
@@ -214,12 +214,12 @@ async fn reset_returns_to_idle_and_reset_metrics_keeps_state() {
     let handler = BasicHandler::new("resettable");
     handler.handle(json!(1)).await.unwrap();
     handler.reset_metrics();
-    assert_eq!(handler.get_metrics().requests_processed, 0);
+    assert_eq!(handler.metrics().requests_processed, 0);
     assert_eq!(handler.state(), HandlerState::Completed);
     handler.handle(json!(2)).await.unwrap();
     handler.reset();
     assert_eq!(handler.state(), HandlerState::Idle);
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!((m.requests_processed, m.latency.count), (0, 0));
     assert_eq!(m.total_processing_time, Duration::ZERO);
 }
@@ -231,7 +231,7 @@ async fn disabling_performance_metrics_stops_timing_but_keeps_counts() {
         .configure(json!({"enable_performance_metrics": false}))
         .unwrap();
     handler.handle(json!(1)).await.unwrap();
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!(m.requests_processed, 1);
     assert_eq!(m.latency.count, 0);
 }
@@ -295,4 +295,15 @@ async fn catch_panic_keeps_results_and_converts_panics() {
             .starts_with("Handler execution failed: index out of bounds"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn get_metrics_is_the_guides_spelling_of_metrics() {
+    let handler = BasicHandler::new("user_service");
+    handler
+        .handle(json!({"action": "create_user"}))
+        .await
+        .unwrap();
+    assert_eq!(handler.get_metrics(), handler.metrics());
+    assert_eq!(handler.get_metrics().requests_processed, 1);
 }

@@ -27,7 +27,7 @@ async fn validation_rejections_leave_metrics_and_state_untouched() {
     assert_eq!(err.code(), ErrorCode::ValidationError);
     assert_eq!(err.to_string(), "Invalid email format");
     assert_eq!(handler.state(), HandlerState::Idle);
-    assert_eq!(handler.get_metrics().requests_processed, 0);
+    assert_eq!(handler.metrics().requests_processed, 0);
     assert_eq!(handler.rejections(), 1);
 
     let ok = handler
@@ -36,7 +36,7 @@ async fn validation_rejections_leave_metrics_and_state_untouched() {
         .unwrap();
     assert_eq!(ok["email"], "valid@example.com");
     assert_eq!(handler.state(), HandlerState::Completed);
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!((m.requests_processed, m.successful_requests), (1, 1));
 }
 
@@ -64,7 +64,7 @@ async fn validators_run_in_order_and_the_first_rejection_wins() {
     );
     assert_eq!(err.to_string(), "third");
     assert_eq!(handler.rejections(), 3);
-    assert_eq!(handler.get_metrics().requests_processed, 0);
+    assert_eq!(handler.metrics().requests_processed, 0);
 }
 
 #[tokio::test]
@@ -74,7 +74,7 @@ async fn a_panicking_validator_rejects_instead_of_crashing() {
     let err = handler.handle(json!(1)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ValidationError);
     assert_eq!(err.to_string(), "Validator panicked: cannot read 1");
-    assert_eq!(handler.get_metrics().requests_processed, 0);
+    assert_eq!(handler.metrics().requests_processed, 0);
 }
 
 #[tokio::test]
@@ -84,7 +84,7 @@ async fn validating_a_custom_step_reaches_it_only_when_valid() {
     assert_eq!(handler.handler_name(), "double");
     assert_eq!(handler.handle(21).await, Ok(42));
     assert!(handler.handle(-1).await.is_err());
-    assert_eq!(handler.get_metrics().requests_processed, 1);
+    assert_eq!(handler.metrics().requests_processed, 1);
 }
 
 fn admin_authorizer(data: &Value) -> bool {
@@ -102,14 +102,14 @@ async fn authorization_denials_leave_metrics_and_state_untouched() {
     assert_eq!(err.code(), ErrorCode::AuthorizationDenied);
     assert_eq!(err.to_string(), "Authorization denied");
     assert_eq!(handler.state(), HandlerState::Idle);
-    assert_eq!(handler.get_metrics().requests_processed, 0);
+    assert_eq!(handler.metrics().requests_processed, 0);
     assert_eq!(handler.denials(), 1);
 
     let ok = handler
         .handle(json!({"user_role": "admin", "operation": "delete_user"}))
         .await;
     assert_eq!(ok.unwrap()["operation"], "delete_user");
-    assert_eq!(handler.get_metrics().successful_requests, 1);
+    assert_eq!(handler.metrics().successful_requests, 1);
 }
 
 #[tokio::test]
@@ -138,7 +138,7 @@ async fn a_check_that_errors_or_panics_denies() {
         err.to_string(),
         "Authorization check of 'panicky' panicked: no session"
     );
-    assert_eq!(panicking.get_metrics().requests_processed, 0);
+    assert_eq!(panicking.metrics().requests_processed, 0);
 }
 
 #[tokio::test]

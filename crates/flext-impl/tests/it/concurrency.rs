@@ -25,7 +25,7 @@ async fn eight_tasks_times_two_hundred_calls_count_exactly() {
     for task in tasks {
         task.await.unwrap();
     }
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!(m.requests_processed, 1600);
     assert_eq!(m.successful_requests, 1600);
     assert_eq!(m.failed_requests, 0);
@@ -62,7 +62,7 @@ async fn mixed_outcomes_under_concurrency_add_up() {
     let failures = (0..total)
         .filter(|n| n.is_multiple_of(3) || n.is_multiple_of(7))
         .count() as u64;
-    let m = handler.get_metrics();
+    let m = handler.metrics();
     assert_eq!(m.requests_processed, total);
     assert_eq!(m.failed_requests, failures);
     assert_eq!(m.successful_requests, total - failures);

@@ -60,7 +60,7 @@ async fn metrics_handler_identity_measures_both_ways() {
     let report = handler.report();
     assert_eq!(report.request_size.total_bytes, 9);
     assert_eq!(report.response_size.total_bytes, 9);
-    assert_eq!(handler.get_metrics().successful_requests, 1);
+    assert_eq!(handler.metrics().successful_requests, 1);
 }
 
 enum UserEvent {
@@ -104,7 +104,7 @@ async fn event_handler_counts_events_by_name() {
     let by_name = handler.events_by_name();
     assert_eq!(by_name["UserCreated"], 2);
     assert_eq!(by_name["UserDeleted"], 1);
-    assert_eq!(handler.get_metrics().failed_requests, 1);
+    assert_eq!(handler.metrics().failed_requests, 1);
     let labelled = handler
         .metric_set()
         .samples

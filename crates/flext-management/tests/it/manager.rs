@@ -89,12 +89,12 @@ async fn configuration_is_applied_and_usage_feeds_the_health_report() {
         ])
         .unwrap();
     assert_eq!(registered["user_validator"], "validating");
-    let validator = manager.registry().get_handler("user_validator").unwrap();
+    let validator = manager.registry().handler("user_validator").unwrap();
     assert_eq!(validator.core().config().log_level, LogLevel::Debug);
     assert_eq!(
         manager
             .registry()
-            .get_handler("admin_authorizer")
+            .handler("admin_authorizer")
             .unwrap()
             .core()
             .config()
@@ -117,6 +117,12 @@ async fn configuration_is_applied_and_usage_feeds_the_health_report() {
     assert!(manager.execute("ghost", json!({})).await.is_err());
 
     let report = manager.health_report();
+    let guide = manager.get_handler_health_report();
+    assert_eq!(
+        (guide.handlers, guide.total_requests_processed),
+        (report.handlers.clone(), report.total_requests_processed),
+        "the guide's spelling"
+    );
     assert_eq!(
         (
             report.total_registered_handlers,

@@ -32,7 +32,9 @@ async fn names_must_be_present_and_unique() {
             "Handler with name 'doubler' already registered"
         )
     );
-    let err = registry.get_handler("missing").err().unwrap();
+    let err = registry.handler("missing").err().unwrap();
+    let guide = registry.get_handler("missing").err().unwrap();
+    assert_eq!(guide.to_string(), err.to_string(), "the guide's spelling");
     assert_eq!(
         (err.code(), err.to_string().as_str()),
         (
@@ -99,7 +101,7 @@ async fn handlers_of_different_types_execute_by_name_with_json() {
         ]
     );
     let processed = registry
-        .get_handler("doubler")
+        .handler("doubler")
         .unwrap()
         .core()
         .metrics()
@@ -116,10 +118,10 @@ async fn typed_retrieval_returns_the_concrete_handler() {
     let validating = ValidatingHandler::new("emails", |v: &Value| v.get("email").is_some());
     registry.register("emails", validating).unwrap();
     let typed = registry
-        .get_typed::<ValidatingHandler<Identity<Value>>>("emails")
+        .typed::<ValidatingHandler<Identity<Value>>>("emails")
         .unwrap();
     assert!(typed.validate(&json!({"email": "a@b.c"})).is_ok());
-    let err = registry.get_typed::<BasicHandler>("emails").unwrap_err();
+    let err = registry.typed::<BasicHandler>("emails").unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
 }
 
@@ -136,7 +138,7 @@ async fn concurrent_register_lookup_and_unregister_keep_exact_metrics() {
                         .register(&name, BasicHandler::<Identity<Value>>::new(name.clone()))
                         .unwrap();
                     assert_eq!(registry.execute(&name, json!(i)).await.unwrap(), json!(i));
-                    assert!(registry.get_handler(&format!("absent-{t}-{i}")).is_err());
+                    assert!(registry.handler(&format!("absent-{t}-{i}")).is_err());
                     if i % 2 == 0 {
                         registry.unregister(&name).unwrap();
                     }

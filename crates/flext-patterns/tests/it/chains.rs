@@ -118,9 +118,10 @@ async fn a_panicking_handler_fails_the_chain_and_the_chain_lives_on() {
         "Handler 'explode' failed: Handler execution failed: zero is not allowed here"
     );
     assert_eq!(chain.handle(3).await, Ok(3));
-    let m = chain.get_chain_metrics();
+    let m = chain.metrics();
     assert_eq!((m.total_requests, m.failed_requests), (2, 1));
     assert_eq!((m.handlers[0].executions, m.handlers[0].failures), (2, 1));
+    assert_eq!(chain.get_chain_metrics(), m, "the guide's spelling");
 }
 
 /// Accepts only numbers in a range.
@@ -177,7 +178,7 @@ async fn first_match_mode_uses_only_the_first_handler_that_accepts() {
         err.to_string(),
         "No handler in chain could process the request"
     );
-    let m = chain.get_chain_metrics();
+    let m = chain.metrics();
     assert_eq!((m.handlers[0].executions, m.handlers[1].executions), (1, 1));
     assert_eq!((m.successful_requests, m.failed_requests), (2, 1));
     assert!(chain.can_handle(&50) && !chain.can_handle(&500));
@@ -192,7 +193,7 @@ async fn chains_are_handlers_and_nest() {
     outer.add_handler(inner).unwrap();
     outer.add_handler(add(3)).unwrap();
     assert_eq!(outer.handle(0).await, Ok(6));
-    let m = outer.get_chain_metrics();
+    let m = outer.metrics();
     assert_eq!(m.handlers[0].name, "inner");
     let json = serde_json::to_value(&m).unwrap();
     assert_eq!(json["handlers"][1]["executions"], 1);

@@ -36,7 +36,7 @@ async fn an_empty_pipeline_returns_its_input() {
         pipeline.process(json!({"a": 1})).await.unwrap(),
         json!({"a": 1})
     );
-    assert_eq!(pipeline.get_pipeline_metrics().executions, 1);
+    assert_eq!(pipeline.metrics().executions, 1);
 }
 
 #[tokio::test]
@@ -77,7 +77,7 @@ async fn a_failing_stage_is_named_by_position_and_keeps_its_code() {
         std::error::Error::source(&err).unwrap().to_string(),
         "-6 is not positive"
     );
-    let m = pipeline.get_pipeline_metrics();
+    let m = pipeline.metrics();
     assert_eq!((m.executions, m.successful, m.stage_count), (2, 1, 3));
     let runs: Vec<_> = m
         .stages

@@ -173,7 +173,7 @@ async fn timeout_ends_slow_calls_and_marks_a_managed_handler() {
     assert_eq!(err.data().unwrap()["handler"], "report");
     assert_eq!(started.elapsed(), Duration::from_millis(200));
     assert_eq!(guarded.inner().state(), HandlerState::Timeout);
-    let m = guarded.inner().get_metrics();
+    let m = guarded.inner().metrics();
     assert_eq!(
         (m.successful_requests, m.failed_requests, m.in_flight),
         (1, 1, 0)
@@ -195,7 +195,7 @@ async fn a_timeout_the_handler_reports_itself_passes_through_and_counts_once() {
     assert_eq!(err.to_string(), "inventory service did not answer");
     assert_eq!(err.data(), None, "not the deadline's error");
     assert_eq!(guarded.inner().state(), HandlerState::Timeout);
-    assert_eq!(guarded.inner().get_metrics().failed_requests, 1);
+    assert_eq!(guarded.inner().metrics().failed_requests, 1);
 }
 
 #[test]
