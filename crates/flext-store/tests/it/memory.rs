@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use flext_cqrs::InMemoryEventStore;
+use flext_store::InMemoryEventStore;
 use flext_protocols::{CheckpointStore, EventStore, SnapshotStore};
 
 async fn events() -> Option<Arc<dyn EventStore>> {
