@@ -243,7 +243,8 @@ fn execute(c: &mut Criterion) {
             });
         }
     }
-    let warm = seeded_flext(&rt, &payload, 1000, false).with_config(RepositoryConfig::default().with_cache_capacity(16));
+    let warm = seeded_flext(&rt, &payload, 1000, false)
+        .with_config(RepositoryConfig::default().with_cache_capacity(16));
     group.bench_function("flext_warm", |b| {
         b.iter(|| {
             black_box(

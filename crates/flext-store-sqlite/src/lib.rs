@@ -35,6 +35,9 @@
 //! # }
 //! ```
 
-mod store;
+mod append;
+mod checkpoint;
+mod read;
+mod schema;
 
-pub use store::{SqliteEventStore, SqliteStoreOptions};
+pub use schema::{SqliteEventStore, SqliteStoreOptions};

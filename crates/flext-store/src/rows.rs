@@ -34,6 +34,46 @@ pub struct RawEvent {
     pub recorded_at: String,
 }
 
+/// An event row as SQL reads it, in [`EVENT_COLUMNS`] order.
+pub type EventColumns = (
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    String,
+);
+
+impl From<EventColumns> for RawEvent {
+    fn from(columns: EventColumns) -> Self {
+        let (
+            event_id,
+            stream_id,
+            version,
+            position,
+            event_type,
+            schema_version,
+            payload,
+            metadata,
+            recorded_at,
+        ) = columns;
+        Self {
+            event_id,
+            stream_id,
+            version,
+            position,
+            event_type,
+            schema_version,
+            payload,
+            metadata,
+            recorded_at,
+        }
+    }
+}
+
 impl RawEvent {
     /// The row as a [`StoredEvent`]; a row that does not decode (a corrupt payload, a bad id
     /// or timestamp) is a `SERIALIZATION_ERROR` naming its position and what is wrong.
@@ -95,8 +135,9 @@ pub const EVENT_COLUMNS: &str = "event_id, stream_id, version, position, event_t
 /// assert!(flext_store::signed(u64::MAX, "SQLite").is_err());
 /// ```
 pub fn signed(value: u64, database: &str) -> FlextResult<i64> {
-    i64::try_from(value)
-        .map_err(|_| FlextError::invalid_argument(format!("{value} is beyond what {database} stores")))
+    i64::try_from(value).map_err(|_| {
+        FlextError::invalid_argument(format!("{value} is beyond what {database} stores"))
+    })
 }
 
 /// A version, position or count as a SQL store reads it back: stores never write a negative
@@ -121,7 +162,24 @@ pub struct RawSnapshot {
     pub taken_at: String,
 }
 
+/// A snapshot row as SQL reads it: `(version, schema_version, payload, taken_at)`.
+pub type SnapshotColumns = (i64, i64, String, String);
+
 impl RawSnapshot {
+    /// The snapshot of `stream_id` read as [`SnapshotColumns`].
+    pub fn from_columns(
+        stream_id: &str,
+        (version, schema_version, payload, taken_at): SnapshotColumns,
+    ) -> Self {
+        Self {
+            stream_id: stream_id.to_owned(),
+            version,
+            schema_version,
+            payload,
+            taken_at,
+        }
+    }
+
     /// The row of `snapshot`; a version beyond what `database` stores is an
     /// `INVALID_ARGUMENT`.
     pub fn encode(snapshot: &Snapshot, database: &str) -> FlextResult<Self> {
@@ -138,13 +196,13 @@ impl RawSnapshot {
     /// `SERIALIZATION_ERROR` naming the stream.
     pub fn decode(self) -> FlextResult<Snapshot> {
         let stream_id = self.stream_id;
-        let timestamp =
-            OffsetDateTime::parse(&self.taken_at, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| {
-                    FlextError::serialization(format!(
-                        "Snapshot of {stream_id} has a malformed time: {e}"
-                    ))
-                })?;
+        let timestamp = OffsetDateTime::parse(
+            &self.taken_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|e| {
+            FlextError::serialization(format!("Snapshot of {stream_id} has a malformed time: {e}"))
+        })?;
         Ok(Snapshot {
             version: unsigned(self.version),
             schema_version: u32::try_from(self.schema_version).unwrap_or(0),
@@ -258,7 +316,16 @@ mod raw_tests {
         .decode()
         .unwrap_err();
         assert_eq!(bad.code(), ErrorCode::SerializationError);
-        assert!(bad.message().starts_with("Snapshot of User-1 has a malformed time"), "{bad}");
-        assert!(signed(u64::MAX, "SQLite").unwrap_err().message().contains("beyond what SQLite stores"));
+        assert!(
+            bad.message()
+                .starts_with("Snapshot of User-1 has a malformed time"),
+            "{bad}"
+        );
+        assert!(
+            signed(u64::MAX, "SQLite")
+                .unwrap_err()
+                .message()
+                .contains("beyond what SQLite stores")
+        );
     }
 }

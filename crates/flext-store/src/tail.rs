@@ -104,7 +104,11 @@ impl HeadSignal {
     /// this signal does not hear of, such as another process's, are found by polling);
     /// `Duration::MAX` never polls, for a store that hears of every commit. Made for
     /// [`tail_events`]' `wake`.
-    pub fn wait_for(&self, position: u64, poll: Duration) -> impl Future<Output = ()> + Send + use<> {
+    pub fn wait_for(
+        &self,
+        position: u64,
+        poll: Duration,
+    ) -> impl Future<Output = ()> + Send + use<> {
         let mut head = self.head.subscribe();
         async move {
             let reached = head.wait_for(|head| *head >= position);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use flext_constants::{ErrorCode, handler};
 use flext_impl::catch_panic_sync;
-use flext_protocols::{Aggregate, EventStore, SnapshotStore};
 use flext_protocols::Event;
+use flext_protocols::{Aggregate, EventStore, SnapshotStore};
 use flext_types::{
     AppendResult, EventMetadata, ExpectedVersion, FlextResult, JsonPayload, MessageMetadata,
     NewEvent, Snapshot, StoredEvent,
@@ -421,7 +421,10 @@ impl<A: Aggregate> Repository<A> {
 }
 
 /// `event` as a record to append, named and versioned by the event itself.
-fn encode<E: Event + serde::Serialize>(event: &E, metadata: &EventMetadata) -> FlextResult<NewEvent> {
+fn encode<E: Event + serde::Serialize>(
+    event: &E,
+    metadata: &EventMetadata,
+) -> FlextResult<NewEvent> {
     NewEvent::encode(
         event.event_name(),
         event.schema_version(),

@@ -226,9 +226,10 @@ async fn conflicts_are_retried_up_to_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_on_one_aggregate_all_land() {
     let store = InMemoryEventStore::new();
-    let repo = Arc::new(repository(&store).with_config(
-        RepositoryConfig::default().with_max_conflict_retries(1_000),
-    ));
+    let repo = Arc::new(
+        repository(&store)
+            .with_config(RepositoryConfig::default().with_max_conflict_retries(1_000)),
+    );
     repo.execute("acc-1", open("Ada")).await.unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|_| {

@@ -1,0 +1,284 @@
+//! Appends to a [`SqliteEventStore`]: the common append in one statement, the
+//! transactional path for conflicts, retries and big batches.
+
+use flext_store::{
+    EVENT_COLUMNS, PlaceLookup, StoredPlace, accepted_versions, find_retry, metadata_text,
+    timestamp_text, validate_batch,
+};
+use flext_types::{AppendResult, ExpectedVersion, FlextError, FlextResult, NewEvent};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{QueryBuilder, Sqlite};
+use time::OffsetDateTime;
+
+use crate::SqliteEventStore;
+
+/// Rows per insert statement: 9 bound values a row stays far below SQLite's limit on
+/// bound parameters.
+const CHUNK: usize = 500;
+
+impl SqliteEventStore {
+    pub(crate) async fn append_now(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        validate_batch(stream_id, &events)?;
+        if events.len() <= CHUNK
+            && let Some(result) = self
+                .append_in_one_statement(stream_id, expected, &events)
+                .await?
+        {
+            self.inner.head.advance(result.last_position);
+            return Ok(result);
+        }
+        let mut tx = self
+            .inner
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.fail("cannot begin an append", e))?;
+        // One round trip for the stream's version and the head position. Under the append
+        // lock neither can move until this transaction ends.
+        let (current, head): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = ?), \
+             (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
+        )
+        .bind(stream_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| self.fail("cannot read the stream version", e))?;
+        let current = u64::try_from(current).unwrap_or(0);
+        let head = u64::try_from(head).unwrap_or(0);
+        if !expected.accepts(current) {
+            // A retry of an append that committed finds the stream moved on: answer with
+            // the original result when the ids say it is one.
+            if let Some(original) =
+                find_retry(&mut self.lookup(&mut tx), stream_id, expected, &events).await?
+            {
+                return Ok(original);
+            }
+            return Err(expected.conflict(stream_id, current));
+        }
+        let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
+        let count = events.len() as u64;
+        for (chunk_index, chunk) in events.chunks(CHUNK).enumerate() {
+            let offset = (chunk_index * CHUNK) as u64;
+            let rows = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, event)| Ok((offset + i as u64, event, metadata_text(&event.metadata)?)))
+                .collect::<FlextResult<Vec<_>>>()?;
+            let mut insert =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO flext_events ({EVENT_COLUMNS}) "));
+            insert.push_values(rows, |mut row, (i, event, metadata)| {
+                row.push_bind(event.event_id.to_string())
+                    .push_bind(stream_id)
+                    .push_bind((current + i + 1) as i64)
+                    .push_bind((head + i + 1) as i64)
+                    .push_bind(event.event_type.as_str())
+                    .push_bind(i64::from(event.schema_version))
+                    .push_bind(event.payload.as_str())
+                    .push_bind(metadata)
+                    .push_bind(recorded_at.as_str());
+            });
+            if let Err(error) = insert.build().execute(&mut *tx).await {
+                return self
+                    .insert_failed(tx, stream_id, expected, &events, error)
+                    .await;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.fail("cannot commit an append", e))?;
+        let result = AppendResult {
+            first_version: current + 1,
+            last_version: current + count,
+            first_position: head + 1,
+            last_position: head + count,
+        };
+        self.inner.head.advance(result.last_position);
+        Ok(result)
+    }
+
+    /// The common append in one autocommit statement, so one trip to SQLite's worker
+    /// thread (two for a batch) instead of four (`BEGIN IMMEDIATE`, read, insert,
+    /// `COMMIT`): the statement reads the stream version and the head, checks the expected
+    /// version and inserts every row, as one write transaction (SQLite has one writer at a time, so nothing
+    /// moves between the read and the insert). `Ok(None)` when it inserted nothing: the
+    /// check failed or an event id is stored already. The caller then takes the
+    /// transactional path, which tells a conflict from a retry of a committed append.
+    async fn append_in_one_statement(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> FlextResult<Option<AppendResult>> {
+        let (lowest, highest) = accepted_versions(expected);
+        let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
+        let rows = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| Ok((i as i64 + 1, event, metadata_text(&event.metadata)?)))
+            .collect::<FlextResult<Vec<_>>>()?;
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "WITH place AS (SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
+             WHERE stream_id = ",
+        );
+        insert.push_bind(stream_id).push(
+            ") AS current, (SELECT COALESCE(MAX(position), 0) FROM flext_events) AS head), \
+             batch(i, event_id, event_type, schema_version, payload, metadata) AS (",
+        );
+        insert.push_values(rows, |mut row, (i, event, metadata)| {
+            row.push_bind(i)
+                .push_bind(event.event_id.to_string())
+                .push_bind(event.event_type.as_str())
+                .push_bind(i64::from(event.schema_version))
+                .push_bind(event.payload.as_str())
+                .push_bind(metadata);
+        });
+        insert
+            .push(format!(
+                ") INSERT INTO flext_events ({EVENT_COLUMNS}) SELECT b.event_id, "
+            ))
+            .push_bind(stream_id)
+            .push(
+                ", p.current + b.i, p.head + b.i, b.event_type, b.schema_version, b.payload, \
+                 b.metadata, ",
+            )
+            .push_bind(recorded_at.as_str())
+            .push(" FROM place p, batch b WHERE p.current BETWEEN ")
+            .push_bind(lowest)
+            .push(" AND ")
+            .push_bind(highest)
+            .push(" ORDER BY b.i");
+        let count = events.len() as u64;
+        let unique_or = |error: sqlx::Error| match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Ok(None),
+            _ => Err(self.fail("cannot append", error)),
+        };
+        // The worker thread sends each returned row as its own message: one event
+        // returns its place; a batch asks only for the last version afterwards (positions
+        // are row ids, so the last one is the insert's last row id).
+        let (last_version, last_position) = if count == 1 {
+            insert.push(" RETURNING version, position");
+            match insert
+                .build_query_as::<(i64, i64)>()
+                .fetch_optional(&self.inner.pool)
+                .await
+            {
+                Ok(Some(place)) => place,
+                Ok(None) => return Ok(None),
+                Err(error) => return unique_or(error),
+            }
+        } else {
+            let done = match insert.build().execute(&self.inner.pool).await {
+                Ok(done) => done,
+                Err(error) => return unique_or(error),
+            };
+            if done.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let last_position = done.last_insert_rowid();
+            let (last_version,): (i64,) =
+                sqlx::query_as("SELECT version FROM flext_events WHERE position = ?")
+                    .bind(last_position)
+                    .fetch_one(&self.inner.pool)
+                    .await
+                    .map_err(|e| self.fail("cannot read an appended event", e))?;
+            (last_version, last_position)
+        };
+        let last_version = u64::try_from(last_version).unwrap_or(0);
+        let last_position = u64::try_from(last_position).unwrap_or(0);
+        Ok(Some(AppendResult {
+            first_version: (last_version + 1).saturating_sub(count),
+            last_version,
+            first_position: (last_position + 1).saturating_sub(count),
+            last_position,
+        }))
+    }
+
+    /// An insert failed. When it hit a stored event id, the batch may be a retry of an
+    /// append that committed: with this transaction rolled back (its own rows would
+    /// otherwise look stored), the stored ids decide between the original result and a
+    /// `DUPLICATE`. Any other failure is a `STORAGE_ERROR`.
+    async fn insert_failed(
+        &self,
+        tx: sqlx::Transaction<'_, Sqlite>,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        error: sqlx::Error,
+    ) -> FlextResult<AppendResult> {
+        let unique = matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
+        tx.rollback()
+            .await
+            .map_err(|e| self.fail("cannot roll back a failed append", e))?;
+        if unique {
+            let mut connection = self
+                .inner
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| self.fail("cannot look for stored ids", e))?;
+            if let Some(original) = find_retry(
+                &mut self.lookup(&mut connection),
+                stream_id,
+                expected,
+                events,
+            )
+            .await?
+            {
+                return Ok(original);
+            }
+        }
+        Err(self.fail("cannot insert events", error))
+    }
+
+    fn lookup<'c>(&'c self, connection: &'c mut SqliteConnection) -> Lookup<'c> {
+        Lookup {
+            store: self,
+            connection,
+        }
+    }
+}
+
+/// The reads that tell a retry from a duplicate, on one connection.
+struct Lookup<'c> {
+    store: &'c SqliteEventStore,
+    connection: &'c mut SqliteConnection,
+}
+
+const PLACE: &str = "SELECT event_id, stream_id, version, position FROM flext_events";
+
+impl PlaceLookup for Lookup<'_> {
+    async fn stored(&mut self, ids: Vec<String>) -> FlextResult<Vec<StoredPlace>> {
+        // The ids go in as one JSON array: a batch of any size is one bound parameter
+        // (SQLite allows at most 32,766).
+        let ids = serde_json::to_string(&ids)
+            .map_err(|e| FlextError::serialization(format!("Event ids do not encode: {e}")))?;
+        let sql = format!("{PLACE} WHERE event_id IN (SELECT value FROM json_each(?))");
+        let rows = sqlx::query_as(&sql)
+            .bind(ids)
+            .fetch_all(&mut *self.connection)
+            .await;
+        let rows = rows.map_err(|e| self.store.fail("cannot look for stored ids", e))?;
+        rows.into_iter().map(StoredPlace::from_columns).collect()
+    }
+
+    async fn run(
+        &mut self,
+        stream_id: &str,
+        version: i64,
+        count: i64,
+    ) -> FlextResult<Vec<StoredPlace>> {
+        let sql = format!("{PLACE} WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?");
+        let query = sqlx::query_as(&sql)
+            .bind(stream_id)
+            .bind(version)
+            .bind(count);
+        let rows = query.fetch_all(&mut *self.connection).await;
+        let rows = rows.map_err(|e| self.store.fail("cannot read a retried batch", e))?;
+        rows.into_iter().map(StoredPlace::from_columns).collect()
+    }
+}
