@@ -16,6 +16,11 @@
 //! - A server that cannot be reached is an error naming it (without the password) within
 //!   the connect timeout; dropped connections are replaced by the pool.
 
-mod store;
+mod append;
+mod checkpoint;
+mod read;
+mod redact;
+mod schema;
 
-pub use store::{PostgresEventStore, PostgresStoreOptions, redact};
+pub use redact::redact;
+pub use schema::{PostgresEventStore, PostgresStoreOptions};

@@ -1,0 +1,209 @@
+//! Appends to a [`PostgresEventStore`]: one statement under the schema's advisory lock.
+
+use flext_store::{
+    PlaceLookup, StoredPlace, accepted_versions, find_retry, metadata_text, signed, timestamp_text,
+    unsigned, validate_batch,
+};
+use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
+use sqlx::Postgres;
+use sqlx::postgres::PgConnection;
+use time::OffsetDateTime;
+
+use crate::PostgresEventStore;
+use crate::schema::DATABASE;
+
+impl PostgresEventStore {
+    pub(crate) async fn append_now(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        validate_batch(stream_id, &events)?;
+        // BEGIN and the append lock in one round trip. READ COMMITTED whatever the server's
+        // default, so the reads after the lock see every append committed before it. The
+        // key is this store's own integer (from its schema name), not input, so writing it
+        // into the statement is safe.
+        let mut tx = self
+            .inner
+            .pool
+            .begin_with(format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
+                self.inner.lock_key
+            ))
+            .await
+            .map_err(|e| self.fail("cannot begin an append and take its lock", e))?;
+        // One round trip for the rest: the stream's version and the head position, the
+        // expected-version check, the insert of every row (passed as arrays, so a batch of
+        // any size is one statement) and the notification of the new head (NOTIFY is
+        // transactional: it is sent on commit only). Under the append lock neither the
+        // version nor the head can move until this transaction ends. When the check fails
+        // nothing is inserted or notified and `inserted` is 0. (`0 * (SELECT COUNT(*) FROM
+        // notified)` is there so that PostgreSQL runs the notification, which nothing else
+        // reads.)
+        let count = events.len() as u64;
+        let (lowest, highest) = accepted_versions(expected);
+        let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
+        let mut event_ids = Vec::with_capacity(events.len());
+        let mut event_types = Vec::with_capacity(events.len());
+        let mut schema_versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        for event in &events {
+            event_ids.push(event.event_id.to_string());
+            event_types.push(event.event_type.as_str());
+            schema_versions.push(i64::from(event.schema_version));
+            payloads.push(event.payload.as_str());
+            metadata.push(metadata_text(&event.metadata)?);
+        }
+        let placed: Result<(i64, i64, i64), sqlx::Error> = sqlx::query_as(
+            "WITH place AS ( \
+                 SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
+                         WHERE stream_id = $1) AS current, \
+                        (SELECT COALESCE(MAX(position), 0) FROM flext_events) AS head \
+             ), accepted AS ( \
+                 SELECT current, head FROM place WHERE current BETWEEN $2 AND $3 \
+             ), inserted AS ( \
+                 INSERT INTO flext_events (event_id, stream_id, version, position, \
+                     event_type, schema_version, payload, metadata, recorded_at) \
+                 SELECT r.event_id, $1, a.current + r.n, a.head + r.n, r.event_type, \
+                        r.schema_version, r.payload, r.metadata, $4 \
+                 FROM accepted a, \
+                      UNNEST($5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[]) \
+                      WITH ORDINALITY AS r(event_id, event_type, schema_version, payload, \
+                                           metadata, n) \
+                 RETURNING 1 \
+             ), notified AS ( \
+                 SELECT pg_notify($10, (head + $11)::text) FROM accepted \
+             ) \
+             SELECT current, head, \
+                    (SELECT COUNT(*) FROM inserted) + 0 * (SELECT COUNT(*) FROM notified) \
+             FROM place",
+        )
+        .bind(stream_id)
+        .bind(lowest)
+        .bind(highest)
+        .bind(recorded_at.as_str())
+        .bind(&event_ids)
+        .bind(&event_types)
+        .bind(&schema_versions)
+        .bind(&payloads)
+        .bind(&metadata)
+        .bind(&self.inner.channel)
+        .bind(signed(count, DATABASE)?)
+        .fetch_one(&mut *tx)
+        .await;
+        let (current, head, inserted) = match placed {
+            Ok(placed) => placed,
+            Err(error) => {
+                return self
+                    .insert_failed(tx, stream_id, expected, &events, error)
+                    .await;
+            }
+        };
+        let (current, head) = (unsigned(current), unsigned(head));
+        if inserted == 0 {
+            // The check failed. A retry of an append that committed finds the stream
+            // moved on: answer with the original result when the ids say it is one.
+            if let Some(original) =
+                find_retry(&mut self.lookup(&mut tx), stream_id, expected, &events).await?
+            {
+                return Ok(original);
+            }
+            return Err(expected.conflict(stream_id, current));
+        }
+        let result = AppendResult {
+            first_version: current + 1,
+            last_version: current + count,
+            first_position: head + 1,
+            last_position: head + count,
+        };
+        tx.commit()
+            .await
+            .map_err(|e| self.fail("cannot commit an append", e))?;
+        self.inner.head.advance(result.last_position);
+        Ok(result)
+    }
+
+    /// An insert failed. When it hit a stored event id, the batch may be a retry of an
+    /// append that committed: with this transaction rolled back (its own rows would
+    /// otherwise look stored), the stored ids decide between the original result and a
+    /// `DUPLICATE`. Any other failure is a `STORAGE_ERROR`.
+    async fn insert_failed(
+        &self,
+        tx: sqlx::Transaction<'_, Postgres>,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        error: sqlx::Error,
+    ) -> FlextResult<AppendResult> {
+        let unique = matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
+        tx.rollback()
+            .await
+            .map_err(|e| self.fail("cannot roll back a failed append", e))?;
+        if unique {
+            let mut connection = self
+                .inner
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| self.fail("cannot look for stored ids", e))?;
+            if let Some(original) = find_retry(
+                &mut self.lookup(&mut connection),
+                stream_id,
+                expected,
+                events,
+            )
+            .await?
+            {
+                return Ok(original);
+            }
+        }
+        Err(self.fail("cannot insert events", error))
+    }
+
+    fn lookup<'c>(&'c self, connection: &'c mut PgConnection) -> Lookup<'c> {
+        Lookup {
+            store: self,
+            connection,
+        }
+    }
+}
+
+/// The reads that tell a retry from a duplicate, on one connection.
+struct Lookup<'c> {
+    store: &'c PostgresEventStore,
+    connection: &'c mut PgConnection,
+}
+
+const PLACE: &str = "SELECT event_id, stream_id, version, position FROM flext_events";
+
+impl PlaceLookup for Lookup<'_> {
+    async fn stored(&mut self, ids: Vec<String>) -> FlextResult<Vec<StoredPlace>> {
+        // The ids go in as one array: a batch of any size is one bound parameter.
+        let sql = format!("{PLACE} WHERE event_id = ANY($1)");
+        let rows = sqlx::query_as(&sql)
+            .bind(ids)
+            .fetch_all(&mut *self.connection)
+            .await;
+        let rows = rows.map_err(|e| self.store.fail("cannot look for stored ids", e))?;
+        rows.into_iter().map(StoredPlace::from_columns).collect()
+    }
+
+    async fn run(
+        &mut self,
+        stream_id: &str,
+        version: i64,
+        count: i64,
+    ) -> FlextResult<Vec<StoredPlace>> {
+        let sql =
+            format!("{PLACE} WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3");
+        let query = sqlx::query_as(&sql)
+            .bind(stream_id)
+            .bind(version)
+            .bind(count);
+        let rows = query.fetch_all(&mut *self.connection).await;
+        let rows = rows.map_err(|e| self.store.fail("cannot read a retried batch", e))?;
+        rows.into_iter().map(StoredPlace::from_columns).collect()
+    }
+}
