@@ -8,6 +8,8 @@
 //!   [`event_store_conformance!`], [`snapshot_store_conformance!`] and
 //!   [`checkpoint_store_conformance!`]. Each function works in streams and names of its own
 //!   (random suffixes), so the suites can share one database and run in parallel.
+//! - [`crash`]: the SIGKILL crash test of a durable store, written by [`crash_test!`]: the
+//!   test binary runs itself as a writer child and checks what survives the kill.
 //! - [`workload`]: the appends and reads the stores' benchmarks measure, the same on every
 //!   store.
 //! - [`AggregateFixture`]: given events, when a command, then events or an error.
@@ -34,6 +36,7 @@
 
 mod aggregate;
 pub mod checkpoint_store;
+pub mod crash;
 pub mod event_store;
 mod saga;
 pub mod snapshot_store;
