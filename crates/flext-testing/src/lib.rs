@@ -10,6 +10,8 @@
 //!   (random suffixes), so the suites can share one database and run in parallel.
 //! - [`crash`]: the SIGKILL crash test of a durable store, written by [`crash_test!`]: the
 //!   test binary runs itself as a writer child and checks what survives the kill.
+//! - [`sql`]: what the SQL stores check beyond the contracts (hostile text, corrupt rows,
+//!   checkpoints in the read model's transaction), with the store's own SQL as closures.
 //! - [`workload`]: the appends and reads the stores' benchmarks measure, the same on every
 //!   store.
 //! - [`AggregateFixture`]: given events, when a command, then events or an error.
@@ -40,6 +42,7 @@ pub mod crash;
 pub mod event_store;
 mod saga;
 pub mod snapshot_store;
+pub mod sql;
 pub mod workload;
 
 pub use aggregate::{AggregateFixture, AggregateOutcome};
