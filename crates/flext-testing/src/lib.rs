@@ -13,7 +13,8 @@
 //! - [`sql`]: what the SQL stores check beyond the contracts (hostile text, corrupt rows,
 //!   checkpoints in the read model's transaction), with the store's own SQL as closures.
 //! - [`workload`]: the appends and reads the stores' benchmarks measure, the same on every
-//!   store.
+//!   store; `bench` (feature `bench`) runs them as criterion benchmarks beside a store's
+//!   baselines.
 //! - [`AggregateFixture`]: given events, when a command, then events or an error.
 //! - [`SagaFixture`]: given recorded progress, when run or resumed, then completed,
 //!   compensated or failed, with exactly the records expected.
@@ -37,6 +38,8 @@
 //! ```
 
 mod aggregate;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod checkpoint_store;
 pub mod crash;
 pub mod event_store;
