@@ -114,6 +114,47 @@ macro_rules! checkpoint_store_conformance {
     };
 }
 
+/// All three suites on one store type: `$factory` is an async function (a name in scope)
+/// returning `Option<S>`, where `S` is the event, snapshot and checkpoint store at once, a
+/// fresh one per call; `None` skips. Writes the modules `events_conformance`,
+/// `snapshots_conformance` and `checkpoints_conformance`.
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:ident) => {
+        $crate::__store_conformance!(
+            $factory,
+            events_conformance,
+            EventStore,
+            event_store_conformance
+        );
+        $crate::__store_conformance!(
+            $factory,
+            snapshots_conformance,
+            SnapshotStore,
+            snapshot_store_conformance
+        );
+        $crate::__store_conformance!(
+            $factory,
+            checkpoints_conformance,
+            CheckpointStore,
+            checkpoint_store_conformance
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance {
+    ($factory:ident, $module:ident, $contract:ident, $suite:ident) => {
+        mod $module {
+            async fn store() -> Option<::std::sync::Arc<dyn ::flext_protocols::$contract>> {
+                Some(::std::sync::Arc::new(super::$factory().await?))
+            }
+            $crate::$suite!(store);
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
