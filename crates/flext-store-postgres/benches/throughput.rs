@@ -212,8 +212,9 @@ fn serialized(stream: &str, sequence: u64, count: u64) -> Vec<SerializedEvent> {
 /// Raw sqlx inserts into the baseline table.
 fn raw_baseline(pool: PgPool) -> Baseline {
     Baseline {
-        name: "raw_sqlx",
-        concurrent: false,
+        single: "single/raw_sqlx",
+        writers: None,
+        batch: "batch_100/raw_sqlx",
         insert: Arc::new(move |stream, version, count| {
             let pool = pool.clone();
             Box::pin(async move { raw_insert(&pool, &stream, version, count).await })
@@ -225,8 +226,9 @@ fn raw_baseline(pool: PgPool) -> Baseline {
 fn postgres_es_baseline(repository: PostgresEventRepository) -> Baseline {
     let repository = Arc::new(repository);
     Baseline {
-        name: "postgres_es",
-        concurrent: true,
+        single: "single/postgres_es",
+        writers: Some("single_8_writers/postgres_es"),
+        batch: "batch_100/postgres_es",
         insert: Arc::new(move |stream, sequence, count| {
             let repository = repository.clone();
             Box::pin(async move {

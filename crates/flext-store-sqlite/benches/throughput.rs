@@ -98,8 +98,9 @@ async fn raw_insert(pool: &SqlitePool, stream: &str, version: u64, count: u64) {
 /// Raw sqlx inserts into the baseline table.
 fn raw_baseline(pool: SqlitePool) -> Baseline {
     Baseline {
-        name: "raw_sqlx",
-        concurrent: false,
+        single: "single/raw_sqlx",
+        writers: None,
+        batch: "batch_100/raw_sqlx",
         insert: Arc::new(move |stream, version, count| {
             let pool = pool.clone();
             Box::pin(async move { raw_insert(&pool, &stream, version, count).await })
