@@ -36,8 +36,7 @@
 //! ```
 
 mod append;
-mod checkpoint;
-mod read;
 mod schema;
+mod tables;
 
 pub use schema::{SqliteEventStore, SqliteStoreOptions};

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flext_store::{HeadSignal, Migrations, newer_schema, signed};
+
+use crate::tables::SAVE_CHECKPOINT;
 use flext_types::{FlextError, FlextResult};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
@@ -184,12 +186,14 @@ impl SqliteEventStore {
         name: &str,
         position: u64,
     ) -> FlextResult<()> {
-        sqlx::query("INSERT INTO flext_checkpoints (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position")
+        sqlx::query(SAVE_CHECKPOINT)
             .bind(name)
             .bind(signed(position, DATABASE)?)
             .execute(connection)
             .await
-            .map_err(|e| FlextError::storage(format!("Cannot save checkpoint {name}: {e}")).with_source(e))?;
+            .map_err(|e| {
+                FlextError::storage(format!("Cannot save checkpoint {name}: {e}")).with_source(e)
+            })?;
         Ok(())
     }
 

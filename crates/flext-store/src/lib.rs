@@ -14,6 +14,9 @@
 //! - Rows as SQL stores keep them, database-independent: [`RawEvent`] and [`RawSnapshot`]
 //!   decode and check a row, [`EVENT_COLUMNS`], [`metadata_text`], [`timestamp_text`],
 //!   [`signed`]/[`unsigned`], dead letters as text, and the [`newer_schema`] refusal.
+//! - [`tables`]: the contracts of a store on SQL tables, written once over the
+//!   [`Statements`] a SQL store gives and the [`SqlTables`] calls that run them;
+//!   [`sql_store_contracts!`] implements the three contracts with them.
 //! - [`InMemoryEventStore`]: the event, snapshot and checkpoint stores in memory, for tests,
 //!   demos and single-process use.
 //!
@@ -53,7 +56,20 @@
 mod memory;
 mod rows;
 mod rules;
+pub mod tables;
 mod tail;
+
+#[doc(hidden)]
+pub mod __private {
+    //! What [`sql_store_contracts!`](crate::sql_store_contracts) names, so that its callers
+    //! need no imports of their own.
+    pub use crate::tables::{self, SqlTables};
+    pub use async_trait::async_trait;
+    pub use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
+    pub use flext_types::{
+        AppendResult, DeadLetter, ExpectedVersion, FlextResult, NewEvent, Snapshot, StoredEvent,
+    };
+}
 
 pub use memory::InMemoryEventStore;
 pub use rows::{
@@ -65,4 +81,5 @@ pub use rules::{
     PlaceColumns, PlaceLookup, StoredPlace, accepted_versions, find_retry, retried_append,
     validate_batch,
 };
+pub use tables::{Arg, SqlRow, SqlTables, Statements};
 pub use tail::{HeadSignal, SUBSCRIPTION_BATCH, follow, tail_events};
