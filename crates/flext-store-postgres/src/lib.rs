@@ -17,10 +17,9 @@
 //!   the connect timeout; dropped connections are replaced by the pool.
 
 mod append;
-mod checkpoint;
-mod read;
 mod redact;
 mod schema;
+mod tables;
 
 pub use redact::redact;
 pub use schema::{PostgresEventStore, PostgresStoreOptions};

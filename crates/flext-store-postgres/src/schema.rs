@@ -14,6 +14,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use crate::redact;
+use crate::tables::SAVE_CHECKPOINT;
 
 /// The database's name in messages about values it cannot keep.
 pub(crate) const DATABASE: &str = "PostgreSQL";
@@ -294,12 +295,14 @@ impl PostgresEventStore {
         name: &str,
         position: u64,
     ) -> FlextResult<()> {
-        sqlx::query("INSERT INTO flext_checkpoints (name, position) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position")
+        sqlx::query(SAVE_CHECKPOINT)
             .bind(name)
             .bind(signed(position, DATABASE)?)
             .execute(connection)
             .await
-            .map_err(|e| FlextError::storage(format!("Cannot save checkpoint {name}: {e}")).with_source(e))?;
+            .map_err(|e| {
+                FlextError::storage(format!("Cannot save checkpoint {name}: {e}")).with_source(e)
+            })?;
         Ok(())
     }
 
