@@ -73,9 +73,8 @@ pub mod __private {
 
 pub use memory::InMemoryEventStore;
 pub use rows::{
-    EVENT_COLUMNS, EventColumns, Migrations, RawEvent, RawSnapshot, SnapshotColumns,
-    dead_letter_text, decode_dead_letters, metadata_text, newer_schema, signed, timestamp_text,
-    unsigned,
+    EVENT_COLUMNS, Migrations, RawEvent, RawSnapshot, dead_letter_text, decode_dead_letters,
+    metadata_text, newer_schema, signed, timestamp_text, unsigned,
 };
 pub use rules::{
     PlaceColumns, PlaceLookup, StoredPlace, accepted_versions, find_retry, retried_append,

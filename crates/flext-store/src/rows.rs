@@ -34,46 +34,6 @@ pub struct RawEvent {
     pub recorded_at: String,
 }
 
-/// An event row as SQL reads it, in [`EVENT_COLUMNS`] order.
-pub type EventColumns = (
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    i64,
-    String,
-    String,
-    String,
-);
-
-impl From<EventColumns> for RawEvent {
-    fn from(columns: EventColumns) -> Self {
-        let (
-            event_id,
-            stream_id,
-            version,
-            position,
-            event_type,
-            schema_version,
-            payload,
-            metadata,
-            recorded_at,
-        ) = columns;
-        Self {
-            event_id,
-            stream_id,
-            version,
-            position,
-            event_type,
-            schema_version,
-            payload,
-            metadata,
-            recorded_at,
-        }
-    }
-}
-
 impl RawEvent {
     /// The row as a [`StoredEvent`]; a row that does not decode (a corrupt payload, a bad id
     /// or timestamp) is a `SERIALIZATION_ERROR` naming its position and what is wrong.
@@ -162,24 +122,7 @@ pub struct RawSnapshot {
     pub taken_at: String,
 }
 
-/// A snapshot row as SQL reads it: `(version, schema_version, payload, taken_at)`.
-pub type SnapshotColumns = (i64, i64, String, String);
-
 impl RawSnapshot {
-    /// The snapshot of `stream_id` read as [`SnapshotColumns`].
-    pub fn from_columns(
-        stream_id: &str,
-        (version, schema_version, payload, taken_at): SnapshotColumns,
-    ) -> Self {
-        Self {
-            stream_id: stream_id.to_owned(),
-            version,
-            schema_version,
-            payload,
-            taken_at,
-        }
-    }
-
     /// The row of `snapshot`; a version beyond what `database` stores is an
     /// `INVALID_ARGUMENT`.
     pub fn encode(snapshot: &Snapshot, database: &str) -> FlextResult<Self> {
