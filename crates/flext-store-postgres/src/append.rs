@@ -1,16 +1,15 @@
 //! Appends to a [`PostgresEventStore`]: one statement under the schema's advisory lock.
 
 use flext_store::{
-    PlaceLookup, StoredPlace, accepted_versions, find_retry, metadata_text, signed, timestamp_text,
-    unsigned, validate_batch,
+    accepted_versions, find_retry, metadata_text, signed, timestamp_text, unsigned, validate_batch,
 };
 use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
 use sqlx::Postgres;
-use sqlx::postgres::PgConnection;
 use time::OffsetDateTime;
 
 use crate::PostgresEventStore;
 use crate::schema::DATABASE;
+use crate::tables::{Connection, STATEMENTS};
 
 impl PostgresEventStore {
     pub(crate) async fn append_now(
@@ -105,8 +104,14 @@ impl PostgresEventStore {
         if inserted == 0 {
             // The check failed. A retry of an append that committed finds the stream
             // moved on: answer with the original result when the ids say it is one.
-            if let Some(original) =
-                find_retry(&mut self.lookup(&mut tx), stream_id, expected, &events).await?
+            if let Some(original) = find_retry(
+                &mut Connection(self, &mut tx),
+                &STATEMENTS,
+                stream_id,
+                expected,
+                &events,
+            )
+            .await?
             {
                 return Ok(original);
             }
@@ -149,7 +154,8 @@ impl PostgresEventStore {
                 .await
                 .map_err(|e| self.fail("cannot look for stored ids", e))?;
             if let Some(original) = find_retry(
-                &mut self.lookup(&mut connection),
+                &mut Connection(self, &mut connection),
+                &STATEMENTS,
                 stream_id,
                 expected,
                 events,
@@ -160,50 +166,5 @@ impl PostgresEventStore {
             }
         }
         Err(self.fail("cannot insert events", error))
-    }
-
-    fn lookup<'c>(&'c self, connection: &'c mut PgConnection) -> Lookup<'c> {
-        Lookup {
-            store: self,
-            connection,
-        }
-    }
-}
-
-/// The reads that tell a retry from a duplicate, on one connection.
-struct Lookup<'c> {
-    store: &'c PostgresEventStore,
-    connection: &'c mut PgConnection,
-}
-
-const PLACE: &str = "SELECT event_id, stream_id, version, position FROM flext_events";
-
-impl PlaceLookup for Lookup<'_> {
-    async fn stored(&mut self, ids: Vec<String>) -> FlextResult<Vec<StoredPlace>> {
-        // The ids go in as one array: a batch of any size is one bound parameter.
-        let sql = format!("{PLACE} WHERE event_id = ANY($1)");
-        let rows = sqlx::query_as(&sql)
-            .bind(ids)
-            .fetch_all(&mut *self.connection)
-            .await;
-        let rows = rows.map_err(|e| self.store.fail("cannot look for stored ids", e))?;
-        rows.into_iter().map(StoredPlace::from_columns).collect()
-    }
-
-    async fn run(
-        &mut self,
-        stream_id: &str,
-        version: i64,
-        count: i64,
-    ) -> FlextResult<Vec<StoredPlace>> {
-        let sql =
-            format!("{PLACE} WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3");
-        let query = sqlx::query_as(&sql)
-            .bind(stream_id)
-            .bind(version)
-            .bind(count);
-        let rows = query.fetch_all(&mut *self.connection).await;
-        let rows = rows.map_err(|e| self.store.fail("cannot read a retried batch", e))?;
-        rows.into_iter().map(StoredPlace::from_columns).collect()
     }
 }

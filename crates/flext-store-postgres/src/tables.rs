@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_store::{Arg, HeadSignal, SqlRow, SqlTables, Statements};
+use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements};
 use flext_types::{FlextError, FlextResult};
-use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::{Arguments, Row as _};
 
 use crate::PostgresEventStore;
@@ -16,7 +16,7 @@ use crate::schema::DATABASE;
 pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO flext_checkpoints (name, position) \
      VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position";
 
-static STATEMENTS: Statements = Statements {
+pub(crate) static STATEMENTS: Statements = Statements {
     database: DATABASE,
     read_stream: "SELECT event_id, stream_id, version, position, event_type, schema_version, \
                   payload, metadata, recorded_at FROM flext_events \
@@ -42,6 +42,10 @@ static STATEMENTS: Statements = Statements {
         "DELETE FROM flext_checkpoints WHERE name = $1",
         "DELETE FROM flext_dead_letters WHERE name = $1",
     ],
+    stored_places: "SELECT event_id, stream_id, version, position FROM flext_events \
+                    WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
+    place_run: "SELECT event_id, stream_id, version, position FROM flext_events \
+                WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
 };
 
 flext_store::sql_store_contracts!(PostgresEventStore);
@@ -57,8 +61,27 @@ impl PostgresEventStore {
 /// connections use the store's schema).
 struct Tables<'s>(&'s PostgresEventStore);
 
+/// One of the store's connections (maybe in its append's transaction), for `find_retry`.
+pub(crate) struct Connection<'c>(
+    pub(crate) &'c PostgresEventStore,
+    pub(crate) &'c mut PgConnection,
+);
+
+impl SqlConnection for Connection<'_> {
+    type Row = Row;
+
+    async fn fetch(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {
+        let mut bound = PgArguments::default();
+        bind(&mut bound, args)?;
+        match sqlx::query_with(sql, bound).fetch_all(&mut *self.1).await {
+            Ok(rows) => Ok(rows.into_iter().map(Row).collect()),
+            Err(error) => Err(self.0.fail(what, error)),
+        }
+    }
+}
+
 /// A row from PostgreSQL's driver; every integer column is a `BIGINT`.
-struct Row(PgRow);
+pub(crate) struct Row(PgRow);
 
 impl SqlRow for Row {
     fn int(&self, index: usize) -> FlextResult<i64> {

@@ -2,15 +2,14 @@
 //! transactional path for conflicts, retries and big batches.
 
 use flext_store::{
-    EVENT_COLUMNS, PlaceLookup, StoredPlace, accepted_versions, find_retry, metadata_text,
-    timestamp_text, validate_batch,
+    EVENT_COLUMNS, accepted_versions, find_retry, metadata_text, timestamp_text, validate_batch,
 };
-use flext_types::{AppendResult, ExpectedVersion, FlextError, FlextResult, NewEvent};
-use sqlx::sqlite::SqliteConnection;
+use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
 use sqlx::{QueryBuilder, Sqlite};
 use time::OffsetDateTime;
 
 use crate::SqliteEventStore;
+use crate::tables::{Connection, STATEMENTS};
 
 /// Rows per insert statement: 9 bound values a row stays far below SQLite's limit on
 /// bound parameters.
@@ -53,8 +52,14 @@ impl SqliteEventStore {
         if !expected.accepts(current) {
             // A retry of an append that committed finds the stream moved on: answer with
             // the original result when the ids say it is one.
-            if let Some(original) =
-                find_retry(&mut self.lookup(&mut tx), stream_id, expected, &events).await?
+            if let Some(original) = find_retry(
+                &mut Connection(self, &mut tx),
+                &STATEMENTS,
+                stream_id,
+                expected,
+                &events,
+            )
+            .await?
             {
                 return Ok(original);
             }
@@ -222,7 +227,8 @@ impl SqliteEventStore {
                 .await
                 .map_err(|e| self.fail("cannot look for stored ids", e))?;
             if let Some(original) = find_retry(
-                &mut self.lookup(&mut connection),
+                &mut Connection(self, &mut connection),
+                &STATEMENTS,
                 stream_id,
                 expected,
                 events,
@@ -233,52 +239,5 @@ impl SqliteEventStore {
             }
         }
         Err(self.fail("cannot insert events", error))
-    }
-
-    fn lookup<'c>(&'c self, connection: &'c mut SqliteConnection) -> Lookup<'c> {
-        Lookup {
-            store: self,
-            connection,
-        }
-    }
-}
-
-/// The reads that tell a retry from a duplicate, on one connection.
-struct Lookup<'c> {
-    store: &'c SqliteEventStore,
-    connection: &'c mut SqliteConnection,
-}
-
-const PLACE: &str = "SELECT event_id, stream_id, version, position FROM flext_events";
-
-impl PlaceLookup for Lookup<'_> {
-    async fn stored(&mut self, ids: Vec<String>) -> FlextResult<Vec<StoredPlace>> {
-        // The ids go in as one JSON array: a batch of any size is one bound parameter
-        // (SQLite allows at most 32,766).
-        let ids = serde_json::to_string(&ids)
-            .map_err(|e| FlextError::serialization(format!("Event ids do not encode: {e}")))?;
-        let sql = format!("{PLACE} WHERE event_id IN (SELECT value FROM json_each(?))");
-        let rows = sqlx::query_as(&sql)
-            .bind(ids)
-            .fetch_all(&mut *self.connection)
-            .await;
-        let rows = rows.map_err(|e| self.store.fail("cannot look for stored ids", e))?;
-        rows.into_iter().map(StoredPlace::from_columns).collect()
-    }
-
-    async fn run(
-        &mut self,
-        stream_id: &str,
-        version: i64,
-        count: i64,
-    ) -> FlextResult<Vec<StoredPlace>> {
-        let sql = format!("{PLACE} WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?");
-        let query = sqlx::query_as(&sql)
-            .bind(stream_id)
-            .bind(version)
-            .bind(count);
-        let rows = query.fetch_all(&mut *self.connection).await;
-        let rows = rows.map_err(|e| self.store.fail("cannot read a retried batch", e))?;
-        rows.into_iter().map(StoredPlace::from_columns).collect()
     }
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_store::{Arg, HeadSignal, SqlRow, SqlTables, Statements};
+use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements};
 use flext_types::{FlextError, FlextResult};
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Row as _};
 
 use crate::SqliteEventStore;
@@ -16,7 +16,7 @@ use crate::schema::DATABASE;
 pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO flext_checkpoints (name, position) VALUES (?, ?) \
      ON CONFLICT (name) DO UPDATE SET position = excluded.position";
 
-static STATEMENTS: Statements = Statements {
+pub(crate) static STATEMENTS: Statements = Statements {
     database: DATABASE,
     read_stream: "SELECT event_id, stream_id, version, position, event_type, schema_version, \
                   payload, metadata, recorded_at FROM flext_events \
@@ -42,6 +42,10 @@ static STATEMENTS: Statements = Statements {
         "DELETE FROM flext_checkpoints WHERE name = ?",
         "DELETE FROM flext_dead_letters WHERE name = ?",
     ],
+    stored_places: "SELECT event_id, stream_id, version, position FROM flext_events \
+                    WHERE event_id IN (SELECT value FROM json_each(?))",
+    place_run: "SELECT event_id, stream_id, version, position FROM flext_events \
+                WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?",
 };
 
 flext_store::sql_store_contracts!(SqliteEventStore);
@@ -56,8 +60,28 @@ impl SqliteEventStore {
 /// The store as the shared contract code sees it: the SQL above, run on its pool.
 struct Tables<'s>(&'s SqliteEventStore);
 
+/// One of the store's connections (maybe in its append's transaction), for `find_retry`.
+pub(crate) struct Connection<'c>(
+    pub(crate) &'c SqliteEventStore,
+    pub(crate) &'c mut SqliteConnection,
+);
+
+impl SqlConnection for Connection<'_> {
+    type Row = Row;
+
+    async fn fetch(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {
+        let query = sqlx::query_with(sql, arguments(args)?);
+        let rows = query.fetch_all(&mut *self.1).await;
+        Ok(rows
+            .map_err(|e| self.0.fail(what, e))?
+            .into_iter()
+            .map(Row)
+            .collect())
+    }
+}
+
 /// A row from SQLite's driver.
-struct Row(SqliteRow);
+pub(crate) struct Row(SqliteRow);
 
 impl SqlRow for Row {
     fn int(&self, index: usize) -> FlextResult<i64> {

@@ -76,9 +76,6 @@ pub use rows::{
     EVENT_COLUMNS, Migrations, RawEvent, RawSnapshot, dead_letter_text, decode_dead_letters,
     metadata_text, newer_schema, signed, timestamp_text, unsigned,
 };
-pub use rules::{
-    PlaceColumns, PlaceLookup, StoredPlace, accepted_versions, find_retry, retried_append,
-    validate_batch,
-};
-pub use tables::{Arg, SqlRow, SqlTables, Statements};
+pub use rules::{StoredPlace, accepted_versions, retried_append, validate_batch};
+pub use tables::{Arg, SqlConnection, SqlRow, SqlTables, Statements, find_retry};
 pub use tail::{HeadSignal, SUBSCRIPTION_BATCH, follow, tail_events};

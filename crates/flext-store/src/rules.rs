@@ -1,8 +1,6 @@
 //! The rules every store applies to an append: which batches it accepts, how a retry of a
 //! committed append is recognised, and which stream versions an expectation accepts.
 
-use std::future::Future;
-
 use flext_types::{AppendResult, ExpectedVersion, FlextError, FlextResult, NewEvent};
 use uuid::Uuid;
 
@@ -102,59 +100,6 @@ impl StoredPlace {
             position,
         })
     }
-}
-
-/// A stored place as SQL reads it: `(event_id, stream_id, version, position)`.
-pub type PlaceColumns = (String, String, i64, i64);
-
-impl StoredPlace {
-    /// [`StoredPlace::from_row`] of a row read as [`PlaceColumns`].
-    pub fn from_columns(
-        (event_id, stream_id, version, position): PlaceColumns,
-    ) -> FlextResult<Self> {
-        Self::from_row(&event_id, stream_id, version, position)
-    }
-}
-
-/// The two reads a SQL store answers so that [`find_retry`] can tell a retry of a committed
-/// append from a duplicate, on whatever connection the store holds.
-pub trait PlaceLookup: Send {
-    /// The places of those of `ids` (event ids as text) that are stored.
-    fn stored(
-        &mut self,
-        ids: Vec<String>,
-    ) -> impl Future<Output = FlextResult<Vec<StoredPlace>>> + Send;
-
-    /// Up to `count` places of `stream_id` from `version` on, in version order.
-    fn run(
-        &mut self,
-        stream_id: &str,
-        version: i64,
-        count: i64,
-    ) -> impl Future<Output = FlextResult<Vec<StoredPlace>>> + Send;
-}
-
-/// When an id of `events` is already stored: the original result of an exact retry, or the
-/// `DUPLICATE` of [`retried_append`]; `None` when no id is stored. SQL stores call it when an
-/// append's version check fails or its insert hits a stored id.
-pub async fn find_retry(
-    lookup: &mut impl PlaceLookup,
-    stream_id: &str,
-    expected: ExpectedVersion,
-    events: &[NewEvent],
-) -> FlextResult<Option<AppendResult>> {
-    let ids = events.iter().map(|e| e.event_id.to_string()).collect();
-    let found = lookup.stored(ids).await?;
-    let Some(first) = events
-        .iter()
-        .find_map(|e| found.iter().find(|p| p.event_id == e.event_id))
-    else {
-        return Ok(None);
-    };
-    let version = i64::try_from(first.version).unwrap_or(i64::MAX);
-    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let run = lookup.run(&first.stream_id, version, count).await?;
-    retried_append(stream_id, expected, events, first, &run).map(Some)
 }
 
 /// The rule every store applies when some ids of a batch are already stored.

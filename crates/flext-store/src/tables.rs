@@ -5,12 +5,17 @@
 //! [`sql_store_contracts!`](crate::sql_store_contracts) implements the three contracts with
 //! them. The SQL itself stays in the adapter: this crate knows no dialect and no driver.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_types::{DeadLetter, FlextError, FlextResult, Snapshot, StoredEvent};
+use flext_types::{
+    AppendResult, DeadLetter, ExpectedVersion, FlextError, FlextResult, NewEvent, Snapshot,
+    StoredEvent,
+};
 
 use crate::rows::{RawEvent, RawSnapshot, dead_letter_text, decode_dead_letters, signed, unsigned};
+use crate::rules::{StoredPlace, retried_append};
 use crate::tail::HeadSignal;
 
 /// A value bound to a statement.
@@ -51,6 +56,12 @@ pub struct Statements {
     pub dead_letters: &'static str,
     /// `(name)` each, in one transaction: forget the checkpoint, then the dead letters.
     pub reset: [&'static str; 2],
+    /// `(ids)`, the event ids as one JSON array of text → the places (`event_id,
+    /// stream_id, version, position`) of those that are stored.
+    pub stored_places: &'static str,
+    /// `(stream_id, version, count)` → up to `count` places of the stream from `version`
+    /// on, by version.
+    pub place_run: &'static str,
 }
 
 /// A row as a SQL store's driver returns it, read by column index. A column that does not
@@ -83,6 +94,77 @@ pub trait SqlTables: Send + Sync {
 
     /// Runs each of `statements` with `args`, in one transaction when there are several.
     async fn execute(&self, what: &str, statements: &[&str], args: &[Arg<'_>]) -> FlextResult<()>;
+}
+
+/// A connection of a SQL store, maybe inside its open transaction, for the reads that must
+/// see what it sees: those of [`find_retry`].
+pub trait SqlConnection: Send {
+    /// The driver's row.
+    type Row: SqlRow;
+
+    /// The rows of `sql` with `args` on this connection; a failure is a `STORAGE_ERROR`
+    /// saying `what` failed.
+    fn fetch(
+        &mut self,
+        what: &str,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> impl Future<Output = FlextResult<Vec<Self::Row>>> + Send;
+}
+
+/// When an id of `events` is already stored: the original result of an exact retry, or the
+/// `DUPLICATE` of [`retried_append`]; `None` when no id is stored. A SQL store calls it on
+/// the connection of its append when the version check fails (the transaction sees the
+/// committed batch) or, after rolling back, on a fresh one when the insert hit a stored id.
+pub async fn find_retry(
+    connection: &mut impl SqlConnection,
+    statements: &Statements,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> FlextResult<Option<AppendResult>> {
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    // One JSON array: a batch of any size is one bound parameter.
+    let ids = serde_json::to_string(&ids)
+        .map_err(|e| FlextError::serialization(format!("Event ids do not encode: {e}")))?;
+    let what = "cannot look for stored ids";
+    let found = places(
+        connection
+            .fetch(what, statements.stored_places, &[Arg::Text(&ids)])
+            .await?,
+    )?;
+    let Some(first) = events
+        .iter()
+        .find_map(|e| found.iter().find(|p| p.event_id == e.event_id))
+    else {
+        return Ok(None);
+    };
+    let args = [
+        Arg::Text(&first.stream_id),
+        Arg::Int(signed(first.version, statements.database)?),
+        Arg::Int(i64::try_from(events.len()).unwrap_or(i64::MAX)),
+    ];
+    let what = "cannot read a retried batch";
+    let run = places(connection.fetch(what, statements.place_run, &args).await?)?;
+    retried_append(stream_id, expected, events, first, &run).map(Some)
+}
+
+/// Place rows (`event_id, stream_id, version, position`).
+fn places(rows: Vec<impl SqlRow>) -> FlextResult<Vec<StoredPlace>> {
+    let unreadable = |e: FlextError| {
+        FlextError::serialization(format!("Stored event row does not read: {}", e.message()))
+    };
+    rows.iter()
+        .map(|row| {
+            let id = row.text(0).map_err(unreadable)?;
+            let stream_id = row.text(1).map_err(unreadable)?;
+            let (version, position) = (
+                row.int(2).map_err(unreadable)?,
+                row.int(3).map_err(unreadable)?,
+            );
+            StoredPlace::from_row(&id, stream_id, version, position)
+        })
+        .collect()
 }
 
 /// An event row in `EVENT_COLUMNS` order.
