@@ -7,10 +7,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flext_store::{HeadSignal, Migrations, newer_schema, signed};
+use flext_store::{HeadSignal, Migrations, migrations_failed, signed};
 use flext_types::{FlextError, FlextResult};
 use sqlx::Executor;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use crate::redact;
@@ -347,23 +347,25 @@ async fn listen(pool: PgPool, channel: String, head: HeadSignal, retry: Duration
 }
 
 async fn migrate(pool: &PgPool, target: &str, schema: &str) -> FlextResult<()> {
-    let migrator = Migrator::new(Embedded).await.map_err(|e| {
-        FlextError::storage(format!(
-            "PostgreSQL store {target}: embedded migrations do not load: {e}"
-        ))
-    })?;
-    migrator.run(pool).await.map_err(|e| match e {
-        sqlx::migrate::MigrateError::VersionMissing(version) => newer_schema(
-            &format!("PostgreSQL store {target} ({schema})"),
-            version,
-            MIGRATIONS.len(),
-            env!("CARGO_PKG_NAME"),
-        ),
-        other => FlextError::storage(format!(
-            "PostgreSQL store {target} ({schema}): migrations failed: {other}"
-        ))
-        .with_source(other),
-    })
+    let store = format!("PostgreSQL store {target} ({schema})");
+    let package = env!("CARGO_PKG_NAME");
+    let migrator = Migrator::new(Embedded)
+        .await
+        .map_err(|e| migrations_failed(&store, package, MIGRATIONS.len(), None, e))?;
+    let Err(error) = migrator.run(pool).await else {
+        return Ok(());
+    };
+    let newer = match error {
+        MigrateError::VersionMissing(version) => Some(version),
+        _ => None,
+    };
+    Err(migrations_failed(
+        &store,
+        package,
+        MIGRATIONS.len(),
+        newer,
+        error,
+    ))
 }
 
 impl fmt::Debug for PostgresEventStore {

@@ -7,11 +7,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flext_store::{HeadSignal, Migrations, newer_schema, signed};
+use flext_store::{HeadSignal, Migrations, migrations_failed, signed};
 
 use crate::tables::SAVE_CHECKPOINT;
 use flext_types::{FlextError, FlextResult};
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -203,20 +203,20 @@ impl SqliteEventStore {
 }
 
 async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
-    let migrator = Migrator::new(Embedded).await.map_err(|e| {
-        FlextError::storage(format!(
-            "SQLite store {path}: embedded migrations do not load: {e}"
-        ))
-    })?;
-    migrator.run(pool).await.map_err(|e| match e {
-        sqlx::migrate::MigrateError::VersionMissing(version) => newer_schema(
-            &format!("SQLite store {path}"),
-            version,
-            MIGRATIONS.len(),
+    let store = format!("SQLite store {path}");
+    let failed = |newer, error| {
+        migrations_failed(
+            &store,
             env!("CARGO_PKG_NAME"),
-        ),
-        other => FlextError::storage(format!("SQLite store {path}: migrations failed: {other}"))
-            .with_source(other),
+            MIGRATIONS.len(),
+            newer,
+            error,
+        )
+    };
+    let migrator = Migrator::new(Embedded).await.map_err(|e| failed(None, e))?;
+    migrator.run(pool).await.map_err(|error| match error {
+        MigrateError::VersionMissing(version) => failed(Some(version), error),
+        error => failed(None, error),
     })
 }
 

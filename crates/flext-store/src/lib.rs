@@ -74,7 +74,7 @@ pub mod __private {
 pub use memory::InMemoryEventStore;
 pub use rows::{
     EVENT_COLUMNS, Migrations, RawEvent, RawSnapshot, dead_letter_text, decode_dead_letters,
-    metadata_text, newer_schema, signed, timestamp_text, unsigned,
+    metadata_text, migrations_failed, newer_schema, signed, timestamp_text, unsigned,
 };
 pub use rules::{StoredPlace, accepted_versions, retried_append, validate_batch};
 pub use tables::{Arg, SqlConnection, SqlRow, SqlTables, Statements, find_retry};

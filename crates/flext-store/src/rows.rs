@@ -185,6 +185,28 @@ pub fn newer_schema(store: &str, found: i64, known: usize, package: &str) -> Fle
     ))
 }
 
+/// Why a SQL store's embedded migrations did not load or run, as a `STORAGE_ERROR` naming
+/// `store`: a database of a schema version (`newer`) that the `known` migrations of
+/// `package` do not have is refused as [`newer_schema`] says; any other failure says the
+/// migrations failed, with `error` as its source.
+pub fn migrations_failed<E>(
+    store: &str,
+    package: &str,
+    known: usize,
+    newer: Option<i64>,
+    error: E,
+) -> FlextError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match newer {
+        Some(found) => newer_schema(store, found, known, package),
+        None => {
+            FlextError::storage(format!("{store}: migrations failed: {error}")).with_source(error)
+        }
+    }
+}
+
 /// The embedded migrations of a SQL store: one `(version, description, SQL)` each, from
 /// version 1 up without gaps.
 pub type Migrations = &'static [(i64, &'static str, &'static str)];
