@@ -1,10 +1,10 @@
 //! Appends to a [`PostgresEventStore`]: one statement under the schema's advisory lock.
 
 use flext_store::{
-    accepted_versions, find_retry, metadata_text, signed, timestamp_text, unsigned, validate_batch,
+    accepted_versions, after_failed_insert, metadata_text, retry_or_conflict, signed,
+    timestamp_text, unsigned, validate_batch,
 };
 use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
-use sqlx::Postgres;
 use time::OffsetDateTime;
 
 use crate::PostgresEventStore;
@@ -95,8 +95,16 @@ impl PostgresEventStore {
         let (current, head, inserted) = match placed {
             Ok(placed) => placed,
             Err(error) => {
-                return self
-                    .insert_failed(tx, stream_id, expected, &events, error)
+                // A stored id may mean a retry of a committed append: with this
+                // transaction rolled back, the stored ids decide.
+                let unique =
+                    matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
+                tx.rollback()
+                    .await
+                    .map_err(|e| self.fail("cannot roll back a failed append", e))?;
+                let error = self.fail("cannot insert events", error);
+                let tables = self.tables();
+                return after_failed_insert(&tables, unique, stream_id, expected, &events, error)
                     .await;
             }
         };
@@ -104,67 +112,22 @@ impl PostgresEventStore {
         if inserted == 0 {
             // The check failed. A retry of an append that committed finds the stream
             // moved on: answer with the original result when the ids say it is one.
-            if let Some(original) = find_retry(
-                &mut Connection(self, &mut tx),
+            let mut connection = Connection(self, &mut tx);
+            return retry_or_conflict(
+                &mut connection,
                 &STATEMENTS,
                 stream_id,
                 expected,
                 &events,
+                current,
             )
-            .await?
-            {
-                return Ok(original);
-            }
-            return Err(expected.conflict(stream_id, current));
+            .await;
         }
-        let result = AppendResult {
-            first_version: current + 1,
-            last_version: current + count,
-            first_position: head + 1,
-            last_position: head + count,
-        };
+        let result = AppendResult::following(current, head, count);
         tx.commit()
             .await
             .map_err(|e| self.fail("cannot commit an append", e))?;
         self.inner.head.advance(result.last_position);
         Ok(result)
-    }
-
-    /// An insert failed. When it hit a stored event id, the batch may be a retry of an
-    /// append that committed: with this transaction rolled back (its own rows would
-    /// otherwise look stored), the stored ids decide between the original result and a
-    /// `DUPLICATE`. Any other failure is a `STORAGE_ERROR`.
-    async fn insert_failed(
-        &self,
-        tx: sqlx::Transaction<'_, Postgres>,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-        error: sqlx::Error,
-    ) -> FlextResult<AppendResult> {
-        let unique = matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
-        tx.rollback()
-            .await
-            .map_err(|e| self.fail("cannot roll back a failed append", e))?;
-        if unique {
-            let mut connection = self
-                .inner
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| self.fail("cannot look for stored ids", e))?;
-            if let Some(original) = find_retry(
-                &mut Connection(self, &mut connection),
-                &STATEMENTS,
-                stream_id,
-                expected,
-                events,
-            )
-            .await?
-            {
-                return Ok(original);
-            }
-        }
-        Err(self.fail("cannot insert events", error))
     }
 }

@@ -52,14 +52,14 @@ flext_store::sql_store_contracts!(PostgresEventStore);
 
 impl PostgresEventStore {
     /// The store as the shared contract code sees it.
-    fn tables(&self) -> Tables<'_> {
+    pub(crate) fn tables(&self) -> Tables<'_> {
         Tables(self)
     }
 }
 
 /// The store as the shared contract code sees it: the SQL above, run on its pool (whose
 /// connections use the store's schema).
-struct Tables<'s>(&'s PostgresEventStore);
+pub(crate) struct Tables<'s>(&'s PostgresEventStore);
 
 /// One of the store's connections (maybe in its append's transaction), for `find_retry`.
 pub(crate) struct Connection<'c>(

@@ -2,7 +2,8 @@
 //! transactional path for conflicts, retries and big batches.
 
 use flext_store::{
-    EVENT_COLUMNS, accepted_versions, find_retry, metadata_text, timestamp_text, validate_batch,
+    EVENT_COLUMNS, accepted_versions, after_failed_insert, metadata_text, retry_or_conflict,
+    timestamp_text, validate_batch,
 };
 use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
 use sqlx::{QueryBuilder, Sqlite};
@@ -52,18 +53,16 @@ impl SqliteEventStore {
         if !expected.accepts(current) {
             // A retry of an append that committed finds the stream moved on: answer with
             // the original result when the ids say it is one.
-            if let Some(original) = find_retry(
-                &mut Connection(self, &mut tx),
+            let mut connection = Connection(self, &mut tx);
+            return retry_or_conflict(
+                &mut connection,
                 &STATEMENTS,
                 stream_id,
                 expected,
                 &events,
+                current,
             )
-            .await?
-            {
-                return Ok(original);
-            }
-            return Err(expected.conflict(stream_id, current));
+            .await;
         }
         let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
         let count = events.len() as u64;
@@ -88,20 +87,23 @@ impl SqliteEventStore {
                     .push_bind(recorded_at.as_str());
             });
             if let Err(error) = insert.build().execute(&mut *tx).await {
-                return self
-                    .insert_failed(tx, stream_id, expected, &events, error)
+                // A stored id may mean a retry of a committed append: with this
+                // transaction rolled back, the stored ids decide.
+                let unique =
+                    matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
+                tx.rollback()
+                    .await
+                    .map_err(|e| self.fail("cannot roll back a failed append", e))?;
+                let error = self.fail("cannot insert events", error);
+                let tables = self.tables();
+                return after_failed_insert(&tables, unique, stream_id, expected, &events, error)
                     .await;
             }
         }
         tx.commit()
             .await
             .map_err(|e| self.fail("cannot commit an append", e))?;
-        let result = AppendResult {
-            first_version: current + 1,
-            last_version: current + count,
-            first_position: head + 1,
-            last_position: head + count,
-        };
+        let result = AppendResult::following(current, head, count);
         self.inner.head.advance(result.last_position);
         Ok(result)
     }
@@ -201,43 +203,5 @@ impl SqliteEventStore {
             first_position: (last_position + 1).saturating_sub(count),
             last_position,
         }))
-    }
-
-    /// An insert failed. When it hit a stored event id, the batch may be a retry of an
-    /// append that committed: with this transaction rolled back (its own rows would
-    /// otherwise look stored), the stored ids decide between the original result and a
-    /// `DUPLICATE`. Any other failure is a `STORAGE_ERROR`.
-    async fn insert_failed(
-        &self,
-        tx: sqlx::Transaction<'_, Sqlite>,
-        stream_id: &str,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
-        error: sqlx::Error,
-    ) -> FlextResult<AppendResult> {
-        let unique = matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
-        tx.rollback()
-            .await
-            .map_err(|e| self.fail("cannot roll back a failed append", e))?;
-        if unique {
-            let mut connection = self
-                .inner
-                .pool
-                .acquire()
-                .await
-                .map_err(|e| self.fail("cannot look for stored ids", e))?;
-            if let Some(original) = find_retry(
-                &mut Connection(self, &mut connection),
-                &STATEMENTS,
-                stream_id,
-                expected,
-                events,
-            )
-            .await?
-            {
-                return Ok(original);
-            }
-        }
-        Err(self.fail("cannot insert events", error))
     }
 }

@@ -52,13 +52,13 @@ flext_store::sql_store_contracts!(SqliteEventStore);
 
 impl SqliteEventStore {
     /// The store as the shared contract code sees it.
-    fn tables(&self) -> Tables<'_> {
+    pub(crate) fn tables(&self) -> Tables<'_> {
         Tables(self)
     }
 }
 
 /// The store as the shared contract code sees it: the SQL above, run on its pool.
-struct Tables<'s>(&'s SqliteEventStore);
+pub(crate) struct Tables<'s>(&'s SqliteEventStore);
 
 /// One of the store's connections (maybe in its append's transaction), for `find_retry`.
 pub(crate) struct Connection<'c>(

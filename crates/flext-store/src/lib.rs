@@ -77,5 +77,8 @@ pub use rows::{
     metadata_text, migrations_failed, newer_schema, signed, timestamp_text, unsigned,
 };
 pub use rules::{StoredPlace, accepted_versions, retried_append, validate_batch};
-pub use tables::{Arg, SqlConnection, SqlRow, SqlTables, Statements, find_retry};
+pub use tables::{
+    Arg, SqlConnection, SqlRow, SqlTables, Statements, after_failed_insert, find_retry,
+    retry_or_conflict,
+};
 pub use tail::{HeadSignal, SUBSCRIPTION_BATCH, follow, tail_events};

@@ -152,12 +152,7 @@ impl InMemoryEventStore {
             .entry(stream)
             .or_default()
             .extend(first_index..first_index + count);
-        let result = AppendResult {
-            first_version: current + 1,
-            last_version: current + count as u64,
-            first_position: first_index as u64 + 1,
-            last_position: (first_index + count) as u64,
-        };
+        let result = AppendResult::following(current, first_index as u64, count as u64);
         drop(log);
         self.inner.head.advance(result.last_position);
         Ok(result)

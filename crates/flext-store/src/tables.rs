@@ -149,6 +149,56 @@ pub async fn find_retry(
     retried_append(stream_id, expected, events, first, &run).map(Some)
 }
 
+/// An append's version check failed on `connection`, in the append's transaction, with the
+/// stream at `current`: a retry of an append that committed finds the stream moved on, so
+/// the original result when the ids say the batch is one, otherwise the
+/// `CONCURRENCY_CONFLICT` (or the `DUPLICATE` of a reused id).
+pub async fn retry_or_conflict(
+    connection: &mut impl SqlConnection,
+    statements: &Statements,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    current: u64,
+) -> FlextResult<AppendResult> {
+    match find_retry(connection, statements, stream_id, expected, events).await? {
+        Some(original) => Ok(original),
+        None => Err(expected.conflict(stream_id, current)),
+    }
+}
+
+/// A SQL store's pool answers a retry's reads as any of its connections would.
+impl<T: SqlTables> SqlConnection for &T {
+    type Row = T::Row;
+
+    async fn fetch(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<T::Row>> {
+        SqlTables::fetch(*self, what, sql, args).await
+    }
+}
+
+/// After an append's insert failed with `error` and its transaction was rolled back (its
+/// own rows would otherwise look stored): when the insert hit a stored event id (`unique`),
+/// the batch may be a retry of an append that committed, and the stored ids decide between
+/// the original result and a `DUPLICATE`; otherwise, and when no id is stored, `error`.
+pub async fn after_failed_insert(
+    tables: &impl SqlTables,
+    unique: bool,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+    error: FlextError,
+) -> FlextResult<AppendResult> {
+    if unique {
+        let statements = tables.statements();
+        if let Some(original) =
+            find_retry(&mut &*tables, statements, stream_id, expected, events).await?
+        {
+            return Ok(original);
+        }
+    }
+    Err(error)
+}
+
 /// Place rows (`event_id, stream_id, version, position`).
 fn places(rows: Vec<impl SqlRow>) -> FlextResult<Vec<StoredPlace>> {
     let unreadable = |e: FlextError| {

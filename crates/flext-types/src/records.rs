@@ -276,6 +276,27 @@ pub struct AppendResult {
     pub last_position: u64,
 }
 
+impl AppendResult {
+    /// Where `count` events (at least 1) went, appended to a stream at `version` in a store
+    /// whose last position was `head`.
+    ///
+    /// ```
+    /// use flext_types::AppendResult;
+    ///
+    /// let placed = AppendResult::following(4, 10, 3);
+    /// assert_eq!((placed.first_version, placed.last_version), (5, 7));
+    /// assert_eq!((placed.first_position, placed.last_position), (11, 13));
+    /// ```
+    pub fn following(version: u64, head: u64, count: u64) -> Self {
+        Self {
+            first_version: version + 1,
+            last_version: version + count,
+            first_position: head + 1,
+            last_position: head + count,
+        }
+    }
+}
+
 /// An aggregate's state at one stream version, serialized.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
