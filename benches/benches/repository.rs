@@ -243,10 +243,8 @@ fn execute(c: &mut Criterion) {
             });
         }
     }
-    let warm = seeded_flext(&rt, &payload, 1000, false).with_config(RepositoryConfig {
-        cache_capacity: 16,
-        ..RepositoryConfig::default()
-    });
+    let warm = seeded_flext(&rt, &payload, 1000, false)
+        .with_config(RepositoryConfig::default().with_cache_capacity(16));
     group.bench_function("flext_warm", |b| {
         b.iter(|| {
             black_box(
@@ -269,10 +267,7 @@ fn seeded_for_load(
 ) -> Repository<Account> {
     let shared = seeded_store(rt, payload, total, snapshot_at);
     let events: Arc<dyn EventStore> = shared.clone();
-    let config = RepositoryConfig {
-        cache_capacity: 0,
-        ..RepositoryConfig::default()
-    };
+    let config = RepositoryConfig::default().with_cache_capacity(0);
     let repository = Repository::new(events).with_config(config);
     if snapshot_at > 0 {
         repository.with_snapshots(shared, u64::MAX)

@@ -78,8 +78,7 @@ pub use dispatch::{
 };
 pub use es::{
     Envelope, EventRelay, Executed, InMemoryEventStore, Loaded, ProjectionConfig,
-    ProjectionProgress, ProjectionRunner, Repository, RepositoryConfig, Upcasters, caused_by,
-    encode_event,
+    ProjectionProgress, ProjectionRunner, Repository, RepositoryConfig, Upcasters,
 };
 pub use event::{Delivery, DeliveryFailure, EventBus, PublishReport, SubscriptionId};
 pub use metrics::{

@@ -4,8 +4,8 @@
 //! Depend on this crate; it re-exports, by name, everything a user needs from the layered
 //! crates below it, under two spellings:
 //!
-//! - Rust modules: [`constants`], [`types`], [`protocols`], [`implementation`], [`cqrs`],
-//!   [`patterns`], [`management`], and a [`prelude`] with the everyday items.
+//! - Rust modules: [`constants`], [`types`], [`protocols`], [`store`], [`implementation`],
+//!   [`cqrs`], [`patterns`], [`management`], and a [`prelude`] with the everyday items.
 //! - The guide's namespaces: [`Constants`], [`Types`], [`Protocols`], [`Implementation`],
 //!   [`CQRS`], [`Patterns`], [`Management`], so code ported from the guide reads the same
 //!   (`flext_handlers::Implementation::BasicHandler`, `flext_handlers::CQRS::CommandBus`).
@@ -63,6 +63,7 @@ pub use flext_management as management;
 pub use flext_patterns as patterns;
 pub use flext_protocols as protocols;
 pub use flext_protocols::async_trait;
+pub use flext_store as store;
 pub use flext_types as types;
 
 /// The guide's `FlextHandlers.Constants`: limits, defaults, states and configuration enums.
@@ -135,14 +136,14 @@ pub mod CQRS {
         EventBusMetrics, EventMetrics, EventRelay, Executed, InMemoryEventStore, Loaded,
         MessageKind, MessageTypeMetrics, ProjectionConfig, ProjectionProgress, ProjectionRunner,
         PublishReport, QueryBus, QueryBusMetrics, Repository, RepositoryConfig, SubscriptionId,
-        TimeoutMiddleware, Upcasters, ValidationMiddleware, caused_by, encode_event,
+        TimeoutMiddleware, Upcasters, ValidationMiddleware,
     };
 }
 
 /// The durable stores, each behind its feature (`sqlite`, `postgres`, or `full`); the
 /// in-memory store is always here.
 pub mod stores {
-    pub use flext_cqrs::InMemoryEventStore;
+    pub use flext_store::InMemoryEventStore;
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions, redact};
     #[cfg(feature = "sqlite")]

@@ -53,7 +53,6 @@ mod histogram;
 mod json;
 mod metrics_handler;
 mod recorder;
-mod tail;
 mod validating;
 
 pub use authorizing::AuthorizingHandler;
@@ -67,5 +66,4 @@ pub use guard::{catch_panic, catch_panic_sync};
 pub use json::JsonHandler;
 pub use metrics_handler::{MetricsHandler, MetricsReport};
 pub use recorder::{InFlight, MetricsRecorder, Timer};
-pub use tail::{HeadSignal, tail_events};
 pub use validating::ValidatingHandler;

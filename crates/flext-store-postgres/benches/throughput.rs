@@ -13,30 +13,17 @@
 )]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use flext_protocols::EventStore;
 use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions};
+use flext_testing::bench::{self, Baseline, runtime};
 use flext_testing::workload;
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, QueryBuilder};
-use tokio::runtime::Runtime;
-
-const WRITERS: u64 = 8;
-const BATCH: u64 = 100;
-const STREAM_LEN: u64 = 1_000;
-const READ_ALL_EVENTS: u64 = 10_000;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 fn server() -> Option<String> {
     let url = std::env::var("FLEXT_TEST_POSTGRES_URL")
@@ -222,29 +209,36 @@ fn serialized(stream: &str, sequence: u64, count: u64) -> Vec<SerializedEvent> {
         .collect()
 }
 
-/// Times `work(round, iters)` as one criterion sample; `round` numbers the samples so each
-/// writes to streams of its own.
-fn timed<F, Fut>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &Runtime,
-    id: &str,
-    mut work: F,
-) where
-    F: FnMut(u64, u64) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut round = 0;
-    group.bench_function(id, |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            round += 1;
-            let work = work(round, iters);
-            async move {
-                let start = Instant::now();
-                work.await;
-                start.elapsed()
-            }
-        });
-    });
+/// Raw sqlx inserts into the baseline table.
+fn raw_baseline(pool: PgPool) -> Baseline {
+    Baseline {
+        single: "single/raw_sqlx",
+        writers: None,
+        batch: "batch_100/raw_sqlx",
+        insert: Arc::new(move |stream, version, count| {
+            let pool = pool.clone();
+            Box::pin(async move { raw_insert(&pool, &stream, version, count).await })
+        }),
+    }
+}
+
+/// postgres-es persisting the same events, one call per insert.
+fn postgres_es_baseline(repository: PostgresEventRepository) -> Baseline {
+    let repository = Arc::new(repository);
+    Baseline {
+        single: "single/postgres_es",
+        writers: Some("single_8_writers/postgres_es"),
+        batch: "batch_100/postgres_es",
+        insert: Arc::new(move |stream, sequence, count| {
+            let repository = repository.clone();
+            Box::pin(async move {
+                repository
+                    .persist::<Account>(&serialized(&stream, sequence, count), None)
+                    .await
+                    .expect("postgres-es persists");
+            })
+        }),
+    }
 }
 
 fn appends(c: &mut Criterion) {
@@ -253,109 +247,9 @@ fn appends(c: &mut Criterion) {
     };
     let rt = runtime();
     let store = rt.block_on(store(&url, "appends"));
-    let raw = rt.block_on(raw_pool(&url));
-    let pges = Arc::new(rt.block_on(postgres_es_repository(&url)));
-    let mut group = c.benchmark_group("postgres_append");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-
-    group.throughput(Throughput::Elements(1));
-    timed(&mut group, &rt, "single/flext", |round, iters| {
-        let store = store.clone();
-        async move {
-            workload::append_one_by_one(&*store, &format!("single-{round}"), iters)
-                .await
-                .expect("appends succeed");
-        }
-    });
-    timed(&mut group, &rt, "single/raw_sqlx", |round, iters| {
-        let raw = raw.clone();
-        async move {
-            let stream = format!("single-{round}");
-            for version in 0..iters {
-                raw_insert(&raw, &stream, version, 1).await;
-            }
-        }
-    });
-    timed(&mut group, &rt, "single/postgres_es", |round, iters| {
-        let pges = pges.clone();
-        async move {
-            let stream = format!("single-{round}");
-            for sequence in 0..iters {
-                pges.persist::<Account>(&serialized(&stream, sequence, 1), None)
-                    .await
-                    .expect("postgres-es persists");
-            }
-        }
-    });
-
-    group.throughput(Throughput::Elements(WRITERS));
-    timed(&mut group, &rt, "single_8_writers/flext", |round, iters| {
-        let store = store.clone();
-        async move {
-            workload::append_concurrently(store, &format!("writers-{round}"), WRITERS, iters)
-                .await
-                .expect("appends succeed");
-        }
-    });
-    timed(
-        &mut group,
-        &rt,
-        "single_8_writers/postgres_es",
-        |round, iters| {
-            let pges = pges.clone();
-            async move {
-                let writers: Vec<_> = (0..WRITERS)
-                    .map(|writer| {
-                        let pges = pges.clone();
-                        let stream = format!("writers-{round}-{writer}");
-                        tokio::spawn(async move {
-                            for sequence in 0..iters {
-                                pges.persist::<Account>(&serialized(&stream, sequence, 1), None)
-                                    .await
-                                    .expect("postgres-es persists");
-                            }
-                        })
-                    })
-                    .collect();
-                for writer in writers {
-                    writer.await.expect("a writer finishes");
-                }
-            }
-        },
-    );
-
-    group.throughput(Throughput::Elements(BATCH));
-    timed(&mut group, &rt, "batch_100/flext", |round, iters| {
-        let store = store.clone();
-        async move {
-            workload::append_in_batches(&*store, &format!("batch-{round}"), iters, BATCH)
-                .await
-                .expect("appends succeed");
-        }
-    });
-    timed(&mut group, &rt, "batch_100/raw_sqlx", |round, iters| {
-        let raw = raw.clone();
-        async move {
-            let stream = format!("batch-{round}");
-            for batch in 0..iters {
-                raw_insert(&raw, &stream, batch * BATCH, BATCH).await;
-            }
-        }
-    });
-    timed(&mut group, &rt, "batch_100/postgres_es", |round, iters| {
-        let pges = pges.clone();
-        async move {
-            let stream = format!("batch-{round}");
-            for batch in 0..iters {
-                pges.persist::<Account>(&serialized(&stream, batch * BATCH, BATCH), None)
-                    .await
-                    .expect("postgres-es persists");
-            }
-        }
-    });
-    group.finish();
+    let raw = raw_baseline(rt.block_on(raw_pool(&url)));
+    let pges = postgres_es_baseline(rt.block_on(postgres_es_repository(&url)));
+    bench::appends(c, &rt, "postgres_append", store, &[raw, pges]);
 }
 
 fn reads(c: &mut Criterion) {
@@ -364,40 +258,7 @@ fn reads(c: &mut Criterion) {
     };
     let rt = runtime();
     let store = rt.block_on(store(&url, "reads"));
-    rt.block_on(async {
-        workload::append_in_batches(&*store, "long", STREAM_LEN / BATCH, BATCH).await?;
-        workload::append_in_batches(
-            &*store,
-            "other",
-            (READ_ALL_EVENTS - STREAM_LEN) / BATCH,
-            BATCH,
-        )
-        .await
-    })
-    .expect("the read fixture is written");
-    let mut group = c.benchmark_group("postgres_read");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-    group.throughput(Throughput::Elements(STREAM_LEN));
-    group.bench_function("stream_1000", |b| {
-        b.to_async(&rt).iter(|| async {
-            assert_eq!(
-                workload::read_stream(&*store, "long").await.ok(),
-                Some(STREAM_LEN)
-            );
-        });
-    });
-    group.throughput(Throughput::Elements(READ_ALL_EVENTS));
-    group.bench_function("all_10000_pages_of_1000", |b| {
-        b.to_async(&rt).iter(|| async {
-            assert_eq!(
-                workload::read_all(&*store, 1_000).await.ok(),
-                Some(READ_ALL_EVENTS)
-            );
-        });
-    });
-    group.finish();
+    bench::reads(c, &rt, "postgres_read", store);
 }
 
 /// Drops the schemas this run made.

@@ -16,6 +16,10 @@
 //! - A server that cannot be reached is an error naming it (without the password) within
 //!   the connect timeout; dropped connections are replaced by the pool.
 
-mod store;
+mod append;
+mod redact;
+mod schema;
+mod tables;
 
-pub use store::{PostgresEventStore, PostgresStoreOptions, redact};
+pub use redact::redact;
+pub use schema::{PostgresEventStore, PostgresStoreOptions};

@@ -11,27 +11,14 @@
 )]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use flext_protocols::EventStore;
 use flext_store_sqlite::{SqliteEventStore, SqliteStoreOptions};
+use flext_testing::bench::{self, Baseline, runtime};
 use flext_testing::workload;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
-use tokio::runtime::Runtime;
-
-const WRITERS: u64 = 8;
-const BATCH: u64 = 100;
-const STREAM_LEN: u64 = 1_000;
-const READ_ALL_EVENTS: u64 = 10_000;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// A fresh directory for one benchmark's database files.
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -108,127 +95,30 @@ async fn raw_insert(pool: &SqlitePool, stream: &str, version: u64, count: u64) {
         .expect("the raw insert succeeds");
 }
 
-/// Times `work(round, iters)` as one criterion sample; `round` numbers the samples so each
-/// writes to streams of its own.
-fn timed<F, Fut>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &Runtime,
-    id: &str,
-    mut work: F,
-) where
-    F: FnMut(u64, u64) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut round = 0;
-    group.bench_function(id, |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            round += 1;
-            let work = work(round, iters);
-            async move {
-                let start = Instant::now();
-                work.await;
-                start.elapsed()
-            }
-        });
-    });
+/// Raw sqlx inserts into the baseline table.
+fn raw_baseline(pool: SqlitePool) -> Baseline {
+    Baseline {
+        single: "single/raw_sqlx",
+        writers: None,
+        batch: "batch_100/raw_sqlx",
+        insert: Arc::new(move |stream, version, count| {
+            let pool = pool.clone();
+            Box::pin(async move { raw_insert(&pool, &stream, version, count).await })
+        }),
+    }
 }
 
 fn appends(c: &mut Criterion) {
     let rt = runtime();
     let store = rt.block_on(store("appends"));
-    let raw = rt.block_on(raw_pool("appends"));
-    let mut group = c.benchmark_group("sqlite_append");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-
-    group.throughput(Throughput::Elements(1));
-    timed(&mut group, &rt, "single/flext", |round, iters| {
-        let store = store.clone();
-        async move {
-            workload::append_one_by_one(&*store, &format!("single-{round}"), iters)
-                .await
-                .expect("appends succeed");
-        }
-    });
-    timed(&mut group, &rt, "single/raw_sqlx", |round, iters| {
-        let raw = raw.clone();
-        async move {
-            let stream = format!("single-{round}");
-            for version in 0..iters {
-                raw_insert(&raw, &stream, version, 1).await;
-            }
-        }
-    });
-
-    group.throughput(Throughput::Elements(WRITERS));
-    timed(&mut group, &rt, "single_8_writers/flext", |round, iters| {
-        let store = store.clone();
-        async move {
-            workload::append_concurrently(store, &format!("writers-{round}"), WRITERS, iters)
-                .await
-                .expect("appends succeed");
-        }
-    });
-
-    group.throughput(Throughput::Elements(BATCH));
-    timed(&mut group, &rt, "batch_100/flext", |round, iters| {
-        let store = store.clone();
-        async move {
-            workload::append_in_batches(&*store, &format!("batch-{round}"), iters, BATCH)
-                .await
-                .expect("appends succeed");
-        }
-    });
-    timed(&mut group, &rt, "batch_100/raw_sqlx", |round, iters| {
-        let raw = raw.clone();
-        async move {
-            let stream = format!("batch-{round}");
-            for batch in 0..iters {
-                raw_insert(&raw, &stream, batch * BATCH, BATCH).await;
-            }
-        }
-    });
-    group.finish();
+    let raw = raw_baseline(rt.block_on(raw_pool("appends")));
+    bench::appends(c, &rt, "sqlite_append", store, &[raw]);
 }
 
 fn reads(c: &mut Criterion) {
     let rt = runtime();
     let store = rt.block_on(store("reads"));
-    rt.block_on(async {
-        workload::append_in_batches(&*store, "long", STREAM_LEN / BATCH, BATCH).await?;
-        workload::append_in_batches(
-            &*store,
-            "other",
-            (READ_ALL_EVENTS - STREAM_LEN) / BATCH,
-            BATCH,
-        )
-        .await
-    })
-    .expect("the read fixture is written");
-    let mut group = c.benchmark_group("sqlite_read");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-    group.throughput(Throughput::Elements(STREAM_LEN));
-    group.bench_function("stream_1000", |b| {
-        b.to_async(&rt).iter(|| async {
-            assert_eq!(
-                workload::read_stream(&*store, "long").await.ok(),
-                Some(STREAM_LEN)
-            );
-        });
-    });
-    group.throughput(Throughput::Elements(READ_ALL_EVENTS));
-    group.bench_function("all_10000_pages_of_1000", |b| {
-        b.to_async(&rt).iter(|| async {
-            assert_eq!(
-                workload::read_all(&*store, 1_000).await.ok(),
-                Some(READ_ALL_EVENTS)
-            );
-        });
-    });
-    group.finish();
+    bench::reads(c, &rt, "sqlite_read", store);
 }
 
 criterion_group!(benches, appends, reads);

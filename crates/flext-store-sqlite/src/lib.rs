@@ -35,6 +35,8 @@
 //! # }
 //! ```
 
-mod store;
+mod append;
+mod schema;
+mod tables;
 
-pub use store::{SqliteEventStore, SqliteStoreOptions};
+pub use schema::{SqliteEventStore, SqliteStoreOptions};

@@ -8,8 +8,13 @@
 //!   [`event_store_conformance!`], [`snapshot_store_conformance!`] and
 //!   [`checkpoint_store_conformance!`]. Each function works in streams and names of its own
 //!   (random suffixes), so the suites can share one database and run in parallel.
+//! - [`crash`]: the SIGKILL crash test of a durable store, written by [`crash_test!`]: the
+//!   test binary runs itself as a writer child and checks what survives the kill.
+//! - [`sql`]: what the SQL stores check beyond the contracts (hostile text, corrupt rows,
+//!   checkpoints in the read model's transaction), with the store's own SQL as closures.
 //! - [`workload`]: the appends and reads the stores' benchmarks measure, the same on every
-//!   store.
+//!   store; `bench` (feature `bench`) runs them as criterion benchmarks beside a store's
+//!   baselines.
 //! - [`AggregateFixture`]: given events, when a command, then events or an error.
 //! - [`SagaFixture`]: given recorded progress, when run or resumed, then completed,
 //!   compensated or failed, with exactly the records expected.
@@ -33,10 +38,14 @@
 //! ```
 
 mod aggregate;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod checkpoint_store;
+pub mod crash;
 pub mod event_store;
 mod saga;
 pub mod snapshot_store;
+pub mod sql;
 pub mod workload;
 
 pub use aggregate::{AggregateFixture, AggregateOutcome};
@@ -102,6 +111,47 @@ macro_rules! checkpoint_store_conformance {
             checkpoint_store,
             [checkpoints_round_trip, dead_letters_round_trip_and_reset,]
         );
+    };
+}
+
+/// All three suites on one store type: `$factory` is an async function (a name in scope)
+/// returning `Option<S>`, where `S` is the event, snapshot and checkpoint store at once, a
+/// fresh one per call; `None` skips. Writes the modules `events_conformance`,
+/// `snapshots_conformance` and `checkpoints_conformance`.
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:ident) => {
+        $crate::__store_conformance!(
+            $factory,
+            events_conformance,
+            EventStore,
+            event_store_conformance
+        );
+        $crate::__store_conformance!(
+            $factory,
+            snapshots_conformance,
+            SnapshotStore,
+            snapshot_store_conformance
+        );
+        $crate::__store_conformance!(
+            $factory,
+            checkpoints_conformance,
+            CheckpointStore,
+            checkpoint_store_conformance
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance {
+    ($factory:ident, $module:ident, $contract:ident, $suite:ident) => {
+        mod $module {
+            async fn store() -> Option<::std::sync::Arc<dyn ::flext_protocols::$contract>> {
+                Some(::std::sync::Arc::new(super::$factory().await?))
+            }
+            $crate::$suite!(store);
+        }
     };
 }
 

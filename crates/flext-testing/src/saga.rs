@@ -4,9 +4,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use flext_constants::ErrorCode;
-use flext_cqrs::InMemoryEventStore;
 use flext_patterns::{Saga, SagaEvent, SagaOutcome, SagaStatus};
 use flext_protocols::EventStore;
+use flext_store::InMemoryEventStore;
 use flext_types::{ExpectedVersion, FlextResult, JsonPayload, NewEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -12,7 +12,8 @@
 //! - [`HandlerMetrics`], [`LatencySummary`] and [`MetricSet`]: serializable metrics snapshots.
 //! - [`MessageMetadata`]: message, correlation and causation ids and a timestamp.
 //! - Event-store records: [`NewEvent`], [`StoredEvent`], [`ExpectedVersion`],
-//!   [`AppendResult`], [`Snapshot`], [`DeadLetter`], with payloads as [`JsonPayload`].
+//!   [`AppendResult`], [`Snapshot`], [`DeadLetter`], with payloads as [`JsonPayload`]: plain
+//!   data; the rules stores apply to them live in `flext-store`.
 //!
 //! ```
 //! use flext_types::{ErrorCode, FlextError, FlextResult, HandlerConfig, ResultExt};
@@ -53,7 +54,6 @@ pub use names::short_type_name;
 pub use profile::PerformanceProfile;
 pub use railway::{ResultExt, combine, first_success, traverse};
 pub use records::{
-    AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, RawEvent,
-    Snapshot, StoredEvent, StoredPlace, accepted_versions, metadata_text, retried_append,
-    timestamp_text, validate_batch,
+    AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, Snapshot,
+    StoredEvent,
 };

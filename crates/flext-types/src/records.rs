@@ -159,145 +159,25 @@ pub struct EventMetadata {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Rejects batches no store accepts: a blank stream id, one over
-/// [`MAX_STREAM_ID_BYTES`](flext_constants::store::MAX_STREAM_ID_BYTES) or with a NUL
-/// character, no events, an event type that is blank, over
-/// [`MAX_EVENT_TYPE_BYTES`](flext_constants::store::MAX_EVENT_TYPE_BYTES) or with a NUL
-/// (each `INVALID_ARGUMENT`), an event id twice in the batch (`DUPLICATE`). Every store
-/// calls it first, so they reject alike.
-pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
-    use flext_constants::store::{MAX_EVENT_TYPE_BYTES, MAX_STREAM_ID_BYTES};
-
-    if stream_id.trim().is_empty() {
-        return Err(FlextError::invalid_argument("Stream id cannot be empty"));
-    }
-    let shown = |name: &str| -> String { name.chars().take(40).collect() };
-    if stream_id.len() > MAX_STREAM_ID_BYTES {
-        return Err(FlextError::invalid_argument(format!(
-            "Stream id {:?}… is {} bytes; the limit is {MAX_STREAM_ID_BYTES}",
-            shown(stream_id),
-            stream_id.len()
-        )));
-    }
-    if stream_id.contains('\0') {
-        return Err(FlextError::invalid_argument(format!(
-            "Stream id {stream_id:?} contains a NUL character"
-        )));
-    }
-    if events.is_empty() {
-        return Err(FlextError::invalid_argument(format!(
-            "An append to stream {stream_id} needs at least one event"
-        )));
-    }
-    // A single event (the common append) cannot repeat itself: no set to build.
-    let mut seen =
-        std::collections::HashSet::with_capacity(if events.len() > 1 { events.len() } else { 0 });
-    for event in events {
-        let name = &event.event_type;
-        if name.trim().is_empty() || name.len() > MAX_EVENT_TYPE_BYTES || name.contains('\0') {
-            return Err(FlextError::invalid_argument(format!(
-                "Event {} in stream {stream_id} has an invalid type {:?}: it must be 1 to \
-                 {MAX_EVENT_TYPE_BYTES} bytes, not blank, without NUL characters",
-                event.event_id,
-                shown(name)
-            )));
-        }
-        if events.len() > 1 && !seen.insert(event.event_id) {
-            return Err(FlextError::duplicate(format!(
-                "Event {} appears twice in one batch for stream {stream_id}",
-                event.event_id
-            )));
+impl EventMetadata {
+    /// The metadata of events caused by the message `cause` describes: its correlation, the
+    /// message itself as causation, its headers.
+    ///
+    /// ```
+    /// use flext_types::{EventMetadata, MessageMetadata};
+    ///
+    /// let command = MessageMetadata::new();
+    /// let metadata = EventMetadata::caused_by(&command);
+    /// assert_eq!(metadata.correlation_id, Some(command.correlation_id));
+    /// assert_eq!(metadata.causation_id, Some(command.message_id));
+    /// ```
+    pub fn caused_by(cause: &crate::MessageMetadata) -> Self {
+        Self {
+            correlation_id: Some(cause.correlation_id),
+            causation_id: Some(cause.message_id),
+            headers: cause.headers.clone(),
         }
     }
-    Ok(())
-}
-
-/// Where a stored event is: for [`retried_append`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPlace {
-    /// The event's id.
-    pub event_id: Uuid,
-    /// Its stream.
-    pub stream_id: String,
-    /// Its version in the stream.
-    pub version: u64,
-    /// Its global position.
-    pub position: u64,
-}
-
-impl StoredPlace {
-    /// Decodes a place from a SQL row's columns; a malformed id or a version or position
-    /// below 1 is a `SERIALIZATION_ERROR` naming the row.
-    pub fn from_row(
-        event_id: &str,
-        stream_id: String,
-        version: i64,
-        position: i64,
-    ) -> FlextResult<Self> {
-        let corrupt = |what: String| {
-            FlextError::serialization(format!(
-                "Stored event {event_id} in stream {stream_id} is corrupt: {what}"
-            ))
-        };
-        let event_id = Uuid::parse_str(event_id).map_err(|e| corrupt(format!("its id: {e}")))?;
-        let version = u64::try_from(version)
-            .ok()
-            .filter(|v| *v >= 1)
-            .ok_or_else(|| corrupt(format!("version {version}")))?;
-        let position = u64::try_from(position)
-            .ok()
-            .filter(|p| *p >= 1)
-            .ok_or_else(|| corrupt(format!("position {position}")))?;
-        Ok(Self {
-            event_id,
-            stream_id,
-            version,
-            position,
-        })
-    }
-}
-
-/// The rule every store applies when some ids of a batch are already stored.
-///
-/// `first` is where the first batch event found in the store is; `run` is the stream's
-/// events from that version on (at least as many as the batch, if the stream has them).
-/// When the batch is exactly a retry — same stream, its first event first, the expected
-/// version accepting the place it was appended at, the same ids in order — the original
-/// result is returned; anything else is a `DUPLICATE` naming the event and where it is.
-pub fn retried_append(
-    stream_id: &str,
-    expected: ExpectedVersion,
-    events: &[NewEvent],
-    first: &StoredPlace,
-    run: &[StoredPlace],
-) -> FlextResult<AppendResult> {
-    let duplicate = || {
-        FlextError::duplicate(format!(
-            "Event {} is already stored in stream {} at version {}",
-            first.event_id, first.stream_id, first.version
-        ))
-    };
-    let is_retry = first.stream_id == stream_id
-        && events.first().is_some_and(|e| e.event_id == first.event_id)
-        && first
-            .version
-            .checked_sub(1)
-            .is_some_and(|before| expected.accepts(before))
-        && run.len() >= events.len()
-        && events
-            .iter()
-            .zip(run)
-            .all(|(event, stored)| event.event_id == stored.event_id);
-    if !is_retry {
-        return Err(duplicate());
-    }
-    let last = &run[events.len() - 1];
-    Ok(AppendResult {
-        first_version: first.version,
-        last_version: last.version,
-        first_position: first.position,
-        last_position: last.position,
-    })
 }
 
 /// An event on its way into a store.
@@ -327,6 +207,36 @@ impl NewEvent {
             metadata: EventMetadata::default(),
         }
     }
+
+    /// Encodes `event` as a record to append under `event_type` at `schema_version`, with a
+    /// fresh time-ordered id. The name and version are arguments because this crate knows
+    /// nothing of the `Event` contract (`flext_protocols::Event` gives both). A value that
+    /// does not serialize is a `SERIALIZATION_ERROR` naming the event type.
+    ///
+    /// ```
+    /// use flext_types::{EventMetadata, NewEvent};
+    ///
+    /// let event = NewEvent::encode("UserCreated", 2, &serde_json::json!({"name": "Ada"}), EventMetadata::default()).unwrap();
+    /// assert_eq!((event.event_type.as_str(), event.schema_version), ("UserCreated", 2));
+    /// assert_eq!(event.payload.as_str(), r#"{"name":"Ada"}"#);
+    /// ```
+    pub fn encode(
+        event_type: impl Into<String>,
+        schema_version: u32,
+        event: &impl Serialize,
+        metadata: EventMetadata,
+    ) -> FlextResult<Self> {
+        let event_type = event_type.into();
+        let payload = JsonPayload::encode(event)
+            .map_err(|e| e.with_context(format!("Event {event_type} cannot be stored")))?;
+        Ok(Self {
+            event_id: Uuid::now_v7(),
+            event_type,
+            schema_version,
+            payload,
+            metadata,
+        })
+    }
 }
 
 /// An event as a store keeps it: a [`NewEvent`] plus the place the store gave it.
@@ -353,101 +263,6 @@ pub struct StoredEvent {
     pub metadata: Arc<EventMetadata>,
 }
 
-/// A stored event as a SQL row gives it: text and integers, checked and decoded by
-/// [`RawEvent::decode`] into a [`StoredEvent`]. Shared by the SQL stores so they read alike.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEvent {
-    /// The event id, as text.
-    pub event_id: String,
-    /// The stream.
-    pub stream_id: String,
-    /// The stream version.
-    pub version: i64,
-    /// The global position.
-    pub position: i64,
-    /// The event type.
-    pub event_type: String,
-    /// The payload's schema version.
-    pub schema_version: i64,
-    /// The payload, as JSON text.
-    pub payload: String,
-    /// The metadata, as JSON text ([`EventMetadata`]).
-    pub metadata: String,
-    /// The commit time, RFC 3339.
-    pub recorded_at: String,
-}
-
-impl RawEvent {
-    /// The row as a [`StoredEvent`]; a row that does not decode (a corrupt payload, a bad id
-    /// or timestamp) is a `SERIALIZATION_ERROR` naming its position and what is wrong.
-    pub fn decode(self) -> FlextResult<StoredEvent> {
-        let position = self.position;
-        let bad = |what: &str, detail: &dyn fmt::Display| {
-            FlextError::serialization(format!(
-                "Stored event at position {position} has {what}: {detail}"
-            ))
-        };
-        let event_id =
-            Uuid::parse_str(&self.event_id).map_err(|e| bad("a malformed event id", &e))?;
-        let payload = JsonPayload::from_text(self.payload)
-            .map_err(|e| bad("a payload that is not JSON", &e))?;
-        let metadata: EventMetadata =
-            serde_json::from_str(&self.metadata).map_err(|e| bad("malformed metadata", &e))?;
-        let timestamp = OffsetDateTime::parse(
-            &self.recorded_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .map_err(|e| bad("a malformed timestamp", &e))?;
-        let unsigned = |value: i64, what: &str| u64::try_from(value).map_err(|_| bad(what, &value));
-        Ok(StoredEvent {
-            event_id,
-            stream_id: Arc::from(self.stream_id),
-            version: unsigned(self.version, "a negative version")?,
-            position: unsigned(self.position, "a negative position")?,
-            event_type: Arc::from(self.event_type),
-            schema_version: u32::try_from(self.schema_version)
-                .map_err(|_| bad("a bad schema version", &self.schema_version))?,
-            payload,
-            timestamp,
-            metadata: Arc::new(metadata),
-        })
-    }
-}
-
-/// The stream versions `expected` accepts, as an inclusive range of the signed integers
-/// SQL stores keep, for `WHERE version BETWEEN low AND high`; a version no stream can reach
-/// gives an empty range, so the append is a conflict.
-///
-/// ```
-/// use flext_types::{ExpectedVersion, accepted_versions};
-///
-/// assert_eq!(accepted_versions(ExpectedVersion::NoStream), (0, 0));
-/// assert_eq!(accepted_versions(ExpectedVersion::Exact(7)), (7, 7));
-/// assert_eq!(accepted_versions(ExpectedVersion::StreamExists), (1, i64::MAX));
-/// let (low, high) = accepted_versions(ExpectedVersion::Exact(u64::MAX));
-/// assert!(low > high);
-/// ```
-pub fn accepted_versions(expected: ExpectedVersion) -> (i64, i64) {
-    match expected {
-        ExpectedVersion::Any => (0, i64::MAX),
-        ExpectedVersion::NoStream => (0, 0),
-        ExpectedVersion::StreamExists => (1, i64::MAX),
-        ExpectedVersion::Exact(version) => i64::try_from(version).map_or((1, 0), |v| (v, v)),
-    }
-}
-
-/// `metadata` as the JSON text SQL stores keep.
-pub fn metadata_text(metadata: &EventMetadata) -> FlextResult<String> {
-    serde_json::to_string(metadata).map_err(FlextError::from)
-}
-
-/// `timestamp` as the RFC 3339 text SQL stores keep.
-pub fn timestamp_text(timestamp: OffsetDateTime) -> FlextResult<String> {
-    timestamp
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| FlextError::serialization(format!("Timestamp does not format: {e}")))
-}
-
 /// Where an append put its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResult {
@@ -459,6 +274,27 @@ pub struct AppendResult {
     pub first_position: u64,
     /// The global position of the batch's last event.
     pub last_position: u64,
+}
+
+impl AppendResult {
+    /// Where `count` events (at least 1) went, appended to a stream at `version` in a store
+    /// whose last position was `head`.
+    ///
+    /// ```
+    /// use flext_types::AppendResult;
+    ///
+    /// let placed = AppendResult::following(4, 10, 3);
+    /// assert_eq!((placed.first_version, placed.last_version), (5, 7));
+    /// assert_eq!((placed.first_position, placed.last_position), (11, 13));
+    /// ```
+    pub fn following(version: u64, head: u64, count: u64) -> Self {
+        Self {
+            first_version: version + 1,
+            last_version: version + count,
+            first_position: head + 1,
+            last_position: head + count,
+        }
+    }
 }
 
 /// An aggregate's state at one stream version, serialized.
@@ -498,23 +334,6 @@ pub struct DeadLetter {
 mod tests {
     use super::*;
     use crate::ErrorCode;
-
-    #[test]
-    fn a_stored_place_with_a_corrupt_column_is_a_serialization_error() {
-        let id = Uuid::now_v7().to_string();
-        let place = StoredPlace::from_row(&id, "s".into(), 2, 7).unwrap();
-        assert_eq!((place.version, place.position), (2, 7));
-        for (id, version, position, named) in [
-            (id.as_str(), 0, 7, "version 0"),
-            (id.as_str(), -3, 7, "version -3"),
-            (id.as_str(), 2, 0, "position 0"),
-            ("not-a-uuid", 2, 7, "its id"),
-        ] {
-            let error = StoredPlace::from_row(id, "s".into(), version, position).unwrap_err();
-            assert_eq!(error.code(), ErrorCode::SerializationError);
-            assert!(error.to_string().contains(named), "{error}");
-        }
-    }
 
     #[test]
     fn expected_versions_accept_exactly_their_cases() {
@@ -579,58 +398,5 @@ mod tests {
         let err = payload.decode::<Named>().unwrap_err();
         assert_eq!(err.code(), ErrorCode::SerializationError);
         assert!(err.message().contains("invalid type: integer `5`"), "{err}");
-    }
-}
-
-#[cfg(test)]
-mod raw_tests {
-    use super::*;
-    use crate::ErrorCode;
-
-    fn raw() -> RawEvent {
-        RawEvent {
-            event_id: Uuid::new_v4().to_string(),
-            stream_id: "User-1".into(),
-            version: 1,
-            position: 7,
-            event_type: "UserCreated".into(),
-            schema_version: 1,
-            payload: r#"{"name":"Ada"}"#.into(),
-            metadata: metadata_text(&EventMetadata::default()).unwrap(),
-            recorded_at: timestamp_text(OffsetDateTime::UNIX_EPOCH).unwrap(),
-        }
-    }
-
-    #[test]
-    fn rows_decode_and_corrupt_rows_are_named() {
-        let stored = raw().decode().unwrap();
-        assert_eq!((stored.position, &*stored.stream_id), (7, "User-1"));
-        let corrupt = RawEvent {
-            payload: "{not json".into(),
-            ..raw()
-        }
-        .decode()
-        .unwrap_err();
-        assert_eq!(corrupt.code(), ErrorCode::SerializationError);
-        assert!(
-            corrupt
-                .message()
-                .starts_with("Stored event at position 7 has a payload that is not JSON"),
-            "{corrupt}"
-        );
-        let bad_id = RawEvent {
-            event_id: "nope".into(),
-            ..raw()
-        }
-        .decode()
-        .unwrap_err();
-        assert!(bad_id.message().contains("malformed event id"));
-        let negative = RawEvent {
-            version: -1,
-            ..raw()
-        }
-        .decode()
-        .unwrap_err();
-        assert!(negative.message().contains("negative version"));
     }
 }

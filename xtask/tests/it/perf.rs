@@ -282,6 +282,9 @@ fn growth_tables_name_benchmarks_the_workspace_defines() {
     for dir in ["benches/benches", "crates"] {
         collect_bench_sources(&root.join(dir), &mut sources);
     }
+    // The stores' benchmarks are written once, in the test kit, for every store.
+    let shared = root.join("crates/flext-testing/src/bench.rs");
+    sources.push_str(&std::fs::read_to_string(shared).expect("the shared store benchmarks"));
     for growth in GROWTH {
         for (_, ids) in growth.rows {
             assert_eq!(ids.len(), growth.columns.len(), "{}", growth.title);
@@ -354,6 +357,9 @@ fn every_target_names_benchmarks_the_workspace_defines() {
     for dir in ["benches/benches", "crates"] {
         collect_bench_sources(&root.join(dir), &mut sources);
     }
+    // The stores' benchmarks are written once, in the test kit, for every store.
+    let shared = root.join("crates/flext-testing/src/bench.rs");
+    sources.push_str(&std::fs::read_to_string(shared).expect("the shared store benchmarks"));
     for target in TARGETS {
         let ids: Vec<&str> = match target.check {
             Check::SlowdownAtMost { ours, baseline, .. }

@@ -1,14 +1,11 @@
-//! Typed envelopes around stored events, event encoding, and upcasters.
+//! Typed envelopes around stored events, and upcasters.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use flext_protocols::Event;
-use flext_types::{
-    EventMetadata, FlextError, FlextResult, JsonPayload, MessageMetadata, NewEvent, StoredEvent,
-};
-use serde::Serialize;
+use flext_types::{EventMetadata, FlextError, FlextResult, StoredEvent};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -63,32 +60,6 @@ impl<E: Event> Event for Envelope<E> {
 
     fn schema_version(&self) -> u32 {
         self.payload.schema_version()
-    }
-}
-
-/// Encodes `event` as a record to append, named and versioned by the event itself.
-pub fn encode_event<E: Event + Serialize>(
-    event: &E,
-    metadata: &EventMetadata,
-) -> FlextResult<NewEvent> {
-    let payload = JsonPayload::encode(event)
-        .map_err(|e| e.with_context(format!("Event {} cannot be stored", event.event_name())))?;
-    Ok(NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event.event_name().to_owned(),
-        schema_version: event.schema_version(),
-        payload,
-        metadata: metadata.clone(),
-    })
-}
-
-/// The event metadata of events caused by the message `metadata` describes: same
-/// correlation, the message as causation, same headers.
-pub fn caused_by(metadata: &MessageMetadata) -> EventMetadata {
-    EventMetadata {
-        correlation_id: Some(metadata.correlation_id),
-        causation_id: Some(metadata.message_id),
-        headers: metadata.headers.clone(),
     }
 }
 

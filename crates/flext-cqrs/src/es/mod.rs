@@ -2,13 +2,13 @@
 //! projection runner and the outbox relay.
 
 mod envelope;
-mod memory;
 mod projection;
 mod relay;
 mod repository;
 
-pub use envelope::{Envelope, Upcasters, caused_by, encode_event};
-pub use memory::InMemoryEventStore;
+pub use envelope::{Envelope, Upcasters};
+/// The in-memory stores live in `flext-store`; this path keeps working.
+pub use flext_store::InMemoryEventStore;
 pub use projection::{ProjectionConfig, ProjectionProgress, ProjectionRunner};
 pub use relay::EventRelay;
 pub use repository::{Executed, Loaded, Repository, RepositoryConfig};

@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 
 /// How a [`ProjectionRunner`] reads and retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProjectionConfig {
     /// Events read per batch while catching up.
     pub batch_size: usize,
@@ -29,6 +30,29 @@ impl Default for ProjectionConfig {
             max_attempts: handler::MAX_RETRIES,
             retry_delay: Duration::ZERO,
         }
+    }
+}
+
+impl ProjectionConfig {
+    /// The same configuration reading `size` events per batch while catching up.
+    #[must_use]
+    pub fn with_batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size;
+        self
+    }
+
+    /// The same configuration trying each event `attempts` times before dead-lettering it.
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The same configuration pausing `delay` between two tries of one event.
+    #[must_use]
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
     }
 }
 

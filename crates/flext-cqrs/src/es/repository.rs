@@ -7,17 +7,27 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use flext_constants::{ErrorCode, handler};
 use flext_impl::catch_panic_sync;
+use flext_protocols::Event;
 use flext_protocols::{Aggregate, EventStore, SnapshotStore};
 use flext_types::{
     AppendResult, EventMetadata, ExpectedVersion, FlextResult, JsonPayload, MessageMetadata,
-    Snapshot, StoredEvent,
+    NewEvent, Snapshot, StoredEvent,
 };
 use time::OffsetDateTime;
 
-use crate::es::envelope::{Envelope, Upcasters, caused_by, encode_event};
+use crate::es::envelope::{Envelope, Upcasters};
 
-/// How a [`Repository`] loads, caches, snapshots and retries.
+/// How a [`Repository`] loads, caches, snapshots and retries: the defaults, changed with
+/// the `with_*` setters.
+///
+/// ```
+/// use flext_cqrs::RepositoryConfig;
+///
+/// let config = RepositoryConfig::default().with_cache_capacity(0).with_max_conflict_retries(5);
+/// assert_eq!((config.cache_capacity, config.max_conflict_retries, config.snapshot_every), (0, 5, None));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RepositoryConfig {
     /// Take a snapshot whenever a stream's version crosses a multiple of this many events;
     /// `None` takes none. Needs a snapshot store.
@@ -36,6 +46,30 @@ impl Default for RepositoryConfig {
             max_conflict_retries: handler::MAX_RETRIES,
             cache_capacity: 10_000,
         }
+    }
+}
+
+impl RepositoryConfig {
+    /// The same configuration snapshotting every `every` events (at least 1), or never
+    /// with `None`.
+    #[must_use]
+    pub fn with_snapshot_every(mut self, every: Option<u64>) -> Self {
+        self.snapshot_every = every.map(|every| every.max(1));
+        self
+    }
+
+    /// The same configuration retrying `retries` times after a concurrency conflict.
+    #[must_use]
+    pub fn with_max_conflict_retries(mut self, retries: u32) -> Self {
+        self.max_conflict_retries = retries;
+        self
+    }
+
+    /// The same configuration keeping up to `capacity` aggregates decoded (0 keeps none).
+    #[must_use]
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
     }
 }
 
@@ -113,11 +147,16 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
-    /// Sets the conflict retries and cache capacity (and the snapshot interval, which
-    /// takes effect only with a snapshot store).
+    /// Sets the conflict retries and cache capacity, and the snapshot interval when
+    /// `config` names one (it takes effect only with a snapshot store); a config without
+    /// one keeps the interval [`with_snapshots`](Self::with_snapshots) set, in either order.
     #[must_use]
     pub fn with_config(mut self, config: RepositoryConfig) -> Self {
-        self.config = config;
+        let snapshot_every = config.snapshot_every.or(self.config.snapshot_every);
+        self.config = RepositoryConfig {
+            snapshot_every,
+            ..config
+        };
         self
     }
 
@@ -174,7 +213,8 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
-        self.run(id, command, &caused_by(metadata)).await
+        self.run(id, command, &EventMetadata::caused_by(metadata))
+            .await
     }
 
     async fn run(
@@ -204,7 +244,7 @@ impl<A: Aggregate> Repository<A> {
             let next = apply_all(&*loaded.state, &events)?;
             let records = events
                 .iter()
-                .map(|event| encode_event(event, metadata))
+                .map(|event| encode(event, metadata))
                 .collect::<FlextResult<Vec<_>>>()?;
             match self
                 .events
@@ -249,10 +289,10 @@ impl<A: Aggregate> Repository<A> {
         metadata: &MessageMetadata,
     ) -> FlextResult<AppendResult> {
         let stream = Self::checked_stream_id(id)?;
-        let metadata = caused_by(metadata);
+        let metadata = EventMetadata::caused_by(metadata);
         let records = events
             .iter()
-            .map(|event| encode_event(event, &metadata))
+            .map(|event| encode(event, &metadata))
             .collect::<FlextResult<Vec<_>>>()?;
         let append = self.events.append(&stream, expected, records).await?;
         // The cached state may predate these events; the next load catches up from it.
@@ -378,6 +418,19 @@ impl<A: Aggregate> Repository<A> {
             tracing::warn!(stream, version = after.version, %error, "snapshot not saved");
         }
     }
+}
+
+/// `event` as a record to append, named and versioned by the event itself.
+fn encode<E: Event + serde::Serialize>(
+    event: &E,
+    metadata: &EventMetadata,
+) -> FlextResult<NewEvent> {
+    NewEvent::encode(
+        event.event_name(),
+        event.schema_version(),
+        event,
+        metadata.clone(),
+    )
 }
 
 /// A copy of `state` with `events` applied, inside a panic guard.

@@ -120,10 +120,7 @@ async fn catch_up_reads_in_batches() {
     let store = seeded(&deposits).await;
     let projection = Arc::new(Balances::default());
     let progress = runner(&store, projection.clone())
-        .with_config(ProjectionConfig {
-            batch_size: 7,
-            ..ProjectionConfig::default()
-        })
+        .with_config(ProjectionConfig::default().with_batch_size(7))
         .catch_up()
         .await
         .unwrap();
@@ -138,11 +135,11 @@ async fn a_poisoned_event_is_dead_lettered_after_its_tries_and_the_runner_moves_
         poison: Some(13),
         ..Balances::default()
     });
-    let runner = runner(&store, projection.clone()).with_config(ProjectionConfig {
-        max_attempts: 4,
-        retry_delay: Duration::from_millis(100),
-        ..ProjectionConfig::default()
-    });
+    let runner = runner(&store, projection.clone()).with_config(
+        ProjectionConfig::default()
+            .with_max_attempts(4)
+            .with_retry_delay(Duration::from_millis(100)),
+    );
     let started = tokio::time::Instant::now();
     let progress = runner.catch_up().await.unwrap();
     assert_eq!(

@@ -210,10 +210,7 @@ async fn conflicts_are_retried_up_to_the_limit() {
     );
 
     contended.rivals.store(10, Ordering::SeqCst);
-    let limited = repo.with_config(RepositoryConfig {
-        max_conflict_retries: 1,
-        ..RepositoryConfig::default()
-    });
+    let limited = repo.with_config(RepositoryConfig::default().with_max_conflict_retries(1));
     let err = limited
         .execute("acc-1", AccountCommand::Deposit(10))
         .await
@@ -229,10 +226,10 @@ async fn conflicts_are_retried_up_to_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_on_one_aggregate_all_land() {
     let store = InMemoryEventStore::new();
-    let repo = Arc::new(repository(&store).with_config(RepositoryConfig {
-        max_conflict_retries: 1_000,
-        ..RepositoryConfig::default()
-    }));
+    let repo = Arc::new(
+        repository(&store)
+            .with_config(RepositoryConfig::default().with_max_conflict_retries(1_000)),
+    );
     repo.execute("acc-1", open("Ada")).await.unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -274,16 +271,41 @@ async fn snapshots_are_taken_every_n_events_and_used_to_load() {
 
     let cold = repository(&store)
         .with_snapshots(Arc::new(store.clone()), 10)
-        .with_config(RepositoryConfig {
-            cache_capacity: 0,
-            snapshot_every: Some(10),
-            ..RepositoryConfig::default()
-        });
+        .with_config(
+            RepositoryConfig::default()
+                .with_cache_capacity(0)
+                .with_snapshot_every(Some(10)),
+        );
     let loaded = cold.load("acc-1").await.unwrap();
     assert_eq!(
         (loaded.version, loaded.state.balance, loaded.state.movements),
         (25, 24, 25)
     );
+}
+
+#[tokio::test]
+async fn a_config_without_an_interval_keeps_the_one_with_snapshots_set() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store)
+        .with_snapshots(Arc::new(store.clone()), 10)
+        .with_config(RepositoryConfig::default().with_cache_capacity(0));
+    assert_eq!(repo.config().snapshot_every, Some(10));
+    assert_eq!(repo.config().cache_capacity, 0);
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    for _ in 0..9 {
+        repo.execute("acc-1", AccountCommand::Deposit(1))
+            .await
+            .unwrap();
+    }
+    let snapshot = store.load_snapshot("Account-acc-1").await.unwrap();
+    assert_eq!(snapshot.map(|s| s.version), Some(10), "still snapshotting");
+
+    // A config that names an interval sets it, in either order.
+    let explicit = repository(&store)
+        .with_config(RepositoryConfig::default().with_snapshot_every(Some(4)))
+        .with_snapshots(Arc::new(store.clone()), 10)
+        .with_config(RepositoryConfig::default().with_snapshot_every(Some(3)));
+    assert_eq!(explicit.config().snapshot_every, Some(3));
 }
 
 #[tokio::test]
@@ -306,11 +328,11 @@ async fn an_unreadable_snapshot_falls_back_to_a_full_replay() {
         .unwrap();
     let cold = repository(&store)
         .with_snapshots(Arc::new(store.clone()), 100)
-        .with_config(RepositoryConfig {
-            cache_capacity: 0,
-            snapshot_every: Some(100),
-            ..RepositoryConfig::default()
-        });
+        .with_config(
+            RepositoryConfig::default()
+                .with_cache_capacity(0)
+                .with_snapshot_every(Some(100)),
+        );
     let loaded = cold.load("acc-1").await.unwrap();
     assert_eq!((loaded.version, loaded.state.balance), (2, 7));
 }
@@ -433,7 +455,7 @@ proptest! {
                 // Rejected withdrawals are part of the property: they store nothing.
                 let _ = writer.execute("acc", command).await;
             }
-            let uncached = RepositoryConfig { cache_capacity: 0, snapshot_every: Some(every), ..RepositoryConfig::default() };
+            let uncached = RepositoryConfig::default().with_cache_capacity(0).with_snapshot_every(Some(every));
             let from_snapshot = repository(&store)
                 .with_snapshots(Arc::new(store.clone()), every)
                 .with_config(uncached.clone())
@@ -441,7 +463,7 @@ proptest! {
                 .await
                 .unwrap();
             let replayed = repository(&store)
-                .with_config(RepositoryConfig { snapshot_every: None, ..uncached })
+                .with_config(uncached.with_snapshot_every(None))
                 .load("acc")
                 .await
                 .unwrap();

@@ -5,7 +5,6 @@ mod commands;
 mod concurrency;
 mod es_projection;
 mod es_repository;
-mod es_store;
 mod events;
 mod instrumentation;
 mod middleware;

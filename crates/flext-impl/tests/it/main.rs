@@ -3,5 +3,4 @@
 mod basic;
 mod checks;
 mod concurrency;
-mod head_signal;
 mod measuring;

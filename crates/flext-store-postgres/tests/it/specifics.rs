@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use flext_constants::ErrorCode;
-use flext_protocols::{CheckpointStore, EventStore};
+use flext_protocols::EventStore;
 use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions};
 use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
 use futures_util::StreamExt;
@@ -87,47 +87,9 @@ async fn a_slow_early_transaction_does_not_make_a_tailing_reader_skip_events() {
 
 #[tokio::test]
 async fn hostile_ids_and_payloads_are_stored_and_read_back_verbatim() {
-    let Some(store) = fresh("hostile input").await else {
-        return;
-    };
-    // The longest stream id every store accepts (1024 bytes).
-    let long = "λ".repeat(512);
-    for stream in [
-        "it's \"quoted\"",
-        "'; DROP TABLE flext_events; --",
-        "ünïcødé-🦀",
-        long.as_str(),
-    ] {
-        // Payloads have no length limit: a 200 KB string.
-        let text = format!("{stream} / payload {}", "ß".repeat(100_000));
-        let mut written = event(json!({"text": text}));
-        // Event types are at most 256 bytes.
-        let event_type: String = stream.chars().take(100).collect();
-        written.event_type = event_type.clone();
-        written
-            .metadata
-            .headers
-            .insert(stream.to_owned(), stream.to_owned());
-        store
-            .append(stream, ExpectedVersion::NoStream, vec![written])
-            .await
-            .unwrap();
-        let read = store.read_stream(stream, 1, 10).await.unwrap();
-        assert_eq!(
-            (&*read[0].stream_id, &*read[0].event_type),
-            (stream, event_type.as_str())
-        );
-        assert_eq!(
-            read[0].payload.decode::<serde_json::Value>().unwrap()["text"],
-            text
-        );
-        assert_eq!(read[0].metadata.headers[stream], stream);
+    if let Some(store) = fresh("hostile input").await {
+        flext_testing::sql::hostile_input_round_trips(&store).await;
     }
-    assert_eq!(
-        store.head_position().await.unwrap(),
-        4,
-        "the table survived"
-    );
 }
 
 #[tokio::test]
@@ -135,25 +97,12 @@ async fn a_corrupt_payload_row_is_a_serialization_error() {
     let Some(store) = fresh("corrupt row").await else {
         return;
     };
-    store
-        .append(
-            "s",
-            ExpectedVersion::NoStream,
-            vec![event(json!(1)), event(json!(2))],
-        )
-        .await
-        .unwrap();
-    sqlx::query("UPDATE flext_events SET payload = '{broken' WHERE position = 2")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let err = store.read_all(1, 10).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::SerializationError);
-    assert!(
-        err.message()
-            .starts_with("Stored event at position 2 has a payload that is not JSON"),
-        "{err}"
-    );
+    let corrupt = async |store: &PostgresEventStore, position: i64| {
+        let sql = "UPDATE flext_events SET payload = '{broken' WHERE position = $1";
+        let update = sqlx::query(sql).bind(position);
+        update.execute(store.pool()).await.unwrap();
+    };
+    flext_testing::sql::a_corrupt_payload_is_named(&store, corrupt).await;
 }
 
 #[tokio::test]
@@ -161,36 +110,27 @@ async fn a_checkpoint_commits_or_rolls_back_with_its_read_model() {
     let Some(store) = fresh("checkpoint in transaction").await else {
         return;
     };
-    sqlx::query("CREATE TABLE balances (account TEXT PRIMARY KEY, total BIGINT NOT NULL)")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let mut tx = store.pool().begin().await.unwrap();
-    sqlx::query("INSERT INTO balances VALUES ('a', 10)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    PostgresEventStore::save_checkpoint_in(&mut tx, "balances", 5)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = store.pool().begin().await.unwrap();
-    sqlx::query("UPDATE balances SET total = 99")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    PostgresEventStore::save_checkpoint_in(&mut tx, "balances", 9)
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
-    let total: i64 = sqlx::query_scalar("SELECT total FROM balances")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(
-        (total, store.load_checkpoint("balances").await.unwrap()),
-        (10, Some(5))
-    );
+    let table = "CREATE TABLE balances (account TEXT PRIMARY KEY, total BIGINT NOT NULL)";
+    sqlx::query(table).execute(store.pool()).await.unwrap();
+    // The read model's write and the checkpoint, in one transaction of the caller's.
+    let write = async |store: &PostgresEventStore, total: i64, checkpoint: u64, commit: bool| {
+        let mut tx = store.pool().begin().await.unwrap();
+        let upsert = "INSERT INTO balances VALUES ('a', $1) \
+                      ON CONFLICT (account) DO UPDATE SET total = excluded.total";
+        let done = sqlx::query(upsert).bind(total).execute(&mut *tx).await;
+        done.unwrap();
+        let saved = PostgresEventStore::save_checkpoint_in(&mut tx, "balances", checkpoint);
+        saved.await.unwrap();
+        match commit {
+            true => tx.commit().await.unwrap(),
+            false => tx.rollback().await.unwrap(),
+        }
+    };
+    let total = async |store: &PostgresEventStore| -> i64 {
+        let query = sqlx::query_scalar("SELECT total FROM balances");
+        query.fetch_one(store.pool()).await.unwrap()
+    };
+    flext_testing::sql::a_checkpoint_moves_with_its_read_model(&store, write, total).await;
 }
 
 #[tokio::test]

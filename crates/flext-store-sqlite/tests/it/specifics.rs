@@ -35,73 +35,19 @@ async fn a_database_of_a_newer_schema_is_refused_with_a_clear_error() {
 
 #[tokio::test]
 async fn hostile_ids_and_payloads_are_stored_and_read_back_verbatim() {
-    let store = fresh().await;
-    // The longest stream id every store accepts (1024 bytes).
-    let long = "λ".repeat(512);
-    for stream in [
-        "it's \"quoted\"",
-        "'; DROP TABLE flext_events; --",
-        "ünïcødé-🦀",
-        long.as_str(),
-    ] {
-        // Payloads have no length limit: a 200 KB string.
-        let text = format!("{stream} / payload {}", "ß".repeat(100_000));
-        let mut written = event(json!({"text": text}));
-        // Event types are at most 256 bytes.
-        let event_type: String = stream.chars().take(100).collect();
-        written.event_type = event_type.clone();
-        written
-            .metadata
-            .headers
-            .insert(stream.to_owned(), stream.to_owned());
-        store
-            .append(stream, ExpectedVersion::NoStream, vec![written])
-            .await
-            .unwrap();
-        let read = store.read_stream(stream, 1, 10).await.unwrap();
-        assert_eq!(read.len(), 1);
-        assert_eq!(&*read[0].stream_id, stream);
-        assert_eq!(&*read[0].event_type, event_type);
-        assert_eq!(
-            read[0].payload.decode::<serde_json::Value>().unwrap()["text"],
-            text
-        );
-        assert_eq!(read[0].metadata.headers[stream], stream);
-    }
-    assert_eq!(
-        store.head_position().await.unwrap(),
-        4,
-        "the table survived"
-    );
+    flext_testing::sql::hostile_input_round_trips(&fresh().await).await;
 }
 
 #[tokio::test]
 async fn a_corrupt_payload_row_is_a_serialization_error_not_a_panic() {
-    let store = fresh().await;
-    store
-        .append(
-            "s",
-            ExpectedVersion::NoStream,
-            vec![event(json!(1)), event(json!(2))],
-        )
-        .await
-        .unwrap();
-    sqlx::query("UPDATE flext_events SET payload = '{broken' WHERE position = 2")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let err = store.read_all(1, 10).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::SerializationError);
-    assert!(
-        err.message()
-            .starts_with("Stored event at position 2 has a payload that is not JSON"),
-        "{err}"
-    );
-    assert_eq!(
-        store.read_all(1, 1).await.unwrap().len(),
-        1,
-        "the rows before it still read"
-    );
+    let corrupt = async |store: &SqliteEventStore, position: i64| {
+        sqlx::query("UPDATE flext_events SET payload = '{broken' WHERE position = ?")
+            .bind(position)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    };
+    flext_testing::sql::a_corrupt_payload_is_named(&fresh().await, corrupt).await;
 }
 
 #[tokio::test]
@@ -111,36 +57,31 @@ async fn a_checkpoint_commits_or_rolls_back_with_its_read_model() {
         .execute(store.pool())
         .await
         .unwrap();
-
-    let mut tx = store.pool().begin().await.unwrap();
-    sqlx::query("INSERT INTO balances VALUES ('a', 10)")
-        .execute(&mut *tx)
-        .await
+    let write = async |store: &SqliteEventStore, total: i64, checkpoint: u64, commit: bool| {
+        let mut tx = store.pool().begin().await.unwrap();
+        sqlx::query("INSERT OR REPLACE INTO balances VALUES ('a', ?)")
+            .bind(total)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        SqliteEventStore::save_checkpoint_in(&mut tx, "balances", checkpoint)
+            .await
+            .unwrap();
+        if commit {
+            tx.commit().await
+        } else {
+            tx.rollback().await
+        }
         .unwrap();
-    SqliteEventStore::save_checkpoint_in(&mut tx, "balances", 5)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(store.load_checkpoint("balances").await.unwrap(), Some(5));
-
-    let mut tx = store.pool().begin().await.unwrap();
-    sqlx::query("UPDATE balances SET total = 99")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    SqliteEventStore::save_checkpoint_in(&mut tx, "balances", 9)
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
-    let total: i64 = sqlx::query_scalar("SELECT total FROM balances")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(
-        (total, store.load_checkpoint("balances").await.unwrap()),
-        (10, Some(5)),
-        "neither moved"
-    );
+    };
+    let total = async |store: &SqliteEventStore| -> i64 {
+        let sql = "SELECT total FROM balances";
+        sqlx::query_scalar(sql)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    flext_testing::sql::a_checkpoint_moves_with_its_read_model(&store, write, total).await;
 }
 
 #[tokio::test]

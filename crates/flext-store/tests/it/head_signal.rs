@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flext_impl::HeadSignal;
+use flext_store::HeadSignal;
 
 #[test]
 fn the_head_only_moves_forward() {

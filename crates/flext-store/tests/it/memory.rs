@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use flext_cqrs::InMemoryEventStore;
 use flext_protocols::{CheckpointStore, EventStore, SnapshotStore};
+use flext_store::InMemoryEventStore;
 
 async fn events() -> Option<Arc<dyn EventStore>> {
     Some(Arc::new(InMemoryEventStore::new()))

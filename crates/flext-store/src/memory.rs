@@ -1,22 +1,20 @@
 //! [`InMemoryEventStore`]: the embedded default store, for tests and demos.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use dashmap::DashMap;
 use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
 use flext_types::{
     AppendResult, DeadLetter, ExpectedVersion, FlextResult, NewEvent, Snapshot, StoredEvent,
-    StoredPlace, retried_append, validate_batch,
 };
 use time::OffsetDateTime;
-use tokio::sync::watch;
 use uuid::Uuid;
 
-/// How many events a subscription reads at a time while catching up.
-const SUBSCRIPTION_BATCH: usize = 512;
+use crate::rules::{StoredPlace, retried_append, validate_batch};
+use crate::tail::{HeadSignal, SUBSCRIPTION_BATCH, tail_events};
 
 /// An event, snapshot and checkpoint store in memory.
 ///
@@ -26,7 +24,7 @@ const SUBSCRIPTION_BATCH: usize = 512;
 /// Clones share the same store.
 ///
 /// ```
-/// use flext_cqrs::InMemoryEventStore;
+/// use flext_store::InMemoryEventStore;
 /// use flext_protocols::EventStore;
 /// use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
 ///
@@ -51,10 +49,12 @@ pub struct InMemoryEventStore {
 
 struct Inner {
     log: RwLock<Log>,
-    head: watch::Sender<u64>,
-    snapshots: DashMap<String, Snapshot>,
-    checkpoints: DashMap<String, u64>,
-    dead_letters: DashMap<String, Vec<DeadLetter>>,
+    head: HeadSignal,
+    /// Snapshots, checkpoints and dead letters: each lock is held for one map operation,
+    /// never across an `.await`.
+    snapshots: Mutex<HashMap<String, Snapshot>>,
+    checkpoints: Mutex<HashMap<String, u64>>,
+    dead_letters: Mutex<HashMap<String, Vec<DeadLetter>>>,
 }
 
 #[derive(Default)]
@@ -73,10 +73,10 @@ impl InMemoryEventStore {
         Self {
             inner: Arc::new(Inner {
                 log: RwLock::new(Log::default()),
-                head: watch::Sender::new(0),
-                snapshots: DashMap::new(),
-                checkpoints: DashMap::new(),
-                dead_letters: DashMap::new(),
+                head: HeadSignal::new(0),
+                snapshots: Mutex::default(),
+                checkpoints: Mutex::default(),
+                dead_letters: Mutex::default(),
             }),
         }
     }
@@ -97,6 +97,14 @@ impl InMemoryEventStore {
             .log
             .read()
             .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Up to `limit` events from position `from` on.
+    fn read_from(&self, from: u64, limit: usize) -> Vec<StoredEvent> {
+        self.read_log(|log| {
+            let from = from.saturating_sub(1).min(log.events.len() as u64) as usize;
+            log.events[from..].iter().take(limit).cloned().collect()
+        })
     }
 
     fn append_now(
@@ -144,14 +152,9 @@ impl InMemoryEventStore {
             .entry(stream)
             .or_default()
             .extend(first_index..first_index + count);
-        let result = AppendResult {
-            first_version: current + 1,
-            last_version: current + count as u64,
-            first_position: first_index as u64 + 1,
-            last_position: (first_index + count) as u64,
-        };
+        let result = AppendResult::following(current, first_index as u64, count as u64);
         drop(log);
-        self.inner.head.send_replace(result.last_position);
+        self.inner.head.advance(result.last_position);
         Ok(result)
     }
 }
@@ -219,10 +222,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {
-        Ok(self.read_log(|log| {
-            let from = from_position.saturating_sub(1).min(log.events.len() as u64) as usize;
-            log.events[from..].iter().take(limit).cloned().collect()
-        }))
+        Ok(self.read_from(from_position, limit))
     }
 
     async fn stream_version(&self, stream_id: &str) -> FlextResult<u64> {
@@ -234,89 +234,50 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn subscribe(&self, from_position: u64) -> FlextResult<EventStream> {
-        let state = Tail {
-            store: self.clone(),
-            next: from_position.max(1),
-            buffer: VecDeque::new(),
-            head: self.inner.head.subscribe(),
-        };
-        Ok(Box::pin(futures_util::stream::unfold(state, Tail::next)))
-    }
-}
-
-/// The state of one subscription: where it is, what it has read ahead, and a watch on the
-/// store's head position to wait on when it has caught up.
-struct Tail {
-    store: InMemoryEventStore,
-    next: u64,
-    buffer: VecDeque<StoredEvent>,
-    head: watch::Receiver<u64>,
-}
-
-impl Tail {
-    async fn next(mut self) -> Option<(FlextResult<StoredEvent>, Self)> {
-        loop {
-            if let Some(event) = self.buffer.pop_front() {
-                self.next = event.position + 1;
-                return Some((Ok(event), self));
-            }
-            // Mark the head as seen before reading, so an append after the read wakes us.
-            self.head.borrow_and_update();
-            let batch = self.store.read_log(|log| {
-                let from = (self.next - 1).min(log.events.len() as u64) as usize;
-                log.events[from..]
-                    .iter()
-                    .take(SUBSCRIPTION_BATCH)
-                    .cloned()
-                    .collect::<Vec<_>>()
-            });
-            if batch.is_empty() {
-                // The sender lives as long as the store; if it is gone, so is the feed.
-                self.head.changed().await.ok()?;
-            } else {
-                self.buffer.extend(batch);
-            }
-        }
+        // Reads are in memory, so they need no future of their own; the head signal hears
+        // of every commit, so the tail never polls.
+        let store = self.clone();
+        let head = self.inner.head.clone();
+        Ok(tail_events(
+            from_position,
+            SUBSCRIPTION_BATCH,
+            move |from, limit| std::future::ready(Ok(store.read_from(from, limit))),
+            move |next| head.wait_for(next, Duration::MAX),
+        ))
     }
 }
 
 #[async_trait]
 impl SnapshotStore for InMemoryEventStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> FlextResult<()> {
-        let mut slot = self
-            .inner
-            .snapshots
-            .entry(snapshot.stream_id.clone())
-            .or_insert_with(|| snapshot.clone());
-        if snapshot.version >= slot.version {
-            *slot = snapshot;
+        let mut snapshots = lock(&self.inner.snapshots);
+        let newer = snapshots
+            .get(&snapshot.stream_id)
+            .is_none_or(|kept| snapshot.version >= kept.version);
+        if newer {
+            snapshots.insert(snapshot.stream_id.clone(), snapshot);
         }
         Ok(())
     }
 
     async fn load_snapshot(&self, stream_id: &str) -> FlextResult<Option<Snapshot>> {
-        Ok(self
-            .inner
-            .snapshots
-            .get(stream_id)
-            .map(|snapshot| snapshot.clone()))
+        Ok(lock(&self.inner.snapshots).get(stream_id).cloned())
     }
 }
 
 #[async_trait]
 impl CheckpointStore for InMemoryEventStore {
     async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>> {
-        Ok(self.inner.checkpoints.get(name).map(|position| *position))
+        Ok(lock(&self.inner.checkpoints).get(name).copied())
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()> {
-        self.inner.checkpoints.insert(name.to_owned(), position);
+        lock(&self.inner.checkpoints).insert(name.to_owned(), position);
         Ok(())
     }
 
     async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()> {
-        self.inner
-            .dead_letters
+        lock(&self.inner.dead_letters)
             .entry(name.to_owned())
             .or_default()
             .push(letter);
@@ -324,19 +285,23 @@ impl CheckpointStore for InMemoryEventStore {
     }
 
     async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>> {
-        Ok(self
-            .inner
-            .dead_letters
+        Ok(lock(&self.inner.dead_letters)
             .get(name)
-            .map(|letters| letters.clone())
+            .cloned()
             .unwrap_or_default())
     }
 
     async fn reset(&self, name: &str) -> FlextResult<()> {
-        self.inner.checkpoints.remove(name);
-        self.inner.dead_letters.remove(name);
+        lock(&self.inner.checkpoints).remove(name);
+        lock(&self.inner.dead_letters).remove(name);
         Ok(())
     }
+}
+
+/// A map's lock; a panic while it was held (none can happen in these one-operation
+/// critical sections) leaves the map usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Default for InMemoryEventStore {

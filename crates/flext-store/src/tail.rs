@@ -1,10 +1,16 @@
-//! [`tail_events`]: a live subscription built from any store's reads and a wake-up signal.
+//! The one tail every store's live subscriptions run on: [`tail_events`] reads on from a
+//! position and waits on a [`HeadSignal`]; [`follow`] joins the two for a store whose reads
+//! go through its [`EventStore`] contract.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::time::Duration;
 
-use flext_protocols::EventStream;
+use flext_protocols::{EventStore, EventStream};
 use flext_types::{FlextResult, StoredEvent};
+
+/// How many events a subscription reads at a time while catching up.
+pub const SUBSCRIPTION_BATCH: usize = 512;
 
 /// A live feed of every event from `from` (inclusive): it reads batches of `batch` events
 /// with `read(position, limit)` until it has caught up, then awaits `wake(next)` (`next` is
@@ -15,7 +21,8 @@ use flext_types::{FlextResult, StoredEvent};
 /// events may have been committed — a notification, a timer, or both; a wake-up with nothing
 /// new costs one empty read. A read error ends the feed with that error.
 ///
-/// Stores built on SQL use it with their notifications plus polling as a fallback.
+/// Every store's subscriptions run on it: the in-memory store wakes on its [`HeadSignal`]
+/// alone, the SQL stores (through [`follow`]) on theirs plus polling as a fallback.
 pub fn tail_events<R, RF, W, WF>(from: u64, batch: usize, read: R, wake: W) -> EventStream
 where
     R: Fn(u64, usize) -> RF + Send + 'static,
@@ -94,16 +101,42 @@ impl HeadSignal {
     }
 
     /// Resolves once the head reaches `position`, or after `poll` at the latest (so commits
-    /// this signal does not hear of, such as another process's, are found by polling).
-    /// Made for [`tail_events`]' `wake`.
+    /// this signal does not hear of, such as another process's, are found by polling);
+    /// `Duration::MAX` never polls, for a store that hears of every commit. Made for
+    /// [`tail_events`]' `wake`.
     pub fn wait_for(
         &self,
         position: u64,
-        poll: std::time::Duration,
+        poll: Duration,
     ) -> impl Future<Output = ()> + Send + use<> {
         let mut head = self.head.subscribe();
         async move {
-            let _ = tokio::time::timeout(poll, head.wait_for(|head| *head >= position)).await;
+            let reached = head.wait_for(|head| *head >= position);
+            // The sender lives in this signal's clones; a wait can only end by the head.
+            if poll == Duration::MAX {
+                let _ = reached.await;
+            } else {
+                let _ = tokio::time::timeout(poll, reached).await;
+            }
         }
     }
+}
+
+/// A live subscription to `store` from `from` (inclusive): [`tail_events`] over the store's
+/// own `read_all`, woken by `head` and polling every `poll` for commits it does not hear
+/// of. The SQL stores' `subscribe` is this call.
+pub fn follow<S>(store: S, from: u64, head: &HeadSignal, poll: Duration) -> EventStream
+where
+    S: EventStore + Clone + 'static,
+{
+    let head = head.clone();
+    tail_events(
+        from,
+        SUBSCRIPTION_BATCH,
+        move |from, limit| {
+            let store = store.clone();
+            async move { store.read_all(from, limit).await }
+        },
+        move |next| head.wait_for(next, poll),
+    )
 }

@@ -1,0 +1,233 @@
+//! Opening a [`SqliteEventStore`]: its options, the connection pool and the embedded
+//! migrations.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flext_store::{HeadSignal, Migrations, migrations_failed, signed};
+
+use crate::tables::SAVE_CHECKPOINT;
+use flext_types::{FlextError, FlextResult};
+use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+/// The database's name in messages about values it cannot keep.
+pub(crate) const DATABASE: &str = "SQLite";
+
+/// The schema, one migration per version.
+const MIGRATIONS: Migrations = &[(
+    1,
+    "events, snapshots, checkpoints, dead letters",
+    "CREATE TABLE flext_events (
+        position INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        stream_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        UNIQUE (stream_id, version)
+    );
+    CREATE TABLE flext_snapshots (
+        stream_id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        schema_version INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        taken_at TEXT NOT NULL
+    );
+    CREATE TABLE flext_checkpoints (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    );
+    CREATE TABLE flext_dead_letters (
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        letter TEXT NOT NULL,
+        PRIMARY KEY (name, position)
+    );",
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// How to open a [`SqliteEventStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteStoreOptions {
+    /// A file path, or `:memory:` for a private in-memory database.
+    pub path: String,
+    /// How long a writer waits for another to finish (default 5 s).
+    pub busy_timeout: Duration,
+    /// How often live subscriptions look for events written by other processes (default
+    /// 200 ms); commits in this process wake them at once.
+    pub poll_interval: Duration,
+    /// Connections in the pool (default 4; always 1 for `:memory:`).
+    pub max_connections: u32,
+}
+
+impl SqliteStoreOptions {
+    /// The defaults for `path`.
+    pub fn new(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            busy_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(200),
+            max_connections: 4,
+        }
+    }
+}
+
+/// The event, snapshot and checkpoint stores in one SQLite database. Clones share it.
+#[derive(Clone)]
+pub struct SqliteEventStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: SqlitePool,
+    pub(crate) path: String,
+    pub(crate) poll_interval: Duration,
+    pub(crate) head: HeadSignal,
+}
+
+impl SqliteEventStore {
+    /// Opens (creating if needed) the database at `path`, or a private in-memory one for
+    /// `:memory:`, with the default options.
+    pub async fn open(path: &str) -> FlextResult<Self> {
+        Self::open_with(SqliteStoreOptions::new(path)).await
+    }
+
+    /// Opens the database `options` describe and brings its schema up to date. A path that
+    /// cannot be opened, or a database of a newer schema, is a `STORAGE_ERROR` naming the
+    /// path.
+    pub async fn open_with(options: SqliteStoreOptions) -> FlextResult<Self> {
+        let path = options.path.clone();
+        let in_memory = path == ":memory:";
+        let connect = if in_memory {
+            SqliteConnectOptions::from_str("sqlite::memory:")
+                .map_err(|e| storage(&path, "cannot read the path", e))?
+        } else {
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+        }
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true);
+        let pool_options =
+            SqlitePoolOptions::new().acquire_timeout(options.busy_timeout + Duration::from_secs(5));
+        let pool_options = if in_memory {
+            // Every connection to :memory: is its own database: keep exactly one, forever.
+            pool_options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            pool_options.max_connections(options.max_connections.max(1))
+        };
+        let pool = pool_options
+            .connect_with(connect)
+            .await
+            .map_err(|e| storage(&path, "cannot open the database", e))?;
+        migrate(&pool, &path).await?;
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM flext_events")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| storage(&path, "cannot read the head position", e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                path,
+                poll_interval: options.poll_interval,
+                head: HeadSignal::new(u64::try_from(head).unwrap_or(0)),
+            }),
+        })
+    }
+
+    /// The connection pool, for read models kept in the same database.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.inner.pool
+    }
+
+    /// Saves `name`'s checkpoint on `connection`, inside the caller's transaction, so a
+    /// projection's read model and its checkpoint commit (or roll back) together.
+    pub async fn save_checkpoint_in(
+        connection: &mut SqliteConnection,
+        name: &str,
+        position: u64,
+    ) -> FlextResult<()> {
+        sqlx::query(SAVE_CHECKPOINT)
+            .bind(name)
+            .bind(signed(position, DATABASE)?)
+            .execute(connection)
+            .await
+            .map_err(|e| {
+                FlextError::storage(format!("Cannot save checkpoint {name}: {e}")).with_source(e)
+            })?;
+        Ok(())
+    }
+
+    pub(crate) fn fail(&self, what: &str, error: sqlx::Error) -> FlextError {
+        storage(&self.inner.path, what, error)
+    }
+}
+
+async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
+    let store = format!("SQLite store {path}");
+    let failed = |newer, error| {
+        migrations_failed(
+            &store,
+            env!("CARGO_PKG_NAME"),
+            MIGRATIONS.len(),
+            newer,
+            error,
+        )
+    };
+    let migrator = Migrator::new(Embedded).await.map_err(|e| failed(None, e))?;
+    migrator.run(pool).await.map_err(|error| match error {
+        MigrateError::VersionMissing(version) => failed(Some(version), error),
+        error => failed(None, error),
+    })
+}
+
+fn storage(path: &str, what: &str, error: sqlx::Error) -> FlextError {
+    FlextError::storage(format!("SQLite store {path}: {what}: {error}")).with_source(error)
+}
+
+impl fmt::Debug for SqliteEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteEventStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
