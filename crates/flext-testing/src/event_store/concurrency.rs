@@ -1,0 +1,227 @@
+//! The behaviours under concurrency: commit order of racing batches, racing writers with a
+//! tailing reader, live subscriptions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use flext_constants::ErrorCode;
+use flext_protocols::EventStore;
+use flext_types::{ExpectedVersion, StoredEvent};
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use super::{PATIENCE, all_of, batch, event, numbers, versions};
+use crate::unique_name;
+
+/// Positions strictly increase in commit order and each batch's events are adjacent, also
+/// when batches are appended concurrently.
+pub async fn positions_increase_and_batches_do_not_interleave(store: Arc<dyn EventStore>) {
+    let prefix = unique_name("interleave");
+    let from = store.head_position().await.unwrap() + 1;
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let store = store.clone();
+            let stream = format!("{prefix}-{w}");
+            tokio::spawn(async move {
+                for b in 0..5u64 {
+                    store
+                        .append(&stream, ExpectedVersion::Any, batch(w * 100 + b * 10, 3))
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let mine: Vec<StoredEvent> = store
+        .read_all(from, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.stream_id.starts_with(&prefix))
+        .collect();
+    assert_eq!(mine.len(), 8 * 5 * 3);
+    assert!(
+        mine.windows(2).all(|w| w[0].position < w[1].position),
+        "positions strictly increase"
+    );
+    for chunk in mine.chunks(3) {
+        assert!(
+            chunk.iter().all(|e| e.stream_id == chunk[0].stream_id),
+            "a batch is not interleaved"
+        );
+        assert_eq!(
+            chunk[2].position,
+            chunk[0].position + 2,
+            "a batch's positions are adjacent"
+        );
+        assert_eq!(
+            chunk[0].version % 3,
+            1,
+            "batches start at versions 1, 4, 7, …"
+        );
+    }
+}
+
+/// Sixteen writers race on four streams with exact expected versions: one wins each
+/// version, the losers retry, nothing is lost or duplicated, and a tailing reader sees every
+/// event once, in order.
+pub async fn concurrent_writers_on_shared_streams(store: Arc<dyn EventStore>) {
+    const WRITERS: u64 = 16;
+    const STREAMS: u64 = 4;
+    const PER_WRITER: u64 = 10;
+    let prefix = unique_name("race");
+    let from = store.head_position().await.unwrap() + 1;
+    let mut live = store.subscribe(from).await.expect("subscribe");
+    let expected_total = (WRITERS * PER_WRITER) as usize;
+    let reader_prefix = prefix.clone();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < expected_total {
+            let event = live
+                .next()
+                .await
+                .expect("the feed ends only with an error")
+                .expect("an event");
+            if event.stream_id.starts_with(&reader_prefix) {
+                seen.push(event);
+            }
+        }
+        seen
+    });
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            let stream = format!("{prefix}-{}", w % STREAMS);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..PER_WRITER {
+                    loop {
+                        let version = store.stream_version(&stream).await.expect("version");
+                        let event = event(w * 1000 + i);
+                        let id = event.event_id;
+                        match store
+                            .append(&stream, ExpectedVersion::Exact(version), vec![event])
+                            .await
+                        {
+                            Ok(result) => {
+                                assert_eq!(
+                                    result.last_version,
+                                    version + 1,
+                                    "the winner gets the next version"
+                                );
+                                ids.push(id);
+                                break;
+                            }
+                            Err(error) if error.code() == ErrorCode::ConcurrencyConflict => {
+                                tokio::task::yield_now().await
+                            }
+                            Err(error) => panic!("append failed: {error:?}"),
+                        }
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written = HashSet::new();
+    for writer in writers {
+        for id in writer.await.expect("writer") {
+            assert!(written.insert(id), "an id was reported twice");
+        }
+    }
+    for s in 0..STREAMS {
+        let events = all_of(&*store, &format!("{prefix}-{s}")).await;
+        assert_eq!(
+            versions(&events),
+            (1..=(WRITERS / STREAMS * PER_WRITER)).collect::<Vec<_>>(),
+            "no gaps, no duplicates"
+        );
+    }
+    let stored: HashSet<Uuid> = store
+        .read_all(from, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.stream_id.starts_with(&prefix))
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(
+        stored, written,
+        "exactly the acknowledged events are stored"
+    );
+    let seen = tokio::time::timeout(PATIENCE, reader)
+        .await
+        .expect("the reader saw every event in time")
+        .expect("reader");
+    assert!(
+        seen.windows(2).all(|w| w[0].position < w[1].position),
+        "the reader saw events in order"
+    );
+    assert_eq!(
+        seen.iter().map(|e| e.event_id).collect::<HashSet<_>>(),
+        written,
+        "the reader saw each event once"
+    );
+}
+
+/// A subscription delivers the stored events from its start, then new ones as they commit,
+/// each once, in order; one started later starts at its position.
+pub async fn subscription_sees_every_event_once_in_order(store: Arc<dyn EventStore>) {
+    let stream = unique_name("live");
+    let first = store
+        .append(&stream, ExpectedVersion::NoStream, batch(1, 3))
+        .await
+        .unwrap();
+    let mut live = store
+        .subscribe(first.first_position)
+        .await
+        .expect("subscribe");
+    let writer = {
+        let store = store.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            for b in 0..10u64 {
+                store
+                    .append(&stream, ExpectedVersion::Any, batch(4 + b * 2, 2))
+                    .await
+                    .expect("append");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let collect = async {
+        let mut seen = Vec::new();
+        while seen.len() < 23 {
+            let event = live.next().await.expect("an open feed").expect("an event");
+            if *event.stream_id == *stream {
+                seen.push(event);
+            }
+        }
+        seen
+    };
+    let seen = tokio::time::timeout(PATIENCE, collect)
+        .await
+        .expect("every event arrived in time");
+    writer.await.expect("writer");
+    assert_eq!(
+        numbers(&seen),
+        (1..=23).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
+    assert_eq!(versions(&seen), (1..=23).collect::<Vec<_>>());
+
+    let middle = seen[10].position;
+    let mut later = store.subscribe(middle).await.expect("subscribe");
+    let next = tokio::time::timeout(PATIENCE, later.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("an event");
+    assert_eq!(
+        next.position, middle,
+        "a subscription starts at its position"
+    );
+}
