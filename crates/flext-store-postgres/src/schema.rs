@@ -78,8 +78,22 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
-/// How to open a [`PostgresEventStore`]. `Debug` shows the URL without its password.
+/// How to open a [`PostgresEventStore`]: [`PostgresStoreOptions::new`] and the `with_*`
+/// setters. `Debug` shows the URL without its password.
+///
+/// ```
+/// use std::time::Duration;
+/// use flext_store_postgres::PostgresStoreOptions;
+///
+/// let options = PostgresStoreOptions::new("postgres://app@127.0.0.1/orders")
+///     .with_schema("billing")
+///     .with_max_connections(4)
+///     .with_connect_timeout(Duration::from_secs(2));
+/// assert_eq!(options.schema, "billing");
+/// assert_eq!(options.poll_interval, Duration::from_millis(500));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PostgresStoreOptions {
     /// The server, as a `postgres://user:password@host:port/database` URL.
     pub url: String,
@@ -122,6 +136,28 @@ impl PostgresStoreOptions {
     #[must_use]
     pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = schema.into();
+        self
+    }
+
+    /// The same options with `max_connections` pooled connections.
+    #[must_use]
+    pub fn with_max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+
+    /// The same options with connecting failing after `connect_timeout`.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// The same options with live subscriptions polling every `poll_interval` when no
+    /// notification comes.
+    #[must_use]
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
         self
     }
 }

@@ -79,8 +79,21 @@ impl<'s> MigrationSource<'s> for Embedded {
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// How to open a [`SqliteEventStore`].
+/// How to open a [`SqliteEventStore`]: [`SqliteStoreOptions::new`] and the `with_*`
+/// setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use flext_store_sqlite::SqliteStoreOptions;
+///
+/// let options = SqliteStoreOptions::new("orders.db")
+///     .with_busy_timeout(Duration::from_secs(1))
+///     .with_max_connections(2);
+/// assert_eq!(options.max_connections, 2);
+/// assert_eq!(options.poll_interval, Duration::from_millis(200));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SqliteStoreOptions {
     /// A file path, or `:memory:` for a private in-memory database.
     pub path: String,
@@ -102,6 +115,28 @@ impl SqliteStoreOptions {
             poll_interval: Duration::from_millis(200),
             max_connections: 4,
         }
+    }
+
+    /// The same options with writers waiting up to `busy_timeout` for another to finish.
+    #[must_use]
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    /// The same options with live subscriptions polling every `poll_interval`.
+    #[must_use]
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    /// The same options with `max_connections` pooled connections (always 1 for
+    /// `:memory:`).
+    #[must_use]
+    pub fn with_max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections;
+        self
     }
 }
 

@@ -156,10 +156,8 @@ async fn a_schema_of_a_newer_version_is_refused() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_named_without_its_password_in_bounded_time() {
-    let options = PostgresStoreOptions {
-        connect_timeout: Duration::from_secs(2),
-        ..PostgresStoreOptions::new("postgres://app:s3cret@127.0.0.1:1/orders")
-    };
+    let options = PostgresStoreOptions::new("postgres://app:s3cret@127.0.0.1:1/orders")
+        .with_connect_timeout(Duration::from_secs(2));
     let started = Instant::now();
     let err = PostgresEventStore::connect_with(options).await.unwrap_err();
     assert!(
@@ -193,13 +191,12 @@ async fn the_store_recovers_when_the_server_drops_its_connections() {
         return;
     };
     // One pooled connection, so the one killed is the one the next append must replace.
-    let options = PostgresStoreOptions {
-        max_connections: 1,
-        ..PostgresStoreOptions::new(url.clone()).with_schema(format!(
+    let options = PostgresStoreOptions::new(url.clone())
+        .with_schema(format!(
             "flext_t_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..16]
         ))
-    };
+        .with_max_connections(1);
     let store = PostgresEventStore::connect_with(options).await.unwrap();
     store
         .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
@@ -238,11 +235,9 @@ async fn another_process_commit_wakes_a_subscription_through_notify_not_polling(
     };
     // A second store on the same schema: it learns of the writer's commits only from the
     // server, and its polling is too slow to be what delivers the event.
-    let options = PostgresStoreOptions {
-        poll_interval: Duration::from_secs(3600),
-        ..PostgresStoreOptions::new(url("notify wake-up").unwrap())
-            .with_schema(writer.schema().to_owned())
-    };
+    let options = PostgresStoreOptions::new(url("notify wake-up").unwrap())
+        .with_schema(writer.schema().to_owned())
+        .with_poll_interval(Duration::from_secs(3600));
     let reader = PostgresEventStore::connect_with(options).await.unwrap();
     let mut tail = reader.subscribe(1).await.unwrap();
     // The subscription reads the empty store and waits before the commit happens.
@@ -315,14 +310,13 @@ async fn a_store_with_one_pooled_connection_still_appends_reads_and_wakes() {
     let Some(url) = url("one connection") else {
         return;
     };
-    let options = PostgresStoreOptions {
-        max_connections: 1,
-        connect_timeout: Duration::from_secs(3),
-        ..PostgresStoreOptions::new(url).with_schema(format!(
+    let options = PostgresStoreOptions::new(url)
+        .with_schema(format!(
             "flext_t_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..16]
         ))
-    };
+        .with_max_connections(1)
+        .with_connect_timeout(Duration::from_secs(3));
     let store = PostgresEventStore::connect_with(options).await.unwrap();
     // Give the notification listener time to connect: it must not take the only
     // connection of the store's pool.
