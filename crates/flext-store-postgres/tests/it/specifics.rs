@@ -68,12 +68,13 @@ async fn a_slow_early_transaction_does_not_make_a_tailing_reader_skip_events() {
         store.read_all(1, 10).await.unwrap().is_empty(),
         "nothing is visible while the early transaction is open"
     );
+    // Checked before the commit: once it commits, the reader may finish at any moment.
+    assert!(!reader.is_finished(), "the reader is waiting");
     slow.commit().await.unwrap();
     for writer in writers {
         writer.await.unwrap().unwrap();
     }
 
-    assert!(!reader.is_finished(), "the reader was waiting");
     let seen = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .expect("in time")
