@@ -349,6 +349,16 @@ impl PostgresEventStore {
     }
 
     pub(crate) fn fail(&self, what: &str, error: sqlx::Error) -> FlextError {
+        self.fail_with(what, error)
+    }
+
+    /// The `STORAGE_ERROR` naming this store and saying `what` failed, with `error` as its
+    /// source.
+    pub(crate) fn fail_with(
+        &self,
+        what: &str,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> FlextError {
         FlextError::storage(format!(
             "PostgreSQL store {} ({}): {what}: {error}",
             self.inner.target, self.inner.schema

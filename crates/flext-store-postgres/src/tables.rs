@@ -85,16 +85,16 @@ pub(crate) struct Row(PgRow);
 
 impl SqlRow for Row {
     fn int(&self, index: usize) -> FlextResult<i64> {
-        self.0
-            .try_get(index)
-            .map_err(|e| FlextError::serialization(e.to_string()))
+        self.0.try_get(index).map_err(unreadable)
     }
 
     fn text(&self, index: usize) -> FlextResult<String> {
-        self.0
-            .try_get(index)
-            .map_err(|e| FlextError::serialization(e.to_string()))
+        self.0.try_get(index).map_err(unreadable)
     }
+}
+
+fn unreadable(error: sqlx::Error) -> FlextError {
+    FlextError::serialization(error.to_string()).with_source(error)
 }
 
 #[async_trait]
@@ -146,6 +146,9 @@ impl SqlTables for Tables<'_> {
             sqlx::Either::Right(tx) => tx.commit().await.map_err(|e| self.0.fail(what, e)),
             sqlx::Either::Left(_) => Ok(()),
         }
+    }
+    fn unreadable(&self, what: &str, error: FlextError) -> FlextError {
+        self.0.fail_with(what, error)
     }
 }
 

@@ -235,6 +235,11 @@ impl SqliteEventStore {
     pub(crate) fn fail(&self, what: &str, error: sqlx::Error) -> FlextError {
         storage(&self.inner.path, what, error)
     }
+
+    /// [`fail`](Self::fail) for an error that is not the driver's: a row that does not read.
+    pub(crate) fn fail_with(&self, what: &str, error: FlextError) -> FlextError {
+        storage(&self.inner.path, what, error)
+    }
 }
 
 async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
@@ -255,7 +260,11 @@ async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
     })
 }
 
-fn storage(path: &str, what: &str, error: sqlx::Error) -> FlextError {
+fn storage(
+    path: &str,
+    what: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> FlextError {
     FlextError::storage(format!("SQLite store {path}: {what}: {error}")).with_source(error)
 }
 

@@ -94,7 +94,7 @@ impl SqlRow for Row {
 }
 
 fn unreadable(error: sqlx::Error) -> FlextError {
-    FlextError::serialization(error.to_string())
+    FlextError::serialization(error.to_string()).with_source(error)
 }
 
 /// `args` bound in order.
@@ -153,5 +153,9 @@ impl SqlTables for Tables<'_> {
             query.execute(&mut *tx).await.map_err(fail)?;
         }
         tx.commit().await.map_err(fail)
+    }
+
+    fn unreadable(&self, what: &str, error: FlextError) -> FlextError {
+        self.0.fail_with(what, error)
     }
 }

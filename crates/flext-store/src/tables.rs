@@ -94,6 +94,11 @@ pub trait SqlTables: Send + Sync {
 
     /// Runs each of `statements` with `args`, in one transaction when there are several.
     async fn execute(&self, what: &str, statements: &[&str], args: &[Arg<'_>]) -> FlextResult<()>;
+
+    /// The `STORAGE_ERROR` for a column of a fetched row that does not read as its type
+    /// (`error`, from [`SqlRow`]), naming the store and saying `what` failed, as a failed
+    /// statement's error does.
+    fn unreadable(&self, what: &str, error: FlextError) -> FlextError;
 }
 
 /// A connection of a SQL store, maybe inside its open transaction, for the reads that must
@@ -254,7 +259,10 @@ async fn integer(
     args: &[Arg<'_>],
 ) -> FlextResult<Option<u64>> {
     let rows = tables.fetch(what, sql, args).await?;
-    rows.first().map(|row| row.int(0).map(unsigned)).transpose()
+    rows.first()
+        .map(|row| row.int(0).map(unsigned))
+        .transpose()
+        .map_err(|e| tables.unreadable(what, e))
 }
 
 /// `limit` as a SQL integer (beyond `i64::MAX` is no limit).
@@ -388,13 +396,13 @@ pub async fn add_dead_letter(
 /// `CheckpointStore::dead_letters`.
 pub async fn dead_letters(tables: &impl SqlTables, name: &str) -> FlextResult<Vec<DeadLetter>> {
     let sql = tables.statements().dead_letters;
-    let rows = tables
-        .fetch("cannot read dead letters", sql, &[Arg::Text(name)])
-        .await?;
+    let what = "cannot read dead letters";
+    let rows = tables.fetch(what, sql, &[Arg::Text(name)]).await?;
     let texts = rows
         .iter()
         .map(|row| row.text(0))
-        .collect::<FlextResult<Vec<_>>>()?;
+        .collect::<FlextResult<Vec<_>>>()
+        .map_err(|e| tables.unreadable(what, e))?;
     decode_dead_letters(&texts)
 }
 

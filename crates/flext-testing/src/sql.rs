@@ -17,6 +17,7 @@ fn event(value: serde_json::Value) -> NewEvent {
 /// Quotes, SQL, non-ASCII text, a 1024-byte stream id and 200 KB payloads are stored and
 /// read back verbatim, as stream ids, event types, payloads and header keys and values.
 pub async fn hostile_input_round_trips(store: &impl EventStore) {
+    let head = store.head_position().await.unwrap();
     // The longest stream id every store accepts (1024 bytes).
     let long = "λ".repeat(512);
     for stream in [
@@ -51,6 +52,11 @@ pub async fn hostile_input_round_trips(store: &impl EventStore) {
         );
         assert_eq!(read[0].metadata.headers[stream], stream);
     }
+    assert_eq!(
+        store.head_position().await.unwrap(),
+        head + 4,
+        "the table survived"
+    );
 }
 
 /// On an empty store: after `corrupt(store, 2)` breaks the payload of the event at position

@@ -1,6 +1,8 @@
 //! SQLite specifics: schema versions, hostile input, corrupt rows, checkpoints in the read
 //! model's transaction, reopening, bad paths.
 
+use std::error::Error as _;
+
 use flext_constants::ErrorCode;
 use flext_protocols::{CheckpointStore, EventStore};
 use flext_store_sqlite::SqliteEventStore;
@@ -48,6 +50,28 @@ async fn a_corrupt_payload_row_is_a_serialization_error_not_a_panic() {
             .unwrap();
     };
     flext_testing::sql::a_corrupt_payload_is_named(&fresh().await, corrupt).await;
+}
+
+#[tokio::test]
+async fn a_value_that_does_not_read_is_a_storage_error_naming_the_store_and_the_read() {
+    let path = temp_path();
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    // SQLite keeps whatever it is given: text where the checkpoint's position should be.
+    sqlx::query("INSERT INTO flext_checkpoints (name, position) VALUES ('broken', 'abc')")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.load_checkpoint("broken").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
+    assert!(
+        err.message()
+            .starts_with(&format!("SQLite store {path}: cannot load a checkpoint: ")),
+        "{err}"
+    );
+    assert!(
+        err.source().is_some(),
+        "the driver's error is kept as the source"
+    );
 }
 
 #[tokio::test]
