@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use flext_protocols::{CheckpointStore, EventStore, EventStream, SnapshotStore};
 use flext_types::{
     AppendResult, DeadLetter, ExpectedVersion, FlextResult, NewEvent, Snapshot, StoredEvent,
@@ -50,11 +52,11 @@ pub struct InMemoryEventStore {
 struct Inner {
     log: RwLock<Log>,
     head: HeadSignal,
-    /// Snapshots, checkpoints and dead letters: each lock is held for one map operation,
-    /// never across an `.await`.
-    snapshots: Mutex<HashMap<String, Snapshot>>,
-    checkpoints: Mutex<HashMap<String, u64>>,
-    dead_letters: Mutex<HashMap<String, Vec<DeadLetter>>>,
+    /// Snapshots, checkpoints and dead letters: sharded maps, each shard locked for one
+    /// operation, never across an `.await`.
+    snapshots: DashMap<String, Snapshot>,
+    checkpoints: DashMap<String, u64>,
+    dead_letters: DashMap<String, Vec<DeadLetter>>,
 }
 
 #[derive(Default)]
@@ -74,9 +76,9 @@ impl InMemoryEventStore {
             inner: Arc::new(Inner {
                 log: RwLock::new(Log::default()),
                 head: HeadSignal::new(0),
-                snapshots: Mutex::default(),
-                checkpoints: Mutex::default(),
-                dead_letters: Mutex::default(),
+                snapshots: DashMap::new(),
+                checkpoints: DashMap::new(),
+                dead_letters: DashMap::new(),
             }),
         }
     }
@@ -250,34 +252,41 @@ impl EventStore for InMemoryEventStore {
 #[async_trait]
 impl SnapshotStore for InMemoryEventStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> FlextResult<()> {
-        let mut snapshots = lock(&self.inner.snapshots);
-        let newer = snapshots
-            .get(&snapshot.stream_id)
-            .is_none_or(|kept| snapshot.version >= kept.version);
-        if newer {
-            snapshots.insert(snapshot.stream_id.clone(), snapshot);
+        match self.inner.snapshots.entry(snapshot.stream_id.clone()) {
+            Entry::Occupied(mut kept) if snapshot.version >= kept.get().version => {
+                kept.insert(snapshot);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(snapshot);
+            }
         }
         Ok(())
     }
 
     async fn load_snapshot(&self, stream_id: &str) -> FlextResult<Option<Snapshot>> {
-        Ok(lock(&self.inner.snapshots).get(stream_id).cloned())
+        Ok(self
+            .inner
+            .snapshots
+            .get(stream_id)
+            .map(|kept| kept.value().clone()))
     }
 }
 
 #[async_trait]
 impl CheckpointStore for InMemoryEventStore {
     async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>> {
-        Ok(lock(&self.inner.checkpoints).get(name).copied())
+        Ok(self.inner.checkpoints.get(name).map(|position| *position))
     }
 
     async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()> {
-        lock(&self.inner.checkpoints).insert(name.to_owned(), position);
+        self.inner.checkpoints.insert(name.to_owned(), position);
         Ok(())
     }
 
     async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()> {
-        lock(&self.inner.dead_letters)
+        self.inner
+            .dead_letters
             .entry(name.to_owned())
             .or_default()
             .push(letter);
@@ -285,23 +294,19 @@ impl CheckpointStore for InMemoryEventStore {
     }
 
     async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>> {
-        Ok(lock(&self.inner.dead_letters)
+        Ok(self
+            .inner
+            .dead_letters
             .get(name)
-            .cloned()
+            .map(|letters| letters.value().clone())
             .unwrap_or_default())
     }
 
     async fn reset(&self, name: &str) -> FlextResult<()> {
-        lock(&self.inner.checkpoints).remove(name);
-        lock(&self.inner.dead_letters).remove(name);
+        self.inner.checkpoints.remove(name);
+        self.inner.dead_letters.remove(name);
         Ok(())
     }
-}
-
-/// A map's lock; a panic while it was held (none can happen in these one-operation
-/// critical sections) leaves the map usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Default for InMemoryEventStore {
