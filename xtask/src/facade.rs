@@ -118,8 +118,10 @@ pub fn parse_facade(source: &str) -> Result<Facade, String> {
 
 /// Reads the root public items of a crate from the source of its `lib.rs`.
 ///
-/// Re-exports of other crates' items are left out (their home crate is checked), and so
-/// are items under `#[doc(hidden)]`; glob re-exports cannot be read and are left out.
+/// Re-exports of other crates' items under their own names are left out (their home crate
+/// is checked); one under a new name (`pub use flext_protocols::Handler as
+/// AbstractHandler`) is an item of this crate. Items under `#[doc(hidden)]` are left out;
+/// glob re-exports cannot be read and are left out.
 pub fn root_items(source: &str) -> Result<Vec<RootItem>, String> {
     let file = syn::parse_file(source).map_err(|error| format!("does not parse: {error}"))?;
     let local_modules: BTreeSet<String> = file
@@ -152,10 +154,12 @@ pub fn root_items(source: &str) -> Result<Vec<RootItem>, String> {
             if is_public(&item.vis) {
                 let mut leaves = Vec::new();
                 use_leaves(&item.tree, None, &mut leaves);
-                for (first, _, name) in leaves {
+                for (first, original, name) in leaves {
                     let local = ["crate", "self", "super"].contains(&first.as_str())
                         || local_modules.contains(&first);
-                    if local {
+                    // Another crate's item under a name of this crate's own
+                    // (`Handler as AbstractHandler`) is this crate's to reach.
+                    if local || name != original {
                         items.push(RootItem { name, kind: "use" });
                     }
                 }

@@ -82,8 +82,9 @@ pub fn license_allowed(expression: &str, allowed: &[String]) -> Result<bool, Str
 /// Checks the license and the source of every package of `metadata` against `policy`.
 ///
 /// A package without a license expression, with one that is invalid or not allowed, or
-/// from a source that is neither a path nor an allowed registry is a violation naming the
-/// package, its version and what was found.
+/// that is neither a workspace member nor from an allowed registry (a path package outside
+/// the workspace is not allowed) is a violation naming the package, its version and what
+/// was found.
 pub fn check_licenses_and_sources(metadata: &Metadata, policy: &DenyPolicy) -> Vec<String> {
     let mut violations = Vec::new();
     for package in &metadata.packages {
@@ -104,11 +105,15 @@ pub fn check_licenses_and_sources(metadata: &Metadata, policy: &DenyPolicy) -> V
                 )),
             },
         }
-        if !source_allowed(package, &policy.registries) {
+        let member = metadata.workspace_members.contains(&package.id);
+        if !source_allowed(package, member, &policy.registries) {
             violations.push(format!(
-                "{name}: source {:?} is not allowed; packages come from the workspace or from \
+                "{name}: source {} is not allowed; packages come from the workspace or from \
                  a registry {DENY_TOML} allows ({})",
-                package.source.as_deref().unwrap_or_default(),
+                package.source.as_deref().map_or_else(
+                    || format!("path {}", package.manifest_path.display()),
+                    |source| format!("{source:?}")
+                ),
                 policy.registries.join(", ")
             ));
         }
@@ -131,10 +136,11 @@ pub fn check_dependency_policy(root: &Path, graph: &Metadata) -> Vec<String> {
     }
 }
 
-/// Returns whether `package` is a path package or comes from one of `registries`.
-fn source_allowed(package: &Package, registries: &[String]) -> bool {
+/// Returns whether `package` is a workspace member (a path package of the workspace) or
+/// comes from one of `registries`. A path package outside the workspace is not allowed.
+fn source_allowed(package: &Package, member: bool, registries: &[String]) -> bool {
     let Some(source) = package.source.as_deref() else {
-        return true;
+        return member;
     };
     ["registry+", "sparse+"].iter().any(|protocol| {
         source

@@ -173,3 +173,22 @@ fn workspace_packages_are_checked_too() {
     let violations = check_licenses_and_sources(&parse(&document), &policy());
     assert_one_naming(&violations, &["flext-types", "\"Proprietary\""]);
 }
+
+#[test]
+fn a_path_package_outside_the_workspace_is_named() {
+    let mut document = clean_document();
+    document["packages"]
+        .as_array_mut()
+        .expect("the fixture has packages")
+        .push(json!({
+            "name": "vendored", "version": "0.1.0", "id": "path+file:///vendor/x#vendored@0.1.0",
+            "license": "MIT", "source": null, "dependencies": [],
+            "manifest_path": "/vendor/x/Cargo.toml", "metadata": null,
+        }));
+    let violations = check_licenses_and_sources(&parse(&document), &policy());
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_one_naming(
+        &violations,
+        &["vendored 0.1.0", "path /vendor/x/Cargo.toml", "not allowed"],
+    );
+}
