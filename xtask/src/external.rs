@@ -95,8 +95,9 @@ pub fn parse_external_table(markdown: &str) -> Result<Vec<ExternalRow>, String> 
 /// `rows`.
 ///
 /// Reports, naming the member, its layer and the crate: a crate no row allows, a crate
-/// allowed only from a higher layer, a crate allowed only to adapters, and a feature
-/// outside the allowed ones. A member without a valid layer is rule 1's to report.
+/// allowed only from a higher layer, a crate allowed only to adapters, a feature outside
+/// the allowed ones (turned on in the dependency's entry or through one of the member's own
+/// `[features]`), and the default features left on for a crate whose features are limited. A member without a valid layer is rule 1's to report.
 pub fn check_external_crates(metadata: &Metadata, rows: &[ExternalRow]) -> Vec<String> {
     let mut violations = BTreeSet::new();
     for package in metadata.members() {
@@ -128,23 +129,47 @@ pub fn check_external_crates(metadata: &Metadata, rows: &[ExternalRow]) -> Vec<S
                 .flatten()
                 .map(String::as_str)
                 .collect();
-            for feature in &dependency.features {
-                if !allowed_features.contains(feature.as_str()) {
+            let allowed_list = allowed_features
+                .iter()
+                .map(|feature| format!("`{feature}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if dependency.uses_default_features {
+                violations.insert(format!(
+                    "{} (layer {layer}) leaves the default features of {name} on: at this \
+                     layer {ARCHITECTURE_DOC} allows only {allowed_list}; set \
+                     `default-features = false`",
+                    package.name,
+                ));
+            }
+            let key = dependency.rename.as_deref().unwrap_or(name);
+            let through_features = package.features.iter().flat_map(|(own, enables)| {
+                enables
+                    .iter()
+                    .filter_map(move |enabled| Some((Some(own), enabled_feature(enabled, key)?)))
+            });
+            let direct = dependency.features.iter().map(|f| (None, f.as_str()));
+            for (own, feature) in direct.chain(through_features) {
+                if !allowed_features.contains(feature) {
+                    let through =
+                        own.map_or_else(String::new, |own| format!(" through its feature `{own}`"));
                     violations.insert(format!(
-                        "{} (layer {layer}) turns on the feature `{feature}` of {name}: at this \
-                         layer {ARCHITECTURE_DOC} allows only {}",
+                        "{} (layer {layer}) turns on the feature `{feature}` of {name}{through}: \
+                         at this layer {ARCHITECTURE_DOC} allows only {allowed_list}",
                         package.name,
-                        allowed_features
-                            .iter()
-                            .map(|feature| format!("`{feature}`"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
                     ));
                 }
             }
         }
     }
     violations.into_iter().collect()
+}
+
+/// The feature of the dependency `key` that the `[features]` entry `enabled` turns on
+/// (`"key/feature"` or `"key?/feature"`), if it names one.
+fn enabled_feature<'a>(enabled: &'a str, key: &str) -> Option<&'a str> {
+    let (dependency, feature) = enabled.split_once('/')?;
+    (dependency.trim_end_matches('?') == key).then_some(feature)
 }
 
 /// Reads `root/docs/ARCHITECTURE.md` and applies [`check_external_crates`] to its

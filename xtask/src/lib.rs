@@ -2,8 +2,8 @@
 //!
 //! This crate is tooling: it is not published and nothing may depend on it. Its
 //! integration tests (`xtask/tests/it`) run every check against the real workspace and
-//! fail, printing every violation at once, when a rule of `docs/ARCHITECTURE.md` and
-//! `DESIGN.md` section 2 is broken. Each check is a pure function over a parsed model, so
+//! fail, printing every violation at once, when a rule of `docs/ARCHITECTURE.md` is
+//! broken. Each check is a pure function over a parsed model, so
 //! the tests can also feed it small fixtures.
 //!
 //! | rule | what it checks | function |

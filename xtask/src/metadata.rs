@@ -56,6 +56,10 @@ pub struct Package {
     /// The `[package.metadata]` table as JSON, `null` when the manifest has none.
     #[serde(default)]
     pub metadata: serde_json::Value,
+    /// The package's own `[features]` table: each feature and what it turns on
+    /// (`"dep/feature"`, `"dep?/feature"`, `"dep:dep"`, another feature).
+    #[serde(default)]
+    pub features: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// One dependency a [`Package`] declares.

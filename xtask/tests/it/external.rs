@@ -58,6 +58,7 @@ fn add_external(document: &mut Value, from: &str, to: &str, features: &[&str]) {
         .and_then(|dependencies| dependencies.last_mut())
         .expect("the dependency just added");
     dependency["features"] = json!(features);
+    dependency["uses_default_features"] = json!(false);
 }
 
 #[test]
@@ -194,5 +195,46 @@ fn build_dependencies_are_checked_and_dev_dependencies_are_not() {
     assert_one_naming(
         &violations,
         &["flext-constants (layer 10)", "serde", "from layer 20"],
+    );
+}
+
+#[test]
+fn a_feature_turned_on_through_the_members_own_features_is_named() {
+    let mut document = clean_document();
+    add_member(&mut document, "flext-store", 35);
+    add_external(&mut document, "flext-store", "tokio", &["sync"]);
+    package_mut(&mut document, "flext-store")["features"] =
+        json!({"runtime": ["tokio/rt", "tokio?/time"], "default": []});
+    let violations = check(&document);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_one_naming(
+        &violations,
+        &[
+            "flext-store (layer 35)",
+            "feature `rt` of tokio through its feature `runtime`",
+        ],
+    );
+}
+
+#[test]
+fn default_features_left_on_for_a_limited_crate_are_named() {
+    let mut document = clean_document();
+    add_member(&mut document, "flext-store", 35);
+    add_external(&mut document, "flext-store", "tokio", &["sync"]);
+    assert_clean(&check(&document));
+    let package = package_mut(&mut document, "flext-store");
+    package["dependencies"]
+        .as_array_mut()
+        .and_then(|dependencies| dependencies.last_mut())
+        .expect("the tokio dependency")["uses_default_features"] = json!(true);
+    let violations = check(&document);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_one_naming(
+        &violations,
+        &[
+            "flext-store (layer 35)",
+            "default features of tokio",
+            "default-features = false",
+        ],
     );
 }
