@@ -152,7 +152,11 @@ impl<A: Aggregate> Repository<A> {
     /// one keeps the interval [`with_snapshots`](Self::with_snapshots) set, in either order.
     #[must_use]
     pub fn with_config(mut self, config: RepositoryConfig) -> Self {
-        let snapshot_every = config.snapshot_every.or(self.config.snapshot_every);
+        // An interval of 0 set through the public field is read as 1, as the setters do.
+        let snapshot_every = config
+            .snapshot_every
+            .or(self.config.snapshot_every)
+            .map(|every| every.max(1));
         self.config = RepositoryConfig {
             snapshot_every,
             ..config

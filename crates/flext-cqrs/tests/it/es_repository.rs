@@ -309,6 +309,20 @@ async fn a_config_without_an_interval_keeps_the_one_with_snapshots_set() {
 }
 
 #[tokio::test]
+async fn an_interval_of_zero_set_on_the_field_snapshots_every_event_instead_of_panicking() {
+    let store = InMemoryEventStore::new();
+    let mut config = RepositoryConfig::default();
+    config.snapshot_every = Some(0);
+    let repo = repository(&store)
+        .with_snapshots(Arc::new(store.clone()), 10)
+        .with_config(config);
+    assert_eq!(repo.config().snapshot_every, Some(1));
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    let snapshot = store.load_snapshot("Account-acc-1").await.unwrap();
+    assert_eq!(snapshot.map(|s| s.version), Some(1));
+}
+
+#[tokio::test]
 async fn an_unreadable_snapshot_falls_back_to_a_full_replay() {
     let store = InMemoryEventStore::new();
     let repo = repository(&store);
