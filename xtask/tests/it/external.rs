@@ -2,9 +2,11 @@
 //! members' external dependencies checked against it.
 
 use serde_json::{Value, json};
-use xtask::{ExternalCrate, check_external_crates, parse_external_table};
+use xtask::{ExternalCrate, check_external_crates, check_external_doc, parse_external_table};
 
-use crate::{add_dependency, assert_clean, assert_one_naming, clean_document, package_mut, parse};
+use crate::{
+    Scratch, add_dependency, assert_clean, assert_one_naming, clean_document, package_mut, parse,
+};
 
 /// A document shaped like ARCHITECTURE.md whose table the clean fixture keeps.
 const TABLE: &str = "\
@@ -237,4 +239,25 @@ fn default_features_left_on_for_a_limited_crate_are_named() {
             "default-features = false",
         ],
     );
+}
+
+#[test]
+fn the_table_is_read_from_the_architecture_document() {
+    let scratch = Scratch::new("external-doc");
+    let metadata = parse(&clean_document());
+    let missing = check_external_doc(scratch.path(), &metadata);
+    assert_one_naming(&missing, &["cannot read docs/ARCHITECTURE.md"]);
+
+    let architecture = include_str!("../../../docs/ARCHITECTURE.md");
+    scratch.write("docs/ARCHITECTURE.md", architecture);
+    assert_clean(&check_external_doc(scratch.path(), &metadata));
+    // The same document without serde at layer 20: the clean fixture's flext-types uses it.
+    let row = architecture
+        .lines()
+        .find(|line| line.starts_with("| 20 |"))
+        .expect("the table has a layer-20 row");
+    let without_serde = architecture.replace(row, &row.replacen("`serde`, ", "", 1));
+    scratch.write("docs/ARCHITECTURE.md", &without_serde);
+    let violations = check_external_doc(scratch.path(), &metadata);
+    assert_one_naming(&violations, &["flext-types (layer 20)", "serde"]);
 }

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use xtask::{
-    Exclusion, RootItem, check_facade_parity, check_facade_reexports_only, parse_facade, root_items,
+    Exclusion, RootItem, check_facade, check_facade_parity, check_facade_reexports_only,
+    parse_facade, root_items,
 };
 
-use crate::{assert_clean, assert_one_naming, clean_document, parse};
+use crate::{Scratch, assert_clean, assert_one_naming, clean_document, package_mut, parse};
 
 /// A facade for the clean fixture's members, shaped like the real one.
 const FACADE: &str = r#"
@@ -132,10 +133,10 @@ fn names(items: &[RootItem]) -> Vec<&str> {
     items.iter().map(|item| item.name.as_str()).collect()
 }
 
-/// Rule 11 on `document`, with the facade source `facade` and the crate sources `libs`.
 /// The fixture's exclusions: `RawEvent` stays out of `Types` on purpose.
 const EXCLUSIONS: [Exclusion; 1] = [("flext-types", "RawEvent", "a store rule, not the guide's")];
 
+/// Rule 11 on `document`, with the facade source `facade` and the crate sources `libs`.
 fn parity(document: &Value, facade: &str, libs: &[(&str, &str)]) -> Vec<String> {
     let facade = parse_facade(facade).expect("the facade parses");
     check_facade_parity(&parse(document), &facade, &roots(libs), &EXCLUSIONS)
@@ -342,4 +343,115 @@ fn rule_11_a_crate_whose_lib_was_not_read_is_named() {
         .collect();
     let violations = parity(&clean_document(), FACADE, &libs);
     assert_one_naming(&violations, &["flext-protocols", "not read"]);
+}
+
+#[test]
+fn root_items_read_every_kind_of_item_and_skip_hidden_ones_of_every_kind() {
+    let source = "/// Documented.\npub const C: u8 = 0;\npub enum E {}\npub static S: u8 = 0;\n\
+                  pub type T = u8;\npub union U { a: u8 }\npub trait A = Send;\n\
+                  #[doc(hidden)] pub const HC: u8 = 0;\n#[doc(hidden)] pub enum HE {}\n\
+                  #[doc(hidden)] pub fn hf() {}\n#[doc(hidden)] #[macro_export] macro_rules! hm { () => {} }\n\
+                  #[doc(hidden)] pub mod hmod {}\n#[doc(hidden)] pub static HS: u8 = 0;\n\
+                  #[doc(hidden)] pub struct HSt;\n#[doc(hidden)] pub trait HT {}\n\
+                  #[doc(hidden)] pub trait HA = Send;\n#[doc(hidden)] pub type HTy = u8;\n\
+                  #[doc(hidden)] pub union HU { a: u8 }\nmod inner {}\n\
+                  #[doc(hidden)] pub use inner::Hidden;\n#[doc(inline)] pub use inner::Inline;\n";
+    let items = root_items(source).expect("parses");
+    assert_eq!(names(&items), ["C", "E", "S", "T", "U", "A", "Inline"]);
+    let kinds: Vec<&str> = items.iter().map(|item| item.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "const",
+            "enum",
+            "static",
+            "type",
+            "union",
+            "trait alias",
+            "use"
+        ]
+    );
+}
+
+#[test]
+fn the_facade_model_counts_public_items_only_and_plain_crate_re_exports() {
+    let facade = parse_facade(
+        "pub use flext_types;\nuse flext_cqrs as cqrs;\n\
+         pub mod CQRS {\n    pub use flext_cqrs::CommandBus;\n    use flext_cqrs::Instrumentation;\n}\n\
+         mod Private {\n    pub use flext_cqrs::Hidden;\n}\n",
+    )
+    .expect("parses");
+    assert_eq!(facade.whole.len(), 1, "{:?}", facade.whole);
+    assert_eq!(facade.whole["flext_types"], "flext_types");
+    let cqrs = &facade.modules["CQRS"];
+    assert!(cqrs.contains("CommandBus"));
+    assert!(
+        !cqrs.contains("Instrumentation"),
+        "a private use reaches nothing"
+    );
+    assert!(!facade.modules.contains_key("Private"));
+}
+
+#[test]
+fn rule_10_doctest_items_of_every_kind_are_allowed_and_other_cfgs_are_not() {
+    let doctest = "#[cfg(doctest)]";
+    let source = format!(
+        "{FACADE}\n{doctest} const A: u8 = 0;\n{doctest} enum B {{}}\n{doctest} extern crate alloc;\n\
+         {doctest} fn c() {{}}\n{doctest} extern \"C\" {{}}\n{doctest} impl ReadmeExample {{}}\n\
+         {doctest} macro_rules! d {{ () => {{}} }}\n{doctest} mod e {{}}\n{doctest} static F: u8 = 0;\n\
+         {doctest} trait G {{}}\n{doctest} trait H = Send;\n{doctest} type I = u8;\n\
+         {doctest} union J {{ a: u8 }}\n{doctest} use std::fmt;\n"
+    );
+    assert_clean(&check_facade_reexports_only(&source));
+    let violations =
+        check_facade_reexports_only(&format!("{FACADE}\n#[cfg(test)]\nstruct Probe;\n"));
+    assert_one_naming(&violations, &["the struct `Probe`"]);
+}
+
+#[test]
+fn rule_11_an_exclusion_covers_its_item_only() {
+    // RawEvent is excluded; FlextResult, of the same crate, is not.
+    let facade = FACADE.replace("{FlextError, FlextResult}", "{FlextError}");
+    let violations = parity(&clean_document(), &facade, &LIBS);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_one_naming(&violations, &["flext_types::FlextResult"]);
+}
+
+#[test]
+fn rule_11_a_crate_at_the_facades_own_layer_need_not_be_re_exported() {
+    let mut document = clean_document();
+    crate::set_flext(&mut document, "flext-examples", "layer", Some(json!(90)));
+    assert_clean(&parity(&document, FACADE, &LIBS));
+}
+
+#[test]
+fn the_facade_and_the_crates_are_read_next_to_their_manifests() {
+    let scratch = Scratch::new("facade-files");
+    let mut document = clean_document();
+    for (name, source) in LIBS {
+        let dir = format!("crates/{name}");
+        // The workspace's own exclusions are empty: the fixture's RawEvent goes.
+        let source = source.replace("pub use records::RawEvent;\n", "");
+        scratch.write(&format!("{dir}/src/lib.rs"), &source);
+        package_mut(&mut document, name)["manifest_path"] =
+            json!(scratch.path().join(&dir).join("Cargo.toml"));
+    }
+    let facade_dir = scratch.path().join("crates/flext-handlers");
+    package_mut(&mut document, "flext-handlers")["manifest_path"] =
+        json!(facade_dir.join("Cargo.toml"));
+    scratch.write("crates/flext-handlers/src/lib.rs", FACADE);
+    assert_clean(&check_facade(&parse(&document)));
+
+    let without = FACADE.replace(
+        "{CommandBus, InMemoryEventStore, Instrumentation}",
+        "{CommandBus, InMemoryEventStore}",
+    );
+    scratch.write(
+        "crates/flext-handlers/src/lib.rs",
+        &format!("{without}\npub fn helper() {{}}\n"),
+    );
+    let violations = check_facade(&parse(&document));
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert_one_naming(&violations, &["flext_cqrs::Instrumentation"]);
+    assert_one_naming(&violations, &["the fn `helper`"]);
 }

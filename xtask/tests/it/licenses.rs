@@ -2,9 +2,12 @@
 //! package of a graph against a `deny.toml`.
 
 use serde_json::{Value, json};
-use xtask::{DenyPolicy, check_licenses_and_sources, license_allowed, parse_deny_policy};
+use xtask::{
+    DenyPolicy, check_dependency_policy, check_licenses_and_sources, license_allowed,
+    parse_deny_policy,
+};
 
-use crate::{CRATES_IO, assert_clean, assert_one_naming, clean_document, parse};
+use crate::{CRATES_IO, Scratch, assert_clean, assert_one_naming, clean_document, parse};
 
 /// A `deny.toml` with the parts the rule reads, shaped like the workspace's.
 const DENY: &str = r#"
@@ -191,4 +194,21 @@ fn a_path_package_outside_the_workspace_is_named() {
         &violations,
         &["vendored 0.1.0", "path /vendor/x/Cargo.toml", "not allowed"],
     );
+}
+
+#[test]
+fn the_policy_is_read_from_the_root_deny_toml() {
+    let scratch = Scratch::new("deny-policy");
+    let mut document = clean_document();
+    add_package(&mut document, "copyleft", Some("GPL-3.0-only"), CRATES_IO);
+    let graph = parse(&document);
+    let missing = check_dependency_policy(scratch.path(), &graph);
+    assert_one_naming(&missing, &["cannot read deny.toml"]);
+    scratch.write("deny.toml", DENY);
+    let violations = check_dependency_policy(scratch.path(), &graph);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_one_naming(&violations, &["copyleft 1.2.3", "not allowed"]);
+    scratch.write("deny.toml", "[licenses]\nallow = [\"MIT\"]\n");
+    let broken = check_dependency_policy(scratch.path(), &graph);
+    assert_one_naming(&broken, &["[sources] allow-registry"]);
 }

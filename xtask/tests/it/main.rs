@@ -10,6 +10,8 @@ mod licenses;
 mod perf;
 mod workspace;
 
+use std::path::{Path, PathBuf};
+
 use serde_json::{Value, json};
 use xtask::{Metadata, parse_metadata};
 
@@ -100,4 +102,37 @@ fn assert_one_naming(violations: &[String], needles: &[&str]) {
         "expected one message naming {needles:?}, got:\n{}",
         violations.join("\n")
     );
+}
+
+/// A directory of its own under the system's temporary directory, removed when dropped, for
+/// the checks that read files.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// An empty directory named after `name` and this process.
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("the scratch directory is created");
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `text` to `relative` inside the directory, creating its parents.
+    fn write(&self, relative: &str, text: &str) {
+        let path = self.0.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("the parent is created");
+        }
+        std::fs::write(path, text).expect("the file is written");
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
