@@ -140,3 +140,25 @@ where
         move |next| head.wait_for(next, poll),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HeadSignal;
+
+    #[test]
+    fn only_a_head_that_moves_forward_wakes_subscribers() {
+        let signal = HeadSignal::new(5);
+        let mut subscriber = signal.head.subscribe();
+        signal.advance(5);
+        signal.advance(3);
+        assert!(
+            !subscriber.has_changed().unwrap(),
+            "the same or an earlier position wakes nobody"
+        );
+        assert_eq!(signal.get(), 5);
+        signal.advance(6);
+        assert!(subscriber.has_changed().unwrap());
+        subscriber.mark_unchanged();
+        assert_eq!(signal.get(), 6);
+    }
+}
