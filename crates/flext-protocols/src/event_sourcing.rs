@@ -87,11 +87,16 @@ pub trait CheckpointStore: Send + Sync {
     /// Records that `name` finished every event up to `position`.
     async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()>;
 
-    /// Records an event `name` gave up on.
+    /// Records an event `name` gave up on. A name holds at most one letter per position:
+    /// recording a position again replaces its letter, so a retried write lists it once.
     async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()>;
 
     /// The events `name` gave up on, in position order.
     async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>>;
+
+    /// Forgets `name`'s dead letter at `position` (after a retry applied it, or when it is
+    /// discarded): whether there was one.
+    async fn remove_dead_letter(&self, name: &str, position: u64) -> FlextResult<bool>;
 
     /// Forgets `name`'s checkpoint and dead letters, for a rebuild from zero.
     async fn reset(&self, name: &str) -> FlextResult<()>;

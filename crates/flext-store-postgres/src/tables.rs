@@ -38,6 +38,8 @@ pub(crate) static STATEMENTS: Statements = Statements {
     add_dead_letter: "INSERT INTO flext_dead_letters (name, position, letter) VALUES ($1, $2, $3) \
                       ON CONFLICT (name, position) DO UPDATE SET letter = excluded.letter",
     dead_letters: "SELECT letter FROM flext_dead_letters WHERE name = $1 ORDER BY position",
+    remove_dead_letter: "DELETE FROM flext_dead_letters WHERE name = $1 AND position = $2 \
+                         RETURNING position",
     reset: [
         "DELETE FROM flext_checkpoints WHERE name = $1",
         "DELETE FROM flext_dead_letters WHERE name = $1",

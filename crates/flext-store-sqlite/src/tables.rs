@@ -38,6 +38,8 @@ pub(crate) static STATEMENTS: Statements = Statements {
     add_dead_letter: "INSERT OR REPLACE INTO flext_dead_letters (name, position, letter) \
                       VALUES (?, ?, ?)",
     dead_letters: "SELECT letter FROM flext_dead_letters WHERE name = ? ORDER BY position",
+    remove_dead_letter: "DELETE FROM flext_dead_letters WHERE name = ? AND position = ? \
+                         RETURNING position",
     reset: [
         "DELETE FROM flext_checkpoints WHERE name = ?",
         "DELETE FROM flext_dead_letters WHERE name = ?",

@@ -1,6 +1,6 @@
 //! [`InMemoryEventStore`]: the embedded default store, for tests and demos.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -56,7 +56,7 @@ struct Inner {
     /// operation, never across an `.await`.
     snapshots: DashMap<String, Snapshot>,
     checkpoints: DashMap<String, u64>,
-    dead_letters: DashMap<String, Vec<DeadLetter>>,
+    dead_letters: DashMap<String, BTreeMap<u64, DeadLetter>>,
 }
 
 #[derive(Default)]
@@ -289,7 +289,7 @@ impl CheckpointStore for InMemoryEventStore {
             .dead_letters
             .entry(name.to_owned())
             .or_default()
-            .push(letter);
+            .insert(letter.position, letter);
         Ok(())
     }
 
@@ -298,8 +298,16 @@ impl CheckpointStore for InMemoryEventStore {
             .inner
             .dead_letters
             .get(name)
-            .map(|letters| letters.value().clone())
+            .map(|letters| letters.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn remove_dead_letter(&self, name: &str, position: u64) -> FlextResult<bool> {
+        Ok(self
+            .inner
+            .dead_letters
+            .get_mut(name)
+            .is_some_and(|mut letters| letters.remove(&position).is_some()))
     }
 
     async fn reset(&self, name: &str) -> FlextResult<()> {

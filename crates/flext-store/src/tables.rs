@@ -54,6 +54,8 @@ pub struct Statements {
     pub add_dead_letter: &'static str,
     /// `(name)` → the letters' text, by position.
     pub dead_letters: &'static str,
+    /// `(name, position)`: deletes that letter → one row (its position) if there was one.
+    pub remove_dead_letter: &'static str,
     /// `(name)` each, in one transaction: forget the checkpoint, then the dead letters.
     pub reset: [&'static str; 2],
     /// `(ids)`, the event ids as one JSON array of text → the places (`event_id,
@@ -406,6 +408,20 @@ pub async fn dead_letters(tables: &impl SqlTables, name: &str) -> FlextResult<Ve
     decode_dead_letters(&texts)
 }
 
+/// `CheckpointStore::remove_dead_letter`.
+pub async fn remove_dead_letter(
+    tables: &impl SqlTables,
+    name: &str,
+    position: u64,
+) -> FlextResult<bool> {
+    let sql = tables.statements();
+    let args = [Arg::Text(name), Arg::Int(signed(position, sql.database)?)];
+    let rows = tables
+        .fetch("cannot remove a dead letter", sql.remove_dead_letter, &args)
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// `CheckpointStore::reset`.
 pub async fn reset(tables: &impl SqlTables, name: &str) -> FlextResult<()> {
     let sql = tables.statements();
@@ -499,6 +515,10 @@ macro_rules! sql_store_contracts {
 
                 async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>> {
                     tables::dead_letters(&self.tables(), name).await
+                }
+
+                async fn remove_dead_letter(&self, name: &str, position: u64) -> FlextResult<bool> {
+                    tables::remove_dead_letter(&self.tables(), name, position).await
                 }
 
                 async fn reset(&self, name: &str) -> FlextResult<()> {

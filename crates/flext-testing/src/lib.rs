@@ -109,7 +109,11 @@ macro_rules! checkpoint_store_conformance {
         $crate::__conformance_tests!(
             $factory,
             checkpoint_store,
-            [checkpoints_round_trip, dead_letters_round_trip_and_reset,]
+            [
+                checkpoints_round_trip,
+                dead_letters_round_trip_and_reset,
+                dead_letters_are_kept_once_per_position_and_removed_one_by_one,
+            ]
         );
     };
 }
