@@ -16,9 +16,11 @@ pub const FIXTURE_SAGA_ID: &str = "fixture";
 
 /// Tests a saga against an in-memory store: given its recorded progress (none, or the
 /// records a crashed run left), when it runs or resumes, then it completed, compensated or
-/// failed, and recorded exactly these events.
+/// failed, and recorded exactly these events. A saga that fails to build (a bad name, a
+/// repeated step) is a failed run or resume, for [`SagaFixtureOutcome::then_error`].
 ///
 /// ```
+/// use flext_constants::ErrorCode;
 /// use flext_patterns::{Saga, SagaEvent};
 /// use flext_testing::SagaFixture;
 /// use flext_types::FlextError;
@@ -26,8 +28,8 @@ pub const FIXTURE_SAGA_ID: &str = "fixture";
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let build = |store| {
-///     Saga::<u32>::new("order", store)
-///         .step("reserve", |n, _| async move { Ok(n + 1) }, |_, _| async { Ok(()) })
+///     Saga::<u32>::new("order", store)?
+///         .step("reserve", |n, _| async move { Ok(n + 1) }, |_, _| async { Ok(()) })?
 ///         .step("charge", |_, _| async { Err(FlextError::business_rule("declined")) }, |_, _| async { Ok(()) })
 /// };
 /// SagaFixture::new(build).when_run(1).await.then_compensated("charge", &["reserve"]);
@@ -39,11 +41,19 @@ pub const FIXTURE_SAGA_ID: &str = "fixture";
 ///     .when_resumed()
 ///     .await
 ///     .then_compensated("charge", &["reserve"]);
+///
+/// // Step names are unique.
+/// SagaFixture::new(|store| Saga::<u32>::new("order", store)?
+///         .step("reserve", |n, _| async move { Ok(n) }, |_, _| async { Ok(()) })?
+///         .step("reserve", |n, _| async move { Ok(n) }, |_, _| async { Ok(()) }))
+///     .when_run(1)
+///     .await
+///     .then_error(ErrorCode::Duplicate);
 /// # }
 /// ```
 pub struct SagaFixture<D> {
     store: InMemoryEventStore,
-    saga: Saga<D>,
+    saga: FlextResult<Saga<D>>,
 }
 
 /// The result of [`SagaFixture::when_run`] or [`SagaFixture::when_resumed`], to assert on.
@@ -58,15 +68,19 @@ where
     D: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync + 'static,
 {
     /// A fixture for the saga `build` makes on the fixture's store.
-    pub fn new(build: impl FnOnce(Arc<dyn EventStore>) -> Saga<D>) -> Self {
+    pub fn new(build: impl FnOnce(Arc<dyn EventStore>) -> FlextResult<Saga<D>>) -> Self {
         let store = InMemoryEventStore::new();
         let saga = build(Arc::new(store.clone()));
         Self { store, saga }
     }
 
-    /// Records `progress` for the fixture's saga, as an earlier run would have.
+    /// Records `progress` for the fixture's saga, as an earlier run would have (nothing,
+    /// when the saga failed to build).
     pub async fn given(self, progress: Vec<SagaEvent<D>>) -> Self {
-        let stream = self.saga.stream_id(FIXTURE_SAGA_ID);
+        let Ok(saga) = &self.saga else {
+            return self;
+        };
+        let stream = saga.stream_id(FIXTURE_SAGA_ID);
         for event in progress {
             let payload = JsonPayload::encode(&event).expect("a saga record serializes");
             self.store
@@ -83,19 +97,29 @@ where
 
     /// Runs the saga from the start with `data`.
     pub async fn when_run(self, data: D) -> SagaFixtureOutcome<D> {
-        let result = self.saga.run(FIXTURE_SAGA_ID, data).await;
+        let result = match &self.saga {
+            Ok(saga) => saga.run(FIXTURE_SAGA_ID, data).await,
+            Err(error) => Err(error.clone()),
+        };
         self.outcome(result)
     }
 
     /// Resumes the saga from its recorded progress.
     pub async fn when_resumed(self) -> SagaFixtureOutcome<D> {
-        let result = self.saga.resume(FIXTURE_SAGA_ID).await;
+        let result = match &self.saga {
+            Ok(saga) => saga.resume(FIXTURE_SAGA_ID).await,
+            Err(error) => Err(error.clone()),
+        };
         self.outcome(result)
     }
 
     fn outcome(self, result: FlextResult<SagaOutcome<D>>) -> SagaFixtureOutcome<D> {
         SagaFixtureOutcome {
-            stream: self.saga.stream_id(FIXTURE_SAGA_ID),
+            stream: self
+                .saga
+                .as_ref()
+                .map(|saga| saga.stream_id(FIXTURE_SAGA_ID))
+                .unwrap_or_default(),
             store: self.store,
             result,
         }
@@ -141,7 +165,7 @@ impl<D: Debug + PartialEq> SagaFixtureOutcome<D> {
         );
     }
 
-    /// Asserts that running or resuming failed with `code`.
+    /// Asserts that building, running or resuming the saga failed with `code`.
     #[track_caller]
     pub fn then_error(&self, code: ErrorCode) {
         match &self.result {

@@ -1,0 +1,441 @@
+//! [`Saga`]: steps with compensations, progress recorded in an event store, resumable.
+//!
+//! `records.rs` holds what a run records and reports, `progress.rs` rebuilds a run from its
+//! records; this file builds sagas and drives their runs.
+
+mod progress;
+mod records;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use flext_constants::ErrorCode;
+use flext_impl::catch_panic;
+use flext_protocols::EventStore;
+use flext_types::{ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use progress::Progress;
+pub use records::{SagaEvent, SagaOutcome, SagaStatus, StepContext};
+
+type StepFuture<R> = Pin<Box<dyn Future<Output = FlextResult<R>> + Send>>;
+type StepFn<D, R> = Arc<dyn Fn(D, StepContext) -> StepFuture<R> + Send + Sync>;
+
+/// What ends a saga's name in its stream ids (`Saga-{name}-{id}`); a name cannot contain it,
+/// so the prefix `Saga-{name}-` belongs to one saga only.
+const NAME_END: char = '-';
+
+/// Events per page when [`Saga::unfinished`] scans the log.
+const SCAN_PAGE: usize = 256;
+
+/// An ordered list of steps, each an action and a compensation. When a step fails, the
+/// completed steps are compensated in reverse order; the outcome says which step failed,
+/// which compensations ran and which failed.
+///
+/// Building checks the saga: a name must be non-empty without a `-` (it ends the name in the
+/// stream ids), a step name non-empty and unique (a run's records name its steps); a bad
+/// one is an `INVALID_ARGUMENT`, a repeated step name a `DUPLICATE`.
+///
+/// Progress is recorded in the event store as [`SagaEvent`]s in the stream
+/// `Saga-{name}-{id}`, each appended at the exact version expected. Every action and every
+/// compensation is announced by a `…Started` record before it runs, so of two processes
+/// that resume one run from the same records, one records the start and runs the work; the
+/// other gets a `CONCURRENCY_CONFLICT` and runs nothing. After a restart, [`Saga::resume`]
+/// (or [`Saga::resume_all`]) finishes or compensates an unfinished run from its records;
+/// work that had started but has no recorded end (the process stopped during it) runs again
+/// with the same [`StepContext::idempotency_key`]: actions and compensations run at least
+/// once, and the key lets the systems they change apply each once. Steps run in a panic
+/// guard: a panicking step fails.
+///
+/// ```
+/// use std::sync::Arc;
+/// use flext_patterns::{Saga, SagaStatus};
+/// use flext_cqrs::InMemoryEventStore;
+/// use flext_types::FlextError;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> flext_types::FlextResult<()> {
+/// let saga = Saga::<u32>::new("order", Arc::new(InMemoryEventStore::new()))?
+///     .step("reserve", |n, _| async move { Ok(n + 1) }, |_, _| async { Ok(()) })?
+///     .step("charge", |_, _| async { Err(FlextError::business_rule("card declined")) }, |_, _| async { Ok(()) })?;
+/// let outcome = saga.run("order-1", 0).await?;
+/// assert_eq!(outcome.status, SagaStatus::Compensated);
+/// assert_eq!(outcome.failed_step.as_deref(), Some("charge"));
+/// assert_eq!(outcome.compensated, ["reserve"]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Saga<D> {
+    name: String,
+    store: Arc<dyn EventStore>,
+    steps: Vec<Step<D>>,
+}
+
+struct Step<D> {
+    name: String,
+    action: StepFn<D, D>,
+    compensation: Option<StepFn<D, ()>>,
+}
+
+impl<D> Saga<D>
+where
+    D: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// A saga named `name` recording its progress in `store`. The name is part of the
+    /// saga's stream ids (`Saga-{name}-{id}`): an empty one, or one with a `-`, is an
+    /// `INVALID_ARGUMENT`.
+    pub fn new(name: impl Into<String>, store: Arc<dyn EventStore>) -> FlextResult<Self> {
+        let name = name.into();
+        if name.trim().is_empty() {
+            return Err(FlextError::invalid_argument("Saga name cannot be empty"));
+        }
+        if name.contains(NAME_END) {
+            return Err(FlextError::invalid_argument(format!(
+                "Saga name '{name}' cannot contain '{NAME_END}': the name ends at the first \
+                 '{NAME_END}' of its stream ids (Saga-{{name}}-{{id}}), so another saga could \
+                 take its runs for its own"
+            )));
+        }
+        Ok(Self {
+            name,
+            store,
+            steps: Vec::new(),
+        })
+    }
+
+    /// Adds a step: an async `action` that takes the data and returns it (possibly changed),
+    /// and an async `compensation` that undoes it. A name the saga already has is a
+    /// `DUPLICATE`, an empty one an `INVALID_ARGUMENT`.
+    pub fn step<A, AF, C, CF>(
+        self,
+        name: impl Into<String>,
+        action: A,
+        compensation: C,
+    ) -> FlextResult<Self>
+    where
+        A: Fn(D, StepContext) -> AF + Send + Sync + 'static,
+        AF: Future<Output = FlextResult<D>> + Send + 'static,
+        C: Fn(D, StepContext) -> CF + Send + Sync + 'static,
+        CF: Future<Output = FlextResult<()>> + Send + 'static,
+    {
+        self.push(Step {
+            name: name.into(),
+            action: Arc::new(move |data, ctx| Box::pin(action(data, ctx))),
+            compensation: Some(Arc::new(move |data, ctx| Box::pin(compensation(data, ctx)))),
+        })
+    }
+
+    /// Adds a step with nothing to undo (for example the last, irreversible one); names are
+    /// checked as by [`Saga::step`].
+    pub fn step_without_compensation<A, AF>(
+        self,
+        name: impl Into<String>,
+        action: A,
+    ) -> FlextResult<Self>
+    where
+        A: Fn(D, StepContext) -> AF + Send + Sync + 'static,
+        AF: Future<Output = FlextResult<D>> + Send + 'static,
+    {
+        self.push(Step {
+            name: name.into(),
+            action: Arc::new(move |data, ctx| Box::pin(action(data, ctx))),
+            compensation: None,
+        })
+    }
+
+    /// The saga's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream of the saga `saga_id`.
+    pub fn stream_id(&self, saga_id: &str) -> String {
+        format!("Saga-{}{NAME_END}{saga_id}", self.name)
+    }
+
+    /// Starts the saga `saga_id` with `data` and runs it to its end. A saga id already
+    /// used is a `CONCURRENCY_CONFLICT` (resume it instead); an empty one an
+    /// `INVALID_ARGUMENT`.
+    pub async fn run(&self, saga_id: &str, data: D) -> FlextResult<SagaOutcome<D>> {
+        if saga_id.trim().is_empty() {
+            return Err(FlextError::invalid_argument("Saga id cannot be empty"));
+        }
+        let stream = self.stream_id(saga_id);
+        let started = SagaEvent::Started { data: data.clone() };
+        self.append(&stream, ExpectedVersion::NoStream, &started)
+            .await
+            .map_err(|e| self.conflict_context(e, saga_id, "already exists (resume it)"))?;
+        self.drive(saga_id, Progress::started(data)).await
+    }
+
+    /// Finishes the saga `saga_id` from its records: forward if no step failed, otherwise
+    /// compensating; a finished saga returns its outcome as recorded and runs nothing.
+    /// `NOT_FOUND` for a saga never started; `INVALID_ARGUMENT` when the records name a step
+    /// this saga does not have; `CONCURRENCY_CONFLICT` when another process recorded
+    /// progress first (it drives the run; this call ran nothing after that point).
+    pub async fn resume(&self, saga_id: &str) -> FlextResult<SagaOutcome<D>> {
+        let stream = self.stream_id(saga_id);
+        let records = self.store.read_stream(&stream, 1, usize::MAX).await?;
+        let progress = Progress::rebuild(&stream, &records, |step| self.index_of(step, &stream))?;
+        self.drive(saga_id, progress).await
+    }
+
+    /// The ids of this saga's runs that have not finished (for example after a crash), in
+    /// id order.
+    ///
+    /// The store's contract has no query by stream name, so this reads the log up to its
+    /// current head in pages of 256 events, keeping only the ids of the runs still open: its
+    /// memory is one page and the open runs, its time grows with the log.
+    pub async fn unfinished(&self) -> FlextResult<Vec<String>> {
+        let prefix = self.stream_id("");
+        let head = self.store.head_position().await?;
+        let mut open = BTreeSet::new();
+        let mut from = 1;
+        while from <= head {
+            let page = self.store.read_all(from, SCAN_PAGE).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            from = last.position + 1;
+            for event in page.iter().take_while(|e| e.position <= head) {
+                let Some(id) = event.stream_id.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if records::is_terminal(&event.event_type) {
+                    open.remove(id);
+                } else if !open.contains(id) {
+                    open.insert(id.to_owned());
+                }
+            }
+        }
+        Ok(open.into_iter().collect())
+    }
+
+    /// Resumes every unfinished run, in id order, and reports each as its id with its
+    /// outcome or the error that stopped it: a run that fails to resume (its records name a
+    /// step this saga lacks, another process drives it, the store failed while recording
+    /// it) does not stop the others. The outer error is the scan's ([`Saga::unfinished`]).
+    pub async fn resume_all(&self) -> FlextResult<Vec<(String, FlextResult<SagaOutcome<D>>)>> {
+        let mut results = Vec::new();
+        for id in self.unfinished().await? {
+            let result = self.resume(&id).await;
+            if let Err(error) = &result {
+                tracing::warn!(saga = %self.name, saga_id = %id, %error, "saga run not resumed");
+            }
+            results.push((id, result));
+        }
+        Ok(results)
+    }
+
+    fn push(mut self, step: Step<D>) -> FlextResult<Self> {
+        if step.name.trim().is_empty() {
+            return Err(FlextError::invalid_argument(format!(
+                "Saga '{}': a step name cannot be empty",
+                self.name
+            )));
+        }
+        if self.steps.iter().any(|s| s.name == step.name) {
+            return Err(FlextError::duplicate(format!(
+                "Saga '{}' already has a step named '{}': a run's records name its steps, so \
+                 each name must be unique",
+                self.name, step.name
+            )));
+        }
+        self.steps.push(step);
+        Ok(self)
+    }
+
+    fn index_of(&self, step: &str, stream: &str) -> FlextResult<usize> {
+        self.steps
+            .iter()
+            .position(|s| s.name == step)
+            .ok_or_else(|| {
+                FlextError::invalid_argument(format!(
+                    "Saga stream {stream} names a step '{step}' that saga '{}' does not have",
+                    self.name
+                ))
+            })
+    }
+
+    async fn drive(&self, saga_id: &str, mut p: Progress<D>) -> FlextResult<SagaOutcome<D>> {
+        let stream = self.stream_id(saga_id);
+        if p.finished.is_none() && p.failed.is_none() {
+            self.forward(saga_id, &stream, &mut p).await?;
+        }
+        if p.finished.is_none() {
+            self.compensate(saga_id, &stream, &mut p).await?;
+        }
+        Ok(self.outcome(saga_id, p))
+    }
+
+    /// Runs the steps after the last completed one, each announced before it runs, until
+    /// one fails or all complete.
+    async fn forward(&self, saga_id: &str, stream: &str, p: &mut Progress<D>) -> FlextResult<()> {
+        let next = p.completed.last().map_or(0, |last| last + 1);
+        for (index, step) in self.steps.iter().enumerate().skip(next) {
+            let name = step.name.clone();
+            self.record(
+                saga_id,
+                stream,
+                p,
+                SagaEvent::StepStarted { step: name.clone() },
+            )
+            .await?;
+            let (data, ctx) = (p.data.clone(), self.context(saga_id, &name, ""));
+            // The closure is called inside the guard too: it may panic before its future.
+            match catch_panic(async { (step.action)(data, ctx).await }).await {
+                Ok(data) => {
+                    let completed = SagaEvent::StepCompleted {
+                        step: name,
+                        data: data.clone(),
+                    };
+                    self.record(saga_id, stream, p, completed).await?;
+                    p.data = data;
+                    p.completed.push(index);
+                }
+                Err(error) => {
+                    tracing::info!(saga = %self.name, saga_id, step = %name, %error, "saga step failed; compensating");
+                    let failed = SagaEvent::StepFailed {
+                        step: name,
+                        error: error.clone(),
+                    };
+                    self.record(saga_id, stream, p, failed).await?;
+                    p.failed = Some((index, error));
+                    return Ok(());
+                }
+            }
+        }
+        self.record(saga_id, stream, p, SagaEvent::Completed)
+            .await?;
+        p.finished = Some(SagaStatus::Completed);
+        Ok(())
+    }
+
+    /// Compensates the completed steps in reverse, skipping those whose compensation ended;
+    /// each compensation is announced before it runs.
+    async fn compensate(
+        &self,
+        saga_id: &str,
+        stream: &str,
+        p: &mut Progress<D>,
+    ) -> FlextResult<()> {
+        for index in p.completed.clone().into_iter().rev() {
+            let step = &self.steps[index];
+            let Some(compensation) = &step.compensation else {
+                continue;
+            };
+            if p.compensation_ended(index) {
+                continue;
+            }
+            let name = step.name.clone();
+            let started = SagaEvent::CompensationStarted { step: name.clone() };
+            self.record(saga_id, stream, p, started).await?;
+            let (data, ctx) = (p.data.clone(), self.context(saga_id, &name, "/compensate"));
+            match catch_panic(async { compensation(data, ctx).await }).await {
+                Ok(()) => {
+                    let compensated = SagaEvent::StepCompensated { step: name };
+                    self.record(saga_id, stream, p, compensated).await?;
+                    p.compensated.push(index);
+                }
+                Err(error) => {
+                    tracing::warn!(saga = %self.name, saga_id, step = %name, %error, "saga compensation failed");
+                    let failed = SagaEvent::CompensationFailed {
+                        step: name,
+                        error: error.clone(),
+                    };
+                    self.record(saga_id, stream, p, failed).await?;
+                    p.compensation_failures.push((index, error));
+                }
+            }
+        }
+        self.record(saga_id, stream, p, SagaEvent::Compensated)
+            .await?;
+        p.finished = Some(SagaStatus::Compensated);
+        Ok(())
+    }
+
+    fn outcome(&self, saga_id: &str, p: Progress<D>) -> SagaOutcome<D> {
+        let name = |i: usize| self.steps[i].name.clone();
+        SagaOutcome {
+            saga_id: saga_id.to_owned(),
+            status: p.finished.unwrap_or(SagaStatus::Completed),
+            data: p.data,
+            failed_step: p.failed.as_ref().map(|(i, _)| name(*i)),
+            error: p.failed.map(|(_, e)| e),
+            compensated: p.compensated.into_iter().map(name).collect(),
+            compensation_failures: p
+                .compensation_failures
+                .into_iter()
+                .map(|(i, e)| (name(i), e))
+                .collect(),
+        }
+    }
+
+    fn context(&self, saga_id: &str, step: &str, suffix: &str) -> StepContext {
+        StepContext {
+            saga_id: saga_id.to_owned(),
+            step: step.to_owned(),
+            idempotency_key: format!("{}/{saga_id}/{step}{suffix}", self.name),
+        }
+    }
+
+    /// Appends `event` at exactly the version `p` was rebuilt or last recorded at: if any
+    /// other record came in between, nothing is stored and the run stops here with a
+    /// `CONCURRENCY_CONFLICT`.
+    async fn record(
+        &self,
+        saga_id: &str,
+        stream: &str,
+        p: &mut Progress<D>,
+        event: SagaEvent<D>,
+    ) -> FlextResult<()> {
+        p.version = self
+            .append(stream, ExpectedVersion::Exact(p.version), &event)
+            .await
+            .map_err(|e| self.conflict_context(e, saga_id, "is being driven elsewhere"))?;
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        event: &SagaEvent<D>,
+    ) -> FlextResult<u64> {
+        let record = NewEvent::new(event.event_name(), JsonPayload::encode(event)?);
+        Ok(self
+            .store
+            .append(stream, expected, vec![record])
+            .await?
+            .last_version)
+    }
+
+    /// Says which run a `CONCURRENCY_CONFLICT` is about; other errors pass unchanged.
+    fn conflict_context(&self, error: FlextError, saga_id: &str, what: &str) -> FlextError {
+        if error.is(ErrorCode::ConcurrencyConflict) {
+            error.with_context(format!("Saga '{}' run '{saga_id}' {what}", self.name))
+        } else {
+            error
+        }
+    }
+}
+
+impl<D> fmt::Debug for Saga<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Saga")
+            .field("name", &self.name)
+            .field(
+                "steps",
+                &self
+                    .steps
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
