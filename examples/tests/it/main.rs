@@ -3,6 +3,8 @@
 mod chain;
 mod enterprise;
 mod management;
+mod order_saga;
 mod orders;
 mod programs;
+mod saga_processes;
 mod users;

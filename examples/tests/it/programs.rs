@@ -258,3 +258,21 @@ fn handler_management_prints_the_guides_outcomes() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+#[test]
+fn order_saga_prints_its_three_outcomes() {
+    let out = run_example("order_saga");
+    for expected in [
+        "✅ order-1 completed: reservation res-order-1, payment pay-order-1, tracking trk-order-1",
+        "↩️  order-2 compensated: charge_payment failed (card …0002 declined); undone: reserve_inventory",
+        "released 3 × WIDGET for order-2 (res-order-2)",
+        "WIDGET in stock: 8",
+        "💥 first process stopped: power cut: the process died before recording its progress",
+        "🔁 restarted; unfinished runs: [\"order-3\"]",
+        "✅ order-3 completed: reservation res-order-3, payment pay-order-3, tracking trk-order-3",
+        "card charges for order-3: 1",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("charged $150.00").count(), 1, "{out}");
+}
