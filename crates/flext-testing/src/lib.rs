@@ -8,6 +8,8 @@
 //!   [`event_store_conformance!`], [`snapshot_store_conformance!`] and
 //!   [`checkpoint_store_conformance!`]. Each function works in streams and names of its own
 //!   (random suffixes), so the suites can share one database and run in parallel.
+//! - [`event_store::opening`]: a fresh durable store opened by several pools and processes
+//!   at once, written by [`concurrent_open_test!`].
 //! - [`crash`]: the SIGKILL crash test of a durable store, written by [`crash_test!`]: the
 //!   test binary runs itself as a writer child and checks what survives the kill.
 //! - [`sql`]: what the SQL stores check beyond the contracts (hostile text, corrupt rows,

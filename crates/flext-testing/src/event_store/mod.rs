@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::unique_name;
 
 mod concurrency;
+pub mod opening;
 
 /// How long a test waits for events a subscription should deliver.
 const PATIENCE: Duration = Duration::from_secs(30);
