@@ -9,6 +9,8 @@
 //!   schema at the same moment all succeed (the migrator holds a database-wide advisory
 //!   lock) and it is created once. A database written by a newer schema is refused with an
 //!   error saying so.
+//! - Appends are checked against the store's [`StoreLimits`](flext_store::StoreLimits)
+//!   ([`PostgresStoreOptions::with_limits`]); an empty batch is a no-op.
 //! - Appends in one schema are serialized by a transaction-level advisory lock: positions
 //!   follow commit order, a batch's positions are adjacent, and no reader can skip a
 //!   committed event however transactions interleave.

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flext_store::{HeadSignal, Migrations, migrations_failed, signed};
+use flext_store::{HeadSignal, Migrations, StoreLimits, migrations_failed, signed};
 
 use crate::tables::SAVE_CHECKPOINT;
 use flext_types::{FlextError, FlextResult};
@@ -103,6 +103,8 @@ pub struct SqliteStoreOptions {
     pub poll_interval: Duration,
     /// Connections in the pool (default 4; always 1 for `:memory:`).
     pub max_connections: u32,
+    /// How big an append may be (default [`StoreLimits::default`]).
+    pub limits: StoreLimits,
 }
 
 impl SqliteStoreOptions {
@@ -113,6 +115,7 @@ impl SqliteStoreOptions {
             busy_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(200),
             max_connections: 4,
+            limits: StoreLimits::default(),
         }
     }
 
@@ -137,6 +140,13 @@ impl SqliteStoreOptions {
         self.max_connections = max_connections;
         self
     }
+
+    /// The same options with appends checked against `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// The event, snapshot and checkpoint stores in one SQLite database. Clones share it.
@@ -150,6 +160,7 @@ pub(crate) struct Inner {
     pub(crate) path: String,
     pub(crate) poll_interval: Duration,
     pub(crate) head: HeadSignal,
+    pub(crate) limits: StoreLimits,
 }
 
 impl SqliteEventStore {
@@ -206,8 +217,14 @@ impl SqliteEventStore {
                 path,
                 poll_interval: options.poll_interval,
                 head: HeadSignal::new(u64::try_from(head).unwrap_or(0)),
+                limits: options.limits,
             }),
         })
+    }
+
+    /// The limits appends are checked against.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.inner.limits
     }
 
     /// The connection pool, for read models kept in the same database.
