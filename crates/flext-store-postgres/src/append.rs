@@ -2,7 +2,7 @@
 
 use flext_store::{
     accepted_versions, after_failed_insert, metadata_text, retry_or_conflict, signed,
-    timestamp_text, unsigned, validate_batch,
+    timestamp_text, unsigned,
 };
 use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
 use time::OffsetDateTime;
@@ -12,13 +12,14 @@ use crate::schema::DATABASE;
 use crate::tables::{Connection, STATEMENTS};
 
 impl PostgresEventStore {
+    /// Appends a batch `flext_store::tables::check_batch` passed (valid, within the
+    /// limits, with events).
     pub(crate) async fn append_now(
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
-        validate_batch(stream_id, &events)?;
         // BEGIN and the append lock in one round trip. READ COMMITTED whatever the server's
         // default, so the reads after the lock see every append committed before it. The
         // key is this store's own integer (from its schema name), not input, so writing it

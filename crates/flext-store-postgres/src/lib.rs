@@ -5,8 +5,12 @@
 //!
 //! - A connection pool; every table lives in a schema of your choice (created if needed),
 //!   so separate stores — and parallel tests — can share one database.
-//! - The schema is created by embedded migrations on open; a database written by a newer
-//!   schema is refused with an error saying so.
+//! - The schema is created by embedded migrations on open; replicas that open one fresh
+//!   schema at the same moment all succeed (the migrator holds a database-wide advisory
+//!   lock) and it is created once. A database written by a newer schema is refused with an
+//!   error saying so.
+//! - Appends are checked against the store's [`StoreLimits`](flext_store::StoreLimits)
+//!   ([`PostgresStoreOptions::with_limits`]); an empty batch is a no-op.
 //! - Appends in one schema are serialized by a transaction-level advisory lock: positions
 //!   follow commit order, a batch's positions are adjacent, and no reader can skip a
 //!   committed event however transactions interleave.

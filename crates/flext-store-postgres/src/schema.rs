@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flext_store::{HeadSignal, Migrations, migrations_failed, signed};
+use flext_store::{HeadSignal, Migrations, StoreLimits, migrations_failed, signed};
 use flext_types::{FlextError, FlextResult};
 use sqlx::Executor;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
@@ -106,6 +106,8 @@ pub struct PostgresStoreOptions {
     pub connect_timeout: Duration,
     /// How often live subscriptions poll when no notification comes (default 500 ms).
     pub poll_interval: Duration,
+    /// How big an append may be (default [`StoreLimits::default`]).
+    pub limits: StoreLimits,
 }
 
 impl fmt::Debug for PostgresStoreOptions {
@@ -116,6 +118,7 @@ impl fmt::Debug for PostgresStoreOptions {
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("poll_interval", &self.poll_interval)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -129,6 +132,7 @@ impl PostgresStoreOptions {
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(500),
+            limits: StoreLimits::default(),
         }
     }
 
@@ -160,6 +164,13 @@ impl PostgresStoreOptions {
         self.poll_interval = poll_interval;
         self
     }
+
+    /// The same options with appends checked against `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// The event, snapshot and checkpoint stores in one PostgreSQL schema. Clones share it.
@@ -176,6 +187,7 @@ pub(crate) struct Inner {
     pub(crate) lock_key: i64,
     pub(crate) poll_interval: Duration,
     pub(crate) head: HeadSignal,
+    pub(crate) limits: StoreLimits,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -308,6 +320,7 @@ impl PostgresEventStore {
                 lock_key,
                 poll_interval: options.poll_interval,
                 head,
+                limits: options.limits,
                 listener,
             }),
         })
@@ -322,6 +335,11 @@ impl PostgresEventStore {
     /// The schema the store's tables are in.
     pub fn schema(&self) -> &str {
         &self.inner.schema
+    }
+
+    /// The limits appends are checked against.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.inner.limits
     }
 
     /// Saves `name`'s checkpoint on `connection`, inside the caller's transaction, so a

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements};
+use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements, StoreLimits};
 use flext_types::{FlextError, FlextResult};
 use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::{Arguments, Row as _};
@@ -25,6 +25,8 @@ pub(crate) static STATEMENTS: Statements = Statements {
                payload, metadata, recorded_at FROM flext_events \
                WHERE position >= $1 ORDER BY position LIMIT $2",
     stream_version: "SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1",
+    version_and_head: "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
+                       WHERE stream_id = $1), (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
     head_position: "SELECT COALESCE(MAX(position), 0) FROM flext_events",
     save_snapshot: "INSERT INTO flext_snapshots (stream_id, version, schema_version, payload, taken_at) \
                     VALUES ($1, $2, $3, $4, $5) \
@@ -113,6 +115,10 @@ impl SqlTables for Tables<'_> {
 
     fn poll_interval(&self) -> Duration {
         self.0.inner.poll_interval
+    }
+
+    fn limits(&self) -> &StoreLimits {
+        &self.0.inner.limits
     }
 
     async fn fetch(&self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {

@@ -3,7 +3,7 @@
 
 use flext_store::{
     EVENT_COLUMNS, accepted_versions, after_failed_insert, metadata_text, retry_or_conflict,
-    timestamp_text, validate_batch,
+    timestamp_text,
 };
 use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
 use sqlx::{QueryBuilder, Sqlite};
@@ -17,13 +17,14 @@ use crate::tables::{Connection, STATEMENTS};
 const CHUNK: usize = 500;
 
 impl SqliteEventStore {
+    /// Appends a batch `flext_store::tables::check_batch` passed (valid, within the
+    /// limits, with events).
     pub(crate) async fn append_now(
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
-        validate_batch(stream_id, &events)?;
         if events.len() <= CHUNK
             && let Some(result) = self
                 .append_in_one_statement(stream_id, expected, &events)
@@ -40,14 +41,11 @@ impl SqliteEventStore {
             .map_err(|e| self.fail("cannot begin an append", e))?;
         // One round trip for the stream's version and the head position. Under the append
         // lock neither can move until this transaction ends.
-        let (current, head): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = ?), \
-             (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
-        )
-        .bind(stream_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| self.fail("cannot read the stream version", e))?;
+        let (current, head): (i64, i64) = sqlx::query_as(STATEMENTS.version_and_head)
+            .bind(stream_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.fail("cannot read the stream version", e))?;
         let current = u64::try_from(current).unwrap_or(0);
         let head = u64::try_from(head).unwrap_or(0);
         if !expected.accepts(current) {

@@ -5,8 +5,12 @@
 //! system library is needed; the database is one file (or `:memory:`), in WAL mode with a
 //! busy timeout.
 //!
-//! - The schema is created by embedded migrations on open; a database written by a newer
-//!   schema is refused with an error saying so.
+//! - The schema is created by embedded migrations on open, in one `BEGIN IMMEDIATE`
+//!   transaction, so pools and processes that open one fresh file at the same moment all
+//!   succeed and the schema is created once; a database written by a newer schema is
+//!   refused with an error saying so.
+//! - Appends are checked against the store's [`StoreLimits`](flext_store::StoreLimits)
+//!   ([`SqliteStoreOptions::with_limits`]); an empty batch is a no-op.
 //! - An append is one write transaction: SQLite has one writer at a time, so positions
 //!   follow commit order and no reader can skip a committed event. The common append is a
 //!   single autocommit statement that checks the expected version and inserts; a version

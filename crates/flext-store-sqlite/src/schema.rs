@@ -7,14 +7,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flext_store::{HeadSignal, Migrations, migrations_failed, signed};
+use flext_store::{HeadSignal, Migrations, StoreLimits, migrations_failed, signed};
 
 use crate::tables::SAVE_CHECKPOINT;
 use flext_types::{FlextError, FlextResult};
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 /// The database's name in messages about values it cannot keep.
@@ -104,6 +103,8 @@ pub struct SqliteStoreOptions {
     pub poll_interval: Duration,
     /// Connections in the pool (default 4; always 1 for `:memory:`).
     pub max_connections: u32,
+    /// How big an append may be (default [`StoreLimits::default`]).
+    pub limits: StoreLimits,
 }
 
 impl SqliteStoreOptions {
@@ -114,6 +115,7 @@ impl SqliteStoreOptions {
             busy_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(200),
             max_connections: 4,
+            limits: StoreLimits::default(),
         }
     }
 
@@ -138,6 +140,13 @@ impl SqliteStoreOptions {
         self.max_connections = max_connections;
         self
     }
+
+    /// The same options with appends checked against `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 /// The event, snapshot and checkpoint stores in one SQLite database. Clones share it.
@@ -151,6 +160,7 @@ pub(crate) struct Inner {
     pub(crate) path: String,
     pub(crate) poll_interval: Duration,
     pub(crate) head: HeadSignal,
+    pub(crate) limits: StoreLimits,
 }
 
 impl SqliteEventStore {
@@ -174,7 +184,6 @@ impl SqliteEventStore {
                 .filename(&path)
                 .create_if_missing(true)
         }
-        .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(options.busy_timeout)
         .foreign_keys(true);
@@ -188,7 +197,10 @@ impl SqliteEventStore {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            pool_options.max_connections(options.max_connections.max(1))
+            let patience = options.busy_timeout;
+            pool_options
+                .max_connections(options.max_connections.max(1))
+                .after_connect(move |connection, _| Box::pin(write_ahead_log(connection, patience)))
         };
         let pool = pool_options
             .connect_with(connect)
@@ -205,8 +217,14 @@ impl SqliteEventStore {
                 path,
                 poll_interval: options.poll_interval,
                 head: HeadSignal::new(u64::try_from(head).unwrap_or(0)),
+                limits: options.limits,
             }),
         })
+    }
+
+    /// The limits appends are checked against.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.inner.limits
     }
 
     /// The connection pool, for read models kept in the same database.
@@ -242,6 +260,43 @@ impl SqliteEventStore {
     }
 }
 
+/// Puts the database in WAL mode. The mode is kept in the file: the first connection to a
+/// fresh file changes it and every later one finds it set. SQLite refuses a change that
+/// meets another connection's lock with `SQLITE_BUSY` at once, without waiting in its busy
+/// handler (several connections opening one fresh file at the same moment do meet), so a
+/// busy refusal is tried again, after pauses of 1 ms doubling up to 50 ms, until `patience`
+/// (the busy timeout) has passed.
+async fn write_ahead_log(
+    connection: &mut SqliteConnection,
+    patience: Duration,
+) -> Result<(), sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut *connection)
+            .await
+        {
+            Err(error) if busy(&error) && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done.map(drop),
+        }
+    }
+}
+
+/// Whether `error` is SQLite's `SQLITE_BUSY` (or one of its extended codes).
+fn busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| code & 0xff == 5))
+}
+
+/// Brings the schema up to date. Several pools or processes may open one fresh file at the
+/// same moment: each would find no migration applied, and all but the first would fail
+/// creating the tables the first created. So the migrations run inside one write
+/// transaction taken up front (`BEGIN IMMEDIATE`, which waits up to the busy timeout for
+/// another writer): one opener applies them, the others then find them applied.
 async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
     let store = format!("SQLite store {path}");
     let failed = |newer, error| {
@@ -254,10 +309,23 @@ async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
         )
     };
     let migrator = Migrator::new(Embedded).await.map_err(|e| failed(None, e))?;
-    migrator.run(pool).await.map_err(|error| match error {
-        MigrateError::VersionMissing(version) => failed(Some(version), error),
-        error => failed(None, error),
-    })
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| storage(path, "cannot begin the migrations", e))?;
+    // `run` would take the transaction through `Acquire`, whose future is not provably
+    // `Send` for every lifetime (a spawned open needs it); `run_direct` is what `run` calls
+    // once it has a connection.
+    migrator
+        .run_direct(&mut *tx)
+        .await
+        .map_err(|error| match error {
+            MigrateError::VersionMissing(version) => failed(Some(version), error),
+            error => failed(None, error),
+        })?;
+    tx.commit()
+        .await
+        .map_err(|e| storage(path, "cannot commit the migrations", e))
 }
 
 fn storage(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements};
+use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements, StoreLimits};
 use flext_types::{FlextError, FlextResult};
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Row as _};
@@ -25,6 +25,8 @@ pub(crate) static STATEMENTS: Statements = Statements {
                payload, metadata, recorded_at FROM flext_events \
                WHERE position >= ? ORDER BY position LIMIT ?",
     stream_version: "SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = ?",
+    version_and_head: "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
+                       WHERE stream_id = ?), (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
     head_position: "SELECT COALESCE(MAX(position), 0) FROM flext_events",
     save_snapshot: "INSERT INTO flext_snapshots (stream_id, version, schema_version, payload, taken_at) \
                     VALUES (?, ?, ?, ?, ?) \
@@ -126,6 +128,10 @@ impl SqlTables for Tables<'_> {
 
     fn poll_interval(&self) -> Duration {
         self.0.inner.poll_interval
+    }
+
+    fn limits(&self) -> &StoreLimits {
+        &self.0.inner.limits
     }
 
     async fn fetch(&self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {

@@ -4,10 +4,14 @@
 //! (`flext-impl`, layer 40). The record types are plain data in `flext-types`; the store
 //! contracts are traits in `flext-protocols`; this crate holds how a store keeps them, once:
 //!
-//! - The rules of an append: [`validate_batch`] (which batches any store refuses),
-//!   [`retried_append`] over [`StoredPlace`]s (an exact retry of a committed append returns
-//!   its original result; any other reuse of an id is a `DUPLICATE`), and
-//!   [`accepted_versions`] (the stream versions an expectation accepts, for SQL).
+//! - The rules of an append: [`validate_batch`] (which batches any store refuses, among
+//!   them those over the store's [`StoreLimits`]), [`nothing_appended`] (what an empty batch
+//!   answers: it is a no-op), [`retried_append`] over [`StoredPlace`]s (an exact retry of a
+//!   committed append returns its original result; any other reuse of an id is a
+//!   `DUPLICATE`), and [`accepted_versions`] (the stream versions an expectation accepts,
+//!   for SQL).
+//! - [`StoreLimits`]: how big a payload, its metadata and a batch may be, one type with
+//!   documented defaults that every store is opened with.
 //! - The one tail: [`tail_events`] reads on from a position and waits on a [`HeadSignal`]
 //!   when it has caught up; [`follow`] is the subscription of a store that reads through its
 //!   contract and polls for commits it does not hear of.
@@ -53,6 +57,7 @@
 //! # }
 //! ```
 
+mod limits;
 mod memory;
 mod rows;
 mod rules;
@@ -71,12 +76,13 @@ pub mod __private {
     };
 }
 
+pub use limits::StoreLimits;
 pub use memory::InMemoryEventStore;
 pub use rows::{
     EVENT_COLUMNS, Migrations, RawEvent, RawSnapshot, dead_letter_text, decode_dead_letters,
     metadata_text, migrations_failed, newer_schema, signed, timestamp_text, unsigned,
 };
-pub use rules::{StoredPlace, accepted_versions, retried_append, validate_batch};
+pub use rules::{StoredPlace, accepted_versions, nothing_appended, retried_append, validate_batch};
 pub use tables::{
     Arg, SqlConnection, SqlRow, SqlTables, Statements, after_failed_insert, find_retry,
     retry_or_conflict,

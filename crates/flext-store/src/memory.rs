@@ -15,7 +15,8 @@ use flext_types::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::rules::{StoredPlace, retried_append, validate_batch};
+use crate::limits::StoreLimits;
+use crate::rules::{StoredPlace, nothing_appended, retried_append, validate_batch};
 use crate::tail::{HeadSignal, SUBSCRIPTION_BATCH, tail_events};
 
 /// An event, snapshot and checkpoint store in memory.
@@ -50,6 +51,7 @@ pub struct InMemoryEventStore {
 }
 
 struct Inner {
+    limits: StoreLimits,
     log: RwLock<Log>,
     head: HeadSignal,
     /// Snapshots, checkpoints and dead letters: sharded maps, each shard locked for one
@@ -70,10 +72,16 @@ struct Log {
 }
 
 impl InMemoryEventStore {
-    /// An empty store.
+    /// An empty store with the default [`StoreLimits`].
     pub fn new() -> Self {
+        Self::with_limits(StoreLimits::default())
+    }
+
+    /// An empty store that refuses appends over `limits`.
+    pub fn with_limits(limits: StoreLimits) -> Self {
         Self {
             inner: Arc::new(Inner {
+                limits,
                 log: RwLock::new(Log::default()),
                 head: HeadSignal::new(0),
                 snapshots: DashMap::new(),
@@ -81,6 +89,11 @@ impl InMemoryEventStore {
                 dead_letters: DashMap::new(),
             }),
         }
+    }
+
+    /// The limits appends are checked against.
+    pub fn limits(&self) -> &StoreLimits {
+        &self.inner.limits
     }
 
     /// How many events the store holds.
@@ -115,7 +128,17 @@ impl InMemoryEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
-        validate_batch(stream_id, &events)?;
+        validate_batch(stream_id, &events, &self.inner.limits)?;
+        if events.is_empty() {
+            // Nothing to write: a read lock sees the stream's version and the head at once.
+            return self.read_log(|log| {
+                let current = log.streams.get(stream_id).map_or(0, Vec::len) as u64;
+                if !expected.accepts(current) {
+                    return Err(expected.conflict(stream_id, current));
+                }
+                Ok(nothing_appended(current, log.events.len() as u64))
+            });
+        }
         let mut log = self
             .inner
             .log

@@ -4,13 +4,42 @@
 use flext_types::{AppendResult, ExpectedVersion, FlextError, FlextResult, NewEvent};
 use uuid::Uuid;
 
-/// Rejects batches no store accepts: a blank stream id, one over
-/// [`MAX_STREAM_ID_BYTES`](flext_constants::store::MAX_STREAM_ID_BYTES) or with a NUL
-/// character, no events, an event type that is blank, over
-/// [`MAX_EVENT_TYPE_BYTES`](flext_constants::store::MAX_EVENT_TYPE_BYTES) or with a NUL
-/// (each `INVALID_ARGUMENT`), an event id twice in the batch (`DUPLICATE`). Every store
-/// calls it first, so they reject alike.
-pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
+use crate::limits::StoreLimits;
+
+/// Rejects batches no store accepts, so that every store rejects alike (each calls it
+/// first, before it touches storage):
+///
+/// - a blank stream id, one over
+///   [`MAX_STREAM_ID_BYTES`](flext_constants::store::MAX_STREAM_ID_BYTES) or with a NUL
+///   character, and an event type that is blank, over
+///   [`MAX_EVENT_TYPE_BYTES`](flext_constants::store::MAX_EVENT_TYPE_BYTES) or with a NUL:
+///   each `INVALID_ARGUMENT`;
+/// - a batch over one of `limits` — an event's payload or metadata, the batch's events or
+///   bytes: an `INVALID_ARGUMENT` naming the limit, the size and the limit's value (and the
+///   event, for an event's own limits), with the same as data;
+/// - an event id twice in the batch: a `DUPLICATE`.
+///
+/// A batch of no events passes (with a valid stream id): an empty append is a no-op that
+/// answers with the stream's version, see [`nothing_appended`].
+///
+/// ```
+/// use flext_store::{StoreLimits, validate_batch};
+/// use flext_types::{ErrorCode, JsonPayload, NewEvent};
+///
+/// let limits = StoreLimits::new().with_max_payload_bytes(8);
+/// let small = NewEvent::new("Noted", JsonPayload::from_text("[1,2]").unwrap());
+/// assert!(validate_batch("s", &[small], &limits).is_ok());
+/// let big = NewEvent::new("Noted", JsonPayload::from_text("[1,2,3,4,5]").unwrap());
+/// let refused = validate_batch("s", &[big], &limits).unwrap_err();
+/// assert_eq!(refused.code(), ErrorCode::InvalidArgument);
+/// assert!(refused.message().contains("max_payload_bytes"));
+/// assert!(validate_batch("s", &[], &limits).is_ok());
+/// ```
+pub fn validate_batch(
+    stream_id: &str,
+    events: &[NewEvent],
+    limits: &StoreLimits,
+) -> FlextResult<()> {
     use flext_constants::store::{MAX_EVENT_TYPE_BYTES, MAX_STREAM_ID_BYTES};
 
     if stream_id.trim().is_empty() {
@@ -29,14 +58,21 @@ pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
             "Stream id {stream_id:?} contains a NUL character"
         )));
     }
-    if events.is_empty() {
-        return Err(FlextError::invalid_argument(format!(
-            "An append to stream {stream_id} needs at least one event"
-        )));
+    if events.len() > limits.max_batch_events {
+        return Err(over_limit(
+            format!("A batch for stream {stream_id} has {} events", events.len()),
+            Limit::new(
+                "max_batch_events",
+                events.len(),
+                limits.max_batch_events,
+                stream_id,
+            ),
+        ));
     }
     // A single event (the common append) cannot repeat itself: no set to build.
     let mut seen =
         std::collections::HashSet::with_capacity(if events.len() > 1 { events.len() } else { 0 });
+    let mut batch_bytes = 0usize;
     for event in events {
         let name = &event.event_type;
         if name.trim().is_empty() || name.len() > MAX_EVENT_TYPE_BYTES || name.contains('\0') {
@@ -47,6 +83,39 @@ pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
                 shown(name)
             )));
         }
+        let payload = event.payload.as_str().len();
+        if payload > limits.max_payload_bytes {
+            return Err(over_limit(
+                format!(
+                    "Event {} in stream {stream_id} has a payload of {payload} bytes",
+                    event.event_id
+                ),
+                Limit::new(
+                    "max_payload_bytes",
+                    payload,
+                    limits.max_payload_bytes,
+                    stream_id,
+                )
+                .of(event),
+            ));
+        }
+        let metadata = metadata_bytes(event);
+        if metadata > limits.max_metadata_bytes {
+            return Err(over_limit(
+                format!(
+                    "Event {} in stream {stream_id} has {metadata} bytes of metadata",
+                    event.event_id
+                ),
+                Limit::new(
+                    "max_metadata_bytes",
+                    metadata,
+                    limits.max_metadata_bytes,
+                    stream_id,
+                )
+                .of(event),
+            ));
+        }
+        batch_bytes = batch_bytes.saturating_add(payload + metadata);
         if events.len() > 1 && !seen.insert(event.event_id) {
             return Err(FlextError::duplicate(format!(
                 "Event {} appears twice in one batch for stream {stream_id}",
@@ -54,7 +123,98 @@ pub fn validate_batch(stream_id: &str, events: &[NewEvent]) -> FlextResult<()> {
             )));
         }
     }
+    if batch_bytes > limits.max_batch_bytes {
+        return Err(over_limit(
+            format!(
+                "A batch for stream {stream_id} has {batch_bytes} bytes of payloads and metadata"
+            ),
+            Limit::new(
+                "max_batch_bytes",
+                batch_bytes,
+                limits.max_batch_bytes,
+                stream_id,
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// The result of an append of no events to a stream at `version`, in a store whose head
+/// position is `head`: nothing appended, so `last_version` is the stream's version and
+/// `first_version` the one after it (the range `first..=last` is empty), and likewise
+/// `last_position` is the head and `first_position` the position after it. Every store
+/// answers an empty batch (once its expected version is satisfied) with this, and stores
+/// and notifies nothing.
+///
+/// ```
+/// let nothing = flext_store::nothing_appended(3, 41);
+/// assert_eq!((nothing.first_version, nothing.last_version), (4, 3));
+/// assert_eq!((nothing.first_position, nothing.last_position), (42, 41));
+/// ```
+pub fn nothing_appended(version: u64, head: u64) -> AppendResult {
+    AppendResult {
+        first_version: version + 1,
+        last_version: version,
+        first_position: head + 1,
+        last_position: head,
+    }
+}
+
+/// The size of `event`'s metadata as [`StoreLimits::max_metadata_bytes`] measures it: its
+/// header names and values, in UTF-8 bytes (the ids are fixed-size).
+fn metadata_bytes(event: &NewEvent) -> usize {
+    event
+        .metadata
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
+}
+
+/// A limit a batch went over, for [`over_limit`].
+struct Limit<'a> {
+    name: &'static str,
+    size: usize,
+    max: usize,
+    stream_id: &'a str,
+    event_id: Option<Uuid>,
+}
+
+impl<'a> Limit<'a> {
+    fn new(name: &'static str, size: usize, max: usize, stream_id: &'a str) -> Self {
+        Self {
+            name,
+            size,
+            max,
+            stream_id,
+            event_id: None,
+        }
+    }
+
+    fn of(self, event: &NewEvent) -> Self {
+        Self {
+            event_id: Some(event.event_id),
+            ..self
+        }
+    }
+}
+
+/// The `INVALID_ARGUMENT` of a batch over `limit`: `what` was found, and the limit.
+fn over_limit(what: String, limit: Limit<'_>) -> FlextError {
+    let mut data = serde_json::json!({
+        "limit": limit.name,
+        "size": limit.size,
+        "max": limit.max,
+        "stream_id": limit.stream_id,
+    });
+    if let Some(event_id) = limit.event_id {
+        data["event_id"] = serde_json::Value::String(event_id.to_string());
+    }
+    FlextError::invalid_argument(format!(
+        "{what}; the limit ({}) is {}",
+        limit.name, limit.max
+    ))
+    .with_data(data)
 }
 
 /// Where a stored event is: for [`retried_append`].

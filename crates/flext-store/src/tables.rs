@@ -14,8 +14,9 @@ use flext_types::{
     StoredEvent,
 };
 
+use crate::limits::StoreLimits;
 use crate::rows::{RawEvent, RawSnapshot, dead_letter_text, decode_dead_letters, signed, unsigned};
-use crate::rules::{StoredPlace, retried_append};
+use crate::rules::{StoredPlace, nothing_appended, retried_append, validate_batch};
 use crate::tail::HeadSignal;
 
 /// A value bound to a statement.
@@ -39,6 +40,9 @@ pub struct Statements {
     pub read_all: &'static str,
     /// `(stream_id)` → one row: the stream's version, 0 for none.
     pub stream_version: &'static str,
+    /// `(stream_id)` → one row, read at one moment: the stream's version (0 for none) and
+    /// the head position (0 for an empty store).
+    pub version_and_head: &'static str,
     /// `()` → one row: the head position, 0 for an empty store.
     pub head_position: &'static str,
     /// `(stream_id, version, schema_version, payload, taken_at)`: keeps the snapshot unless
@@ -90,6 +94,9 @@ pub trait SqlTables: Send + Sync {
 
     /// How often subscriptions poll for commits the head does not hear of.
     fn poll_interval(&self) -> Duration;
+
+    /// The limits appends are checked against.
+    fn limits(&self) -> &StoreLimits;
 
     /// The rows of `sql` with `args`; a failure is a `STORAGE_ERROR` saying `what` failed.
     async fn fetch(&self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Self::Row>>;
@@ -272,7 +279,45 @@ fn limit(limit: usize) -> Arg<'static> {
     Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX))
 }
 
-/// `EventStore::read_stream`.
+/// What every SQL store's `EventStore::append` does before its own append: `validate_batch`
+/// against the store's limits, then, for a batch of no events, the whole answer — the
+/// stream's version and the head, read at one moment and checked against `expected`, as
+/// `nothing_appended` (nothing written, nobody woken). `None`: the batch is valid and has
+/// events to write.
+pub async fn check_batch(
+    tables: &impl SqlTables,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> FlextResult<Option<AppendResult>> {
+    validate_batch(stream_id, events, tables.limits())?;
+    if !events.is_empty() {
+        return Ok(None);
+    }
+    let sql = tables.statements().version_and_head;
+    let what = "cannot read the stream version";
+    let rows = tables.fetch(what, sql, &[Arg::Text(stream_id)]).await?;
+    let read = |index| {
+        rows.first()
+            .map_or(Ok(0), |row| row.int(index))
+            .map(unsigned)
+            .map_err(|e| tables.unreadable(what, e))
+    };
+    let (current, head) = (read(0)?, read(1)?);
+    if !expected.accepts(current) {
+        return Err(expected.conflict(stream_id, current));
+    }
+    Ok(Some(nothing_appended(current, head)))
+}
+
+/// Where a read starts (a version or a position; 0 reads as 1) as a SQL integer, or `None`
+/// when it is beyond `i64::MAX`: no SQL store keeps a version or position that far, so the
+/// read is empty, as a read past the end is.
+fn start(from: u64) -> Option<Arg<'static>> {
+    i64::try_from(from.max(1)).ok().map(Arg::Int)
+}
+
+/// `EventStore::read_stream`; from beyond the end, nothing.
 pub async fn read_stream(
     tables: &impl SqlTables,
     stream_id: &str,
@@ -280,7 +325,9 @@ pub async fn read_stream(
     count: usize,
 ) -> FlextResult<Vec<StoredEvent>> {
     let sql = tables.statements();
-    let from = Arg::Int(signed(from_version.max(1), sql.database)?);
+    let Some(from) = start(from_version) else {
+        return Ok(Vec::new());
+    };
     events(
         tables,
         sql.read_stream,
@@ -289,14 +336,16 @@ pub async fn read_stream(
     .await
 }
 
-/// `EventStore::read_all`.
+/// `EventStore::read_all`; from beyond the end, nothing.
 pub async fn read_all(
     tables: &impl SqlTables,
     from_position: u64,
     count: usize,
 ) -> FlextResult<Vec<StoredEvent>> {
     let sql = tables.statements();
-    let from = Arg::Int(signed(from_position.max(1), sql.database)?);
+    let Some(from) = start(from_position) else {
+        return Ok(Vec::new());
+    };
     events(tables, sql.read_all, &[from, limit(count)]).await
 }
 
@@ -434,7 +483,8 @@ pub async fn reset(tables: &impl SqlTables, name: &str) -> FlextResult<()> {
 /// (`Clone + 'static`) with two inherent methods: `fn tables(&self) -> impl SqlTables`
 /// (usually a private view of the store, so that the driver's row type stays private) and
 /// `async fn append_now(&self, &str, ExpectedVersion, Vec<NewEvent>) -> FlextResult<AppendResult>`
-/// (appends are each database's own). Everything else is this module's.
+/// (appends are each database's own; it is given only batches [`check_batch`] passed: valid,
+/// within the limits, with events). Everything else is this module's.
 #[macro_export]
 macro_rules! sql_store_contracts {
     ($store:ty) => {
@@ -453,7 +503,12 @@ macro_rules! sql_store_contracts {
                     expected: ExpectedVersion,
                     events: Vec<NewEvent>,
                 ) -> FlextResult<AppendResult> {
-                    self.append_now(stream_id, expected, events).await
+                    let checked =
+                        tables::check_batch(&self.tables(), stream_id, expected, &events).await?;
+                    match checked {
+                        Some(nothing) => Ok(nothing),
+                        None => self.append_now(stream_id, expected, events).await,
+                    }
                 }
 
                 async fn read_stream(

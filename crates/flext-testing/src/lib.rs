@@ -8,6 +8,9 @@
 //!   [`event_store_conformance!`], [`snapshot_store_conformance!`] and
 //!   [`checkpoint_store_conformance!`]. Each function works in streams and names of its own
 //!   (random suffixes), so the suites can share one database and run in parallel.
+//! - [`event_store::opening`]: a fresh durable store opened by several pools and processes
+//!   at once, written by [`concurrent_open_test!`]; [`store_limits_conformance!`] runs the
+//!   behaviours of a store opened with limits of its own.
 //! - [`crash`]: the SIGKILL crash test of a durable store, written by [`crash_test!`]: the
 //!   test binary runs itself as a writer child and checks what survives the kill.
 //! - [`sql`]: what the SQL stores check beyond the contracts (hostile text, corrupt rows,
@@ -83,8 +86,39 @@ macro_rules! event_store_conformance {
                 positions_increase_and_batches_do_not_interleave,
                 concurrent_writers_on_shared_streams,
                 subscription_sees_every_event_once_in_order,
+                empty_batch_is_a_no_op,
+                reads_past_the_end_are_empty,
+                default_limits_are_enforced,
             ]
         );
+    };
+}
+
+/// Generates one `#[tokio::test]` per behaviour of a store opened with
+/// [`StoreLimits`](flext_store::StoreLimits) of its own
+/// ([`event_store::LIMIT_BEHAVIOURS`]).
+///
+/// `$factory` is an async function taking the limits and returning
+/// `Option<Arc<dyn EventStore>>`, a fresh store opened with them; `None` skips the tests
+/// and says so. The calling crate needs `tokio` with the `macros` and `rt-multi-thread`
+/// features.
+#[macro_export]
+macro_rules! store_limits_conformance {
+    ($factory:path) => {
+        $crate::__limits_tests!($factory, [configured_limits_are_enforced,]);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __limits_tests {
+    ($factory:path, [$($behaviour:ident),* $(,)?]) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $behaviour() {
+                $crate::event_store::$behaviour($factory).await;
+            }
+        )*
     };
 }
 
@@ -186,6 +220,7 @@ mod tests {
         let macros = include_str!("lib.rs");
         for name in crate::event_store::BEHAVIOURS
             .iter()
+            .chain(crate::event_store::LIMIT_BEHAVIOURS)
             .chain(crate::snapshot_store::BEHAVIOURS)
             .chain(crate::checkpoint_store::BEHAVIOURS)
         {

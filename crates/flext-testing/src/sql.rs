@@ -26,7 +26,7 @@ pub async fn hostile_input_round_trips(store: &impl EventStore) {
         "ünïcødé-🦀",
         long.as_str(),
     ] {
-        // Payloads have no length limit: a 200 KB string.
+        // A 200 KB string: well within the default payload limit (1 MiB).
         let text = format!("{stream} / payload {}", "ß".repeat(100_000));
         let mut written = event(json!({"text": text}));
         // Event types are at most 256 bytes.

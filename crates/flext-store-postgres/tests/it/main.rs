@@ -1,6 +1,7 @@
 //! Integration tests of the PostgreSQL store. They need `FLEXT_TEST_POSTGRES_URL`; without it
 //! each test says it was skipped. Every test works in a schema of its own.
 
+mod concurrent_open;
 mod conformance;
 mod crash;
 mod specifics;

@@ -1,5 +1,6 @@
 //! Integration tests of the SQLite store: the conformance suite and SQLite specifics.
 
+mod concurrent_open;
 mod conformance;
 mod crash;
 mod specifics;

@@ -5,7 +5,8 @@ use std::error::Error as _;
 
 use flext_constants::ErrorCode;
 use flext_protocols::{CheckpointStore, EventStore};
-use flext_store_sqlite::SqliteEventStore;
+use flext_store::StoreLimits;
+use flext_store_sqlite::{SqliteEventStore, SqliteStoreOptions};
 use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
 use serde_json::json;
 
@@ -149,8 +150,11 @@ async fn a_path_that_cannot_be_opened_is_named_in_the_error() {
 
 #[tokio::test]
 async fn a_retried_batch_beyond_sqlites_parameter_limit_is_still_recognised() {
-    let store = fresh().await;
-    // More events than SQLite allows bound parameters in one statement (32,766).
+    // More events than SQLite allows bound parameters in one statement (32,766), and than
+    // the default batch limit: raised for this store.
+    let limits = StoreLimits::new().with_max_batch_events(40_000);
+    let options = SqliteStoreOptions::new(temp_path()).with_limits(limits);
+    let store = SqliteEventStore::open_with(options).await.unwrap();
     let batch: Vec<NewEvent> = (0..33_000).map(|n| event(json!(n))).collect();
     let first = store
         .append("big", ExpectedVersion::NoStream, batch.clone())

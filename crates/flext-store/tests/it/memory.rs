@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use flext_protocols::{CheckpointStore, EventStore, SnapshotStore};
-use flext_store::InMemoryEventStore;
+use flext_store::{InMemoryEventStore, StoreLimits};
 
 async fn events() -> Option<Arc<dyn EventStore>> {
     Some(Arc::new(InMemoryEventStore::new()))
@@ -15,6 +15,15 @@ async fn snapshots() -> Option<Arc<dyn SnapshotStore>> {
 
 async fn checkpoints() -> Option<Arc<dyn CheckpointStore>> {
     Some(Arc::new(InMemoryEventStore::new()))
+}
+
+async fn with_limits(limits: StoreLimits) -> Option<Arc<dyn EventStore>> {
+    Some(Arc::new(InMemoryEventStore::with_limits(limits)))
+}
+
+mod limits_conformance {
+    use super::with_limits;
+    flext_testing::store_limits_conformance!(with_limits);
 }
 
 mod events_conformance {
@@ -41,6 +50,12 @@ async fn the_suite_passes_on_one_shared_store_in_parallel() {
             store.clone(),
         )),
         tokio::spawn(flext_testing::event_store::idempotent_retry(store.clone())),
+        tokio::spawn(flext_testing::event_store::empty_batch_is_a_no_op(
+            store.clone(),
+        )),
+        tokio::spawn(flext_testing::event_store::reads_past_the_end_are_empty(
+            store.clone(),
+        )),
         tokio::spawn(flext_testing::event_store::read_ranges_and_limits(
             store.clone(),
         )),

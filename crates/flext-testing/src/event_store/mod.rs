@@ -20,6 +20,9 @@ use uuid::Uuid;
 use crate::unique_name;
 
 mod concurrency;
+mod edges;
+mod limits;
+pub mod opening;
 
 /// How long a test waits for events a subscription should deliver.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -41,6 +44,9 @@ pub const BEHAVIOURS: &[&str] = &[
     "positions_increase_and_batches_do_not_interleave",
     "concurrent_writers_on_shared_streams",
     "subscription_sees_every_event_once_in_order",
+    "empty_batch_is_a_no_op",
+    "reads_past_the_end_are_empty",
+    "default_limits_are_enforced",
 ];
 
 fn event(n: u64) -> NewEvent {
@@ -359,8 +365,9 @@ pub async fn read_ranges_and_limits(store: Arc<dyn EventStore>) {
     );
 }
 
-/// Empty batches; empty, oversized or NUL-carrying stream ids; blank, oversized or
-/// NUL-carrying event types: each is `INVALID_ARGUMENT` and stores nothing, on every store.
+/// Empty, oversized or NUL-carrying stream ids; blank, oversized or NUL-carrying event
+/// types: each is `INVALID_ARGUMENT` and stores nothing, on every store. (An empty batch is
+/// a no-op: [`empty_batch_is_a_no_op`].)
 pub async fn rejects_malformed_batches(store: Arc<dyn EventStore>) {
     use flext_constants::store::{MAX_EVENT_TYPE_BYTES, MAX_STREAM_ID_BYTES};
 
@@ -372,7 +379,6 @@ pub async fn rejects_malformed_batches(store: Arc<dyn EventStore>) {
     };
     let long_stream = format!("{stream}-{}", "λ".repeat(MAX_STREAM_ID_BYTES));
     let cases: Vec<(String, Vec<NewEvent>, &str)> = vec![
-        (stream.clone(), Vec::new(), "no events"),
         ("  ".to_owned(), batch(1, 1), "a blank stream id"),
         (long_stream, batch(1, 1), "an oversized stream id"),
         (
@@ -423,6 +429,11 @@ pub async fn rejects_malformed_batches(store: Arc<dyn EventStore>) {
     );
     assert_eq!(store.stream_version(&at_limit).await.unwrap(), 1);
 }
+
+pub use edges::{
+    default_limits_are_enforced, empty_batch_is_a_no_op, reads_past_the_end_are_empty,
+};
+pub use limits::{LIMIT_BEHAVIOURS, configured_limits_are_enforced};
 
 pub use concurrency::{
     concurrent_writers_on_shared_streams, positions_increase_and_batches_do_not_interleave,

@@ -1,0 +1,254 @@
+//! Opening one fresh durable store from several places at once: pools in this process and
+//! child processes (the test binary running itself), released together, must all open it
+//! and find it ready, and the store's schema must be created once.
+//!
+//! [`concurrent_open_test!`](crate::concurrent_open_test) writes both tests in a store's
+//! `tests/`; the functions here are what they run.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use flext_protocols::EventStore;
+use flext_types::{ExpectedVersion, FlextResult, JsonPayload, NewEvent};
+
+/// Child processes that open the store.
+pub const CHILDREN: usize = 3;
+
+/// Stores this process opens, each with a pool of its own.
+pub const IN_PROCESS: usize = 5;
+
+/// What starts each line a child says to the parent. libtest may print a test's name on
+/// the same line before it, so the parent looks for it anywhere in a line.
+const SAYS: &str = "[opener] ";
+
+/// How long the parent waits for a child to start, and then to open the store.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What an opener appends once the store is open: one event to a stream named after it.
+async fn append_as(store: &impl EventStore, opener: &str) -> FlextResult<()> {
+    let event = NewEvent::new(
+        "Opened",
+        JsonPayload::encode(&serde_json::json!({"opener": opener}))?,
+    );
+    store
+        .append(
+            &format!("opener-{opener}"),
+            ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .map(drop)
+}
+
+/// In a child: says `ready`, waits for the parent's `go` on stdin, opens the store with
+/// `open`, appends as itself and says `opened` (or `failed: …`).
+pub async fn open_in_child<S, F>(place: String, open: impl FnOnce(String) -> F)
+where
+    S: EventStore,
+    F: Future<Output = FlextResult<S>>,
+{
+    println!("{SAYS}ready");
+    std::io::stdout().flush().expect("stdout");
+    let mut go = String::new();
+    std::io::stdin()
+        .read_line(&mut go)
+        .expect("the parent's go");
+    let opener = format!("child-{}", std::process::id());
+    let outcome = match open(place).await {
+        Ok(store) => append_as(&store, &opener).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(()) => println!("{SAYS}opened {opener}"),
+        Err(error) => println!("{SAYS}failed: {error:?}"),
+    }
+}
+
+/// In the parent: starts [`CHILDREN`] runs of this test binary's `child_test` with `env`
+/// set to `place` (a store that does not exist yet) and, once every child is ready, releases
+/// them and opens [`IN_PROCESS`] stores at `place` with `open` at the same moment. Every
+/// opener must succeed, and a store opened afterwards holds exactly one event of each.
+pub async fn open_concurrently<S, F>(
+    child_test: &str,
+    env: &str,
+    place: &str,
+    open: impl Fn(String) -> F,
+) where
+    S: EventStore + 'static,
+    F: Future<Output = FlextResult<S>> + Send + 'static,
+{
+    let (lines, heard) = mpsc::channel::<(usize, Option<String>)>();
+    let mut children: Vec<Child> = (0..CHILDREN)
+        .map(|n| {
+            let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", child_test, "--nocapture", "--test-threads", "1"])
+                .env(env, place)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("a child starts");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = lines.send((n, Some(line)));
+                }
+                let _ = lines.send((n, None));
+            });
+            child
+        })
+        .collect();
+    drop(lines);
+
+    // Every child says `ready` (or ends) before any opener starts.
+    let mut voices = Voices {
+        heard,
+        ready: BTreeSet::new(),
+        outcomes: vec![None; CHILDREN],
+    };
+    tokio::task::block_in_place(|| voices.listen_until(|v| v.ready.len() == CHILDREN));
+    assert_eq!(voices.ready.len(), CHILDREN, "every child started in time");
+
+    for child in &mut children {
+        let stdin = child.stdin.as_mut().expect("piped stdin");
+        let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
+    }
+    let tasks: Vec<_> = (0..IN_PROCESS)
+        .map(|n| {
+            let opening = open(place.to_owned());
+            tokio::spawn(async move {
+                let store = opening.await?;
+                append_as(&store, &format!("task-{n}")).await
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for (n, task) in tasks.into_iter().enumerate() {
+        if let Err(error) = task.await.expect("an opener task") {
+            failures.push(format!("in-process opener {n}: {error:?}"));
+        }
+    }
+
+    tokio::task::block_in_place(|| voices.listen_until(|v| v.outcomes.iter().all(Option::is_some)));
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for (n, outcome) in voices.outcomes.iter().enumerate() {
+        match outcome {
+            Some(line) if line.starts_with("opened ") => {}
+            Some(line) => failures.push(format!("child {n}: {line}")),
+            None => failures.push(format!("child {n}: no answer in time")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "every opener of a fresh store succeeds:\n{}",
+        failures.join("\n")
+    );
+
+    let store = open(place.to_owned())
+        .await
+        .expect("the store opens once more");
+    let all = store.read_all(1, usize::MAX).await.expect("read_all");
+    assert_eq!(
+        all.len(),
+        CHILDREN + IN_PROCESS,
+        "each opener's event, once: {all:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|e| e.stream_id.starts_with("opener-") && e.version == 1),
+        "each opener's event starts its own stream"
+    );
+    let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "positions from 1 without gaps"
+    );
+}
+
+/// What the children said: which are ready, and how each open went.
+struct Voices {
+    heard: mpsc::Receiver<(usize, Option<String>)>,
+    ready: BTreeSet<usize>,
+    outcomes: Vec<Option<String>>,
+}
+
+impl Voices {
+    /// Reads the children's lines until `done` (or [`PATIENCE`] has passed). A child that
+    /// ends counts as ready, and as failed unless it said otherwise.
+    fn listen_until(&mut self, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.heard.recv_timeout(left) {
+                Ok((n, Some(line))) => match line.split_once(SAYS) {
+                    Some((_, "ready")) => {
+                        self.ready.insert(n);
+                    }
+                    Some((_, said)) => self.outcomes[n] = Some(said.to_owned()),
+                    None => {}
+                },
+                Ok((n, None)) => {
+                    self.ready.insert(n);
+                    self.outcomes[n].get_or_insert_with(|| "failed: it ended".to_owned());
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// The name libtest gives the test `name` of the module `module` (a `module_path!()`, whose
+/// first segment is the crate's).
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_, inner)) => format!("{inner}::{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Writes a durable store's concurrent-open test: `concurrent_open_child` (which does
+/// nothing unless `$env` is set, so only the parent's children run it) and
+/// `concurrent_opens_of_a_fresh_store_all_succeed`.
+///
+/// - `$env`: the variable that tells a child where the store is;
+/// - `$fresh`: an async fn returning `Option<String>`, a place where no store exists yet
+///   (nothing created), or `None` to skip;
+/// - `$open`: an async fn opening the store at a place, `FlextResult<S>`;
+/// - `$schema`: an async fn given the place once every opener is done, checking what only
+///   the store knows (each migration recorded once, say).
+///
+/// Invoke it in a module of the integration-test binary; the calling crate needs `tokio`
+/// with the `macros` and `rt-multi-thread` features.
+#[macro_export]
+macro_rules! concurrent_open_test {
+    (env: $env:expr, fresh: $fresh:path, open: $open:path, schema: $schema:path) => {
+        /// In a child: open the store when the parent says go, and say how it went.
+        #[tokio::test]
+        async fn concurrent_open_child() {
+            let Ok(place) = std::env::var($env) else {
+                return; // Only the concurrent-open test runs this, in child processes.
+            };
+            $crate::event_store::opening::open_in_child(place, $open).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_opens_of_a_fresh_store_all_succeed() {
+            let Some(place) = $fresh().await else {
+                return;
+            };
+            let child =
+                $crate::event_store::opening::test_name(module_path!(), "concurrent_open_child");
+            $crate::event_store::opening::open_concurrently(&child, $env, &place, $open).await;
+            $schema(place).await;
+        }
+    };
+}
