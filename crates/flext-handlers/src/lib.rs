@@ -143,7 +143,7 @@ pub mod CQRS {
 /// The durable stores, each behind its feature (`sqlite`, `postgres`, or `full`); the
 /// in-memory store is always here.
 pub mod stores {
-    pub use flext_store::InMemoryEventStore;
+    pub use flext_store::{InMemoryEventStore, StoreLimits};
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions, redact};
     #[cfg(feature = "sqlite")]

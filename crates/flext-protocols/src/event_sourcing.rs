@@ -32,6 +32,13 @@ pub type EventStream = Pin<Box<dyn Stream<Item = FlextResult<StoredEvent>> + Sen
 ///   returns the original [`AppendResult`] (an idempotent retry). An event id stored
 ///   elsewhere, or twice in one batch, is a `DUPLICATE`; nothing is stored.
 /// - A reader of all events never skips a committed event.
+/// - An empty batch is an ok no-op once its expected version is satisfied: it stores and
+///   notifies nothing and returns the stream's version and the head as an empty range
+///   (`first_version = version + 1`, `last_version = version`, and likewise for positions).
+/// - Reads from a version or position past the end, up to `u64::MAX`, return no events.
+/// - A payload, metadata or batch over the store's limits (`flext_store::StoreLimits`, the
+///   same defaults on every store) is an `INVALID_ARGUMENT` naming the limit; nothing is
+///   stored.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends `events` to `stream_id` if the stream's version satisfies `expected`.

@@ -277,7 +277,8 @@ pub struct AppendResult {
 }
 
 impl AppendResult {
-    /// Where `count` events (at least 1) went, appended to a stream at `version` in a store
+    /// Where `count` events (at least 1; an empty batch's result is an empty range, see the
+    /// `EventStore` contract) went, appended to a stream at `version` in a store
     /// whose last position was `head`.
     ///
     /// ```
