@@ -313,7 +313,7 @@ pub struct Snapshot {
     pub timestamp: OffsetDateTime,
 }
 
-/// An event a projection gave up on, with why.
+/// An event a projection gave up on, with why, or parked behind one it gave up on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The event's global position.
@@ -328,6 +328,11 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// The last error.
     pub error: FlextError,
+    /// For an event never tried because an earlier event of its stream is a dead letter:
+    /// that letter's position (the event is parked behind it). `None` for an event that was
+    /// tried and failed. Absent from the JSON of older letters, which read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_behind: Option<u64>,
 }
 
 #[cfg(test)]
