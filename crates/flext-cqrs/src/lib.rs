@@ -80,7 +80,9 @@ pub use es::{
     Envelope, EventRelay, Executed, InMemoryEventStore, Loaded, ProjectionConfig,
     ProjectionProgress, ProjectionRunner, Repository, RepositoryConfig, Upcasters,
 };
-pub use event::{Delivery, DeliveryFailure, EventBus, PublishReport, SubscriptionId};
+pub use event::{
+    Delivery, DeliveryFailure, EventBus, PublishReport, SubscriberInfo, SubscriptionId,
+};
 pub use metrics::{
     CommandBusMetrics, EventBusMetrics, EventMetrics, MessageTypeMetrics, QueryBusMetrics,
 };
