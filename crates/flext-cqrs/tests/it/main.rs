@@ -3,7 +3,9 @@
 mod account;
 mod commands;
 mod concurrency;
+mod es_dead_letters;
 mod es_projection;
+mod es_relay;
 mod es_repository;
 mod events;
 mod instrumentation;
