@@ -104,28 +104,28 @@ impl Projection for Scripted {
 }
 
 impl Scripted {
-    fn plan(&self, position: u64, errors: impl IntoIterator<Item = FlextError>) {
+    pub(crate) fn plan(&self, position: u64, errors: impl IntoIterator<Item = FlextError>) {
         self.planned
             .lock()
             .unwrap()
             .insert(position, errors.into_iter().collect());
     }
 
-    fn poison(&self, position: u64) {
+    pub(crate) fn poison(&self, position: u64) {
         self.poisoned.lock().unwrap().insert(position);
     }
 
-    fn cure(&self, position: u64) {
+    pub(crate) fn cure(&self, position: u64) {
         self.poisoned.lock().unwrap().remove(&position);
     }
 
-    fn gate(&self, position: u64) -> Arc<Gate> {
+    pub(crate) fn gate(&self, position: u64) -> Arc<Gate> {
         let gate = Arc::new(Gate::default());
         self.gates.lock().unwrap().insert(position, gate.clone());
         gate
     }
 
-    fn applied(&self) -> Vec<u64> {
+    pub(crate) fn applied(&self) -> Vec<u64> {
         self.applied
             .lock()
             .unwrap()
@@ -134,7 +134,7 @@ impl Scripted {
             .collect()
     }
 
-    fn applied_of(&self, stream: &str) -> Vec<u64> {
+    pub(crate) fn applied_of(&self, stream: &str) -> Vec<u64> {
         self.applied
             .lock()
             .unwrap()
@@ -144,7 +144,7 @@ impl Scripted {
             .collect()
     }
 
-    fn tries_of(&self, position: u64) -> Vec<Instant> {
+    pub(crate) fn tries_of(&self, position: u64) -> Vec<Instant> {
         self.tries
             .lock()
             .unwrap()
@@ -156,7 +156,7 @@ impl Scripted {
 }
 
 /// Appends one event to `stream`: its position.
-pub(crate) async fn append(store: &InMemoryEventStore, stream: &str) -> u64 {
+pub(crate) async fn append(store: &impl EventStore, stream: &str) -> u64 {
     let event = NewEvent::new("Ping", JsonPayload::encode(&stream).unwrap());
     store
         .append(stream, ExpectedVersion::Any, vec![event])

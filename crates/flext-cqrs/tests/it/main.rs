@@ -7,6 +7,7 @@ mod es_dead_letters;
 mod es_projection;
 mod es_relay;
 mod es_repository;
+mod es_sqlite;
 mod events;
 mod instrumentation;
 mod middleware;
