@@ -35,7 +35,7 @@ pub struct ProjectionConfig {
     /// Events read per batch while catching up (not used by a relay's deliveries).
     pub batch_size: usize,
     /// Tries per event that an [`ErrorClass::Counted`] failure may use up before the event
-    /// goes to the dead letters (default [`handler::MAX_RETRIES`]).
+    /// goes to the dead letters (default [`handler::MAX_RETRIES`]; 0 reads as 1).
     pub max_attempts: u32,
     /// The waits between two tries of one event (default: 100 ms doubling up to 10 s,
     /// ±20% jitter).

@@ -112,7 +112,8 @@ impl Backoff {
         } else {
             self.jitter.clamp(0.0, 1.0)
         };
-        let max = self.max_backoff.max(self.initial_backoff).as_secs_f64();
+        let max_backoff = self.max_backoff.max(self.initial_backoff);
+        let max = max_backoff.as_secs_f64();
         let exponent = i32::try_from(failure.saturating_sub(1)).unwrap_or(i32::MAX);
         let base = (self.initial_backoff.as_secs_f64() * multiplier.powi(exponent)).min(max);
         let spread = if jitter == 0.0 {
@@ -120,8 +121,7 @@ impl Backoff {
         } else {
             1.0 + jitter * (unit_random() * 2.0 - 1.0)
         };
-        Duration::try_from_secs_f64((base * spread).max(0.0))
-            .unwrap_or(Duration::from_secs_f64(max))
+        Duration::try_from_secs_f64((base * spread).max(0.0)).unwrap_or(max_backoff)
     }
 }
 

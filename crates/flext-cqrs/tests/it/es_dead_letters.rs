@@ -204,6 +204,39 @@ fn exact(initial: u64) -> Backoff {
         .with_jitter(0.0)
 }
 
+#[test]
+fn backoff_values_out_of_range_are_read_as_the_nearest_valid_one() {
+    let second = Duration::from_secs(1);
+    let shrinking = Backoff::fixed(second).with_multiplier(0.5);
+    assert_eq!(
+        shrinking.delay(5),
+        second,
+        "a multiplier below 1 reads as 1"
+    );
+    let nan = Backoff::fixed(second)
+        .with_multiplier(f64::NAN)
+        .with_jitter(f64::NAN);
+    assert_eq!(nan.delay(3), second);
+    let huge = Backoff::exponential(second)
+        .with_max_backoff(Duration::MAX)
+        .with_jitter(5.0);
+    for failure in [1, 64, u32::MAX] {
+        assert!(
+            huge.delay(failure) <= Duration::MAX,
+            "no panic at {failure}"
+        );
+    }
+    let inverted = Backoff::exponential(second)
+        .with_max_backoff(Duration::from_millis(1))
+        .with_jitter(0.0);
+    assert_eq!(
+        inverted.delay(4),
+        second,
+        "max below initial reads as initial"
+    );
+    assert_eq!(Backoff::none().delay(9), Duration::ZERO);
+}
+
 #[tokio::test(start_paused = true)]
 async fn transient_errors_are_retried_with_backoff_without_using_up_attempts() {
     let store = InMemoryEventStore::new();
