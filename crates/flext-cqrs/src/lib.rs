@@ -22,9 +22,12 @@
 //! snapshot plus later events, or a cached state plus later events) and runs their commands
 //! with optimistic concurrency, retrying on conflicts. [`InMemoryEventStore`] is the
 //! embedded store. [`Upcasters`] bring old payloads to the current shape. A
-//! [`ProjectionRunner`] feeds a read model from the log with checkpoints and dead letters;
-//! an [`EventRelay`] is the projection that publishes stored events to an [`EventBus`], so
-//! the log is the outbox.
+//! [`ProjectionRunner`] feeds a read model from the log with checkpoints, retries with
+//! [`Backoff`] (transient failures, by [`ErrorClass`], until a give-up time) and dead
+//! letters sequenced per stream ([`DeadLetterPolicy`]) that can be listed, retried and
+//! discarded; an [`EventRelay`] is the projection that delivers stored events to every
+//! subscriber of an [`EventBus`], each with its own progress and dead letters, so the log
+//! is the outbox.
 //!
 //! # Order of a dispatch
 //!
@@ -77,10 +80,13 @@ pub use dispatch::{
     BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
 };
 pub use es::{
-    Envelope, EventRelay, Executed, InMemoryEventStore, Loaded, ProjectionConfig,
-    ProjectionProgress, ProjectionRunner, Repository, RepositoryConfig, Upcasters,
+    Backoff, DeadLetterPolicy, DeadLetterRetry, Envelope, ErrorClass, EventRelay, Executed,
+    InMemoryEventStore, Loaded, ProjectionConfig, ProjectionProgress, ProjectionRunner, Repository,
+    RepositoryConfig, TRANSIENT_BY_DEFAULT, Upcasters,
 };
-pub use event::{Delivery, DeliveryFailure, EventBus, PublishReport, SubscriptionId};
+pub use event::{
+    Delivery, DeliveryFailure, EventBus, PublishReport, SubscriberInfo, SubscriptionId,
+};
 pub use metrics::{
     CommandBusMetrics, EventBusMetrics, EventMetrics, MessageTypeMetrics, QueryBusMetrics,
 };

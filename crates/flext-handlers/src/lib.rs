@@ -131,12 +131,13 @@ pub mod Implementation {
 pub mod CQRS {
     pub use flext_cqrs::Instrumentation;
     pub use flext_cqrs::{
-        AuthorizationMiddleware, BusMiddleware, CommandBus, CommandBusMetrics, Delivery,
-        DeliveryFailure, Dispatch, DispatchContext, DispatchOutput, Envelope, EventBus,
-        EventBusMetrics, EventMetrics, EventRelay, Executed, InMemoryEventStore, Loaded,
-        MessageKind, MessageTypeMetrics, ProjectionConfig, ProjectionProgress, ProjectionRunner,
-        PublishReport, QueryBus, QueryBusMetrics, Repository, RepositoryConfig, SubscriptionId,
-        TimeoutMiddleware, Upcasters, ValidationMiddleware,
+        AuthorizationMiddleware, Backoff, BusMiddleware, CommandBus, CommandBusMetrics,
+        DeadLetterPolicy, DeadLetterRetry, Delivery, DeliveryFailure, Dispatch, DispatchContext,
+        DispatchOutput, Envelope, ErrorClass, EventBus, EventBusMetrics, EventMetrics, EventRelay,
+        Executed, InMemoryEventStore, Loaded, MessageKind, MessageTypeMetrics, ProjectionConfig,
+        ProjectionProgress, ProjectionRunner, PublishReport, QueryBus, QueryBusMetrics, Repository,
+        RepositoryConfig, SubscriberInfo, SubscriptionId, TRANSIENT_BY_DEFAULT, TimeoutMiddleware,
+        Upcasters, ValidationMiddleware,
     };
 }
 

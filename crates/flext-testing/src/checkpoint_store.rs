@@ -118,5 +118,6 @@ fn letter(position: u64, attempts: u32) -> DeadLetter {
         event_type: "UserCreated".to_owned(),
         attempts,
         error: FlextError::validation(format!("bad event at {position}")),
+        parked_behind: None,
     }
 }

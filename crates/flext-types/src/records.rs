@@ -314,7 +314,7 @@ pub struct Snapshot {
     pub timestamp: OffsetDateTime,
 }
 
-/// An event a projection gave up on, with why.
+/// An event a projection gave up on, with why, or parked behind one it gave up on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The event's global position.
@@ -329,6 +329,11 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// The last error.
     pub error: FlextError,
+    /// For an event never tried because an earlier event of its stream is a dead letter:
+    /// that letter's position (the event is parked behind it). `None` for an event that was
+    /// tried and failed. Absent from the JSON of older letters, which read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_behind: Option<u64>,
 }
 
 #[cfg(test)]
@@ -399,5 +404,34 @@ mod tests {
         let err = payload.decode::<Named>().unwrap_err();
         assert_eq!(err.code(), ErrorCode::SerializationError);
         assert!(err.message().contains("invalid type: integer `5`"), "{err}");
+    }
+
+    #[test]
+    fn dead_letters_read_without_parked_behind_and_write_it_only_when_parked() {
+        let letter = DeadLetter {
+            position: 7,
+            event_id: Uuid::nil(),
+            stream_id: "User-1".into(),
+            event_type: "UserCreated".into(),
+            attempts: 0,
+            error: FlextError::operation("parked"),
+            parked_behind: Some(3),
+        };
+        let text = serde_json::to_string(&letter).unwrap();
+        assert!(text.contains("\"parked_behind\":3"), "{text}");
+        assert_eq!(serde_json::from_str::<DeadLetter>(&text).unwrap(), letter);
+
+        let tried = DeadLetter {
+            parked_behind: None,
+            ..letter
+        };
+        let text = serde_json::to_string(&tried).unwrap();
+        assert!(
+            !text.contains("parked_behind"),
+            "older readers see the old shape: {text}"
+        );
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        old.as_object_mut().unwrap().remove("parked_behind");
+        assert_eq!(serde_json::from_value::<DeadLetter>(old).unwrap(), tried);
     }
 }

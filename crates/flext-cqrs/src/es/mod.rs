@@ -1,14 +1,18 @@
 //! Event sourcing: envelopes and upcasters, the in-memory store, the repository, the
-//! projection runner and the outbox relay.
+//! projection runner and the outbox relay, and how the last two retry.
 
+mod consumer;
 mod envelope;
 mod projection;
 mod relay;
 mod repository;
+mod retry;
 
+pub use consumer::DeadLetterRetry;
 pub use envelope::{Envelope, Upcasters};
 /// The in-memory stores live in `flext-store`; this path keeps working.
 pub use flext_store::InMemoryEventStore;
 pub use projection::{ProjectionConfig, ProjectionProgress, ProjectionRunner};
 pub use relay::EventRelay;
 pub use repository::{Executed, Loaded, Repository, RepositoryConfig};
+pub use retry::{Backoff, DeadLetterPolicy, ErrorClass, TRANSIENT_BY_DEFAULT};

@@ -1,26 +1,52 @@
-//! [`ProjectionRunner`]: feeds a projection from the log, with checkpoints and dead letters.
+//! [`ProjectionRunner`]: feeds a projection from the log, with checkpoints, retries and
+//! dead letters.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use flext_constants::handler;
-use flext_impl::catch_panic;
 use flext_protocols::{CheckpointStore, EventStore, Projection};
-use flext_types::{DeadLetter, FlextResult, StoredEvent};
+use flext_types::{DeadLetter, FlextError, FlextResult, StoredEvent};
 use futures_util::StreamExt;
 
-/// How a [`ProjectionRunner`] reads and retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::es::consumer::{Consumer, DeadLetterRetry, Outcome, Target, default_classifier};
+use crate::es::retry::{Backoff, DeadLetterPolicy, ErrorClass};
+
+/// How a [`ProjectionRunner`] (or an [`EventRelay`](crate::EventRelay), for each of its
+/// subscribers) reads, retries and gives up.
+///
+/// ```
+/// use std::time::Duration;
+/// use flext_cqrs::{Backoff, DeadLetterPolicy, ProjectionConfig};
+///
+/// let config = ProjectionConfig::default()
+///     .with_max_attempts(5)
+///     .with_backoff(Backoff::exponential(Duration::from_millis(50)))
+///     .with_give_up_after(Duration::from_secs(60))
+///     .with_dead_letter_policy(DeadLetterPolicy::Skip);
+/// assert_eq!(config.max_attempts, 5);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ProjectionConfig {
-    /// Events read per batch while catching up.
+    /// Events read per batch while catching up (not used by a relay's deliveries).
     pub batch_size: usize,
-    /// Tries per event before it goes to the dead letters.
+    /// Tries per event that an [`ErrorClass::Counted`] failure may use up before the event
+    /// goes to the dead letters (default [`handler::MAX_RETRIES`]; 0 reads as 1).
     pub max_attempts: u32,
-    /// The pause between two tries of one event.
-    pub retry_delay: Duration,
+    /// The waits between two tries of one event (default: 100 ms doubling up to 10 s,
+    /// ±20% jitter).
+    pub backoff: Backoff,
+    /// How long [`ErrorClass::Transient`] failures are retried, from the event's first
+    /// failure, before it goes to the dead letters (default 5 minutes; `Duration::MAX`
+    /// retries them for ever).
+    pub give_up_after: Duration,
+    /// What a dead letter does to its stream's later events (default
+    /// [`DeadLetterPolicy::Sequenced`]).
+    pub dead_letter_policy: DeadLetterPolicy,
 }
 
 impl Default for ProjectionConfig {
@@ -28,7 +54,9 @@ impl Default for ProjectionConfig {
         Self {
             batch_size: 256,
             max_attempts: handler::MAX_RETRIES,
-            retry_delay: Duration::ZERO,
+            backoff: Backoff::default(),
+            give_up_after: Duration::from_secs(300),
+            dead_letter_policy: DeadLetterPolicy::Sequenced,
         }
     }
 }
@@ -41,17 +69,32 @@ impl ProjectionConfig {
         self
     }
 
-    /// The same configuration trying each event `attempts` times before dead-lettering it.
+    /// The same configuration letting counted failures try each event `attempts` times
+    /// before dead-lettering it.
     #[must_use]
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
     }
 
-    /// The same configuration pausing `delay` between two tries of one event.
+    /// The same configuration waiting as `backoff` says between two tries of one event.
     #[must_use]
-    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
-        self.retry_delay = delay;
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The same configuration retrying transient failures of one event for `limit`.
+    #[must_use]
+    pub fn with_give_up_after(mut self, limit: Duration) -> Self {
+        self.give_up_after = limit;
+        self
+    }
+
+    /// The same configuration with `policy` for dead letters' streams.
+    #[must_use]
+    pub fn with_dead_letter_policy(mut self, policy: DeadLetterPolicy) -> Self {
+        self.dead_letter_policy = policy;
         self
     }
 }
@@ -63,6 +106,9 @@ pub struct ProjectionProgress {
     pub applied: u64,
     /// Events given up on and recorded as dead letters.
     pub dead_lettered: u64,
+    /// Events not tried because an earlier event of their stream is a dead letter, recorded
+    /// as dead letters parked behind it.
+    pub parked: u64,
     /// The checkpoint after the run: the last position finished.
     pub position: u64,
 }
@@ -75,15 +121,34 @@ pub struct ProjectionProgress {
 ///   until its shutdown future resolves.
 /// - Delivery is at least once: a crash after an event is applied and before its checkpoint
 ///   is saved applies it again on restart.
-/// - An event that fails (or panics) `max_attempts` times in a row is recorded as a
-///   [`DeadLetter`] and the runner moves on.
-/// - [`rebuild`](ProjectionRunner::rebuild) empties the projection, forgets the checkpoint
-///   and dead letters, and replays from the first event.
+/// - A failing (or panicking) event is tried again after a [`Backoff`]. Its error's
+///   [`ErrorClass`] decides how long: transient failures (by default `STORAGE_ERROR`,
+///   `TIMEOUT`, `RATE_LIMITED`) until `give_up_after` has passed since its first failure,
+///   other failures until they used up `max_attempts` tries, permanent ones not at all.
+///   Then it becomes a [`DeadLetter`] and the runner moves on.
+/// - Sequenced ([`DeadLetterPolicy::Sequenced`], the default), a dead letter parks its
+///   stream: each later event of that stream is recorded, untried, as a dead letter parked
+///   behind it, so a stream's events are never applied out of order; other streams go on.
+///   [`DeadLetterPolicy::Skip`] applies the stream's later events as usual.
+/// - An event that already is a dead letter (after a restart, or in a rebuild) is not
+///   tried again by the runner: only [`retry_dead_letter`](ProjectionRunner::retry_dead_letter)
+///   applies it.
+/// - [`dead_letters`](ProjectionRunner::dead_letters) lists them,
+///   [`retry_dead_letter`](ProjectionRunner::retry_dead_letter) applies one again (and,
+///   sequenced, the letters parked behind it, in order, until one fails again),
+///   [`discard_dead_letter`](ProjectionRunner::discard_dead_letter) drops one, and
+///   [`clear_dead_letters`](ProjectionRunner::clear_dead_letters) drops them all.
+/// - [`rebuild`](ProjectionRunner::rebuild) empties the projection and replays from the
+///   first event, keeping the dead letters (their events stay unapplied, parked streams
+///   stay parked).
+///
+/// Dead letters are managed through the runner that owns the projection: it mirrors them
+/// in memory (read once from the store), so that no event costs a read.
 pub struct ProjectionRunner {
     events: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     projection: Arc<dyn Projection>,
-    config: ProjectionConfig,
+    consumer: Consumer,
 }
 
 impl ProjectionRunner {
@@ -93,19 +158,52 @@ impl ProjectionRunner {
         checkpoints: Arc<dyn CheckpointStore>,
         projection: Arc<dyn Projection>,
     ) -> Self {
+        let consumer = Consumer::new(
+            projection.name().to_owned(),
+            checkpoints.clone(),
+            ProjectionConfig::default(),
+            default_classifier(),
+        );
         Self {
             events,
             checkpoints,
             projection,
-            config: ProjectionConfig::default(),
+            consumer,
         }
     }
 
     /// The same runner with `config`.
     #[must_use]
     pub fn with_config(mut self, config: ProjectionConfig) -> Self {
-        self.config = config;
+        self.consumer.config = config;
         self
+    }
+
+    /// The same runner classifying failures with `classify` instead of [`ErrorClass::of`].
+    ///
+    /// ```
+    /// use flext_constants::ErrorCode;
+    /// use flext_cqrs::{ErrorClass, ProjectionRunner};
+    /// # fn runner() -> ProjectionRunner { unimplemented!() }
+    /// # fn build() -> ProjectionRunner {
+    /// runner().with_error_classifier(|error| match error.code() {
+    ///     ErrorCode::SerializationError => ErrorClass::Permanent,
+    ///     _ => ErrorClass::of(error),
+    /// })
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_error_classifier(
+        mut self,
+        classify: impl Fn(&FlextError) -> ErrorClass + Send + Sync + 'static,
+    ) -> Self {
+        self.consumer.classify = Arc::new(classify);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProjectionConfig {
+        &self.consumer.config
     }
 
     /// The projection's name (its checkpoint's key).
@@ -122,9 +220,55 @@ impl ProjectionRunner {
             .unwrap_or(0))
     }
 
-    /// The events the projection gave up on.
+    /// The events the projection gave up on, and those parked behind them, in position
+    /// order.
     pub async fn dead_letters(&self) -> FlextResult<Vec<DeadLetter>> {
-        self.checkpoints.dead_letters(self.name()).await
+        self.consumer.dead_letters().await
+    }
+
+    /// Applies the dead letter at `position` again, once, and removes it if that works.
+    ///
+    /// Sequenced, `position` must be the first letter of its stream (the one the others
+    /// are parked behind; `INVALID_ARGUMENT` otherwise, naming it), and the letters parked
+    /// behind it are applied after it, in order, until one fails again: that one stays,
+    /// with its attempts and error updated, as the head the rest stay parked behind. With
+    /// [`DeadLetterPolicy::Skip`] only the one letter is applied. `NOT_FOUND` when there
+    /// is no letter at `position`; `CONCURRENCY_CONFLICT` when a retry or discard of the
+    /// same stream is running.
+    pub async fn retry_dead_letter(&self, position: u64) -> FlextResult<DeadLetterRetry> {
+        self.consumer
+            .retry(
+                &*self.events,
+                position,
+                &ProjectionTarget(&*self.projection),
+            )
+            .await
+    }
+
+    /// Retries every stream's dead letters (every letter, with
+    /// [`DeadLetterPolicy::Skip`]), in position order.
+    pub async fn retry_dead_letters(&self) -> FlextResult<DeadLetterRetry> {
+        self.consumer
+            .retry_all(&*self.events, &ProjectionTarget(&*self.projection))
+            .await
+    }
+
+    /// Removes the dead letter at `position` without applying its event: whether there
+    /// was one.
+    ///
+    /// Sequenced, discarding a stream's first letter releases the next one for retry: it
+    /// becomes the head (untried, not applied by itself), and the rest stay parked behind
+    /// it; discarding the last letter of a stream lets the runner apply that stream's new
+    /// events again. Discarding a parked letter drops that event from the sequence.
+    pub async fn discard_dead_letter(&self, position: u64) -> FlextResult<bool> {
+        self.consumer.discard(position).await
+    }
+
+    /// Removes every dead letter without applying any (every stream unparked): how many
+    /// there were. Before a [`rebuild`](Self::rebuild), this makes the replay try their
+    /// events again.
+    pub async fn clear_dead_letters(&self) -> FlextResult<usize> {
+        self.consumer.clear().await
     }
 
     /// Applies every event committed after the checkpoint.
@@ -133,7 +277,7 @@ impl ProjectionRunner {
             position: self.position().await?,
             ..ProjectionProgress::default()
         };
-        let batch_size = self.config.batch_size.max(1);
+        let batch_size = self.consumer.config.batch_size.max(1);
         loop {
             let batch = self
                 .events
@@ -169,11 +313,15 @@ impl ProjectionRunner {
         }
     }
 
-    /// Empties the projection, forgets its checkpoint and dead letters, and replays every
-    /// event.
+    /// Empties the projection, forgets its checkpoint and replays every event.
+    ///
+    /// The dead letters stay: their events are not applied in the replay and parked
+    /// streams stay parked (their events before the first letter are applied, later ones
+    /// stay parked). Call [`clear_dead_letters`](Self::clear_dead_letters) first to try
+    /// every event again.
     pub async fn rebuild(&self) -> FlextResult<ProjectionProgress> {
         self.projection.reset().await?;
-        self.checkpoints.reset(self.name()).await?;
+        self.checkpoints.save_checkpoint(self.name(), 0).await?;
         self.catch_up().await
     }
 
@@ -185,39 +333,15 @@ impl ProjectionRunner {
         if event.position <= progress.position {
             return Ok(());
         }
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match catch_panic(self.projection.apply(event)).await {
-                Ok(()) => {
-                    progress.applied += 1;
-                    break;
-                }
-                Err(error) if attempts >= self.config.max_attempts.max(1) => {
-                    tracing::warn!(projection = self.name(), position = event.position, %error, "event dead-lettered");
-                    self.checkpoints
-                        .add_dead_letter(
-                            self.name(),
-                            DeadLetter {
-                                position: event.position,
-                                event_id: event.event_id,
-                                stream_id: event.stream_id.to_string(),
-                                event_type: event.event_type.to_string(),
-                                attempts,
-                                error,
-                            },
-                        )
-                        .await?;
-                    progress.dead_lettered += 1;
-                    break;
-                }
-                Err(error) => {
-                    tracing::debug!(projection = self.name(), position = event.position, attempts, %error, "projection failed; retrying");
-                    if !self.config.retry_delay.is_zero() {
-                        tokio::time::sleep(self.config.retry_delay).await;
-                    }
-                }
-            }
+        let outcome = self
+            .consumer
+            .handle(event, &ProjectionTarget(&*self.projection))
+            .await?;
+        match outcome {
+            Outcome::Applied => progress.applied += 1,
+            Outcome::DeadLettered => progress.dead_lettered += 1,
+            Outcome::Parked => progress.parked += 1,
+            Outcome::Held => {}
         }
         self.checkpoints
             .save_checkpoint(self.name(), event.position)
@@ -227,11 +351,21 @@ impl ProjectionRunner {
     }
 }
 
+/// A projection as what a consumer applies events to.
+struct ProjectionTarget<'a>(&'a dyn Projection);
+
+#[async_trait]
+impl Target for ProjectionTarget<'_> {
+    async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
+        self.0.apply(event).await
+    }
+}
+
 impl fmt::Debug for ProjectionRunner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProjectionRunner")
             .field("projection", &self.projection.name())
-            .field("config", &self.config)
+            .field("config", &self.consumer.config)
             .finish_non_exhaustive()
     }
 }

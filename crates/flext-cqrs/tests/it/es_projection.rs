@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flext_constants::ErrorCode;
 use flext_cqrs::{
-    Envelope, EventBus, EventRelay, InMemoryEventStore, ProjectionConfig, ProjectionRunner,
-    Repository, Upcasters,
+    Backoff, DeadLetterPolicy, Envelope, EventBus, EventRelay, InMemoryEventStore,
+    ProjectionConfig, ProjectionRunner, Repository, Upcasters,
 };
 use flext_protocols::{CheckpointStore, Projection};
 use flext_types::{FlextError, FlextResult, StoredEvent};
@@ -129,7 +129,7 @@ async fn catch_up_reads_in_batches() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_poisoned_event_is_dead_lettered_after_its_tries_and_the_runner_moves_on() {
+async fn a_poisoned_event_is_dead_lettered_after_its_tries_and_the_skip_policy_moves_on() {
     let store = seeded(&[10, 13, 20]).await;
     let projection = Arc::new(Balances {
         poison: Some(13),
@@ -138,7 +138,8 @@ async fn a_poisoned_event_is_dead_lettered_after_its_tries_and_the_runner_moves_
     let runner = runner(&store, projection.clone()).with_config(
         ProjectionConfig::default()
             .with_max_attempts(4)
-            .with_retry_delay(Duration::from_millis(100)),
+            .with_backoff(Backoff::fixed(Duration::from_millis(100)))
+            .with_dead_letter_policy(DeadLetterPolicy::Skip),
     );
     let started = tokio::time::Instant::now();
     let progress = runner.catch_up().await.unwrap();
@@ -179,7 +180,7 @@ impl Projection for Panicky {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panicking_projection_dead_letters_instead_of_crashing() {
     let store = seeded(&[]).await;
     let runner = ProjectionRunner::new(
@@ -196,8 +197,8 @@ async fn a_panicking_projection_dead_letters_instead_of_crashing() {
     );
 }
 
-#[tokio::test]
-async fn rebuild_replays_from_zero_and_forgets_dead_letters() {
+#[tokio::test(start_paused = true)]
+async fn rebuild_replays_from_zero_and_keeps_dead_letters() {
     let store = seeded(&[10, 13]).await;
     let poisoned = Arc::new(Balances {
         poison: Some(13),
@@ -206,10 +207,11 @@ async fn rebuild_replays_from_zero_and_forgets_dead_letters() {
     let runner = runner(&store, poisoned.clone());
     runner.catch_up().await.unwrap();
     assert_eq!(runner.dead_letters().await.unwrap().len(), 1);
+    let tries = poisoned.attempts_on_poison.load(Ordering::SeqCst);
     let progress = runner.rebuild().await.unwrap();
     assert_eq!(
         (progress.applied, progress.dead_lettered, progress.position),
-        (2, 1, 3)
+        (2, 0, 3)
     );
     assert_eq!(
         poisoned.total("a"),
@@ -219,7 +221,12 @@ async fn rebuild_replays_from_zero_and_forgets_dead_letters() {
     assert_eq!(
         runner.dead_letters().await.unwrap().len(),
         1,
-        "the old letters were forgotten, the replay wrote one"
+        "the letter was kept"
+    );
+    assert_eq!(
+        poisoned.attempts_on_poison.load(Ordering::SeqCst),
+        tries,
+        "and its event not tried again"
     );
 }
 
@@ -276,7 +283,8 @@ async fn the_log_is_the_outbox_a_crash_before_publishing_loses_nothing() {
         async { Ok(()) }
     });
     let relay = Arc::new(
-        EventRelay::<AccountEvent>::new("accounts-to-bus", bus.clone()).for_category("Account"),
+        EventRelay::<AccountEvent>::new("accounts-to-bus", bus.clone(), Arc::new(store.clone()))
+            .for_category("Account"),
     );
     let runner = ProjectionRunner::new(
         Arc::new(store.clone()),
@@ -323,13 +331,16 @@ async fn a_relay_skips_other_aggregates_streams() {
     .await
     .unwrap();
     let bus = Arc::new(EventBus::new());
-    let relay =
-        Arc::new(EventRelay::<AccountEvent>::new("relay", bus.clone()).for_category("Account"));
+    bus.subscribe_type_fn(|_: Arc<Envelope<AccountEvent>>| async { Ok(()) });
+    let relay = Arc::new(
+        EventRelay::<AccountEvent>::new("relay", bus.clone(), Arc::new(store.clone()))
+            .for_category("Account"),
+    );
     let runner = ProjectionRunner::new(Arc::new(store.clone()), Arc::new(store.clone()), relay);
     let progress = runner.catch_up().await.unwrap();
     assert_eq!((progress.applied, progress.dead_lettered), (3, 0));
     assert_eq!(
-        bus.metrics().events_published,
+        bus.metrics().deliveries,
         2,
         "the Accounting stream was not relayed"
     );

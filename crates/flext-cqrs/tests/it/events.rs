@@ -247,3 +247,97 @@ async fn concurrent_delivery_reports_in_subscription_order() {
     assert_eq!(names, ["s0", "s2", "s4"]);
     assert_eq!(report.delivered, 2);
 }
+
+#[tokio::test]
+async fn subscribers_and_subscriptions_list_who_a_publish_reaches() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    let first = recorder(&bus, &log, "first");
+    let by_type = bus.subscribe_type(handler_fn("every user", |_: Arc<UserCreated>| async {
+        Ok(())
+    }));
+    let other = bus.subscribe_fn("UserDeleted", |_: Arc<UserCreated>| async { Ok(()) });
+    let names: Vec<_> = bus
+        .subscribers::<UserCreated>("UserCreated")
+        .into_iter()
+        .map(|info| (info.subscription, info.name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (first, "UserCreated subscriber".to_owned()),
+            (by_type, "every user".to_owned())
+        ]
+    );
+    let all: Vec<_> = bus
+        .subscriptions()
+        .into_iter()
+        .map(|info| info.subscription)
+        .collect();
+    assert_eq!(all, [first, by_type, other]);
+}
+
+#[tokio::test]
+async fn deliver_to_reaches_one_subscriber_and_counts_a_delivery_not_a_publish() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    let first = recorder(&bus, &log, "first");
+    let second = recorder(&bus, &log, "second");
+    let failing = bus.subscribe_fn("UserCreated", |_: Arc<UserCreated>| async {
+        Err(FlextError::timeout("slow"))
+    });
+    bus.deliver_to(second, Arc::new(created("7")), None)
+        .await
+        .unwrap();
+    assert_eq!(*log.lock().unwrap(), ["second:7"]);
+    let error = bus
+        .deliver_to(failing, Arc::new(created("7")), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout);
+    let metrics = bus.metrics();
+    assert_eq!(
+        (
+            metrics.events_published,
+            metrics.deliveries,
+            metrics.failed_deliveries
+        ),
+        (0, 1, 1)
+    );
+
+    bus.unsubscribe(first).unwrap();
+    let error = bus
+        .deliver_to(first, Arc::new(created("8")), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn deliver_to_refuses_an_event_of_another_name_or_type() {
+    struct Renamed;
+    impl Event for Renamed {
+        fn event_name(&self) -> &str {
+            "UserCreated"
+        }
+    }
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    let subscription = recorder(&bus, &log, "only");
+    let deleted = bus.subscribe_fn("UserDeleted", |_: Arc<UserCreated>| async { Ok(()) });
+    let error = bus
+        .deliver_to(deleted, Arc::new(created("1")), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert_eq!(
+        error.to_string(),
+        format!("Subscription {deleted} listens to 'UserDeleted', not 'UserCreated'")
+    );
+    let error = bus
+        .deliver_to(subscription, Arc::new(Renamed), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::OperationError);
+    assert!(log.lock().unwrap().is_empty());
+}

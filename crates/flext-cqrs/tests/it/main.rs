@@ -3,8 +3,11 @@
 mod account;
 mod commands;
 mod concurrency;
+mod es_dead_letters;
 mod es_projection;
+mod es_relay;
 mod es_repository;
+mod es_sqlite;
 mod events;
 mod instrumentation;
 mod middleware;
