@@ -75,7 +75,8 @@ const SCAN_PAGE: usize = 256;
 ///   action or compensation, cannot tell it from a dead process: it runs the same work
 ///   again, under the same idempotency key, possibly at the same time. The first one's next
 ///   append then conflicts and it stops. So resume a run from one process at a time (for
-///   example at startup), or make every action and compensation safe to repeat by its key.
+///   example at startup), and make every action and compensation safe to repeat by its key
+///   (a crash alone already makes work run again), even when the repeats overlap.
 ///
 /// ```
 /// use std::sync::Arc;
