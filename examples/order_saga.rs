@@ -85,9 +85,14 @@ fn report(outcome: &SagaOutcome<OrderState>) {
             state.payment.as_deref().unwrap_or("-"),
             state.tracking.as_deref().unwrap_or("-"),
         ),
-        SagaStatus::Compensated => {
+        SagaStatus::Compensated | SagaStatus::CompensationFailed => {
+            let how = if outcome.status == SagaStatus::Compensated {
+                "compensated"
+            } else {
+                "not fully compensated (a resume retries the failed compensations)"
+            };
             println!(
-                "   ↩️  {} compensated: {} failed ({}); undone: {}",
+                "   ↩️  {} {how}: {} failed ({}); undone: {}",
                 outcome.saga_id,
                 outcome.failed_step.as_deref().unwrap_or("-"),
                 outcome

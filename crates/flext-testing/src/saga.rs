@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 pub const FIXTURE_SAGA_ID: &str = "fixture";
 
 /// Tests a saga against an in-memory store: given its recorded progress (none, or the
-/// records a crashed run left), when it runs or resumes, then it completed, compensated or
-/// failed, and recorded exactly these events. A saga that fails to build (a bad name, a
+/// records a crashed run left), when it runs or resumes, then it completed, compensated,
+/// is waiting for failed compensations to be retried, or failed, and recorded exactly these
+/// events. A saga that fails to build (a bad name, a
 /// repeated step) is a failed run or resume, for [`SagaFixtureOutcome::then_error`].
 ///
 /// ```
@@ -163,6 +164,39 @@ impl<D: Debug + PartialEq> SagaFixtureOutcome<D> {
             "compensations failed: {:?}",
             outcome.compensation_failures
         );
+    }
+
+    /// Asserts that `failed_step` failed, exactly `compensated` were compensated, in that
+    /// order, and the compensations of exactly `still_failing` failed, so the run waits for
+    /// a resume to retry them ([`SagaStatus::CompensationFailed`]).
+    #[track_caller]
+    pub fn then_compensation_failed(
+        &self,
+        failed_step: &str,
+        compensated: &[&str],
+        still_failing: &[&str],
+    ) {
+        let outcome = self.outcome();
+        assert_eq!(
+            outcome.status,
+            SagaStatus::CompensationFailed,
+            "no compensation is failing: {outcome:?}"
+        );
+        assert_eq!(
+            outcome.failed_step.as_deref(),
+            Some(failed_step),
+            "another step failed"
+        );
+        assert_eq!(
+            outcome.compensated, compensated,
+            "other steps were compensated"
+        );
+        let failing: Vec<&str> = outcome
+            .compensation_failures
+            .iter()
+            .map(|(step, _)| step.as_str())
+            .collect();
+        assert_eq!(failing, still_failing, "other compensations are failing");
     }
 
     /// Asserts that building, running or resuming the saga failed with `code`.

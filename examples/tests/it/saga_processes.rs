@@ -5,13 +5,20 @@
 //!
 //! The processes are this test binary run again as `saga_processes::saga_child`, told by
 //! environment variables what to be: the `crasher` runs an order whose shipment is refused
-//! and exits on the spot right after the failure is recorded, before compensating; then two
-//! `resumer`s start together and resume the run. The outside world is a journal file all
-//! three append to. Each resumer waits, after reading the run's records, until the other has
-//! read them too, so both start from the same records (the race the saga must settle).
+//! and exits on the spot right after a record of a given type is stored: the shipment's
+//! failure (before any compensation), or the first compensation's start (before it ran).
+//! Then two `resumer`s start together and resume the run. The outside world is a journal
+//! file all three append to. Each resumer waits, after reading the run's records, until the
+//! other has read them too, so both start from the same records (the race the saga must
+//! settle; a resumer that loads while another is inside a compensation runs it again, which
+//! only a per-run lease can prevent, and is not tested here).
+//!
+//! Every child is killed and reaped when the test ends, however it ends, and must exit
+//! within a minute; the PostgreSQL schema is dropped the same way.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +27,7 @@ use flext_examples::order_saga::{GOOD_CARD, Journal, NO_DELIVERY, Order, Shop, o
 use flext_examples::store_choice::StoreChoice;
 use flext_handlers::prelude::*;
 use flext_handlers::protocols::EventStream;
+use flext_handlers::stores::{PostgresEventStore, PostgresStoreOptions};
 use flext_handlers::types::{AppendResult, ExpectedVersion, NewEvent, StoredEvent};
 
 /// What the child is: `crasher`, `resumer-1` or `resumer-2`.
@@ -28,10 +36,14 @@ const ROLE: &str = "FLEXT_SAGA_CHILD_ROLE";
 const STORE: &str = "FLEXT_SAGA_CHILD_STORE";
 /// The directory of the journal and of the resumers' meeting files.
 const DIR: &str = "FLEXT_SAGA_CHILD_DIR";
+/// The crasher's: the type of the record after which it dies.
+const CRASH_AFTER: &str = "FLEXT_SAGA_CHILD_CRASH_AFTER";
 /// The exit code of the crasher's death.
 const CRASHED: i32 = 86;
 /// The saga run all three work on.
 const RUN: &str = "o-1";
+/// How long a child may run before it is killed and the test fails.
+const CHILD_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The order: reserved and charged, then the carrier refuses it, so both are undone.
 fn order() -> Order {
@@ -55,10 +67,11 @@ async fn saga_child() {
     let journal = Journal::shared(dir.join("journal"), &role);
     let shop = Arc::new(Shop::new(journal, &[("WIDGET", 10)]));
     if role == "crasher" {
-        let store = ChildStore::new(store, Fault::ExitAfterRecording("SagaStepFailed"));
+        let crash_after = std::env::var(CRASH_AFTER).expect("the crash point is given");
+        let store = ChildStore::new(store, Fault::ExitAfterRecording(crash_after));
         let saga = order_saga(Arc::new(store), shop).unwrap();
         let result = saga.run(RUN, order().into()).await;
-        panic!("the crasher was to die once the failure was recorded: {result:?}");
+        panic!("the crasher was to die once the record was stored: {result:?}");
     }
     let store = ChildStore::new(
         store,
@@ -78,62 +91,126 @@ async fn saga_child() {
     }
 }
 
+/// Where the crasher dies.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    /// Once the shipment's failure is recorded, before any compensation.
+    BeforeCompensating,
+    /// Once the refund's start is recorded, before the refund ran.
+    InsideCompensation,
+}
+
+impl Crash {
+    /// The type of the record after which the crasher dies.
+    fn after_recording(self) -> &'static str {
+        match self {
+            Crash::BeforeCompensating => "SagaStepFailed",
+            Crash::InsideCompensation => "SagaCompensationStarted",
+        }
+    }
+
+    /// The run's records once one resumer has finished it.
+    fn records(self) -> Vec<&'static str> {
+        let mut records = vec![
+            "SagaStarted",
+            "SagaStepStarted",
+            "SagaStepCompleted",
+            "SagaStepStarted",
+            "SagaStepCompleted",
+            "SagaStepStarted",
+            "SagaStepFailed",
+        ];
+        if let Crash::InsideCompensation = self {
+            // The crasher's announcement of the refund, which it never ran.
+            records.push("SagaCompensationStarted");
+        }
+        records.extend([
+            "SagaCompensationStarted",
+            "SagaStepCompensated",
+            "SagaCompensationStarted",
+            "SagaStepCompensated",
+            "SagaCompensated",
+        ]);
+        records
+    }
+}
+
 #[tokio::test]
 async fn two_processes_resuming_one_crashed_run_on_sqlite_run_each_compensation_once() {
-    let dir = Scratch::new("sqlite");
-    let spec = format!("sqlite:{}", dir.0.join("events.db").display());
-    two_resumers_of_one_crashed_run(&spec, &dir.0).await;
+    on_sqlite(Crash::BeforeCompensating).await;
 }
 
 #[tokio::test]
 async fn two_processes_resuming_one_crashed_run_on_postgres_run_each_compensation_once() {
+    on_postgres(Crash::BeforeCompensating).await;
+}
+
+#[tokio::test]
+async fn two_processes_resuming_a_run_crashed_inside_a_compensation_on_sqlite_run_it_once() {
+    on_sqlite(Crash::InsideCompensation).await;
+}
+
+#[tokio::test]
+async fn two_processes_resuming_a_run_crashed_inside_a_compensation_on_postgres_run_it_once() {
+    on_postgres(Crash::InsideCompensation).await;
+}
+
+async fn on_sqlite(crash: Crash) {
+    let dir = Scratch::new("sqlite");
+    let spec = format!("sqlite:{}", dir.0.join("events.db").display());
+    two_resumers_of_one_crashed_run(&spec, &dir.0, crash).await;
+}
+
+async fn on_postgres(crash: Crash) {
     let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
         eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
         return;
     };
     let dir = Scratch::new("postgres");
-    // A schema of its own (CI drops `example_*` schemas), never one an earlier run left.
+    // A schema of its own, never one an earlier run left, dropped however the test ends.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let spec = format!(
-        "postgres:{url}#example_saga_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000
-    );
-    two_resumers_of_one_crashed_run(&spec, &dir.0).await;
+    let schema = DroppedSchema {
+        url: url.clone(),
+        name: format!(
+            "example_saga_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000_000
+        ),
+    };
+    let spec = format!("postgres:{url}#{}", schema.name);
+    two_resumers_of_one_crashed_run(&spec, &dir.0, crash).await;
 }
 
-async fn two_resumers_of_one_crashed_run(spec: &str, dir: &Path) {
+async fn two_resumers_of_one_crashed_run(spec: &str, dir: &Path, crash: Crash) {
     // The parent creates the store (its tables), so the children only use it.
     let store = StoreChoice::parse(spec).unwrap().open().await.unwrap();
 
-    let crasher = child("crasher", spec, dir).output().unwrap();
+    let crasher = Spawned::child("crasher", spec, dir, crash).finish().await;
     assert_eq!(
         crasher.status.code(),
         Some(CRASHED),
-        "the crasher died where it was to: {}",
-        text(&crasher)
+        "the crasher died where it was to: {crasher:?}"
     );
     let saga = order_saga(store.clone(), Arc::new(Shop::new(Journal::new(), &[]))).unwrap();
     assert_eq!(saga.unfinished().await.unwrap(), [RUN]);
 
-    let resumers = ["resumer-1", "resumer-2"].map(|role| child(role, spec, dir).spawn().unwrap());
-    let reports: Vec<(String, String)> = resumers
-        .into_iter()
-        .zip(["resumer-1", "resumer-2"])
-        .map(|(process, role)| {
-            let output = process.wait_with_output().unwrap();
-            assert!(output.status.success(), "{role}: {}", text(&output));
-            let report = String::from_utf8_lossy(&output.stdout)
-                .lines()
-                // The harness prints the test's name on the same line.
-                .find_map(|line| line.split_once("resumed: ").map(|(_, r)| r.to_owned()))
-                .unwrap_or_else(|| panic!("{role} reports: {}", text(&output)));
-            (role.to_owned(), report)
-        })
-        .collect();
+    // Both are spawned before either is waited for; each is killed if the test stops first.
+    let resumers = ["resumer-1", "resumer-2"].map(|role| Spawned::child(role, spec, dir, crash));
+    let mut reports = Vec::new();
+    for resumer in resumers {
+        let finished = resumer.finish().await;
+        assert!(finished.status.success(), "{finished:?}");
+        let report = finished
+            .stdout
+            .lines()
+            // The harness prints the test's name on the same line.
+            .find_map(|line| line.split_once("resumed: ").map(|(_, r)| r.to_owned()))
+            .unwrap_or_else(|| panic!("no report: {finished:?}"));
+        reports.push((finished.role, report));
+    }
 
     // One resumer drove the run to its end; the other was turned away.
     let winners: Vec<&str> = reports
@@ -154,7 +231,8 @@ async fn two_resumers_of_one_crashed_run(spec: &str, dir: &Path) {
         .collect();
     assert_eq!((winners.len(), losers.len()), (1, 1), "{reports:?}");
 
-    // Each effect happened once, each compensation by the winner alone.
+    // Each effect happened once, each compensation by the winner alone (after a crash inside
+    // the refund too: the crasher had announced it, not run it).
     let journal = std::fs::read_to_string(dir.join("journal")).unwrap();
     let lines: Vec<&str> = journal.lines().collect();
     let winner = winners[0];
@@ -168,44 +246,176 @@ async fn two_resumers_of_one_crashed_run(spec: &str, dir: &Path) {
         ],
         "{reports:?}"
     );
+    let records: Vec<String> = store
+        .read_stream(&saga.stream_id(RUN), 1, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_type.to_string())
+        .collect();
+    assert_eq!(records, crash.records(), "{crash:?}");
     assert!(saga.unfinished().await.unwrap().is_empty());
     let outcome = saga.resume(RUN).await.unwrap();
     assert_eq!(outcome.compensated, ["charge_payment", "reserve_inventory"]);
 }
 
-/// This test binary, run as the child `role` on the store `spec`, in `dir`.
-fn child(role: &str, spec: &str, dir: &Path) -> Command {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "saga_processes::saga_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(ROLE, role)
-        .env(STORE, spec)
-        .env(DIR, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
+/// A child process: this test binary, run as the child `role`. Its output goes to files in
+/// the scratch directory (no pipe to fill up while it is not read). Dropped, it is killed
+/// and reaped, whether it is still running or not, so no child outlives a failed test.
+struct Spawned {
+    role: String,
+    process: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    deadline: Instant,
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{:?}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+/// How a child ended.
+struct Finished {
+    role: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.role, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Spawned {
+    /// Starts the child `role` on the store `spec`, in `dir`; a crasher dies where `crash`
+    /// says. It has [`CHILD_DEADLINE`] from now to exit.
+    fn child(role: &str, spec: &str, dir: &Path, crash: Crash) -> Self {
+        let stdout = dir.join(format!("{role}.stdout"));
+        let stderr = dir.join(format!("{role}.stderr"));
+        let process = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "saga_processes::saga_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(ROLE, role)
+            .env(STORE, spec)
+            .env(DIR, dir)
+            .env(CRASH_AFTER, crash.after_recording())
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {role}: {e}"));
+        Self {
+            role: role.to_owned(),
+            process,
+            stdout,
+            stderr,
+            deadline: Instant::now() + CHILD_DEADLINE,
+        }
+    }
+
+    /// Waits for the child to exit and returns how it ended; past its deadline, kills it
+    /// and fails the test.
+    async fn finish(mut self) -> Finished {
+        let status = loop {
+            match self.process.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < self.deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(None) => {
+                    let killed = self.kill();
+                    panic!(
+                        "{} did not exit within {CHILD_DEADLINE:?}, so it was killed: {killed:?}",
+                        self.role
+                    );
+                }
+                Err(error) => panic!("cannot wait for {}: {error}", self.role),
+            }
+        };
+        self.output(status)
+    }
+
+    fn output(&self, status: ExitStatus) -> Finished {
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        Finished {
+            role: self.role.clone(),
+            status,
+            stdout: read(&self.stdout),
+            stderr: read(&self.stderr),
+        }
+    }
+
+    /// Kills the child if it still runs, reaps it, and returns how it ended (`None` when it
+    /// cannot be reaped).
+    fn kill(&mut self) -> Option<Finished> {
+        let _ = self.process.kill();
+        self.process.wait().ok().map(|status| self.output(status))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL schema dropped (with its tables) when this is dropped, however the test
+/// ends. The examples reach PostgreSQL through the facade only (sqlx is the adapter's), so
+/// the drop goes through a store's own pool: `begin_with` opens a transaction with the
+/// statement given, which here also drops the schema.
+struct DroppedSchema {
+    url: String,
+    name: String,
+}
+
+impl Drop for DroppedSchema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // A thread and runtime of its own: this thread may be inside the test's runtime,
+        // which cannot block on another future.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let work = async {
+                    let options = PostgresStoreOptions::new(url).with_schema(name.clone());
+                    let store = PostgresEventStore::connect_with(options)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let drop = format!("BEGIN; DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+                    let transaction = store
+                        .pool()
+                        .begin_with(drop)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    transaction.commit().await.map_err(|e| e.to_string())
+                };
+                tokio::time::timeout(Duration::from_secs(30), work)
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop schema {}: {dropped:?}", self.name);
+        }
+    }
 }
 
 /// What a child's store does besides storing.
 enum Fault {
     /// Ends the process on the spot (no destructor, no further record) once a record of
     /// this type is stored.
-    ExitAfterRecording(&'static str),
+    ExitAfterRecording(String),
     /// After its first `read_stream`, writes `dir/read-{me}` and waits until both resumers
     /// have.
     MeetAfterFirstRead {
@@ -237,7 +447,7 @@ impl EventStore for ChildStore {
     ) -> FlextResult<AppendResult> {
         let fatal = match &self.fault {
             Fault::ExitAfterRecording(event_type) => {
-                events.iter().any(|e| e.event_type == *event_type)
+                events.iter().any(|e| e.event_type == event_type.as_str())
             }
             Fault::MeetAfterFirstRead { .. } => false,
         };

@@ -17,7 +17,8 @@ pub(super) struct Progress<D> {
     pub(super) failed: Option<(usize, FlextError)>,
     /// The steps compensated, in the order they were.
     pub(super) compensated: Vec<usize>,
-    /// The compensations that failed, with their errors.
+    /// The compensations whose last attempt failed, with that attempt's error, in the order
+    /// they first failed; a compensation that succeeds later leaves the list.
     pub(super) compensation_failures: Vec<(usize, FlextError)>,
     /// How the run ended, once it has.
     pub(super) finished: Option<SagaStatus>,
@@ -37,17 +38,29 @@ impl<D> Progress<D> {
         }
     }
 
-    /// Whether the compensation of step `index` has run to an end (done or failed).
-    pub(super) fn compensation_ended(&self, index: usize) -> bool {
-        self.compensated.contains(&index)
-            || self.compensation_failures.iter().any(|(i, _)| *i == index)
+    /// The compensation of step `index` succeeded: it is no longer failing.
+    pub(super) fn compensation_succeeded(&mut self, index: usize) {
+        self.compensation_failures.retain(|(i, _)| *i != index);
+        self.compensated.push(index);
+    }
+
+    /// The compensation of step `index` failed with `error` (again, or for the first time).
+    pub(super) fn compensation_failed(&mut self, index: usize, error: FlextError) {
+        match self
+            .compensation_failures
+            .iter_mut()
+            .find(|(i, _)| *i == index)
+        {
+            Some((_, last)) => *last = error,
+            None => self.compensation_failures.push((index, error)),
+        }
     }
 }
 
 impl<D: DeserializeOwned> Progress<D> {
     /// Replays the `records` of `stream`; `index_of` finds a step by name, or says the saga
     /// has no such step. A `…Started` record changes nothing: work started and not ended is
-    /// work to do again. `NOT_FOUND` when there are no records; `SERIALIZATION_ERROR` when
+    /// work to do again. A compensation's last end decides whether it is still failing. `NOT_FOUND` when there are no records; `SERIALIZATION_ERROR` when
     /// a record does not decode or the stream does not begin with `SagaStarted`.
     pub(super) fn rebuild(
         stream: &str,
@@ -85,9 +98,9 @@ impl<D: DeserializeOwned> Progress<D> {
                     p.data = data;
                 }
                 SagaEvent::StepFailed { step, error } => p.failed = Some((index_of(&step)?, error)),
-                SagaEvent::StepCompensated { step } => p.compensated.push(index_of(&step)?),
+                SagaEvent::StepCompensated { step } => p.compensation_succeeded(index_of(&step)?),
                 SagaEvent::CompensationFailed { step, error } => {
-                    p.compensation_failures.push((index_of(&step)?, error));
+                    p.compensation_failed(index_of(&step)?, error);
                 }
                 SagaEvent::Completed => p.finished = Some(SagaStatus::Completed),
                 SagaEvent::Compensated => p.finished = Some(SagaStatus::Compensated),

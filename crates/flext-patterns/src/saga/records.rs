@@ -11,9 +11,12 @@ pub struct StepContext {
     pub saga_id: String,
     /// The step's name.
     pub step: String,
-    /// The same for every run of this step of this saga (replays after a restart included),
-    /// so the system the step changes can recognise a repeat and not apply it twice.
-    /// Actions have `{saga}/{id}/{step}`, compensations `{saga}/{id}/{step}/compensate`.
+    /// The same for every run of this action (or compensation) of this step of this saga
+    /// run (replays after a restart and retries included), so the system the work changes
+    /// can recognise a repeat and not apply it twice: `{saga}/{step}/action/{id}` for an
+    /// action, `{saga}/{step}/compensation/{id}` for a compensation. Saga and step names
+    /// cannot contain `/`, so the first three `/` split a key back into saga, step, kind
+    /// and id: distinct work always has distinct keys, whatever its run's id holds.
     pub idempotency_key: String,
 }
 
@@ -59,7 +62,8 @@ pub enum SagaEvent<D> {
         /// The step's name.
         step: String,
     },
-    /// A compensation failed (the others still run).
+    /// A compensation failed. The others still run, but the run does not end: a resume
+    /// runs this compensation again.
     CompensationFailed {
         /// The step's name.
         step: String,
@@ -68,7 +72,8 @@ pub enum SagaEvent<D> {
     },
     /// Every step completed.
     Completed,
-    /// A step failed and the completed ones were compensated.
+    /// A step failed and every completed one was compensated (runs recorded before failed
+    /// compensations were retried may have this record after a `CompensationFailed`).
     Compensated,
 }
 
@@ -94,7 +99,7 @@ pub(super) fn is_terminal(event_name: &str) -> bool {
     matches!(event_name, "SagaCompleted" | "SagaCompensated")
 }
 
-/// How a saga ended.
+/// How a saga run ended, or that it is waiting for failed compensations to be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStatus {
@@ -102,6 +107,12 @@ pub enum SagaStatus {
     Completed,
     /// A step failed and the completed steps were compensated.
     Compensated,
+    /// A step failed and at least one compensation failed (its last attempt): the run is
+    /// not finished. [`Saga::unfinished`](super::Saga::unfinished) lists it, and each
+    /// [`Saga::resume`](super::Saga::resume) retries the compensations that have not
+    /// succeeded, under their idempotency keys, until all have and the run is
+    /// `Compensated`. [`SagaOutcome::compensation_failures`] says which still fail.
+    CompensationFailed,
 }
 
 /// What a saga did.
@@ -117,8 +128,10 @@ pub struct SagaOutcome<D> {
     pub failed_step: Option<String>,
     /// Its error.
     pub error: Option<FlextError>,
-    /// The steps compensated, in the order they were compensated.
+    /// The steps compensated, in the order they were compensated (across resumes).
     pub compensated: Vec<String>,
-    /// Compensations that failed, with their errors.
+    /// Compensations that are still failing, with the error of their last attempt; empty
+    /// unless the status is [`SagaStatus::CompensationFailed`] (or the run was recorded
+    /// before failed compensations were retried).
     pub compensation_failures: Vec<(String, FlextError)>,
 }

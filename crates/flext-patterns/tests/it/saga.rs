@@ -13,15 +13,21 @@ use flext_types::{
     AppendResult, ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent, StoredEvent,
 };
 
-/// An external system that applies each idempotency key once, and logs what it did.
+/// An external system that applies each idempotency key once, and logs what it did; it
+/// also counts every call, repeats included, with the key it was given.
 #[derive(Default)]
 struct Ledger {
     applied: Mutex<HashSet<String>>,
     log: Mutex<Vec<String>>,
+    calls: Mutex<Vec<(String, String)>>,
 }
 
 impl Ledger {
     fn apply(&self, ctx: &StepContext, what: &str) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((what.to_owned(), ctx.idempotency_key.clone()));
         if self
             .applied
             .lock()
@@ -34,6 +40,17 @@ impl Ledger {
 
     fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Every call of `what`, by key.
+    fn calls_of(&self, what: &str) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, _)| w == what)
+            .map(|(_, key)| key.clone())
+            .collect()
     }
 }
 
@@ -191,6 +208,7 @@ async fn compensations_run_in_reverse_and_a_failing_one_does_not_stop_the_others
         )
         .unwrap();
     let outcome = saga.run("s", 0).await.unwrap();
+    assert_eq!(outcome.status, SagaStatus::CompensationFailed);
     assert_eq!(*order.lock().unwrap(), ["undo c", "undo b", "undo a"]);
     assert_eq!(outcome.compensated, ["c", "a"]);
     assert_eq!(outcome.compensation_failures.len(), 1);
@@ -374,6 +392,10 @@ async fn a_crash_while_compensating_is_finished_on_resume() {
         ["reserve", "release"],
         "the release ran before the crash"
     );
+    assert_eq!(
+        ledger.calls_of("release"),
+        ["order/reserve/compensation/o-4"]
+    );
     let outcome = order_saga(Arc::new(store.clone()), ledger.clone())
         .resume("o-4")
         .await
@@ -383,11 +405,32 @@ async fn a_crash_while_compensating_is_finished_on_resume() {
         (SagaStatus::Compensated, Some("charge"))
     );
     assert_eq!(outcome.compensated, ["reserve"]);
+    // The release had no recorded end, so the resume ran it again (at least once), under
+    // the key of the first call; the ledger applied that key once.
+    assert_eq!(
+        ledger.calls_of("release"),
+        [
+            "order/reserve/compensation/o-4",
+            "order/reserve/compensation/o-4"
+        ],
+        "the release was called again once, with the same key"
+    );
+    assert_eq!(
+        ledger.calls_of("reserve"),
+        ["order/reserve/action/o-4"],
+        "nothing else ran again"
+    );
     assert_eq!(
         ledger.log(),
         ["reserve", "release"],
         "the release was not applied twice"
     );
+    // A finished run resumed again calls nothing.
+    order_saga(Arc::new(store.clone()), ledger.clone())
+        .resume("o-4")
+        .await
+        .unwrap();
+    assert_eq!(ledger.calls_of("release").len(), 2);
 }
 
 #[tokio::test]
@@ -472,6 +515,63 @@ async fn the_saga_fixture_reads_as_given_when_then() {
         .when_resumed()
         .await
         .then_compensated("charge", &["reserve"]);
+
+    // A release that failed is retried by the resume, under the same key.
+    SagaFixture::new(build)
+        .given(vec![
+            SagaEvent::Started { data: 101 },
+            SagaEvent::StepStarted {
+                step: "reserve".into(),
+            },
+            SagaEvent::StepCompleted {
+                step: "reserve".into(),
+                data: 101,
+            },
+            SagaEvent::StepStarted {
+                step: "charge".into(),
+            },
+            SagaEvent::StepFailed {
+                step: "charge".into(),
+                error: FlextError::business_rule("card declined for 101"),
+            },
+            SagaEvent::CompensationStarted {
+                step: "reserve".into(),
+            },
+            SagaEvent::CompensationFailed {
+                step: "reserve".into(),
+                error: FlextError::storage("warehouse down"),
+            },
+        ])
+        .await
+        .when_resumed()
+        .await
+        .then_compensated("charge", &["reserve"]);
+
+    // A compensation that keeps failing leaves the run waiting for a retry.
+    let stuck = |store| {
+        Saga::<u32>::new("stuck", store)?
+            .step(
+                "reserve",
+                |n, _| async move { Ok(n) },
+                |_, _| async { Err(FlextError::storage("warehouse down")) },
+            )?
+            .step_without_compensation("charge", |_, _| async {
+                Err(FlextError::business_rule("declined"))
+            })
+    };
+    let stuck = SagaFixture::new(stuck).when_run(1).await;
+    stuck.then_compensation_failed("charge", &[], &["reserve"]);
+    stuck
+        .then_recorded(&[
+            "SagaStarted",
+            "SagaStepStarted",
+            "SagaStepCompleted",
+            "SagaStepStarted",
+            "SagaStepFailed",
+            "SagaCompensationStarted",
+            "SagaCompensationFailed",
+        ])
+        .await;
 
     // A saga that does not build fails every run.
     SagaFixture::new(|store| Saga::<u32>::new("order-v2", store))
@@ -606,8 +706,13 @@ async fn two_resumers_of_one_crashed_run_run_each_compensation_once() {
     );
 }
 
+/// A regression test of the case the `…Started` records settle: two resumers that load the
+/// same records of a run whose process died inside step `a`. One records `a`'s start again
+/// and re-runs it (at least once: it ran before the crash too), the other is turned away
+/// before running anything. It does not cover a resumer that loads while another is inside
+/// the step: that one runs the step again, until runs have owners (leases).
 #[tokio::test]
-async fn two_resumers_of_a_run_crashed_mid_step_run_the_step_once() {
+async fn two_resumers_loading_the_same_records_of_a_run_crashed_mid_step_rerun_it_once() {
     let store = InMemoryEventStore::new();
     // The process died while `a` ran.
     given(
@@ -624,12 +729,17 @@ async fn two_resumers_of_a_run_crashed_mid_step_run_the_step_once() {
     let first = counting_saga(shared.clone(), counts.clone());
     let second = counting_saga(shared, counts.clone());
     let (one, two) = tokio::join!(first.resume("p-2"), second.resume("p-2"));
-    assert_eq!(counts[0].load(Ordering::SeqCst), 1, "step a ran again once");
-    assert_eq!(counts[3].load(Ordering::SeqCst), 1, "step c ran once");
-    assert!(
-        one.is_ok() != two.is_ok(),
-        "one resumer drives the run: {one:?} {two:?}"
+    assert_eq!(
+        counts[0].load(Ordering::SeqCst),
+        1,
+        "of the two resumers, one ran step a again"
     );
+    assert_eq!(counts[3].load(Ordering::SeqCst), 1, "step c ran once");
+    let lost = match (one, two) {
+        (Ok(_), Err(lost)) | (Err(lost), Ok(_)) => lost,
+        other => panic!("one resumer drives the run, the other is turned away: {other:?}"),
+    };
+    assert_eq!(lost.code(), ErrorCode::ConcurrencyConflict, "{lost}");
 }
 
 #[tokio::test]
@@ -830,5 +940,392 @@ async fn a_step_closure_that_panics_before_returning_its_future_fails_the_step()
     assert_eq!(
         outcome.error.unwrap().to_string(),
         "Handler execution failed: closure exploded"
+    );
+}
+
+/// Steps `a` and `b` add 1 and 10; their compensations log `(what, key)` to `calls`, and
+/// `b`'s fails its first `b_failures` calls; `c` always fails.
+fn flaky_saga(
+    store: Arc<dyn EventStore>,
+    b_failures: u32,
+    calls: Arc<Mutex<Vec<(String, String)>>>,
+) -> Saga<u32> {
+    let (undo_a, undo_b) = (calls.clone(), calls);
+    let failures_left = AtomicU32::new(b_failures);
+    Saga::new("flaky", store)
+        .unwrap()
+        .step(
+            "a",
+            |n, _| async move { Ok(n + 1) },
+            move |_, ctx| {
+                undo_a
+                    .lock()
+                    .unwrap()
+                    .push(("undo a".to_owned(), ctx.idempotency_key));
+                async { Ok(()) }
+            },
+        )
+        .unwrap()
+        .step(
+            "b",
+            |n, _| async move { Ok(n + 10) },
+            move |_, ctx| {
+                undo_b
+                    .lock()
+                    .unwrap()
+                    .push(("undo b".to_owned(), ctx.idempotency_key));
+                let fail = failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                async move {
+                    if fail {
+                        Err(FlextError::storage("refund service down"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .unwrap()
+        .step(
+            "c",
+            |_, _| async { Err(FlextError::business_rule("c refused")) },
+            |_, _| async { Ok(()) },
+        )
+        .unwrap()
+}
+
+fn failures<D>(outcome: &flext_patterns::SagaOutcome<D>) -> Vec<(&str, String)> {
+    outcome
+        .compensation_failures
+        .iter()
+        .map(|(step, error)| (step.as_str(), error.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_compensation_leaves_the_run_unfinished_and_resume_retries_only_it() {
+    let store = InMemoryEventStore::new();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    // `b`'s compensation fails twice, then succeeds.
+    let saga = flaky_saga(Arc::new(store.clone()), 2, calls.clone());
+
+    let outcome = saga.run("r-1", 0).await.unwrap();
+    assert_eq!(outcome.status, SagaStatus::CompensationFailed);
+    assert_eq!(outcome.failed_step.as_deref(), Some("c"));
+    assert_eq!(outcome.compensated, ["a"]);
+    assert_eq!(
+        failures(&outcome),
+        [("b", "refund service down".to_owned())]
+    );
+    assert_eq!(
+        saga.unfinished().await.unwrap(),
+        ["r-1"],
+        "a run with a failed compensation is not finished"
+    );
+
+    // The first resume retries `b` alone, which fails again: still not finished.
+    let outcome = saga.resume("r-1").await.unwrap();
+    assert_eq!(outcome.status, SagaStatus::CompensationFailed);
+    assert_eq!(outcome.compensated, ["a"]);
+    assert_eq!(
+        failures(&outcome),
+        [("b", "refund service down".to_owned())]
+    );
+    assert_eq!(saga.unfinished().await.unwrap(), ["r-1"]);
+
+    // The second resume retries `b` alone, which succeeds: the run is compensated.
+    let outcome = saga.resume("r-1").await.unwrap();
+    assert_eq!(outcome.status, SagaStatus::Compensated);
+    assert_eq!(outcome.compensated, ["a", "b"]);
+    assert!(outcome.compensation_failures.is_empty(), "{outcome:?}");
+    assert!(saga.unfinished().await.unwrap().is_empty());
+
+    // Finished: a resume runs nothing.
+    let again = saga.resume("r-1").await.unwrap();
+    assert_eq!(again.status, SagaStatus::Compensated);
+
+    let (a, b) = ("flaky/a/compensation/r-1", "flaky/b/compensation/r-1");
+    let expected: Vec<(String, String)> =
+        [("undo b", b), ("undo a", a), ("undo b", b), ("undo b", b)]
+            .iter()
+            .map(|(what, key)| ((*what).to_owned(), (*key).to_owned()))
+            .collect();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        expected,
+        "`a` was compensated once; `b` until it succeeded, always under one key"
+    );
+    assert_eq!(
+        event_types(&store, "Saga-flaky-r-1").await[7..],
+        [
+            "SagaCompensationStarted",
+            "SagaCompensationFailed",
+            "SagaCompensationStarted",
+            "SagaStepCompensated",
+            "SagaCompensationStarted",
+            "SagaCompensationFailed",
+            "SagaCompensationStarted",
+            "SagaStepCompensated",
+            "SagaCompensated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn resume_all_retries_failed_compensations_and_reports_them_while_they_fail() {
+    let store = InMemoryEventStore::new();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let saga = flaky_saga(Arc::new(store.clone()), 1, calls.clone());
+    saga.run("r-2", 0).await.unwrap();
+    let resumed = saga.resume_all().await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    let outcome = resumed[0].1.as_ref().unwrap();
+    assert_eq!(
+        (resumed[0].0.as_str(), outcome.status),
+        ("r-2", SagaStatus::Compensated)
+    );
+    assert!(saga.resume_all().await.unwrap().is_empty());
+    assert_eq!(calls.lock().unwrap().len(), 3, "b, a, then b again");
+}
+
+#[tokio::test]
+async fn idempotency_keys_of_steps_compensations_and_runs_never_collide() {
+    // Before, the key was `{saga}/{id}/{step}` and a compensation's had `/compensate`
+    // after it: the action of a step named `compensate` in run `x/a` had the key of the
+    // compensation of step `a` in run `x` (`keys/x/a/compensate`).
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let keys = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (k1, k2, k3) = (keys.clone(), keys.clone(), keys.clone());
+    let saga = Saga::<u32>::new("keys", store)
+        .unwrap()
+        .step(
+            "a",
+            move |n, ctx| {
+                k1.lock().unwrap().push(ctx.idempotency_key);
+                async move { Ok(n) }
+            },
+            move |_, ctx| {
+                k2.lock().unwrap().push(ctx.idempotency_key);
+                async { Ok(()) }
+            },
+        )
+        .unwrap()
+        .step_without_compensation("compensate", move |n, ctx| {
+            k3.lock().unwrap().push(ctx.idempotency_key);
+            async move {
+                if n == 0 {
+                    Err(FlextError::business_rule("refused"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        saga.run("x", 0).await.unwrap().status,
+        SagaStatus::Compensated
+    );
+    assert_eq!(
+        saga.run("x/a", 1).await.unwrap().status,
+        SagaStatus::Completed
+    );
+    let keys = keys.lock().unwrap().clone();
+    assert_eq!(
+        keys,
+        [
+            "keys/a/action/x",
+            "keys/compensate/action/x",
+            "keys/a/compensation/x",
+            "keys/a/action/x/a",
+            "keys/compensate/action/x/a",
+        ]
+    );
+    let distinct: HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "every key is its own: {keys:?}");
+}
+
+#[tokio::test]
+async fn saga_and_step_names_with_a_slash_are_rejected_when_built() {
+    // With a `/` in names, saga `s/t` run `x` and saga `s` run `t/x` had one key per step.
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let err = Saga::<u32>::new("orders/eu", store.clone()).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("cannot contain '/'"), "{err}");
+    let err = Saga::<u32>::new("orders", store.clone())
+        .unwrap()
+        .step(
+            "reserve/eu",
+            |n, _| async move { Ok(n) },
+            |_, _| async { Ok(()) },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "Saga 'orders': step name 'reserve/eu' cannot contain '/': it separates the parts of \
+         idempotency keys ({saga}/{step}/{action|compensation}/{id})"
+    );
+    let err = Saga::<u32>::new("orders", store)
+        .unwrap()
+        .step_without_compensation("ship/", |n, _| async move { Ok(n) })
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+}
+
+/// The step's (or compensation's) error that `err` carries: typed in its data, and as its
+/// source.
+fn unrecorded_error(err: &FlextError) -> FlextError {
+    let data = err.data().unwrap_or_else(|| panic!("no data: {err:?}"));
+    let carried: FlextError = serde_json::from_value(data["unrecorded_error"].clone())
+        .unwrap_or_else(|e| panic!("the work's error is in the data: {e}: {err:?}"));
+    let source = std::error::Error::source(err)
+        .unwrap_or_else(|| panic!("the work's error is the source: {err:?}"));
+    assert_eq!(source.to_string(), carried.to_string());
+    carried
+}
+
+#[tokio::test]
+async fn a_failure_that_cannot_be_recorded_is_returned_with_the_store_error() {
+    let store = InMemoryEventStore::new();
+    let ledger = Arc::new(Ledger::default());
+    // The charge is declined, and recording that fails.
+    let crashing = Arc::new(TestStore::crashing_on(&store, "SagaStepFailed"));
+    let err = order_saga(crashing, ledger.clone())
+        .run("o-7", 500)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "Saga 'order' run 'o-7': step 'charge' failed (card declined for 500) and its \
+         failure was not recorded: the process stopped"
+    );
+    assert_eq!(
+        unrecorded_error(&err),
+        FlextError::business_rule("card declined for 500")
+    );
+    let data = err.data().unwrap();
+    assert_eq!(
+        (
+            &data["saga"],
+            &data["saga_id"],
+            &data["step"],
+            &data["work"]
+        ),
+        (
+            &serde_json::json!("order"),
+            &serde_json::json!("o-7"),
+            &serde_json::json!("charge"),
+            &serde_json::json!("action")
+        )
+    );
+    // The step has no recorded end: the resume runs it again, and it is declined again.
+    let outcome = order_saga(Arc::new(store.clone()), ledger)
+        .resume("o-7")
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.status, outcome.failed_step.as_deref()),
+        (SagaStatus::Compensated, Some("charge"))
+    );
+
+    // A compensation fails, and recording that fails.
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let crashing = Arc::new(TestStore::crashing_on(&store, "SagaCompensationFailed"));
+    let err = flaky_saga(crashing, 1, calls.clone())
+        .run("r-3", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "Saga 'flaky' run 'r-3': compensation of step 'b' failed (refund service down) and \
+         its failure was not recorded: the process stopped"
+    );
+    assert_eq!(
+        unrecorded_error(&err),
+        FlextError::storage("refund service down")
+    );
+    assert_eq!(err.data().unwrap()["work"], "compensation");
+    let outcome = flaky_saga(Arc::new(store.clone()), 0, calls)
+        .resume("r-3")
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, SagaStatus::Compensated);
+    assert_eq!(outcome.compensated, ["b", "a"]);
+}
+
+/// A store whose global positions are 3, 6, 9, … (a store may leave gaps; only their
+/// order is promised).
+struct GappedStore(InMemoryEventStore);
+
+impl GappedStore {
+    fn spread(mut events: Vec<StoredEvent>) -> Vec<StoredEvent> {
+        for event in &mut events {
+            event.position *= 3;
+        }
+        events
+    }
+}
+
+#[async_trait]
+impl EventStore for GappedStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        self.0.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> FlextResult<Vec<StoredEvent>> {
+        Ok(Self::spread(self.0.read_stream(stream, from, limit).await?))
+    }
+    async fn read_all(&self, from: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {
+        Ok(Self::spread(
+            self.0.read_all(from.div_ceil(3), limit).await?,
+        ))
+    }
+    async fn stream_version(&self, stream: &str) -> FlextResult<u64> {
+        self.0.stream_version(stream).await
+    }
+    async fn head_position(&self) -> FlextResult<u64> {
+        Ok(self.0.head_position().await? * 3)
+    }
+    async fn subscribe(&self, from: u64) -> FlextResult<EventStream> {
+        self.0.subscribe(from.div_ceil(3)).await
+    }
+}
+
+#[tokio::test]
+async fn unfinished_finds_every_run_when_positions_have_gaps() {
+    let store = InMemoryEventStore::new();
+    let saga = order_saga(Arc::new(store.clone()), Arc::new(Ledger::default()));
+    for i in 0..40 {
+        saga.run(&format!("done-{i:02}"), 1).await.unwrap();
+        if i % 13 == 0 {
+            given(
+                &store,
+                &format!("Saga-order-open-{i:02}"),
+                vec![SagaEvent::Started { data: 1 }],
+            )
+            .await;
+        }
+    }
+    let gapped = order_saga(
+        Arc::new(GappedStore(store.clone())),
+        Arc::new(Ledger::default()),
+    );
+    assert_eq!(
+        gapped.unfinished().await.unwrap(),
+        ["open-00", "open-13", "open-26", "open-39"],
+        "{} events, read in pages across the gaps",
+        store.head_position().await.unwrap()
     );
 }
