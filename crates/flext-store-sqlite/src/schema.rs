@@ -78,6 +78,10 @@ impl<'s> MigrationSource<'s> for Embedded {
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// The longest busy timeout SQLite keeps, `i32::MAX` milliseconds (about 24.8 days): a
+/// longer [`SqliteStoreOptions::busy_timeout`] waits this long.
+const LONGEST_BUSY_TIMEOUT: Duration = Duration::from_millis(0x7fff_ffff);
+
 /// How to open a [`SqliteEventStore`]: [`SqliteStoreOptions::new`] and the `with_*`
 /// setters.
 ///
@@ -96,7 +100,9 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 pub struct SqliteStoreOptions {
     /// A file path, or `:memory:` for a private in-memory database.
     pub path: String,
-    /// How long a writer waits for another to finish (default 5 s).
+    /// How long a writer waits for another to finish (default 5 s). SQLite counts it in
+    /// milliseconds of an `i32`: a longer one (up to `Duration::MAX`) waits `i32::MAX`
+    /// milliseconds, about 24.8 days.
     pub busy_timeout: Duration,
     /// How often live subscriptions look for events written by other processes (default
     /// 200 ms); commits in this process wake them at once.
@@ -176,6 +182,7 @@ impl SqliteEventStore {
     pub async fn open_with(options: SqliteStoreOptions) -> FlextResult<Self> {
         let path = options.path.clone();
         let in_memory = path == ":memory:";
+        let busy_timeout = options.busy_timeout.min(LONGEST_BUSY_TIMEOUT);
         let connect = if in_memory {
             SqliteConnectOptions::from_str("sqlite::memory:")
                 .map_err(|e| storage(&path, "cannot read the path", e))?
@@ -185,10 +192,10 @@ impl SqliteEventStore {
                 .create_if_missing(true)
         }
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(options.busy_timeout)
+        .busy_timeout(busy_timeout)
         .foreign_keys(true);
-        let pool_options =
-            SqlitePoolOptions::new().acquire_timeout(options.busy_timeout + Duration::from_secs(5));
+        let pool_options = SqlitePoolOptions::new()
+            .acquire_timeout(busy_timeout.saturating_add(Duration::from_secs(5)));
         let pool_options = if in_memory {
             // Every connection to :memory: is its own database: keep exactly one, forever.
             pool_options
@@ -197,7 +204,7 @@ impl SqliteEventStore {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            let patience = options.busy_timeout;
+            let patience = busy_timeout;
             pool_options
                 .max_connections(options.max_connections.max(1))
                 .after_connect(move |connection, _| Box::pin(write_ahead_log(connection, patience)))
@@ -270,14 +277,14 @@ async fn write_ahead_log(
     connection: &mut SqliteConnection,
     patience: Duration,
 ) -> Result<(), sqlx::Error> {
-    let deadline = tokio::time::Instant::now() + patience;
+    let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
         match sqlx::query("PRAGMA journal_mode = WAL")
             .execute(&mut *connection)
             .await
         {
-            Err(error) if busy(&error) && tokio::time::Instant::now() + pause < deadline => {
+            Err(error) if busy(&error) && started.elapsed().saturating_add(pause) < patience => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
             }

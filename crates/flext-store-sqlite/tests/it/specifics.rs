@@ -258,6 +258,21 @@ async fn a_database_that_needs_its_migrations_waits_for_the_write_lock_and_says_
 }
 
 #[tokio::test]
+async fn a_busy_timeout_of_duration_max_opens_instead_of_panicking() {
+    for path in [temp_path(), ":memory:".to_owned()] {
+        let options = SqliteStoreOptions::new(path.as_str()).with_busy_timeout(Duration::MAX);
+        let store = SqliteEventStore::open_with(options)
+            .await
+            .expect("the longest busy timeout opens");
+        store
+            .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+            .await
+            .unwrap();
+        assert_eq!(store.stream_version("s").await.unwrap(), 1, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn a_changed_half_applied_or_newer_schema_is_refused_without_the_write_lock() {
     // Refused by the read before any write lock: a writer holding it changes nothing.
     let refused = async |change: &str| {
