@@ -273,6 +273,39 @@ async fn a_busy_timeout_of_duration_max_opens_instead_of_panicking() {
 }
 
 #[tokio::test]
+async fn a_retry_of_a_batch_committed_under_higher_limits_is_refused_by_lower_ones() {
+    // Limits apply to every append, a retry included (documented on StoreLimits).
+    let path = temp_path();
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    let batch = vec![event(json!("a")), event(json!("b"))];
+    let first = store
+        .append("s", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::NoStream, batch.clone())
+            .await
+            .unwrap(),
+        first,
+        "under the same limits the retry answers the original result"
+    );
+    drop(store);
+    let lower = StoreLimits::new().with_max_batch_events(1);
+    let store =
+        SqliteEventStore::open_with(SqliteStoreOptions::new(path.as_str()).with_limits(lower))
+            .await
+            .unwrap();
+    let err = store
+        .append("s", ExpectedVersion::NoStream, batch)
+        .await
+        .expect_err("the retry is over the lower limit");
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    assert!(err.message().contains("max_batch_events"), "{err}");
+    assert_eq!(store.stream_version("s").await.unwrap(), 2, "stored once");
+}
+
+#[tokio::test]
 async fn a_changed_half_applied_or_newer_schema_is_refused_without_the_write_lock() {
     // Refused by the read before any write lock: a writer holding it changes nothing.
     let refused = async |change: &str| {
