@@ -102,13 +102,18 @@ pub struct PostgresStoreOptions {
     pub schema: String,
     /// Connections in the pool (default 10).
     pub max_connections: u32,
-    /// How long connecting may take before it is an error (default 5 s).
+    /// How long connecting may take before it is an error (default 5 s); a longer one
+    /// than a year (up to `Duration::MAX`) is a year.
     pub connect_timeout: Duration,
     /// How often live subscriptions poll when no notification comes (default 500 ms).
     pub poll_interval: Duration,
     /// How big an append may be (default [`StoreLimits::default`]).
     pub limits: StoreLimits,
 }
+
+/// The longest connect timeout kept: a year. The pool adds the timeout to the current
+/// instant, which a longer one (`Duration::MAX`, say) would overflow.
+const LONGEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 impl fmt::Debug for PostgresStoreOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -210,6 +215,7 @@ impl PostgresEventStore {
     pub async fn connect_with(options: PostgresStoreOptions) -> FlextResult<Self> {
         let target = redact(&options.url);
         let schema = options.schema.clone();
+        let connect_timeout = options.connect_timeout.min(LONGEST_CONNECT_TIMEOUT);
         let valid_schema = !schema.is_empty()
             && schema.len() <= 40
             && !schema.starts_with(|c: char| c.is_ascii_digit())
@@ -235,14 +241,14 @@ impl PostgresEventStore {
         // Create the schema on a plain connection before the pool points every connection at it.
         let bootstrap = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(options.connect_timeout)
+            .acquire_timeout(connect_timeout)
             .connect_with(connect.clone());
-        let bootstrap = tokio::time::timeout(options.connect_timeout, bootstrap)
+        let bootstrap = tokio::time::timeout(connect_timeout, bootstrap)
             .await
             .map_err(|_| {
                 FlextError::storage(format!(
                     "PostgreSQL store {target}: cannot connect within {} ms",
-                    options.connect_timeout.as_millis()
+                    connect_timeout.as_millis()
                 ))
             })?
             .map_err(|e| fail("cannot connect", e))?;
@@ -273,7 +279,7 @@ impl PostgresEventStore {
         let search_path = format!("SET search_path TO \"{schema}\"");
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.connect_timeout)
+            .acquire_timeout(connect_timeout)
             .after_connect(move |connection, _meta| {
                 let search_path = search_path.clone();
                 Box::pin(async move {
@@ -303,7 +309,7 @@ impl PostgresEventStore {
         // pool keeps every connection it was given.
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(options.connect_timeout)
+            .acquire_timeout(connect_timeout)
             .connect_lazy_with(connect);
         let listener = tokio::spawn(listen(
             listener_pool,

@@ -11,7 +11,7 @@ use flext_store::{HeadSignal, Migrations, StoreLimits, migrations_failed, signed
 
 use crate::tables::SAVE_CHECKPOINT;
 use flext_types::{FlextError, FlextResult};
-use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -78,6 +78,10 @@ impl<'s> MigrationSource<'s> for Embedded {
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// The longest busy timeout SQLite keeps, `i32::MAX` milliseconds (about 24.8 days): a
+/// longer [`SqliteStoreOptions::busy_timeout`] waits this long.
+const LONGEST_BUSY_TIMEOUT: Duration = Duration::from_millis(0x7fff_ffff);
+
 /// How to open a [`SqliteEventStore`]: [`SqliteStoreOptions::new`] and the `with_*`
 /// setters.
 ///
@@ -96,7 +100,9 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 pub struct SqliteStoreOptions {
     /// A file path, or `:memory:` for a private in-memory database.
     pub path: String,
-    /// How long a writer waits for another to finish (default 5 s).
+    /// How long a writer waits for another to finish (default 5 s). SQLite counts it in
+    /// milliseconds of an `i32`: a longer one (up to `Duration::MAX`) waits `i32::MAX`
+    /// milliseconds, about 24.8 days.
     pub busy_timeout: Duration,
     /// How often live subscriptions look for events written by other processes (default
     /// 200 ms); commits in this process wake them at once.
@@ -176,6 +182,7 @@ impl SqliteEventStore {
     pub async fn open_with(options: SqliteStoreOptions) -> FlextResult<Self> {
         let path = options.path.clone();
         let in_memory = path == ":memory:";
+        let busy_timeout = options.busy_timeout.min(LONGEST_BUSY_TIMEOUT);
         let connect = if in_memory {
             SqliteConnectOptions::from_str("sqlite::memory:")
                 .map_err(|e| storage(&path, "cannot read the path", e))?
@@ -185,10 +192,10 @@ impl SqliteEventStore {
                 .create_if_missing(true)
         }
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(options.busy_timeout)
+        .busy_timeout(busy_timeout)
         .foreign_keys(true);
-        let pool_options =
-            SqlitePoolOptions::new().acquire_timeout(options.busy_timeout + Duration::from_secs(5));
+        let pool_options = SqlitePoolOptions::new()
+            .acquire_timeout(busy_timeout.saturating_add(Duration::from_secs(5)));
         let pool_options = if in_memory {
             // Every connection to :memory: is its own database: keep exactly one, forever.
             pool_options
@@ -197,7 +204,7 @@ impl SqliteEventStore {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            let patience = options.busy_timeout;
+            let patience = busy_timeout;
             pool_options
                 .max_connections(options.max_connections.max(1))
                 .after_connect(move |connection, _| Box::pin(write_ahead_log(connection, patience)))
@@ -270,14 +277,14 @@ async fn write_ahead_log(
     connection: &mut SqliteConnection,
     patience: Duration,
 ) -> Result<(), sqlx::Error> {
-    let deadline = tokio::time::Instant::now() + patience;
+    let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
         match sqlx::query("PRAGMA journal_mode = WAL")
             .execute(&mut *connection)
             .await
         {
-            Err(error) if busy(&error) && tokio::time::Instant::now() + pause < deadline => {
+            Err(error) if busy(&error) && started.elapsed().saturating_add(pause) < patience => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
@@ -292,14 +299,21 @@ fn busy(error: &sqlx::Error) -> bool {
         if db.code().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| code & 0xff == 5))
 }
 
-/// Brings the schema up to date. Several pools or processes may open one fresh file at the
-/// same moment: each would find no migration applied, and all but the first would fail
-/// creating the tables the first created. So the migrations run inside one write
-/// transaction taken up front (`BEGIN IMMEDIATE`, which waits up to the busy timeout for
-/// another writer): one opener applies them, the others then find them applied.
+/// Brings the schema up to date. An up-to-date database (every open but the first) only
+/// reads which migrations it has, without a write lock, so an open does not queue behind a
+/// long writer. When one is missing, several pools or processes may be opening one fresh
+/// file at the same moment: each would find no migration applied, and all but the first
+/// would fail creating the tables the first created. So the migrations run inside one
+/// write transaction taken up front (`BEGIN IMMEDIATE`, which waits up to the busy timeout
+/// for another writer), which looks again at what is applied: one opener applies them, the
+/// others then find them applied.
 async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
     let store = format!("SQLite store {path}");
-    let failed = |newer, error| {
+    let failed = |error| {
+        let newer = match error {
+            MigrateError::VersionMissing(version) => Some(version),
+            _ => None,
+        };
         migrations_failed(
             &store,
             env!("CARGO_PKG_NAME"),
@@ -308,24 +322,80 @@ async fn migrate(pool: &SqlitePool, path: &str) -> FlextResult<()> {
             error,
         )
     };
-    let migrator = Migrator::new(Embedded).await.map_err(|e| failed(None, e))?;
+    let migrator = Migrator::new(Embedded).await.map_err(failed)?;
+    {
+        // A deferred transaction, which only reads: one snapshot of the migrations table.
+        let mut read = pool
+            .begin()
+            .await
+            .map_err(|e| storage(path, "cannot read the applied migrations", e))?;
+        if up_to_date(&mut read, &migrator).await.map_err(failed)? {
+            return Ok(());
+        }
+    }
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(|e| storage(path, "cannot begin the migrations", e))?;
-    // `run` would take the transaction through `Acquire`, whose future is not provably
-    // `Send` for every lifetime (a spawned open needs it); `run_direct` is what `run` calls
-    // once it has a connection.
-    migrator
-        .run_direct(&mut *tx)
-        .await
-        .map_err(|error| match error {
-            MigrateError::VersionMissing(version) => failed(Some(version), error),
-            error => failed(None, error),
-        })?;
+    apply_missing(&migrator, &mut tx).await.map_err(failed)?;
     tx.commit()
         .await
         .map_err(|e| storage(path, "cannot commit the migrations", e))
+}
+
+/// Whether every migration of `migrator` is applied, read without a write lock (a read in
+/// WAL mode waits for no writer). `false` for a database without sqlx's migrations table,
+/// `_sqlx_migrations` (a fresh file). What [`apply_missing`] would refuse is refused alike:
+/// a migration left half-applied (`Dirty`), one this build does not know
+/// (`VersionMissing`: a newer schema) and one whose SQL differs from this build's
+/// (`VersionMismatch`). Checked against sqlx 0.8.6, with `apply_missing`.
+async fn up_to_date(
+    connection: &mut SqliteConnection,
+    migrator: &Migrator,
+) -> Result<bool, MigrateError> {
+    let table: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut *connection)
+    .await?;
+    if table.is_none() {
+        return Ok(false);
+    }
+    if let Some(version) = connection.dirty_version().await? {
+        return Err(MigrateError::Dirty(version));
+    }
+    let applied = connection.list_applied_migrations().await?;
+    if let Some(unknown) = applied.iter().find(|m| !migrator.version_exists(m.version)) {
+        return Err(MigrateError::VersionMissing(unknown.version));
+    }
+    for migration in migrator.iter() {
+        match applied.iter().find(|m| m.version == migration.version) {
+            None => return Ok(false),
+            Some(found) if found.checksum != migration.checksum => {
+                return Err(MigrateError::VersionMismatch(migration.version));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(true)
+}
+
+/// Applies the migrations `connection` (inside the opener's write transaction) does not
+/// have, after looking again at which it has.
+///
+/// The one use of `Migrator::run_direct`, which sqlx 0.8.6 (the version Cargo.lock pins;
+/// checked against sqlx-core 0.8.6's `migrate/migrator.rs`) marks `#[doc(hidden)]`: it is
+/// what the public `Migrator::run` calls once it has a connection, but `run` takes the
+/// transaction through `Acquire`, whose future is not provably `Send` for every lifetime
+/// (a spawned open needs it). On a sqlx upgrade, check that `run_direct` still exists and
+/// still locks, creates `_sqlx_migrations`, refuses dirty, unknown and changed migrations,
+/// and applies the missing ones — or that `run` has become usable here — and that
+/// [`up_to_date`] still reads the table sqlx keeps.
+async fn apply_missing(
+    migrator: &Migrator,
+    connection: &mut SqliteConnection,
+) -> Result<(), MigrateError> {
+    migrator.run_direct(connection).await
 }
 
 fn storage(

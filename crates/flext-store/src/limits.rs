@@ -9,6 +9,13 @@
 /// The error's data carries the same as JSON (`limit`, `size`, `max`, `stream_id` and
 /// `event_id`).
 ///
+/// The limits apply to every append, an exact retry of a committed batch included: a store
+/// checks them before it looks for the batch's events. So lowering the limits (reopening a
+/// store with smaller ones) can refuse, as `INVALID_ARGUMENT`, the retry of a batch that
+/// committed under the old ones, where the same limits would have answered it with the
+/// original result. The batch stays stored once; raise the limits back to retry it, or
+/// read the stream to see that it committed.
+///
 /// | limit | default | measured as |
 /// |---|---|---|
 /// | [`max_payload_bytes`](Self::max_payload_bytes) | 1 MiB | the payload's JSON text, in bytes |

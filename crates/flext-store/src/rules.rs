@@ -144,7 +144,8 @@ pub fn validate_batch(
 /// `first_version` the one after it (the range `first..=last` is empty), and likewise
 /// `last_position` is the head and `first_position` the position after it. Every store
 /// answers an empty batch (once its expected version is satisfied) with this, and stores
-/// and notifies nothing.
+/// and notifies nothing. At `u64::MAX`, which no store reaches, the version or position
+/// after saturates: it stays `u64::MAX` rather than overflow.
 ///
 /// ```
 /// let nothing = flext_store::nothing_appended(3, 41);
@@ -153,9 +154,9 @@ pub fn validate_batch(
 /// ```
 pub fn nothing_appended(version: u64, head: u64) -> AppendResult {
     AppendResult {
-        first_version: version + 1,
+        first_version: version.saturating_add(1),
         last_version: version,
-        first_position: head + 1,
+        first_position: head.saturating_add(1),
         last_position: head,
     }
 }
@@ -348,5 +349,24 @@ mod tests {
             assert_eq!(error.code(), ErrorCode::SerializationError);
             assert!(error.to_string().contains(named), "{error}");
         }
+    }
+
+    #[test]
+    fn nothing_appended_at_the_largest_version_and_head_does_not_overflow() {
+        let nothing = nothing_appended(u64::MAX, u64::MAX);
+        assert_eq!(
+            (nothing.last_version, nothing.last_position),
+            (u64::MAX, u64::MAX)
+        );
+        assert_eq!(
+            (nothing.first_version, nothing.first_position),
+            (u64::MAX, u64::MAX),
+            "the version and position after the largest saturate"
+        );
+        let nothing = nothing_appended(u64::MAX - 1, 0);
+        assert_eq!(
+            (nothing.first_version, nothing.first_position),
+            (u64::MAX, 1)
+        );
     }
 }

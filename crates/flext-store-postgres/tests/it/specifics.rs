@@ -339,3 +339,26 @@ async fn a_store_with_one_pooled_connection_still_appends_reads_and_wakes() {
         assert_eq!(next.position, position);
     }
 }
+
+#[tokio::test]
+async fn a_connect_timeout_of_duration_max_connects_instead_of_panicking() {
+    let Some(url) = url("longest connect timeout") else {
+        return;
+    };
+    let schema = format!(
+        "flext_t_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let options = PostgresStoreOptions::new(url)
+        .with_schema(schema)
+        .with_connect_timeout(Duration::MAX)
+        .with_poll_interval(Duration::MAX);
+    let store = PostgresEventStore::connect_with(options)
+        .await
+        .expect("the longest connect timeout connects");
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .unwrap();
+    assert_eq!(store.stream_version("s").await.unwrap(), 1);
+}

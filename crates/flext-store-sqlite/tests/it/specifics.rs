@@ -2,6 +2,7 @@
 //! model's transaction, reopening, bad paths.
 
 use std::error::Error as _;
+use std::time::Duration;
 
 use flext_constants::ErrorCode;
 use flext_protocols::{CheckpointStore, EventStore};
@@ -9,6 +10,8 @@ use flext_store::StoreLimits;
 use flext_store_sqlite::{SqliteEventStore, SqliteStoreOptions};
 use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
 use serde_json::json;
+use sqlx::Connection as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 use crate::{fresh, temp_path};
 
@@ -171,4 +174,175 @@ async fn a_retried_batch_beyond_sqlites_parameter_limit_is_still_recognised() {
         .await
         .unwrap_err();
     assert_eq!(conflicting.code(), ErrorCode::ConcurrencyConflict);
+}
+
+/// A raw connection to `path` (created if missing) holding SQLite's write lock: a
+/// `BEGIN IMMEDIATE` transaction left open, as a long writer in another process would.
+async fn writer_holding_the_lock(path: &str) -> SqliteConnection {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let mut writer = SqliteConnection::connect_with(&options).await.unwrap();
+    sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    writer
+}
+
+#[tokio::test]
+async fn an_up_to_date_database_opens_while_another_connection_holds_the_write_lock() {
+    let path = temp_path();
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    store
+        .append("before", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .unwrap();
+    store.pool().close().await;
+    drop(store);
+
+    let mut writer = writer_holding_the_lock(&path).await;
+    sqlx::query("INSERT INTO flext_checkpoints (name, position) VALUES ('held', 1)")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    // Far shorter than the writer holds its lock: an open that waited for it would fail.
+    let options =
+        SqliteStoreOptions::new(path.as_str()).with_busy_timeout(Duration::from_millis(100));
+    let opened = SqliteEventStore::open_with(options)
+        .await
+        .expect("an up-to-date database opens without the write lock");
+    assert_eq!(
+        opened.read_all(1, 10).await.unwrap().len(),
+        1,
+        "it reads while the writer holds its lock"
+    );
+
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    opened
+        .append("after", ExpectedVersion::NoStream, vec![event(json!(2))])
+        .await
+        .expect("it writes once the writer is done");
+    assert_eq!(opened.load_checkpoint("held").await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn a_database_that_needs_its_migrations_waits_for_the_write_lock_and_says_so() {
+    let path = temp_path();
+    let mut writer = writer_holding_the_lock(&path).await;
+    let options =
+        SqliteStoreOptions::new(path.as_str()).with_busy_timeout(Duration::from_millis(100));
+    let err = SqliteEventStore::open_with(options.clone())
+        .await
+        .expect_err("the migrations need the write lock the writer holds");
+    assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
+    assert!(
+        err.message().starts_with(&format!(
+            "SQLite store {path}: cannot begin the migrations: "
+        )),
+        "{err}"
+    );
+
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    let store = SqliteEventStore::open_with(options)
+        .await
+        .expect("the migrations run once the writer is done");
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_timeout_of_duration_max_opens_instead_of_panicking() {
+    for path in [temp_path(), ":memory:".to_owned()] {
+        let options = SqliteStoreOptions::new(path.as_str()).with_busy_timeout(Duration::MAX);
+        let store = SqliteEventStore::open_with(options)
+            .await
+            .expect("the longest busy timeout opens");
+        store
+            .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+            .await
+            .unwrap();
+        assert_eq!(store.stream_version("s").await.unwrap(), 1, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_retry_of_a_batch_committed_under_higher_limits_is_refused_by_lower_ones() {
+    // Limits apply to every append, a retry included (documented on StoreLimits).
+    let path = temp_path();
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    let batch = vec![event(json!("a")), event(json!("b"))];
+    let first = store
+        .append("s", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::NoStream, batch.clone())
+            .await
+            .unwrap(),
+        first,
+        "under the same limits the retry answers the original result"
+    );
+    drop(store);
+    let lower = StoreLimits::new().with_max_batch_events(1);
+    let store =
+        SqliteEventStore::open_with(SqliteStoreOptions::new(path.as_str()).with_limits(lower))
+            .await
+            .unwrap();
+    let err = store
+        .append("s", ExpectedVersion::NoStream, batch)
+        .await
+        .expect_err("the retry is over the lower limit");
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    assert!(err.message().contains("max_batch_events"), "{err}");
+    assert_eq!(store.stream_version("s").await.unwrap(), 2, "stored once");
+}
+
+#[tokio::test]
+async fn a_changed_half_applied_or_newer_schema_is_refused_without_the_write_lock() {
+    // Refused by the read before any write lock: a writer holding it changes nothing.
+    let refused = async |change: &str| {
+        let path = temp_path();
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        sqlx::query(change).execute(store.pool()).await.unwrap();
+        store.pool().close().await;
+        drop(store);
+        let _writer = writer_holding_the_lock(&path).await;
+        let options =
+            SqliteStoreOptions::new(path.as_str()).with_busy_timeout(Duration::from_millis(100));
+        let err = SqliteEventStore::open_with(options).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
+        assert!(
+            err.message().starts_with(&format!("SQLite store {path}: ")),
+            "{err}"
+        );
+        err
+    };
+    let changed = refused("UPDATE _sqlx_migrations SET checksum = x'00'").await;
+    assert!(
+        changed.message().contains(": migrations failed: "),
+        "{changed}"
+    );
+    assert!(changed.source().is_some(), "sqlx's error is the source");
+    assert!(
+        format!("{changed:?}").contains("source: VersionMismatch(1)"),
+        "{changed:?}"
+    );
+    let half = refused("UPDATE _sqlx_migrations SET success = 0").await;
+    assert!(half.message().contains(": migrations failed: "), "{half}");
+    assert!(format!("{half:?}").contains("source: Dirty(1)"), "{half:?}");
+    let newer = refused("INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (2, 'from the future', datetime('now'), 1, x'00', 0)").await;
+    assert!(
+        newer.message().contains(
+            "the database has schema version 2, newer than this flext-store-sqlite knows (1)"
+        ),
+        "{newer}"
+    );
 }

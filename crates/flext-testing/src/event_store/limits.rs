@@ -36,9 +36,10 @@ pub(super) fn sized_event(payload_bytes: usize, metadata_bytes: usize) -> NewEve
     event
 }
 
-/// `result` is the `INVALID_ARGUMENT` of `limit`: its message names the limit, the size
-/// found, the limit's value and `event` (when the limit is an event's own), and its data
-/// carries them.
+/// `result` is the `INVALID_ARGUMENT` of `limit`: its message states the size found as
+/// the stores word it (` {size} events` for `max_batch_events`, ` {size} bytes` for the
+/// others), ends with `; the limit ({limit}) is {max}` and names `event` (when the limit is
+/// an event's own), and its data carries them.
 #[track_caller]
 pub(super) fn assert_over_limit(
     result: FlextResult<AppendResult>,
@@ -54,9 +55,21 @@ pub(super) fn assert_over_limit(
         "{limit}: {error:?}"
     );
     let message = error.message();
-    for part in [limit.to_owned(), size.to_string(), max.to_string()] {
-        assert!(message.contains(&part), "{limit}: {part} in {message:?}");
-    }
+    let unit = if limit == "max_batch_events" {
+        "events"
+    } else {
+        "bytes"
+    };
+    let found = format!(" {size} {unit}");
+    assert!(
+        message.contains(&found),
+        "{limit}: the size as the error states it, {found:?}, in {message:?}"
+    );
+    let stated = format!("; the limit ({limit}) is {max}");
+    assert!(
+        message.ends_with(&stated),
+        "{limit}: the limit as the error states it, {stated:?}, ends {message:?}"
+    );
     let data = error.data().expect("a limit's error carries data");
     assert_eq!(data["limit"], limit, "{error:?}");
     assert_eq!(data["size"], size, "{error:?}");
@@ -142,4 +155,76 @@ pub async fn configured_limits_are_enforced(
         .append(&stream, ExpectedVersion::Any, vec![sized_event(101, 51)])
         .await
         .expect("the default limits accept what the small ones refused");
+}
+
+#[cfg(test)]
+mod tests {
+    use flext_store::validate_batch;
+    use flext_types::FlextError;
+
+    use super::*;
+
+    /// The error of a batch over `max_batch_bytes` (300) with `message`, and data saying
+    /// the batch had 101 bytes.
+    fn over_batch_bytes(message: &str) -> FlextResult<AppendResult> {
+        Err(
+            FlextError::invalid_argument(message.to_owned()).with_data(serde_json::json!({
+                "limit": "max_batch_bytes",
+                "size": 101,
+                "max": 300,
+                "stream_id": "s",
+            })),
+        )
+    }
+
+    #[test]
+    fn the_errors_validate_batch_gives_pass() {
+        let limits = StoreLimits::new()
+            .with_max_payload_bytes(100)
+            .with_max_metadata_bytes(50)
+            .with_max_batch_events(5)
+            .with_max_batch_bytes(300);
+        let refused = |events: Vec<NewEvent>| {
+            validate_batch("s", &events, &limits).map(|()| AppendResult {
+                first_version: 1,
+                last_version: 1,
+                first_position: 1,
+                last_position: 1,
+            })
+        };
+        let over = sized_event(101, 0);
+        let id = over.event_id;
+        assert_over_limit(refused(vec![over]), "max_payload_bytes", 101, 100, Some(id));
+        let over = sized_event(2, 51);
+        let id = over.event_id;
+        assert_over_limit(refused(vec![over]), "max_metadata_bytes", 51, 50, Some(id));
+        let many = (0..6).map(|_| sized_event(2, 0)).collect();
+        assert_over_limit(refused(many), "max_batch_events", 6, 5, None);
+        let heavy = vec![
+            sized_event(100, 0),
+            sized_event(100, 0),
+            sized_event(100, 1),
+        ];
+        assert_over_limit(refused(heavy), "max_batch_bytes", 301, 300, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "the size as the error states it")]
+    fn a_message_with_the_size_only_inside_another_number_fails() {
+        let error = over_batch_bytes(
+            "A batch for stream s has 1101 bytes of payloads and metadata; \
+             the limit (max_batch_bytes) is 300",
+        );
+        assert_over_limit(error, "max_batch_bytes", 101, 300, None);
+    }
+
+    #[test]
+    #[should_panic(expected = "the limit as the error states it")]
+    fn a_message_with_another_limit_value_fails() {
+        let error = over_batch_bytes(
+            "A batch for stream s has 101 bytes of payloads and metadata; \
+             the limit (max_batch_bytes) is 3000",
+        );
+        assert_over_limit(error, "max_batch_bytes", 101, 300, None);
+    }
 }

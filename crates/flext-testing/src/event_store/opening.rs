@@ -25,7 +25,8 @@ pub const IN_PROCESS: usize = 5;
 /// the same line before it, so the parent looks for it anywhere in a line.
 const SAYS: &str = "[opener] ";
 
-/// How long the parent waits for a child to start, and then to open the store.
+/// How long the parent waits for a child to start, and then for each opener (in this
+/// process or a child) to open the store; how long a child's open may take.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// What an opener appends once the store is open: one event to a stream named after it.
@@ -45,26 +46,74 @@ async fn append_as(store: &impl EventStore, opener: &str) -> FlextResult<()> {
 }
 
 /// In a child: says `ready`, waits for the parent's `go` on stdin, opens the store with
-/// `open`, appends as itself and says `opened` (or `failed: …`).
+/// `open`, appends as itself and says `opened` (or `failed: …`). An input that ends (or
+/// says anything else) before `go` means the parent gave up: the child says `aborted` and
+/// ends without touching the store. An open and append that take longer than
+/// [`PATIENCE`] fail, so a stuck lock ends the child instead of hanging it.
 pub async fn open_in_child<S, F>(place: String, open: impl FnOnce(String) -> F)
 where
     S: EventStore,
     F: Future<Output = FlextResult<S>>,
 {
+    let said = child_opens(std::io::stdin().lock(), place, open).await;
+    println!("{SAYS}{said}");
+}
+
+/// [`open_in_child`] reading the parent's word from `input`; returns what the child says
+/// last (`aborted`, `opened …` or `failed: …`).
+async fn child_opens<S, F>(
+    input: impl BufRead,
+    place: String,
+    open: impl FnOnce(String) -> F,
+) -> String
+where
+    S: EventStore,
+    F: Future<Output = FlextResult<S>>,
+{
     println!("{SAYS}ready");
-    std::io::stdout().flush().expect("stdout");
-    let mut go = String::new();
-    std::io::stdin()
-        .read_line(&mut go)
-        .expect("the parent's go");
+    let _ = std::io::stdout().flush();
+    if !released(input) {
+        return "aborted".to_owned();
+    }
     let opener = format!("child-{}", std::process::id());
-    let outcome = match open(place).await {
-        Ok(store) => append_as(&store, &opener).await,
-        Err(error) => Err(error),
+    let opening = async {
+        let store = open(place).await?;
+        append_as(&store, &opener).await
     };
-    match outcome {
-        Ok(()) => println!("{SAYS}opened {opener}"),
-        Err(error) => println!("{SAYS}failed: {error:?}"),
+    match tokio::time::timeout(PATIENCE, opening).await {
+        Ok(Ok(())) => format!("opened {opener}"),
+        Ok(Err(error)) => format!("failed: {error:?}"),
+        Err(_) => format!("failed: no open within {PATIENCE:?}"),
+    }
+}
+
+/// Whether `input`'s first line is the parent's `go`. The end of the input (the parent
+/// ended or dropped the pipe), an error or any other line is not.
+fn released(mut input: impl BufRead) -> bool {
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
+        .is_ok_and(|_| line.trim_end() == "go")
+}
+
+/// The parent's children, each killed and waited for when this is dropped: on success and
+/// on every failure or panic of the parent alike, so none outlives its test.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Children {
+    fn push(&mut self, child: Child) {
+        self.0.push(child);
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // A child that has already ended refuses the kill; the wait reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -82,27 +131,27 @@ pub async fn open_concurrently<S, F>(
     F: Future<Output = FlextResult<S>> + Send + 'static,
 {
     let (lines, heard) = mpsc::channel::<(usize, Option<String>)>();
-    let mut children: Vec<Child> = (0..CHILDREN)
-        .map(|n| {
-            let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-                .args(["--exact", child_test, "--nocapture", "--test-threads", "1"])
-                .env(env, place)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("a child starts");
-            let stdout = child.stdout.take().expect("piped stdout");
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = lines.send((n, Some(line)));
-                }
-                let _ = lines.send((n, None));
-            });
-            child
-        })
-        .collect();
+    // Held from the first spawn: whatever fails below, every child is killed and reaped.
+    let mut children = Children::default();
+    for n in 0..CHILDREN {
+        let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--exact", child_test, "--nocapture", "--test-threads", "1"])
+            .env(env, place)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("a child starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        children.push(child);
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send((n, Some(line)));
+            }
+            let _ = lines.send((n, None));
+        });
+    }
     drop(lines);
 
     // Every child says `ready` (or ends) before any opener starts.
@@ -114,7 +163,7 @@ pub async fn open_concurrently<S, F>(
     tokio::task::block_in_place(|| voices.listen_until(|v| v.ready.len() == CHILDREN));
     assert_eq!(voices.ready.len(), CHILDREN, "every child started in time");
 
-    for child in &mut children {
+    for child in &mut children.0 {
         let stdin = child.stdin.as_mut().expect("piped stdin");
         let _ = writeln!(stdin, "go").and_then(|()| stdin.flush());
     }
@@ -127,18 +176,27 @@ pub async fn open_concurrently<S, F>(
             })
         })
         .collect();
+    // One deadline for them all: a stuck lock fails the test instead of hanging it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut failures = Vec::new();
-    for (n, task) in tasks.into_iter().enumerate() {
-        if let Err(error) = task.await.expect("an opener task") {
-            failures.push(format!("in-process opener {n}: {error:?}"));
+    for (n, mut task) in tasks.into_iter().enumerate() {
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(outcome) => {
+                if let Err(error) = outcome.expect("an opener task") {
+                    failures.push(format!("in-process opener {n}: {error:?}"));
+                }
+            }
+            Err(_) => {
+                task.abort();
+                failures.push(format!(
+                    "in-process opener {n}: no open within {PATIENCE:?}"
+                ));
+            }
         }
     }
 
     tokio::task::block_in_place(|| voices.listen_until(|v| v.outcomes.iter().all(Option::is_some)));
-    for child in &mut children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(children);
     for (n, outcome) in voices.outcomes.iter().enumerate() {
         match outcome {
             Some(line) if line.starts_with("opened ") => {}
@@ -152,8 +210,9 @@ pub async fn open_concurrently<S, F>(
         failures.join("\n")
     );
 
-    let store = open(place.to_owned())
+    let store = tokio::time::timeout(PATIENCE, open(place.to_owned()))
         .await
+        .expect("the store opens once more within the patience")
         .expect("the store opens once more");
     let all = store.read_all(1, usize::MAX).await.expect("read_all");
     assert_eq!(
@@ -251,4 +310,69 @@ macro_rules! concurrent_open_test {
             $schema(place).await;
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io::Cursor;
+
+    use flext_store::InMemoryEventStore;
+
+    use super::*;
+
+    /// What a child says, and whether it opened the store, given `input` on its stdin.
+    async fn child_given(input: &str) -> (String, bool) {
+        let touched = Cell::new(false);
+        let said = child_opens(
+            Cursor::new(input.to_owned()),
+            "place".to_owned(),
+            |_| async {
+                touched.set(true);
+                Ok::<_, flext_types::FlextError>(InMemoryEventStore::new())
+            },
+        )
+        .await;
+        (said, touched.get())
+    }
+
+    #[tokio::test]
+    async fn a_child_whose_input_ends_before_go_aborts_without_touching_the_store() {
+        for input in ["", "\n", "stop\n", "gone\n"] {
+            let (said, touched) = child_given(input).await;
+            assert_eq!(said, "aborted", "{input:?}");
+            assert!(!touched, "{input:?}: the store was not opened");
+        }
+        let (said, touched) = child_given("go\n").await;
+        assert!(said.starts_with("opened child-"), "{said}");
+        assert!(touched, "the store was opened on go");
+    }
+
+    #[test]
+    fn dropped_children_are_killed_and_reaped() {
+        let mut children = Children::default();
+        let mut pids = Vec::new();
+        for _ in 0..2 {
+            let child = Command::new("sleep")
+                .arg("600")
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("sleep starts");
+            pids.push(child.id());
+            children.push(child);
+        }
+        let started = Instant::now();
+        drop(children);
+        assert!(
+            started.elapsed() < PATIENCE,
+            "killed at once, not waited out"
+        );
+        for pid in pids {
+            // A reaped child has no process entry left (a zombie would keep one).
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "child {pid} was killed and reaped"
+            );
+        }
+    }
 }
