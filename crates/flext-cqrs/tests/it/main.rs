@@ -7,6 +7,7 @@ mod es_projection;
 mod es_repository;
 mod events;
 mod instrumentation;
+mod metadata;
 mod middleware;
 mod queries;
 
