@@ -136,7 +136,8 @@ pub mod CQRS {
         EventBusMetrics, EventMetrics, EventRelay, Executed, InMemoryEventStore, Loaded,
         MessageKind, MessageTypeMetrics, ProjectionConfig, ProjectionProgress, ProjectionRunner,
         PublishReport, QueryBus, QueryBusMetrics, Repository, RepositoryConfig, SubscriptionId,
-        TimeoutMiddleware, Upcasters, ValidationMiddleware,
+        TimeoutMiddleware, Upcasters, ValidationMiddleware, current_metadata,
+        with_current_metadata,
     };
 }
 
