@@ -20,7 +20,7 @@ use flext_types::{FlextError, FlextResult, MessageMetadata};
 use rustc_hash::FxHashMap;
 use tracing::Instrument;
 
-use crate::current::{self, Scope};
+use crate::current::{self, Scoped};
 use crate::dispatch::{
     BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
 };
@@ -32,14 +32,43 @@ pub(crate) struct Route {
     kind: MessageKind,
     message_type: Arc<str>,
     handler_name: Arc<str>,
+    /// The subscription an event route delivers to; 0 for a command or query route.
+    subscription: u64,
     /// A `BoxHandler<M, R>`.
     typed: Box<dyn Any + Send + Sync>,
     erased: BoxHandler<Dispatch, DispatchOutput>,
 }
 
 impl Route {
+    /// The route of a command or query handler.
     pub(crate) fn new<M, R>(
         kind: MessageKind,
+        message_type: &str,
+        handler: BoxHandler<M, R>,
+    ) -> Self
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        Self::build(kind, 0, message_type, handler)
+    }
+
+    /// The route of the event subscription `subscription` (its id, from 1).
+    pub(crate) fn subscriber<M, R>(
+        subscription: u64,
+        label: &str,
+        handler: BoxHandler<M, R>,
+    ) -> Self
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        Self::build(MessageKind::Event, subscription, label, handler)
+    }
+
+    fn build<M, R>(
+        kind: MessageKind,
+        subscription: u64,
         message_type: &str,
         handler: BoxHandler<M, R>,
     ) -> Self
@@ -50,9 +79,11 @@ impl Route {
         let message_type: Arc<str> = Arc::from(message_type);
         Self {
             kind,
+            subscription,
             handler_name: Arc::from(handler.handler_name()),
             erased: Arc::new(Erased {
                 message_type: message_type.clone(),
+                subscription,
                 inner: handler.clone(),
             }),
             typed: Box::new(handler),
@@ -89,8 +120,12 @@ impl Route {
             // The direct path: no erasure, no allocation beyond the handler's own future.
             // One await point either way: a disabled span costs a branch, a second
             // await point would enlarge every dispatch's future.
-            let scope = Scope::of_dispatch(metadata.cloned());
-            current::scoped(scope, catch_panic(handler.handle(message)))
+            let handled = Scoped::new(
+                self.subscription,
+                metadata.cloned(),
+                handler.handle(message),
+            );
+            catch_panic(handled)
                 .instrument(self.span_if(traced, metadata))
                 .await
         } else {
@@ -195,6 +230,7 @@ impl fmt::Debug for Route {
 /// the task's current one, erases the response.
 struct Erased<M, R> {
     message_type: Arc<str>,
+    subscription: u64,
     inner: BoxHandler<M, R>,
 }
 
@@ -219,8 +255,8 @@ where
                 self.message_type
             ))
         })?;
-        let scope = Scope::of_dispatch(Some(metadata));
-        let response = current::scoped(scope, self.inner.handle(*message)).await?;
+        let handled = self.inner.handle(*message);
+        let response = Scoped::new(self.subscription, Some(metadata), handled).await?;
         Ok(Box::new(response))
     }
 }

@@ -17,7 +17,7 @@ use flext_types::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::current::{self, current_metadata};
+use crate::current::{self, BatchNumber, current_metadata};
 use crate::es::envelope::{Envelope, Upcasters};
 
 /// How far the clock of the process that created a message may be ahead of the clocks that
@@ -698,17 +698,20 @@ impl Failure {
 }
 
 /// The ids of one batch of events a message causes on a stream: UUID v5s, in the message
-/// id's namespace, of the stream, the batch's number among the message's batches on that
-/// stream (see [`current::reserve_batch`]) and each event's index. Every execution of the
-/// same message derives the same ids, so the store, and [`BatchIds::locate`], recognise
-/// the batch; the stream is part of the name, so one message may change several aggregates.
+/// id's namespace, of the stream, the subscription whose handler causes it (0 but for an
+/// event subscriber), the batch's number among the message's batches on that stream in
+/// that handler call (see [`current::reserve_batch`]) and each event's index. Every
+/// execution of the same message derives the same ids, so the store, and
+/// [`BatchIds::locate`], recognise the batch; the stream and the subscription are part of
+/// the name, so one message may change several aggregates, and several subscribers of one
+/// event may change the same one.
 ///
 /// The batch's number is given back when it is dropped before [`BatchIds::settle`], so a
 /// retry of an execution whose outcome is unknown (failed or cancelled) gets it again.
 struct BatchIds<'a> {
     message: &'a MessageMetadata,
     stream: &'a str,
-    number: u32,
+    batch: BatchNumber,
     settled: bool,
 }
 
@@ -718,7 +721,7 @@ impl<'a> BatchIds<'a> {
         Self {
             message,
             stream,
-            number: current::reserve_batch(message.message_id, stream),
+            batch: current::reserve_batch(message.message_id, stream),
             settled: false,
         }
     }
@@ -730,11 +733,12 @@ impl<'a> BatchIds<'a> {
 
     /// The id of the batch's event at `index`.
     fn id(&self, index: usize) -> Uuid {
-        let mut name = Vec::with_capacity(self.stream.len() + 13);
+        let mut name = Vec::with_capacity(self.stream.len() + 21);
         name.extend_from_slice(self.stream.as_bytes());
         // Stream ids never hold a NUL, so the parts of the name cannot run together.
         name.push(0);
-        name.extend_from_slice(&self.number.to_be_bytes());
+        name.extend_from_slice(&self.batch.subscription.to_be_bytes());
+        name.extend_from_slice(&self.batch.number.to_be_bytes());
         name.extend_from_slice(&(index as u64).to_be_bytes());
         Uuid::new_v5(&self.message.message_id, &name)
     }
@@ -756,7 +760,7 @@ impl<'a> BatchIds<'a> {
 impl Drop for BatchIds<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            current::release_batch(self.message.message_id, self.stream, self.number);
+            current::release_batch(self.message.message_id, self.stream, self.batch.number);
         }
     }
 }

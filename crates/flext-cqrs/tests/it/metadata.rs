@@ -302,3 +302,41 @@ async fn two_commands_on_one_aggregate_in_one_handler_both_land_and_repeat_as_on
     assert_eq!(bus.send(twice()).await.unwrap(), [6, 7]);
     assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 30);
 }
+
+/// An event that credits "acc-1" once in each subscriber.
+struct Credited(u64);
+
+impl flext_protocols::Event for Credited {
+    fn event_name(&self) -> &str {
+        "Credited"
+    }
+}
+
+#[tokio::test]
+async fn subscribers_changing_one_aggregate_for_one_event_both_land_and_repeat_as_one() {
+    let store = InMemoryEventStore::new();
+    let repo = open_account(&store).await;
+    let bus = EventBus::new();
+    for _ in 0..2 {
+        let repo = repo.clone();
+        bus.subscribe_fn("Credited", move |event: Arc<Credited>| {
+            let repo = repo.clone();
+            async move {
+                repo.execute("acc-1", AccountCommand::Deposit(event.0))
+                    .await
+                    .map(drop)
+            }
+        });
+    }
+    let published = MessageMetadata::new();
+    for _ in 0..2 {
+        let report = bus.publish_with(Credited(5), published.clone()).await;
+        assert!(report.is_success(), "{report:?}");
+    }
+    assert_eq!(
+        store.len(),
+        3,
+        "one deposit per subscriber, redelivery included"
+    );
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 10);
+}
