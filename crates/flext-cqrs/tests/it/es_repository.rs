@@ -621,6 +621,48 @@ async fn a_repeated_message_that_would_now_be_rejected_returns_its_original_resu
 }
 
 #[tokio::test]
+async fn a_rejected_repeat_is_looked_for_back_to_when_the_message_was_created() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let opening = MessageMetadata::new();
+    let first = repo
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        repo.execute("acc-1", AccountCommand::Deposit(1))
+            .await
+            .unwrap();
+    }
+    // The opening is 20 events back: found through chunks of 8 and 32.
+    let again = repo
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+
+    // Events committed before the message was created cannot be its own: the look-back
+    // stops at the first chunk older than the message (here one claiming to be newer).
+    let mut later = opening.clone();
+    later.timestamp += time::Duration::hours(1);
+    let err = repo
+        .execute_with("acc-1", open("Ada"), &later)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Account is already open");
+    // And it looks no further back than `retry_lookback` events before what it has loaded
+    // (a cold repository reads the whole stream, and finds the batch there).
+    let short = repository(&store).with_config(RepositoryConfig::default().with_retry_lookback(10));
+    short.load("acc-1").await.unwrap();
+    let err = short
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BusinessRuleViolation);
+    assert_eq!(store.len(), 21);
+}
+
+#[tokio::test]
 async fn one_message_may_change_several_aggregates() {
     let store = InMemoryEventStore::new();
     let repo = repository(&store);

@@ -340,3 +340,68 @@ async fn subscribers_changing_one_aggregate_for_one_event_both_land_and_repeat_a
     );
     assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 10);
 }
+
+#[tokio::test]
+async fn a_panicking_or_nested_dispatch_leaves_each_handler_its_own_metadata() {
+    let mut inner = CommandBus::new();
+    inner
+        .register_fn(|crate::Divide(n): crate::Divide| async move {
+            assert!(n != 0, "division by zero");
+            Ok(n)
+        })
+        .unwrap();
+    let inner = Arc::new(inner);
+    let mut outer = CommandBus::new();
+    outer
+        .register_fn(move |_: Notify| {
+            let inner = inner.clone();
+            async move {
+                let before = current_metadata();
+                let failed = inner.send(crate::Divide(0)).await;
+                assert!(failed.is_err(), "the panic is an error");
+                inner.send(crate::Divide(1)).await?;
+                assert_eq!(current_metadata(), before, "restored after each");
+                Ok(before.unwrap())
+            }
+        })
+        .unwrap();
+    let sent = MessageMetadata::new();
+    assert_eq!(outer.send_with(Notify, sent.clone()).await.unwrap(), sent);
+    assert_eq!(current_metadata(), None);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_each_keep_their_own_metadata() {
+    let log: Arc<Mutex<Vec<(usize, MessageMetadata)>>> = Arc::default();
+    let bus = EventBus::new().with_delivery(flext_cqrs::Delivery::Concurrent);
+    for subscriber in 0..2 {
+        let log = log.clone();
+        bus.subscribe_fn("UserCreated", move |_: Arc<UserCreated>| {
+            let log = log.clone();
+            async move {
+                for _ in 0..3 {
+                    let seen = current_metadata().expect("metadata");
+                    log.lock().unwrap().push((subscriber, seen));
+                    tokio::task::yield_now().await;
+                }
+                Ok(())
+            }
+        });
+    }
+    let created = UserCreated {
+        user_id: "u1".into(),
+    };
+    assert_eq!(bus.publish(created).await.delivered, 2);
+    let log = log.lock().unwrap();
+    let ids = |who: usize| -> Vec<_> {
+        log.iter()
+            .filter(|(subscriber, _)| *subscriber == who)
+            .map(|(_, seen)| seen.message_id)
+            .collect()
+    };
+    let (first, second) = (ids(0), ids(1));
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|id| *id == first[0]), "{first:?}");
+    assert!(second.iter().all(|id| *id == second[0]), "{second:?}");
+    assert_ne!(first[0], second[0], "each delivery is a message of its own");
+}
