@@ -164,9 +164,9 @@ impl Dispatch {
         Self { context, message }
     }
 
-    /// The message, taken out of the dispatch.
-    pub(crate) fn into_message(self) -> Box<dyn Any + Send> {
-        self.message
+    /// The metadata and the message, taken out of the dispatch.
+    pub(crate) fn into_parts(self) -> (MessageMetadata, Box<dyn Any + Send>) {
+        (self.context.metadata, self.message)
     }
 
     /// Who is dispatching what to whom.

@@ -15,7 +15,7 @@ use flext_types::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation, MessageKind};
+use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation};
 use crate::metrics::{EventBusMetrics, EventMetrics};
 use crate::routes::{Route, Stack};
 
@@ -266,7 +266,7 @@ impl EventBus {
             id,
             event_type: TypeId::of::<E>(),
             event_type_name: short_type_name::<E>(),
-            route: Route::new(MessageKind::Event, label, handler),
+            route: Route::subscriber(id.0, label, handler),
         });
         let append = |list: &mut Subscribers| {
             let mut next: Vec<Arc<Subscriber>> = list.to_vec();

@@ -16,11 +16,21 @@
 //! [middleware](BusMiddleware) sees each message as a [`Dispatch`]; the built-in ones are
 //! [`TimeoutMiddleware`], [`ValidationMiddleware`] and [`AuthorizationMiddleware`].
 //!
+//! # The message being handled
+//!
+//! Every handler and subscriber runs with its message's
+//! [`MessageMetadata`](flext_types::MessageMetadata) (ids, correlation, causation, headers)
+//! as the task's current one: [`current_metadata`] reads it without the caller threading it
+//! by hand; a dispatch from inside a handler continues its conversation, and
+//! [`Repository::execute`] inside a handler gives its events the message's lineage and ids
+//! derived from the message id. [`with_current_metadata`] sets it outside the buses.
+//!
 //! # Event sourcing
 //!
 //! [`Repository`] loads [aggregates](flext_protocols::Aggregate) from their streams (latest
 //! snapshot plus later events, or a cached state plus later events) and runs their commands
-//! with optimistic concurrency, retrying on conflicts. [`InMemoryEventStore`] is the
+//! with optimistic concurrency, retrying on conflicts; a message executed again (a retry
+//! after a lost reply) appends nothing and returns its original result. [`InMemoryEventStore`] is the
 //! embedded store. [`Upcasters`] bring old payloads to the current shape. A
 //! [`ProjectionRunner`] feeds a read model from the log with checkpoints, retries with
 //! [`Backoff`] (transient failures, by [`ErrorClass`], until a give-up time) and dead
@@ -67,6 +77,7 @@
 //! ```
 
 mod command;
+mod current;
 mod dispatch;
 mod es;
 mod event;
@@ -76,6 +87,7 @@ mod query;
 mod routes;
 
 pub use command::CommandBus;
+pub use current::{current_metadata, with_current_metadata};
 pub use dispatch::{
     BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
 };

@@ -1,5 +1,6 @@
 //! The route machinery every bus shares: a [`Route`] (one handler of one message type,
-//! called directly or through the middleware [`Stack`] down to [`Erased`]), and the route
+//! called directly or through the middleware [`Stack`] down to [`Erased`], always with the
+//! message's metadata as the task's [current](crate::current_metadata) one), and the route
 //! table of the command and query buses ([`Routes`]: one handler per key, bus totals,
 //! per-route metrics).
 
@@ -19,6 +20,7 @@ use flext_types::{FlextError, FlextResult, MessageMetadata};
 use rustc_hash::FxHashMap;
 use tracing::Instrument;
 
+use crate::current::{self, Scoped};
 use crate::dispatch::{
     BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
 };
@@ -30,14 +32,43 @@ pub(crate) struct Route {
     kind: MessageKind,
     message_type: Arc<str>,
     handler_name: Arc<str>,
+    /// The subscription an event route delivers to; 0 for a command or query route.
+    subscription: u64,
     /// A `BoxHandler<M, R>`.
     typed: Box<dyn Any + Send + Sync>,
     erased: BoxHandler<Dispatch, DispatchOutput>,
 }
 
 impl Route {
+    /// The route of a command or query handler.
     pub(crate) fn new<M, R>(
         kind: MessageKind,
+        message_type: &str,
+        handler: BoxHandler<M, R>,
+    ) -> Self
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        Self::build(kind, 0, message_type, handler)
+    }
+
+    /// The route of the event subscription `subscription` (its id, from 1).
+    pub(crate) fn subscriber<M, R>(
+        subscription: u64,
+        label: &str,
+        handler: BoxHandler<M, R>,
+    ) -> Self
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        Self::build(MessageKind::Event, subscription, label, handler)
+    }
+
+    fn build<M, R>(
+        kind: MessageKind,
+        subscription: u64,
         message_type: &str,
         handler: BoxHandler<M, R>,
     ) -> Self
@@ -48,9 +79,11 @@ impl Route {
         let message_type: Arc<str> = Arc::from(message_type);
         Self {
             kind,
+            subscription,
             handler_name: Arc::from(handler.handler_name()),
             erased: Arc::new(Erased {
                 message_type: message_type.clone(),
+                subscription,
                 inner: handler.clone(),
             }),
             typed: Box::new(handler),
@@ -67,7 +100,10 @@ impl Route {
     }
 
     /// Calls the handler with `message`, through `middleware` when there is any, inside a
-    /// panic guard and, when `traced`, a `flext.dispatch` span.
+    /// panic guard and, when `traced`, a `flext.dispatch` span. The handler runs with the
+    /// message's metadata as the task's current one: `metadata`, or metadata inherited from
+    /// the message the task is handling, or (on the direct path) metadata minted only if the
+    /// handler reads it.
     pub(crate) async fn call<M, R>(
         &self,
         middleware: &[BusMiddleware],
@@ -84,7 +120,12 @@ impl Route {
             // The direct path: no erasure, no allocation beyond the handler's own future.
             // One await point either way: a disabled span costs a branch, a second
             // await point would enlarge every dispatch's future.
-            catch_panic(handler.handle(message))
+            let handled = Scoped::new(
+                self.subscription,
+                metadata.cloned(),
+                handler.handle(message),
+            );
+            catch_panic(handled)
                 .instrument(self.span_if(traced, metadata))
                 .await
         } else {
@@ -148,8 +189,9 @@ impl Route {
         M: Send + 'static,
         R: Send + 'static,
     {
-        // Middleware sees a correlation id even when the sender gave no metadata.
-        let metadata = metadata.unwrap_or_default();
+        // Middleware sees a correlation id even when the sender gave no metadata: the
+        // conversation of the handler dispatching it, or a new one.
+        let metadata = metadata.or_else(current::inherited).unwrap_or_default();
         let span = self.span_if(traced, Some(&metadata));
         let dispatch = Dispatch::new(
             DispatchContext::new(
@@ -184,9 +226,11 @@ impl fmt::Debug for Route {
 }
 
 /// A typed handler at the bottom of a middleware stack: takes the message out of the
-/// dispatch, calls the handler, erases the response.
+/// dispatch, calls the handler with the dispatch's metadata (as the middleware left it) as
+/// the task's current one, erases the response.
 struct Erased<M, R> {
     message_type: Arc<str>,
+    subscription: u64,
     inner: BoxHandler<M, R>,
 }
 
@@ -204,13 +248,15 @@ where
     }
 
     async fn handle(&self, dispatch: Dispatch) -> FlextResult<DispatchOutput> {
-        let message = dispatch.into_message().downcast::<M>().map_err(|_| {
+        let (metadata, message) = dispatch.into_parts();
+        let message = message.downcast::<M>().map_err(|_| {
             FlextError::operation(format!(
                 "A middleware replaced the {} message with a value of another type",
                 self.message_type
             ))
         })?;
-        let response = self.inner.handle(*message).await?;
+        let handled = self.inner.handle(*message);
+        let response = Scoped::new(self.subscription, Some(metadata), handled).await?;
         Ok(Box::new(response))
     }
 }

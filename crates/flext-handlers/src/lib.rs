@@ -137,7 +137,7 @@ pub mod CQRS {
         Executed, InMemoryEventStore, Loaded, MessageKind, MessageTypeMetrics, ProjectionConfig,
         ProjectionProgress, ProjectionRunner, PublishReport, QueryBus, QueryBusMetrics, Repository,
         RepositoryConfig, SubscriberInfo, SubscriptionId, TRANSIENT_BY_DEFAULT, TimeoutMiddleware,
-        Upcasters, ValidationMiddleware,
+        Upcasters, ValidationMiddleware, current_metadata, with_current_metadata,
     };
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -10,12 +11,18 @@ use flext_impl::catch_panic_sync;
 use flext_protocols::Event;
 use flext_protocols::{Aggregate, EventStore, SnapshotStore};
 use flext_types::{
-    AppendResult, EventMetadata, ExpectedVersion, FlextResult, JsonPayload, MessageMetadata,
-    NewEvent, Snapshot, StoredEvent,
+    AppendResult, EventMetadata, ExpectedVersion, FlextError, FlextResult, JsonPayload,
+    MessageMetadata, NewEvent, Snapshot, StoredEvent,
 };
 use time::OffsetDateTime;
+use uuid::Uuid;
 
+use crate::current::{self, BatchNumber, current_metadata};
 use crate::es::envelope::{Envelope, Upcasters};
+
+/// How far the clock of the process that created a message may be ahead of the clocks that
+/// stamp stored events, for [`RepositoryConfig::retry_lookback`]'s early stop.
+const CLOCK_TOLERANCE: time::Duration = time::Duration::seconds(5);
 
 /// How a [`Repository`] loads, caches, snapshots and retries: the defaults, changed with
 /// the `with_*` setters.
@@ -25,6 +32,7 @@ use crate::es::envelope::{Envelope, Upcasters};
 ///
 /// let config = RepositoryConfig::default().with_cache_capacity(0).with_max_conflict_retries(5);
 /// assert_eq!((config.cache_capacity, config.max_conflict_retries, config.snapshot_every), (0, 5, None));
+/// assert_eq!(config.retry_lookback, 1_000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,6 +45,10 @@ pub struct RepositoryConfig {
     /// How many aggregates to keep decoded in memory between commands (0 keeps none).
     /// Each command still reads the stream's tail, so a cached state is never stale.
     pub cache_capacity: usize,
+    /// How many events before the state it loaded a repeated message looks through for its
+    /// original batch, when it now decides nothing or is rejected (see
+    /// [`Repository::execute_with`]); 0 looks at none.
+    pub retry_lookback: u64,
 }
 
 impl Default for RepositoryConfig {
@@ -45,6 +57,7 @@ impl Default for RepositoryConfig {
             snapshot_every: None,
             max_conflict_retries: handler::MAX_RETRIES,
             cache_capacity: 10_000,
+            retry_lookback: 1_000,
         }
     }
 }
@@ -71,6 +84,14 @@ impl RepositoryConfig {
         self.cache_capacity = capacity;
         self
     }
+
+    /// The same configuration looking back through up to `events` events for the original
+    /// batch of a repeated message that is now rejected or decides nothing.
+    #[must_use]
+    pub fn with_retry_lookback(mut self, events: u64) -> Self {
+        self.retry_lookback = events;
+        self
+    }
 }
 
 /// An aggregate's state at a stream version.
@@ -80,6 +101,16 @@ pub struct Loaded<A> {
     pub state: Arc<A>,
     /// The version of the last event applied (0 for a new aggregate).
     pub version: u64,
+}
+
+impl<A: Default> Loaded<A> {
+    /// A new aggregate: the default state at version 0.
+    fn new() -> Self {
+        Self {
+            state: Arc::new(A::default()),
+            version: 0,
+        }
+    }
 }
 
 /// What a command did.
@@ -105,6 +136,10 @@ pub struct Executed<A: Aggregate> {
 /// - [`Repository::execute`]: loads, lets the aggregate decide, appends the events with
 ///   `ExpectedVersion::Exact(version)`; on a `CONCURRENCY_CONFLICT` it reloads and decides
 ///   again, up to [`RepositoryConfig::max_conflict_retries`] times.
+/// - [`Repository::execute_with`]: the same for a message with [`MessageMetadata`]: its
+///   events carry the message's lineage and ids derived from its id, so executing the same
+///   message again (a retry after a lost reply) appends nothing and returns the original
+///   result. `execute` inside a bus handler does this with the handler's message.
 /// - [`Repository::save`]: appends events decided elsewhere.
 ///
 /// A command's events are applied to a copy of the state before they are appended, so an
@@ -178,11 +213,9 @@ impl<A: Aggregate> Repository<A> {
     /// has no events). An empty id is an `INVALID_ARGUMENT` error.
     pub async fn load(&self, id: &str) -> FlextResult<Loaded<A>> {
         let stream = Self::checked_stream_id(id)?;
-        let base = match self.cached(id) {
-            Some(cached) => cached,
-            None => self.latest_snapshot_state(&stream).await?,
-        };
-        let loaded = self.catch_up(&stream, base).await?;
+        let base = self.base(id, &stream).await?;
+        let tail = self.read_after(&stream, base.version).await?;
+        let loaded = self.apply_stored(&base, &tail)?;
         self.remember(id, &loaded);
         Ok(loaded)
     }
@@ -198,16 +231,44 @@ impl<A: Aggregate> Repository<A> {
             .collect()
     }
 
-    /// Runs `command` on the aggregate `id` with no message metadata.
+    /// Runs `command` on the aggregate `id`. Inside a bus handler (or
+    /// [`with_current_metadata`](crate::with_current_metadata)) this is
+    /// [`execute_with`](Self::execute_with) the message being handled (see
+    /// [`current_metadata`]); elsewhere the events carry no lineage and fresh ids.
     pub async fn execute(&self, id: &str, command: A::Command) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
     {
-        self.run(id, command, &EventMetadata::default()).await
+        match current_metadata() {
+            Some(message) => self.run(id, command, Some(&message)).await,
+            None => self.run(id, command, None).await,
+        }
     }
 
-    /// Runs `command` on the aggregate `id`; its events carry the message's correlation id,
-    /// the message as causation, and its headers.
+    /// Runs `command`, carried by the message `metadata` describes, on the aggregate `id`.
+    ///
+    /// Its events carry the message's correlation id, the message as causation, and its
+    /// headers. Their ids are derived from the message id (UUID v5 of the message id, the
+    /// stream, the batch's number and each event's index), so the same message executed
+    /// again is recognised, whatever state the aggregate is in by then: nothing is appended
+    /// and the original result comes back (the state, version, events and `AppendResult` of
+    /// the first execution). It is found
+    ///
+    /// - among the events this load reads (the usual retry after a lost reply),
+    /// - through the store, when the message decides events again (the store reports their
+    ///   ids as stored, and the stream is searched for the batch),
+    /// - or, when the message is now rejected or decides nothing, among the
+    ///   [`retry_lookback`](RepositoryConfig::retry_lookback) events before the loaded
+    ///   state, going back no further than events committed (with a few seconds' tolerance
+    ///   for clocks) before the message was created. A repeat found nowhere is decided
+    ///   again, which never appends the batch twice.
+    ///
+    /// One message may change several aggregates, and change one aggregate several times
+    /// inside one bus handler: each batch a message causes on a stream gets the next number,
+    /// in the order the calls are made, so a handler that runs again for the same message
+    /// finds each of its batches. Outside a handler every call with the same message is the
+    /// same batch: give a second command its own metadata
+    /// ([`caused_by`](MessageMetadata::caused_by)).
     pub async fn execute_with(
         &self,
         id: &str,
@@ -217,42 +278,112 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
-        self.run(id, command, &EventMetadata::caused_by(metadata))
-            .await
+        self.run(id, command, Some(metadata)).await
     }
 
     async fn run(
         &self,
         id: &str,
         command: A::Command,
-        metadata: &EventMetadata,
+        message: Option<&MessageMetadata>,
     ) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
     {
         let stream = Self::checked_stream_id(id)?;
+        let Some(message) = message else {
+            let metadata = EventMetadata::default();
+            return self
+                .decide(id, &stream, command, &metadata, None)
+                .await
+                .map_err(Failure::into_error);
+        };
+        // Given back unless the outcome settles, also when this call is dropped (a timeout):
+        // trying the message again must derive the same ids.
+        let batch = BatchIds::reserve(message, &stream);
+        let metadata = EventMetadata::caused_by(message);
+        match self
+            .decide(id, &stream, command, &metadata, Some(&batch))
+            .await
+        {
+            Ok(executed) => {
+                batch.settle();
+                Ok(executed)
+            }
+            Err(Failure::Settled(error)) => {
+                batch.settle();
+                Err(error)
+            }
+            Err(Failure::Unsettled(error)) => Err(error),
+        }
+    }
+
+    /// Loads, decides and appends, deciding again after each conflict; with a `batch`, first
+    /// returns the original result of a batch already stored.
+    async fn decide(
+        &self,
+        id: &str,
+        stream: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        batch: Option<&BatchIds<'_>>,
+    ) -> Result<Executed<A>, Failure>
+    where
+        A::Command: Clone,
+    {
         let mut retries = 0;
         loop {
-            let loaded = self.load(id).await?;
-            let decision = command.clone();
-            let events = catch_panic_sync(|| loaded.state.handle(decision))?;
-            if events.is_empty() {
-                return Ok(Executed {
-                    state: loaded.state,
-                    version: loaded.version,
-                    events,
-                    append: None,
-                    retries,
-                });
+            let base = self.base(id, stream).await.map_err(Failure::Unsettled)?;
+            let tail = self
+                .read_after(stream, base.version)
+                .await
+                .map_err(Failure::Unsettled)?;
+            if let Some(batch) = batch
+                && let Some(found) = batch.locate(&tail)
+            {
+                return self
+                    .original(&base, &tail, found, retries)
+                    .map_err(Failure::Unsettled);
             }
-            let next = apply_all(&*loaded.state, &events)?;
+            let loaded = self
+                .apply_stored(&base, &tail)
+                .map_err(Failure::Unsettled)?;
+            self.remember(id, &loaded);
+            let decision = command.clone();
+            let events = match catch_panic_sync(|| loaded.state.handle(decision)) {
+                Ok(events) if !events.is_empty() => events,
+                outcome => {
+                    // A repeated message may have been decided before the state loaded here.
+                    if let Some(batch) = batch
+                        && let Some(original) = self
+                            .look_back(stream, base.version, batch, retries)
+                            .await
+                            .map_err(Failure::Unsettled)?
+                    {
+                        return Ok(original);
+                    }
+                    return match outcome {
+                        Ok(events) => Ok(Executed {
+                            state: loaded.state,
+                            version: loaded.version,
+                            events,
+                            append: None,
+                            retries,
+                        }),
+                        Err(error) => Err(Failure::Settled(error)),
+                    };
+                }
+            };
+            let next = apply_all(&*loaded.state, &events).map_err(Failure::Settled)?;
             let records = events
                 .iter()
-                .map(|event| encode(event, metadata))
-                .collect::<FlextResult<Vec<_>>>()?;
+                .enumerate()
+                .map(|(index, event)| encode(event, metadata, batch.map(|b| b.id(index))))
+                .collect::<FlextResult<Vec<_>>>()
+                .map_err(Failure::Settled)?;
             match self
                 .events
-                .append(&stream, ExpectedVersion::Exact(loaded.version), records)
+                .append(stream, ExpectedVersion::Exact(loaded.version), records)
                 .await
             {
                 Ok(append) => {
@@ -261,7 +392,7 @@ impl<A: Aggregate> Repository<A> {
                         version: append.last_version,
                     };
                     self.remember(id, &loaded_after);
-                    self.maybe_snapshot(&stream, loaded.version, &loaded_after)
+                    self.maybe_snapshot(stream, loaded.version, &loaded_after)
                         .await;
                     return Ok(Executed {
                         state: loaded_after.state,
@@ -276,15 +407,118 @@ impl<A: Aggregate> Repository<A> {
                         && retries < self.config.max_conflict_retries =>
                 {
                     retries += 1;
-                    tracing::debug!(stream = %stream, retries, "concurrency conflict; deciding again");
+                    tracing::debug!(stream, retries, "concurrency conflict; deciding again");
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    let Some(batch) = batch.filter(|_| error.is(ErrorCode::Duplicate)) else {
+                        return Err(Failure::Unsettled(error));
+                    };
+                    // The batch's ids are stored before the state loaded here: an earlier
+                    // execution of this message committed them.
+                    return match self.replay_original(stream, batch, retries).await {
+                        Ok(Some(original)) => Ok(original),
+                        Ok(None) => Err(Failure::Settled(error)),
+                        Err(failed) => Err(Failure::Unsettled(failed)),
+                    };
+                }
             }
         }
     }
 
+    /// The original result of the message whose `batch` is among `events` before version
+    /// `upto` (inclusive), if it is there: looks back through up to
+    /// [`RepositoryConfig::retry_lookback`] events, newest first in growing chunks, and stops
+    /// at the first chunk committed before the message was created.
+    async fn look_back(
+        &self,
+        stream: &str,
+        upto: u64,
+        batch: &BatchIds<'_>,
+        retries: u32,
+    ) -> FlextResult<Option<Executed<A>>> {
+        let floor = upto.saturating_sub(self.config.retry_lookback);
+        let since = batch.message.timestamp.checked_sub(CLOCK_TOLERANCE);
+        let (mut high, mut chunk) = (upto, 8_u64);
+        while high > floor {
+            let low = high.saturating_sub(chunk - 1).max(floor + 1);
+            let count = usize::try_from(high - low + 1).unwrap_or(usize::MAX);
+            let events = self.events.read_stream(stream, low, count).await?;
+            if batch.locate(&events).is_some() {
+                return self.replay_original(stream, batch, retries).await;
+            }
+            let before_the_message = match (events.first(), since) {
+                (Some(oldest), Some(since)) => oldest.timestamp < since,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            if before_the_message {
+                break;
+            }
+            high = low - 1;
+            chunk = chunk.saturating_mul(4);
+        }
+        Ok(None)
+    }
+
+    /// The original result of `batch`, replayed from the stream's start, if it is stored.
+    async fn replay_original(
+        &self,
+        stream: &str,
+        batch: &BatchIds<'_>,
+        retries: u32,
+    ) -> FlextResult<Option<Executed<A>>> {
+        let stored = self.events.read_stream(stream, 1, usize::MAX).await?;
+        match batch.locate(&stored) {
+            Some(found) => self
+                .original(&Loaded::new(), &stored, found, retries)
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What executing the batch at `found` in `stored` (the events after `base`) returned.
+    fn original(
+        &self,
+        base: &Loaded<A>,
+        stored: &[StoredEvent],
+        found: Range<usize>,
+        retries: u32,
+    ) -> FlextResult<Executed<A>> {
+        let after = self.apply_stored(base, &stored[..found.end])?;
+        let batch = &stored[found];
+        let events = batch
+            .iter()
+            .map(|event| self.decode(event))
+            .collect::<FlextResult<Vec<_>>>()?;
+        let (first, last) = (&batch[0], &batch[batch.len() - 1]);
+        tracing::debug!(
+            stream = %first.stream_id,
+            version = first.version,
+            "message already executed; returning its original result"
+        );
+        Ok(Executed {
+            state: after.state,
+            version: after.version,
+            events,
+            append: Some(AppendResult {
+                first_version: first.version,
+                last_version: last.version,
+                first_position: first.position,
+                last_position: last.position,
+            }),
+            retries,
+        })
+    }
+
     /// Appends events decided elsewhere to the aggregate `id`, if its stream satisfies
     /// `expected`. The events must apply to the current state.
+    ///
+    /// No events append nothing: if the stream satisfies `expected` (a mismatch is still a
+    /// `CONCURRENCY_CONFLICT`, as an empty append to EventStoreDB checks its expected
+    /// version), the result is the stream's current version as `last_version` and the
+    /// store's head as `last_position`, with the first ones just after them (an empty
+    /// range). The events get fresh ids: a retry with an `Exact` expectation is a conflict,
+    /// never a second copy.
     pub async fn save(
         &self,
         id: &str,
@@ -293,10 +527,23 @@ impl<A: Aggregate> Repository<A> {
         metadata: &MessageMetadata,
     ) -> FlextResult<AppendResult> {
         let stream = Self::checked_stream_id(id)?;
+        if events.is_empty() {
+            let version = self.events.stream_version(&stream).await?;
+            if !expected.accepts(version) {
+                return Err(expected.conflict(&stream, version));
+            }
+            let head = self.events.head_position().await?;
+            return Ok(AppendResult {
+                first_version: version + 1,
+                last_version: version,
+                first_position: head + 1,
+                last_position: head,
+            });
+        }
         let metadata = EventMetadata::caused_by(metadata);
         let records = events
             .iter()
-            .map(|event| encode(event, &metadata))
+            .map(|event| encode(event, &metadata, None))
             .collect::<FlextResult<Vec<_>>>()?;
         let append = self.events.append(&stream, expected, records).await?;
         // The cached state may predate these events; the next load catches up from it.
@@ -305,12 +552,21 @@ impl<A: Aggregate> Repository<A> {
 
     fn checked_stream_id(id: &str) -> FlextResult<String> {
         if id.trim().is_empty() {
-            return Err(flext_types::FlextError::invalid_argument(format!(
+            return Err(FlextError::invalid_argument(format!(
                 "{} id cannot be empty",
                 A::TYPE
             )));
         }
         Ok(Self::stream_id(id))
+    }
+
+    /// Where a load starts: the cached state, else the latest usable snapshot, else the
+    /// default state at version 0.
+    async fn base(&self, id: &str, stream: &str) -> FlextResult<Loaded<A>> {
+        match self.cached(id) {
+            Some(cached) => Ok(cached),
+            None => self.latest_snapshot_state(stream).await,
+        }
     }
 
     fn cached(&self, id: &str) -> Option<Loaded<A>> {
@@ -339,10 +595,7 @@ impl<A: Aggregate> Repository<A> {
 
     /// The state from the latest usable snapshot, or the default state at version 0.
     async fn latest_snapshot_state(&self, stream: &str) -> FlextResult<Loaded<A>> {
-        let empty = Loaded {
-            state: Arc::new(A::default()),
-            version: 0,
-        };
+        let empty = Loaded::new();
         let Some(store) = &self.snapshots else {
             return Ok(empty);
         };
@@ -371,18 +624,21 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    /// `base` with every event after its version applied.
-    async fn catch_up(&self, stream: &str, base: Loaded<A>) -> FlextResult<Loaded<A>> {
-        let tail = self
-            .events
-            .read_stream(stream, base.version + 1, usize::MAX)
-            .await?;
-        let Some(last) = tail.last() else {
-            return Ok(base);
+    /// The events of `stream` after `version`.
+    async fn read_after(&self, stream: &str, version: u64) -> FlextResult<Vec<StoredEvent>> {
+        self.events
+            .read_stream(stream, version + 1, usize::MAX)
+            .await
+    }
+
+    /// `base` with `stored` (the events right after its version) applied.
+    fn apply_stored(&self, base: &Loaded<A>, stored: &[StoredEvent]) -> FlextResult<Loaded<A>> {
+        let Some(last) = stored.last() else {
+            return Ok(base.clone());
         };
         let version = last.version;
         let mut state = (*base.state).clone();
-        for stored in &tail {
+        for stored in stored {
             let event = self.decode(stored)?;
             catch_panic_sync(|| {
                 state.apply(&event);
@@ -424,17 +680,108 @@ impl<A: Aggregate> Repository<A> {
     }
 }
 
-/// `event` as a record to append, named and versioned by the event itself.
+/// Why a command was not executed.
+enum Failure {
+    /// Its outcome is settled: the aggregate rejected it, or its events cannot be stored.
+    Settled(FlextError),
+    /// Its outcome is unknown or was not reached: reading or appending failed, and the
+    /// same message may be tried again.
+    Unsettled(FlextError),
+}
+
+impl Failure {
+    fn into_error(self) -> FlextError {
+        match self {
+            Self::Settled(error) | Self::Unsettled(error) => error,
+        }
+    }
+}
+
+/// The ids of one batch of events a message causes on a stream: UUID v5s, in the message
+/// id's namespace, of the stream, the subscription whose handler causes it (0 but for an
+/// event subscriber), the batch's number among the message's batches on that stream in
+/// that handler call (see [`current::reserve_batch`]) and each event's index. Every
+/// execution of the same message derives the same ids, so the store, and
+/// [`BatchIds::locate`], recognise the batch; the stream and the subscription are part of
+/// the name, so one message may change several aggregates, and several subscribers of one
+/// event may change the same one.
+///
+/// The batch's number is given back when it is dropped before [`BatchIds::settle`], so a
+/// retry of an execution whose outcome is unknown (failed or cancelled) gets it again.
+struct BatchIds<'a> {
+    message: &'a MessageMetadata,
+    stream: &'a str,
+    batch: BatchNumber,
+    settled: bool,
+}
+
+impl<'a> BatchIds<'a> {
+    /// The next batch of `message` on `stream`.
+    fn reserve(message: &'a MessageMetadata, stream: &'a str) -> Self {
+        Self {
+            message,
+            stream,
+            batch: current::reserve_batch(message.message_id, stream),
+            settled: false,
+        }
+    }
+
+    /// Keeps the batch's number: the execution's outcome is known.
+    fn settle(mut self) {
+        self.settled = true;
+    }
+
+    /// The id of the batch's event at `index`.
+    fn id(&self, index: usize) -> Uuid {
+        let mut name = Vec::with_capacity(self.stream.len() + 21);
+        name.extend_from_slice(self.stream.as_bytes());
+        // Stream ids never hold a NUL, so the parts of the name cannot run together.
+        name.push(0);
+        name.extend_from_slice(&self.batch.subscription.to_be_bytes());
+        name.extend_from_slice(&self.batch.number.to_be_bytes());
+        name.extend_from_slice(&(index as u64).to_be_bytes());
+        Uuid::new_v5(&self.message.message_id, &name)
+    }
+
+    /// Where the batch is among `stored` (consecutive events of its stream), if its first
+    /// event is there: the range of its events.
+    fn locate(&self, stored: &[StoredEvent]) -> Option<Range<usize>> {
+        let first = self.id(0);
+        let start = stored.iter().position(|event| event.event_id == first)?;
+        let len = stored[start..]
+            .iter()
+            .enumerate()
+            .take_while(|(index, event)| event.event_id == self.id(*index))
+            .count();
+        Some(start..start + len)
+    }
+}
+
+impl Drop for BatchIds<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            current::release_batch(self.message.message_id, self.stream, self.batch.number);
+        }
+    }
+}
+
+/// `event` as a record to append, named and versioned by the event itself, with the id
+/// given or a fresh one.
 fn encode<E: Event + serde::Serialize>(
     event: &E,
     metadata: &EventMetadata,
+    id: Option<Uuid>,
 ) -> FlextResult<NewEvent> {
-    NewEvent::encode(
+    let mut record = NewEvent::encode(
         event.event_name(),
         event.schema_version(),
         event,
         metadata.clone(),
-    )
+    )?;
+    if let Some(id) = id {
+        record.event_id = id;
+    }
+    Ok(record)
 }
 
 /// A copy of `state` with `events` applied, inside a panic guard.

@@ -1,15 +1,15 @@
 //! Repository: execute, conflicts and retries, snapshots, upcasters, failures.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use flext_constants::ErrorCode;
 use flext_cqrs::{InMemoryEventStore, Repository, RepositoryConfig, Upcasters};
 use flext_protocols::{EventStore, EventStream, SnapshotStore};
 use flext_types::{
-    AppendResult, ExpectedVersion, FlextResult, JsonPayload, MessageMetadata, NewEvent, Snapshot,
-    StoredEvent,
+    AppendResult, ExpectedVersion, FlextError, FlextResult, JsonPayload, MessageMetadata, NewEvent,
+    Snapshot, StoredEvent,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -138,20 +138,47 @@ async fn a_stale_cache_catches_up_from_the_stream() {
     );
 }
 
-/// A store that lets a rival writer append first, `rivals` times.
-struct Contended {
+/// The in-memory store with faults: a rival writer that appends first (`rivals` times),
+/// and lost replies (the next `lost_replies` appends commit, then fail with a
+/// `STORAGE_ERROR`, as when a connection drops after the commit). It counts the appends it
+/// is asked for and keeps what each committed append returned.
+#[derive(Default)]
+struct Faulty {
     inner: InMemoryEventStore,
     rivals: AtomicU32,
+    lost_replies: AtomicU32,
+    appends: AtomicU32,
+    committed: Mutex<Vec<AppendResult>>,
+}
+
+impl Faulty {
+    fn on(inner: &InMemoryEventStore) -> Self {
+        Self {
+            inner: inner.clone(),
+            ..Self::default()
+        }
+    }
+
+    fn losing_replies(self, lost: u32) -> Self {
+        self.lost_replies.store(lost, Ordering::SeqCst);
+        self
+    }
+
+    /// What the last committed append returned.
+    fn last_committed(&self) -> AppendResult {
+        *self.committed.lock().unwrap().last().expect("an append")
+    }
 }
 
 #[async_trait]
-impl EventStore for Contended {
+impl EventStore for Faulty {
     async fn append(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
         if self.rivals.load(Ordering::SeqCst) > 0 {
             self.rivals.fetch_sub(1, Ordering::SeqCst);
             let rival = NewEvent::new(
@@ -162,7 +189,13 @@ impl EventStore for Contended {
                 .append(stream, ExpectedVersion::Any, vec![rival])
                 .await?;
         }
-        self.inner.append(stream, expected, events).await
+        let appended = self.inner.append(stream, expected, events).await?;
+        self.committed.lock().unwrap().push(appended);
+        if self.lost_replies.load(Ordering::SeqCst) > 0 {
+            self.lost_replies.fetch_sub(1, Ordering::SeqCst);
+            return Err(FlextError::storage("connection lost after the commit"));
+        }
+        Ok(appended)
     }
     async fn read_stream(
         &self,
@@ -193,10 +226,8 @@ async fn conflicts_are_retried_up_to_the_limit() {
         .execute("acc-1", open("Ada"))
         .await
         .unwrap();
-    let contended = Arc::new(Contended {
-        inner: inner.clone(),
-        rivals: AtomicU32::new(2),
-    });
+    let contended = Arc::new(Faulty::on(&inner));
+    contended.rivals.store(2, Ordering::SeqCst);
     let repo: Repository<Account> = Repository::new(contended.clone());
     let done = repo
         .execute("acc-1", AccountCommand::Deposit(10))
@@ -441,6 +472,280 @@ async fn save_appends_events_decided_elsewhere_with_their_expected_version() {
         repo.load("acc-1").await.unwrap().state.owner.as_deref(),
         Some("Ada")
     );
+}
+
+/// Runs `attempt` until it succeeds with anything but a `STORAGE_ERROR`, at most `max`
+/// times: a caller retrying after ambiguous failures.
+async fn retried<T, F, Fut>(max: u32, mut attempt: F) -> FlextResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = FlextResult<T>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(error) if error.is(ErrorCode::StorageError) && n < max => n += 1,
+            outcome => return outcome,
+        }
+    }
+}
+
+/// An open account "acc-1" on `store`, at version 1.
+async fn opened(store: &InMemoryEventStore) {
+    repository(store)
+        .execute("acc-1", open("Ada"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_reply_appends_once_and_returns_the_original_result() {
+    let inner = InMemoryEventStore::new();
+    opened(&inner).await;
+    let store = Arc::new(Faulty::on(&inner).losing_replies(1));
+    let repo: Repository<Account> = Repository::new(store.clone());
+    repo.load("acc-1").await.unwrap();
+    let command = MessageMetadata::new();
+
+    let first = repo
+        .execute_with("acc-1", AccountCommand::Deposit(50), &command)
+        .await
+        .unwrap_err();
+    assert_eq!(first.code(), ErrorCode::StorageError);
+    let done = repo
+        .execute_with("acc-1", AccountCommand::Deposit(50), &command)
+        .await
+        .unwrap();
+
+    assert_eq!(inner.len(), 2, "the deposit is stored once");
+    assert_eq!(done.append, Some(store.last_committed()));
+    assert_eq!((done.version, done.state.balance), (2, 50));
+    assert_eq!(done.events, [AccountEvent::Deposited { amount: 50 }]);
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 50);
+}
+
+#[tokio::test]
+async fn the_retried_result_equals_what_the_first_attempt_would_have_returned() {
+    // Two identical worlds: in one the reply of the deposit is lost and the caller retries.
+    let (calm, lossy) = (InMemoryEventStore::new(), InMemoryEventStore::new());
+    opened(&calm).await;
+    opened(&lossy).await;
+    let command = MessageMetadata::new();
+    let expected = repository(&calm)
+        .execute_with("acc-1", AccountCommand::Deposit(5), &command)
+        .await
+        .unwrap();
+    let store = Arc::new(Faulty::on(&lossy).losing_replies(2));
+    let repo: Repository<Account> = Repository::new(store.clone());
+    let done = retried(5, || {
+        repo.execute_with("acc-1", AccountCommand::Deposit(5), &command)
+    })
+    .await
+    .unwrap();
+    assert_eq!(done, expected);
+    assert_eq!(lossy.len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_finds_its_batch_after_other_commands_moved_the_aggregate_on() {
+    let inner = InMemoryEventStore::new();
+    opened(&inner).await;
+    let store = Arc::new(Faulty::on(&inner).losing_replies(1));
+    let repo: Repository<Account> = Repository::new(store.clone());
+    let command = MessageMetadata::new();
+    repo.execute_with("acc-1", AccountCommand::Deposit(50), &command)
+        .await
+        .unwrap_err();
+    let original = store.last_committed();
+    // Another command lands meanwhile; the repository's cached state moves past the deposit.
+    repo.execute_with("acc-1", AccountCommand::Deposit(7), &MessageMetadata::new())
+        .await
+        .unwrap();
+
+    let done = repo
+        .execute_with("acc-1", AccountCommand::Deposit(50), &command)
+        .await
+        .unwrap();
+    assert_eq!(inner.len(), 3, "the retry stored nothing");
+    assert_eq!(done.append, Some(original));
+    assert_eq!((done.version, done.state.balance), (2, 50));
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 57);
+}
+
+#[tokio::test]
+async fn a_repeated_message_that_would_now_be_rejected_returns_its_original_result() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let opening = MessageMetadata::new();
+    let first = repo
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap();
+    // The reply was lost above the repository: the caller sends the same message again.
+    let again = repo
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+
+    let withdrawal = MessageMetadata::new();
+    repo.execute("acc-1", AccountCommand::Deposit(30))
+        .await
+        .unwrap();
+    let first = repo
+        .execute_with("acc-1", AccountCommand::Withdraw(30), &withdrawal)
+        .await
+        .unwrap();
+    // A cold repository (another process) sees the balance at 0, yet knows the message.
+    let cold = repository(&store).with_config(RepositoryConfig::default().with_cache_capacity(0));
+    let again = cold
+        .execute_with("acc-1", AccountCommand::Withdraw(30), &withdrawal)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.len(), 3);
+
+    // A new message is decided on the current state as always.
+    let err = repo
+        .execute_with(
+            "acc-1",
+            AccountCommand::Withdraw(30),
+            &MessageMetadata::new(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Insufficient funds: balance 0, requested 30"
+    );
+}
+
+#[tokio::test]
+async fn a_rejected_repeat_is_looked_for_back_to_when_the_message_was_created() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let opening = MessageMetadata::new();
+    let first = repo
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        repo.execute("acc-1", AccountCommand::Deposit(1))
+            .await
+            .unwrap();
+    }
+    // The opening is 20 events back: found through chunks of 8 and 32.
+    let again = repo
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+
+    // Events committed before the message was created cannot be its own: the look-back
+    // stops at the first chunk older than the message (here one claiming to be newer).
+    let mut later = opening.clone();
+    later.timestamp += time::Duration::hours(1);
+    let err = repo
+        .execute_with("acc-1", open("Ada"), &later)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Account is already open");
+    // And it looks no further back than `retry_lookback` events before what it has loaded
+    // (a cold repository reads the whole stream, and finds the batch there).
+    let short = repository(&store).with_config(RepositoryConfig::default().with_retry_lookback(10));
+    short.load("acc-1").await.unwrap();
+    let err = short
+        .execute_with("acc-1", open("Ada"), &opening)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BusinessRuleViolation);
+    assert_eq!(store.len(), 21);
+}
+
+#[tokio::test]
+async fn one_message_may_change_several_aggregates() {
+    let store = InMemoryEventStore::new();
+    let repo = repository(&store);
+    let command = MessageMetadata::new();
+    for id in ["acc-1", "acc-2"] {
+        let done = repo.execute_with(id, open("Ada"), &command).await.unwrap();
+        assert_eq!(done.version, 1, "{id}");
+    }
+    assert_eq!(store.len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_message_that_decided_nothing_or_was_rejected_stores_nothing() {
+    let store = InMemoryEventStore::new();
+    opened(&store).await;
+    let repo = repository(&store);
+    let touch = MessageMetadata::new();
+    for _ in 0..2 {
+        let done = repo
+            .execute_with("acc-1", AccountCommand::Touch, &touch)
+            .await
+            .unwrap();
+        assert_eq!((done.version, done.append), (1, None));
+    }
+    let overdraw = MessageMetadata::new();
+    for _ in 0..2 {
+        let err = repo
+            .execute_with("acc-1", AccountCommand::Withdraw(1), &overdraw)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BusinessRuleViolation);
+    }
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn save_with_no_events_appends_nothing_and_returns_the_current_version() {
+    let inner = InMemoryEventStore::new();
+    opened(&inner).await;
+    let store = Arc::new(Faulty::on(&inner));
+    let repo: Repository<Account> = Repository::new(store.clone());
+    let meta = MessageMetadata::new();
+
+    let kept = repo
+        .save("acc-1", ExpectedVersion::Exact(1), &[], &meta)
+        .await
+        .unwrap();
+    assert_eq!(kept.last_version, 1, "the current version");
+    assert_eq!(kept.last_position, 1, "nothing after the head");
+    let fresh = repo
+        .save("acc-2", ExpectedVersion::NoStream, &[], &meta)
+        .await
+        .unwrap();
+    assert_eq!(fresh.last_version, 0);
+    // The expectation is still checked, as an empty append to EventStoreDB checks it.
+    let err = repo
+        .save("acc-1", ExpectedVersion::Exact(3), &[], &meta)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ConcurrencyConflict);
+    assert_eq!(
+        store.appends.load(Ordering::SeqCst),
+        0,
+        "append is never called"
+    );
+    assert_eq!(inner.len(), 1);
+}
+
+#[tokio::test]
+async fn an_execute_that_decides_nothing_never_calls_append() {
+    let inner = InMemoryEventStore::new();
+    opened(&inner).await;
+    let store = Arc::new(Faulty::on(&inner));
+    let repo: Repository<Account> = Repository::new(store.clone());
+    let plain = repo.execute("acc-1", AccountCommand::Touch).await.unwrap();
+    let caused = repo
+        .execute_with("acc-1", AccountCommand::Touch, &MessageMetadata::new())
+        .await
+        .unwrap();
+    for done in [plain, caused] {
+        assert_eq!((done.version, done.append, done.events.len()), (1, None, 0));
+    }
+    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
 }
 
 fn command_strategy() -> impl Strategy<Value = AccountCommand> {

@@ -10,6 +10,7 @@ mod es_repository;
 mod es_sqlite;
 mod events;
 mod instrumentation;
+mod metadata;
 mod middleware;
 mod queries;
 

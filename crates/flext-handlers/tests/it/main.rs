@@ -1,4 +1,7 @@
-//! The facade: the guide's namespaces and the Rust modules name the same items.
+//! The facade: the guide's namespaces and the Rust modules name the same items; and
+//! behaviour that needs several layers at once, one module per topic.
+
+mod retries;
 
 use std::time::Duration;
 
