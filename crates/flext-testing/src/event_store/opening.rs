@@ -49,7 +49,7 @@ async fn append_as(store: &impl EventStore, opener: &str) -> FlextResult<()> {
 /// `open`, appends as itself and says `opened` (or `failed: …`). An input that ends (or
 /// says anything else) before `go` means the parent gave up: the child says `aborted` and
 /// ends without touching the store. An open and append that take longer than
-/// [`PATIENCE`] fail, so a stuck lock ends the child instead of hanging it.
+/// a minute fail, so a stuck lock ends the child instead of hanging it.
 pub async fn open_in_child<S, F>(place: String, open: impl FnOnce(String) -> F)
 where
     S: EventStore,
