@@ -7,8 +7,7 @@
 //! [`ProjectionRunner`], and the `GetUserProjection` / `GetDepartmentStats` queries on a
 //! [`QueryBus`].
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use flext_handlers::CQRS::Upcasters;
@@ -214,8 +213,10 @@ pub struct DepartmentStats {
 pub struct UserProjections {
     users: Mutex<BTreeMap<String, UserProjection>>,
     departments: Mutex<BTreeMap<String, DepartmentStats>>,
-    /// The last position applied, so an event delivered again is not applied twice.
-    last_position: AtomicU64,
+    /// The last version applied of each stream, so an event delivered again is not applied
+    /// twice. Per stream, not one global position: a dead letter retried later arrives
+    /// after newer events of other streams and must still apply.
+    applied_versions: Mutex<HashMap<String, u64>>,
 }
 
 impl UserProjections {
@@ -311,21 +312,25 @@ impl Projection for UserProjections {
     }
 
     async fn apply(&self, stored: &StoredEvent) -> FlextResult<()> {
-        if stored.position <= self.last_position.load(Ordering::SeqCst) {
+        let mut applied = lock(&self.applied_versions);
+        if applied
+            .get(&*stored.stream_id)
+            .is_some_and(|last| stored.version <= *last)
+        {
             return Ok(());
         }
         if let Some(user_id) = stored.stream_id.strip_prefix("User-") {
             let envelope = Envelope::<UserEvent>::decode(stored, &Upcasters::new())?;
             self.apply_event(user_id, envelope.version, envelope.payload)?;
         }
-        self.last_position.store(stored.position, Ordering::SeqCst);
+        applied.insert(stored.stream_id.to_string(), stored.version);
         Ok(())
     }
 
     async fn reset(&self) -> FlextResult<()> {
+        lock(&self.applied_versions).clear();
         lock(&self.users).clear();
         lock(&self.departments).clear();
-        self.last_position.store(0, Ordering::SeqCst);
         Ok(())
     }
 }

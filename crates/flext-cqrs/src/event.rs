@@ -221,7 +221,13 @@ impl EventBus {
         )
     }
 
-    /// Subscribes an async closure or `async fn` to events named `event_name`.
+    /// Subscribes an async closure or `async fn` to events named `event_name`, under the
+    /// name `"{event_name} subscriber"`.
+    ///
+    /// Every subscriber of an event subscribed this way has that one name. Where names
+    /// matter (an [`EventRelay`](crate::EventRelay) keeps each subscriber's progress under
+    /// its name and refuses subscribers of one event that share one), name it:
+    /// `bus.subscribe(event_name, flext_impl::handler_fn("mailer", f))`.
     pub fn subscribe_fn<E, F, Fut>(&self, event_name: &str, f: F) -> SubscriptionId
     where
         E: Event,

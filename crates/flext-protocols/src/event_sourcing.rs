@@ -139,9 +139,13 @@ pub trait Aggregate:
 
 /// A read model built from the log, one event at a time.
 ///
-/// Events arrive at least once: after a crash the events since the last checkpoint are
-/// applied again, so `apply` should be idempotent (for example by remembering the last
-/// position it applied).
+/// Events arrive in order within each stream, not across streams: an event that failed and
+/// is retried later (a dead letter) arrives after newer events of other streams, as in
+/// Axon's per-sequence ordering. And they arrive at least once: after a crash the events
+/// since the last checkpoint are applied again. So `apply` should be idempotent by
+/// remembering, per stream, the last version it applied (an event at or below it is a
+/// repeat), or the ids of the events it applied. Remembering the last global position
+/// would skip a retried event as if it were a repeat.
 #[async_trait]
 pub trait Projection: Send + Sync {
     /// The projection's name, which keys its checkpoint.

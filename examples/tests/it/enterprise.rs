@@ -1,15 +1,19 @@
 //! The guide's event-sourcing scenario, asserted on typed results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use flext_examples::enterprise::{
     DepartmentStats, EnterpriseUserSystem, UpdateUserCommand, UserEvent, UserProjection,
-    guide_users,
+    UserProjections, guide_users,
 };
+use flext_handlers::CQRS::{Backoff, ProjectionConfig};
 use flext_handlers::prelude::*;
+use flext_handlers::types::{FlextError, FlextResult, StoredEvent};
 use serde_json::json;
 
-async fn run_the_guides_flow() -> (EnterpriseUserSystem, Vec<String>) {
+/// The guide's commands: four users created, then Alice updated (five events).
+async fn send_the_guides_commands() -> (EnterpriseUserSystem, Vec<String>) {
     let system = EnterpriseUserSystem::new().unwrap();
     let mut ids = Vec::new();
     for command in guide_users() {
@@ -29,6 +33,11 @@ async fn run_the_guides_flow() -> (EnterpriseUserSystem, Vec<String>) {
             .await
             .unwrap()
     );
+    (system, ids)
+}
+
+async fn run_the_guides_flow() -> (EnterpriseUserSystem, Vec<String>) {
+    let (system, ids) = send_the_guides_commands().await;
     system.projection_runner.catch_up().await.unwrap();
     (system, ids)
 }
@@ -174,4 +183,78 @@ async fn the_read_model_rebuilds_to_the_same_state_and_bad_commands_store_nothin
         5,
         "nothing was stored"
     );
+}
+
+/// The user projections behind a gate that rejects the events at chosen positions, as if
+/// the read model's database refused them for a while.
+struct Refusing {
+    inner: Arc<UserProjections>,
+    refused: Mutex<HashSet<u64>>,
+}
+
+#[async_trait]
+impl Projection for Refusing {
+    fn name(&self) -> &str {
+        "refusing_user_projections"
+    }
+
+    async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
+        if self.refused.lock().unwrap().contains(&event.position) {
+            return Err(FlextError::validation("the read model refused it"));
+        }
+        self.inner.apply(event).await
+    }
+
+    async fn reset(&self) -> FlextResult<()> {
+        self.inner.reset().await
+    }
+}
+
+#[tokio::test]
+async fn a_dead_letter_retried_after_newer_events_of_other_users_reaches_the_projections() {
+    let (system, ids) = send_the_guides_commands().await;
+    // Bob's creation (position 2) is refused; Carol, David and Alice's update go on.
+    let refusing = Arc::new(Refusing {
+        inner: system.projections.clone(),
+        refused: Mutex::new(HashSet::from([2])),
+    });
+    let runner = ProjectionRunner::new(
+        system.event_store.clone(),
+        Arc::new(InMemoryEventStore::new()),
+        refusing.clone(),
+    )
+    .with_config(ProjectionConfig::default().with_backoff(Backoff::none()));
+    let progress = runner.catch_up().await.unwrap();
+    assert_eq!((progress.applied, progress.dead_lettered), (4, 1));
+    assert_eq!(
+        system
+            .projections
+            .get_user_projection(&ids[1])
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
+
+    refusing.refused.lock().unwrap().clear();
+    assert_eq!(runner.retry_dead_letter(2).await.unwrap().applied, [2]);
+    let bob = system.projections.get_user_projection(&ids[1]).unwrap();
+    assert_eq!(
+        (
+            bob.name.as_str(),
+            bob.department.as_str(),
+            bob.event_version
+        ),
+        ("Bob Smith", "Sales", 1)
+    );
+    assert_eq!(
+        system.projections.get_department_statistics()["Sales"].user_count,
+        1
+    );
+
+    // Applied again (a restart before a checkpoint), an event changes nothing.
+    let before = system.projections.get_department_statistics();
+    for event in system.event_store.read_all(1, usize::MAX).await.unwrap() {
+        refusing.apply(&event).await.unwrap();
+    }
+    assert_eq!(system.projections.get_department_statistics(), before);
 }

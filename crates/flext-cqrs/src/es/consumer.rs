@@ -3,17 +3,22 @@
 //! is one consumer; an [`EventRelay`](crate::EventRelay) keeps one per subscriber.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use flext_constants::ErrorCode;
 use flext_impl::catch_panic;
 use flext_protocols::{CheckpointStore, EventStore};
 use flext_types::{DeadLetter, FlextError, FlextResult, StoredEvent};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::ProjectionConfig;
-use crate::es::retry::{DeadLetterPolicy, ErrorClass};
+use crate::es::retry::{DeadLetterPolicy, ErrorClass, stopping, stops_runner};
 
 /// What a consumer applies events to.
 #[async_trait]
@@ -31,20 +36,19 @@ pub(crate) fn default_classifier() -> Classifier {
 }
 
 /// What a retry of dead letters did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterRetry {
     /// Positions applied and removed from the dead letters, in the order applied.
     pub applied: Vec<u64>,
     /// Positions that failed again: each is still a dead letter (its attempts and error
     /// updated) and, sequenced, the head its stream's later letters stay parked behind.
     pub failed: Vec<u64>,
-}
-
-impl DeadLetterRetry {
-    fn extend(&mut self, other: DeadLetterRetry) {
-        self.applied.extend(other.applied);
-        self.failed.extend(other.failed);
-    }
+    /// The retries that could not run or broke off, each by the position it started at,
+    /// with the error: a retry of every stream goes on with the other streams and reports
+    /// them here (a retry of one letter returns its error instead). Letters applied before
+    /// the error are in `applied` and removed; the others stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<(u64, FlextError)>,
 }
 
 /// What [`Consumer::handle`] did with one event.
@@ -58,11 +62,88 @@ pub(crate) enum Outcome {
     Parked,
     /// Not tried: it already is a dead letter (from before a restart or a rebuild).
     Held,
+    /// Not finished: the runner was asked to stop while the event waited for another try.
+    /// Nothing was recorded; the next run tries it again.
+    Stopped,
+}
+
+tokio::task_local! {
+    /// The stop signal of the runner this task works for, set by
+    /// [`ProjectionRunner::run_until`](crate::ProjectionRunner::run_until) around its work.
+    /// Task-local because a relay's deliveries run inside the runner's call of
+    /// `Projection::apply`, which has no way to pass it: so one signal ends the runner's
+    /// own waits and those of every subscriber of a relay it runs.
+    static STOP: Arc<Stop>;
+}
+
+/// Asks the waits between tries of one runner's work to end (see [`STOP`]).
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// Asks the work to stop: each wait ends, and no new event is started.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(SeqCst)
+    }
+
+    /// Resolves once [`stop`](Self::stop) is called.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a stop between the two is not missed.
+            notified.as_mut().enable();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs `work` with this signal as its task's.
+    pub(crate) fn scope<F: Future>(self: &Arc<Self>, work: F) -> impl Future<Output = F::Output> {
+        STOP.scope(self.clone(), work)
+    }
+}
+
+/// Whether the runner this task works for was asked to stop.
+pub(crate) fn stop_requested() -> bool {
+    STOP.try_with(|stop| stop.is_stopped()).unwrap_or(false)
+}
+
+/// Waits `wait` between two tries of one event: `false` when the runner was asked to stop
+/// instead. A zero wait still yields to the other tasks, so that retries without backoff
+/// do not hold the thread.
+async fn pause(wait: Duration) -> bool {
+    let stop = STOP.try_with(Arc::clone).ok();
+    if wait.is_zero() {
+        tokio::task::yield_now().await;
+    } else if let Some(stop) = &stop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.stopped() => {}
+        }
+    } else {
+        tokio::time::sleep(wait).await;
+    }
+    !stop.is_some_and(|stop| stop.is_stopped())
 }
 
 /// The dead letters of one name, mirrored in memory by stream so that each event is
 /// checked without a read. Loaded from the store on first use; the consumer owns the name,
-/// so every change goes through it (store first, then the mirror).
+/// so every change goes through it (store first, then the mirror). A second consumer of the
+/// same name (a second runner instance) would not see this one's changes, nor this one
+/// its: one instance per name owns the letters. A removal the store finds nothing to remove
+/// for is how that shows, and is logged.
 #[derive(Default)]
 struct Index {
     loaded: bool,
@@ -257,9 +338,18 @@ impl Consumer {
                 Ok(()) => return Ok(Outcome::Applied),
                 Err(error) => error,
             };
+            if stop_requested() {
+                // Stopping: nothing is recorded, the next run tries the event again.
+                tracing::debug!(consumer = %self.name, position = event.position, %error, "event failed while stopping");
+                return Ok(Outcome::Stopped);
+            }
             let failed_at = *first_failure.get_or_insert_with(Instant::now);
-            let class = (self.classify)(&error);
+            let class = self.class_of(&error);
             let wait = match class {
+                ErrorClass::Stop => {
+                    tracing::error!(consumer = %self.name, position = event.position, %error, "stopping: the error is not the event's");
+                    return Err(stopping(error));
+                }
                 ErrorClass::Transient => {
                     let left = self
                         .config
@@ -268,7 +358,7 @@ impl Consumer {
                     (!left.is_zero()).then(|| self.config.backoff.delay(tries).min(left))
                 }
                 ErrorClass::Permanent => None,
-                _ => {
+                ErrorClass::Counted => {
                     counted += 1;
                     (counted < max_attempts).then(|| self.config.backoff.delay(tries))
                 }
@@ -288,9 +378,20 @@ impl Consumer {
                 return Ok(Outcome::DeadLettered);
             };
             tracing::debug!(consumer = %self.name, position = event.position, tries, ?class, ?wait, %error, "event failed; retrying");
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+            if !pause(wait).await {
+                tracing::debug!(consumer = %self.name, position = event.position, "stopped while waiting to retry");
+                return Ok(Outcome::Stopped);
             }
+        }
+    }
+
+    /// The class of `error`: [`ErrorClass::Stop`] for an error marked to stop, whatever
+    /// the classifier says; the classifier's answer otherwise.
+    fn class_of(&self, error: &FlextError) -> ErrorClass {
+        if stops_runner(error) {
+            ErrorClass::Stop
+        } else {
+            (self.classify)(error)
         }
     }
 
@@ -305,13 +406,36 @@ impl Consumer {
 
     /// Applies the dead letter at `position` again, once; sequenced, then each letter
     /// parked behind it in order, until one fails again. Every letter applied is removed.
+    ///
+    /// Refused (`CONCURRENCY_CONFLICT`) while a letter it would apply lies past the
+    /// checkpoint: the reader has not got past it yet (a rebuild under way, or a restart
+    /// after the letter was stored and before its checkpoint was), and would apply that
+    /// event (or the stream's earlier ones) again after the retry.
     pub(crate) async fn retry(
         &self,
         events: &dyn EventStore,
         position: u64,
         target: &dyn Target,
     ) -> FlextResult<DeadLetterRetry> {
+        let mut report = DeadLetterRetry::default();
+        self.retry_into(events, position, target, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    async fn retry_into(
+        &self,
+        events: &dyn EventStore,
+        position: u64,
+        target: &dyn Target,
+        report: &mut DeadLetterRetry,
+    ) -> FlextResult<()> {
         self.load().await?;
+        let checkpoint = self
+            .checkpoints
+            .load_checkpoint(&self.name)
+            .await?
+            .unwrap_or(0);
         let sequenced = self.config.dead_letter_policy == DeadLetterPolicy::Sequenced;
         let stream = {
             let mut index = lock(&self.index);
@@ -323,12 +447,23 @@ impl Consumer {
                     self.name
                 )));
             }
+            let last = if sequenced {
+                letters.keys().next_back().copied().unwrap_or(position)
+            } else {
+                position
+            };
+            if let Some(beyond) = letters
+                .range(position..=last)
+                .map(|(p, _)| *p)
+                .find(|p| *p > checkpoint)
+            {
+                return Err(self.not_reached(stream, beyond, checkpoint));
+            }
             let stream = stream.clone();
             self.claim(&mut index, &stream)?;
             stream
         };
         let mut busy = Busy::new(self, &stream);
-        let mut report = DeadLetterRetry::default();
         let mut next = Some(position);
         while let Some(current) = next {
             let Some(letter) = lock(&self.index)
@@ -342,9 +477,13 @@ impl Consumer {
             let event = read_event(events, &letter).await?;
             match catch_panic(target.apply(&event)).await {
                 Ok(()) => {
-                    self.checkpoints
+                    let removed = self
+                        .checkpoints
                         .remove_dead_letter(&self.name, current)
                         .await?;
+                    if !removed {
+                        self.stale(current);
+                    }
                     report.applied.push(current);
                     let mut index = lock(&self.index);
                     index.remove(&stream, current);
@@ -359,6 +498,10 @@ impl Consumer {
                     if next.is_none() {
                         busy.release(&mut index);
                     }
+                }
+                Err(error) if self.class_of(&error) == ErrorClass::Stop => {
+                    tracing::error!(consumer = %self.name, position = current, %error, "retry stopped: the error is not the event's");
+                    return Err(stopping(error));
                 }
                 Err(error) => {
                     tracing::warn!(consumer = %self.name, position = current, %error, "dead letter failed again");
@@ -377,10 +520,12 @@ impl Consumer {
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 
-    /// Retries every sequence (sequenced) or every letter (skip), in position order.
+    /// Retries every sequence (sequenced) or every letter (skip), in position order. A
+    /// retry that cannot run or breaks off is reported in
+    /// [`errors`](DeadLetterRetry::errors) and the others go on.
     pub(crate) async fn retry_all(
         &self,
         events: &dyn EventStore,
@@ -405,7 +550,10 @@ impl Consumer {
         starts.sort_unstable();
         let mut report = DeadLetterRetry::default();
         for position in starts {
-            report.extend(self.retry(events, position, target).await?);
+            if let Err(error) = self.retry_into(events, position, target, &mut report).await {
+                tracing::warn!(consumer = %self.name, position, %error, "retry of a dead letter did not run to its end");
+                report.errors.push((position, error));
+            }
         }
         Ok(report)
     }
@@ -425,9 +573,13 @@ impl Consumer {
             stream
         };
         let mut busy = Busy::new(self, &stream);
-        self.checkpoints
+        let removed = self
+            .checkpoints
             .remove_dead_letter(&self.name, position)
             .await?;
+        if !removed {
+            self.stale(position);
+        }
         let new_head = {
             let mut index = lock(&self.index);
             index.remove(&stream, position);
@@ -447,7 +599,7 @@ impl Consumer {
             self.repoint(&stream, head).await?;
         }
         tracing::info!(consumer = %self.name, position, "dead letter discarded");
-        Ok(true)
+        Ok(removed)
     }
 
     /// Removes every dead letter without applying any: how many there were.
@@ -522,7 +674,7 @@ impl Consumer {
     fn claim(&self, index: &mut Index, stream: &str) -> FlextResult<()> {
         if !index.busy.insert(stream.to_owned()) {
             return Err(FlextError::new(
-                flext_constants::ErrorCode::ConcurrencyConflict,
+                ErrorCode::ConcurrencyConflict,
                 format!(
                     "A retry or discard of the dead letters of stream '{stream}' of '{}' is already running",
                     self.name
@@ -530,6 +682,24 @@ impl Consumer {
             ));
         }
         Ok(())
+    }
+
+    /// The refusal of a retry that would apply the letter at `position`, past `checkpoint`.
+    fn not_reached(&self, stream: &str, position: u64, checkpoint: u64) -> FlextError {
+        FlextError::new(
+            ErrorCode::ConcurrencyConflict,
+            format!(
+                "'{}' has finished position {checkpoint} (its checkpoint), not yet the dead letter at position {position} of stream '{stream}': a retry now could apply the stream's events out of order or twice; retry once it has got past position {position}",
+                self.name
+            ),
+        )
+        .with_data(serde_json::json!({ "checkpoint": checkpoint, "position": position }))
+    }
+
+    /// Logs that the store had no letter at `position` where the mirror had one: another
+    /// instance of the same name changed the letters.
+    fn stale(&self, position: u64) {
+        tracing::warn!(consumer = %self.name, position, "the store had no dead letter at this position: another runner of the same name changed its dead letters; run one instance per name");
     }
 
     fn missing(&self, position: u64) -> FlextError {

@@ -12,7 +12,9 @@ use flext_protocols::{CheckpointStore, EventStore, Projection};
 use flext_types::{DeadLetter, FlextError, FlextResult, StoredEvent};
 use futures_util::StreamExt;
 
-use crate::es::consumer::{Consumer, DeadLetterRetry, Outcome, Target, default_classifier};
+use crate::es::consumer::{
+    Consumer, DeadLetterRetry, Outcome, Stop, Target, default_classifier, stop_requested,
+};
 use crate::es::retry::{Backoff, DeadLetterPolicy, ErrorClass};
 
 /// How a [`ProjectionRunner`] (or an [`EventRelay`](crate::EventRelay), for each of its
@@ -121,6 +123,10 @@ pub struct ProjectionProgress {
 ///   until its shutdown future resolves.
 /// - Delivery is at least once: a crash after an event is applied and before its checkpoint
 ///   is saved applies it again on restart.
+/// - Order is kept per stream, not across streams (as in Axon's sequencing): a dead letter
+///   retried later is applied after newer events of other streams. A projection that
+///   guards against events delivered again should remember the last version it applied
+///   of each stream (or the ids of the events it applied), not the last position.
 /// - A failing (or panicking) event is tried again after a [`Backoff`]. Its error's
 ///   [`ErrorClass`] decides how long: transient failures (by default `STORAGE_ERROR`,
 ///   `TIMEOUT`, `RATE_LIMITED`) until `give_up_after` has passed since its first failure,
@@ -133,6 +139,9 @@ pub struct ProjectionProgress {
 /// - An event that already is a dead letter (after a restart, or in a rebuild) is not
 ///   tried again by the runner: only [`retry_dead_letter`](ProjectionRunner::retry_dead_letter)
 ///   applies it.
+/// - An error classified [`ErrorClass::Stop`] (a relay's subscribers sharing a name, or
+///   what a classifier of your own says) stops the run with that error, the checkpoint
+///   before the event, nothing recorded.
 /// - [`dead_letters`](ProjectionRunner::dead_letters) lists them,
 ///   [`retry_dead_letter`](ProjectionRunner::retry_dead_letter) applies one again (and,
 ///   sequenced, the letters parked behind it, in order, until one fails again),
@@ -143,7 +152,12 @@ pub struct ProjectionProgress {
 ///   stay parked).
 ///
 /// Dead letters are managed through the runner that owns the projection: it mirrors them
-/// in memory (read once from the store), so that no event costs a read.
+/// in memory (read once from the store), so that no event costs a read. So run one
+/// instance per projection name, in one process, and list, retry and discard its letters
+/// through that live instance: a second instance of the same name (an admin tool building
+/// its own runner, say) would not see the first one's changes, nor the first its
+/// changes. (Until runners take leases, nothing stops a second instance; a removal the
+/// store finds nothing to remove for is logged as a sign of one.)
 pub struct ProjectionRunner {
     events: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
@@ -232,9 +246,16 @@ impl ProjectionRunner {
     /// are parked behind; `INVALID_ARGUMENT` otherwise, naming it), and the letters parked
     /// behind it are applied after it, in order, until one fails again: that one stays,
     /// with its attempts and error updated, as the head the rest stay parked behind. With
-    /// [`DeadLetterPolicy::Skip`] only the one letter is applied. `NOT_FOUND` when there
-    /// is no letter at `position`; `CONCURRENCY_CONFLICT` when a retry or discard of the
-    /// same stream is running.
+    /// [`DeadLetterPolicy::Skip`] only the one letter is applied. The letter is applied
+    /// after newer events of other streams: order holds per stream only.
+    ///
+    /// `NOT_FOUND` when there is no letter at `position`; `CONCURRENCY_CONFLICT` when a
+    /// retry or discard of the same stream is running, or when a letter it would apply lies
+    /// past the checkpoint (after a failed rebuild, or a restart between a letter's write
+    /// and its checkpoint's: the runner has not got past it, and would apply it, or its
+    /// stream's earlier events, again after the retry; catch up first). An error of the
+    /// store, or one classified [`ErrorClass::Stop`], ends the retry with that error: the
+    /// letters applied before it are removed, the rest stay.
     pub async fn retry_dead_letter(&self, position: u64) -> FlextResult<DeadLetterRetry> {
         self.consumer
             .retry(
@@ -246,7 +267,9 @@ impl ProjectionRunner {
     }
 
     /// Retries every stream's dead letters (every letter, with
-    /// [`DeadLetterPolicy::Skip`]), in position order.
+    /// [`DeadLetterPolicy::Skip`]), in position order. A stream whose retry is refused or
+    /// breaks off (the errors of [`retry_dead_letter`](Self::retry_dead_letter)) is
+    /// reported in [`DeadLetterRetry::errors`] and the others go on.
     pub async fn retry_dead_letters(&self) -> FlextResult<DeadLetterRetry> {
         self.consumer
             .retry_all(&*self.events, &ProjectionTarget(&*self.projection))
@@ -284,7 +307,9 @@ impl ProjectionRunner {
                 .read_all(progress.position + 1, batch_size)
                 .await?;
             for event in &batch {
-                self.process(event, &mut progress).await?;
+                if !self.process(event, &mut progress).await? {
+                    return Ok(progress);
+                }
             }
             if batch.len() < batch_size {
                 return Ok(progress);
@@ -293,22 +318,49 @@ impl ProjectionRunner {
     }
 
     /// Catches up, then applies each new event as it commits, until `shutdown` resolves.
+    ///
+    /// Shutdown is prompt: the event being applied finishes, but a wait between two tries
+    /// of a failing event ends at once (for a relay, its subscribers' waits too), and that
+    /// event is left unfinished: nothing is recorded for it and the checkpoint stays before
+    /// it, so the next run tries it again (at least once). Nothing is half-written at a
+    /// wait. The progress returned is the run's up to there.
     pub async fn run_until(
         &self,
         shutdown: impl Future<Output = ()>,
     ) -> FlextResult<ProjectionProgress> {
-        let mut progress = self.catch_up().await?;
-        let mut live = self.events.subscribe(progress.position + 1).await?;
+        let stop = Arc::new(Stop::default());
+        let mut work = std::pin::pin!(stop.scope(self.follow(&stop)));
         let mut shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            biased;
+            result = &mut work => return result,
+            () = &mut shutdown => {}
+        }
+        stop.stop();
+        work.await
+    }
+
+    /// Catches up, then follows new events live until `stop`.
+    async fn follow(&self, stop: &Stop) -> FlextResult<ProjectionProgress> {
+        let mut progress = self.catch_up().await?;
+        if stop.is_stopped() {
+            return Ok(progress);
+        }
+        let mut live = self.events.subscribe(progress.position + 1).await?;
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok(progress),
-                next = live.next() => match next {
-                    Some(Ok(event)) => self.process(&event, &mut progress).await?,
-                    Some(Err(error)) => return Err(error),
-                    None => return Ok(progress),
-                },
+                () = stop.stopped() => return Ok(progress),
+                next = live.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    if !self.process(&event, &mut progress).await? {
+                        return Ok(progress);
+                    }
+                }
+                Some(Err(error)) => return Err(error),
+                None => return Ok(progress),
             }
         }
     }
@@ -325,13 +377,18 @@ impl ProjectionRunner {
         self.catch_up().await
     }
 
+    /// Handles one event and saves the checkpoint after it: whether to go on (`false`
+    /// once the run is asked to stop).
     async fn process(
         &self,
         event: &StoredEvent,
         progress: &mut ProjectionProgress,
-    ) -> FlextResult<()> {
+    ) -> FlextResult<bool> {
+        if stop_requested() {
+            return Ok(false);
+        }
         if event.position <= progress.position {
-            return Ok(());
+            return Ok(true);
         }
         let outcome = self
             .consumer
@@ -342,12 +399,13 @@ impl ProjectionRunner {
             Outcome::DeadLettered => progress.dead_lettered += 1,
             Outcome::Parked => progress.parked += 1,
             Outcome::Held => {}
+            Outcome::Stopped => return Ok(false),
         }
         self.checkpoints
             .save_checkpoint(self.name(), event.position)
             .await?;
         progress.position = event.position;
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::es::consumer::{
     Classifier, Consumer, DeadLetterRetry, Outcome, Target, default_classifier,
 };
 use crate::es::envelope::{Envelope, Upcasters};
-use crate::es::retry::ErrorClass;
+use crate::es::retry::{ErrorClass, stopping};
 use crate::event::SubscriberInfo;
 use crate::{Delivery, EventBus, ProjectionConfig, SubscriptionId};
 
@@ -33,7 +33,7 @@ use crate::{Delivery, EventBus, ProjectionConfig, SubscriptionId};
 /// `"{relay}/{subscriber}"` in the relay's [`CheckpointStore`]
 /// ([`subscriber_key`](EventRelay::subscriber_key)):
 ///
-/// - its checkpoint is saved after it handled an event, so an event retried after a crash
+/// - its progress is saved after it handled an event, so an event retried after a crash
 ///   (or after another subscriber's failure) is not delivered again to a subscriber that
 ///   already handled it;
 /// - a failure is retried with backoff and then dead-lettered for that subscriber only,
@@ -47,14 +47,33 @@ use crate::{Delivery, EventBus, ProjectionConfig, SubscriptionId};
 ///   [`discard_dead_letter`](EventRelay::discard_dead_letter) work per subscriber as the
 ///   runner's do.
 ///
-/// A subscriber is known by its name (its handler's name: give each one a name of its
-/// own, with `flext_impl::handler_fn(name, f)`); when several subscribers of one event
-/// share a name, the second is `"{name}#2"`, the third `"{name}#3"`, in subscription
-/// order. Subscribers are served in subscription order, one after another, or all at
-/// once when the bus delivers [`Delivery::Concurrent`]; in sequential delivery a
-/// subscriber being retried holds the next ones back. Each try counts in the bus metrics
-/// as a delivery or a failed one (not as a publish). An event that does not decode is the
-/// relay's own failure: its runner retries and dead-letters it.
+/// A subscriber is known by its name (its handler's name), which must be its own among
+/// the subscribers of each relayed event and the same from one run to the next: subscribe
+/// with `flext_impl::handler_fn(name, f)` (`EventBus::subscribe_fn` names every subscriber
+/// of an event `"{event} subscriber"`). When two subscribers of a relayed event share a
+/// name the relay cannot tell their progress apart: it refuses the event with an
+/// `INVALID_ARGUMENT` naming the event and the name, classified [`ErrorClass::Stop`], so
+/// its runner stops with that error before any delivery, its checkpoint and every
+/// subscriber's progress where they were (a retry of that name's letters is refused the
+/// same way). A subscriber's progress and letters stay under its name when others come and
+/// go.
+///
+/// An event that does not decode (or another failure of the relay's own, such as a
+/// subscriber's progress it cannot save) is the relay's own failure: its runner retries
+/// and dead-letters it, and moves on. Retried later (once an upcaster decodes it, say), it
+/// is delivered to every subscriber that has not had it, whatever progress other events
+/// made since: a subscriber had it when its progress is that very event, or when it holds
+/// the event as a dead letter of its own. One case cannot be told apart: a subscriber that
+/// handled the event before the relay failed on another subscriber, and whose progress
+/// then moved on with other events, gets it again (at least once, never lost).
+///
+/// Subscribers are served in subscription order, one after another, or all at once when
+/// the bus delivers [`Delivery::Concurrent`]. Either way the relay moves to the next event
+/// only once every subscriber is done with this one: a subscriber being retried holds the
+/// relay (for up to `give_up_after` when its failures are transient), and in sequential
+/// delivery the subscribers after it wait for it too. To keep a slow subscriber from
+/// holding up the others, give it a relay (and runner) of its own. Each try counts in the
+/// bus metrics as a delivery or a failed one (not as a publish).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -146,45 +165,62 @@ where
 
     /// The events `subscriber` gave up on, and those parked behind them, in position order.
     pub async fn dead_letters(&self, subscriber: &str) -> FlextResult<Vec<DeadLetter>> {
-        self.consumer(subscriber).dead_letters().await
+        self.checkpoints
+            .dead_letters(&self.subscriber_key(subscriber))
+            .await
     }
 
     /// Delivers `subscriber`'s dead letter at `position` again (read from `events`), as
     /// [`ProjectionRunner::retry_dead_letter`](crate::ProjectionRunner::retry_dead_letter)
-    /// applies a projection's; `NOT_FOUND` when `subscriber` is no longer on the bus.
+    /// applies a projection's (and refused the same ways). The try fails, and counts, with
+    /// `NOT_FOUND` when `subscriber` is no longer on the bus; the retry is refused with
+    /// `INVALID_ARGUMENT`, the letter as it was, when two subscribers of the event share
+    /// that name.
     pub async fn retry_dead_letter(
         &self,
         events: &dyn EventStore,
         subscriber: &str,
         position: u64,
     ) -> FlextResult<DeadLetterRetry> {
+        let Some(consumer) = self.consumer_with_letters(subscriber).await? else {
+            return Err(FlextError::not_found(format!(
+                "No dead letter at position {position} for '{}'",
+                self.subscriber_key(subscriber)
+            )));
+        };
         let target = Redeliver {
             relay: self,
             subscriber,
         };
-        self.consumer(subscriber)
-            .retry(events, position, &target)
-            .await
+        consumer.retry(events, position, &target).await
     }
 
-    /// Delivers every dead letter of `subscriber` again, sequence by sequence.
+    /// Delivers every dead letter of `subscriber` again, sequence by sequence, as
+    /// [`ProjectionRunner::retry_dead_letters`](crate::ProjectionRunner::retry_dead_letters)
+    /// does.
     pub async fn retry_dead_letters(
         &self,
         events: &dyn EventStore,
         subscriber: &str,
     ) -> FlextResult<DeadLetterRetry> {
+        let Some(consumer) = self.consumer_with_letters(subscriber).await? else {
+            return Ok(DeadLetterRetry::default());
+        };
         let target = Redeliver {
             relay: self,
             subscriber,
         };
-        self.consumer(subscriber).retry_all(events, &target).await
+        consumer.retry_all(events, &target).await
     }
 
     /// Removes `subscriber`'s dead letter at `position` without delivering it, as
     /// [`ProjectionRunner::discard_dead_letter`](crate::ProjectionRunner::discard_dead_letter)
     /// does: whether there was one.
     pub async fn discard_dead_letter(&self, subscriber: &str, position: u64) -> FlextResult<bool> {
-        self.consumer(subscriber).discard(position).await
+        match self.consumer_with_letters(subscriber).await? {
+            Some(consumer) => consumer.discard(position).await,
+            None => Ok(false),
+        }
     }
 
     fn relays(&self, event: &StoredEvent) -> bool {
@@ -215,7 +251,28 @@ where
             .clone()
     }
 
-    /// Delivers `event` to one subscriber unless it already handled it.
+    /// The follower of `subscriber` when the relay has one or the store holds letters of
+    /// that name: a name the relay never delivered to and that has no letters gets none
+    /// (so neither is its progress written by a rebuild).
+    async fn consumer_with_letters(&self, subscriber: &str) -> FlextResult<Option<Arc<Consumer>>> {
+        if let Some(consumer) = self.subscribers.get(subscriber) {
+            return Ok(Some(consumer.clone()));
+        }
+        if self.dead_letters(subscriber).await?.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.consumer(subscriber)))
+    }
+
+    /// Delivers `event` to one subscriber unless it already had it.
+    ///
+    /// Its progress is the last event it handled, and only goes up. At that very event, it
+    /// had it. Below it, it has not: the relay's runner reaches each event in order, so
+    /// the subscriber's progress is past an event it never saw only when that event was
+    /// the relay's own dead letter (or parked behind one), now retried; it is delivered and
+    /// the progress stays. (A subscriber that handled the event before the relay failed on
+    /// it for another one cannot be told apart from these once its progress moved on: it
+    /// gets the event again, at least once.)
     async fn deliver(
         &self,
         subscriber: &str,
@@ -224,7 +281,7 @@ where
         envelope: &Arc<Envelope<E>>,
     ) -> FlextResult<()> {
         let consumer = self.consumer(subscriber);
-        if consumer.cached_position().await? >= event.position {
+        if consumer.cached_position().await? == event.position {
             return Ok(());
         }
         let target = Deliver {
@@ -232,30 +289,45 @@ where
             subscription,
             envelope,
         };
-        let outcome = consumer.handle(event, &target).await?;
-        if outcome == Outcome::DeadLettered {
-            tracing::warn!(relay = %self.name, subscriber, position = event.position, "event dead-lettered for one subscriber");
+        match consumer.handle(event, &target).await? {
+            Outcome::Stopped => {
+                return Err(FlextError::operation(format!(
+                    "Relay '{}' stopped before subscriber '{subscriber}' handled position {}",
+                    self.name, event.position
+                )));
+            }
+            Outcome::DeadLettered => {
+                tracing::warn!(relay = %self.name, subscriber, position = event.position, "event dead-lettered for one subscriber");
+            }
+            Outcome::Applied | Outcome::Parked | Outcome::Held => {}
         }
-        consumer.save_position(event.position).await
+        if event.position > consumer.cached_position().await? {
+            consumer.save_position(event.position).await?;
+        }
+        Ok(())
     }
 }
 
-/// Each subscriber with its key: its name, or `"{name}#n"` for the n-th of one name.
-fn keyed(subscribers: Vec<SubscriberInfo>) -> Vec<(String, SubscriptionId)> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    subscribers
-        .into_iter()
-        .map(|info| {
-            let nth = seen.entry(info.name.clone()).or_default();
-            *nth += 1;
-            let key = if *nth == 1 {
-                info.name
-            } else {
-                format!("{}#{nth}", info.name)
-            };
-            (key, info.subscription)
-        })
-        .collect()
+/// Refuses the subscribers of `event` when two share a name, as the relay keeps progress
+/// and letters by name; the error stops the relay's runner.
+fn distinct_names(relay: &str, event: &str, subscribers: &[SubscriberInfo]) -> FlextResult<()> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for info in subscribers {
+        *counts.entry(info.name.as_str()).or_default() += 1;
+    }
+    let Some((name, count)) = subscribers
+        .iter()
+        .map(|info| (info.name.as_str(), counts[info.name.as_str()]))
+        .find(|(_, count)| *count > 1)
+    else {
+        return Ok(());
+    };
+    Err(stopping(
+        FlextError::invalid_argument(format!(
+            "Relay '{relay}' cannot tell apart the {count} subscribers of '{event}' named '{name}': give each subscriber of a relayed event a name of its own (subscribe it with handler_fn(name, f)), as the relay keeps each one's progress and dead letters under its name"
+        ))
+        .with_data(serde_json::json!({ "relay": relay, "event": event, "subscriber": name })),
+    ))
 }
 
 #[async_trait]
@@ -272,10 +344,11 @@ where
             return Ok(());
         }
         let envelope = Arc::new(Envelope::<E>::decode(event, &self.upcasters)?);
-        let recipients = keyed(self.bus.subscribers::<Envelope<E>>(envelope.event_name()));
+        let recipients = self.bus.subscribers::<Envelope<E>>(envelope.event_name());
+        distinct_names(&self.name, envelope.event_name(), &recipients)?;
         let deliveries = recipients
             .iter()
-            .map(|(subscriber, id)| self.deliver(subscriber, *id, event, &envelope));
+            .map(|info| self.deliver(&info.name, info.subscription, event, &envelope));
         match self.bus.delivery() {
             Delivery::Sequential => {
                 for delivery in deliveries {
@@ -292,20 +365,24 @@ where
     }
 
     /// A relay has no read model: a rebuild delivers every event again to every subscriber
-    /// now on the bus (their checkpoints go back to 0; their dead letters stay, and their
-    /// events are not delivered).
+    /// now on the bus (their progress goes back to 0; their dead letters stay, and their
+    /// events are not delivered). Only names with progress under this relay are written:
+    /// the bus's other subscriptions, and names only ever asked about, get no row.
     async fn reset(&self) -> FlextResult<()> {
-        let mut keys: Vec<String> = keyed(self.bus.subscriptions())
+        let mut names: Vec<String> = self
+            .bus
+            .subscriptions()
             .into_iter()
-            .map(|(key, _)| key)
+            .map(|info| info.name)
             .collect();
-        keys.extend(self.subscribers.iter().map(|entry| entry.key().clone()));
-        keys.sort_unstable();
-        keys.dedup();
-        for subscriber in keys {
-            self.checkpoints
-                .save_checkpoint(&self.subscriber_key(&subscriber), 0)
-                .await?;
+        names.extend(self.subscribers.iter().map(|entry| entry.key().clone()));
+        names.sort_unstable();
+        names.dedup();
+        for subscriber in names {
+            let key = self.subscriber_key(&subscriber);
+            if self.checkpoints.load_checkpoint(&key).await?.unwrap_or(0) > 0 {
+                self.checkpoints.save_checkpoint(&key, 0).await?;
+            }
             if let Some(consumer) = self.subscribers.get(&subscriber) {
                 consumer.forget_position();
             }
@@ -330,7 +407,7 @@ impl<E: Event> Target for Deliver<'_, E> {
     }
 }
 
-/// One subscriber, found on the bus again by its key, for a retry of its dead letters.
+/// One subscriber, found on the bus again by its name, for a retry of its dead letters.
 struct Redeliver<'a, E> {
     relay: &'a EventRelay<E>,
     subscriber: &'a str,
@@ -344,10 +421,12 @@ where
     async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
         let envelope = Envelope::<E>::decode(event, &self.relay.upcasters)?;
         let bus = &self.relay.bus;
-        let subscription = keyed(bus.subscribers::<Envelope<E>>(envelope.event_name()))
+        let recipients = bus.subscribers::<Envelope<E>>(envelope.event_name());
+        distinct_names(&self.relay.name, envelope.event_name(), &recipients)?;
+        let subscription = recipients
             .into_iter()
-            .find(|(key, _)| key == self.subscriber)
-            .map(|(_, id)| id)
+            .find(|info| info.name == self.subscriber)
+            .map(|info| info.subscription)
             .ok_or_else(|| {
                 FlextError::not_found(format!(
                     "No subscriber '{}' of '{}' on the bus of relay '{}'",

@@ -17,6 +17,8 @@ use flext_types::FlextError;
 /// keeps its own copy of the few lines that compute a wait. Values out of range are read
 /// as the nearest valid one: a multiplier below 1 (or not finite) as 1, a jitter outside
 /// 0..=1 as the nearest bound, a max backoff below the initial one as the initial one.
+/// A wait is never longer than the max backoff, jitter included, and a zero initial
+/// backoff stays zero however many failures there were.
 ///
 /// ```
 /// use std::time::Duration;
@@ -34,9 +36,10 @@ pub struct Backoff {
     pub initial_backoff: Duration,
     /// Each later wait is this many times the one before (default 2).
     pub multiplier: f64,
-    /// The longest wait (default 10 s).
+    /// The longest wait, jitter included (default 10 s).
     pub max_backoff: Duration,
-    /// Each wait varies at random by up to this fraction either way (default 0.2).
+    /// Each wait varies at random by up to this fraction either way (default 0.2), and is
+    /// then cut to `max_backoff`: a wait at the cap only gets shorter.
     pub jitter: f64,
 }
 
@@ -47,7 +50,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// Waits starting at `initial`, doubling up to 10 s, with ±20% jitter.
+    /// Waits starting at `initial`, doubling up to 10 s, with ±20% jitter (never past 10 s).
     pub const fn exponential(initial: Duration) -> Self {
         Self {
             initial_backoff: initial,
@@ -86,7 +89,7 @@ impl Backoff {
         self
     }
 
-    /// The longest wait.
+    /// The longest wait, jitter included.
     #[must_use]
     pub const fn with_max_backoff(mut self, value: Duration) -> Self {
         self.max_backoff = value;
@@ -100,7 +103,8 @@ impl Backoff {
         self
     }
 
-    /// The wait after failure number `failure` (counting from 1), jitter included.
+    /// The wait after failure number `failure` (counting from 1), jitter included, at most
+    /// `max_backoff`.
     pub fn delay(&self, failure: u32) -> Duration {
         let multiplier = if self.multiplier.is_finite() {
             self.multiplier.max(1.0)
@@ -114,14 +118,27 @@ impl Backoff {
         };
         let max_backoff = self.max_backoff.max(self.initial_backoff);
         let max = max_backoff.as_secs_f64();
+        let initial = self.initial_backoff.as_secs_f64();
         let exponent = i32::try_from(failure.saturating_sub(1)).unwrap_or(i32::MAX);
-        let base = (self.initial_backoff.as_secs_f64() * multiplier.powi(exponent)).min(max);
+        let growth = multiplier.powi(exponent);
+        // Saturating, and never `0 × ∞` (NaN): zero stays zero, an overflow is the cap.
+        let base = if initial == 0.0 {
+            0.0
+        } else if growth.is_finite() {
+            (initial * growth).min(max)
+        } else {
+            max
+        };
         let spread = if jitter == 0.0 {
             1.0
         } else {
             1.0 + jitter * (unit_random() * 2.0 - 1.0)
         };
-        Duration::try_from_secs_f64((base * spread).max(0.0)).unwrap_or(max_backoff)
+        let wait = (base * spread).max(0.0);
+        if wait >= max {
+            return max_backoff;
+        }
+        Duration::try_from_secs_f64(wait).unwrap_or(max_backoff)
     }
 }
 
@@ -147,6 +164,12 @@ pub enum ErrorClass {
     Counted,
     /// Not worth another try: dead-lettered at once.
     Permanent,
+    /// Not the event's fault but the setup's (an [`EventRelay`](crate::EventRelay) whose
+    /// subscribers of one event share a name, say): the runner stops with the error. The
+    /// event is neither retried nor dead-lettered and the checkpoint stays before it, so
+    /// the next run, once the setup is fixed, tries it again. A retry of a dead letter that
+    /// meets such an error stops with it and leaves the letter as it was.
+    Stop,
 }
 
 /// The error codes [`ErrorClass::of`] calls transient: `STORAGE_ERROR`, `TIMEOUT` and
@@ -160,7 +183,9 @@ pub const TRANSIENT_BY_DEFAULT: [ErrorCode; 3] = [
 impl ErrorClass {
     /// The default classification: [`TRANSIENT_BY_DEFAULT`] codes are
     /// [`Transient`](ErrorClass::Transient), every other error (a panic included) is
-    /// [`Counted`](ErrorClass::Counted).
+    /// [`Counted`](ErrorClass::Counted), except the errors a runner or relay of this crate
+    /// raises to stop (a relay's subscribers sharing a name), which are
+    /// [`Stop`](ErrorClass::Stop) whatever the classifier says.
     ///
     /// ```
     /// use flext_cqrs::ErrorClass;
@@ -170,7 +195,9 @@ impl ErrorClass {
     /// assert_eq!(ErrorClass::of(&FlextError::validation("bad")), ErrorClass::Counted);
     /// ```
     pub fn of(error: &FlextError) -> Self {
-        if TRANSIENT_BY_DEFAULT.contains(&error.code()) {
+        if stops_runner(error) {
+            Self::Stop
+        } else if TRANSIENT_BY_DEFAULT.contains(&error.code()) {
             Self::Transient
         } else {
             Self::Counted
@@ -190,4 +217,65 @@ pub enum DeadLetterPolicy {
     Sequenced,
     /// A dead letter stands alone: later events of its stream are applied as usual.
     Skip,
+}
+
+/// The mark of an error that stops a runner ([`ErrorClass::Stop`]): the error's source,
+/// holding the error as it was raised, so that the mark survives being passed on (a relay's
+/// error reaches its runner through `Projection::apply`).
+#[derive(Debug)]
+struct StopsRunner(FlextError);
+
+impl std::fmt::Display for StopsRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stops the runner: {}", self.0)
+    }
+}
+
+impl std::error::Error for StopsRunner {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// `error`, marked to stop the runner that meets it, whatever its classifier says.
+pub(crate) fn stopping(error: FlextError) -> FlextError {
+    if stops_runner(&error) {
+        return error;
+    }
+    let mut marked = FlextError::new(error.code(), error.message().to_owned());
+    if let Some(data) = error.data() {
+        marked = marked.with_data(data.clone());
+    }
+    marked.with_source(StopsRunner(error))
+}
+
+/// Whether `error` was marked by [`stopping`].
+pub(crate) fn stops_runner(error: &FlextError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    // `FlextError` keeps its source in an `Arc`, which may be what `source` hands out.
+    std::error::Error::source(error).is_some_and(|source| {
+        source.is::<StopsRunner>()
+            || source
+                .downcast_ref::<Shared>()
+                .is_some_and(|shared| shared.is::<StopsRunner>())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopping_error_keeps_its_code_message_and_data_and_is_known_as_such() {
+        let plain = FlextError::invalid_argument("two subscribers named 'a'")
+            .with_data(serde_json::json!({ "subscriber": "a" }));
+        assert!(!stops_runner(&plain));
+        assert_eq!(ErrorClass::of(&plain), ErrorClass::Counted);
+        let marked = stopping(plain.clone());
+        assert!(stops_runner(&marked));
+        assert!(stops_runner(&marked.clone()), "through a clone");
+        assert!(stops_runner(&stopping(marked.clone())), "marked once");
+        assert_eq!(ErrorClass::of(&marked), ErrorClass::Stop);
+        assert_eq!(marked, plain, "same code, message and data");
+    }
 }

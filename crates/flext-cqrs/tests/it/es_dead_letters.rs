@@ -219,11 +219,17 @@ fn backoff_values_out_of_range_are_read_as_the_nearest_valid_one() {
     assert_eq!(nan.delay(3), second);
     let huge = Backoff::exponential(second)
         .with_max_backoff(Duration::MAX)
-        .with_jitter(5.0);
-    for failure in [1, 64, u32::MAX] {
-        assert!(
-            huge.delay(failure) <= Duration::MAX,
-            "no panic at {failure}"
+        .with_jitter(0.0);
+    assert_eq!(
+        huge.delay(64),
+        Duration::from_secs(1 << 63),
+        "2^63 s is in range"
+    );
+    for failure in [65, 1025, u32::MAX] {
+        assert_eq!(
+            huge.delay(failure),
+            Duration::MAX,
+            "past Duration's range at {failure}: the max backoff"
         );
     }
     let inverted = Backoff::exponential(second)
@@ -235,6 +241,43 @@ fn backoff_values_out_of_range_are_read_as_the_nearest_valid_one() {
         "max below initial reads as initial"
     );
     assert_eq!(Backoff::none().delay(9), Duration::ZERO);
+}
+
+#[test]
+fn a_zero_initial_backoff_stays_zero_however_many_failures() {
+    let zero = Backoff::exponential(Duration::ZERO).with_jitter(0.0);
+    for failure in [1, 2, 1024, 1025, 5000, u32::MAX] {
+        assert_eq!(zero.delay(failure), Duration::ZERO, "at failure {failure}");
+    }
+    let jittered = Backoff::exponential(Duration::ZERO);
+    assert_eq!(jittered.delay(2000), Duration::ZERO);
+}
+
+#[test]
+fn the_jitter_never_goes_past_max_backoff() {
+    let second = Duration::from_secs(1);
+    let capped = Backoff::exponential(Duration::from_millis(100)).with_max_backoff(second);
+    let waits: Vec<Duration> = (0..200).map(|_| capped.delay(20)).collect();
+    assert!(
+        waits
+            .iter()
+            .all(|wait| (Duration::from_millis(800)..=second).contains(wait)),
+        "at the cap, jitter only shortens a wait: {waits:?}"
+    );
+    assert!(
+        waits.iter().any(|wait| *wait < second),
+        "jitter still moves waits at the cap"
+    );
+    let minute = Duration::from_secs(60);
+    let wide = Backoff::exponential(second)
+        .with_max_backoff(minute)
+        .with_jitter(5.0);
+    for failure in [1, 7, 64, u32::MAX] {
+        for _ in 0..50 {
+            let wait = wide.delay(failure);
+            assert!(wait <= minute, "{wait:?} at failure {failure}");
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -513,7 +556,7 @@ async fn retry_applies_the_head_and_its_parked_events_in_order() {
         retry,
         DeadLetterRetry {
             applied: vec![1, 3, 5],
-            failed: vec![]
+            ..DeadLetterRetry::default()
         }
     );
     assert_eq!(projection.applied_of("A-1"), [1, 3, 5]);
@@ -535,7 +578,8 @@ async fn retry_stops_at_the_first_event_that_fails_again() {
         retry,
         DeadLetterRetry {
             applied: vec![1],
-            failed: vec![3]
+            failed: vec![3],
+            ..DeadLetterRetry::default()
         }
     );
     assert!(projection.tries_of(5).is_empty(), "5 stays behind 3");
@@ -800,8 +844,9 @@ async fn a_retry_while_the_runner_follows_live_keeps_each_stream_in_order() {
             }
         }
     });
-    // Wait for the head to be dead-lettered, then retry while events keep coming.
-    tokio::time::timeout(Duration::from_secs(10), async {
+    // Wait for the head to be dead-lettered, then retry while events keep coming. The
+    // deadlines only catch a hang: they are generous for a loaded machine.
+    tokio::time::timeout(Duration::from_secs(60), async {
         while runner.dead_letters().await.unwrap().is_empty() {
             tokio::task::yield_now().await;
         }
@@ -810,11 +855,13 @@ async fn a_retry_while_the_runner_follows_live_keeps_each_stream_in_order() {
     .expect("the head was dead-lettered");
     projection.cure(1);
     let mut writing = Some(writer);
-    tokio::time::timeout(Duration::from_secs(30), async {
+    tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            match runner.retry_dead_letters().await {
-                Ok(_) => {}
-                Err(error) => assert_eq!(error.code(), ErrorCode::ConcurrencyConflict),
+            // A stream being parked by the runner (its letter stored, its checkpoint not
+            // yet) or retried already is refused, and retried on the next turn.
+            let report = runner.retry_dead_letters().await.unwrap();
+            for (_, error) in &report.errors {
+                assert_eq!(error.code(), ErrorCode::ConcurrencyConflict, "{error}");
             }
             if writing.as_ref().is_some_and(|w| w.is_finished()) {
                 writing.take().unwrap().await.unwrap();
@@ -963,5 +1010,349 @@ async fn an_event_parked_while_its_stream_is_retried_is_applied_by_the_retry() {
     gate.open();
     assert_eq!(retry.await.unwrap().unwrap().applied, [1, 2]);
     assert_eq!(projection.applied_of("A-1"), [1, 2]);
+    assert!(runner.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_waits_between_transient_retries_let_other_tasks_run() {
+    let store = InMemoryEventStore::new();
+    append(&store, "A-1").await;
+    let projection = Arc::new(Scripted::default());
+    projection.plan(1, (0..100_000).map(|_| FlextError::storage("down")));
+    let runner = Arc::new(
+        runner(&store, &projection)
+            .with_config(ProjectionConfig::default().with_backoff(Backoff::none())),
+    );
+    let task = tokio::spawn({
+        let runner = runner.clone();
+        async move { runner.catch_up().await }
+    });
+    // On this one-thread runtime the test's task runs again only when the runner yields.
+    tokio::task::yield_now().await;
+    projection.plan(1, []);
+    let progress = task.await.unwrap().unwrap();
+    assert_eq!(progress.applied, 1);
+    let tries = projection.tries_of(1).len();
+    assert!(
+        tries < 1_000,
+        "the runner yielded between tries: {tries} tries before the failures stopped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_transient_retry_returns_at_once_with_the_checkpoint_before_the_event() {
+    let store = InMemoryEventStore::new();
+    append_all(&store, &["B-1", "A-1"]).await;
+    let projection = Arc::new(Scripted::default());
+    projection.plan(2, (0..1000).map(|_| FlextError::storage("database down")));
+    let runner = runner(&store, &projection).with_config(
+        ProjectionConfig::default().with_backoff(Backoff::fixed(Duration::from_secs(1))),
+    );
+    let started = Instant::now();
+    let progress = runner
+        .run_until(tokio::time::sleep(Duration::from_millis(2500)))
+        .await
+        .unwrap();
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(2500),
+        "shutdown ended the wait between two tries"
+    );
+    assert_eq!((progress.applied, progress.position), (1, 1));
+    assert_eq!(
+        runner.position().await.unwrap(),
+        1,
+        "the checkpoint is before the event"
+    );
+    assert!(
+        runner.dead_letters().await.unwrap().is_empty(),
+        "nothing recorded"
+    );
+    assert_eq!(projection.tries_of(2).len(), 3, "tried at 0, 1 and 2 s");
+
+    // At least once: the next run applies it.
+    projection.plan(2, []);
+    let progress = runner.catch_up().await.unwrap();
+    assert_eq!((progress.applied, progress.position), (1, 2));
+    assert_eq!(projection.applied(), [1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_between_events_of_a_catch_up_stops_before_the_next_event() {
+    let store = InMemoryEventStore::new();
+    append_all(&store, &["A-1", "A-1", "A-1"]).await;
+    let projection = Arc::new(Scripted::default());
+    let gate = projection.gate(2);
+    let runner = Arc::new(runner(&store, &projection));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let runner = runner.clone();
+        async move {
+            runner
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    gate.reached().await;
+    stop.send(()).unwrap();
+    tokio::task::yield_now().await;
+    gate.open();
+    let progress = task.await.unwrap().unwrap();
+    assert_eq!(
+        (progress.applied, progress.position),
+        (2, 2),
+        "the event being applied finishes, the next one waits for the next run"
+    );
+    assert_eq!(projection.applied(), [1, 2]);
+}
+
+/// A projection remembering the last version it applied of each stream, as the
+/// `Projection` contract suggests: an event delivered again is skipped, a retried dead
+/// letter (an older position than events of other streams applied since) is not.
+#[derive(Default)]
+struct VersionGuarded {
+    last: Mutex<HashMap<String, u64>>,
+    applied: Mutex<Vec<(String, u64)>>,
+    failing: Mutex<HashSet<u64>>,
+}
+
+#[async_trait]
+impl Projection for VersionGuarded {
+    fn name(&self) -> &str {
+        "version-guarded"
+    }
+
+    async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
+        if self.failing.lock().unwrap().contains(&event.position) {
+            return Err(FlextError::validation("read model rejected it"));
+        }
+        let mut last = self.last.lock().unwrap();
+        let seen = last.entry(event.stream_id.to_string()).or_default();
+        if event.version <= *seen {
+            return Ok(());
+        }
+        *seen = event.version;
+        self.applied
+            .lock()
+            .unwrap()
+            .push((event.stream_id.to_string(), event.version));
+        Ok(())
+    }
+
+    async fn reset(&self) -> FlextResult<()> {
+        self.last.lock().unwrap().clear();
+        self.applied.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_projection_guarding_by_stream_version_applies_its_retried_letter() {
+    let store = InMemoryEventStore::new();
+    append_all(&store, &["A-1", "B-1", "B-1"]).await;
+    let projection = Arc::new(VersionGuarded::default());
+    projection.failing.lock().unwrap().insert(1);
+    let runner = ProjectionRunner::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        projection.clone(),
+    )
+    .with_config(ProjectionConfig::default().with_backoff(Backoff::none()));
+    let progress = runner.catch_up().await.unwrap();
+    assert_eq!((progress.applied, progress.dead_lettered), (2, 1));
+
+    projection.failing.lock().unwrap().clear();
+    assert_eq!(runner.retry_dead_letter(1).await.unwrap().applied, [1]);
+    assert_eq!(
+        *projection.applied.lock().unwrap(),
+        [
+            ("B-1".to_owned(), 1),
+            ("B-1".to_owned(), 2),
+            ("A-1".to_owned(), 1)
+        ],
+        "the retried letter, older than B's events, is applied"
+    );
+
+    // An event delivered again (a restart before its checkpoint) is still skipped.
+    let again = store.read_all(3, 1).await.unwrap();
+    projection.apply(&again[0]).await.unwrap();
+    assert_eq!(projection.applied.lock().unwrap().len(), 3);
+}
+
+/// The in-memory store, whose checkpoint saves of positions above `limit` fail.
+#[derive(Clone)]
+struct CheckpointsUpTo {
+    store: InMemoryEventStore,
+    limit: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CheckpointsUpTo {
+    fn new(store: &InMemoryEventStore) -> Self {
+        Self {
+            store: store.clone(),
+            limit: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        }
+    }
+
+    fn limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for CheckpointsUpTo {
+    async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>> {
+        self.store.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()> {
+        if position > self.limit.load(Ordering::SeqCst) {
+            return Err(FlextError::storage("checkpoint table unreachable"));
+        }
+        self.store.save_checkpoint(name, position).await
+    }
+    async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()> {
+        self.store.add_dead_letter(name, letter).await
+    }
+    async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>> {
+        self.store.dead_letters(name).await
+    }
+    async fn remove_dead_letter(&self, name: &str, position: u64) -> FlextResult<bool> {
+        self.store.remove_dead_letter(name, position).await
+    }
+    async fn reset(&self, name: &str) -> FlextResult<()> {
+        self.store.reset(name).await
+    }
+}
+
+fn runner_over(
+    store: &InMemoryEventStore,
+    checkpoints: &CheckpointsUpTo,
+    projection: &Arc<Scripted>,
+) -> ProjectionRunner {
+    ProjectionRunner::new(
+        Arc::new(store.clone()),
+        Arc::new(checkpoints.clone()),
+        projection.clone(),
+    )
+    .with_config(ProjectionConfig::default().with_backoff(Backoff::none()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_a_failed_rebuild_is_refused_until_the_runner_gets_past_the_letter() {
+    let store = InMemoryEventStore::new();
+    append_all(&store, &["A-1", "A-1", "B-1", "A-1"]).await;
+    let projection = Arc::new(Scripted::default());
+    projection.poison(2);
+    let checkpoints = CheckpointsUpTo::new(&store);
+    let runner = runner_over(&store, &checkpoints, &projection);
+    runner.catch_up().await.unwrap();
+    assert_eq!(
+        positions(&runner.dead_letters().await.unwrap()),
+        [(2, None), (4, Some(2))]
+    );
+
+    // The rebuild stops after event 1: the checkpoint is 1, the letters are kept.
+    checkpoints.limit(1);
+    let error = runner.rebuild().await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::StorageError);
+    assert_eq!(runner.position().await.unwrap(), 1);
+
+    projection.cure(2);
+    let error = runner.retry_dead_letter(2).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::ConcurrencyConflict);
+    assert_eq!(
+        error.to_string(),
+        "'scripted' has finished position 1 (its checkpoint), not yet the dead letter at position 2 of stream 'A-1': a retry now could apply the stream's events out of order or twice; retry once it has got past position 2"
+    );
+    assert_eq!(projection.applied(), [1], "nothing was applied");
+    assert_eq!(
+        runner.dead_letters().await.unwrap().len(),
+        2,
+        "letters kept"
+    );
+
+    // The rebuild finishes; then the retry applies the stream's letters, each once.
+    checkpoints.limit(u64::MAX);
+    let progress = runner.catch_up().await.unwrap();
+    assert_eq!((progress.applied, progress.position), (1, 4));
+    assert_eq!(runner.retry_dead_letter(2).await.unwrap().applied, [2, 4]);
+    assert_eq!(projection.applied_of("A-1"), [1, 2, 4]);
+    assert_eq!(projection.applied_of("B-1"), [3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_refused_while_a_parked_letter_is_past_the_saved_checkpoint() {
+    let store = InMemoryEventStore::new();
+    append_all(&store, &["A-1", "A-1"]).await;
+    let projection = Arc::new(Scripted::default());
+    projection.poison(1);
+    // Event 2 is parked (its letter stored), then its checkpoint cannot be saved.
+    let checkpoints = CheckpointsUpTo::new(&store);
+    checkpoints.limit(1);
+    let first = runner_over(&store, &checkpoints, &projection);
+    assert_eq!(
+        first.catch_up().await.unwrap_err().code(),
+        ErrorCode::StorageError
+    );
+    assert_eq!(
+        positions(&first.dead_letters().await.unwrap()),
+        [(1, None), (2, Some(1))]
+    );
+
+    // After a restart, before the runner got past event 2 again.
+    checkpoints.limit(u64::MAX);
+    let restarted = runner_over(&store, &checkpoints, &projection);
+    projection.cure(1);
+    let error = restarted.retry_dead_letter(1).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::ConcurrencyConflict);
+    assert!(
+        error.message().contains(
+            "finished position 1 (its checkpoint), not yet the dead letter at position 2"
+        ),
+        "{error}"
+    );
+    assert!(projection.applied().is_empty(), "nothing was applied");
+
+    let progress = restarted.catch_up().await.unwrap();
+    assert_eq!((progress.applied, progress.position), (0, 2), "2 is held");
+    assert_eq!(
+        restarted.retry_dead_letter(1).await.unwrap().applied,
+        [1, 2]
+    );
+    assert_eq!(projection.applied_of("A-1"), [1, 2], "each once, in order");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_dead_letters_goes_on_past_a_stream_it_cannot_retry_and_reports_it() {
+    let store = InMemoryEventStore::new();
+    append_all(&store, &["A-1", "B-1"]).await;
+    let projection = Arc::new(Scripted::default());
+    projection.poison(1);
+    projection.poison(2);
+    let runner = Arc::new(
+        runner(&store, &projection)
+            .with_config(ProjectionConfig::default().with_backoff(Backoff::none())),
+    );
+    runner.catch_up().await.unwrap();
+    projection.cure(1);
+    projection.cure(2);
+
+    // A's retry is running when every stream is retried.
+    let gate = projection.gate(1);
+    let retry = tokio::spawn({
+        let runner = runner.clone();
+        async move { runner.retry_dead_letter(1).await }
+    });
+    gate.reached().await;
+    let report = runner.retry_dead_letters().await.unwrap();
+    assert_eq!(report.applied, [2], "B was retried after A could not be");
+    assert!(report.failed.is_empty());
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].0, 1);
+    assert_eq!(report.errors[0].1.code(), ErrorCode::ConcurrencyConflict);
+    gate.open();
+    assert_eq!(retry.await.unwrap().unwrap().applied, [1]);
     assert!(runner.dead_letters().await.unwrap().is_empty());
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use flext_constants::ErrorCode;
 use flext_cqrs::{
     Backoff, Delivery, Envelope, EventBus, EventRelay, InMemoryEventStore, ProjectionConfig,
-    ProjectionRunner,
+    ProjectionRunner, Upcasters,
 };
 use flext_impl::handler_fn;
-use flext_protocols::{CheckpointStore, Event};
-use flext_types::{FlextError, FlextResult};
+use flext_protocols::{CheckpointStore, Event, EventStore};
+use flext_types::{ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent};
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -296,26 +296,90 @@ async fn a_restart_after_a_crash_mid_event_skips_the_subscribers_that_finished()
 }
 
 #[tokio::test(start_paused = true)]
-async fn subscribers_sharing_a_name_keep_progress_apart_by_order() {
+async fn subscribers_sharing_a_name_stop_the_relay_and_nothing_moves() {
     let store = InMemoryEventStore::new();
     append(&store, "Ping-1").await;
     let bus = Arc::new(EventBus::new());
+    let subscribers = Arc::new(Subscribers::default());
+    subscribers.subscribe(&bus, "audit");
     bus.subscribe_fn("Ping", |_: Arc<Envelope<Ping>>| async { Ok(()) });
-    bus.subscribe_fn("Ping", |_: Arc<Envelope<Ping>>| async {
-        Err(FlextError::validation("second one fails"))
-    });
+    bus.subscribe_fn("Ping", |_: Arc<Envelope<Ping>>| async { Ok(()) });
     let relay = relay(&bus, Arc::new(store.clone()));
-    runner(&store, relay.clone()).catch_up().await.unwrap();
-    assert!(
-        relay
-            .dead_letters("Ping subscriber")
-            .await
-            .unwrap()
-            .is_empty()
+    let runner = runner(&store, relay.clone());
+    let started = Instant::now();
+    let error = runner.catch_up().await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert_eq!(
+        error.to_string(),
+        "Relay 'pings' cannot tell apart the 2 subscribers of 'Ping' named 'Ping subscriber': give each subscriber of a relayed event a name of its own (subscribe it with handler_fn(name, f)), as the relay keeps each one's progress and dead letters under its name"
     );
-    let letters = relay.dead_letters("Ping subscriber#2").await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "not retried");
+    assert!(
+        subscribers.calls_of("audit").is_empty(),
+        "delivered to no one"
+    );
+    assert_eq!(bus.metrics().deliveries, 0);
+    assert_eq!(store.load_checkpoint("pings").await.unwrap(), None);
+    for key in ["pings/audit", "pings/Ping subscriber"] {
+        assert_eq!(store.load_checkpoint(key).await.unwrap(), None, "{key}");
+        assert!(store.dead_letters(key).await.unwrap().is_empty(), "{key}");
+    }
+    assert!(
+        runner.dead_letters().await.unwrap().is_empty(),
+        "not a dead letter"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsubscribing_one_of_two_subscribers_sharing_a_name_hands_its_progress_to_no_other() {
+    let store = InMemoryEventStore::new();
+    append(&store, "Ping-1").await;
+    let bus = Arc::new(EventBus::new());
+    let first = Arc::new(Subscribers::default());
+    let second = Arc::new(Subscribers::default());
+    let first_id = {
+        let calls = first.clone();
+        bus.subscribe(
+            "Ping",
+            handler_fn("mailer", move |event: Arc<Envelope<Ping>>| {
+                let calls = calls.clone();
+                async move { calls.called("mailer", event.position) }
+            }),
+        )
+    };
+    second.subscribe(&bus, "mailer");
+    second.poison("mailer", 1);
+    let relay = relay(&bus, Arc::new(store.clone()));
+    let runner = runner(&store, relay.clone());
+    assert_eq!(
+        runner.catch_up().await.unwrap_err().code(),
+        ErrorCode::InvalidArgument
+    );
+
+    // With one "mailer" left, that one gets every event, under its own progress.
+    bus.unsubscribe(first_id).unwrap();
+    append(&store, "Ping-2").await;
+    let progress = runner.catch_up().await.unwrap();
+    assert_eq!(progress.position, 2);
+    assert!(first.calls_of("mailer").is_empty());
+    assert_eq!(second.calls_of("mailer"), [1, 1, 1, 2]);
+    let letters = relay.dead_letters("mailer").await.unwrap();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].error.to_string(), "second one fails");
+    assert_eq!(letters[0].position, 1);
+    assert!(
+        relay.dead_letters("mailer#2").await.unwrap().is_empty(),
+        "no names by order"
+    );
+
+    // A retry for a name two subscribers share again is refused, the letter kept.
+    first.subscribe(&bus, "mailer");
+    second.cure("mailer", 1);
+    let error = relay
+        .retry_dead_letter(&store, "mailer", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert_eq!(relay.dead_letters("mailer").await.unwrap(), letters);
 }
 
 #[tokio::test(start_paused = true)]
@@ -409,7 +473,8 @@ async fn a_relay_rebuild_delivers_every_event_again_to_every_subscriber() {
     assert_eq!(subscribers.calls_of("audit"), [1, 2, 1, 2]);
 }
 
-/// The in-memory store, whose checkpoint saves under `key` fail while `failing` is set.
+/// The in-memory store, whose checkpoint and dead-letter writes under `key` fail while
+/// `failing` is set.
 #[derive(Clone)]
 struct FailingKey {
     store: InMemoryEventStore,
@@ -433,6 +498,9 @@ impl CheckpointStore for FailingKey {
         name: &str,
         letter: flext_types::DeadLetter,
     ) -> FlextResult<()> {
+        if name == self.key && self.failing.load(Ordering::SeqCst) {
+            return Err(FlextError::storage("dead-letter table unreachable"));
+        }
         self.store.add_dead_letter(name, letter).await
     }
     async fn dead_letters(&self, name: &str) -> FlextResult<Vec<flext_types::DeadLetter>> {
@@ -443,5 +511,209 @@ impl CheckpointStore for FailingKey {
     }
     async fn reset(&self, name: &str) -> FlextResult<()> {
         self.store.reset(name).await
+    }
+}
+
+/// Appends to `stream` a "Ping" whose payload, a number, is not a `Ping`: the relay cannot
+/// decode it until [`number_upcaster`] turns it into a string.
+async fn append_undecodable(store: &InMemoryEventStore, stream: &str) -> u64 {
+    let event = NewEvent::new("Ping", JsonPayload::encode(&42).unwrap());
+    store
+        .append(stream, ExpectedVersion::Any, vec![event])
+        .await
+        .unwrap()
+        .last_position
+}
+
+/// The fix that ships later: numbers become strings.
+fn number_upcaster() -> Upcasters {
+    Upcasters::new().register("Ping", 1, |payload| {
+        Ok(match payload {
+            serde_json::Value::Number(n) => serde_json::Value::String(format!("number {n}")),
+            other => other,
+        })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relay_letter_retried_after_a_fix_reaches_every_subscriber_with_its_parked_events() {
+    let store = InMemoryEventStore::new();
+    append_undecodable(&store, "Ping-1").await;
+    for stream in ["Ping-2", "Ping-1", "Ping-2"] {
+        append(&store, stream).await;
+    }
+    let bus = Arc::new(EventBus::new());
+    let subscribers = Arc::new(Subscribers::default());
+    subscribers.subscribe(&bus, "audit");
+    subscribers.subscribe(&bus, "mailer");
+    let progress = runner(&store, relay(&bus, Arc::new(store.clone())))
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(
+        (progress.applied, progress.dead_lettered, progress.parked),
+        (2, 1, 1),
+        "1 does not decode, 3 is parked behind it, the other stream goes on"
+    );
+    assert_eq!(subscribers.calls_of("audit"), [2, 4]);
+    assert_eq!(store.load_checkpoint("pings/audit").await.unwrap(), Some(4));
+
+    // The fix ships: after a restart the relay has the upcaster, and the letter is retried.
+    let fixed = Arc::new(
+        EventRelay::<Ping>::new("pings", bus.clone(), Arc::new(store.clone()))
+            .for_category("Ping")
+            .with_config(config())
+            .with_upcasters(number_upcaster()),
+    );
+    let restarted = runner(&store, fixed);
+    assert_eq!(
+        restarted.retry_dead_letter(1).await.unwrap().applied,
+        [1, 3]
+    );
+    for subscriber in ["audit", "mailer"] {
+        assert_eq!(
+            subscribers.calls_of(subscriber),
+            [2, 4, 1, 3],
+            "{subscriber} got the letter and the event parked behind it"
+        );
+        assert_eq!(
+            store
+                .load_checkpoint(&format!("pings/{subscriber}"))
+                .await
+                .unwrap(),
+            Some(4),
+            "{subscriber}'s progress did not go back"
+        );
+    }
+    assert!(restarted.dead_letters().await.unwrap().is_empty());
+    assert_eq!(restarted.catch_up().await.unwrap().applied, 0);
+    assert_eq!(subscribers.calls_of("audit"), [2, 4, 1, 3], "nothing twice");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relay_letter_that_reached_some_subscribers_is_retried_to_all_at_least_once() {
+    let store = InMemoryEventStore::new();
+    append(&store, "Ping-1").await;
+    // The ledger rejects event 1 and its dead letter cannot be stored: the relay fails the
+    // event after the audit handled it, and its runner gives up on it.
+    let checkpoints = FailingKey {
+        store: store.clone(),
+        key: "pings/ledger",
+        failing: Arc::new(AtomicBool::new(true)),
+    };
+    let bus = Arc::new(EventBus::new());
+    let subscribers = Arc::new(Subscribers::default());
+    subscribers.subscribe(&bus, "audit");
+    subscribers.subscribe(&bus, "ledger");
+    subscribers.poison("ledger", 1);
+    let relay = Arc::new(
+        EventRelay::<Ping>::new("pings", bus.clone(), Arc::new(checkpoints.clone()))
+            .for_category("Ping")
+            .with_config(config().with_backoff(Backoff::none())),
+    );
+    let runner = ProjectionRunner::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        relay.clone(),
+    )
+    .with_config(
+        ProjectionConfig::default()
+            .with_backoff(Backoff::fixed(Duration::from_millis(100)))
+            .with_give_up_after(Duration::from_millis(300)),
+    );
+    assert_eq!(runner.catch_up().await.unwrap().dead_lettered, 1);
+    assert_eq!(
+        subscribers.calls_of("audit"),
+        [1],
+        "once: its progress is 1"
+    );
+
+    // The store heals and another stream moves every subscriber's progress past 1.
+    checkpoints.failing.store(false, Ordering::SeqCst);
+    append(&store, "Ping-2").await;
+    runner.catch_up().await.unwrap();
+    assert_eq!(
+        store.load_checkpoint("pings/ledger").await.unwrap(),
+        Some(2)
+    );
+
+    subscribers.cure("ledger", 1);
+    assert_eq!(runner.retry_dead_letter(1).await.unwrap().applied, [1]);
+    assert_eq!(
+        subscribers.calls_of("ledger").last(),
+        Some(&1),
+        "the ledger, which never handled it, gets it"
+    );
+    assert_eq!(
+        subscribers.calls_of("audit"),
+        [1, 2, 1],
+        "the audit had it, but its progress moved on since: at least once, again"
+    );
+    assert!(relay.dead_letters("ledger").await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_subscribers_retry_stops_the_relay_before_the_event() {
+    let store = InMemoryEventStore::new();
+    append(&store, "Ping-1").await;
+    let bus = Arc::new(EventBus::new().with_delivery(Delivery::Concurrent));
+    let subscribers = Arc::new(Subscribers::default());
+    subscribers.subscribe(&bus, "audit");
+    subscribers.subscribe(&bus, "mailer");
+    subscribers.planned.lock().unwrap().insert(
+        ("mailer".into(), 1),
+        (0..10_000)
+            .map(|_| FlextError::timeout("smtp down"))
+            .collect(),
+    );
+    let relay = relay(&bus, Arc::new(store.clone()));
+    let runner = runner(&store, relay.clone());
+    let started = Instant::now();
+    let progress = runner
+        .run_until(tokio::time::sleep(Duration::from_millis(1050)))
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(1050));
+    assert_eq!(progress.position, 0);
+    assert_eq!(store.load_checkpoint("pings").await.unwrap(), None);
+    assert_eq!(store.load_checkpoint("pings/audit").await.unwrap(), Some(1));
+    assert_eq!(store.load_checkpoint("pings/mailer").await.unwrap(), None);
+    assert!(relay.dead_letters("mailer").await.unwrap().is_empty());
+    assert_eq!(subscribers.calls_of("mailer").len(), 11, "every 100 ms");
+
+    // The next run delivers it to the mailer alone.
+    subscribers.planned.lock().unwrap().clear();
+    assert_eq!(runner.catch_up().await.unwrap().position, 1);
+    assert_eq!(subscribers.calls_of("audit"), [1]);
+    assert_eq!(subscribers.calls_of("mailer").len(), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relay_writes_no_progress_for_names_that_are_not_its_subscribers() {
+    let store = InMemoryEventStore::new();
+    append(&store, "Ping-1").await;
+    let bus = Arc::new(EventBus::new());
+    let subscribers = Arc::new(Subscribers::default());
+    subscribers.subscribe(&bus, "audit");
+    bus.subscribe_fn("Pong", |_: Arc<Envelope<Ping>>| async { Ok(()) });
+    let relay = relay(&bus, Arc::new(store.clone()));
+    let runner = runner(&store, relay.clone());
+    runner.catch_up().await.unwrap();
+
+    assert!(relay.dead_letters("nobody").await.unwrap().is_empty());
+    assert!(!relay.discard_dead_letter("nobody", 1).await.unwrap());
+    let error = relay
+        .retry_dead_letter(&store, "nobody", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::NotFound);
+    let retry = relay.retry_dead_letters(&store, "nobody").await.unwrap();
+    assert!(retry.applied.is_empty() && retry.failed.is_empty());
+
+    runner.rebuild().await.unwrap();
+    assert_eq!(subscribers.calls_of("audit"), [1, 1], "rebuilt");
+    assert_eq!(store.load_checkpoint("pings/audit").await.unwrap(), Some(1));
+    for key in ["pings/nobody", "pings/Pong subscriber"] {
+        assert_eq!(store.load_checkpoint(key).await.unwrap(), None, "{key}");
     }
 }
