@@ -63,6 +63,46 @@ impl MessageMetadata {
         }
     }
 
+    /// The metadata of a stored event delivered as a message (by a relay or a
+    /// subscription): the event's id as the message id and its commit time as the
+    /// timestamp, so every delivery of one event, after any restart, carries the same
+    /// message (and what a subscriber derives from it, such as a repository's event ids,
+    /// repeats); the event's correlation (its own id when it has none), causation and
+    /// headers.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// use flext_types::{EventMetadata, JsonPayload, MessageMetadata, StoredEvent};
+    ///
+    /// let command = MessageMetadata::new();
+    /// let event = StoredEvent {
+    ///     event_id: uuid::Uuid::now_v7(),
+    ///     stream_id: "User-1".into(),
+    ///     version: 1,
+    ///     position: 7,
+    ///     event_type: "UserCreated".into(),
+    ///     schema_version: 1,
+    ///     payload: JsonPayload::encode(&serde_json::json!({}))?,
+    ///     timestamp: time::OffsetDateTime::now_utc(),
+    ///     metadata: Arc::new(EventMetadata::caused_by(&command)),
+    /// };
+    /// let message = MessageMetadata::of_stored_event(&event);
+    /// assert_eq!(message.message_id, event.event_id);
+    /// assert_eq!(message.correlation_id, command.correlation_id);
+    /// assert_eq!(message.causation_id, Some(command.message_id));
+    /// assert_eq!(message, MessageMetadata::of_stored_event(&event), "the same every time");
+    /// # Ok::<(), flext_types::FlextError>(())
+    /// ```
+    pub fn of_stored_event(event: &crate::StoredEvent) -> Self {
+        Self {
+            message_id: event.event_id,
+            correlation_id: event.metadata.correlation_id.unwrap_or(event.event_id),
+            causation_id: event.metadata.causation_id,
+            timestamp: event.timestamp,
+            headers: event.metadata.headers.clone(),
+        }
+    }
+
     /// The same metadata with another correlation id (for example one received from an
     /// upstream service).
     #[must_use]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use flext_protocols::{CheckpointStore, Event, EventStore, Projection};
-use flext_types::{DeadLetter, FlextError, FlextResult, StoredEvent};
+use flext_types::{DeadLetter, FlextError, FlextResult, MessageMetadata, StoredEvent};
 use serde::de::DeserializeOwned;
 
 use crate::es::consumer::{
@@ -28,6 +28,14 @@ use crate::{Delivery, EventBus, ProjectionConfig, SubscriptionId};
 /// [`ProjectionRunner`](crate::ProjectionRunner), whose checkpoint is the relay's position
 /// in the log. An event committed but not yet delivered when the process stops is
 /// delivered when the runner starts again.
+///
+/// Every delivery of an event carries the stored event as its message
+/// ([`MessageMetadata::of_stored_event`]: the event's id as the message id, its commit
+/// time, correlation and causation), which a subscriber reads with
+/// [`current_metadata`](crate::current_metadata): a redelivery (a retry, a restart, a
+/// retried dead letter) is the same message, so what the subscriber derives from it, such
+/// as the event ids of a [`Repository::execute`](crate::Repository::execute), repeats
+/// instead of doubling.
 ///
 /// Each subscriber is followed on its own, as if it were a projection named
 /// `"{relay}/{subscriber}"` in the relay's [`CheckpointStore`]
@@ -400,9 +408,10 @@ struct Deliver<'a, E> {
 
 #[async_trait]
 impl<E: Event> Target for Deliver<'_, E> {
-    async fn apply(&self, _: &StoredEvent) -> FlextResult<()> {
+    async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
+        let metadata = MessageMetadata::of_stored_event(event);
         self.bus
-            .deliver_to(self.subscription, self.envelope.clone(), None)
+            .deliver_to(self.subscription, self.envelope.clone(), Some(&metadata))
             .await
     }
 }
@@ -435,7 +444,9 @@ where
                     self.relay.name
                 ))
             })?;
-        bus.deliver_to(subscription, Arc::new(envelope), None).await
+        let metadata = MessageMetadata::of_stored_event(event);
+        bus.deliver_to(subscription, Arc::new(envelope), Some(&metadata))
+            .await
     }
 }
 

@@ -717,3 +717,61 @@ async fn a_relay_writes_no_progress_for_names_that_are_not_its_subscribers() {
         assert_eq!(store.load_checkpoint(key).await.unwrap(), None, "{key}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_delivery_of_a_relayed_event_carries_the_stored_event_as_its_message() {
+    let store = InMemoryEventStore::new();
+    let bus = Arc::new(EventBus::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(1));
+    {
+        let (seen, failures) = (seen.clone(), failures.clone());
+        bus.subscribe(
+            "Ping",
+            handler_fn("watcher", move |_: Arc<Envelope<Ping>>| {
+                let (seen, failures) = (seen.clone(), failures.clone());
+                async move {
+                    seen.lock().unwrap().push(flext_cqrs::current_metadata());
+                    let mut left = failures.lock().unwrap();
+                    if *left > 0 {
+                        *left -= 1;
+                        return Err(FlextError::storage("the read model is down"));
+                    }
+                    Ok(())
+                }
+            }),
+        );
+    }
+    let cause = flext_types::MessageMetadata::new();
+    let event = NewEvent::encode(
+        "Ping",
+        1,
+        &"Ping-1",
+        flext_types::EventMetadata::caused_by(&cause),
+    )
+    .unwrap();
+    store
+        .append("Ping-1", ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap();
+    let stored = store.read_stream("Ping-1", 1, 1).await.unwrap().remove(0);
+
+    runner(&store, relay(&bus, Arc::new(store.clone())))
+        .catch_up()
+        .await
+        .unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "a failed delivery and its retry: {seen:?}");
+    for message in &seen {
+        let message = message.as_ref().expect("the subscriber sees its message");
+        assert_eq!(
+            message.message_id, stored.event_id,
+            "the stored event is the message"
+        );
+        assert_eq!(message.correlation_id, cause.correlation_id);
+        assert_eq!(message.causation_id, Some(cause.message_id));
+        assert_eq!(message.timestamp, stored.timestamp);
+    }
+    assert_eq!(seen[0], seen[1], "a retry delivers the same message again");
+}
