@@ -141,11 +141,15 @@ pub trait Aggregate:
 ///
 /// Events arrive in order within each stream, not across streams: an event that failed and
 /// is retried later (a dead letter) arrives after newer events of other streams, as in
-/// Axon's per-sequence ordering. And they arrive at least once: after a crash the events
-/// since the last checkpoint are applied again. So `apply` should be idempotent by
-/// remembering, per stream, the last version it applied (an event at or below it is a
-/// repeat), or the ids of the events it applied. Remembering the last global position
-/// would skip a retried event as if it were a repeat.
+/// Axon's per-sequence ordering (its stream's later events wait behind it, under the
+/// runner's default sequenced dead-letter policy). And they arrive at least once: after a
+/// crash the events since the last checkpoint are applied again. So `apply` should be
+/// idempotent by remembering, per stream, the last version it applied (an event at or
+/// below it is a repeat), or the ids of the events it applied. Remembering the last global
+/// position would skip a retried event as if it were a repeat. A runner whose dead-letter
+/// policy skips instead of sequencing applies a stream's later events before its retried
+/// letter, so its projections must remember event ids: a per-stream version would skip the
+/// retried event too.
 #[async_trait]
 pub trait Projection: Send + Sync {
     /// The projection's name, which keys its checkpoint.
