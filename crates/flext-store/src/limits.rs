@@ -114,3 +114,36 @@ impl Default for StoreLimits {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_documented_sizes() {
+        let limits = StoreLimits::default();
+        assert_eq!(limits, StoreLimits::new());
+        assert_eq!(limits.max_payload_bytes, 1_048_576, "1 MiB");
+        assert_eq!(limits.max_metadata_bytes, 65_536, "64 KiB");
+        assert_eq!(limits.max_batch_events, 10_000);
+        assert_eq!(limits.max_batch_bytes, 16_777_216, "16 MiB");
+    }
+
+    #[test]
+    fn each_setter_sets_its_own_limit() {
+        let limits = StoreLimits::new()
+            .with_max_payload_bytes(1)
+            .with_max_metadata_bytes(2)
+            .with_max_batch_events(3)
+            .with_max_batch_bytes(4);
+        assert_eq!(
+            (
+                limits.max_payload_bytes,
+                limits.max_metadata_bytes,
+                limits.max_batch_events,
+                limits.max_batch_bytes
+            ),
+            (1, 2, 3, 4)
+        );
+    }
+}
