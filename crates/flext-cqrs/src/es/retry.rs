@@ -277,5 +277,35 @@ mod tests {
         assert!(stops_runner(&stopping(marked.clone())), "marked once");
         assert_eq!(ErrorClass::of(&marked), ErrorClass::Stop);
         assert_eq!(marked, plain, "same code, message and data");
+        let mark = std::error::Error::source(&marked).expect("the mark is the source");
+        assert_eq!(
+            mark.to_string(),
+            "stops the runner: two subscribers named 'a'"
+        );
+        assert_eq!(
+            mark.source().map(ToString::to_string).as_deref(),
+            Some("two subscribers named 'a'"),
+            "the error as raised is under the mark"
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_waits_on_both_sides_of_the_nominal_wait_within_its_bounds() {
+        let backoff = Backoff::default();
+        let nominal = backoff.initial_backoff.as_secs_f64();
+        let waits: Vec<f64> = (0..2000)
+            .map(|_| backoff.delay(1).as_secs_f64() / nominal)
+            .collect();
+        let (low, high) = waits
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), w| (lo.min(*w), hi.max(*w)));
+        assert!(low >= 0.8 - 1e-9 && high <= 1.2 + 1e-9, "{low}..{high}");
+        assert!(
+            low < 0.85 && high > 1.15,
+            "both sides, to the edges: {low}..{high}"
+        );
+        let distinct: std::collections::BTreeSet<u64> =
+            waits.iter().map(|w| (w * 1e6) as u64).collect();
+        assert!(distinct.len() > 1000, "{} distinct waits", distinct.len());
     }
 }
