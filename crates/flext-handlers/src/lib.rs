@@ -121,7 +121,8 @@ pub mod Implementation {
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
     pub use flext_impl::{
-        Deadline, DeadlineSubject, InFlight, JsonHandler, Timer, catch_panic, catch_panic_sync,
+        Backoff, Deadline, DeadlineSubject, InFlight, JsonHandler, Timer, catch_panic,
+        catch_panic_sync,
     };
 }
 

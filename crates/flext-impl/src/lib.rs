@@ -42,6 +42,7 @@
 //! ```
 
 mod authorizing;
+mod backoff;
 mod basic;
 mod core;
 mod deadline;
@@ -56,6 +57,7 @@ mod recorder;
 mod validating;
 
 pub use authorizing::AuthorizingHandler;
+pub use backoff::Backoff;
 pub use basic::{BasicHandler, Identity};
 pub use core::{HandlerCore, ManagedHandler};
 pub use deadline::{Deadline, DeadlineSubject};

@@ -10,9 +10,10 @@ mod retry;
 
 pub use consumer::DeadLetterRetry;
 pub use envelope::{Envelope, Upcasters};
+pub use flext_impl::Backoff;
 /// The in-memory stores live in `flext-store`; this path keeps working.
 pub use flext_store::InMemoryEventStore;
 pub use projection::{ProjectionConfig, ProjectionProgress, ProjectionRunner};
 pub use relay::EventRelay;
 pub use repository::{Executed, Loaded, Repository, RepositoryConfig};
-pub use retry::{Backoff, DeadLetterPolicy, ErrorClass, TRANSIENT_BY_DEFAULT};
+pub use retry::{DeadLetterPolicy, ErrorClass, TRANSIENT_BY_DEFAULT};

@@ -15,7 +15,8 @@ use futures_util::StreamExt;
 use crate::es::consumer::{
     Consumer, DeadLetterRetry, Outcome, Stop, Target, default_classifier, stop_requested,
 };
-use crate::es::retry::{Backoff, DeadLetterPolicy, ErrorClass};
+use crate::es::retry::{DeadLetterPolicy, ErrorClass};
+use flext_impl::Backoff;
 
 /// How a [`ProjectionRunner`] (or an [`EventRelay`](crate::EventRelay), for each of its
 /// subscribers) reads, retries and gives up.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flext_constants::{ErrorCode, handler};
+use flext_impl::Backoff;
 use flext_protocols::{Middleware, Next};
 use flext_types::{FlextError, FlextResult};
 use serde::{Deserialize, Serialize};
@@ -190,14 +191,14 @@ impl Retry {
         &self.config
     }
 
-    /// The wait before attempt `attempt + 1` (`attempt` counts from 1), jitter included.
+    /// The wait before attempt `attempt + 1` (`attempt` counts from 1), jitter included,
+    /// never past `max_backoff` (the one computation of a wait, [`Backoff`]).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let base =
-            self.config.initial_backoff.as_secs_f64() * self.config.multiplier.powi(exponent);
-        let capped = base.min(self.config.max_backoff.as_secs_f64());
-        let spread = 1.0 + self.config.jitter * (fastrand::f64() * 2.0 - 1.0);
-        Duration::try_from_secs_f64((capped * spread).max(0.0)).unwrap_or(self.config.max_backoff)
+        Backoff::exponential(self.config.initial_backoff)
+            .with_multiplier(self.config.multiplier)
+            .with_max_backoff(self.config.max_backoff)
+            .with_jitter(self.config.jitter)
+            .delay(attempt)
     }
 
     /// Runs `attempt(n)` for n = 1, 2, … until it succeeds, fails with an error not worth
