@@ -17,7 +17,7 @@ use flext_types::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::current::{self, BatchNumber, current_metadata};
+use crate::current;
 use crate::es::envelope::{Envelope, Upcasters};
 
 /// How far the clock of the process that created a message may be ahead of the clocks that
@@ -234,13 +234,62 @@ impl<A: Aggregate> Repository<A> {
     /// Runs `command` on the aggregate `id`. Inside a bus handler (or
     /// [`with_current_metadata`](crate::with_current_metadata)) this is
     /// [`execute_with`](Self::execute_with) the message being handled (see
-    /// [`current_metadata`]); elsewhere the events carry no lineage and fresh ids.
+    /// [`current_metadata`](crate::current_metadata)); elsewhere the events carry no lineage
+    /// and fresh ids.
+    ///
+    /// # One message, one change per aggregate
+    ///
+    /// Within one message, `execute` on one stream is one unit of work: running it again
+    /// (a `flext_patterns::Retry` after a lost reply or a timeout, a redelivery of the
+    /// message, the same handler run twice) derives the same event ids and returns the
+    /// original result. So a handler that changes the **same aggregate
+    /// twice** for one message gets the first change's result from the second call, and
+    /// the second change is not made: give the second change a message of its own (send a
+    /// command, with [`MessageMetadata::caused_by_named`] so a redelivery sends the same
+    /// one again). Several aggregates changed for one message are each their own unit.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flext_cqrs::{InMemoryEventStore, Repository, with_current_metadata};
+    /// # use flext_protocols::{Aggregate, Event};
+    /// # use flext_types::{FlextResult, MessageMetadata};
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Added(u64);
+    /// # impl Event for Added { fn event_name(&self) -> &str { "Added" } }
+    /// # #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Counter(u64);
+    /// # impl Aggregate for Counter {
+    /// #     const TYPE: &'static str = "Counter";
+    /// #     type Command = u64;
+    /// #     type Event = Added;
+    /// #     fn handle(&self, n: u64) -> FlextResult<Vec<Added>> { Ok(vec![Added(n)]) }
+    /// #     fn apply(&mut self, e: &Added) { self.0 += e.0; }
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> FlextResult<()> {
+    /// let repo = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new()));
+    /// let message = MessageMetadata::new();
+    /// let (first, second) = with_current_metadata(message, async {
+    ///     let first = repo.execute("c-1", 5).await?;
+    ///     let second = repo.execute("c-1", 7).await?; // the same unit of work as the first
+    ///     FlextResult::Ok((first, second))
+    /// })
+    /// .await?;
+    /// assert_eq!(second, first);
+    /// assert_eq!(repo.load("c-1").await?.state.0, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn execute(&self, id: &str, command: A::Command) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
     {
-        match current_metadata() {
-            Some(message) => self.run(id, command, Some(&message)).await,
+        match current::handling() {
+            Some((message, subscriber)) => {
+                let message = Message::new(&message, subscriber.as_deref().map(String::as_str));
+                self.run(id, command, Some(message)).await
+            }
             None => self.run(id, command, None).await,
         }
     }
@@ -248,27 +297,42 @@ impl<A: Aggregate> Repository<A> {
     /// Runs `command`, carried by the message `metadata` describes, on the aggregate `id`.
     ///
     /// Its events carry the message's correlation id, the message as causation, and its
-    /// headers. Their ids are derived from the message id (UUID v5 of the message id, the
-    /// stream, the batch's number and each event's index), so the same message executed
-    /// again is recognised, whatever state the aggregate is in by then: nothing is appended
-    /// and the original result comes back (the state, version, events and `AppendResult` of
-    /// the first execution). It is found
+    /// headers. Their ids are UUID v5s, in the message id's namespace, of the stream, the
+    /// subscriber's name when this runs inside an event subscriber (so two subscribers of
+    /// one event may change one aggregate; outside a subscriber the name is empty) and each
+    /// event's index. So the same message executed again on the same stream is recognised,
+    /// whatever state the aggregate is in by then: nothing is appended and the original
+    /// result comes back (the state, version, events and `AppendResult` of the first
+    /// execution). See [`execute`](Self::execute) for what this means for a handler
+    /// changing one aggregate twice. It is found
     ///
-    /// - among the events this load reads (the usual retry after a lost reply),
+    /// - among the events this load reads (the usual retry after a lost reply);
     /// - through the store, when the message decides events again (the store reports their
-    ///   ids as stored, and the stream is searched for the batch),
+    ///   ids as stored, and the stream is searched for the batch);
     /// - or, when the message is now rejected or decides nothing, among the
     ///   [`retry_lookback`](RepositoryConfig::retry_lookback) events before the loaded
     ///   state, going back no further than events committed (with a few seconds' tolerance
-    ///   for clocks) before the message was created. A repeat found nowhere is decided
-    ///   again, which never appends the batch twice.
+    ///   for clocks) before the message was created.
     ///
-    /// One message may change several aggregates, and change one aggregate several times
-    /// inside one bus handler: each batch a message causes on a stream gets the next number,
-    /// in the order the calls are made, so a handler that runs again for the same message
-    /// finds each of its batches. Outside a handler every call with the same message is the
-    /// same batch: give a second command its own metadata
-    /// ([`caused_by`](MessageMetadata::caused_by)).
+    /// A repeat found nowhere is decided again on the current state; the store's ids still
+    /// keep it from appending the batch twice.
+    ///
+    /// What the caller must keep:
+    ///
+    /// - **A message id names one message.** A retry or redelivery passes the original
+    ///   metadata unchanged, its `timestamp` included (the searches stop at events older
+    ///   than it: a later timestamp can hide the original batch). Another message gets
+    ///   metadata of its own: [`MessageMetadata::caused_by`] (or
+    ///   [`caused_by_named`](MessageMetadata::caused_by_named) when a redelivery must send the
+    ///   same one again), never a copy of this one — `send_with(CmdA, md.clone())` then
+    ///   `send_with(CmdB, md)` on one aggregate, or forwarding
+    ///   [`current_metadata`](crate::current_metadata) to `send_with`, makes the second a
+    ///   repeat of the first, and its command is never decided.
+    /// - **Subscribers that change aggregates have names of their own**
+    ///   (`EventBus::subscribe(name, flext_impl::handler_fn("ledger", f))`): the name, not
+    ///   the order of subscription, is in the ids, so they stay the same across restarts;
+    ///   two subscribers sharing a name share their ids (the second change is taken for the
+    ///   first's repeat).
     pub async fn execute_with(
         &self,
         id: &str,
@@ -278,14 +342,16 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
-        self.run(id, command, Some(metadata)).await
+        let subscriber = current::subscriber();
+        let message = Message::new(metadata, subscriber.as_deref().map(String::as_str));
+        self.run(id, command, Some(message)).await
     }
 
     async fn run(
         &self,
         id: &str,
         command: A::Command,
-        message: Option<&MessageMetadata>,
+        message: Option<Message<'_>>,
     ) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
@@ -293,29 +359,12 @@ impl<A: Aggregate> Repository<A> {
         let stream = Self::checked_stream_id(id)?;
         let Some(message) = message else {
             let metadata = EventMetadata::default();
-            return self
-                .decide(id, &stream, command, &metadata, None)
-                .await
-                .map_err(Failure::into_error);
+            return self.decide(id, &stream, command, &metadata, None).await;
         };
-        // Given back unless the outcome settles, also when this call is dropped (a timeout):
-        // trying the message again must derive the same ids.
-        let batch = BatchIds::reserve(message, &stream);
-        let metadata = EventMetadata::caused_by(message);
-        match self
-            .decide(id, &stream, command, &metadata, Some(&batch))
+        let batch = BatchIds::new(message, &stream);
+        let metadata = EventMetadata::caused_by(message.metadata);
+        self.decide(id, &stream, command, &metadata, Some(&batch))
             .await
-        {
-            Ok(executed) => {
-                batch.settle();
-                Ok(executed)
-            }
-            Err(Failure::Settled(error)) => {
-                batch.settle();
-                Err(error)
-            }
-            Err(Failure::Unsettled(error)) => Err(error),
-        }
     }
 
     /// Loads, decides and appends, deciding again after each conflict; with a `batch`, first
@@ -327,27 +376,20 @@ impl<A: Aggregate> Repository<A> {
         command: A::Command,
         metadata: &EventMetadata,
         batch: Option<&BatchIds<'_>>,
-    ) -> Result<Executed<A>, Failure>
+    ) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
     {
         let mut retries = 0;
         loop {
-            let base = self.base(id, stream).await.map_err(Failure::Unsettled)?;
-            let tail = self
-                .read_after(stream, base.version)
-                .await
-                .map_err(Failure::Unsettled)?;
+            let base = self.base(id, stream).await?;
+            let tail = self.read_after(stream, base.version).await?;
             if let Some(batch) = batch
                 && let Some(found) = batch.locate(&tail)
             {
-                return self
-                    .original(&base, &tail, found, retries)
-                    .map_err(Failure::Unsettled);
+                return self.original(&base, &tail, found, retries);
             }
-            let loaded = self
-                .apply_stored(&base, &tail)
-                .map_err(Failure::Unsettled)?;
+            let loaded = self.apply_stored(&base, &tail)?;
             self.remember(id, &loaded);
             let decision = command.clone();
             let events = match catch_panic_sync(|| loaded.state.handle(decision)) {
@@ -355,48 +397,41 @@ impl<A: Aggregate> Repository<A> {
                 outcome => {
                     // A repeated message may have been decided before the state loaded here.
                     if let Some(batch) = batch
-                        && let Some(original) = self
-                            .look_back(stream, base.version, batch, retries)
-                            .await
-                            .map_err(Failure::Unsettled)?
+                        && let Some(original) =
+                            self.look_back(stream, base.version, batch, retries).await?
                     {
                         return Ok(original);
                     }
-                    return match outcome {
-                        Ok(events) => Ok(Executed {
-                            state: loaded.state,
-                            version: loaded.version,
-                            events,
-                            append: None,
-                            retries,
-                        }),
-                        Err(error) => Err(Failure::Settled(error)),
-                    };
+                    return outcome.map(|events| Executed {
+                        state: loaded.state,
+                        version: loaded.version,
+                        events,
+                        append: None,
+                        retries,
+                    });
                 }
             };
-            let next = apply_all(&*loaded.state, &events).map_err(Failure::Settled)?;
+            let next = apply_all(&*loaded.state, &events)?;
             let records = events
                 .iter()
                 .enumerate()
                 .map(|(index, event)| encode(event, metadata, batch.map(|b| b.id(index))))
-                .collect::<FlextResult<Vec<_>>>()
-                .map_err(Failure::Settled)?;
+                .collect::<FlextResult<Vec<_>>>()?;
             match self
                 .events
                 .append(stream, ExpectedVersion::Exact(loaded.version), records)
                 .await
             {
                 Ok(append) => {
-                    let loaded_after = Loaded {
+                    let decided = Loaded {
                         state: Arc::new(next),
                         version: append.last_version,
                     };
-                    self.remember(id, &loaded_after);
-                    self.maybe_snapshot(stream, loaded.version, &loaded_after)
-                        .await;
+                    self.remember(id, &decided);
+                    self.maybe_snapshot(stream, loaded.version, &decided).await;
                     return Ok(Executed {
-                        state: loaded_after.state,
-                        version: loaded_after.version,
+                        state: decided.state,
+                        version: decided.version,
                         events,
                         append: Some(append),
                         retries,
@@ -411,14 +446,13 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Err(error) => {
                     let Some(batch) = batch.filter(|_| error.is(ErrorCode::Duplicate)) else {
-                        return Err(Failure::Unsettled(error));
+                        return Err(error);
                     };
                     // The batch's ids are stored before the state loaded here: an earlier
                     // execution of this message committed them.
-                    return match self.replay_original(stream, batch, retries).await {
-                        Ok(Some(original)) => Ok(original),
-                        Ok(None) => Err(Failure::Settled(error)),
-                        Err(failed) => Err(Failure::Unsettled(failed)),
+                    return match self.replay_original(stream, batch, retries).await? {
+                        Some(original) => Ok(original),
+                        None => Err(error),
                     };
                 }
             }
@@ -655,13 +689,20 @@ impl<A: Aggregate> Repository<A> {
         self.upcasters.decode(stored)
     }
 
+    /// Whether a stream going from version `before` to `after` crosses a multiple of the
+    /// snapshot interval (and snapshots are configured).
+    fn snapshot_due(&self, before: u64, after: u64) -> bool {
+        match (&self.snapshots, self.config.snapshot_every) {
+            (Some(_), Some(every)) => after / every != before / every,
+            _ => false,
+        }
+    }
+
     async fn maybe_snapshot(&self, stream: &str, before: u64, after: &Loaded<A>) {
-        let (Some(store), Some(every)) = (&self.snapshots, self.config.snapshot_every) else {
+        let (Some(store), true) = (&self.snapshots, self.snapshot_due(before, after.version))
+        else {
             return;
         };
-        if after.version / every == before / every {
-            return;
-        }
         let snapshot = JsonPayload::encode(&*after.state).map(|payload| Snapshot {
             stream_id: stream.to_owned(),
             version: after.version,
@@ -680,65 +721,56 @@ impl<A: Aggregate> Repository<A> {
     }
 }
 
-/// Why a command was not executed.
-enum Failure {
-    /// Its outcome is settled: the aggregate rejected it, or its events cannot be stored.
-    Settled(FlextError),
-    /// Its outcome is unknown or was not reached: reading or appending failed, and the
-    /// same message may be tried again.
-    Unsettled(FlextError),
+/// A message a command is executed for: its metadata, and the key of the handler executing
+/// it (the subscriber's name for an event subscriber, empty otherwise).
+#[derive(Clone, Copy)]
+struct Message<'a> {
+    metadata: &'a MessageMetadata,
+    handler: &'a str,
 }
 
-impl Failure {
-    fn into_error(self) -> FlextError {
-        match self {
-            Self::Settled(error) | Self::Unsettled(error) => error,
+impl<'a> Message<'a> {
+    fn new(metadata: &'a MessageMetadata, subscriber: Option<&'a str>) -> Self {
+        Self {
+            metadata,
+            handler: subscriber.unwrap_or_default(),
         }
     }
 }
 
-/// The ids of one batch of events a message causes on a stream: UUID v5s, in the message
-/// id's namespace, of the stream, the subscription whose handler causes it (0 but for an
-/// event subscriber), the batch's number among the message's batches on that stream in
-/// that handler call (see [`current::reserve_batch`]) and each event's index. Every
-/// execution of the same message derives the same ids, so the store, and
-/// [`BatchIds::locate`], recognise the batch; the stream and the subscription are part of
-/// the name, so one message may change several aggregates, and several subscribers of one
-/// event may change the same one.
-///
-/// The batch's number is given back when it is dropped before [`BatchIds::settle`], so a
-/// retry of an execution whose outcome is unknown (failed or cancelled) gets it again.
+/// The ids of the batch of events a message causes on a stream: UUID v5s, in the message
+/// id's namespace, of the stream, the handler's key (the subscriber's name, empty but for
+/// an event subscriber) and each event's index. Every execution of the same message on the
+/// same stream by the same handler derives the same ids, so the store, and
+/// [`BatchIds::locate`], recognise the batch: the stream is part of the name so one message
+/// may change several aggregates, the subscriber's name so several subscribers of one event
+/// may change the same one.
 struct BatchIds<'a> {
     message: &'a MessageMetadata,
-    stream: &'a str,
-    batch: BatchNumber,
-    settled: bool,
+    /// The name of the ids but for the index: the stream, a NUL (stream ids never hold
+    /// one), the handler's key with its length before it, and room for the index.
+    name: Vec<u8>,
 }
 
 impl<'a> BatchIds<'a> {
-    /// The next batch of `message` on `stream`.
-    fn reserve(message: &'a MessageMetadata, stream: &'a str) -> Self {
+    /// The batch `message` causes on `stream`.
+    fn new(message: Message<'a>, stream: &str) -> Self {
+        let handler = message.handler.as_bytes();
+        let mut name = Vec::with_capacity(stream.len() + handler.len() + 17);
+        name.extend_from_slice(stream.as_bytes());
+        name.push(0);
+        name.extend_from_slice(&(handler.len() as u64).to_be_bytes());
+        name.extend_from_slice(handler);
         Self {
-            message,
-            stream,
-            batch: current::reserve_batch(message.message_id, stream),
-            settled: false,
+            message: message.metadata,
+            name,
         }
-    }
-
-    /// Keeps the batch's number: the execution's outcome is known.
-    fn settle(mut self) {
-        self.settled = true;
     }
 
     /// The id of the batch's event at `index`.
     fn id(&self, index: usize) -> Uuid {
-        let mut name = Vec::with_capacity(self.stream.len() + 21);
-        name.extend_from_slice(self.stream.as_bytes());
-        // Stream ids never hold a NUL, so the parts of the name cannot run together.
-        name.push(0);
-        name.extend_from_slice(&self.batch.subscription.to_be_bytes());
-        name.extend_from_slice(&self.batch.number.to_be_bytes());
+        let mut name = Vec::with_capacity(self.name.len() + 8);
+        name.extend_from_slice(&self.name);
         name.extend_from_slice(&(index as u64).to_be_bytes());
         Uuid::new_v5(&self.message.message_id, &name)
     }
@@ -754,14 +786,6 @@ impl<'a> BatchIds<'a> {
             .take_while(|(index, event)| event.event_id == self.id(*index))
             .count();
         Some(start..start + len)
-    }
-}
-
-impl Drop for BatchIds<'_> {
-    fn drop(&mut self) {
-        if !self.settled {
-            current::release_batch(self.message.message_id, self.stream, self.batch.number);
-        }
     }
 }
 
