@@ -333,6 +333,15 @@ impl<A: Aggregate> Repository<A> {
     ///   the order of subscription, is in the ids, so they stay the same across restarts;
     ///   two subscribers sharing a name share their ids (the second change is taken for the
     ///   first's repeat).
+    ///
+    /// Two executions of one message racing on one stream (one metadata sent twice at once,
+    /// a redelivery racing the original) store one batch: the store answers the later
+    /// append as a retry of the earlier, and both return `Ok`, each with what it decided
+    /// (the same, unless `handle` decides differently for one command and state, or the two
+    /// carried different commands). The repository's cache and snapshots follow the store,
+    /// not such a decision: after an append with these ids the cache keeps the state it
+    /// loaded (the next load reads the batch from the store), and a snapshot due is taken of
+    /// the state read back from the store.
     pub async fn execute_with(
         &self,
         id: &str,
@@ -427,8 +436,17 @@ impl<A: Aggregate> Repository<A> {
                         state: Arc::new(next),
                         version: append.last_version,
                     };
-                    self.remember(id, &decided);
-                    self.maybe_snapshot(stream, loaded.version, &decided).await;
+                    if batch.is_none() {
+                        // Fresh ids: the batch stored is this one.
+                        self.remember(id, &decided);
+                        self.maybe_snapshot(stream, loaded.version, &decided).await;
+                    } else {
+                        // Derived ids: the store may have answered an earlier append of them
+                        // (another execution of this message) as this one's retry, so the
+                        // cache keeps the state loaded, and a snapshot is of what is stored.
+                        self.snapshot_stored(id, stream, &loaded, append.last_version)
+                            .await;
+                    }
                     return Ok(Executed {
                         state: decided.state,
                         version: decided.version,
@@ -717,6 +735,33 @@ impl<A: Aggregate> Repository<A> {
         if let Err(error) = saved {
             // The events are committed; a missing snapshot only makes later loads longer.
             tracing::warn!(stream, version = after.version, %error, "snapshot not saved");
+        }
+    }
+
+    /// After an append with derived ids took the stream from `loaded` to version `upto`:
+    /// when a snapshot is due, reads what is stored up to `upto`, and snapshots and caches
+    /// that (what this execution decided may not be what the store kept).
+    async fn snapshot_stored(&self, id: &str, stream: &str, loaded: &Loaded<A>, upto: u64) {
+        if !self.snapshot_due(loaded.version, upto) {
+            return;
+        }
+        let count = usize::try_from(upto - loaded.version).unwrap_or(usize::MAX);
+        let stored = match self
+            .events
+            .read_stream(stream, loaded.version + 1, count)
+            .await
+        {
+            Ok(events) => self.apply_stored(loaded, &events),
+            Err(error) => Err(error),
+        };
+        match stored {
+            Ok(stored) => {
+                self.remember(id, &stored);
+                self.maybe_snapshot(stream, loaded.version, &stored).await;
+            }
+            Err(error) => {
+                tracing::warn!(stream, version = upto, %error, "snapshot not saved");
+            }
         }
     }
 }

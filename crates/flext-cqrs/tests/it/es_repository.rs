@@ -748,6 +748,88 @@ async fn an_execute_that_decides_nothing_never_calls_append() {
     assert_eq!(store.appends.load(Ordering::SeqCst), 0);
 }
 
+/// The in-memory store, holding every append until two are waiting, then letting one
+/// through a second later than the other: two executions that loaded the same version
+/// race to append.
+struct Racing {
+    inner: InMemoryEventStore,
+    gate: tokio::sync::Barrier,
+}
+
+#[async_trait]
+impl EventStore for Racing {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        if self.gate.wait().await.is_leader() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> FlextResult<Vec<StoredEvent>> {
+        self.inner.read_stream(stream, from, limit).await
+    }
+    async fn read_all(&self, from: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {
+        self.inner.read_all(from, limit).await
+    }
+    async fn stream_version(&self, stream: &str) -> FlextResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+    async fn head_position(&self) -> FlextResult<u64> {
+        self.inner.head_position().await
+    }
+    async fn subscribe(&self, from: u64) -> FlextResult<EventStream> {
+        self.inner.subscribe(from).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_executes_of_one_message_leave_the_cache_and_the_snapshot_as_stored() {
+    let inner = InMemoryEventStore::new();
+    opened(&inner).await;
+    let racing = Arc::new(Racing {
+        inner: inner.clone(),
+        gate: tokio::sync::Barrier::new(2),
+    });
+    let repo: Repository<Account> =
+        Repository::new(racing).with_snapshots(Arc::new(inner.clone()), 1);
+    repo.load("acc-1").await.unwrap();
+    // One message id, two decisions (a nondeterministic handler, or the same metadata sent
+    // twice at once): the store keeps one batch and answers the other append as its retry.
+    let message = MessageMetadata::new();
+    let (five, seven) = tokio::join!(
+        repo.execute_with("acc-1", AccountCommand::Deposit(5), &message),
+        repo.execute_with("acc-1", AccountCommand::Deposit(7), &message),
+    );
+    assert_eq!((five.unwrap().version, seven.unwrap().version), (2, 2));
+    assert_eq!(inner.len(), 2, "one batch stored");
+
+    let uncached = RepositoryConfig::default().with_cache_capacity(0);
+    let stored = repository(&inner)
+        .with_config(uncached.clone())
+        .load("acc-1")
+        .await
+        .unwrap();
+    assert_eq!(repo.load("acc-1").await.unwrap(), stored, "the cache");
+    let from_snapshot = repository(&inner)
+        .with_snapshots(Arc::new(inner.clone()), 1)
+        .with_config(uncached)
+        .load("acc-1")
+        .await
+        .unwrap();
+    assert_eq!(from_snapshot, stored, "the snapshot");
+    let snapshot = inner.load_snapshot("Account-acc-1").await.unwrap().unwrap();
+    assert_eq!(snapshot.version, 2);
+}
+
 fn command_strategy() -> impl Strategy<Value = AccountCommand> {
     prop_oneof![
         (1u64..100).prop_map(AccountCommand::Deposit),

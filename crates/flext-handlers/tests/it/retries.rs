@@ -294,6 +294,7 @@ async fn a_retry_around_executes_on_two_streams_stores_one_batch_each_and_return
             (1, 1),
             "one batch on each stream ({fault:?})"
         );
+        assert_eq!(store.appends.load(Ordering::SeqCst), 2, "{fault:?}");
         // The originals: what executing each once returns, in a store that loses nothing.
         let calm = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new()));
         let expected_a = calm.execute_with("c-a", 3, &message).await.unwrap();
