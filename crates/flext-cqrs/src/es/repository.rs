@@ -21,7 +21,7 @@ use crate::current;
 use crate::es::envelope::{Envelope, Upcasters};
 
 /// How far the clock of the process that created a message may be ahead of the clocks that
-/// stamp stored events, for [`RepositoryConfig::retry_lookback`]'s early stop.
+/// stamp stored events, for the early stop of the searches for a repeated message's batch.
 const CLOCK_TOLERANCE: time::Duration = time::Duration::seconds(5);
 
 /// How a [`Repository`] loads, caches, snapshots and retries: the defaults, changed with
@@ -124,7 +124,9 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
     /// Where they were stored; `None` when the command emitted no events.
     pub append: Option<AppendResult>,
-    /// How many concurrency conflicts were retried.
+    /// How many concurrency conflicts this execution retried. For a repeated message, whose
+    /// original result comes back (see [`Repository::execute_with`]), it is still this
+    /// execution's count: the original's is not stored.
     pub retries: u32,
 }
 
@@ -303,19 +305,25 @@ impl<A: Aggregate> Repository<A> {
     /// event's index. So the same message executed again on the same stream is recognised,
     /// whatever state the aggregate is in by then: nothing is appended and the original
     /// result comes back (the state, version, events and `AppendResult` of the first
-    /// execution). See [`execute`](Self::execute) for what this means for a handler
+    /// execution, replayed from the store; `retries` is this execution's, the original's
+    /// not being stored). See [`execute`](Self::execute) for what this means for a handler
     /// changing one aggregate twice. It is found
     ///
     /// - among the events this load reads (the usual retry after a lost reply);
     /// - through the store, when the message decides events again (the store reports their
-    ///   ids as stored, and the stream is searched for the batch);
+    ///   ids as stored, and the stream is searched backwards from its end);
     /// - or, when the message is now rejected or decides nothing, among the
     ///   [`retry_lookback`](RepositoryConfig::retry_lookback) events before the loaded
-    ///   state, going back no further than events committed (with a few seconds' tolerance
-    ///   for clocks) before the message was created.
+    ///   state.
     ///
-    /// A repeat found nowhere is decided again on the current state; the store's ids still
-    /// keep it from appending the batch twice.
+    /// Both searches read newest first in chunks of 8, 32, … events and stop at the first
+    /// chunk committed more than a few seconds (clock tolerance) before `metadata.timestamp`,
+    /// then replay the original state from the latest snapshot before the batch, or from
+    /// the stream's start without one (a cost that grows with the stream: configure
+    /// [snapshots](Self::with_snapshots) for long streams). A repeat found nowhere is decided
+    /// again on the current state; the store's ids still keep it from appending the batch
+    /// twice. A message that was rejected, or decided nothing, left nothing behind: its
+    /// repeat is decided again, and may now be accepted.
     ///
     /// What the caller must keep:
     ///
@@ -405,11 +413,14 @@ impl<A: Aggregate> Repository<A> {
                 Ok(events) if !events.is_empty() => events,
                 outcome => {
                     // A repeated message may have been decided before the state loaded here.
-                    if let Some(batch) = batch
-                        && let Some(original) =
-                            self.look_back(stream, base.version, batch, retries).await?
-                    {
-                        return Ok(original);
+                    if let Some(batch) = batch {
+                        let floor = base.version.saturating_sub(self.config.retry_lookback);
+                        let found = self
+                            .find_original(stream, base.version, floor, batch, retries)
+                            .await?;
+                        if let Some(original) = found {
+                            return Ok(original);
+                        }
                     }
                     return outcome.map(|events| Executed {
                         state: loaded.state,
@@ -466,9 +477,10 @@ impl<A: Aggregate> Repository<A> {
                     let Some(batch) = batch.filter(|_| error.is(ErrorCode::Duplicate)) else {
                         return Err(error);
                     };
-                    // The batch's ids are stored before the state loaded here: an earlier
-                    // execution of this message committed them.
-                    return match self.replay_original(stream, batch, retries).await? {
+                    // The batch's ids are stored, but not right after the state loaded here:
+                    // an earlier execution of this message committed them.
+                    let head = self.events.stream_version(stream).await?;
+                    return match self.find_original(stream, head, 0, batch, retries).await? {
                         Some(original) => Ok(original),
                         None => Err(error),
                     };
@@ -477,32 +489,41 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    /// The original result of the message whose `batch` is among `events` before version
-    /// `upto` (inclusive), if it is there: looks back through up to
-    /// [`RepositoryConfig::retry_lookback`] events, newest first in growing chunks, and stops
-    /// at the first chunk committed before the message was created.
-    async fn look_back(
+    /// The original result of the message whose `batch` is among the events of `stream`
+    /// after version `floor`, up to `upto` (inclusive), if it is there: looks through them
+    /// newest first in growing chunks, stops at the first chunk committed before the message
+    /// was created, and replays the state after the batch from the latest snapshot before
+    /// it.
+    async fn find_original(
         &self,
         stream: &str,
         upto: u64,
+        floor: u64,
         batch: &BatchIds<'_>,
         retries: u32,
     ) -> FlextResult<Option<Executed<A>>> {
-        let floor = upto.saturating_sub(self.config.retry_lookback);
         let since = batch.message.timestamp.checked_sub(CLOCK_TOLERANCE);
+        // The chunks read, newest first; together, the events from `high + 1` to `upto`.
+        let mut read: Vec<Vec<StoredEvent>> = Vec::new();
         let (mut high, mut chunk) = (upto, 8_u64);
         while high > floor {
             let low = high.saturating_sub(chunk - 1).max(floor + 1);
             let count = usize::try_from(high - low + 1).unwrap_or(usize::MAX);
             let events = self.events.read_stream(stream, low, count).await?;
-            if batch.locate(&events).is_some() {
-                return self.replay_original(stream, batch, retries).await;
-            }
+            let found = batch.locate(&events).is_some();
             let before_the_message = match (events.first(), since) {
                 (Some(oldest), Some(since)) => oldest.timestamp < since,
                 (None, _) => true,
                 (Some(_), None) => false,
             };
+            read.push(events);
+            if found {
+                let newer = read.into_iter().rev().flatten().collect();
+                return self
+                    .replay_original(stream, low, newer, batch, retries)
+                    .await
+                    .map(Some);
+            }
             if before_the_message {
                 break;
             }
@@ -512,20 +533,43 @@ impl<A: Aggregate> Repository<A> {
         Ok(None)
     }
 
-    /// The original result of `batch`, replayed from the stream's start, if it is stored.
+    /// The original result of `batch`, which is among `newer` (the events of `stream` from
+    /// version `from` on), replayed from the latest snapshot before it, or from the stream's
+    /// start.
     async fn replay_original(
         &self,
         stream: &str,
+        from: u64,
+        mut newer: Vec<StoredEvent>,
         batch: &BatchIds<'_>,
         retries: u32,
-    ) -> FlextResult<Option<Executed<A>>> {
-        let stored = self.events.read_stream(stream, 1, usize::MAX).await?;
-        match batch.locate(&stored) {
-            Some(found) => self
-                .original(&Loaded::new(), &stored, found, retries)
-                .map(Some),
-            None => Ok(None),
+    ) -> FlextResult<Executed<A>> {
+        let missing = || FlextError::storage(format!("Stream {stream} changed while it was read"));
+        let start = batch.locate(&newer).ok_or_else(missing)?.start;
+        let snapshot = self.latest_snapshot_state(stream).await?;
+        let base = if snapshot.version < newer[start].version {
+            snapshot
+        } else {
+            Loaded::new()
+        };
+        let mut stored = if base.version + 1 < from {
+            let count = usize::try_from(from - base.version - 1).unwrap_or(usize::MAX);
+            self.events
+                .read_stream(stream, base.version + 1, count)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let skip = usize::try_from((base.version + 1).saturating_sub(from)).unwrap_or(usize::MAX);
+        stored.extend(newer.drain(skip.min(newer.len())..));
+        if stored
+            .first()
+            .is_some_and(|first| first.version != base.version + 1)
+        {
+            return Err(missing());
         }
+        let found = batch.locate(&stored).ok_or_else(missing)?;
+        self.original(&base, &stored, found, retries)
     }
 
     /// What executing the batch at `found` in `stored` (the events after `base`) returned.
