@@ -10,14 +10,23 @@
 //! each poll, a lookup of its own for the parent) a `send/command_bus` iteration took about
 //! 1 240 instructions; with this, 961, against 825 with no scope at all (callgrind): about
 //! 13 ns, from best-of-five runs on the loaded development machine.
+//!
+//! Like tokio's `TaskLocalFuture`, a handler's future is also dropped inside its scope when
+//! it is dropped unfinished (a timeout, a cancelled call); a finished one is dropped as any
+//! value is, after a flag check, so this cost a `send` 6 instructions more (callgrind). An
+//! event delivery also carries its subscriber's name (a reference count taken and given
+//! back), about 33 instructions more a delivery. Every access to the thread-local goes
+//! through `try_with`: while the thread is ending (its thread-locals torn down) a future
+//! runs, or is dropped, without its scope, and nothing panics.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use flext_types::MessageMetadata;
-use uuid::Uuid;
 
 thread_local! {
     /// The scope of the dispatch whose future this thread is polling, if any.
@@ -64,12 +73,13 @@ thread_local! {
 /// # }
 /// ```
 pub fn current_metadata() -> Option<MessageMetadata> {
-    with_known(|known| known.metadata.clone())
+    with_scope(|scope| scope.metadata().clone())
 }
 
 /// Runs `future` as the handling of the message `metadata` describes: inside it,
 /// [`current_metadata`] returns `metadata`, and [`Repository`](crate::Repository) calls
-/// derive their lineage and event ids from it, as inside a bus handler. For message
+/// derive their lineage and event ids from it, as inside a command handler (an event
+/// subscriber's name, part of the ids its calls derive, is not carried over). For message
 /// consumers outside the buses, and to carry the metadata into a spawned task.
 ///
 /// ```
@@ -85,66 +95,32 @@ pub fn current_metadata() -> Option<MessageMetadata> {
 /// ```
 pub async fn with_current_metadata<F: Future>(metadata: MessageMetadata, future: F) -> F::Output {
     // Boxed: the scope polls only `Unpin` futures, which needs no unsafe pinning.
-    Scoped::new(0, Some(metadata), Box::pin(future)).await
+    Scoped::new(None, Some(metadata), Box::pin(future)).await
 }
 
-/// What a dispatch knows of its message: which subscription it delivers to (0 for a
-/// command or query handler), and nothing more yet (its metadata is minted or inherited
-/// when first needed), or its metadata and the event batches it reserved per stream.
+/// The name of an event subscriber, as its scope holds it: behind a thin pointer, so a scope
+/// is 16 bytes (two pointers) to swap.
+pub(crate) type SubscriberName = Arc<String>;
+
+/// What a dispatch knows of its message: the name of the subscriber it delivers to (none
+/// for a command or query handler), and nothing more yet (its metadata is minted or
+/// inherited when first needed) or its metadata.
 struct Scope {
-    subscription: u64,
-    known: Option<Box<Known>>,
-}
-
-struct Known {
-    metadata: MessageMetadata,
-    batches: Vec<BatchCount>,
-}
-
-/// The batches a message has reserved on one stream within one scope.
-struct BatchCount {
-    message_id: Uuid,
-    stream: Box<str>,
-    reserved: u32,
-}
-
-/// A batch of events reserved by [`reserve_batch`]: its number among the batches its
-/// message causes on its stream in one handler call, and the subscription that handler
-/// serves (0 for a command or query handler, and outside any handler).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BatchNumber {
-    pub(crate) subscription: u64,
-    pub(crate) number: u32,
+    subscriber: Option<SubscriberName>,
+    metadata: Option<Box<MessageMetadata>>,
 }
 
 impl Scope {
     /// What a scope's place holds while the scope is current.
     const TAKEN: Self = Self {
-        subscription: 0,
-        known: None,
+        subscriber: None,
+        metadata: None,
     };
 
-    #[inline]
-    fn new(subscription: u64, metadata: Option<MessageMetadata>) -> Self {
-        Self {
-            subscription,
-            known: metadata.map(|metadata| {
-                Box::new(Known {
-                    metadata,
-                    batches: Vec::new(),
-                })
-            }),
-        }
-    }
-
-    /// The scope's facts, minting metadata for an unread scope (a new conversation).
-    fn known(&mut self) -> &mut Known {
-        self.known.get_or_insert_with(|| {
-            Box::new(Known {
-                metadata: MessageMetadata::new(),
-                batches: Vec::new(),
-            })
-        })
+    /// The scope's metadata, minted for an unread scope (a new conversation).
+    fn metadata(&mut self) -> &mut MessageMetadata {
+        self.metadata
+            .get_or_insert_with(|| Box::new(MessageMetadata::new()))
     }
 }
 
@@ -152,22 +128,37 @@ impl Scope {
 /// (without) metadata caused by the message being handled where the future first runs, or
 /// metadata minted when first read.
 ///
-/// A repository call cancelled inside the handler (a timeout) is dropped while the handler
-/// is polled, so inside the scope; a handler dropped unfinished takes its scope with it.
+/// The future is polled, and dropped, inside the scope, as a tokio task-local's future is:
+/// a handler dropped unfinished (a timeout, a cancelled call) drops what it holds (a guard,
+/// a repository call in flight) with its message still the current one. While its thread
+/// is being torn down (the thread-local is gone) it is dropped without the scope.
 pub(crate) struct Scoped<F> {
-    /// The scope, except while the future is polled (then it is in `CURRENT`).
-    scope: Scope,
-    future: F,
+    /// The scope, except while the future is polled (then it is in `CURRENT`). Dropped by
+    /// `drop`, which keeps the drop glue of an empty scope off every dispatch.
+    scope: ManuallyDrop<Scope>,
+    /// The future; an `Option` only so that `drop` can take it out to drop it in the scope.
+    future: Option<F>,
+    /// Whether the future has finished: a finished future holds nothing that needs the
+    /// scope, so it is dropped as any field is, without entering the scope again.
+    finished: bool,
 }
 
 impl<F> Scoped<F> {
-    /// `future` handling the message `metadata` describes, delivered to `subscription` (0
-    /// for a command or query handler).
+    /// `future` handling the message `metadata` describes, delivered to the subscriber
+    /// named `subscriber` (`None` for a command or query handler).
     #[inline]
-    pub(crate) fn new(subscription: u64, metadata: Option<MessageMetadata>, future: F) -> Self {
+    pub(crate) fn new(
+        subscriber: Option<SubscriberName>,
+        metadata: Option<MessageMetadata>,
+        future: F,
+    ) -> Self {
         Self {
-            scope: Scope::new(subscription, metadata),
-            future,
+            scope: ManuallyDrop::new(Scope {
+                subscriber,
+                metadata: metadata.map(Box::new),
+            }),
+            future: Some(future),
+            finished: false,
         }
     }
 }
@@ -178,37 +169,79 @@ impl<F: Future + Unpin> Future for Scoped<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
+        let Some(future) = this.future.as_mut() else {
+            // Only `drop` takes the future out.
+            return Poll::Pending;
+        };
         let _entered = Entered::enter(&mut this.scope);
-        Pin::new(&mut this.future).poll(cx)
+        let poll = Pin::new(future).poll(cx);
+        this.finished = poll.is_ready();
+        poll
+    }
+}
+
+impl<F> Drop for Scoped<F> {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.finished {
+            self.drop_future_in_scope();
+        }
+        if self.scope.subscriber.is_some() || self.scope.metadata.is_some() {
+            drop(std::mem::replace(&mut *self.scope, Scope::TAKEN));
+        }
+    }
+}
+
+impl<F> Scoped<F> {
+    /// Drops the unfinished future with its scope current. (Should that drop panic, the
+    /// scope's allocations are leaked, not freed.)
+    #[cold]
+    #[inline(never)]
+    fn drop_future_in_scope(&mut self) {
+        if let Some(future) = self.future.take() {
+            let _entered = Entered::enter(&mut self.scope);
+            drop(future);
+        }
     }
 }
 
 /// A scope made current; the one it replaced comes back when this is dropped, also when
-/// the poll panics.
+/// the poll panics. While the thread is ending (the thread-local is gone) it does nothing:
+/// the future runs, or is dropped, without its scope.
 struct Entered<'a> {
     slot: &'a mut Scope,
-    outer: Option<Scope>,
+    /// The scope this one replaced, taken back out in `drop` (so the guard's drop glue has
+    /// nothing left to drop).
+    outer: ManuallyDrop<Option<Scope>>,
 }
 
 impl<'a> Entered<'a> {
     #[inline]
     fn enter(slot: &'a mut Scope) -> Self {
-        let scope = std::mem::replace(slot, Scope::TAKEN);
-        let (unread, subscription) = (scope.known.is_none(), scope.subscription);
-        let mut outer = CURRENT.replace(Some(scope));
-        if unread && let Some(parent) = outer.as_mut() {
+        let unread = slot.metadata.is_none();
+        let swapped = CURRENT
+            .try_with(|current| current.replace(Some(std::mem::replace(slot, Scope::TAKEN))));
+        // The guard exists before anything else runs, so a panic from here on still puts
+        // every scope back. When the thread-local is gone, the scope stayed in its place.
+        let mut entered = Self {
+            slot,
+            outer: ManuallyDrop::new(swapped.ok().flatten()),
+        };
+        if unread && let Some(parent) = entered.outer.as_mut() {
             // A dispatch without metadata inside a handler continues its conversation.
-            let metadata = parent.known().metadata.caused_by();
-            CURRENT.set(Some(Scope::new(subscription, Some(metadata))));
+            let metadata = Box::new(parent.metadata().caused_by());
+            with_scope(|scope| scope.metadata = Some(metadata));
         }
-        Self { slot, outer }
+        entered
     }
 }
 
 impl Drop for Entered<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(scope) = CURRENT.replace(self.outer.take()) {
+        let outer = Option::take(&mut self.outer);
+        // Nothing to put back when the thread-local is gone: then the scope never left.
+        if let Ok(Some(scope)) = CURRENT.try_with(|current| current.replace(outer)) {
             // The place holds `Scope::TAKEN`, which owns nothing: forgetting it keeps the
             // scope's drop glue off every poll.
             std::mem::forget(std::mem::replace(self.slot, scope));
@@ -216,76 +249,29 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// `f` of the current scope's facts, or `None` outside any scope.
-fn with_known<R>(f: impl FnOnce(&mut Known) -> R) -> Option<R> {
-    with_scope(|scope| f(scope.known()))
-}
-
-/// `f` of the current scope, or `None` outside any scope.
+/// `f` of the current scope, or `None` outside any scope (and while the thread is ending).
 fn with_scope<R>(f: impl FnOnce(&mut Scope) -> R) -> Option<R> {
-    let mut scope = CURRENT.take()?;
+    let mut scope = CURRENT.try_with(Cell::take).ok().flatten()?;
     // `f` is this module's code: it neither polls nor reaches the scope again.
     let result = f(&mut scope);
-    CURRENT.set(Some(scope));
+    let _ = CURRENT.try_with(|current| current.set(Some(scope)));
     Some(result)
 }
 
 /// Metadata for a message dispatched by the task's current handler: caused by the message it
 /// is handling. `None` outside any handler.
 pub(crate) fn inherited() -> Option<MessageMetadata> {
-    with_known(|known| known.metadata.caused_by())
+    with_scope(|scope| scope.metadata().caused_by())
 }
 
-/// Reserves the number of the next batch of events `message_id` causes on `stream` within
-/// the current scope: 0, 1, … in the order the calls are made. Outside any scope every
-/// batch is number 0.
-///
-/// A handler that runs again for the same message (a redelivery) reserves the same numbers
-/// in the same order, so its batches get the same ids; two subscribers of one event reserve
-/// under their own subscriptions, so theirs differ.
-pub(crate) fn reserve_batch(message_id: Uuid, stream: &str) -> BatchNumber {
-    let mut subscription = 0;
-    let number = with_scope(|scope| {
-        subscription = scope.subscription;
-        let known = scope.known();
-        let found = known
-            .batches
-            .iter_mut()
-            .find(|count| count.message_id == message_id && *count.stream == *stream);
-        match found {
-            Some(count) => {
-                count.reserved += 1;
-                count.reserved - 1
-            }
-            None => {
-                known.batches.push(BatchCount {
-                    message_id,
-                    stream: stream.into(),
-                    reserved: 1,
-                });
-                0
-            }
-        }
-    })
-    .unwrap_or(0);
-    BatchNumber {
-        subscription,
-        number,
-    }
+/// The message the task's current handler is handling, and the name of the subscriber that
+/// handler is (`None` for a command or query handler, and in [`with_current_metadata`]).
+/// `None` outside any handler.
+pub(crate) fn handling() -> Option<(MessageMetadata, Option<SubscriberName>)> {
+    with_scope(|scope| (scope.metadata().clone(), scope.subscriber.clone()))
 }
 
-/// Gives back the reservation `number` when it is the latest, so that trying the same
-/// batch again (after a failure that leaves its outcome unknown) reserves the same number.
-pub(crate) fn release_batch(message_id: Uuid, stream: &str, number: u32) {
-    with_known(|known| {
-        let found = known
-            .batches
-            .iter_mut()
-            .find(|count| count.message_id == message_id && *count.stream == *stream);
-        if let Some(count) = found
-            && count.reserved == number + 1
-        {
-            count.reserved = number;
-        }
-    });
+/// The name of the subscriber the task's current handler is, if it is one.
+pub(crate) fn subscriber() -> Option<SubscriberName> {
+    with_scope(|scope| scope.subscriber.clone()).flatten()
 }

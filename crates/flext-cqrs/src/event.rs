@@ -272,7 +272,7 @@ impl EventBus {
             id,
             event_type: TypeId::of::<E>(),
             event_type_name: short_type_name::<E>(),
-            route: Route::subscriber(id.0, label, handler),
+            route: Route::subscriber(label, handler),
         });
         let append = |list: &mut Subscribers| {
             let mut next: Vec<Arc<Subscriber>> = list.to_vec();

@@ -23,15 +23,19 @@
 //! as the task's current one: [`current_metadata`] reads it without the caller threading it
 //! by hand; a dispatch from inside a handler continues its conversation, and
 //! [`Repository::execute`] inside a handler gives its events the message's lineage and ids
-//! derived from the message id. [`with_current_metadata`] sets it outside the buses.
+//! derived from the message id (and, in an event subscriber, the subscriber's name).
+//! [`with_current_metadata`] sets it outside the buses.
 //!
 //! # Event sourcing
 //!
 //! [`Repository`] loads [aggregates](flext_protocols::Aggregate) from their streams (latest
 //! snapshot plus later events, or a cached state plus later events) and runs their commands
-//! with optimistic concurrency, retrying on conflicts; a message executed again (a retry
-//! after a lost reply) appends nothing and returns its original result. [`InMemoryEventStore`] is the
-//! embedded store. [`Upcasters`] bring old payloads to the current shape. A
+//! with optimistic concurrency, retrying on conflicts. Within one message, an execute on
+//! one aggregate is one unit of work: executed again (a retry after a lost reply or a
+//! timeout, a redelivery) it appends nothing and returns its original result, so a second
+//! change to the same aggregate needs a message of its own, and a message id must name one
+//! message only (see [`Repository::execute_with`]). [`InMemoryEventStore`] is the embedded
+//! store. [`Upcasters`] bring old payloads to the current shape. A
 //! [`ProjectionRunner`] feeds a read model from the log with checkpoints, retries with
 //! [`Backoff`] (transient failures, by [`ErrorClass`], until a give-up time) and dead
 //! letters sequenced per stream ([`DeadLetterPolicy`]) that can be listed, retried and

@@ -20,7 +20,7 @@ use flext_types::{FlextError, FlextResult, MessageMetadata};
 use rustc_hash::FxHashMap;
 use tracing::Instrument;
 
-use crate::current::{self, Scoped};
+use crate::current::{self, Scoped, SubscriberName};
 use crate::dispatch::{
     BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
 };
@@ -32,8 +32,9 @@ pub(crate) struct Route {
     kind: MessageKind,
     message_type: Arc<str>,
     handler_name: Arc<str>,
-    /// The subscription an event route delivers to; 0 for a command or query route.
-    subscription: u64,
+    /// The name of the subscriber an event route delivers to (its handler's name), part of
+    /// the ids its repository calls derive; `None` for a command or query route.
+    subscriber: Option<SubscriberName>,
     /// A `BoxHandler<M, R>`.
     typed: Box<dyn Any + Send + Sync>,
     erased: BoxHandler<Dispatch, DispatchOutput>,
@@ -50,25 +51,21 @@ impl Route {
         M: Send + 'static,
         R: Send + 'static,
     {
-        Self::build(kind, 0, message_type, handler)
+        Self::build(kind, false, message_type, handler)
     }
 
-    /// The route of the event subscription `subscription` (its id, from 1).
-    pub(crate) fn subscriber<M, R>(
-        subscription: u64,
-        label: &str,
-        handler: BoxHandler<M, R>,
-    ) -> Self
+    /// The route of an event subscriber, known by its handler's name.
+    pub(crate) fn subscriber<M, R>(label: &str, handler: BoxHandler<M, R>) -> Self
     where
         M: Send + 'static,
         R: Send + 'static,
     {
-        Self::build(MessageKind::Event, subscription, label, handler)
+        Self::build(MessageKind::Event, true, label, handler)
     }
 
     fn build<M, R>(
         kind: MessageKind,
-        subscription: u64,
+        subscriber: bool,
         message_type: &str,
         handler: BoxHandler<M, R>,
     ) -> Self
@@ -77,13 +74,14 @@ impl Route {
         R: Send + 'static,
     {
         let message_type: Arc<str> = Arc::from(message_type);
+        let subscriber = subscriber.then(|| Arc::new(handler.handler_name().to_owned()));
         Self {
             kind,
-            subscription,
+            subscriber: subscriber.clone(),
             handler_name: Arc::from(handler.handler_name()),
             erased: Arc::new(Erased {
                 message_type: message_type.clone(),
-                subscription,
+                subscriber,
                 inner: handler.clone(),
             }),
             typed: Box::new(handler),
@@ -121,7 +119,7 @@ impl Route {
             // One await point either way: a disabled span costs a branch, a second
             // await point would enlarge every dispatch's future.
             let handled = Scoped::new(
-                self.subscription,
+                self.subscriber.clone(),
                 metadata.cloned(),
                 handler.handle(message),
             );
@@ -230,7 +228,7 @@ impl fmt::Debug for Route {
 /// the task's current one, erases the response.
 struct Erased<M, R> {
     message_type: Arc<str>,
-    subscription: u64,
+    subscriber: Option<SubscriberName>,
     inner: BoxHandler<M, R>,
 }
 
@@ -256,7 +254,7 @@ where
             ))
         })?;
         let handled = self.inner.handle(*message);
-        let response = Scoped::new(self.subscription, Some(metadata), handled).await?;
+        let response = Scoped::new(self.subscriber.clone(), Some(metadata), handled).await?;
         Ok(Box::new(response))
     }
 }

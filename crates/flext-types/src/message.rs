@@ -11,6 +11,12 @@ use uuid::Uuid;
 /// Every message has its own `message_id`; messages caused by it keep its `correlation_id`
 /// and name it as their `causation_id`, so a whole conversation can be traced.
 ///
+/// A message id names one message: a retry or a redelivery of a message carries its metadata
+/// unchanged (its `timestamp` too: consumers that recognise repeats, such as
+/// `flext_cqrs::Repository`, look for the original no further back than it), and another
+/// message gets metadata of its own ([`new`](Self::new), [`caused_by`](Self::caused_by),
+/// [`caused_by_named`](Self::caused_by_named)), never a copy of one already sent.
+///
 /// ```
 /// use flext_types::MessageMetadata;
 ///
@@ -116,6 +122,37 @@ impl MessageMetadata {
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(key.into(), value.into());
         self
+    }
+
+    /// Metadata for the message named `name` that the one `self` describes causes, the same
+    /// every time it is derived: its id is a UUID v5 of `name` in `self`'s id's namespace,
+    /// its timestamp `self`'s; the correlation id and headers are `self`'s, and `self`'s id
+    /// is the causation.
+    ///
+    /// For a handler that sends a message of its own and must send the same one when it
+    /// runs again for the same message (a retry, a redelivery), so what the message does
+    /// (a `Repository` command's events) is recognised as a repeat.
+    /// [`caused_by`](Self::caused_by) mints a new message every time.
+    ///
+    /// ```
+    /// use flext_types::MessageMetadata;
+    ///
+    /// let command = MessageMetadata::new();
+    /// let follow_up = command.caused_by_named("reserve stock");
+    /// assert_eq!(follow_up, command.caused_by_named("reserve stock"));
+    /// assert_ne!(follow_up.message_id, command.caused_by_named("charge card").message_id);
+    /// assert_eq!(follow_up.causation_id, Some(command.message_id));
+    /// assert_eq!(follow_up.timestamp, command.timestamp);
+    /// ```
+    #[must_use]
+    pub fn caused_by_named(&self, name: &str) -> Self {
+        Self {
+            message_id: Uuid::new_v5(&self.message_id, name.as_bytes()),
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.message_id),
+            timestamp: self.timestamp,
+            headers: self.headers.clone(),
+        }
     }
 }
 

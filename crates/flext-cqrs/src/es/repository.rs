@@ -17,11 +17,11 @@ use flext_types::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::current::{self, BatchNumber, current_metadata};
+use crate::current;
 use crate::es::envelope::{Envelope, Upcasters};
 
 /// How far the clock of the process that created a message may be ahead of the clocks that
-/// stamp stored events, for [`RepositoryConfig::retry_lookback`]'s early stop.
+/// stamp stored events, for the early stop of the searches for a repeated message's batch.
 const CLOCK_TOLERANCE: time::Duration = time::Duration::seconds(5);
 
 /// How a [`Repository`] loads, caches, snapshots and retries: the defaults, changed with
@@ -124,7 +124,9 @@ pub struct Executed<A: Aggregate> {
     pub events: Vec<A::Event>,
     /// Where they were stored; `None` when the command emitted no events.
     pub append: Option<AppendResult>,
-    /// How many concurrency conflicts were retried.
+    /// How many concurrency conflicts this execution retried. For a repeated message, whose
+    /// original result comes back (see [`Repository::execute_with`]), it is still this
+    /// execution's count: the original's is not stored.
     pub retries: u32,
 }
 
@@ -234,13 +236,62 @@ impl<A: Aggregate> Repository<A> {
     /// Runs `command` on the aggregate `id`. Inside a bus handler (or
     /// [`with_current_metadata`](crate::with_current_metadata)) this is
     /// [`execute_with`](Self::execute_with) the message being handled (see
-    /// [`current_metadata`]); elsewhere the events carry no lineage and fresh ids.
+    /// [`current_metadata`](crate::current_metadata)); elsewhere the events carry no lineage
+    /// and fresh ids.
+    ///
+    /// # One message, one change per aggregate
+    ///
+    /// Within one message, `execute` on one stream is one unit of work: running it again
+    /// (a `flext_patterns::Retry` after a lost reply or a timeout, a redelivery of the
+    /// message, the same handler run twice) derives the same event ids and returns the
+    /// original result. So a handler that changes the **same aggregate
+    /// twice** for one message gets the first change's result from the second call, and
+    /// the second change is not made: give the second change a message of its own (send a
+    /// command, with [`MessageMetadata::caused_by_named`] so a redelivery sends the same
+    /// one again). Several aggregates changed for one message are each their own unit.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flext_cqrs::{InMemoryEventStore, Repository, with_current_metadata};
+    /// # use flext_protocols::{Aggregate, Event};
+    /// # use flext_types::{FlextResult, MessageMetadata};
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Added(u64);
+    /// # impl Event for Added { fn event_name(&self) -> &str { "Added" } }
+    /// # #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Counter(u64);
+    /// # impl Aggregate for Counter {
+    /// #     const TYPE: &'static str = "Counter";
+    /// #     type Command = u64;
+    /// #     type Event = Added;
+    /// #     fn handle(&self, n: u64) -> FlextResult<Vec<Added>> { Ok(vec![Added(n)]) }
+    /// #     fn apply(&mut self, e: &Added) { self.0 += e.0; }
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> FlextResult<()> {
+    /// let repo = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new()));
+    /// let message = MessageMetadata::new();
+    /// let (first, second) = with_current_metadata(message, async {
+    ///     let first = repo.execute("c-1", 5).await?;
+    ///     let second = repo.execute("c-1", 7).await?; // the same unit of work as the first
+    ///     FlextResult::Ok((first, second))
+    /// })
+    /// .await?;
+    /// assert_eq!(second, first);
+    /// assert_eq!(repo.load("c-1").await?.state.0, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn execute(&self, id: &str, command: A::Command) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
     {
-        match current_metadata() {
-            Some(message) => self.run(id, command, Some(&message)).await,
+        match current::handling() {
+            Some((message, subscriber)) => {
+                let message = Message::new(&message, subscriber.as_deref().map(String::as_str));
+                self.run(id, command, Some(message)).await
+            }
             None => self.run(id, command, None).await,
         }
     }
@@ -248,27 +299,57 @@ impl<A: Aggregate> Repository<A> {
     /// Runs `command`, carried by the message `metadata` describes, on the aggregate `id`.
     ///
     /// Its events carry the message's correlation id, the message as causation, and its
-    /// headers. Their ids are derived from the message id (UUID v5 of the message id, the
-    /// stream, the batch's number and each event's index), so the same message executed
-    /// again is recognised, whatever state the aggregate is in by then: nothing is appended
-    /// and the original result comes back (the state, version, events and `AppendResult` of
-    /// the first execution). It is found
+    /// headers. Their ids are UUID v5s, in the message id's namespace, of the stream, the
+    /// subscriber's name when this runs inside an event subscriber (so two subscribers of
+    /// one event may change one aggregate; outside a subscriber the name is empty) and each
+    /// event's index. So the same message executed again on the same stream is recognised,
+    /// whatever state the aggregate is in by then: nothing is appended and the original
+    /// result comes back (the state, version, events and `AppendResult` of the first
+    /// execution, replayed from the store; `retries` is this execution's, the original's
+    /// not being stored). See [`execute`](Self::execute) for what this means for a handler
+    /// changing one aggregate twice. It is found
     ///
-    /// - among the events this load reads (the usual retry after a lost reply),
+    /// - among the events this load reads (the usual retry after a lost reply);
     /// - through the store, when the message decides events again (the store reports their
-    ///   ids as stored, and the stream is searched for the batch),
+    ///   ids as stored, and the stream is searched backwards from its end);
     /// - or, when the message is now rejected or decides nothing, among the
     ///   [`retry_lookback`](RepositoryConfig::retry_lookback) events before the loaded
-    ///   state, going back no further than events committed (with a few seconds' tolerance
-    ///   for clocks) before the message was created. A repeat found nowhere is decided
-    ///   again, which never appends the batch twice.
+    ///   state.
     ///
-    /// One message may change several aggregates, and change one aggregate several times
-    /// inside one bus handler: each batch a message causes on a stream gets the next number,
-    /// in the order the calls are made, so a handler that runs again for the same message
-    /// finds each of its batches. Outside a handler every call with the same message is the
-    /// same batch: give a second command its own metadata
-    /// ([`caused_by`](MessageMetadata::caused_by)).
+    /// Both searches read newest first in chunks of 8, 32, … events and stop at the first
+    /// chunk committed more than a few seconds (clock tolerance) before `metadata.timestamp`,
+    /// then replay the original state from the latest snapshot before the batch, or from
+    /// the stream's start without one (a cost that grows with the stream: configure
+    /// [snapshots](Self::with_snapshots) for long streams). A repeat found nowhere is decided
+    /// again on the current state; the store's ids still keep it from appending the batch
+    /// twice. A message that was rejected, or decided nothing, left nothing behind: its
+    /// repeat is decided again, and may now be accepted.
+    ///
+    /// What the caller must keep:
+    ///
+    /// - **A message id names one message.** A retry or redelivery passes the original
+    ///   metadata unchanged, its `timestamp` included (the searches stop at events older
+    ///   than it: a later timestamp can hide the original batch). Another message gets
+    ///   metadata of its own: [`MessageMetadata::caused_by`] (or
+    ///   [`caused_by_named`](MessageMetadata::caused_by_named) when a redelivery must send the
+    ///   same one again), never a copy of this one — `send_with(CmdA, md.clone())` then
+    ///   `send_with(CmdB, md)` on one aggregate, or forwarding
+    ///   [`current_metadata`](crate::current_metadata) to `send_with`, makes the second a
+    ///   repeat of the first, and its command is never decided.
+    /// - **Subscribers that change aggregates have names of their own**
+    ///   (`EventBus::subscribe(name, flext_impl::handler_fn("ledger", f))`): the name, not
+    ///   the order of subscription, is in the ids, so they stay the same across restarts;
+    ///   two subscribers sharing a name share their ids (the second change is taken for the
+    ///   first's repeat).
+    ///
+    /// Two executions of one message racing on one stream (one metadata sent twice at once,
+    /// a redelivery racing the original) store one batch: the store answers the later
+    /// append as a retry of the earlier, and both return `Ok`, each with what it decided
+    /// (the same, unless `handle` decides differently for one command and state, or the two
+    /// carried different commands). The repository's cache and snapshots follow the store,
+    /// not such a decision: after an append with these ids the cache keeps the state it
+    /// loaded (the next load reads the batch from the store), and a snapshot due is taken of
+    /// the state read back from the store.
     pub async fn execute_with(
         &self,
         id: &str,
@@ -278,14 +359,16 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
-        self.run(id, command, Some(metadata)).await
+        let subscriber = current::subscriber();
+        let message = Message::new(metadata, subscriber.as_deref().map(String::as_str));
+        self.run(id, command, Some(message)).await
     }
 
     async fn run(
         &self,
         id: &str,
         command: A::Command,
-        message: Option<&MessageMetadata>,
+        message: Option<Message<'_>>,
     ) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
@@ -293,29 +376,12 @@ impl<A: Aggregate> Repository<A> {
         let stream = Self::checked_stream_id(id)?;
         let Some(message) = message else {
             let metadata = EventMetadata::default();
-            return self
-                .decide(id, &stream, command, &metadata, None)
-                .await
-                .map_err(Failure::into_error);
+            return self.decide(id, &stream, command, &metadata, None).await;
         };
-        // Given back unless the outcome settles, also when this call is dropped (a timeout):
-        // trying the message again must derive the same ids.
-        let batch = BatchIds::reserve(message, &stream);
-        let metadata = EventMetadata::caused_by(message);
-        match self
-            .decide(id, &stream, command, &metadata, Some(&batch))
+        let batch = BatchIds::new(message, &stream);
+        let metadata = EventMetadata::caused_by(message.metadata);
+        self.decide(id, &stream, command, &metadata, Some(&batch))
             .await
-        {
-            Ok(executed) => {
-                batch.settle();
-                Ok(executed)
-            }
-            Err(Failure::Settled(error)) => {
-                batch.settle();
-                Err(error)
-            }
-            Err(Failure::Unsettled(error)) => Err(error),
-        }
     }
 
     /// Loads, decides and appends, deciding again after each conflict; with a `batch`, first
@@ -327,76 +393,74 @@ impl<A: Aggregate> Repository<A> {
         command: A::Command,
         metadata: &EventMetadata,
         batch: Option<&BatchIds<'_>>,
-    ) -> Result<Executed<A>, Failure>
+    ) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
     {
         let mut retries = 0;
         loop {
-            let base = self.base(id, stream).await.map_err(Failure::Unsettled)?;
-            let tail = self
-                .read_after(stream, base.version)
-                .await
-                .map_err(Failure::Unsettled)?;
+            let base = self.base(id, stream).await?;
+            let tail = self.read_after(stream, base.version).await?;
             if let Some(batch) = batch
                 && let Some(found) = batch.locate(&tail)
             {
-                return self
-                    .original(&base, &tail, found, retries)
-                    .map_err(Failure::Unsettled);
+                return self.original(&base, &tail, found, retries);
             }
-            let loaded = self
-                .apply_stored(&base, &tail)
-                .map_err(Failure::Unsettled)?;
+            let loaded = self.apply_stored(&base, &tail)?;
             self.remember(id, &loaded);
             let decision = command.clone();
             let events = match catch_panic_sync(|| loaded.state.handle(decision)) {
                 Ok(events) if !events.is_empty() => events,
                 outcome => {
                     // A repeated message may have been decided before the state loaded here.
-                    if let Some(batch) = batch
-                        && let Some(original) = self
-                            .look_back(stream, base.version, batch, retries)
-                            .await
-                            .map_err(Failure::Unsettled)?
-                    {
-                        return Ok(original);
+                    if let Some(batch) = batch {
+                        let floor = base.version.saturating_sub(self.config.retry_lookback);
+                        let found = self
+                            .find_original(stream, base.version, floor, batch, retries)
+                            .await?;
+                        if let Some(original) = found {
+                            return Ok(original);
+                        }
                     }
-                    return match outcome {
-                        Ok(events) => Ok(Executed {
-                            state: loaded.state,
-                            version: loaded.version,
-                            events,
-                            append: None,
-                            retries,
-                        }),
-                        Err(error) => Err(Failure::Settled(error)),
-                    };
+                    return outcome.map(|events| Executed {
+                        state: loaded.state,
+                        version: loaded.version,
+                        events,
+                        append: None,
+                        retries,
+                    });
                 }
             };
-            let next = apply_all(&*loaded.state, &events).map_err(Failure::Settled)?;
+            let next = apply_all(&*loaded.state, &events)?;
             let records = events
                 .iter()
                 .enumerate()
                 .map(|(index, event)| encode(event, metadata, batch.map(|b| b.id(index))))
-                .collect::<FlextResult<Vec<_>>>()
-                .map_err(Failure::Settled)?;
+                .collect::<FlextResult<Vec<_>>>()?;
             match self
                 .events
                 .append(stream, ExpectedVersion::Exact(loaded.version), records)
                 .await
             {
                 Ok(append) => {
-                    let loaded_after = Loaded {
+                    let decided = Loaded {
                         state: Arc::new(next),
                         version: append.last_version,
                     };
-                    self.remember(id, &loaded_after);
-                    self.maybe_snapshot(stream, loaded.version, &loaded_after)
-                        .await;
+                    if batch.is_none() {
+                        // Fresh ids: the batch stored is this one.
+                        self.remember(id, &decided);
+                        self.maybe_snapshot(stream, loaded.version, &decided).await;
+                    } else {
+                        // Derived ids: the store may have answered an earlier append of them
+                        // (another execution of this message) as this one's retry, so the
+                        // cache keeps the state loaded, and a snapshot is of what is stored.
+                        self.snapshot_stored(id, stream, &loaded, append.last_version)
+                            .await;
+                    }
                     return Ok(Executed {
-                        state: loaded_after.state,
-                        version: loaded_after.version,
+                        state: decided.state,
+                        version: decided.version,
                         events,
                         append: Some(append),
                         retries,
@@ -411,46 +475,55 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Err(error) => {
                     let Some(batch) = batch.filter(|_| error.is(ErrorCode::Duplicate)) else {
-                        return Err(Failure::Unsettled(error));
+                        return Err(error);
                     };
-                    // The batch's ids are stored before the state loaded here: an earlier
-                    // execution of this message committed them.
-                    return match self.replay_original(stream, batch, retries).await {
-                        Ok(Some(original)) => Ok(original),
-                        Ok(None) => Err(Failure::Settled(error)),
-                        Err(failed) => Err(Failure::Unsettled(failed)),
+                    // The batch's ids are stored, but not right after the state loaded here:
+                    // an earlier execution of this message committed them.
+                    let head = self.events.stream_version(stream).await?;
+                    return match self.find_original(stream, head, 0, batch, retries).await? {
+                        Some(original) => Ok(original),
+                        None => Err(error),
                     };
                 }
             }
         }
     }
 
-    /// The original result of the message whose `batch` is among `events` before version
-    /// `upto` (inclusive), if it is there: looks back through up to
-    /// [`RepositoryConfig::retry_lookback`] events, newest first in growing chunks, and stops
-    /// at the first chunk committed before the message was created.
-    async fn look_back(
+    /// The original result of the message whose `batch` is among the events of `stream`
+    /// after version `floor`, up to `upto` (inclusive), if it is there: looks through them
+    /// newest first in growing chunks, stops at the first chunk committed before the message
+    /// was created, and replays the state after the batch from the latest snapshot before
+    /// it.
+    async fn find_original(
         &self,
         stream: &str,
         upto: u64,
+        floor: u64,
         batch: &BatchIds<'_>,
         retries: u32,
     ) -> FlextResult<Option<Executed<A>>> {
-        let floor = upto.saturating_sub(self.config.retry_lookback);
         let since = batch.message.timestamp.checked_sub(CLOCK_TOLERANCE);
+        // The chunks read, newest first; together, the events from `high + 1` to `upto`.
+        let mut read: Vec<Vec<StoredEvent>> = Vec::new();
         let (mut high, mut chunk) = (upto, 8_u64);
         while high > floor {
             let low = high.saturating_sub(chunk - 1).max(floor + 1);
             let count = usize::try_from(high - low + 1).unwrap_or(usize::MAX);
             let events = self.events.read_stream(stream, low, count).await?;
-            if batch.locate(&events).is_some() {
-                return self.replay_original(stream, batch, retries).await;
-            }
+            let found = batch.locate(&events).is_some();
             let before_the_message = match (events.first(), since) {
                 (Some(oldest), Some(since)) => oldest.timestamp < since,
                 (None, _) => true,
                 (Some(_), None) => false,
             };
+            read.push(events);
+            if found {
+                let newer = read.into_iter().rev().flatten().collect();
+                return self
+                    .replay_original(stream, low, newer, batch, retries)
+                    .await
+                    .map(Some);
+            }
             if before_the_message {
                 break;
             }
@@ -460,20 +533,43 @@ impl<A: Aggregate> Repository<A> {
         Ok(None)
     }
 
-    /// The original result of `batch`, replayed from the stream's start, if it is stored.
+    /// The original result of `batch`, which is among `newer` (the events of `stream` from
+    /// version `from` on), replayed from the latest snapshot before it, or from the stream's
+    /// start.
     async fn replay_original(
         &self,
         stream: &str,
+        from: u64,
+        mut newer: Vec<StoredEvent>,
         batch: &BatchIds<'_>,
         retries: u32,
-    ) -> FlextResult<Option<Executed<A>>> {
-        let stored = self.events.read_stream(stream, 1, usize::MAX).await?;
-        match batch.locate(&stored) {
-            Some(found) => self
-                .original(&Loaded::new(), &stored, found, retries)
-                .map(Some),
-            None => Ok(None),
+    ) -> FlextResult<Executed<A>> {
+        let missing = || FlextError::storage(format!("Stream {stream} changed while it was read"));
+        let start = batch.locate(&newer).ok_or_else(missing)?.start;
+        let snapshot = self.latest_snapshot_state(stream).await?;
+        let base = if snapshot.version < newer[start].version {
+            snapshot
+        } else {
+            Loaded::new()
+        };
+        let mut stored = if base.version + 1 < from {
+            let count = usize::try_from(from - base.version - 1).unwrap_or(usize::MAX);
+            self.events
+                .read_stream(stream, base.version + 1, count)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let skip = usize::try_from((base.version + 1).saturating_sub(from)).unwrap_or(usize::MAX);
+        stored.extend(newer.drain(skip.min(newer.len())..));
+        if stored
+            .first()
+            .is_some_and(|first| first.version != base.version + 1)
+        {
+            return Err(missing());
         }
+        let found = batch.locate(&stored).ok_or_else(missing)?;
+        self.original(&base, &stored, found, retries)
     }
 
     /// What executing the batch at `found` in `stored` (the events after `base`) returned.
@@ -655,13 +751,20 @@ impl<A: Aggregate> Repository<A> {
         self.upcasters.decode(stored)
     }
 
+    /// Whether a stream going from version `before` to `after` crosses a multiple of the
+    /// snapshot interval (and snapshots are configured).
+    fn snapshot_due(&self, before: u64, after: u64) -> bool {
+        match (&self.snapshots, self.config.snapshot_every) {
+            (Some(_), Some(every)) => after / every != before / every,
+            _ => false,
+        }
+    }
+
     async fn maybe_snapshot(&self, stream: &str, before: u64, after: &Loaded<A>) {
-        let (Some(store), Some(every)) = (&self.snapshots, self.config.snapshot_every) else {
+        let (Some(store), true) = (&self.snapshots, self.snapshot_due(before, after.version))
+        else {
             return;
         };
-        if after.version / every == before / every {
-            return;
-        }
         let snapshot = JsonPayload::encode(&*after.state).map(|payload| Snapshot {
             stream_id: stream.to_owned(),
             version: after.version,
@@ -678,67 +781,85 @@ impl<A: Aggregate> Repository<A> {
             tracing::warn!(stream, version = after.version, %error, "snapshot not saved");
         }
     }
-}
 
-/// Why a command was not executed.
-enum Failure {
-    /// Its outcome is settled: the aggregate rejected it, or its events cannot be stored.
-    Settled(FlextError),
-    /// Its outcome is unknown or was not reached: reading or appending failed, and the
-    /// same message may be tried again.
-    Unsettled(FlextError),
-}
-
-impl Failure {
-    fn into_error(self) -> FlextError {
-        match self {
-            Self::Settled(error) | Self::Unsettled(error) => error,
+    /// After an append with derived ids took the stream from `loaded` to version `upto`:
+    /// when a snapshot is due, reads what is stored up to `upto`, and snapshots and caches
+    /// that (what this execution decided may not be what the store kept).
+    async fn snapshot_stored(&self, id: &str, stream: &str, loaded: &Loaded<A>, upto: u64) {
+        if !self.snapshot_due(loaded.version, upto) {
+            return;
+        }
+        let count = usize::try_from(upto - loaded.version).unwrap_or(usize::MAX);
+        let stored = match self
+            .events
+            .read_stream(stream, loaded.version + 1, count)
+            .await
+        {
+            Ok(events) => self.apply_stored(loaded, &events),
+            Err(error) => Err(error),
+        };
+        match stored {
+            Ok(stored) => {
+                self.remember(id, &stored);
+                self.maybe_snapshot(stream, loaded.version, &stored).await;
+            }
+            Err(error) => {
+                tracing::warn!(stream, version = upto, %error, "snapshot not saved");
+            }
         }
     }
 }
 
-/// The ids of one batch of events a message causes on a stream: UUID v5s, in the message
-/// id's namespace, of the stream, the subscription whose handler causes it (0 but for an
-/// event subscriber), the batch's number among the message's batches on that stream in
-/// that handler call (see [`current::reserve_batch`]) and each event's index. Every
-/// execution of the same message derives the same ids, so the store, and
-/// [`BatchIds::locate`], recognise the batch; the stream and the subscription are part of
-/// the name, so one message may change several aggregates, and several subscribers of one
-/// event may change the same one.
-///
-/// The batch's number is given back when it is dropped before [`BatchIds::settle`], so a
-/// retry of an execution whose outcome is unknown (failed or cancelled) gets it again.
+/// A message a command is executed for: its metadata, and the key of the handler executing
+/// it (the subscriber's name for an event subscriber, empty otherwise).
+#[derive(Clone, Copy)]
+struct Message<'a> {
+    metadata: &'a MessageMetadata,
+    handler: &'a str,
+}
+
+impl<'a> Message<'a> {
+    fn new(metadata: &'a MessageMetadata, subscriber: Option<&'a str>) -> Self {
+        Self {
+            metadata,
+            handler: subscriber.unwrap_or_default(),
+        }
+    }
+}
+
+/// The ids of the batch of events a message causes on a stream: UUID v5s, in the message
+/// id's namespace, of the stream, the handler's key (the subscriber's name, empty but for
+/// an event subscriber) and each event's index. Every execution of the same message on the
+/// same stream by the same handler derives the same ids, so the store, and
+/// [`BatchIds::locate`], recognise the batch: the stream is part of the name so one message
+/// may change several aggregates, the subscriber's name so several subscribers of one event
+/// may change the same one.
 struct BatchIds<'a> {
     message: &'a MessageMetadata,
-    stream: &'a str,
-    batch: BatchNumber,
-    settled: bool,
+    /// The name of the ids but for the index: the stream, a NUL (stream ids never hold
+    /// one), the handler's key with its length before it, and room for the index.
+    name: Vec<u8>,
 }
 
 impl<'a> BatchIds<'a> {
-    /// The next batch of `message` on `stream`.
-    fn reserve(message: &'a MessageMetadata, stream: &'a str) -> Self {
+    /// The batch `message` causes on `stream`.
+    fn new(message: Message<'a>, stream: &str) -> Self {
+        let handler = message.handler.as_bytes();
+        let mut name = Vec::with_capacity(stream.len() + handler.len() + 17);
+        name.extend_from_slice(stream.as_bytes());
+        name.push(0);
+        name.extend_from_slice(&(handler.len() as u64).to_be_bytes());
+        name.extend_from_slice(handler);
         Self {
-            message,
-            stream,
-            batch: current::reserve_batch(message.message_id, stream),
-            settled: false,
+            message: message.metadata,
+            name,
         }
-    }
-
-    /// Keeps the batch's number: the execution's outcome is known.
-    fn settle(mut self) {
-        self.settled = true;
     }
 
     /// The id of the batch's event at `index`.
     fn id(&self, index: usize) -> Uuid {
-        let mut name = Vec::with_capacity(self.stream.len() + 21);
-        name.extend_from_slice(self.stream.as_bytes());
-        // Stream ids never hold a NUL, so the parts of the name cannot run together.
-        name.push(0);
-        name.extend_from_slice(&self.batch.subscription.to_be_bytes());
-        name.extend_from_slice(&self.batch.number.to_be_bytes());
+        let mut name = Vec::with_capacity(self.name.len() + 8);
+        name.extend_from_slice(&self.name);
         name.extend_from_slice(&(index as u64).to_be_bytes());
         Uuid::new_v5(&self.message.message_id, &name)
     }
@@ -754,14 +875,6 @@ impl<'a> BatchIds<'a> {
             .take_while(|(index, event)| event.event_id == self.id(*index))
             .count();
         Some(start..start + len)
-    }
-}
-
-impl Drop for BatchIds<'_> {
-    fn drop(&mut self) {
-        if !self.settled {
-            current::release_batch(self.message.message_id, self.stream, self.batch.number);
-        }
     }
 }
 

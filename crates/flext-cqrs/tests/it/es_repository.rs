@@ -141,7 +141,8 @@ async fn a_stale_cache_catches_up_from_the_stream() {
 /// The in-memory store with faults: a rival writer that appends first (`rivals` times),
 /// and lost replies (the next `lost_replies` appends commit, then fail with a
 /// `STORAGE_ERROR`, as when a connection drops after the commit). It counts the appends it
-/// is asked for and keeps what each committed append returned.
+/// is asked for, keeps what each committed append returned, and logs each stream read as
+/// (the version it read from, how many events it returned).
 #[derive(Default)]
 struct Faulty {
     inner: InMemoryEventStore,
@@ -149,6 +150,7 @@ struct Faulty {
     lost_replies: AtomicU32,
     appends: AtomicU32,
     committed: Mutex<Vec<AppendResult>>,
+    reads: Mutex<Vec<(u64, usize)>>,
 }
 
 impl Faulty {
@@ -167,6 +169,11 @@ impl Faulty {
     /// What the last committed append returned.
     fn last_committed(&self) -> AppendResult {
         *self.committed.lock().unwrap().last().expect("an append")
+    }
+
+    /// The stream reads so far, forgotten.
+    fn take_reads(&self) -> Vec<(u64, usize)> {
+        std::mem::take(&mut *self.reads.lock().unwrap())
     }
 }
 
@@ -203,7 +210,9 @@ impl EventStore for Faulty {
         from: u64,
         limit: usize,
     ) -> FlextResult<Vec<StoredEvent>> {
-        self.inner.read_stream(stream, from, limit).await
+        let events = self.inner.read_stream(stream, from, limit).await?;
+        self.reads.lock().unwrap().push((from, events.len()));
+        Ok(events)
     }
     async fn read_all(&self, from: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {
         self.inner.read_all(from, limit).await
@@ -675,27 +684,42 @@ async fn one_message_may_change_several_aggregates() {
 }
 
 #[tokio::test]
-async fn a_retry_of_a_message_that_decided_nothing_or_was_rejected_stores_nothing() {
+async fn a_repeat_of_a_message_that_was_rejected_is_decided_again_and_then_repeats_as_one() {
     let store = InMemoryEventStore::new();
     opened(&store).await;
     let repo = repository(&store);
-    let touch = MessageMetadata::new();
-    for _ in 0..2 {
-        let done = repo
-            .execute_with("acc-1", AccountCommand::Touch, &touch)
-            .await
-            .unwrap();
-        assert_eq!((done.version, done.append), (1, None));
-    }
-    let overdraw = MessageMetadata::new();
-    for _ in 0..2 {
-        let err = repo
-            .execute_with("acc-1", AccountCommand::Withdraw(1), &overdraw)
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::BusinessRuleViolation);
-    }
-    assert_eq!(store.len(), 1);
+    let withdrawal = MessageMetadata::new();
+    let withdraw = || repo.execute_with("acc-1", AccountCommand::Withdraw(30), &withdrawal);
+    let err = withdraw().await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BusinessRuleViolation);
+    assert_eq!(store.len(), 1, "a rejection leaves no trace");
+    // Another message funds the account: the repeat is decided again, now accepted.
+    repo.execute_with(
+        "acc-1",
+        AccountCommand::Deposit(50),
+        &MessageMetadata::new(),
+    )
+    .await
+    .unwrap();
+    let accepted = withdraw().await.unwrap();
+    assert_eq!((accepted.version, accepted.state.balance), (3, 20));
+    // From now on it is a repeat, though the balance (21, once another deposit lands and
+    // the repository has loaded it) would refuse it: its batch, before the loaded state, is
+    // found by looking back, and nothing is withdrawn twice.
+    repo.execute_with("acc-1", AccountCommand::Deposit(1), &MessageMetadata::new())
+        .await
+        .unwrap();
+    assert_eq!(repo.load("acc-1").await.unwrap().version, 4);
+    let again = withdraw().await.unwrap();
+    assert_eq!(again, accepted);
+    let cold = repository(&store).with_config(RepositoryConfig::default().with_cache_capacity(0));
+    let from_cold = cold
+        .execute_with("acc-1", AccountCommand::Withdraw(30), &withdrawal)
+        .await
+        .unwrap();
+    assert_eq!(from_cold, accepted);
+    assert_eq!(store.len(), 4);
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 21);
 }
 
 #[tokio::test]
@@ -732,20 +756,159 @@ async fn save_with_no_events_appends_nothing_and_returns_the_current_version() {
 }
 
 #[tokio::test]
-async fn an_execute_that_decides_nothing_never_calls_append() {
+async fn an_execute_that_decides_nothing_never_calls_append_nor_takes_another_messages_batch() {
     let inner = InMemoryEventStore::new();
     opened(&inner).await;
     let store = Arc::new(Faulty::on(&inner));
     let repo: Repository<Account> = Repository::new(store.clone());
-    let plain = repo.execute("acc-1", AccountCommand::Touch).await.unwrap();
-    let caused = repo
-        .execute_with("acc-1", AccountCommand::Touch, &MessageMetadata::new())
+    // Recent batches of other messages, within the look-back and the clock tolerance.
+    for amount in [5, 7] {
+        repo.execute_with(
+            "acc-1",
+            AccountCommand::Deposit(amount),
+            &MessageMetadata::new(),
+        )
         .await
         .unwrap();
-    for done in [plain, caused] {
-        assert_eq!((done.version, done.append, done.events.len()), (1, None, 0));
     }
-    assert_eq!(store.appends.load(Ordering::SeqCst), 0);
+    let plain = repo.execute("acc-1", AccountCommand::Touch).await.unwrap();
+    let touch = MessageMetadata::new();
+    let caused = repo
+        .execute_with("acc-1", AccountCommand::Touch, &touch)
+        .await
+        .unwrap();
+    let repeated = repo
+        .execute_with("acc-1", AccountCommand::Touch, &touch)
+        .await
+        .unwrap();
+    for done in [plain, caused, repeated] {
+        assert_eq!((done.version, done.append, done.events.len()), (3, None, 0));
+        assert_eq!(done.state.balance, 12);
+    }
+    assert_eq!(store.appends.load(Ordering::SeqCst), 2, "the deposits only");
+}
+
+/// The in-memory store, holding every append until two are waiting, then letting one
+/// through a second later than the other: two executions that loaded the same version
+/// race to append.
+struct Racing {
+    inner: InMemoryEventStore,
+    gate: tokio::sync::Barrier,
+}
+
+#[async_trait]
+impl EventStore for Racing {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        if self.gate.wait().await.is_leader() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+    ) -> FlextResult<Vec<StoredEvent>> {
+        self.inner.read_stream(stream, from, limit).await
+    }
+    async fn read_all(&self, from: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {
+        self.inner.read_all(from, limit).await
+    }
+    async fn stream_version(&self, stream: &str) -> FlextResult<u64> {
+        self.inner.stream_version(stream).await
+    }
+    async fn head_position(&self) -> FlextResult<u64> {
+        self.inner.head_position().await
+    }
+    async fn subscribe(&self, from: u64) -> FlextResult<EventStream> {
+        self.inner.subscribe(from).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_executes_of_one_message_leave_the_cache_and_the_snapshot_as_stored() {
+    let inner = InMemoryEventStore::new();
+    opened(&inner).await;
+    let racing = Arc::new(Racing {
+        inner: inner.clone(),
+        gate: tokio::sync::Barrier::new(2),
+    });
+    let repo: Repository<Account> =
+        Repository::new(racing).with_snapshots(Arc::new(inner.clone()), 1);
+    repo.load("acc-1").await.unwrap();
+    // One message id, two decisions (a nondeterministic handler, or the same metadata sent
+    // twice at once): the store keeps one batch and answers the other append as its retry.
+    let message = MessageMetadata::new();
+    let (five, seven) = tokio::join!(
+        repo.execute_with("acc-1", AccountCommand::Deposit(5), &message),
+        repo.execute_with("acc-1", AccountCommand::Deposit(7), &message),
+    );
+    assert_eq!((five.unwrap().version, seven.unwrap().version), (2, 2));
+    assert_eq!(inner.len(), 2, "one batch stored");
+
+    let uncached = RepositoryConfig::default().with_cache_capacity(0);
+    let stored = repository(&inner)
+        .with_config(uncached.clone())
+        .load("acc-1")
+        .await
+        .unwrap();
+    assert_eq!(repo.load("acc-1").await.unwrap(), stored, "the cache");
+    let from_snapshot = repository(&inner)
+        .with_snapshots(Arc::new(inner.clone()), 1)
+        .with_config(uncached)
+        .load("acc-1")
+        .await
+        .unwrap();
+    assert_eq!(from_snapshot, stored, "the snapshot");
+    let snapshot = inner.load_snapshot("Account-acc-1").await.unwrap().unwrap();
+    assert_eq!(snapshot.version, 2);
+}
+
+#[tokio::test]
+async fn the_original_of_a_repeat_is_replayed_from_a_snapshot_before_it_not_the_stream_start() {
+    let inner = InMemoryEventStore::new();
+    let store = Arc::new(Faulty::on(&inner));
+    let repo: Repository<Account> =
+        Repository::new(store.clone()).with_snapshots(Arc::new(inner.clone()), 10);
+    repo.execute("acc-1", open("Ada")).await.unwrap();
+    for _ in 0..29 {
+        repo.execute("acc-1", AccountCommand::Deposit(1))
+            .await
+            .unwrap();
+    }
+    let deposit = MessageMetadata::new();
+    let first = repo
+        .execute_with("acc-1", AccountCommand::Deposit(100), &deposit)
+        .await
+        .unwrap();
+    assert_eq!(first.version, 31, "after the snapshot at 30");
+    for _ in 0..5 {
+        repo.execute("acc-1", AccountCommand::Deposit(1))
+            .await
+            .unwrap();
+    }
+    store.take_reads();
+
+    // The repeat decides a deposit again on the cached state (36); the store knows its ids.
+    let again = repo
+        .execute_with("acc-1", AccountCommand::Deposit(100), &deposit)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(inner.len(), 36);
+    let reads = store.take_reads();
+    assert!(
+        reads.iter().all(|(from, _)| *from > 1),
+        "nothing read from the stream's start: {reads:?}"
+    );
+    let read: usize = reads.iter().map(|(_, count)| count).sum();
+    assert!(read <= 16, "{read} events read: {reads:?}");
 }
 
 fn command_strategy() -> impl Strategy<Value = AccountCommand> {

@@ -1,12 +1,18 @@
 //! The message a handler is handling: its metadata without threading it by hand, through
 //! middleware, into nested dispatches and into `Repository::execute`.
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
+use std::time::Duration;
 
 use flext_cqrs::{
-    CommandBus, Dispatch, DispatchOutput, EventBus, InMemoryEventStore, QueryBus, Repository,
-    current_metadata, with_current_metadata,
+    CommandBus, Dispatch, DispatchOutput, EventBus, Executed, InMemoryEventStore, QueryBus,
+    Repository, current_metadata, with_current_metadata,
 };
+use flext_impl::handler_fn;
 use flext_protocols::{Command, EventStore, Middleware};
 use flext_types::{FlextResult, MessageMetadata};
 
@@ -285,7 +291,7 @@ async fn a_command_sent_again_with_its_metadata_deposits_once() {
 }
 
 #[tokio::test]
-async fn two_commands_on_one_aggregate_in_one_handler_both_land_and_repeat_as_one() {
+async fn a_second_execute_on_one_aggregate_for_one_message_repeats_the_first() {
     let store = InMemoryEventStore::new();
     let repo = open_account(&store).await;
     let bus = account_bus(&repo);
@@ -294,17 +300,108 @@ async fn two_commands_on_one_aggregate_in_one_handler_both_land_and_repeat_as_on
         amount: 5,
         times: 2,
     };
-    assert_eq!(bus.send_with(twice(), sent.clone()).await.unwrap(), [2, 3]);
-    assert_eq!(bus.send_with(twice(), sent.clone()).await.unwrap(), [2, 3]);
-    assert_eq!(store.len(), 3);
+    // Within one message, an execute on one stream is one unit of work: the second call
+    // derives the first one's ids and returns its result.
+    assert_eq!(bus.send_with(twice(), sent.clone()).await.unwrap(), [2, 2]);
+    assert_eq!(bus.send_with(twice(), sent.clone()).await.unwrap(), [2, 2]);
+    assert_eq!(store.len(), 2);
     // Without metadata of its own, each send is a message of its own.
-    assert_eq!(bus.send(twice()).await.unwrap(), [4, 5]);
-    assert_eq!(bus.send(twice()).await.unwrap(), [6, 7]);
-    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 30);
+    assert_eq!(bus.send(twice()).await.unwrap(), [3, 3]);
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 10);
 }
 
-/// An event that credits "acc-1" once in each subscriber.
-struct Credited(u64);
+/// Deposits `amount` on "acc-1", then sends a `Deposit` of its own for a second one.
+struct DepositThenSend(u64);
+
+impl Command for DepositThenSend {
+    type Output = Vec<u64>;
+}
+
+#[tokio::test]
+async fn a_second_change_sent_as_a_message_of_its_own_lands_and_repeats_as_one() {
+    let store = InMemoryEventStore::new();
+    let repo = open_account(&store).await;
+    let inner = Arc::new(account_bus(&repo));
+    let mut outer = CommandBus::new();
+    let handler_repo = repo.clone();
+    outer
+        .register_fn(move |DepositThenSend(amount): DepositThenSend| {
+            let (repo, inner) = (handler_repo.clone(), inner.clone());
+            async move {
+                let first = repo
+                    .execute("acc-1", AccountCommand::Deposit(amount))
+                    .await?;
+                // Named after this message, so a redelivery sends the same message again.
+                let second = current_metadata()
+                    .expect("metadata")
+                    .caused_by_named("second deposit");
+                let times = 1;
+                let mut versions = inner.send_with(Deposit { amount, times }, second).await?;
+                versions.insert(0, first.version);
+                Ok(versions)
+            }
+        })
+        .unwrap();
+    let sent = MessageMetadata::new();
+    for _ in 0..2 {
+        let versions = outer
+            .send_with(DepositThenSend(5), sent.clone())
+            .await
+            .unwrap();
+        assert_eq!(versions, [2, 3]);
+    }
+    assert_eq!(store.len(), 3);
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 10);
+}
+
+#[tokio::test]
+async fn one_metadata_sent_with_two_commands_makes_the_second_a_repeat_of_the_first() {
+    let store = InMemoryEventStore::new();
+    let repo = open_account(&store).await;
+    let bus = account_bus(&repo);
+    let metadata = MessageMetadata::new();
+    let deposit = |amount| Deposit { amount, times: 1 };
+    assert_eq!(
+        bus.send_with(deposit(5), metadata.clone()).await.unwrap(),
+        [2]
+    );
+    // One message id names one message: the second command is taken for the first.
+    assert_eq!(bus.send_with(deposit(7), metadata).await.unwrap(), [2]);
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 5);
+    assert_eq!(store.len(), 2);
+}
+
+#[tokio::test]
+async fn a_swallowed_failed_execute_is_not_taken_for_a_later_one_on_another_aggregate() {
+    let store = InMemoryEventStore::new();
+    let repo = open_account(&store).await;
+    let mut bus = CommandBus::new();
+    let handler_repo = repo.clone();
+    bus.register_fn(move |_: Notify| {
+        let repo = handler_repo.clone();
+        async move {
+            let refused = repo.execute("acc-1", AccountCommand::Withdraw(1_000)).await;
+            assert!(refused.is_err(), "no funds");
+            let open = AccountCommand::Open {
+                owner: "Bob".into(),
+            };
+            let opened = repo.execute("acc-2", open).await?;
+            assert_eq!((opened.version, opened.events.len()), (1, 1));
+            Ok(current_metadata().expect("metadata"))
+        }
+    })
+    .unwrap();
+    let sent = MessageMetadata::new();
+    for _ in 0..2 {
+        bus.send_with(Notify, sent.clone()).await.unwrap();
+    }
+    assert_eq!(store.len(), 2, "acc-1 opened, acc-2 opened once");
+    let stored = store.read_stream("Account-acc-2", 1, 10).await.unwrap();
+    assert_eq!(stored[0].metadata.causation_id, Some(sent.message_id));
+}
+
+/// An event that credits "acc-1" in each subscriber.
+struct Credited;
 
 impl flext_protocols::Event for Credited {
     fn event_name(&self) -> &str {
@@ -312,33 +409,149 @@ impl flext_protocols::Event for Credited {
     }
 }
 
-#[tokio::test]
-async fn subscribers_changing_one_aggregate_for_one_event_both_land_and_repeat_as_one() {
-    let store = InMemoryEventStore::new();
-    let repo = open_account(&store).await;
+type Results = Arc<Mutex<Vec<(&'static str, Executed<Account>)>>>;
+
+/// A bus whose subscribers, named and subscribed in the order given, each deposit their
+/// amount on "acc-1" for every `Credited`, and record what the repository returned.
+fn crediting_bus(
+    repo: &Arc<Repository<Account>>,
+    subscribers: &[(&'static str, u64)],
+    results: &Results,
+) -> EventBus {
     let bus = EventBus::new();
-    for _ in 0..2 {
-        let repo = repo.clone();
-        bus.subscribe_fn("Credited", move |event: Arc<Credited>| {
-            let repo = repo.clone();
+    for &(name, amount) in subscribers {
+        let (repo, results) = (repo.clone(), results.clone());
+        let subscriber = handler_fn(name, move |_: Arc<Credited>| {
+            let (repo, results) = (repo.clone(), results.clone());
             async move {
-                repo.execute("acc-1", AccountCommand::Deposit(event.0))
-                    .await
-                    .map(drop)
+                let done = repo
+                    .execute("acc-1", AccountCommand::Deposit(amount))
+                    .await?;
+                results.lock().unwrap().push((name, done));
+                Ok(())
             }
         });
+        bus.subscribe("Credited", subscriber);
     }
+    bus
+}
+
+#[tokio::test]
+async fn subscriber_event_ids_follow_the_subscribers_name_not_the_order_of_registration() {
+    let store = InMemoryEventStore::new();
     let published = MessageMetadata::new();
-    for _ in 0..2 {
-        let report = bus.publish_with(Credited(5), published.clone()).await;
-        assert!(report.is_success(), "{report:?}");
+    let results: Results = Arc::default();
+    let repo = open_account(&store).await;
+    let bus = crediting_bus(&repo, &[("mailer", 5), ("ledger", 7)], &results);
+    let report = bus.publish_with(Credited, published.clone()).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(store.len(), 3, "one deposit per subscriber");
+    let first: Vec<_> = results.lock().unwrap().drain(..).collect();
+
+    // A restart: another bus and a cold repository, the subscribers in the other order.
+    let repo = Arc::new(Repository::new(Arc::new(store.clone())));
+    let bus = crediting_bus(&repo, &[("ledger", 7), ("mailer", 5)], &results);
+    let report = bus.publish_with(Credited, published).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(store.len(), 3, "the redelivery deposits nothing");
+    let mut again: Vec<_> = results.lock().unwrap().drain(..).collect();
+    again.reverse();
+    assert_eq!(again, first, "each subscriber gets its own original result");
+    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 12);
+}
+
+#[tokio::test]
+async fn subscribers_sharing_a_name_share_their_event_ids() {
+    let store = InMemoryEventStore::new();
+    let results: Results = Arc::default();
+    let repo = open_account(&store).await;
+    let bus = crediting_bus(&repo, &[("credit", 5), ("credit", 7)], &results);
+    let report = bus.publish_with(Credited, MessageMetadata::new()).await;
+    assert!(report.is_success(), "{report:?}");
+    // The second is taken for a repeat of the first: subscribers that change aggregates
+    // need names of their own.
+    assert_eq!(store.len(), 2);
+    let results = results.lock().unwrap();
+    assert_eq!(results[0].1, results[1].1);
+}
+
+/// Records the current metadata when it is dropped.
+struct DropProbe(Seen);
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(current_metadata());
     }
-    assert_eq!(
-        store.len(),
-        3,
-        "one deposit per subscriber, redelivery included"
-    );
-    assert_eq!(repo.load("acc-1").await.unwrap().state.balance, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_dropped_unfinished_is_dropped_inside_its_scope() {
+    for with_middleware in [false, true] {
+        let log: Seen = Arc::default();
+        let mut bus = CommandBus::new();
+        let handler_log = log.clone();
+        bus.register_fn(move |_: CreateUserCommand| {
+            let probe = DropProbe(handler_log.clone());
+            async move {
+                let _probe = probe;
+                std::future::pending::<()>().await;
+                Ok(String::new())
+            }
+        })
+        .unwrap();
+        if with_middleware {
+            bus.add_middleware(Stamp);
+        }
+        let mut sent = MessageMetadata::new();
+        let call = bus.send_with(ada(), sent.clone());
+        let timed_out = tokio::time::timeout(Duration::from_secs(1), call).await;
+        assert!(timed_out.is_err());
+        if with_middleware {
+            sent = sent.with_header("stamped", "yes");
+        }
+        assert_eq!(seen(&log), [Some(sent)], "middleware: {with_middleware}");
+        assert_eq!(current_metadata(), None);
+    }
+
+    // The same for a future run with `with_current_metadata`.
+    let log: Seen = Arc::default();
+    let probe = DropProbe(log.clone());
+    let sent = MessageMetadata::new();
+    let scoped = with_current_metadata(sent.clone(), async move {
+        let _probe = probe;
+        std::future::pending::<()>().await;
+    });
+    let timed_out = tokio::time::timeout(Duration::from_secs(1), scoped).await;
+    assert!(timed_out.is_err());
+    assert_eq!(seen(&log), [Some(sent)]);
+}
+
+type Parked = Pin<Box<dyn Future<Output = ()>>>;
+
+thread_local! {
+    /// A scoped future left unfinished on a thread, dropped when the thread ends.
+    static PARKED: RefCell<Option<Parked>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn a_scoped_future_dropped_as_its_thread_ends_drops_without_panicking() {
+    let log: Seen = Arc::default();
+    let probe = DropProbe(log.clone());
+    let ended = std::thread::spawn(move || {
+        // Touched first, so destroyed last: the thread's current scope is gone by the time
+        // the parked future is dropped.
+        PARKED.with(|parked| assert!(parked.borrow().is_none()));
+        let mut scoped: Parked = Box::pin(with_current_metadata(MessageMetadata::new(), async {
+            let _probe = probe;
+            std::future::pending::<()>().await;
+        }));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(scoped.as_mut().poll(&mut cx).is_pending());
+        PARKED.with(|parked| *parked.borrow_mut() = Some(scoped));
+    })
+    .join();
+    assert!(ended.is_ok(), "the thread ended without a panic");
+    assert_eq!(seen(&log).len(), 1, "the future was dropped");
 }
 
 #[tokio::test]

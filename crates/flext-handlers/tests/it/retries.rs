@@ -51,11 +51,13 @@ enum Fault {
     SlowReply,
 }
 
-/// The in-memory store, failing its first `faults` appends after they commit.
+/// The in-memory store, failing its first `faults` appends (to the stream `only`, when
+/// set) after they commit.
 struct Unreliable {
     inner: InMemoryEventStore,
     fault: Fault,
     faults: AtomicU32,
+    only: Option<&'static str>,
     appends: AtomicU32,
     committed: Mutex<Vec<AppendResult>>,
 }
@@ -66,9 +68,17 @@ impl Unreliable {
             inner: InMemoryEventStore::new(),
             fault,
             faults: AtomicU32::new(faults),
+            only: None,
             appends: AtomicU32::new(0),
             committed: Mutex::default(),
         })
+    }
+
+    /// The same store failing only appends to `stream`.
+    fn on_stream(fault: Fault, faults: u32, stream: &'static str) -> Arc<Self> {
+        let mut store = Arc::into_inner(Self::new(fault, faults)).expect("unshared");
+        store.only = Some(stream);
+        Arc::new(store)
     }
 
     fn committed(&self) -> Vec<AppendResult> {
@@ -87,7 +97,7 @@ impl EventStore for Unreliable {
         self.appends.fetch_add(1, Ordering::SeqCst);
         let appended = self.inner.append(stream, expected, events).await?;
         self.committed.lock().unwrap().push(appended);
-        if self.faults.load(Ordering::SeqCst) > 0 {
+        if self.faults.load(Ordering::SeqCst) > 0 && self.only.is_none_or(|only| only == stream) {
             self.faults.fetch_sub(1, Ordering::SeqCst);
             match self.fault {
                 Fault::LostReply => return Err(FlextError::storage("connection reset")),
@@ -226,4 +236,78 @@ async fn a_handler_retrying_a_timed_out_execute_stores_one_event() {
         "the cancelled attempt's batch was found"
     );
     assert_eq!(done, executed_once(5, &message).await);
+}
+
+/// Adds `first` to counter "c-a" and `second` to counter "c-b", retried as a whole, inside a
+/// command handler.
+struct AddBoth {
+    first: u64,
+    second: u64,
+}
+
+impl Command for AddBoth {
+    type Output = (Executed<Counter>, Executed<Counter>);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_around_executes_on_two_streams_stores_one_batch_each_and_returns_the_originals() {
+    for fault in [Fault::LostReply, Fault::SlowReply] {
+        // The second stream's append commits and its reply is lost (or late): the retry
+        // runs the whole closure again, the first stream's execute included.
+        let store = Unreliable::on_stream(fault, 1, "Counter-c-b");
+        let repo = Arc::new(Repository::<Counter>::new(store.clone()));
+        let mut bus = CommandBus::new();
+        bus.register_fn(move |both: AddBoth| {
+            let repo = repo.clone();
+            async move {
+                let timeout = Timeout::new(Duration::from_secs(1));
+                retry()
+                    .run(|_| {
+                        let repo = repo.clone();
+                        let timeout = &timeout;
+                        async move {
+                            let a = timeout.run(repo.execute("c-a", both.first)).await?;
+                            let b = timeout.run(repo.execute("c-b", both.second)).await?;
+                            Ok((a, b))
+                        }
+                    })
+                    .await
+            }
+        })
+        .unwrap();
+
+        let message = MessageMetadata::new();
+        let both = || AddBoth {
+            first: 3,
+            second: 4,
+        };
+        let (a, b) = bus.send_with(both(), message.clone()).await.unwrap();
+        let per_stream = |stream: &'static str| {
+            let inner = store.inner.clone();
+            async move { inner.read_stream(stream, 1, 10).await.unwrap().len() }
+        };
+        assert_eq!(
+            (
+                per_stream("Counter-c-a").await,
+                per_stream("Counter-c-b").await
+            ),
+            (1, 1),
+            "one batch on each stream ({fault:?})"
+        );
+        assert_eq!(store.appends.load(Ordering::SeqCst), 2, "{fault:?}");
+        // The originals: what executing each once returns, in a store that loses nothing.
+        let calm = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new()));
+        let expected_a = calm.execute_with("c-a", 3, &message).await.unwrap();
+        let expected_b = calm.execute_with("c-b", 4, &message).await.unwrap();
+        assert_eq!((&a, &b), (&expected_a, &expected_b), "{fault:?}");
+        assert_eq!(
+            [a.append, b.append],
+            [Some(store.committed()[0]), Some(store.committed()[1])]
+        );
+
+        // The message delivered again: both executes find their batches.
+        let (again_a, again_b) = bus.send_with(both(), message.clone()).await.unwrap();
+        assert_eq!((again_a, again_b), (a, b));
+        assert_eq!(store.inner.len(), 2, "{fault:?}");
+    }
 }
