@@ -225,9 +225,12 @@ impl EventBus {
     /// name `"{event_name} subscriber"`.
     ///
     /// Every subscriber of an event subscribed this way has that one name. Where names
-    /// matter (an [`EventRelay`](crate::EventRelay) keeps each subscriber's progress under
-    /// its name and refuses subscribers of one event that share one), name it:
-    /// `bus.subscribe(event_name, flext_impl::handler_fn("mailer", f))`.
+    /// matter, name it: `bus.subscribe(event_name, flext_impl::handler_fn("mailer", f))`.
+    /// An [`EventRelay`](crate::EventRelay) keeps each subscriber's progress under its name
+    /// and refuses subscribers of one event that share one; and a subscriber's
+    /// [`Repository::execute`](crate::Repository::execute) derives its event ids from its
+    /// name, so two subscribers sharing a name that change one aggregate for one event
+    /// make one change (the second gets the first's result).
     pub fn subscribe_fn<E, F, Fut>(&self, event_name: &str, f: F) -> SubscriptionId
     where
         E: Event,
@@ -250,7 +253,11 @@ impl EventBus {
         )
     }
 
-    /// Subscribes an async closure or `async fn` to every event of type `E`.
+    /// Subscribes an async closure or `async fn` to every event of type `E`, under the
+    /// name `"{type} subscriber"`: every subscriber subscribed this way to `E` shares it,
+    /// with what that means for relays and repository ids (see
+    /// [`subscribe_fn`](Self::subscribe_fn)); name one with
+    /// `bus.subscribe_type(flext_impl::handler_fn("mailer", f))`.
     pub fn subscribe_type_fn<E, F, Fut>(&self, f: F) -> SubscriptionId
     where
         E: Event,

@@ -249,6 +249,10 @@ impl<A: Aggregate> Repository<A> {
     /// the second change is not made: give the second change a message of its own (send a
     /// command, with [`MessageMetadata::caused_by_named`] so a redelivery sends the same
     /// one again). Several aggregates changed for one message are each their own unit.
+    /// Whichever command made the batch a message stored on a stream, any later `execute`
+    /// on that stream for that message returns it: a fallback such as "reserve, or else
+    /// waitlist" run again finds the waitlist batch from the first `execute` (the rejected
+    /// reserve) — branch on the aggregate's state, not on a first command's rejection.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -302,9 +306,10 @@ impl<A: Aggregate> Repository<A> {
     /// headers. Their ids are UUID v5s, in the message id's namespace, of the stream, the
     /// subscriber's name when this runs inside an event subscriber (so two subscribers of
     /// one event may change one aggregate; outside a subscriber the name is empty) and each
-    /// event's index. So the same message executed again on the same stream is recognised,
-    /// whatever state the aggregate is in by then: nothing is appended and the original
-    /// result comes back (the state, version, events and `AppendResult` of the first
+    /// event's index. So the same message executed again on the same stream never appends
+    /// its events twice (the store checks every id), and is recognised — the original
+    /// result comes back — wherever one of the searches below finds its batch (a repeat
+    /// found nowhere is decided again; see the last item) (the state, version, events and `AppendResult` of the first
     /// execution, replayed from the store; `retries` is this execution's, the original's
     /// not being stored). See [`execute`](Self::execute) for what this means for a handler
     /// changing one aggregate twice. It is found
