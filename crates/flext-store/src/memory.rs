@@ -355,3 +355,26 @@ impl fmt::Debug for InMemoryEventStore {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flext_protocols::EventStore;
+    use flext_types::{ExpectedVersion, JsonPayload, NewEvent};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn len_and_is_empty_count_the_events_held() {
+        let store = InMemoryEventStore::new();
+        assert_eq!((store.len(), store.is_empty()), (0, true));
+        let event = || NewEvent::new("Ping", JsonPayload::encode(&1).unwrap());
+        store
+            .append("Ping-1", ExpectedVersion::NoStream, vec![event(), event()])
+            .await
+            .unwrap();
+        assert_eq!((store.len(), store.is_empty()), (2, false));
+        let debug = format!("{store:?}");
+        assert!(debug.contains("events: 2"), "{debug}");
+        assert!(debug.contains("streams: 1"), "{debug}");
+    }
+}
