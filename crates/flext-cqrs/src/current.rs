@@ -14,8 +14,8 @@
 //! Like tokio's `TaskLocalFuture`, a handler's future is also dropped inside its scope when
 //! it is dropped unfinished (a timeout, a cancelled call); a finished one is dropped as any
 //! value is, after a flag check, so this cost a `send` 6 instructions more (callgrind). An
-//! event delivery also carries its subscriber's name (a reference count taken and given
-//! back), about 33 instructions more a delivery. Every access to the thread-local goes
+//! event delivery also carries its subscriber's key, a [`SubscriberKey`] worked out once
+//! when it subscribed: a copy, no reference count. Every access to the thread-local goes
 //! through `try_with`: while the thread is ending (its thread-locals torn down) a future
 //! runs, or is dropped, without its scope, and nothing panics.
 
@@ -23,10 +23,10 @@ use std::cell::Cell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use flext_types::MessageMetadata;
+use uuid::Uuid;
 
 thread_local! {
     /// The scope of the dispatch whose future this thread is polling, if any.
@@ -95,25 +95,43 @@ pub fn current_metadata() -> Option<MessageMetadata> {
 /// ```
 pub async fn with_current_metadata<F: Future>(metadata: MessageMetadata, future: F) -> F::Output {
     // Boxed: the scope polls only `Unpin` futures, which needs no unsafe pinning.
-    Scoped::new(None, Some(metadata), Box::pin(future)).await
+    Scoped::new(SubscriberKey::NONE, Some(metadata), Box::pin(future)).await
 }
 
-/// The name of an event subscriber, as its scope holds it: behind a thin pointer, so a scope
-/// is 16 bytes (two pointers) to swap.
-pub(crate) type SubscriberName = Arc<String>;
+/// The key of the handler a dispatch delivers to, part of the ids its repository calls
+/// derive: for an event subscriber a UUID v5 of its name (so the key follows the name, not
+/// the order of subscription), worked out once when it subscribes; nil for a command or
+/// query handler. `Copy`: a delivery carries it without a reference count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct SubscriberKey(Uuid);
 
-/// What a dispatch knows of its message: the name of the subscriber it delivers to (none
-/// for a command or query handler), and nothing more yet (its metadata is minted or
-/// inherited when first needed) or its metadata.
+impl SubscriberKey {
+    /// The key of a command or query handler (and of [`with_current_metadata`]).
+    pub(crate) const NONE: Self = Self(Uuid::nil());
+
+    /// The key of the event subscriber named `name`.
+    pub(crate) fn of(name: &str) -> Self {
+        Self(Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()))
+    }
+
+    /// The key's 16 bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+/// What a dispatch knows of its message: the key of the handler it delivers to, and
+/// nothing more yet (its metadata is minted or inherited when first needed) or its
+/// metadata.
 struct Scope {
-    subscriber: Option<SubscriberName>,
+    subscriber: SubscriberKey,
     metadata: Option<Box<MessageMetadata>>,
 }
 
 impl Scope {
     /// What a scope's place holds while the scope is current.
     const TAKEN: Self = Self {
-        subscriber: None,
+        subscriber: SubscriberKey::NONE,
         metadata: None,
     };
 
@@ -144,11 +162,11 @@ pub(crate) struct Scoped<F> {
 }
 
 impl<F> Scoped<F> {
-    /// `future` handling the message `metadata` describes, delivered to the subscriber
-    /// named `subscriber` (`None` for a command or query handler).
+    /// `future` handling the message `metadata` describes, delivered to the handler whose
+    /// key is `subscriber` ([`SubscriberKey::NONE`] for a command or query handler).
     #[inline]
     pub(crate) fn new(
-        subscriber: Option<SubscriberName>,
+        subscriber: SubscriberKey,
         metadata: Option<MessageMetadata>,
         future: F,
     ) -> Self {
@@ -186,7 +204,7 @@ impl<F> Drop for Scoped<F> {
         if !self.finished {
             self.drop_future_in_scope();
         }
-        if self.scope.subscriber.is_some() || self.scope.metadata.is_some() {
+        if self.scope.metadata.is_some() {
             drop(std::mem::replace(&mut *self.scope, Scope::TAKEN));
         }
     }
@@ -264,14 +282,14 @@ pub(crate) fn inherited() -> Option<MessageMetadata> {
     with_scope(|scope| scope.metadata().caused_by())
 }
 
-/// The message the task's current handler is handling, and the name of the subscriber that
-/// handler is (`None` for a command or query handler, and in [`with_current_metadata`]).
-/// `None` outside any handler.
-pub(crate) fn handling() -> Option<(MessageMetadata, Option<SubscriberName>)> {
-    with_scope(|scope| (scope.metadata().clone(), scope.subscriber.clone()))
+/// The message the task's current handler is handling, and the handler's key
+/// ([`SubscriberKey::NONE`] for a command or query handler, and in
+/// [`with_current_metadata`]). `None` outside any handler.
+pub(crate) fn handling() -> Option<(MessageMetadata, SubscriberKey)> {
+    with_scope(|scope| (scope.metadata().clone(), scope.subscriber))
 }
 
-/// The name of the subscriber the task's current handler is, if it is one.
-pub(crate) fn subscriber() -> Option<SubscriberName> {
-    with_scope(|scope| scope.subscriber.clone()).flatten()
+/// The key of the task's current handler; [`SubscriberKey::NONE`] outside any handler.
+pub(crate) fn subscriber() -> SubscriberKey {
+    with_scope(|scope| scope.subscriber).unwrap_or_default()
 }

@@ -20,7 +20,7 @@ use flext_types::{FlextError, FlextResult, MessageMetadata};
 use rustc_hash::FxHashMap;
 use tracing::Instrument;
 
-use crate::current::{self, Scoped, SubscriberName};
+use crate::current::{self, Scoped, SubscriberKey};
 use crate::dispatch::{
     BusMiddleware, Dispatch, DispatchContext, DispatchOutput, Instrumentation, MessageKind,
 };
@@ -32,9 +32,10 @@ pub(crate) struct Route {
     kind: MessageKind,
     message_type: Arc<str>,
     handler_name: Arc<str>,
-    /// The name of the subscriber an event route delivers to (its handler's name), part of
-    /// the ids its repository calls derive; `None` for a command or query route.
-    subscriber: Option<SubscriberName>,
+    /// The key of the subscriber an event route delivers to (of its handler's name), part
+    /// of the ids its repository calls derive; `SubscriberKey::NONE` for a command or query
+    /// route.
+    subscriber: SubscriberKey,
     /// A `BoxHandler<M, R>`.
     typed: Box<dyn Any + Send + Sync>,
     erased: BoxHandler<Dispatch, DispatchOutput>,
@@ -74,10 +75,14 @@ impl Route {
         R: Send + 'static,
     {
         let message_type: Arc<str> = Arc::from(message_type);
-        let subscriber = subscriber.then(|| Arc::new(handler.handler_name().to_owned()));
+        let subscriber = if subscriber {
+            SubscriberKey::of(handler.handler_name())
+        } else {
+            SubscriberKey::NONE
+        };
         Self {
             kind,
-            subscriber: subscriber.clone(),
+            subscriber,
             handler_name: Arc::from(handler.handler_name()),
             erased: Arc::new(Erased {
                 message_type: message_type.clone(),
@@ -118,11 +123,7 @@ impl Route {
             // The direct path: no erasure, no allocation beyond the handler's own future.
             // One await point either way: a disabled span costs a branch, a second
             // await point would enlarge every dispatch's future.
-            let handled = Scoped::new(
-                self.subscriber.clone(),
-                metadata.cloned(),
-                handler.handle(message),
-            );
+            let handled = Scoped::new(self.subscriber, metadata.cloned(), handler.handle(message));
             catch_panic(handled)
                 .instrument(self.span_if(traced, metadata))
                 .await
@@ -228,7 +229,7 @@ impl fmt::Debug for Route {
 /// the task's current one, erases the response.
 struct Erased<M, R> {
     message_type: Arc<str>,
-    subscriber: Option<SubscriberName>,
+    subscriber: SubscriberKey,
     inner: BoxHandler<M, R>,
 }
 
@@ -254,7 +255,7 @@ where
             ))
         })?;
         let handled = self.inner.handle(*message);
-        let response = Scoped::new(self.subscriber.clone(), Some(metadata), handled).await?;
+        let response = Scoped::new(self.subscriber, Some(metadata), handled).await?;
         Ok(Box::new(response))
     }
 }

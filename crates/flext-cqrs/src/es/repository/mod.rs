@@ -17,7 +17,7 @@ use flext_types::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::current;
+use crate::current::{self, SubscriberKey};
 use crate::es::envelope::{Envelope, Upcasters};
 
 mod repeats;
@@ -294,8 +294,8 @@ impl<A: Aggregate> Repository<A> {
     {
         match current::handling() {
             Some((message, subscriber)) => {
-                let message = Message::new(&message, subscriber.as_deref().map(String::as_str));
-                self.run(id, command, Some(message)).await
+                self.run(id, command, Some(Message::new(&message, subscriber)))
+                    .await
             }
             None => self.run(id, command, None).await,
         }
@@ -305,8 +305,9 @@ impl<A: Aggregate> Repository<A> {
     ///
     /// Its events carry the message's correlation id, the message as causation, and its
     /// headers. Their ids are UUID v5s, in the message id's namespace, of the stream, the
-    /// subscriber's name when this runs inside an event subscriber (so two subscribers of
-    /// one event may change one aggregate; outside a subscriber the name is empty) and each
+    /// subscriber's key (a UUID v5 of its name) when this runs inside an event subscriber
+    /// (so two subscribers of one event may change one aggregate; outside a subscriber the
+    /// key is nil) and each
     /// event's index. So the same message executed again on the same stream never appends
     /// its events twice (the store checks every id), and is recognised — the original
     /// result comes back — wherever one of the searches below finds its batch (a repeat
@@ -365,8 +366,7 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
-        let subscriber = current::subscriber();
-        let message = Message::new(metadata, subscriber.as_deref().map(String::as_str));
+        let message = Message::new(metadata, current::subscriber());
         self.run(id, command, Some(message)).await
     }
 

@@ -126,45 +126,39 @@ impl<A: Aggregate> Repository<A> {
 }
 
 /// A message a command is executed for: its metadata, and the key of the handler executing
-/// it (the subscriber's name for an event subscriber, empty otherwise).
+/// it (of the subscriber's name for an event subscriber, nil otherwise).
 #[derive(Clone, Copy)]
 pub(super) struct Message<'a> {
     pub(super) metadata: &'a MessageMetadata,
-    handler: &'a str,
+    handler: SubscriberKey,
 }
 
 impl<'a> Message<'a> {
-    pub(super) fn new(metadata: &'a MessageMetadata, subscriber: Option<&'a str>) -> Self {
-        Self {
-            metadata,
-            handler: subscriber.unwrap_or_default(),
-        }
+    pub(super) fn new(metadata: &'a MessageMetadata, handler: SubscriberKey) -> Self {
+        Self { metadata, handler }
     }
 }
 
 /// The ids of the batch of events a message causes on a stream: UUID v5s, in the message
-/// id's namespace, of the stream, the handler's key (the subscriber's name, empty but for
+/// id's namespace, of the stream, the handler's key (of the subscriber's name, nil but for
 /// an event subscriber) and each event's index. Every execution of the same message on the
 /// same stream by the same handler derives the same ids, so the store, and
 /// [`BatchIds::locate`], recognise the batch: the stream is part of the name so one message
-/// may change several aggregates, the subscriber's name so several subscribers of one event
+/// may change several aggregates, the subscriber's key so several subscribers of one event
 /// may change the same one.
 pub(super) struct BatchIds<'a> {
     message: &'a MessageMetadata,
-    /// The name of the ids but for the index: the stream, a NUL (stream ids never hold
-    /// one), the handler's key with its length before it, and room for the index.
+    /// The name of the ids but for the index: the stream, then the handler's 16-byte key
+    /// (the key and the index have fixed lengths, so the stream is what comes before them).
     name: Vec<u8>,
 }
 
 impl<'a> BatchIds<'a> {
     /// The batch `message` causes on `stream`.
     pub(super) fn new(message: Message<'a>, stream: &str) -> Self {
-        let handler = message.handler.as_bytes();
-        let mut name = Vec::with_capacity(stream.len() + handler.len() + 17);
+        let mut name = Vec::with_capacity(stream.len() + 16 + 8);
         name.extend_from_slice(stream.as_bytes());
-        name.push(0);
-        name.extend_from_slice(&(handler.len() as u64).to_be_bytes());
-        name.extend_from_slice(handler);
+        name.extend_from_slice(message.handler.as_bytes());
         Self {
             message: message.metadata,
             name,
