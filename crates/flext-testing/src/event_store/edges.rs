@@ -7,7 +7,7 @@ use std::time::Duration;
 use flext_constants::ErrorCode;
 use flext_protocols::EventStore;
 use flext_store::StoreLimits;
-use flext_types::{ExpectedVersion, NewEvent};
+use flext_types::{AppendResult, ExpectedVersion, NewEvent};
 use futures_util::StreamExt;
 
 use super::limits::{assert_over_limit, sized_event};
@@ -26,25 +26,12 @@ pub async fn empty_batch_is_a_no_op(store: Arc<dyn EventStore>) {
     let head_before = store.head_position().await.expect("head");
     let mut live = store.subscribe(head_before + 1).await.expect("subscribe");
 
-    for expected in [
+    let expecteds = [
         ExpectedVersion::Any,
         ExpectedVersion::NoStream,
         ExpectedVersion::Exact(0),
-    ] {
-        let result = store
-            .append(&stream, expected, Vec::new())
-            .await
-            .unwrap_or_else(|e| panic!("an empty batch at {expected} is a no-op: {e:?}"));
-        assert_eq!(
-            (result.first_version, result.last_version),
-            (1, 0),
-            "nothing appended to a new stream: {result:?}"
-        );
-        assert_eq!(
-            result.first_position,
-            result.last_position + 1,
-            "no position taken: {result:?}"
-        );
+    ];
+    for result in empty_appends(&*store, &stream, expecteds, 0).await {
         let head = store.head_position().await.expect("head");
         assert!(
             (head_before..=head).contains(&result.last_position),
@@ -62,21 +49,12 @@ pub async fn empty_batch_is_a_no_op(store: Arc<dyn EventStore>) {
         .append(&stream, ExpectedVersion::NoStream, batch(1, 3))
         .await
         .expect("the stream's first events");
-    for expected in [
+    let expecteds = [
         ExpectedVersion::Any,
         ExpectedVersion::StreamExists,
         ExpectedVersion::Exact(3),
-    ] {
-        let result = store
-            .append(&stream, expected, Vec::new())
-            .await
-            .unwrap_or_else(|e| panic!("an empty batch at {expected} is a no-op: {e:?}"));
-        assert_eq!(
-            (result.first_version, result.last_version),
-            (4, 3),
-            "the stream's version: {result:?}"
-        );
-        assert_eq!(result.first_position, result.last_position + 1);
+    ];
+    for result in empty_appends(&*store, &stream, expecteds, 3).await {
         assert!(
             result.last_position >= appended.last_position,
             "the head includes the stream's events: {result:?} after {appended:?}"
@@ -265,4 +243,33 @@ pub async fn default_limits_are_enforced(store: Arc<dyn EventStore>) {
         .expect_err("a batch with one event over a limit");
     assert_eq!(refused.code(), ErrorCode::InvalidArgument, "{refused:?}");
     assert!(all_of(&*store, &mixed_stream).await.is_empty());
+}
+
+/// Appends no events to `stream` at each of `expecteds`, each an ok no-op on a stream at
+/// `version`: nothing appended (the range after `version` is empty) and no position taken.
+async fn empty_appends(
+    store: &dyn EventStore,
+    stream: &str,
+    expecteds: [ExpectedVersion; 3],
+    version: u64,
+) -> Vec<AppendResult> {
+    let mut results = Vec::new();
+    for expected in expecteds {
+        let result = store
+            .append(stream, expected, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("an empty batch at {expected} is a no-op: {e:?}"));
+        assert_eq!(
+            (result.first_version, result.last_version),
+            (version + 1, version),
+            "nothing appended to a stream at {version}: {result:?}"
+        );
+        assert_eq!(
+            result.first_position,
+            result.last_position + 1,
+            "no position taken: {result:?}"
+        );
+        results.push(result);
+    }
+    results
 }
