@@ -242,3 +242,20 @@ proptest! {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_of_duration_max_lets_a_slow_call_finish() {
+    let timeout = flext_patterns::Timeout::new(Duration::MAX);
+    let slow = async {
+        tokio::time::sleep(Duration::from_secs(365 * 86_400)).await;
+        Ok::<_, FlextError>(7)
+    };
+    assert_eq!(timeout.run(slow).await, Ok(7));
+    let mut config = flext_types::HandlerConfig::default();
+    config.timeout_ms = u64::MAX;
+    let from_config = flext_patterns::Timeout::from_config(&config);
+    assert_eq!(
+        from_config.run(async { Ok::<_, FlextError>(8) }).await,
+        Ok(8)
+    );
+}
