@@ -259,3 +259,30 @@ async fn a_timeout_of_duration_max_lets_a_slow_call_finish() {
         Ok(8)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_retry_predicate_is_an_operation_error_and_stops_retrying() {
+    let retry = Retry::new(RetryConfig::default().with_max_attempts(5))
+        .unwrap()
+        .retry_if(|error| panic!("cannot judge '{}'", error.message()));
+    let mut tries = 0;
+    let err = retry
+        .run(|_| {
+            tries += 1;
+            async { Err::<(), _>(FlextError::timeout("slow")) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(tries, 1);
+    assert_eq!(err.code(), ErrorCode::OperationError);
+    assert_eq!(
+        err.to_string(),
+        "Handler execution failed: cannot judge 'slow'"
+    );
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(
+        source.as_deref(),
+        Some("slow"),
+        "the call's error is its source"
+    );
+}
