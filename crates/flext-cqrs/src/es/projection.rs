@@ -195,6 +195,8 @@ impl ProjectionRunner {
     }
 
     /// The same runner classifying failures with `classify` instead of [`ErrorClass::of`].
+    /// A classifier that panics stops the run with an `OPERATION_ERROR`, as
+    /// [`ErrorClass::Stop`] does: nothing is recorded for the event.
     ///
     /// ```
     /// use flext_constants::ErrorCode;

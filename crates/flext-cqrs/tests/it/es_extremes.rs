@@ -1,9 +1,10 @@
-//! Extreme settings never panic: projection configurations of `Duration::MAX`,
-//! `usize::MAX` and `u32::MAX`.
+//! Nothing panics across the API: projection configurations of `Duration::MAX`,
+//! `usize::MAX` and `u32::MAX`, and a panicking error classifier.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use flext_constants::ErrorCode;
 use flext_cqrs::{Backoff, InMemoryEventStore, ProjectionConfig, ProjectionRunner};
 use flext_types::FlextError;
 
@@ -44,4 +45,29 @@ async fn a_projection_configured_with_the_largest_values_retries_and_catches_up(
     );
     assert_eq!(projection.tries_of(2).len(), 3);
     assert_eq!(projection.tries_of(3).len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_error_classifier_stops_the_run_with_an_operation_error() {
+    let store = InMemoryEventStore::new();
+    append(&store, "A-1").await;
+    append(&store, "A-2").await;
+    let projection = Arc::new(Scripted::default());
+    projection.plan(2, [FlextError::validation("odd")]);
+    let runner = ProjectionRunner::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        projection.clone(),
+    )
+    .with_error_classifier(|error| panic!("cannot classify '{}'", error.message()));
+    let err = runner.catch_up().await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationError);
+    assert_eq!(
+        err.to_string(),
+        "The error classifier of 'scripted' failed: Handler execution failed: cannot classify 'odd'"
+    );
+    // Nothing is recorded for the event: the checkpoint stays before it, no dead letter.
+    assert_eq!(runner.position().await.unwrap(), 1);
+    assert!(runner.dead_letters().await.unwrap().is_empty());
+    assert_eq!(projection.tries_of(2).len(), 1);
 }
