@@ -286,3 +286,25 @@ async fn a_panicking_retry_predicate_is_an_operation_error_and_stops_retrying() 
         "the call's error is its source"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limiter_names_the_wait_for_the_rest_of_a_partly_refilled_token() {
+    let limiter = RateLimiter::new("api", 1, Duration::from_secs(1), Duration::ZERO).unwrap();
+    limiter.acquire().await.unwrap();
+    tokio::time::advance(Duration::from_millis(400)).await;
+    let err = limiter.acquire().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Rate limiter 'api' allows 1 calls per 1000 ms; the next is in 600 ms"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limiter_waits_for_a_token_exactly_max_wait_away() {
+    let limiter =
+        RateLimiter::new("api", 1, Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+    limiter.acquire().await.unwrap();
+    let started = tokio::time::Instant::now();
+    limiter.acquire().await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+}
