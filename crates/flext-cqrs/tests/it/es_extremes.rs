@@ -71,3 +71,23 @@ async fn a_panicking_error_classifier_stops_the_run_with_an_operation_error() {
     assert!(runner.dead_letters().await.unwrap().is_empty());
     assert_eq!(projection.tries_of(2).len(), 1);
 }
+
+#[tokio::test]
+async fn a_checkpoint_at_the_last_position_there_is_catches_up_nothing_instead_of_overflowing() {
+    use flext_protocols::CheckpointStore;
+
+    let store = InMemoryEventStore::new();
+    append(&store, "A-1").await;
+    store.save_checkpoint("scripted", u64::MAX).await.unwrap();
+    let projection = Arc::new(Scripted::default());
+    let runner = ProjectionRunner::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        projection.clone(),
+    );
+    let progress = runner.catch_up().await.unwrap();
+    assert_eq!((progress.applied, progress.position), (0, u64::MAX));
+    assert!(projection.tries_of(1).is_empty());
+    let live = runner.run_until(std::future::ready(())).await.unwrap();
+    assert_eq!((live.applied, live.position), (0, u64::MAX));
+}
