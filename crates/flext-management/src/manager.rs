@@ -426,9 +426,15 @@ impl HandlerManager {
     }
 
     /// Unregisters every handler idle for at least `max_idle` (since its last use, or since
-    /// its registration if never used) and returns their names.
+    /// its registration if never used) and returns their names. An idle time reaching back
+    /// before the earliest date there is (`Duration::MAX`, say) cleans nothing up.
     pub fn cleanup_inactive(&self, max_idle: Duration) -> Vec<String> {
-        let cutoff = OffsetDateTime::now_utc() - max_idle;
+        let Some(cutoff) = time::Duration::try_from(max_idle)
+            .ok()
+            .and_then(|idle| OffsetDateTime::now_utc().checked_sub(idle))
+        else {
+            return Vec::new();
+        };
         let mut cleaned = Vec::new();
         for (name, entry) in self.registry.entries() {
             let last_used = self.usage.get(&name).and_then(|u| {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use flext_constants::{HandlerKind, HandlerState};
-use flext_impl::{BasicHandler, HandlerCore, JsonHandler, ManagedHandler};
+use flext_impl::{BasicHandler, HandlerCore, JsonHandler, ManagedHandler, catch_panic};
 use flext_protocols::{Handler, MetricsSource};
 use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
 use rustc_hash::FxHasher;
@@ -29,7 +29,8 @@ pub trait RegisteredHandler: Send + Sync {
     fn core(&self) -> &HandlerCore;
 
     /// Decodes `request`, handles it and encodes the response; a request that does not
-    /// decode is a `SERIALIZATION_ERROR` naming the handler.
+    /// decode is a `SERIALIZATION_ERROR` naming the handler, a handler that panics an
+    /// `OPERATION_ERROR`.
     async fn execute(&self, request: Value) -> FlextResult<Value>;
 
     /// The concrete handler, for [`HandlerRegistry::typed`].
@@ -68,7 +69,8 @@ where
     }
 
     async fn execute(&self, request: Value) -> FlextResult<Value> {
-        self.json.handle(request).await
+        // A user's own `ManagedHandler` may have no guard of its own (a `BasicHandler` has).
+        catch_panic(self.json.handle(request)).await
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flext_constants::handler::MAX_CHAIN_HANDLERS;
-use flext_impl::{MetricsRecorder, Timer, catch_panic, handler_fn};
+use flext_impl::{MetricsRecorder, Timer, catch_panic, catch_panic_sync, handler_fn};
 use flext_protocols::{BoxHandler, Handler, MetricsSource};
 use flext_types::{FlextError, FlextResult, LatencySummary, MetricSet, MetricValue};
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,9 @@ pub enum ChainMode {
 /// error that keeps the handler's code, names the handler in its message ("Handler
 /// 'authorizer' failed: …") and its data (`chain`, `handler`, `position`), and carries the
 /// handler's own error as its source. A panicking handler fails the same way, with an
-/// `OPERATION_ERROR`. A chain is itself a [`Handler`], so chains nest and go on buses.
+/// `OPERATION_ERROR`. In [first-match](ChainMode::FirstMatch) mode a handler whose
+/// `can_handle` panics fails the chain the same way (counted as that handler's failure), and
+/// no later handler is tried. A chain is itself a [`Handler`], so chains nest and go on buses.
 ///
 /// Handlers are added and removed through `&mut self`: build the chain, then share it.
 ///
@@ -235,8 +237,14 @@ impl<T: Send + 'static> HandlerChain<T> {
 
     async fn run_first_match(&self, request: T) -> FlextResult<T> {
         for (position, link) in self.links.iter().enumerate() {
-            if link.handler.can_handle(&request) {
-                return self.run_link(position, link, request).await;
+            match catch_panic_sync(|| Ok(link.handler.can_handle(&request))) {
+                Ok(false) => {}
+                Ok(true) => return self.run_link(position, link, request).await,
+                Err(panic) => {
+                    // The user's predicate panicked: the handler's failure, and the chain's.
+                    link.recorder.record_outcome(false);
+                    return Err(self.link_error(position, link, panic));
+                }
             }
         }
         Err(
@@ -249,15 +257,19 @@ impl<T: Send + 'static> HandlerChain<T> {
         let timer = Timer::start();
         let result = catch_panic(link.handler.handle(request)).await;
         link.recorder.record(timer.elapsed(), result.is_ok());
-        result.map_err(|error| {
-            let name = link.handler.handler_name();
-            FlextError::new(
-                error.code(),
-                format!("Handler '{name}' failed: {}", error.message()),
-            )
-            .with_data(json!({"chain": self.name, "handler": name, "position": position + 1}))
-            .with_source(error)
-        })
+        result.map_err(|error| self.link_error(position, link, error))
+    }
+
+    /// The chain's error for the handler at `position` failing with `error`: its code,
+    /// "Handler 'name' failed: …", the chain, handler and position as data.
+    fn link_error(&self, position: usize, link: &Link<T>, error: FlextError) -> FlextError {
+        let name = link.handler.handler_name();
+        FlextError::new(
+            error.code(),
+            format!("Handler '{name}' failed: {}", error.message()),
+        )
+        .with_data(json!({"chain": self.name, "handler": name, "position": position + 1}))
+        .with_source(error)
     }
 
     /// The guide's spelling of [`metrics`](Self::metrics)
@@ -305,14 +317,19 @@ impl<T: Send + 'static> Handler for HandlerChain<T> {
     }
 
     /// Sequential chains accept what their first handler accepts; first-match chains what
-    /// any of their handlers accepts.
+    /// any of their handlers accepts. A handler whose `can_handle` panics is read as
+    /// accepting, so that [`handle`](HandlerChain::handle) runs and reports the panic as an
+    /// `OPERATION_ERROR`; this never panics.
     fn can_handle(&self, request: &T) -> bool {
+        let accepts = |link: &Link<T>| {
+            !matches!(
+                catch_panic_sync(|| Ok(link.handler.can_handle(request))),
+                Ok(false)
+            )
+        };
         match self.mode {
-            ChainMode::Sequential => self
-                .links
-                .first()
-                .is_none_or(|l| l.handler.can_handle(request)),
-            ChainMode::FirstMatch => self.links.iter().any(|l| l.handler.can_handle(request)),
+            ChainMode::Sequential => self.links.first().is_none_or(accepts),
+            ChainMode::FirstMatch => self.links.iter().any(accepts),
         }
     }
 

@@ -195,6 +195,8 @@ impl ProjectionRunner {
     }
 
     /// The same runner classifying failures with `classify` instead of [`ErrorClass::of`].
+    /// A classifier that panics stops the run with an `OPERATION_ERROR`, as
+    /// [`ErrorClass::Stop`] does: nothing is recorded for the event.
     ///
     /// ```
     /// use flext_constants::ErrorCode;
@@ -305,7 +307,7 @@ impl ProjectionRunner {
         loop {
             let batch = self
                 .events
-                .read_all(progress.position + 1, batch_size)
+                .read_all(progress.position.saturating_add(1), batch_size)
                 .await?;
             for event in &batch {
                 if !self.process(event, &mut progress).await? {
@@ -347,7 +349,10 @@ impl ProjectionRunner {
         if stop.is_stopped() {
             return Ok(progress);
         }
-        let mut live = self.events.subscribe(progress.position + 1).await?;
+        let mut live = self
+            .events
+            .subscribe(progress.position.saturating_add(1))
+            .await?;
         loop {
             let next = tokio::select! {
                 biased;

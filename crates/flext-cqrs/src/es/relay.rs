@@ -154,7 +154,9 @@ where
         self
     }
 
-    /// Classifies subscribers' failures with `classify` instead of [`ErrorClass::of`].
+    /// Classifies subscribers' failures with `classify` instead of [`ErrorClass::of`]. A
+    /// classifier that panics stops the run with an `OPERATION_ERROR`, as
+    /// [`ErrorClass::Stop`] does.
     #[must_use]
     pub fn with_error_classifier(
         mut self,

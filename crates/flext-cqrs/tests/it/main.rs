@@ -4,6 +4,7 @@ mod account;
 mod commands;
 mod concurrency;
 mod es_dead_letters;
+mod es_extremes;
 mod es_projection;
 mod es_relay;
 mod es_repository;

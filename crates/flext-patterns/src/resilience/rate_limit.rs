@@ -96,7 +96,10 @@ impl RateLimiter {
                 bucket.tokens -= 1.0;
                 Duration::ZERO
             } else {
-                let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
+                // Saturating: a token more than `Duration::MAX` away (a period near it) is
+                // `Duration::MAX` away, not a panic.
+                let wait = Duration::try_from_secs_f64((1.0 - bucket.tokens) / rate)
+                    .unwrap_or(Duration::MAX);
                 if wait > inner.max_wait {
                     return Err(FlextError::new(
                         ErrorCode::RateLimited,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flext_constants::{ErrorCode, handler};
-use flext_impl::Backoff;
+use flext_impl::{Backoff, catch_panic_sync};
 use flext_protocols::{Middleware, Next};
 use flext_types::{FlextError, FlextResult};
 use serde::{Deserialize, Serialize};
@@ -135,7 +135,9 @@ pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
 /// Runs a call again when it fails with an error worth retrying, waiting longer each time
 /// (exponential backoff with jitter), up to a number of attempts.
 ///
-/// An error not worth retrying is returned at once, unchanged. When the attempts run out,
+/// An error not worth retrying is returned at once, unchanged; a predicate
+/// ([`retry_if`](Retry::retry_if)) that panics is an `OPERATION_ERROR` with the call's
+/// error as its source, and no retry. When the attempts run out,
 /// the last error is returned with its code and "Gave up after N attempts: …". Waits use
 /// tokio's clock. As a [`Middleware`] it runs the rest of the stack again (the request must
 /// be `Clone`).
@@ -210,23 +212,28 @@ impl Retry {
     {
         let mut n = 1;
         loop {
-            match attempt(n).await {
+            let error = match attempt(n).await {
                 Ok(value) => return Ok(value),
-                Err(error) if !(self.retry_if)(&error) => return Err(error),
-                Err(error) if n >= self.config.max_attempts => {
-                    return Err(FlextError::new(
-                        error.code(),
-                        format!("Gave up after {n} attempts: {}", error.message()),
-                    )
-                    .with_source(error));
-                }
-                Err(error) => {
-                    let wait = self.backoff(n);
-                    tracing::debug!(attempt = n, ?wait, %error, "retrying");
-                    tokio::time::sleep(wait).await;
-                    n += 1;
-                }
+                Err(error) => error,
+            };
+            // The predicate is user code: a panic in it is an `OPERATION_ERROR` (with the
+            // call's error as its source), and no retry.
+            match catch_panic_sync(|| Ok((self.retry_if)(&error))) {
+                Err(panic) => return Err(panic.with_source(error)),
+                Ok(false) => return Err(error),
+                Ok(true) => {}
             }
+            if n >= self.config.max_attempts {
+                return Err(FlextError::new(
+                    error.code(),
+                    format!("Gave up after {n} attempts: {}", error.message()),
+                )
+                .with_source(error));
+            }
+            let wait = self.backoff(n);
+            tracing::debug!(attempt = n, ?wait, %error, "retrying");
+            tokio::time::sleep(wait).await;
+            n += 1;
         }
     }
 }

@@ -3,6 +3,7 @@
 mod breaker;
 mod chains;
 mod middleware;
+mod no_panic;
 mod pipelines;
 mod resilience;
 mod saga;

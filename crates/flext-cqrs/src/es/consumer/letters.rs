@@ -98,11 +98,12 @@ impl Consumer {
                         busy.release(&mut index);
                     }
                 }
-                Err(error) if self.class_of(&error) == ErrorClass::Stop => {
-                    tracing::error!(consumer = %self.name, position = current, %error, "retry stopped: the error is not the event's");
-                    return Err(stopping(error));
-                }
                 Err(error) => {
+                    let (class, error) = self.classified(error);
+                    if class == ErrorClass::Stop {
+                        tracing::error!(consumer = %self.name, position = current, %error, "retry stopped: the error is not the event's");
+                        return Err(stopping(error));
+                    }
                     tracing::warn!(consumer = %self.name, position = current, %error, "dead letter failed again");
                     self.record(DeadLetter {
                         attempts: letter.attempts.saturating_add(1),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use flext_constants::ErrorCode;
-use flext_impl::catch_panic;
+use flext_impl::{catch_panic, catch_panic_sync};
 use flext_protocols::{CheckpointStore, EventStore};
 use flext_types::{DeadLetter, FlextError, FlextResult, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -276,7 +276,7 @@ impl Consumer {
                 return Ok(Outcome::Stopped);
             }
             let failed_at = *first_failure.get_or_insert_with(Instant::now);
-            let class = self.class_of(&error);
+            let (class, error) = self.classified(error);
             let wait = match class {
                 ErrorClass::Stop => {
                     tracing::error!(consumer = %self.name, position = event.position, %error, "stopping: the error is not the event's");
@@ -317,13 +317,24 @@ impl Consumer {
         }
     }
 
-    /// The class of `error`: [`ErrorClass::Stop`] for an error marked to stop, whatever
-    /// the classifier says; the classifier's answer otherwise.
-    fn class_of(&self, error: &FlextError) -> ErrorClass {
-        if stops_runner(error) {
-            ErrorClass::Stop
-        } else {
-            (self.classify)(error)
+    /// The class of `error`, with the error to go on with: [`ErrorClass::Stop`] for an
+    /// error marked to stop, whatever the classifier says; the classifier's answer
+    /// otherwise. A classifier that panics cannot say: that is a `Stop` with its
+    /// `OPERATION_ERROR` (the event's error as its source), so nothing is recorded.
+    fn classified(&self, error: FlextError) -> (ErrorClass, FlextError) {
+        if stops_runner(&error) {
+            return (ErrorClass::Stop, error);
+        }
+        match catch_panic_sync(|| Ok((self.classify)(&error))) {
+            Ok(class) => (class, error),
+            Err(panic) => {
+                let failed = FlextError::operation(format!(
+                    "The error classifier of '{}' failed: {}",
+                    self.name,
+                    panic.message()
+                ));
+                (ErrorClass::Stop, failed.with_source(error))
+            }
         }
     }
 
