@@ -1,5 +1,6 @@
 //! Integration tests of the concrete handlers, one module per topic.
 
+mod async_checks;
 mod basic;
 mod checks;
 mod concurrency;
