@@ -22,8 +22,9 @@ use crate::registry::{HandlerRegistry, Lifecycle, RegisteredHandler};
 /// [`HandlerManager::register_ecosystem`].
 ///
 /// The kinds follow the guide: `basic` (passes JSON requests through, with metrics),
-/// `validating` (needs a validator), `authorizing` (needs a check), `custom` (needs a
-/// handler). `config` is a partial handler configuration in JSON
+/// `validating` (needs a validator), `authorizing` (needs a check), and the kinds of a
+/// handler of the user's (it needs the handler): `custom`, `command`, `query`, `chain`,
+/// `pipeline`. `config` is a partial handler configuration in JSON
 /// (`{"environment": "production", "timeout": 5000}`).
 pub struct HandlerSpec {
     name: String,
@@ -62,16 +63,48 @@ impl HandlerSpec {
         Self::new(name, HandlerKind::Authorizing).with_authorizer(check)
     }
 
-    /// A custom handler of serde types (it is wrapped in a `BasicHandler` of kind `custom`).
+    /// A handler of serde types of the user's, wrapped in a `BasicHandler` of the handler's
+    /// own [`handler_kind`](Handler::handler_kind): a `HandlerChain` is a `chain`, a
+    /// `Pipeline` a `pipeline`, a handler that names no kind `custom`.
     pub fn custom<H>(name: impl Into<String>, handler: H) -> Self
     where
         H: Handler + 'static,
         H::Request: DeserializeOwned,
         H::Response: Serialize,
     {
+        let kind = handler.handler_kind();
+        Self::of_kind(name, kind, handler)
+    }
+
+    /// A command handler of serde types (a `BasicHandler` of kind `command`).
+    pub fn command<H>(name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler + 'static,
+        H::Request: DeserializeOwned,
+        H::Response: Serialize,
+    {
+        Self::of_kind(name, HandlerKind::Command, handler)
+    }
+
+    /// A query handler of serde types (a `BasicHandler` of kind `query`).
+    pub fn query<H>(name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler + 'static,
+        H::Request: DeserializeOwned,
+        H::Response: Serialize,
+    {
+        Self::of_kind(name, HandlerKind::Query, handler)
+    }
+
+    fn of_kind<H>(name: impl Into<String>, kind: HandlerKind, handler: H) -> Self
+    where
+        H: Handler + 'static,
+        H::Request: DeserializeOwned,
+        H::Response: Serialize,
+    {
         let name = name.into();
-        let wrapped = BasicHandler::with_kind(name.clone(), HandlerKind::Custom, handler);
-        Self::new(name, HandlerKind::Custom).with_erased(HandlerRegistry::erase(Arc::new(wrapped)))
+        let wrapped = BasicHandler::with_kind(name.clone(), kind, handler);
+        Self::new(name, kind).with_erased(HandlerRegistry::erase(Arc::new(wrapped)))
     }
 
     /// Attaches a validator (used by `validating`).
@@ -125,12 +158,16 @@ impl HandlerSpec {
                     check,
                 )))
             }
-            HandlerKind::Custom => self.handler.ok_or_else(|| {
+            HandlerKind::Custom
+            | HandlerKind::Command
+            | HandlerKind::Query
+            | HandlerKind::Chain
+            | HandlerKind::Pipeline => self.handler.ok_or_else(|| {
                 FlextError::invalid_argument(format!("Handler required for {name}"))
             })?,
             other => {
                 return Err(FlextError::invalid_argument(format!(
-                    "Unknown handler type: {} for {name}. Valid types: basic, validating, authorizing, custom",
+                    "Unknown handler type: {} for {name}. Valid types: basic, validating, authorizing, custom, command, query, chain, pipeline",
                     other.as_str()
                 )));
             }

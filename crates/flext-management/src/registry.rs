@@ -213,18 +213,18 @@ impl HandlerRegistry {
         self.insert(name, kind, Self::erase(Arc::new(handler)))
     }
 
-    /// Registers any serde handler under `name`, inside a `BasicHandler` of kind `Custom`
-    /// for metrics, state and configuration.
+    /// Registers any serde handler under `name`, inside a `BasicHandler` for metrics, state
+    /// and configuration, listed under the handler's own
+    /// [`handler_kind`](Handler::handler_kind): `chain`, `pipeline`, `command`, … or
+    /// `custom` when it names none.
     pub fn register_handler<H>(&self, name: &str, handler: H) -> FlextResult<()>
     where
         H: Handler + 'static,
         H::Request: DeserializeOwned,
         H::Response: Serialize,
     {
-        self.register(
-            name,
-            BasicHandler::with_kind(name, HandlerKind::Custom, handler),
-        )
+        let kind = handler.handler_kind();
+        self.register(name, BasicHandler::with_kind(name, kind, handler))
     }
 
     pub(crate) fn erase<H>(handler: Arc<H>) -> Arc<dyn RegisteredHandler>

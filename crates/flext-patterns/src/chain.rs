@@ -304,6 +304,10 @@ impl<T: Send + 'static> Handler for HandlerChain<T> {
         &self.name
     }
 
+    fn handler_kind(&self) -> flext_constants::HandlerKind {
+        flext_constants::HandlerKind::Chain
+    }
+
     /// Sequential chains accept what their first handler accepts; first-match chains what
     /// any of their handlers accepts.
     fn can_handle(&self, request: &T) -> bool {

@@ -1,6 +1,7 @@
 //! Integration tests of the registry, the manager, the lifecycle and the exposition.
 
 mod exposition;
+mod kinds;
 mod lifecycle;
 mod manager;
 mod registry;
