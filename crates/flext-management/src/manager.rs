@@ -9,6 +9,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use flext_constants::{HandlerKind, HandlerState};
 use flext_impl::{AuthorizingHandler, BasicHandler, Identity, Timer, ValidatingHandler};
+use flext_patterns::Retry;
 use flext_protocols::{Authorizer, Handler, Validator};
 use flext_types::{FlextError, FlextResult, MetricSet};
 use serde::de::DeserializeOwned;
@@ -364,9 +365,15 @@ impl HandlerManager {
     }
 
     /// Executes the handler registered under `name` with a JSON request, recording its use.
+    ///
+    /// A failure worth retrying (`TIMEOUT`, `STORAGE_ERROR`, `RATE_LIMITED`,
+    /// `CONCURRENCY_CONFLICT`) is tried again as the handler's configured `max_retries`
+    /// says ([`Retry::from_config`]: 1 + `max_retries` attempts, with backoff); a rejection
+    /// or any other error is returned at once. The handler's own metrics count each
+    /// attempt; the manager's usage counts one request.
     pub async fn execute(&self, name: &str, request: Value) -> FlextResult<Value> {
         let timer = Timer::start();
-        let result = self.registry.execute(name, request).await;
+        let result = self.execute_with_retries(name, request).await;
         let elapsed = timer.elapsed();
         if !self.registry.contains(name) {
             return result; // Unknown (or removed meanwhile): nothing to track.
@@ -388,6 +395,17 @@ impl HandlerManager {
             }
         }
         result
+    }
+
+    async fn execute_with_retries(&self, name: &str, request: Value) -> FlextResult<Value> {
+        let retry = match self.registry.config_of(name) {
+            Some(config) if config.max_retries > 0 => Retry::from_config(&config),
+            // No retries (or no such handler): the request moves in without a copy.
+            _ => return self.registry.execute(name, request).await,
+        };
+        retry
+            .run(|_attempt| self.registry.execute(name, request.clone()))
+            .await
     }
 
     /// The guide's spelling of [`health_report`](Self::health_report)

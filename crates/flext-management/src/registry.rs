@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use flext_constants::{HandlerKind, HandlerState};
 use flext_impl::{BasicHandler, HandlerCore, JsonHandler, ManagedHandler};
 use flext_protocols::{Handler, MetricsSource};
-use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
+use flext_types::{FlextError, FlextResult, HandlerConfig, MetricSet, MetricValue};
 use rustc_hash::FxHasher;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -316,6 +316,13 @@ impl HandlerRegistry {
     /// Whether a handler is registered under `name` (not counted as a lookup).
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// The configuration of the handler registered under `name` (not counted as a lookup).
+    pub(crate) fn config_of(&self, name: &str) -> Option<HandlerConfig> {
+        self.entries
+            .get(name)
+            .map(|entry| entry.handler.core().config())
     }
 
     /// Every handler, by name.

@@ -5,3 +5,4 @@ mod kinds;
 mod lifecycle;
 mod manager;
 mod registry;
+mod retries;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use flext_constants::{ErrorCode, handler};
 use flext_impl::Backoff;
 use flext_protocols::{Middleware, Next};
-use flext_types::{FlextError, FlextResult};
+use flext_types::{FlextError, FlextResult, HandlerConfig};
 use serde::{Deserialize, Serialize};
 
 /// The settings of a [`Retry`].
@@ -162,7 +162,8 @@ pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
 #[derive(Clone)]
 pub struct Retry {
     config: RetryConfig,
-    retry_if: Predicate,
+    /// `None`: [`RETRYABLE_BY_DEFAULT`] (no allocation for the usual policy).
+    retry_if: Option<Predicate>,
 }
 
 impl Retry {
@@ -172,8 +173,31 @@ impl Retry {
         config.validate()?;
         Ok(Self {
             config,
-            retry_if: Arc::new(|error| RETRYABLE_BY_DEFAULT.contains(&error.code())),
+            retry_if: None,
         })
+    }
+
+    /// The retry policy of a handler's configuration: `1 + max_retries` attempts in all
+    /// (`max_retries` 0 is a single attempt), the default waits of [`RetryConfig`]
+    /// (100 ms, doubling, at most 10 s, ±20 % jitter) and [`RETRYABLE_BY_DEFAULT`] errors
+    /// only, so a validation or authorization failure is never tried again. Each attempt
+    /// gets the handler's whole `timeout_ms` deadline of its own.
+    ///
+    /// ```
+    /// use flext_constants::Environment;
+    /// use flext_patterns::Retry;
+    /// use flext_types::HandlerConfig;
+    ///
+    /// let production = Retry::from_config(&HandlerConfig::for_environment(Environment::Production));
+    /// assert_eq!(production.config().max_attempts, 2); // 1 retry
+    /// let test = Retry::from_config(&HandlerConfig::for_environment(Environment::Test));
+    /// assert_eq!(test.config().max_attempts, 1); // no retry
+    /// ```
+    pub fn from_config(config: &HandlerConfig) -> Self {
+        Self {
+            config: RetryConfig::default().with_max_attempts(config.max_retries.saturating_add(1)),
+            retry_if: None,
+        }
     }
 
     /// Retries exactly the errors `predicate` accepts.
@@ -182,8 +206,16 @@ impl Retry {
         mut self,
         predicate: impl Fn(&FlextError) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.retry_if = Arc::new(predicate);
+        self.retry_if = Some(Arc::new(predicate));
         self
+    }
+
+    /// Whether `error` is worth another attempt under this policy.
+    pub fn is_retryable(&self, error: &FlextError) -> bool {
+        match &self.retry_if {
+            Some(predicate) => predicate(error),
+            None => RETRYABLE_BY_DEFAULT.contains(&error.code()),
+        }
     }
 
     /// The settings.
@@ -212,7 +244,7 @@ impl Retry {
         loop {
             match attempt(n).await {
                 Ok(value) => return Ok(value),
-                Err(error) if !(self.retry_if)(&error) => return Err(error),
+                Err(error) if !self.is_retryable(&error) => return Err(error),
                 Err(error) if n >= self.config.max_attempts => {
                     return Err(FlextError::new(
                         error.code(),

@@ -5,4 +5,5 @@ mod chains;
 mod middleware;
 mod pipelines;
 mod resilience;
+mod retry_config;
 mod saga;
