@@ -309,4 +309,33 @@ mod tests {
             "Role user may not delete"
         );
     }
+
+    #[tokio::test]
+    async fn async_checks_are_authorizers_through_the_adapters() {
+        async fn is_admin(role: &str) -> bool {
+            role == "admin"
+        }
+        let by_fn = authorizer_fn(is_admin);
+        assert!(by_fn.authorize("admin").await.is_ok());
+        let err = by_fn.authorize("guest").await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AuthorizationDenied);
+        assert_eq!(err.to_string(), "Authorization denied");
+        assert_eq!(format!("{by_fn:?}"), "AuthorizerFn { .. }");
+
+        let with_state = authorizer_with(vec!["alice"], async |admins: &Vec<&str>, user: &str| {
+            admins.contains(&user)
+        });
+        assert!(with_state.authorize("alice").await.is_ok());
+        let err = with_state.authorize("bob").await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AuthorizationDenied);
+        assert_eq!(err.to_string(), "Authorization denied");
+        assert_eq!(
+            format!("{with_state:?}"),
+            r#"AuthorizerWith { state: ["alice"], .. }"#
+        );
+
+        let shared: std::sync::Arc<dyn Authorizer<str>> = std::sync::Arc::new(with_state);
+        assert!(shared.authorize("alice").await.is_ok());
+        assert!(shared.authorize("bob").await.is_err());
+    }
 }

@@ -4,4 +4,5 @@ mod async_checks;
 mod basic;
 mod checks;
 mod concurrency;
+mod kinds;
 mod measuring;

@@ -2,6 +2,7 @@
 
 mod breaker;
 mod chains;
+mod kinds;
 mod middleware;
 mod pipelines;
 mod resilience;
