@@ -137,8 +137,9 @@ pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
 ///
 /// An error not worth retrying is returned at once, unchanged. When the attempts run out,
 /// the last error is returned with its code and "Gave up after N attempts: …". Waits use
-/// tokio's clock. As a [`Middleware`] it runs the rest of the stack again (the request must
-/// be `Clone`).
+/// tokio's clock; where there is none (outside a tokio runtime, or in one without timers)
+/// the retry gives up after the failed attempt instead of waiting. As a [`Middleware`] it
+/// runs the rest of the stack again (the request must be `Clone`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -254,13 +255,32 @@ impl Retry {
                 }
                 Err(error) => {
                     let wait = self.backoff(n);
+                    let Some(sleep) = timer(wait) else {
+                        return Err(FlextError::new(
+                            error.code(),
+                            format!(
+                                "Gave up after {n} attempts: {} (no tokio timer to wait for the next attempt)",
+                                error.message()
+                            ),
+                        )
+                        .with_source(error));
+                    };
                     tracing::debug!(attempt = n, ?wait, %error, "retrying");
-                    tokio::time::sleep(wait).await;
+                    sleep.await;
                     n += 1;
                 }
             }
         }
     }
+}
+
+/// A sleep of `wait` on tokio's clock, or `None` where tokio has no clock to give — outside
+/// a runtime, or in one built without timers — and would panic creating it.
+fn timer(wait: Duration) -> Option<tokio::time::Sleep> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return None;
+    }
+    std::panic::catch_unwind(|| tokio::time::sleep(wait)).ok()
 }
 
 #[async_trait]

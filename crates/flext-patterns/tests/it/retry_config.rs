@@ -80,3 +80,25 @@ async fn a_production_policy_tries_twice() {
     assert_eq!(tries.load(SeqCst), 2);
     assert_eq!(err.to_string(), "Gave up after 2 attempts: slow");
 }
+
+#[test]
+fn without_a_timer_to_wait_on_the_retry_gives_up_instead_of_panicking() {
+    // A runtime built without timers: tokio panics when asked for a sleep there.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let retry = Retry::from_config(&HandlerConfig::default());
+    let tries = AtomicU32::new(0);
+    let err = runtime
+        .block_on(retry.run(|_| async {
+            tries.fetch_add(1, SeqCst);
+            Err::<(), _>(FlextError::timeout("slow"))
+        }))
+        .unwrap_err();
+    assert_eq!(tries.load(SeqCst), 1);
+    assert_eq!(err.code(), ErrorCode::Timeout);
+    assert_eq!(
+        err.to_string(),
+        "Gave up after 1 attempts: slow (no tokio timer to wait for the next attempt)"
+    );
+}
