@@ -82,7 +82,15 @@ wire_enum! {
         Metrics => "metrics",
         /// A handler of domain events.
         Event => "event",
-        /// A handler written by the user.
+        /// A command handler: one per command type, it changes state.
+        Command => "command",
+        /// A query handler: it reads and changes nothing.
+        Query => "query",
+        /// A `HandlerChain`: handlers in sequence, or the first that accepts.
+        Chain => "chain",
+        /// A typed `Pipeline` of stages.
+        Pipeline => "pipeline",
+        /// A handler written by the user that names no other kind.
         Custom => "custom",
     }
 }
@@ -152,6 +160,22 @@ mod tests {
         );
         let validation: Vec<_> = ValidationLevel::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(validation, ["strict", "normal", "loose", "disabled"]);
+        let kinds: Vec<_> = HandlerKind::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "basic",
+                "validating",
+                "authorizing",
+                "metrics",
+                "event",
+                "command",
+                "query",
+                "chain",
+                "pipeline",
+                "custom"
+            ]
+        );
     }
 
     #[test]

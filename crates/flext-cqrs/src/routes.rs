@@ -246,6 +246,10 @@ where
         self.inner.handler_name()
     }
 
+    fn handler_kind(&self) -> flext_constants::HandlerKind {
+        self.inner.handler_kind()
+    }
+
     async fn handle(&self, dispatch: Dispatch) -> FlextResult<DispatchOutput> {
         let (metadata, message) = dispatch.into_parts();
         let message = message.downcast::<M>().map_err(|_| {

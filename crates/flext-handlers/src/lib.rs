@@ -106,9 +106,10 @@ pub mod Types {
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Protocols {
     pub use flext_protocols::{
-        Aggregate, Authorizer, BoxHandler, CheckpointStore, Command, Event, EventStore,
-        EventStream, HandleFuture, Handler, MetricsSource, Middleware, Next, Projection, Query,
-        SharedMiddleware, SnapshotStore, Validator, Verdict,
+        Aggregate, AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith,
+        BoxHandler, CheckpointStore, Command, Event, EventStore, EventStream, HandleFuture,
+        Handler, MetricsSource, Middleware, Next, Projection, Query, SharedMiddleware,
+        SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
     };
 }
 
@@ -197,7 +198,7 @@ pub mod prelude {
     };
     pub use flext_protocols::{
         Aggregate, BoxHandler, Command, Event, EventStore, Handler, MetricsSource, Middleware,
-        Projection, Query, async_trait,
+        Projection, Query, async_trait, authorizer_fn,
     };
     pub use flext_types::{
         ExpectedVersion, FlextError, FlextResult, HandlerConfig, MessageMetadata, ResultExt,

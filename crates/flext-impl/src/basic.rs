@@ -80,10 +80,12 @@ where
 }
 
 impl<H: Handler> BasicHandler<H> {
-    /// Wraps a user handler, taking its name; the kind is `Custom`.
+    /// Wraps a user handler, taking its name and its [`kind`](Handler::handler_kind)
+    /// (`Custom` unless it says otherwise).
     pub fn wrap(inner: H) -> Self {
         let name = inner.handler_name().to_owned();
-        Self::with_kind(name, HandlerKind::Custom, inner)
+        let kind = inner.handler_kind();
+        Self::with_kind(name, kind, inner)
     }
 }
 
@@ -127,6 +129,10 @@ impl<H: Handler> Handler for BasicHandler<H> {
 
     fn can_handle(&self, request: &Self::Request) -> bool {
         self.inner.can_handle(request)
+    }
+
+    fn handler_kind(&self) -> HandlerKind {
+        self.core.kind()
     }
 
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {

@@ -38,6 +38,10 @@ macro_rules! delegate_to_base {
                 self.base.can_handle(request)
             }
 
+            fn handler_kind(&self) -> flext_constants::HandlerKind {
+                self.base.handler_kind()
+            }
+
             async fn handle(
                 &$self,
                 $request: Self::Request,

@@ -65,6 +65,10 @@ where
         self.inner.handler_name()
     }
 
+    fn handler_kind(&self) -> flext_constants::HandlerKind {
+        self.inner.handler_kind()
+    }
+
     async fn handle(&self, request: Value) -> FlextResult<Value> {
         let request: H::Request = serde_json::from_value(request).map_err(|e| {
             FlextError::serialization(format!(

@@ -1,4 +1,5 @@
-//! Registry lookup by name and execution by name (JSON in, JSON out).
+//! Registry lookup by name and execution by name (JSON in, JSON out), and the manager's
+//! execution by name with and without configured retries (none needed: each call succeeds).
 //!
 //! Run with `cargo bench -p flext-management --bench registry`. The registry holds 1000
 //! handlers; every lookup finds its handler.
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flext_impl::{BasicHandler, Identity};
-use flext_management::HandlerRegistry;
+use flext_management::{HandlerManager, HandlerRegistry, HandlerSpec};
 use serde_json::{Value, json};
 
 fn registry(c: &mut Criterion) {
@@ -49,6 +50,28 @@ fn registry(c: &mut Criterion) {
             })
         })
     });
+    for (label, retries) in [
+        ("manager_execute_by_name_max_retries_0", 0),
+        ("manager_execute_by_name_max_retries_3", 3),
+    ] {
+        let manager = HandlerManager::new();
+        manager
+            .register_ecosystem(vec![
+                HandlerSpec::basic("echo").with_config(json!({"max_retries": retries})),
+            ])
+            .expect("a valid ecosystem");
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for n in 0..iters {
+                        black_box(manager.execute("echo", json!({"n": n})).await.ok());
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
     group.finish();
 }
 

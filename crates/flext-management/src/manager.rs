@@ -9,6 +9,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use flext_constants::{HandlerKind, HandlerState};
 use flext_impl::{AuthorizingHandler, BasicHandler, Identity, Timer, ValidatingHandler};
+use flext_patterns::Retry;
 use flext_protocols::{Authorizer, Handler, Validator};
 use flext_types::{FlextError, FlextResult, MetricSet};
 use serde::de::DeserializeOwned;
@@ -22,8 +23,9 @@ use crate::registry::{HandlerRegistry, Lifecycle, RegisteredHandler};
 /// [`HandlerManager::register_ecosystem`].
 ///
 /// The kinds follow the guide: `basic` (passes JSON requests through, with metrics),
-/// `validating` (needs a validator), `authorizing` (needs a check), `custom` (needs a
-/// handler). `config` is a partial handler configuration in JSON
+/// `validating` (needs a validator), `authorizing` (needs a check), and the kinds of a
+/// handler of the user's (it needs the handler): `custom`, `command`, `query`, `chain`,
+/// `pipeline`. `config` is a partial handler configuration in JSON
 /// (`{"environment": "production", "timeout": 5000}`).
 pub struct HandlerSpec {
     name: String,
@@ -62,16 +64,48 @@ impl HandlerSpec {
         Self::new(name, HandlerKind::Authorizing).with_authorizer(check)
     }
 
-    /// A custom handler of serde types (it is wrapped in a `BasicHandler` of kind `custom`).
+    /// A handler of serde types of the user's, wrapped in a `BasicHandler` of the handler's
+    /// own [`handler_kind`](Handler::handler_kind): a `HandlerChain` is a `chain`, a
+    /// `Pipeline` a `pipeline`, a handler that names no kind `custom`.
     pub fn custom<H>(name: impl Into<String>, handler: H) -> Self
     where
         H: Handler + 'static,
         H::Request: DeserializeOwned,
         H::Response: Serialize,
     {
+        let kind = handler.handler_kind();
+        Self::of_kind(name, kind, handler)
+    }
+
+    /// A command handler of serde types (a `BasicHandler` of kind `command`).
+    pub fn command<H>(name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler + 'static,
+        H::Request: DeserializeOwned,
+        H::Response: Serialize,
+    {
+        Self::of_kind(name, HandlerKind::Command, handler)
+    }
+
+    /// A query handler of serde types (a `BasicHandler` of kind `query`).
+    pub fn query<H>(name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler + 'static,
+        H::Request: DeserializeOwned,
+        H::Response: Serialize,
+    {
+        Self::of_kind(name, HandlerKind::Query, handler)
+    }
+
+    fn of_kind<H>(name: impl Into<String>, kind: HandlerKind, handler: H) -> Self
+    where
+        H: Handler + 'static,
+        H::Request: DeserializeOwned,
+        H::Response: Serialize,
+    {
         let name = name.into();
-        let wrapped = BasicHandler::with_kind(name.clone(), HandlerKind::Custom, handler);
-        Self::new(name, HandlerKind::Custom).with_erased(HandlerRegistry::erase(Arc::new(wrapped)))
+        let wrapped = BasicHandler::with_kind(name.clone(), kind, handler);
+        Self::new(name, kind).with_erased(HandlerRegistry::erase(Arc::new(wrapped)))
     }
 
     /// Attaches a validator (used by `validating`).
@@ -125,12 +159,16 @@ impl HandlerSpec {
                     check,
                 )))
             }
-            HandlerKind::Custom => self.handler.ok_or_else(|| {
+            HandlerKind::Custom
+            | HandlerKind::Command
+            | HandlerKind::Query
+            | HandlerKind::Chain
+            | HandlerKind::Pipeline => self.handler.ok_or_else(|| {
                 FlextError::invalid_argument(format!("Handler required for {name}"))
             })?,
             other => {
                 return Err(FlextError::invalid_argument(format!(
-                    "Unknown handler type: {} for {name}. Valid types: basic, validating, authorizing, custom",
+                    "Unknown handler type: {} for {name}. Valid types: basic, validating, authorizing, custom, command, query, chain, pipeline",
                     other.as_str()
                 )));
             }
@@ -327,9 +365,15 @@ impl HandlerManager {
     }
 
     /// Executes the handler registered under `name` with a JSON request, recording its use.
+    ///
+    /// A failure worth retrying (`TIMEOUT`, `STORAGE_ERROR`, `RATE_LIMITED`,
+    /// `CONCURRENCY_CONFLICT`) is tried again as the handler's configured `max_retries`
+    /// says ([`Retry::from_config`]: 1 + `max_retries` attempts, with backoff); a rejection
+    /// or any other error is returned at once. The handler's own metrics count each
+    /// attempt; the manager's usage counts one request.
     pub async fn execute(&self, name: &str, request: Value) -> FlextResult<Value> {
         let timer = Timer::start();
-        let result = self.registry.execute(name, request).await;
+        let result = self.execute_with_retries(name, request).await;
         let elapsed = timer.elapsed();
         if !self.registry.contains(name) {
             return result; // Unknown (or removed meanwhile): nothing to track.
@@ -351,6 +395,17 @@ impl HandlerManager {
             }
         }
         result
+    }
+
+    async fn execute_with_retries(&self, name: &str, request: Value) -> FlextResult<Value> {
+        let retry = match self.registry.config_of(name) {
+            Some(config) if config.max_retries > 0 => Retry::from_config(&config),
+            // No retries (or no such handler): the request moves in without a copy.
+            _ => return self.registry.execute(name, request).await,
+        };
+        retry
+            .run(|_attempt| self.registry.execute(name, request.clone()))
+            .await
     }
 
     /// The guide's spelling of [`health_report`](Self::health_report)

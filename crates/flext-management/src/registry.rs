@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use flext_constants::{HandlerKind, HandlerState};
 use flext_impl::{BasicHandler, HandlerCore, JsonHandler, ManagedHandler, catch_panic};
 use flext_protocols::{Handler, MetricsSource};
-use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
+use flext_types::{FlextError, FlextResult, HandlerConfig, MetricSet, MetricValue};
 use rustc_hash::FxHasher;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -215,18 +215,18 @@ impl HandlerRegistry {
         self.insert(name, kind, Self::erase(Arc::new(handler)))
     }
 
-    /// Registers any serde handler under `name`, inside a `BasicHandler` of kind `Custom`
-    /// for metrics, state and configuration.
+    /// Registers any serde handler under `name`, inside a `BasicHandler` for metrics, state
+    /// and configuration, listed under the handler's own
+    /// [`handler_kind`](Handler::handler_kind): `chain`, `pipeline`, `command`, … or
+    /// `custom` when it names none.
     pub fn register_handler<H>(&self, name: &str, handler: H) -> FlextResult<()>
     where
         H: Handler + 'static,
         H::Request: DeserializeOwned,
         H::Response: Serialize,
     {
-        self.register(
-            name,
-            BasicHandler::with_kind(name, HandlerKind::Custom, handler),
-        )
+        let kind = handler.handler_kind();
+        self.register(name, BasicHandler::with_kind(name, kind, handler))
     }
 
     pub(crate) fn erase<H>(handler: Arc<H>) -> Arc<dyn RegisteredHandler>
@@ -318,6 +318,13 @@ impl HandlerRegistry {
     /// Whether a handler is registered under `name` (not counted as a lookup).
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// The configuration of the handler registered under `name` (not counted as a lookup).
+    pub(crate) fn config_of(&self, name: &str) -> Option<HandlerConfig> {
+        self.entries
+            .get(name)
+            .map(|entry| entry.handler.core().config())
     }
 
     /// Every handler, by name.

@@ -316,6 +316,10 @@ impl<T: Send + 'static> Handler for HandlerChain<T> {
         &self.name
     }
 
+    fn handler_kind(&self) -> flext_constants::HandlerKind {
+        flext_constants::HandlerKind::Chain
+    }
+
     /// Sequential chains accept what their first handler accepts; first-match chains what
     /// any of their handlers accepts. A handler whose `can_handle` panics is read as
     /// accepting, so that [`handle`](HandlerChain::handle) runs and reports the panic as an

@@ -198,6 +198,10 @@ impl<H: Handler> Handler for Layered<H> {
         self.handler.can_handle(request)
     }
 
+    fn handler_kind(&self) -> flext_constants::HandlerKind {
+        self.handler.handler_kind()
+    }
+
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
         match &self.hooks {
             Some(hooks) => self.run_hooks(hooks, request).await,

@@ -291,6 +291,10 @@ where
         &self.name
     }
 
+    fn handler_kind(&self) -> flext_constants::HandlerKind {
+        flext_constants::HandlerKind::Pipeline
+    }
+
     async fn handle(&self, data: I) -> FlextResult<O> {
         self.process(data).await
     }

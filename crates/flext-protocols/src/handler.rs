@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use flext_constants::HandlerKind;
 use flext_types::FlextResult;
 
 /// An async handler of one request type.
@@ -32,6 +33,14 @@ pub trait Handler: Send + Sync {
         true
     }
 
+    /// What kind of handler this is, as registries and health reports show it: a command
+    /// or query handler, a chain, a pipeline… `Custom` unless overridden. A wrapper that
+    /// keeps a handler's metrics (`BasicHandler::wrap`, a registry's `register_handler`)
+    /// takes the kind of the handler it wraps.
+    fn handler_kind(&self) -> HandlerKind {
+        HandlerKind::Custom
+    }
+
     /// Handles one request.
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response>;
 }
@@ -56,6 +65,10 @@ macro_rules! delegate_handler {
 
             fn can_handle(&self, request: &Self::Request) -> bool {
                 (**self).can_handle(request)
+            }
+
+            fn handler_kind(&self) -> HandlerKind {
+                (**self).handler_kind()
             }
 
             fn handle<'life0, 'async_trait>(

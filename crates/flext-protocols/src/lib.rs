@@ -9,7 +9,7 @@
 //!   response type, a name and a [`can_handle`](Handler::can_handle) predicate. Handlers are
 //!   stored as [`BoxHandler`]s.
 //! - [`Validator`] and [`Authorizer`]: checks that run before a handler; closures returning
-//!   `bool` or `FlextResult<()>` qualify.
+//!   `bool` or `FlextResult<()>` qualify, async ones through [`authorizer_fn`].
 //! - [`Middleware`] with [`Next`]: around-style composition with `before_request`,
 //!   `after_response` and `handle_error` hooks.
 //! - [`MetricsSource`]: anything that reports a [`MetricSet`](flext_types::MetricSet).
@@ -57,4 +57,7 @@ pub use handler::{BoxHandler, HandleFuture, Handler};
 pub use message::{Command, Event, Query};
 pub use metrics::MetricsSource;
 pub use middleware::{Middleware, Next, SharedMiddleware};
-pub use verdict::{Authorizer, Validator, Verdict};
+pub use verdict::{
+    AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith, Validator, Verdict,
+    authorizer_fn, authorizer_with,
+};

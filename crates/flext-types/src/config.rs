@@ -44,7 +44,10 @@ pub struct HandlerConfig {
     pub validation_level: ValidationLevel,
     /// The deadline of one call, in milliseconds (positive).
     pub timeout_ms: u64,
-    /// How many times a failed call may be retried.
+    /// How many times a call that fails with a passing error (`TIMEOUT`, `STORAGE_ERROR`,
+    /// `RATE_LIMITED`, `CONCURRENCY_CONFLICT`) is tried again: a handler executed by name
+    /// through `flext_management::HandlerManager::execute` gets 1 + `max_retries`
+    /// attempts in all (the policy is `flext_patterns::Retry::from_config`); 0 is one try.
     pub max_retries: u32,
     /// Extra diagnostics for development.
     pub enable_debugging: bool,

@@ -1,7 +1,9 @@
 //! Integration tests of the registry, the manager, the lifecycle and the exposition.
 
 mod exposition;
+mod kinds;
 mod lifecycle;
 mod manager;
 mod no_panic;
 mod registry;
+mod retries;

@@ -38,7 +38,7 @@ async fn a_bad_entry_is_named_and_nothing_of_the_ecosystem_is_registered() {
         (
             HandlerSpec::new("m", HandlerKind::Metrics),
             ErrorCode::InvalidArgument,
-            "Unknown handler type: metrics for m. Valid types: basic, validating, authorizing, custom",
+            "Unknown handler type: metrics for m. Valid types: basic, validating, authorizing, custom, command, query, chain, pipeline",
         ),
         (
             HandlerSpec::basic("b").with_config(json!({"log_level": "LOUD"})),

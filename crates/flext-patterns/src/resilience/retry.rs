@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use flext_constants::{ErrorCode, handler};
 use flext_impl::{Backoff, catch_panic_sync};
 use flext_protocols::{Middleware, Next};
-use flext_types::{FlextError, FlextResult};
+use flext_types::{FlextError, FlextResult, HandlerConfig};
 use serde::{Deserialize, Serialize};
 
 /// The settings of a [`Retry`].
@@ -139,8 +139,9 @@ pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
 /// ([`retry_if`](Retry::retry_if)) that panics is an `OPERATION_ERROR` with the call's
 /// error as its source, and no retry. When the attempts run out,
 /// the last error is returned with its code and "Gave up after N attempts: …". Waits use
-/// tokio's clock. As a [`Middleware`] it runs the rest of the stack again (the request must
-/// be `Clone`).
+/// tokio's clock; where there is none (outside a tokio runtime, or in one without timers)
+/// the retry gives up after the failed attempt instead of waiting. As a [`Middleware`] it
+/// runs the rest of the stack again (the request must be `Clone`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -164,7 +165,8 @@ pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
 #[derive(Clone)]
 pub struct Retry {
     config: RetryConfig,
-    retry_if: Predicate,
+    /// `None`: [`RETRYABLE_BY_DEFAULT`] (no allocation for the usual policy).
+    retry_if: Option<Predicate>,
 }
 
 impl Retry {
@@ -174,8 +176,31 @@ impl Retry {
         config.validate()?;
         Ok(Self {
             config,
-            retry_if: Arc::new(|error| RETRYABLE_BY_DEFAULT.contains(&error.code())),
+            retry_if: None,
         })
+    }
+
+    /// The retry policy of a handler's configuration: `1 + max_retries` attempts in all
+    /// (`max_retries` 0 is a single attempt), the default waits of [`RetryConfig`]
+    /// (100 ms, doubling, at most 10 s, ±20 % jitter) and [`RETRYABLE_BY_DEFAULT`] errors
+    /// only, so a validation or authorization failure is never tried again. Each attempt
+    /// gets the handler's whole `timeout_ms` deadline of its own.
+    ///
+    /// ```
+    /// use flext_constants::Environment;
+    /// use flext_patterns::Retry;
+    /// use flext_types::HandlerConfig;
+    ///
+    /// let production = Retry::from_config(&HandlerConfig::for_environment(Environment::Production));
+    /// assert_eq!(production.config().max_attempts, 2); // 1 retry
+    /// let test = Retry::from_config(&HandlerConfig::for_environment(Environment::Test));
+    /// assert_eq!(test.config().max_attempts, 1); // no retry
+    /// ```
+    pub fn from_config(config: &HandlerConfig) -> Self {
+        Self {
+            config: RetryConfig::default().with_max_attempts(config.max_retries.saturating_add(1)),
+            retry_if: None,
+        }
     }
 
     /// Retries exactly the errors `predicate` accepts.
@@ -184,8 +209,16 @@ impl Retry {
         mut self,
         predicate: impl Fn(&FlextError) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.retry_if = Arc::new(predicate);
+        self.retry_if = Some(Arc::new(predicate));
         self
+    }
+
+    /// Whether `error` is worth another attempt under this policy.
+    pub fn is_retryable(&self, error: &FlextError) -> bool {
+        match &self.retry_if {
+            Some(predicate) => predicate(error),
+            None => RETRYABLE_BY_DEFAULT.contains(&error.code()),
+        }
     }
 
     /// The settings.
@@ -218,7 +251,7 @@ impl Retry {
             };
             // The predicate is user code: a panic in it is an `OPERATION_ERROR` (with the
             // call's error as its source), and no retry.
-            match catch_panic_sync(|| Ok((self.retry_if)(&error))) {
+            match catch_panic_sync(|| Ok(self.is_retryable(&error))) {
                 Err(panic) => return Err(panic.with_source(error)),
                 Ok(false) => return Err(error),
                 Ok(true) => {}
@@ -231,11 +264,30 @@ impl Retry {
                 .with_source(error));
             }
             let wait = self.backoff(n);
+            let Some(sleep) = timer(wait) else {
+                return Err(FlextError::new(
+                    error.code(),
+                    format!(
+                        "Gave up after {n} attempts: {} (no tokio timer to wait for the next attempt)",
+                        error.message()
+                    ),
+                )
+                .with_source(error));
+            };
             tracing::debug!(attempt = n, ?wait, %error, "retrying");
-            tokio::time::sleep(wait).await;
+            sleep.await;
             n += 1;
         }
     }
+}
+
+/// A sleep of `wait` on tokio's clock, or `None` where tokio has no clock to give — outside
+/// a runtime, or in one built without timers — and would panic creating it.
+fn timer(wait: Duration) -> Option<tokio::time::Sleep> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return None;
+    }
+    catch_panic_sync(|| Ok(tokio::time::sleep(wait))).ok()
 }
 
 #[async_trait]

@@ -111,6 +111,10 @@ impl<H: Handler + ManagedHandler> Handler for TimeoutHandler<H> {
         self.handler.can_handle(request)
     }
 
+    fn handler_kind(&self) -> flext_constants::HandlerKind {
+        self.handler.handler_kind()
+    }
+
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
         let deadline = self.timeout.deadline;
         let subject = DeadlineSubject::Handler(self.handler.handler_name());

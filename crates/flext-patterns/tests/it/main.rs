@@ -2,8 +2,10 @@
 
 mod breaker;
 mod chains;
+mod kinds;
 mod middleware;
 mod no_panic;
 mod pipelines;
 mod resilience;
+mod retry_config;
 mod saga;
