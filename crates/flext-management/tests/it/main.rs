@@ -3,4 +3,5 @@
 mod exposition;
 mod lifecycle;
 mod manager;
+mod prometheus_parser;
 mod registry;
