@@ -132,6 +132,8 @@ fn hostile_sets() -> Vec<MetricSet> {
     // A gauge whose name is a counter family's.
     set.push("clash", "A counter.", MetricValue::Counter(1));
     set.push("clash_total", "A gauge.", MetricValue::Gauge(1.0));
+    // A counter already ending in `_total` keeps one.
+    set.push("done_total", "A counter.", MetricValue::Counter(2));
     vec![set, MetricSet::new("empty")]
 }
 
@@ -174,6 +176,13 @@ fn hostile_names_labels_and_values_parse_with_prometheus_client() {
     for value in ["\"nan\"", "\"inf\"", "\"-inf\"", "1e+300"] {
         assert!(values.contains(value), "{value} in {values:?}");
     }
+    for (label, value) in [("inf", "\"inf\""), ("-inf", "\"-inf\"")] {
+        let sample = samples
+            .iter()
+            .find(|sample| sample["labels"]["value"] == label)
+            .unwrap();
+        assert_eq!(sample["value"].to_string(), value);
+    }
     // A gauge named like a counter family is a family of its own.
     let kinds: BTreeMap<&str, &str> = families
         .iter()
@@ -184,6 +193,7 @@ fn hostile_names_labels_and_values_parse_with_prometheus_client() {
         Some(&"gauge"),
         "{kinds:?}"
     );
+    assert!(text.contains("\nflext_done_total{"), "{text}");
 }
 
 /// Label maps of any names and values, the reserved ones made likely.
