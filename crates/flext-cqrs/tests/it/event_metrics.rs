@@ -117,3 +117,22 @@ async fn under_concurrent_churn_the_counts_stay_bounded_and_add_up() {
     assert_eq!(sum(|e| e.delivered), m.deliveries);
     assert_eq!(sum(|e| e.failed), m.failed_deliveries);
 }
+
+#[tokio::test]
+async fn a_capped_name_that_loses_its_subscriber_frees_its_place_for_another() {
+    let bus = EventBus::new();
+    for i in 0..CAP {
+        bus.publish(Named(format!("order-{i}"))).await;
+    }
+    let id = bus.subscribe_fn("order-0", |_: Arc<Named>| async { Ok(()) });
+    bus.unsubscribe(id).unwrap();
+    bus.publish(Named("late".into())).await;
+    let m = bus.metrics();
+    assert_eq!(m.events["late"].published, 1);
+    assert_eq!(
+        m.events[EventBus::OTHER_EVENTS].published,
+        1,
+        "order-0's count"
+    );
+    assert!(!m.events.contains_key("order-0"));
+}
