@@ -1,6 +1,6 @@
 //! Metrics exposition: JSON, and the Prometheus text format.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use flext_protocols::MetricsSource;
@@ -20,10 +20,21 @@ pub fn to_json(sets: &[MetricSet]) -> Value {
 /// The metric sets in the Prometheus text exposition format (version 0.0.4).
 ///
 /// Every sample becomes `flext_{name}` with a `source` label plus its own labels; names and
-/// label names are reduced to `[a-zA-Z0-9_]`; label values are escaped. Counters end in
-/// `_total`; latency summaries are `flext_{name}_seconds` with the 0.5, 0.95 and 0.99
+/// label names are reduced to `[a-zA-Z0-9_]` (a label name never starts with a digit or
+/// `__`, which Prometheus reserves); label values and help texts are escaped. Counters end
+/// in `_total`; latency summaries are `flext_{name}_seconds` with the 0.5, 0.95 and 0.99
 /// quantiles, `_sum` and `_count`. Samples of one metric from many sources are grouped
 /// under one `# HELP` and one `# TYPE` line.
+///
+/// The output parses whatever names and labels the sets hold:
+/// - A sample label whose name is taken — `source` and `quantile` (set here), `le`
+///   (Prometheus's bucket label), or an earlier label of the sample once reduced (`a-b`
+///   and `a.b` are both `a_b`) — is renamed `exported_{name}`, as Prometheus renames
+///   scraped labels that clash with its own; `exported_` is put in front again until the
+///   name is free.
+/// - A sample whose metric name, once reduced, is a family of another kind goes to a
+///   family of its own, named with the kind (`flext_x_total_gauge` beside the counter
+///   `flext_x_total`).
 ///
 /// ```
 /// use flext_types::{MetricSet, MetricValue};
@@ -33,6 +44,12 @@ pub fn to_json(sets: &[MetricSet]) -> Value {
 /// let text = flext_management::to_prometheus(&[set]);
 /// assert!(text.contains("# TYPE flext_requests_processed_total counter\n"));
 /// assert!(text.contains("flext_requests_processed_total{source=\"user_service\"} 4\n"));
+///
+/// let mut set = MetricSet::new("event_bus");
+/// let labels = vec![("source".to_owned(), "billing".to_owned())];
+/// set.push_labelled("handled", "Handled.", labels, MetricValue::Counter(1));
+/// let text = flext_management::to_prometheus(&[set]);
+/// assert!(text.contains("flext_handled_total{source=\"event_bus\",exported_source=\"billing\"} 1\n"));
 /// ```
 pub fn to_prometheus(sets: &[MetricSet]) -> String {
     struct Family {
@@ -43,14 +60,21 @@ pub fn to_prometheus(sets: &[MetricSet]) -> String {
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for set in sets {
         for sample in &set.samples {
-            let mut labels = vec![("source".to_owned(), set.source.clone())];
-            labels.extend(sample.labels.iter().map(|(k, v)| (sanitize(k), v.clone())));
-            let base = format!("flext_{}", sanitize(&sample.name));
-            let (name, kind) = match &sample.value {
-                MetricValue::Counter(_) if base.ends_with("_total") => (base.clone(), "counter"),
-                MetricValue::Counter(_) => (format!("{base}_total"), "counter"),
-                MetricValue::Gauge(_) => (base.clone(), "gauge"),
-                MetricValue::Latency(_) => (format!("{base}_seconds"), "summary"),
+            let labels = labels(&set.source, &sample.labels);
+            let mut base = format!("flext_{}", sanitize(&sample.name));
+            let (name, kind) = loop {
+                let (name, kind) = match &sample.value {
+                    MetricValue::Counter(_) if base.ends_with("_total") => {
+                        (base.clone(), "counter")
+                    }
+                    MetricValue::Counter(_) => (format!("{base}_total"), "counter"),
+                    MetricValue::Gauge(_) => (base.clone(), "gauge"),
+                    MetricValue::Latency(_) => (format!("{base}_seconds"), "summary"),
+                };
+                match families.get(&name) {
+                    Some(family) if family.kind != kind => base = format!("{name}_{kind}"),
+                    _ => break (name, kind),
+                }
             };
             let family = families.entry(name.clone()).or_insert_with(|| Family {
                 help: sample.help.to_string(),
@@ -104,6 +128,30 @@ pub fn to_prometheus(sets: &[MetricSet]) -> String {
         }
     }
     out
+}
+
+/// Label names the exposition sets itself (`source` on every series, `quantile` on the
+/// quantiles of a summary) or Prometheus keeps for its own (`le`, a histogram's bucket).
+const TAKEN_LABELS: [&str; 3] = ["source", "quantile", "le"];
+
+/// The labels of one series: `source`, then the sample's own, each name reduced and made
+/// unique with `exported_` in front (see [`to_prometheus`]).
+fn labels(source: &str, own: &[(String, String)]) -> Vec<(String, String)> {
+    let mut taken: HashSet<String> = TAKEN_LABELS.iter().map(|&name| name.to_owned()).collect();
+    let mut labels = Vec::with_capacity(own.len() + 1);
+    labels.push(("source".to_owned(), source.to_owned()));
+    for (name, value) in own {
+        let mut name = sanitize(name);
+        if name.starts_with("__") {
+            name = format!("_{}", name.trim_start_matches('_'));
+        }
+        while taken.contains(&name) {
+            name.insert_str(0, "exported_");
+        }
+        taken.insert(name.clone());
+        labels.push((name, value.clone()));
+    }
+    labels
 }
 
 /// A metric or label name reduced to `[a-zA-Z0-9_]`, not starting with a digit.

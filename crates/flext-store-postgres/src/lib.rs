@@ -18,7 +18,8 @@
 //! - [`PostgresEventStore::save_checkpoint_in`] commits a projection's checkpoint in the
 //!   same transaction as its read model.
 //! - A server that cannot be reached is an error naming it (without the password) within
-//!   the connect timeout; dropped connections are replaced by the pool.
+//!   the connect timeout, at once when it refuses the connection; dropped connections are
+//!   replaced by the pool. No error, log or `Debug` output shows a password ([`redact`]).
 
 mod append;
 mod redact;

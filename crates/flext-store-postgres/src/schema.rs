@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use flext_store::{HeadSignal, Migrations, StoreLimits, migrations_failed, signed};
 use flext_types::{FlextError, FlextResult};
-use sqlx::Executor;
 use sqlx::migrate::{MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor};
 
 use crate::redact;
 use crate::tables::SAVE_CHECKPOINT;
@@ -209,9 +209,12 @@ impl PostgresEventStore {
     }
 
     /// Connects as `options` say, creates the schema if needed and brings it up to date. A
-    /// bad URL, an unreachable server (within the connect timeout) or a newer schema is a
-    /// `STORAGE_ERROR` naming the server without its password; a bad schema name is an
-    /// `INVALID_ARGUMENT`.
+    /// bad URL, an unreachable server or a newer schema is a `STORAGE_ERROR` naming the
+    /// server without its password; a server that refuses the connection is one at once,
+    /// saying so and naming host and port, one that does not answer is one after the
+    /// connect timeout. A `password` query parameter followed by a parameter PostgreSQL does
+    /// not know (the rest of a password holding a raw `&`, most likely) is refused too. A
+    /// bad schema name is an `INVALID_ARGUMENT`.
     pub async fn connect_with(options: PostgresStoreOptions) -> FlextResult<Self> {
         let target = redact(&options.url);
         let schema = options.schema.clone();
@@ -227,42 +230,71 @@ impl PostgresEventStore {
                 "Invalid schema name {schema:?}: letters, digits and _ only, not starting with a digit, at most 40"
             )));
         }
+        if redact::unknown_after_password(&options.url) {
+            return Err(FlextError::storage(format!(
+                "PostgreSQL store {target}: the URL has a parameter PostgreSQL does not know \
+                 after password=; write & in a password as %26"
+            )));
+        }
         let connect = PgConnectOptions::from_str(&options.url)
             .map_err(|e| {
+                // A parser's message may quote the URL, so it is shown only when the URL
+                // holds no password.
+                let why = if redact::has_secrets(&options.url) {
+                    "reserved characters (@ : / ? # &) in a user name or password must be \
+                     percent-encoded"
+                        .to_owned()
+                } else {
+                    e.to_string()
+                };
                 FlextError::storage(format!(
-                    "PostgreSQL store {target}: the URL does not parse: {e}"
+                    "PostgreSQL store {target}: the URL does not parse: {why}"
                 ))
             })?
             .application_name("flext-store-postgres");
+        let url = options.url.as_str();
         let fail = |what: &str, e: sqlx::Error| {
-            FlextError::storage(format!("PostgreSQL store {target}: {what}: {e}")).with_source(e)
+            let message = redact::scrub(&format!("{what}: {e}"), url);
+            FlextError::storage(format!("PostgreSQL store {target}: {message}")).with_source(e)
         };
 
-        // Create the schema on a plain connection before the pool points every connection at it.
-        let bootstrap = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(connect_timeout)
-            .connect_with(connect.clone());
-        let bootstrap = tokio::time::timeout(connect_timeout, bootstrap)
+        // The first connection is made alone, not through a pool, so a server that refuses
+        // it is an error at once: a pool would retry until its acquire timeout and then
+        // only say that it timed out. It creates the schema before the pool points every
+        // connection at it.
+        let server = match connect.get_socket() {
+            Some(socket) => socket.display().to_string(),
+            None => format!("{}:{}", connect.get_host(), connect.get_port()),
+        };
+        let server = redact::scrub(&server, url);
+        let mut bootstrap = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&connect))
             .await
             .map_err(|_| {
                 FlextError::storage(format!(
-                    "PostgreSQL store {target}: cannot connect within {} ms",
+                    "PostgreSQL store {target}: the server at {server} is unreachable: no answer within {} ms",
                     connect_timeout.as_millis()
                 ))
             })?
-            .map_err(|e| fail("cannot connect", e))?;
+            .map_err(|e| match &e {
+                sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    fail(&format!("the server at {server} refused the connection"), e)
+                }
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                    fail(&format!("the server at {server} is unreachable"), e)
+                }
+                _ => fail(&format!("cannot connect to {server}"), e),
+            })?;
         // CREATE SCHEMA needs the CREATE privilege on the database even when the schema
         // exists, so look first; two processes creating it at once is not an error.
         let exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
                 .bind(&schema)
-                .fetch_one(&bootstrap)
+                .fetch_one(&mut bootstrap)
                 .await
                 .map_err(|e| fail("cannot look for the schema", e))?;
         if !exists {
             let created = sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                .execute(&bootstrap)
+                .execute(&mut bootstrap)
                 .await;
             let raced = |e: &sqlx::Error| {
                 matches!(e, sqlx::Error::Database(db)
@@ -274,7 +306,8 @@ impl PostgresEventStore {
                 Err(e) => return Err(fail("cannot create the schema", e)),
             }
         }
-        bootstrap.close().await;
+        // A connection that does not close cleanly is dropped: nothing is lost.
+        let _ = bootstrap.close().await;
 
         let search_path = format!("SET search_path TO \"{schema}\"");
         let pool = PgPoolOptions::new()

@@ -19,6 +19,7 @@ use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation};
 use crate::metrics::{EventBusMetrics, EventMetrics};
 use crate::routes::{Route, Stack};
 
+mod counters;
 mod subscribers;
 
 pub use subscribers::SubscriberInfo;
@@ -105,7 +106,8 @@ struct Subscriber {
 ///   returns a [`PublishReport`] of deliveries and failures.
 /// - Delivery is sequential in subscription order by default; [`Delivery::Concurrent`] is
 ///   opt-in through [`EventBus::with_delivery`].
-/// - Metrics per event name: published, delivered, failed.
+/// - Metrics per event name: published, delivered, failed; bounded whatever names are
+///   published (see [`EventBus::MAX_UNSUBSCRIBED_NAMES`]).
 ///
 /// Bus middleware runs around each delivery (one [`Dispatch`] per subscriber).
 ///
@@ -135,7 +137,7 @@ pub struct EventBus {
     by_type: DashMap<TypeId, Subscribers>,
     index: DashMap<SubscriptionId, Key>,
     next_id: AtomicU64,
-    counters: DashMap<String, Counters>,
+    counts: counters::Counts,
     middleware: Stack,
     delivery: Delivery,
     instrumentation: Instrumentation,
@@ -145,13 +147,6 @@ pub struct EventBus {
 /// holding a lock while they deliver.
 type Subscribers = Arc<[Arc<Subscriber>]>;
 
-#[derive(Default)]
-struct Counters {
-    published: AtomicU64,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-}
-
 impl EventBus {
     /// A bus with no subscribers, delivering sequentially.
     pub fn new() -> Self {
@@ -160,7 +155,7 @@ impl EventBus {
             by_type: DashMap::new(),
             index: DashMap::new(),
             next_id: AtomicU64::new(1),
-            counters: DashMap::new(),
+            counts: counters::Counts::default(),
             middleware: Stack::default(),
             delivery: Delivery::Sequential,
             instrumentation: Instrumentation::FULL,
@@ -291,7 +286,13 @@ impl EventBus {
             *list = Arc::from(next);
         };
         match &key {
-            Key::Name(name) => append(&mut self.by_name.entry(name.clone()).or_insert_with(empty)),
+            Key::Name(name) => {
+                let mut list = self.by_name.entry(name.clone()).or_insert_with(empty);
+                append(&mut list);
+                // While the list is locked, so a last unsubscribe of the name cannot
+                // remove the name's counts in between.
+                self.counts.subscribed(name);
+            }
             Key::Type(type_id) => append(&mut self.by_type.entry(*type_id).or_insert_with(empty)),
         }
         // Indexed only once it can be found, so an unsubscribe never misses it.
@@ -307,8 +308,10 @@ impl EventBus {
             )));
         };
         match key {
-            Key::Name(name) => remove_from(&self.by_name, name, id),
-            Key::Type(type_id) => remove_from(&self.by_type, type_id, id),
+            Key::Name(name) => remove_from(&self.by_name, name, id, |name| {
+                self.counts.unsubscribed(name)
+            }),
+            Key::Type(type_id) => remove_from(&self.by_type, type_id, id, |_| {}),
         }
         Ok(())
     }
@@ -365,7 +368,12 @@ impl EventBus {
             }
         }
         if self.instrumentation.metrics {
-            self.count(&report);
+            self.counts.record(
+                &report.event_name,
+                1,
+                report.delivered as u64,
+                report.failures.len() as u64,
+            );
         }
         report
     }
@@ -415,49 +423,6 @@ impl EventBus {
             }
         }
     }
-
-    fn count(&self, report: &PublishReport) {
-        let record = |counters: &Counters| {
-            counters.published.fetch_add(1, Relaxed);
-            counters
-                .delivered
-                .fetch_add(report.delivered as u64, Relaxed);
-            counters
-                .failed
-                .fetch_add(report.failures.len() as u64, Relaxed);
-        };
-        if let Some(counters) = self.counters.get(report.event_name.as_str()) {
-            record(&counters);
-            return;
-        }
-        record(&self.counters.entry(report.event_name.clone()).or_default());
-    }
-
-    /// A snapshot of the bus's metrics.
-    pub fn metrics(&self) -> EventBusMetrics {
-        let events: BTreeMap<String, EventMetrics> = self
-            .counters
-            .iter()
-            .map(|entry| {
-                let c = entry.value();
-                (
-                    entry.key().clone(),
-                    EventMetrics {
-                        published: c.published.load(Relaxed),
-                        delivered: c.delivered.load(Relaxed),
-                        failed: c.failed.load(Relaxed),
-                    },
-                )
-            })
-            .collect();
-        EventBusMetrics {
-            events_published: events.values().map(|e| e.published).sum(),
-            deliveries: events.values().map(|e| e.delivered).sum(),
-            failed_deliveries: events.values().map(|e| e.failed).sum(),
-            subscriptions: self.subscription_count(),
-            events,
-        }
-    }
 }
 
 /// The subscribers one publish delivers to.
@@ -494,12 +459,19 @@ fn empty() -> Subscribers {
     Arc::from(Vec::new())
 }
 
-/// Removes subscription `id` from the list of `key`, and the list when it empties.
-fn remove_from<K: std::hash::Hash + Eq>(map: &DashMap<K, Subscribers>, key: K, id: SubscriptionId) {
+/// Removes subscription `id` from the list of `key`, and the list when it empties, calling
+/// `emptied` first while the list is still locked.
+fn remove_from<K: std::hash::Hash + Eq>(
+    map: &DashMap<K, Subscribers>,
+    key: K,
+    id: SubscriptionId,
+    emptied: impl FnOnce(&K),
+) {
     if let dashmap::Entry::Occupied(mut list) = map.entry(key) {
         let next: Vec<Arc<Subscriber>> =
             list.get().iter().filter(|s| s.id != id).cloned().collect();
         if next.is_empty() {
+            emptied(list.key());
             list.remove();
         } else {
             list.insert(Arc::from(next));
@@ -521,55 +493,5 @@ impl fmt::Debug for EventBus {
             .field("delivery", &self.delivery)
             .field("instrumentation", &self.instrumentation)
             .finish()
-    }
-}
-
-impl MetricsSource for EventBus {
-    fn metric_set(&self) -> MetricSet {
-        let m = self.metrics();
-        let mut set = MetricSet::new("event_bus");
-        set.push(
-            "events_published",
-            "Events published.",
-            MetricValue::Counter(m.events_published),
-        );
-        set.push(
-            "deliveries",
-            "Successful deliveries.",
-            MetricValue::Counter(m.deliveries),
-        );
-        set.push(
-            "failed_deliveries",
-            "Failed deliveries.",
-            MetricValue::Counter(m.failed_deliveries),
-        );
-        set.push(
-            "subscriptions",
-            "Active subscriptions.",
-            MetricValue::Gauge(m.subscriptions as f64),
-        );
-        for (name, e) in &m.events {
-            set.push_group(
-                ("event", name),
-                [
-                    (
-                        "published",
-                        "Events published by name.",
-                        MetricValue::Counter(e.published),
-                    ),
-                    (
-                        "delivered",
-                        "Deliveries by event name.",
-                        MetricValue::Counter(e.delivered),
-                    ),
-                    (
-                        "failed",
-                        "Failed deliveries by event name.",
-                        MetricValue::Counter(e.failed),
-                    ),
-                ],
-            );
-        }
-        set
     }
 }

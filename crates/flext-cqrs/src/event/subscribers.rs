@@ -80,20 +80,9 @@ impl EventBus {
         }
         let result = self.deliver(&subscriber.1, &event, metadata).await;
         if self.instrumentation.metrics {
-            let counters = match self.counters.get(event.event_name()) {
-                Some(counters) => counters,
-                None => self
-                    .counters
-                    .entry(event.event_name().to_owned())
-                    .or_default()
-                    .downgrade(),
-            };
-            let counter = if result.is_ok() {
-                &counters.delivered
-            } else {
-                &counters.failed
-            };
-            counter.fetch_add(1, Relaxed);
+            let failed = u64::from(result.is_err());
+            self.counts
+                .record(event.event_name(), 0, 1 - failed, failed);
         }
         result
     }

@@ -9,6 +9,7 @@ mod es_projection;
 mod es_relay;
 mod es_repository;
 mod es_sqlite;
+mod event_metrics;
 mod events;
 mod instrumentation;
 mod metadata;

@@ -5,5 +5,6 @@ mod kinds;
 mod lifecycle;
 mod manager;
 mod no_panic;
+mod prometheus_parser;
 mod registry;
 mod retries;

@@ -4,6 +4,7 @@
 mod concurrent_open;
 mod conformance;
 mod crash;
+mod redaction;
 mod specifics;
 
 use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions};
