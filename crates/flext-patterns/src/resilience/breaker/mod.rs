@@ -114,19 +114,24 @@ type ErrorFilter = Arc<dyn Fn(&FlextError) -> bool + Send + Sync>;
 /// and metrics-only.
 ///
 /// - Closed, it measures calls in a count- or time-based sliding window; once the window
-///   holds the minimum number of calls, a failure rate or slow-call rate at or above its
-///   threshold opens it.
+///   holds the minimum number of calls (for a count window, at most its size), a failure
+///   rate or slow-call rate at or above its threshold opens it.
 /// - Open, it rejects calls at once with `CIRCUIT_OPEN` naming the breaker, until the wait
 ///   (optionally growing after each failed trial) has passed; then it lets the permitted
 ///   number of trial calls through (half-open) and closes or opens again on their rates.
 /// - Which errors count: [`CircuitBreaker::record_errors_if`] chooses the failures (the
 ///   rest count as successes); [`CircuitBreaker::ignore_errors_if`] chooses errors that count
 ///   as nothing and give their permit back.
+/// - A call that panics ([`CircuitBreaker::call`]) is a failure and returns an
+///   `OPERATION_ERROR`; a filter that panics counts the error as a failure.
 /// - A permit always ends recorded or released, also when the caller drops the call's future
-///   half-way; a result from before a state change does not count in the new state.
+///   half-way; a result from before a state change does not count in the new state, and a
+///   caller never takes a trial permit of a later half-open phase than the one it saw.
+/// - [`CircuitBreaker::metrics`]: open, it keeps the rates that tripped it; half-open, it
+///   counts the trial calls; disabled, nothing is measured.
 ///
 /// While closed, taking a permit is one atomic load and recording a result is a few atomic
-/// operations; only state changes take a lock. Clones share one breaker. It is a
+/// operations; only state changes and half-open results take a lock. Clones share one breaker. It is a
 /// [`Middleware`], so it goes on a bus or around a handler with `Layered`.
 ///
 /// ```

@@ -70,7 +70,7 @@ impl Inner {
     /// emptied after the phase changed, so a result of the old phase that still lands in it
     /// adjusts totals that hold what it replaced.
     pub(super) fn enter(&self, guarded: &mut Guarded, from: Phase, to: BreakerState) {
-        let next = Phase::new(from.generation() + 1, to);
+        let next = Phase::new(from.generation().wrapping_add(1), to);
         match to {
             BreakerState::Open => {
                 let after_trial = from.state() == BreakerState::HalfOpen;
