@@ -491,6 +491,10 @@ fn settings_out_of_bounds_are_invalid_arguments_naming_the_field() {
             base().with_wait_duration_multiplier(100.5),
             "wait_duration_multiplier",
         ),
+        (
+            base().with_sliding_window(SlidingWindow::TimeBased(Duration::from_millis(999))),
+            "sliding_window",
+        ),
     ];
     for (config, field) in cases {
         // `validate` only: building a breaker of a huge window would allocate it.
@@ -519,12 +523,37 @@ fn the_largest_settings_are_valid() {
         CircuitBreakerConfig::MAX_WAIT_DURATION_IN_OPEN,
         Duration::from_secs(86_400)
     );
-    let timed = CircuitBreakerConfig::default().with_sliding_window(SlidingWindow::TimeBased(
+    for span in [
+        Duration::from_secs(1),
         CircuitBreakerConfig::MAX_SLIDING_WINDOW_SPAN,
-    ));
-    assert_eq!(timed.validate(), Ok(()));
+    ] {
+        let timed =
+            CircuitBreakerConfig::default().with_sliding_window(SlidingWindow::TimeBased(span));
+        assert_eq!(timed.validate(), Ok(()), "{span:?}");
+    }
     assert_eq!(
         CircuitBreakerConfig::MAX_SLIDING_WINDOW_SPAN,
         Duration::from_secs(3_600)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_from_an_earlier_phase_of_the_same_state_does_not_count() {
+    let breaker = breaker();
+    breaker.transition_to_open().unwrap();
+    breaker.transition_to_closed().unwrap();
+    let permit = breaker.acquire().unwrap();
+    assert_eq!(
+        format!("{permit:?}"),
+        r#"Permit { breaker: "testName", state: Closed }"#
+    );
+    breaker.transition_to_open().unwrap();
+    breaker.transition_to_closed().unwrap();
+    permit.record(&Err::<(), _>(FlextError::timeout("no answer")));
+    let m = breaker.metrics();
+    assert_eq!(
+        (m.buffered_calls, m.failed_calls),
+        (0, 1),
+        "counted, but not in the window of a later CLOSED"
     );
 }

@@ -87,6 +87,16 @@ pub(super) fn tagged(phase: Phase, count: u32) -> u64 {
     (phase.generation() & COUNT) << 32 | u64::from(count)
 }
 
+/// What taking a trial permit found.
+#[derive(Debug, PartialEq, Eq)]
+enum TakeTrial {
+    Taken,
+    /// The phase's permits are all taken.
+    NoneLeft,
+    /// The permits are a later phase's.
+    OtherPhase,
+}
+
 /// Taking a permit and counting what becomes of it.
 impl Inner {
     /// The phase a new permit is taken in.
@@ -109,20 +119,27 @@ impl Inner {
                         self.transition(phase, BreakerState::Open);
                         continue;
                     }
-                    let tag = tagged(phase, 0);
-                    let taken = self.permits.fetch_update(SeqCst, SeqCst, |word| {
-                        (word & !COUNT == tag && word & COUNT > 0).then(|| word - 1)
-                    });
-                    match taken {
-                        Ok(_) => return Ok(phase),
-                        Err(word) if word & !COUNT == tag => {
-                            return Err(self.reject(BreakerState::HalfOpen));
-                        }
-                        // The permits are another phase's: the state moved on, look again.
-                        Err(_) => {}
+                    match self.take_trial(phase) {
+                        TakeTrial::Taken => return Ok(phase),
+                        TakeTrial::NoneLeft => return Err(self.reject(BreakerState::HalfOpen)),
+                        // The state moved on since `phase` was read: look again.
+                        TakeTrial::OtherPhase => {}
                     }
                 }
             }
+        }
+    }
+
+    /// Takes a trial permit of half-open `phase`, if that phase is still the permits'.
+    fn take_trial(&self, phase: Phase) -> TakeTrial {
+        let tag = tagged(phase, 0);
+        let taken = self.permits.fetch_update(SeqCst, SeqCst, |word| {
+            (word & !COUNT == tag && word & COUNT > 0).then(|| word - 1)
+        });
+        match taken {
+            Ok(_) => TakeTrial::Taken,
+            Err(word) if word & !COUNT == tag => TakeTrial::NoneLeft,
+            Err(_) => TakeTrial::OtherPhase,
         }
     }
 
@@ -194,5 +211,35 @@ impl Inner {
                 (word & !COUNT == tag).then(|| word + 1)
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CircuitBreaker, CircuitBreakerConfig};
+    use super::*;
+
+    #[test]
+    fn a_caller_that_saw_an_earlier_half_open_phase_takes_none_of_a_later_ones_permits() {
+        let config = CircuitBreakerConfig::default().with_permitted_calls_in_half_open(1);
+        let breaker = CircuitBreaker::new("tags", config).unwrap();
+        breaker.transition_to_open().unwrap();
+        breaker.transition_to_half_open().unwrap();
+        let inner = &breaker.inner;
+        let seen = inner.phase();
+        breaker.transition_to_open().unwrap();
+        breaker.transition_to_half_open().unwrap();
+        let now = inner.phase();
+        assert_eq!(inner.take_trial(seen), TakeTrial::OtherPhase);
+        assert_eq!(inner.take_trial(now), TakeTrial::Taken);
+        assert_eq!(inner.take_trial(now), TakeTrial::NoneLeft);
+        inner.release(seen);
+        assert_eq!(
+            inner.take_trial(now),
+            TakeTrial::NoneLeft,
+            "an earlier phase's permit is not given to this one"
+        );
+        inner.release(now);
+        assert_eq!(inner.take_trial(now), TakeTrial::Taken);
     }
 }
