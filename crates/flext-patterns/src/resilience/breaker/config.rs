@@ -43,15 +43,21 @@ pub struct CircuitBreakerConfig {
     /// A call taking at least this long is slow. `None` (the default, unlike resilience4j's
     /// 60 s) does not time calls at all, which keeps the closed path free of clock reads.
     pub slow_call_duration: Option<Duration>,
-    /// Which calls the rates are computed over (default the last 100).
+    /// Which calls the rates are computed over (default the last 100; at most
+    /// [`MAX_SLIDING_WINDOW_CALLS`](Self::MAX_SLIDING_WINDOW_CALLS) calls or
+    /// [`MAX_SLIDING_WINDOW_SPAN`](Self::MAX_SLIDING_WINDOW_SPAN)).
     pub sliding_window: SlidingWindow,
-    /// No rate is computed before this many calls are in the window (default 100).
+    /// No rate is computed before this many calls are in the window (default 100). A
+    /// count-based window smaller than this needs only its size, as in resilience4j.
     pub minimum_number_of_calls: u32,
-    /// How long the breaker stays open before trial calls (default 60 s).
+    /// How long the breaker stays open before trial calls (default 60 s, at most
+    /// [`MAX_WAIT_DURATION_IN_OPEN`](Self::MAX_WAIT_DURATION_IN_OPEN)).
     pub wait_duration_in_open: Duration,
-    /// Each time trial calls fail, the next wait is this many times longer (default 1).
+    /// Each time trial calls fail, the next wait is this many times longer (default 1, at
+    /// most [`MAX_WAIT_DURATION_MULTIPLIER`](Self::MAX_WAIT_DURATION_MULTIPLIER)).
     pub wait_duration_multiplier: f64,
-    /// The longest a growing wait gets (default 60 s).
+    /// The longest a growing wait gets (default 60 s, at most
+    /// [`MAX_WAIT_DURATION_IN_OPEN`](Self::MAX_WAIT_DURATION_IN_OPEN)).
     pub max_wait_duration_in_open: Duration,
     /// How many trial calls run in half-open state (default 10).
     pub permitted_calls_in_half_open: u32,
@@ -78,6 +84,17 @@ impl Default for CircuitBreakerConfig {
 }
 
 impl CircuitBreakerConfig {
+    /// The largest count-based window: a byte per call, so at most 1 MB.
+    pub const MAX_SLIDING_WINDOW_CALLS: u32 = 1_000_000;
+    /// The longest time-based window, one hour: a bucket per second, all summed after each
+    /// call.
+    pub const MAX_SLIDING_WINDOW_SPAN: Duration = Duration::from_secs(3_600);
+    /// The longest wait in open state, one day (a longer outage is better handled by hand
+    /// with `FORCED_OPEN`).
+    pub const MAX_WAIT_DURATION_IN_OPEN: Duration = Duration::from_secs(86_400);
+    /// The largest growth of the wait after failed trial calls.
+    pub const MAX_WAIT_DURATION_MULTIPLIER: f64 = 100.0;
+
     /// The failure rate, in percent, at or above which the breaker opens.
     #[must_use]
     pub const fn with_failure_rate_threshold(mut self, value: f64) -> Self {
@@ -162,15 +179,21 @@ impl CircuitBreakerConfig {
         percent("failure_rate_threshold", self.failure_rate_threshold)?;
         percent("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         match self.sliding_window {
-            SlidingWindow::CountBased(0) => {
-                return Err(FlextError::invalid_argument(
-                    "Invalid sliding_window: a count-based window needs at least 1 call",
-                ));
+            SlidingWindow::CountBased(size)
+                if !(1..=Self::MAX_SLIDING_WINDOW_CALLS).contains(&size) =>
+            {
+                return Err(FlextError::invalid_argument(format!(
+                    "Invalid sliding_window: a count-based window of {size} calls. Expected 1 to {}",
+                    Self::MAX_SLIDING_WINDOW_CALLS
+                )));
             }
-            SlidingWindow::TimeBased(span) if span < Duration::from_secs(1) => {
-                return Err(FlextError::invalid_argument(
-                    "Invalid sliding_window: a time-based window spans at least 1 second",
-                ));
+            SlidingWindow::TimeBased(span)
+                if span < Duration::from_secs(1) || span > Self::MAX_SLIDING_WINDOW_SPAN =>
+            {
+                return Err(FlextError::invalid_argument(format!(
+                    "Invalid sliding_window: a time-based window of {span:?}. Expected 1 s to {:?}",
+                    Self::MAX_SLIDING_WINDOW_SPAN
+                )));
             }
             _ => {}
         }
@@ -188,12 +211,25 @@ impl CircuitBreakerConfig {
             "permitted_calls_in_half_open",
             self.permitted_calls_in_half_open,
         )?;
-        if !(self.wait_duration_multiplier >= 1.0 && self.wait_duration_multiplier.is_finite()) {
+        if !(1.0..=Self::MAX_WAIT_DURATION_MULTIPLIER).contains(&self.wait_duration_multiplier) {
             return Err(FlextError::invalid_argument(format!(
-                "Invalid wait_duration_multiplier: {}. Expected a finite number of at least 1",
-                self.wait_duration_multiplier
+                "Invalid wait_duration_multiplier: {}. Expected 1 to {}",
+                self.wait_duration_multiplier,
+                Self::MAX_WAIT_DURATION_MULTIPLIER
             )));
         }
+        let wait = |name: &str, value: Duration| {
+            if value <= Self::MAX_WAIT_DURATION_IN_OPEN {
+                Ok(())
+            } else {
+                Err(FlextError::invalid_argument(format!(
+                    "Invalid {name}: {value:?}. Expected at most {:?}",
+                    Self::MAX_WAIT_DURATION_IN_OPEN
+                )))
+            }
+        };
+        wait("wait_duration_in_open", self.wait_duration_in_open)?;
+        wait("max_wait_duration_in_open", self.max_wait_duration_in_open)?;
         if self.max_wait_duration_in_open < self.wait_duration_in_open {
             return Err(FlextError::invalid_argument(
                 "Invalid max_wait_duration_in_open: shorter than wait_duration_in_open",

@@ -5,16 +5,18 @@
 
 mod config;
 mod permit;
+mod state;
 mod window;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flext_constants::ErrorCode;
+use flext_impl::catch_panic;
 use flext_protocols::{MetricsSource, Middleware, Next};
 use flext_types::{FlextError, FlextResult, MetricSet, MetricValue};
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@ use tokio::time::Instant;
 
 pub use config::{CircuitBreakerConfig, SlidingWindow};
 pub use permit::Permit;
+use state::Phase;
 use window::Window;
 
 /// The states of a [`CircuitBreaker`].
@@ -44,15 +47,6 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    const ALL: [BreakerState; 6] = [
-        Self::Closed,
-        Self::Open,
-        Self::HalfOpen,
-        Self::Disabled,
-        Self::ForcedOpen,
-        Self::MetricsOnly,
-    ];
-
     /// The state's name, as resilience4j spells it (`CLOSED`, `HALF_OPEN`, …).
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -120,19 +114,24 @@ type ErrorFilter = Arc<dyn Fn(&FlextError) -> bool + Send + Sync>;
 /// and metrics-only.
 ///
 /// - Closed, it measures calls in a count- or time-based sliding window; once the window
-///   holds the minimum number of calls, a failure rate or slow-call rate at or above its
-///   threshold opens it.
+///   holds the minimum number of calls (for a count window, at most its size), a failure
+///   rate or slow-call rate at or above its threshold opens it.
 /// - Open, it rejects calls at once with `CIRCUIT_OPEN` naming the breaker, until the wait
 ///   (optionally growing after each failed trial) has passed; then it lets the permitted
 ///   number of trial calls through (half-open) and closes or opens again on their rates.
 /// - Which errors count: [`CircuitBreaker::record_errors_if`] chooses the failures (the
 ///   rest count as successes); [`CircuitBreaker::ignore_errors_if`] chooses errors that count
 ///   as nothing and give their permit back.
+/// - A call that panics ([`CircuitBreaker::call`]) is a failure and returns an
+///   `OPERATION_ERROR`; a filter that panics counts the error as a failure.
 /// - A permit always ends recorded or released, also when the caller drops the call's future
-///   half-way; a result from before a state change does not count in the new state.
+///   half-way; a result from before a state change does not count in the new state, and a
+///   caller never takes a trial permit of a later half-open phase than the one it saw.
+/// - [`CircuitBreaker::metrics`]: open, it keeps the rates that tripped it; half-open, it
+///   counts the trial calls; disabled, nothing is measured.
 ///
 /// While closed, taking a permit is one atomic load and recording a result is a few atomic
-/// operations; only state changes take a lock. Clones share one breaker. It is a
+/// operations; only state changes and half-open results take a lock. Clones share one breaker. It is a
 /// [`Middleware`], so it goes on a bus or around a handler with `Layered`.
 ///
 /// ```
@@ -165,18 +164,31 @@ struct Inner {
     config: CircuitBreakerConfig,
     record_if: ErrorFilter,
     ignore_if: Option<ErrorFilter>,
-    state: AtomicU8,
-    generation: AtomicU64,
+    /// The state and the generation it began, in one word: a caller reads both at once.
+    phase: AtomicU64,
+    /// `minimum_number_of_calls`, or a count window's size when that is smaller.
+    minimum_calls: u32,
     window: Window,
-    trial: Trial,
+    /// Trial permits left in half-open, tagged with the generation they were given for.
+    permits: AtomicU64,
     /// Nanoseconds after `epoch` when the open state ends.
     open_until: AtomicU64,
     /// Nanoseconds after `epoch` when the half-open state gives up; 0 for never.
     half_open_until: AtomicU64,
     epoch: Instant,
-    timing: Mutex<Duration>,
+    guarded: Mutex<Guarded>,
     counts: Counts,
     events: broadcast::Sender<StateTransition>,
+}
+
+/// What only state changes and trial results touch, behind the breaker's one lock.
+struct Guarded {
+    /// The next wait in open state.
+    wait: Duration,
+    /// The current (or, while open again, the last) half-open phase's results.
+    trial: Trial,
+    /// Whether the open state was entered from half-open, so its metrics are the trial's.
+    open_after_trial: bool,
 }
 
 #[derive(Default)]
@@ -188,12 +200,11 @@ struct Counts {
     ignored: AtomicU64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Trial {
-    permits: AtomicU32,
-    calls: AtomicU32,
-    failures: AtomicU32,
-    slow: AtomicU32,
+    calls: u32,
+    failures: u32,
+    slow: u32,
 }
 
 impl CircuitBreaker {
@@ -201,18 +212,27 @@ impl CircuitBreaker {
     pub fn new(name: impl Into<String>, config: CircuitBreakerConfig) -> FlextResult<Self> {
         config.validate()?;
         let window = Window::new(config.sliding_window);
+        let minimum_calls = match config.sliding_window {
+            // As resilience4j: a window smaller than the minimum trips once it is full.
+            SlidingWindow::CountBased(size) => config.minimum_number_of_calls.min(size),
+            SlidingWindow::TimeBased(_) => config.minimum_number_of_calls,
+        };
         let (events, _) = broadcast::channel(64);
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.into(),
-                timing: Mutex::new(config.wait_duration_in_open),
+                guarded: Mutex::new(Guarded {
+                    wait: config.wait_duration_in_open,
+                    trial: Trial::default(),
+                    open_after_trial: false,
+                }),
                 config,
                 record_if: Arc::new(|_| true),
                 ignore_if: None,
-                state: AtomicU8::new(BreakerState::Closed as u8),
-                generation: AtomicU64::new(0),
+                phase: AtomicU64::new(Phase::new(0, BreakerState::Closed).0),
+                minimum_calls,
                 window,
-                trial: Trial::default(),
+                permits: AtomicU64::new(0),
                 open_until: AtomicU64::new(0),
                 half_open_until: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -265,9 +285,10 @@ impl CircuitBreaker {
         &self.inner.config
     }
 
-    /// The current state.
+    /// The current state. A half-open breaker whose maximum wait has passed reads (and
+    /// moves to) `OPEN`.
     pub fn state(&self) -> BreakerState {
-        self.inner.state()
+        self.inner.current_state()
     }
 
     /// State changes from now on.
@@ -277,16 +298,17 @@ impl CircuitBreaker {
 
     /// Takes a permit for one call, or rejects with `CIRCUIT_OPEN`.
     pub fn acquire(&self) -> FlextResult<Permit<'_>> {
-        self.inner.acquire().map(|(generation, trial)| {
+        self.inner.acquire().map(|phase| {
             let started = self.inner.config.slow_call_duration.map(|_| Instant::now());
-            Permit::new(&self.inner, generation, trial, started)
+            Permit::new(&self.inner, phase, started)
         })
     }
 
-    /// Runs `call` under a permit and records its result.
+    /// Runs `call` under a permit and records its result. A call that panics is a failure:
+    /// it returns the `OPERATION_ERROR` of [`flext_impl::catch_panic`] and counts as one.
     pub async fn call<T>(&self, call: impl Future<Output = FlextResult<T>>) -> FlextResult<T> {
         let permit = self.acquire()?;
-        let result = call.await;
+        let result = catch_panic(call).await;
         permit.record(&result);
         result
     }
@@ -336,15 +358,19 @@ impl CircuitBreaker {
         }
     }
 
-    /// The breaker's metrics.
+    /// The breaker's metrics. The rates and buffered calls are those of the window while
+    /// closed or metrics-only, of the trial calls while half-open, and, while open, of
+    /// whichever tripped it (the window, or the last trial calls); disabled, nothing is
+    /// measured.
     pub fn metrics(&self) -> CircuitBreakerMetrics {
         let inner = &self.inner;
-        let (calls, failures, slow) = inner.window.totals(inner.seconds_now());
-        let rated = calls >= inner.config.minimum_number_of_calls && calls > 0;
+        let state = inner.current_state();
+        let (calls, failures, slow, minimum) = inner.measured(state);
+        let rated = calls >= minimum && calls > 0;
         let rate = |n: u32| rated.then(|| f64::from(n) * 100.0 / f64::from(calls));
         CircuitBreakerMetrics {
             name: inner.name.clone(),
-            state: inner.state(),
+            state,
             failure_rate: rate(failures),
             slow_call_rate: rate(slow),
             buffered_calls: calls,
@@ -358,8 +384,50 @@ impl CircuitBreaker {
 }
 
 impl Inner {
+    fn phase(&self) -> Phase {
+        Phase(self.phase.load(SeqCst))
+    }
+
     fn state(&self) -> BreakerState {
-        BreakerState::ALL[usize::from(self.state.load(SeqCst))]
+        self.phase().state()
+    }
+
+    /// The state, after giving up a half-open phase whose maximum wait has passed.
+    fn current_state(&self) -> BreakerState {
+        let phase = self.phase();
+        if phase.state() == BreakerState::HalfOpen && self.half_open_expired() {
+            self.transition(phase, BreakerState::Open);
+            return self.state();
+        }
+        phase.state()
+    }
+
+    fn half_open_expired(&self) -> bool {
+        let deadline = self.half_open_until.load(SeqCst);
+        deadline != 0 && self.nanos_now() >= deadline
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Guarded> {
+        self.guarded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `(calls, failures, slow, minimum calls for a rate)` of what `state` shows.
+    fn measured(&self, state: BreakerState) -> (u32, u32, u32, u32) {
+        if matches!(state, BreakerState::Open | BreakerState::HalfOpen) {
+            let guarded = self.lock();
+            let trial = match self.state() {
+                BreakerState::HalfOpen => true,
+                BreakerState::Open => guarded.open_after_trial,
+                _ => false,
+            };
+            if trial {
+                let t = guarded.trial;
+                let permitted = self.config.permitted_calls_in_half_open;
+                return (t.calls, t.failures, t.slow, permitted);
+            }
+        }
+        let (calls, failures, slow) = self.window.totals(self.seconds_now());
+        (calls, failures, slow, self.minimum_calls)
     }
 
     fn nanos_now(&self) -> u64 {
@@ -392,7 +460,7 @@ impl Inner {
     fn exceeded(&self, calls: u32, failures: u32, slows: u32) -> bool {
         // A window of successes, the steady state, trips nothing: skip the arithmetic.
         (failures > 0 || slows > 0)
-            && calls >= self.config.minimum_number_of_calls
+            && calls >= self.minimum_calls
             && self.rates_exceeded(calls, failures, slows)
     }
 
@@ -401,76 +469,6 @@ impl Inner {
         rate(failures) >= self.config.failure_rate_threshold
             || (self.config.slow_call_duration.is_some()
                 && rate(slows) >= self.config.slow_call_rate_threshold)
-    }
-
-    /// Moves from `from` to `to` if the breaker is still in `from` at `generation`.
-    fn transition(&self, generation: u64, from: BreakerState, to: BreakerState) {
-        let mut wait = self.timing.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.generation.load(SeqCst) == generation && self.state() == from {
-            self.enter(&mut wait, from, to);
-        }
-    }
-
-    fn move_by_hand(&self, to: BreakerState) -> FlextResult<()> {
-        let mut wait = self.timing.lock().unwrap_or_else(PoisonError::into_inner);
-        let from = self.state();
-        if !from.can_move_to(to) {
-            return Err(FlextError::invalid_argument(format!(
-                "Circuit breaker '{}' cannot move from {from} to {to}",
-                self.name
-            )));
-        }
-        self.enter(&mut wait, from, to);
-        Ok(())
-    }
-
-    fn reset(&self) {
-        let mut wait = self.timing.lock().unwrap_or_else(PoisonError::into_inner);
-        let from = self.state();
-        self.enter(&mut wait, from, BreakerState::Closed);
-    }
-
-    /// Enters `to` (the caller holds the timing lock): a new generation, a fresh window or
-    /// trial, the open deadline.
-    fn enter(&self, wait: &mut Duration, from: BreakerState, to: BreakerState) {
-        match to {
-            BreakerState::Open => {
-                if from == BreakerState::HalfOpen {
-                    let grown = wait.mul_f64(self.config.wait_duration_multiplier);
-                    *wait = grown.min(self.config.max_wait_duration_in_open);
-                }
-                let until = self
-                    .nanos_now()
-                    .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
-                self.open_until.store(until, SeqCst);
-            }
-            BreakerState::HalfOpen => {
-                self.trial.calls.store(0, SeqCst);
-                self.trial.failures.store(0, SeqCst);
-                self.trial.slow.store(0, SeqCst);
-                self.trial
-                    .permits
-                    .store(self.config.permitted_calls_in_half_open, SeqCst);
-                let until = self.config.max_wait_in_half_open.map_or(0, |max| {
-                    self.nanos_now()
-                        .saturating_add(u64::try_from(max.as_nanos()).unwrap_or(u64::MAX))
-                        .max(1)
-                });
-                self.half_open_until.store(until, SeqCst);
-            }
-            _ => *wait = self.config.wait_duration_in_open,
-        }
-        self.window.reset();
-        self.generation.fetch_add(1, SeqCst);
-        self.state.store(to as u8, SeqCst);
-        if from != to {
-            tracing::info!(breaker = %self.name, %from, %to, "circuit breaker changed state");
-            let _ = self.events.send(StateTransition {
-                breaker: self.name.clone(),
-                from,
-                to,
-            });
-        }
     }
 }
 

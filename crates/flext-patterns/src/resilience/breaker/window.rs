@@ -1,7 +1,14 @@
 //! The sliding window of a circuit breaker: the last N outcomes in a ring of atomic slots,
 //! or the last N seconds in a ring of atomic buckets, each with running totals.
+//!
+//! A count window's slot swap and the running total's adjustment are two steps, so a total
+//! can read one too low or too high for a moment (a result that swapped a failure out
+//! adjusts before the one that swapped it in). The totals are therefore signed, every change
+//! of a slot (a result or a reset) adjusts them by exactly what it replaced, so they are
+//! exact once no result is in flight, and reads clamp them to `0..=calls`: a rate is never
+//! below 0 % or above 100 %.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use super::SlidingWindow;
 
@@ -19,8 +26,8 @@ const SLOW: u8 = 4;
 pub(super) struct CountWindow {
     slots: Box<[AtomicU8]>,
     next: AtomicU64,
-    failures: AtomicU32,
-    slow: AtomicU32,
+    failures: AtomicI32,
+    slow: AtomicI32,
 }
 
 /// Outcomes per second in a ring of atomic buckets.
@@ -43,8 +50,8 @@ impl Window {
             SlidingWindow::CountBased(size) => Window::Count(CountWindow {
                 slots: (0..size.max(1)).map(|_| AtomicU8::new(0)).collect(),
                 next: AtomicU64::new(0),
-                failures: AtomicU32::new(0),
-                slow: AtomicU32::new(0),
+                failures: AtomicI32::new(0),
+                slow: AtomicI32::new(0),
             }),
             SlidingWindow::TimeBased(span) => Window::Time(TimeWindow {
                 buckets: (0..span.as_secs().max(1))
@@ -68,9 +75,7 @@ impl Window {
                 let index = window.next.fetch_add(1, SeqCst) % window.slots.len() as u64;
                 let outcome =
                     RECORDED | if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-                let old = window.slots[index as usize].swap(outcome, SeqCst);
-                adjust(&window.failures, old & FAILED != 0, failed);
-                adjust(&window.slow, old & SLOW != 0, slow);
+                window.replace(index as usize, outcome);
                 0
             }
             Window::Time(window) => {
@@ -104,28 +109,30 @@ impl Window {
         match self {
             Window::Count(window) => {
                 let calls = window.next.load(SeqCst).min(window.slots.len() as u64) as u32;
-                (
-                    calls,
-                    window.failures.load(SeqCst),
-                    window.slow.load(SeqCst),
-                )
+                let within = |total: &AtomicI32| {
+                    u32::try_from(total.load(SeqCst)).map_or(0, |n| n.min(calls))
+                };
+                (calls, within(&window.failures), within(&window.slow))
             }
             Window::Time(window) => {
                 let span = window.buckets.len() as u64;
-                window
+                let (calls, failures, slow) = window
                     .buckets
                     .iter()
                     .filter(|b| {
                         let stamp = b.second.load(SeqCst);
                         stamp != 0 && stamp + span > second + 1
                     })
-                    .fold((0, 0, 0), |(c, f, s), b| {
+                    .fold((0u32, 0u32, 0u32), |(c, f, s), b| {
                         (
-                            c + b.calls.load(SeqCst),
-                            f + b.failures.load(SeqCst),
-                            s + b.slow.load(SeqCst),
+                            c.saturating_add(b.calls.load(SeqCst)),
+                            f.saturating_add(b.failures.load(SeqCst)),
+                            s.saturating_add(b.slow.load(SeqCst)),
                         )
-                    })
+                    });
+                // A bucket zeroed while a result was counting into it may hold a failure
+                // without its call.
+                (calls, failures.min(calls), slow.min(calls))
             }
         }
     }
@@ -134,11 +141,11 @@ impl Window {
         match self {
             Window::Count(window) => {
                 window.next.store(0, SeqCst);
-                for slot in window.slots.iter() {
-                    slot.store(0, SeqCst);
+                // Through the slots, not by zeroing the totals: a result in flight that swapped
+                // a slot before this then adjusts a total that still holds what it swapped.
+                for index in 0..window.slots.len() {
+                    window.replace(index, 0);
                 }
-                window.failures.store(0, SeqCst);
-                window.slow.store(0, SeqCst);
             }
             Window::Time(window) => {
                 for bucket in window.buckets.iter() {
@@ -152,8 +159,17 @@ impl Window {
     }
 }
 
+impl CountWindow {
+    /// Puts `outcome` in slot `index` and moves the totals by what it replaced.
+    fn replace(&self, index: usize, outcome: u8) {
+        let old = self.slots[index].swap(outcome, SeqCst);
+        adjust(&self.failures, old & FAILED != 0, outcome & FAILED != 0);
+        adjust(&self.slow, old & SLOW != 0, outcome & SLOW != 0);
+    }
+}
+
 /// Moves a running total by the difference between the outcome replaced and the new one.
-fn adjust(total: &AtomicU32, was: bool, is: bool) {
+fn adjust(total: &AtomicI32, was: bool, is: bool) {
     match (was, is) {
         (false, true) => {
             total.fetch_add(1, SeqCst);
@@ -162,5 +178,64 @@ fn adjust(total: &AtomicU32, was: bool, is: bool) {
             total.fetch_sub(1, SeqCst);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Interleavings of two callers, replayed step by step.
+
+    use super::*;
+
+    fn count(window: &Window) -> &CountWindow {
+        match window {
+            Window::Count(count) => count,
+            Window::Time(_) => unreachable!("a count window"),
+        }
+    }
+
+    #[test]
+    fn a_failure_taken_off_before_it_was_counted_never_reads_below_zero() {
+        let window = Window::new(SlidingWindow::CountBased(1));
+        let slots = count(&window);
+        // Caller A puts its failure in the slot and is pre-empted before counting it...
+        slots.next.fetch_add(1, SeqCst);
+        let a_replaced = slots.slots[0].swap(RECORDED | FAILED, SeqCst);
+        // ...while caller B's success replaces it and takes it off the total.
+        slots.next.fetch_add(1, SeqCst);
+        let b_replaced = slots.slots[0].swap(RECORDED, SeqCst);
+        adjust(&slots.failures, b_replaced & FAILED != 0, false);
+        assert_eq!(window.totals(0), (1, 0, 0), "not u32::MAX failures");
+        adjust(&slots.failures, a_replaced & FAILED != 0, true);
+        assert_eq!(window.totals(0), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_reset_while_a_result_is_in_flight_leaves_exact_totals() {
+        let window = Window::new(SlidingWindow::CountBased(1));
+        assert_eq!(window.record(true, false, || 0), (1, 1, 0));
+        let slots = count(&window);
+        // A success swaps the failure out; the window is reset before it adjusts the total.
+        slots.next.fetch_add(1, SeqCst);
+        let replaced = slots.slots[0].swap(RECORDED, SeqCst);
+        window.reset();
+        adjust(&slots.failures, replaced & FAILED != 0, false);
+        assert_eq!(window.record(false, false, || 0), (1, 0, 0));
+        assert_eq!(window.record(true, true, || 0), (1, 1, 1));
+        window.reset();
+        assert_eq!(window.totals(0), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_time_window_never_reads_more_failures_than_calls() {
+        let window = Window::new(SlidingWindow::TimeBased(std::time::Duration::from_secs(2)));
+        assert_eq!(window.record(true, true, || 5), (1, 1, 1));
+        let Window::Time(buckets) = &window else {
+            unreachable!("a time window")
+        };
+        // A result counted its failure after another zeroed the bucket's calls.
+        buckets.buckets[1].failures.fetch_add(1, SeqCst);
+        assert_eq!(window.totals(5), (1, 1, 1));
+        assert_eq!(window.totals(7), (0, 0, 0), "the second left the window");
     }
 }
