@@ -3,4 +3,5 @@
 mod basic;
 mod checks;
 mod concurrency;
+mod deadlines;
 mod measuring;

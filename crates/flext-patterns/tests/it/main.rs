@@ -2,6 +2,7 @@
 
 mod breaker;
 mod chains;
+mod deadlines;
 mod middleware;
 mod pipelines;
 mod resilience;
