@@ -104,6 +104,15 @@ async fn deadlines_nest_and_the_earliest_wins() {
         .unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_millis(30));
     assert_eq!(outer_first.to_string(), "Call timed out after 30 ms");
+    // Equal deadlines: the outer one's applies, and its error is what the caller sees.
+    let equal = short
+        .run(
+            DeadlineSubject::Call,
+            Deadline::from_millis(30).run(DeadlineSubject::Handler("inner"), sleeper(1_000)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(equal.to_string(), "Call timed out after 30 ms");
     // In time under both.
     let both = short.run(
         DeadlineSubject::Call,
@@ -139,6 +148,25 @@ async fn a_core_under_an_earlier_outer_deadline_records_the_timeout_itself() {
     assert_eq!(late.to_string(), "Call timed out after 5 ms");
     assert_eq!(mover.state(), HandlerState::Timeout);
     assert_eq!(counts(&mover), (0, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_verdict_of_the_core_nearest_the_call_stands_for_the_deadlines_around_it() {
+    let handler = BasicHandler::from_fn("quick", |()| async { Ok(()) });
+    let result = Deadline::from_millis(20)
+        .run(DeadlineSubject::Call, async {
+            let answer = handler.handle(()).await;
+            // Time passes between the core's verdict and the outer deadline's look at the
+            // result, as the bus's own bookkeeping takes it: the core judged the call in
+            // time, and the outer deadline returns that, not a second opinion.
+            tokio::time::resume();
+            std::thread::sleep(Duration::from_millis(30));
+            answer
+        })
+        .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(handler.state(), HandlerState::Completed);
+    assert_eq!(counts(&handler), (1, 0, 0));
 }
 
 #[tokio::test(start_paused = true)]
