@@ -7,6 +7,8 @@
 //!   `send/command_bus_uninstrumented` is that bus with metrics and tracing off
 //!   ([`Instrumentation::NONE`]), so the two bus cases differ by what instrumentation costs
 //!   (no tracing subscriber is installed).
+//! - `send/command_bus_deadline_core` sends through a bus with a `TimeoutMiddleware` to a
+//!   `BasicHandler` with a deadline of its own: the two nested deadlines of a dispatch.
 //! - `publish/*/event_bus` publishes to N subscribers that do nothing;
 //!   `publish/*/tokio_broadcast` sends one value through a tokio broadcast channel and
 //!   receives it on N receivers.
@@ -24,8 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use flext_cqrs::{CommandBus, EventBus, Instrumentation};
-use flext_impl::handler_fn;
+use flext_cqrs::{CommandBus, EventBus, Instrumentation, TimeoutMiddleware};
+use flext_impl::{BasicHandler, handler_fn};
 use flext_protocols::{Command, Event, Handler};
 use tokio::runtime::Runtime;
 
@@ -73,6 +75,13 @@ fn send(c: &mut Criterion) {
     bus.register(handler.clone()).expect("one handler");
     let mut bare = CommandBus::new().with_instrumentation(Instrumentation::NONE);
     bare.register(handler.clone()).expect("one handler");
+    let mut deadlines = CommandBus::new();
+    deadlines
+        .register(BasicHandler::from_fn("ping", |Ping(n): Ping| async move {
+            Ok(n + 1)
+        }))
+        .expect("one handler");
+    deadlines.add_middleware(TimeoutMiddleware::new(Duration::from_secs(30)));
 
     let mut group = c.benchmark_group("send");
     group.bench_function("direct_call", |b| {
@@ -101,6 +110,16 @@ fn send(c: &mut Criterion) {
                 let bare = &bare;
                 async move {
                     black_box(bare.send(Ping(black_box(i))).await.ok());
+                }
+            })
+        })
+    });
+    group.bench_function("command_bus_deadline_core", |b| {
+        b.iter_custom(|iters| {
+            timed(&rt, iters, |i| {
+                let deadlines = &deadlines;
+                async move {
+                    black_box(deadlines.send(Ping(black_box(i))).await.ok());
                 }
             })
         })

@@ -111,8 +111,9 @@ impl HandlerCore {
         }
     }
 
-    /// Records a call that a deadline outside the handler (a `Timeout` wrapper) cut short:
-    /// a failure of `elapsed`, state `Timeout`.
+    /// Records a call that a deadline outside the handler cut short: a failure of
+    /// `elapsed`, state `Timeout`. [`Deadline::run_on`] calls it for a handler whose calls
+    /// do not run through [`HandlerCore::run`] (which records its calls itself).
     pub fn record_timeout(&self, elapsed: std::time::Duration) {
         self.recorder.record(elapsed, false);
         self.last_outcome
@@ -135,9 +136,12 @@ impl HandlerCore {
     ///
     /// - it counts as in flight (state `Processing`) until it ends or its future is dropped;
     /// - it runs inside a `flext.handle` tracing span naming the handler;
-    /// - past the configured deadline (a [`Deadline`]) it ends with a `TIMEOUT` error; a call
-    ///   that ends with any `TIMEOUT` error (also one from a service it called) leaves state
-    ///   `Timeout`;
+    /// - past the configured deadline (a [`Deadline`]) it ends with a `TIMEOUT` error, also
+    ///   when its result arrives after the deadline without the step having yielded before;
+    ///   under a deadline of its caller (the bus's `TimeoutMiddleware`, a `TimeoutHandler`)
+    ///   the earlier of the two applies, and the call is recorded here once, with the outcome
+    ///   the caller's deadline returns; a call that ends with any `TIMEOUT` error (also one
+    ///   from a service it called) leaves state `Timeout`;
     /// - a panic ends it with an `OPERATION_ERROR` "Handler execution failed: …" (see
     ///   [`catch_panic`]) and state `Failed`; the process and the handler live on;
     /// - its outcome and duration are recorded (durations only while
@@ -178,6 +182,7 @@ impl HandlerCore {
             self.recorder.record_outcome(success);
         }
         self.last_outcome.store(state_index(state), Relaxed);
+        crate::deadline::report_recorded();
         if let Err(error) = &result {
             tracing::debug!(handler = %self.name, code = error.code().as_str(), %error, "handler call failed");
         }

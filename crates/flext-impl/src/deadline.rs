@@ -1,16 +1,20 @@
 //! [`Deadline`]: the one implementation of "this call must end within a duration", used by
 //! handler cores, the `Timeout` pattern and the buses' timeout middleware.
 
+mod race;
+
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use flext_constants::ErrorCode;
 use flext_types::{FlextError, FlextResult};
-use futures_util::future::{self, Either, FutureExt};
+use futures_util::future::FutureExt;
 use serde_json::json;
 
-use crate::guard::panic_error;
+use crate::HandlerCore;
+use race::Race;
+pub(crate) use race::report_recorded;
 
 /// A limit on how long a call may run. Past it, the call's future is dropped and the call
 /// ends with a `TIMEOUT` error that names what timed out ([`DeadlineSubject`]) and the limit.
@@ -23,6 +27,17 @@ use crate::guard::panic_error;
 /// The error reads "{subject} timed out after {limit} ms" (a message dispatch adds
 /// "(handler '…')"), and its data is `{"timed_out": …, "limit_ms": …}` plus `handler` and
 /// `message_type` when the subject has them.
+///
+/// A result that arrives at or after the deadline is a `TIMEOUT` too: a call is judged when
+/// it ends, not only by a timer, so one that blocks or never yields before its deadline
+/// does not slip through as a success.
+///
+/// Deadlines nest: a deadline inside another (a handler core's under the bus's timeout
+/// middleware or a `TimeoutHandler`) takes the earlier of the two, and the nearest one to
+/// the call gives the verdict, which the ones around it adopt. A handler core under a
+/// wrapper's deadline therefore records the timeout itself, counted once, and its record
+/// agrees with what the wrapper returns; the wrapper's own error (its subject and limit) is
+/// what the caller sees. A call with no core inside is ended by the wrapper as before.
 ///
 /// A deadline needs tokio's timer. Outside a tokio runtime the call runs without a deadline
 /// (there is no clock to race); inside a runtime whose timers are disabled the call does not
@@ -89,7 +104,10 @@ impl Deadline {
     /// Runs `call`; past the limit, drops it and fails with the `TIMEOUT` error naming
     /// `subject`. A call's own error (also its own `TIMEOUT`) passes through unchanged.
     ///
-    /// The limit counts from the first poll of the returned future.
+    /// The limit counts from the first poll of the returned future. A result that arrives
+    /// at or after the deadline is the `TIMEOUT` error too, also from a call that blocks
+    /// or never yields before it (so no timer could end it first). Inside another deadline
+    /// (see [`Deadline`]) the earlier of the two applies.
     pub fn run<'a, T, F>(
         &self,
         subject: DeadlineSubject<'a>,
@@ -98,16 +116,16 @@ impl Deadline {
     where
         F: Future<Output = FlextResult<T>>,
     {
-        self.race(subject, call)
-            .map(|raced| raced.and_then(|result| result))
+        Race::new(*self, subject, call).map(|raced| raced.result.and_then(|result| result))
     }
 
     /// Runs `call` and returns its output as it is, or an error when the deadline ended it:
     /// the `TIMEOUT` naming `subject` (or the `OPERATION_ERROR` of a runtime without
     /// timers). Unlike [`Deadline::run`] the caller can tell the deadline's error from the
-    /// call's, for example to record the timeout on a handler.
+    /// call's.
     ///
-    /// The limit counts from the first poll of the returned future.
+    /// The limit counts from the first poll of the returned future; a result at or after
+    /// the deadline is the deadline's error, as with [`Deadline::run`].
     pub fn race<'a, O, F>(
         &self,
         subject: DeadlineSubject<'a>,
@@ -116,40 +134,54 @@ impl Deadline {
     where
         F: Future<Output = O>,
     {
-        // Combinators, not an `async fn`: no state machine of its own around the call's.
-        // `HandlerCore::run`'s future is 296 bytes this way, against 248 when it wrote its
-        // own timer (the 48 are the subject) and 440 with this as an `async fn`. `lazy`
-        // looks for the runtime and starts the timer at the first poll, as an `async fn`
-        // would.
-        let deadline = *self;
-        future::lazy(move |_| deadline.start(subject, call)).flatten()
+        Race::new(*self, subject, call).map(|raced| raced.result)
     }
 
-    /// Starts the timer now and races `call` against it; see [`Deadline::race`].
-    fn start<'a, O, F>(
-        self,
-        subject: DeadlineSubject<'a>,
+    /// Runs a call of the handler whose core is `core`, as [`Deadline::run`] with the
+    /// subject "Handler '{name}'"; when this deadline ends the call and no handler core
+    /// inside it recorded the call (a handler that does not run through
+    /// [`HandlerCore::run`]), records the timeout on `core`: a failure, state `timeout`.
+    /// So a handler under a wrapper's deadline is counted once, whoever ended the call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flext_constants::HandlerState;
+    /// use flext_impl::{BasicHandler, Deadline, ManagedHandler};
+    /// use flext_protocols::Handler;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let slow = BasicHandler::from_fn("report", |()| async {
+    ///     tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     Ok(())
+    /// });
+    /// let deadline = Deadline::from_millis(50);
+    /// let err = deadline.run_on(slow.core(), slow.handle(())).await.unwrap_err();
+    /// assert_eq!(err.to_string(), "Handler 'report' timed out after 50 ms");
+    /// assert_eq!(slow.state(), HandlerState::Timeout);
+    /// assert_eq!(slow.metrics().failed_requests, 1, "counted once");
+    /// # }
+    /// ```
+    pub fn run_on<'a, T, F>(
+        &self,
+        core: &'a HandlerCore,
         call: F,
-    ) -> impl Future<Output = FlextResult<O>> + use<'a, O, F>
+    ) -> impl Future<Output = FlextResult<T>> + use<'a, T, F>
     where
-        F: Future<Output = O>,
+        F: Future<Output = FlextResult<T>>,
     {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Either::Left(call.map(Ok));
-        }
-        // Tokio panics while creating the timer when the runtime has none; the call has not
-        // started then, so it is dropped unpolled and the panic becomes an error.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| tokio::time::timeout(self.limit, call)))
-        {
-            Ok(timed) => {
-                Either::Right(Either::Left(timed.map(move |outcome| {
-                    outcome.map_err(|_elapsed| self.timed_out(subject))
-                })))
+        Race::new(*self, DeadlineSubject::Handler(core.name()), call).map(move |raced| {
+            if let Some(elapsed) = raced.ended_after
+                && !raced.recorded_below
+                && raced
+                    .result
+                    .as_ref()
+                    .is_err_and(|error| error.is(ErrorCode::Timeout))
+            {
+                core.record_timeout(elapsed);
             }
-            Err(panic) => Either::Right(Either::Right(future::ready(Err(panic_error(
-                panic.as_ref(),
-            ))))),
-        }
+            raced.result.and_then(|result| result)
+        })
     }
 
     /// The `TIMEOUT` error of this deadline passing on `subject`.

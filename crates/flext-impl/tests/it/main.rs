@@ -4,5 +4,6 @@ mod async_checks;
 mod basic;
 mod checks;
 mod concurrency;
+mod deadlines;
 mod kinds;
 mod measuring;

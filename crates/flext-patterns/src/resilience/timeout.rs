@@ -4,7 +4,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_constants::ErrorCode;
 use flext_impl::{Deadline, DeadlineSubject, ManagedHandler};
 use flext_protocols::{Handler, Middleware, Next};
 use flext_types::{FlextResult, HandlerConfig};
@@ -84,7 +83,9 @@ where
 }
 
 /// A managed handler under a [`Timeout`]: a call past the deadline is a `TIMEOUT` error
-/// naming the handler, counts as a failure in its metrics and leaves it in state `timeout`.
+/// naming the handler, counts once as a failure in its metrics and leaves it in state
+/// `timeout` (through [`Deadline::run_on`]: the handler's core records it when the call
+/// runs through [`HandlerCore::run`](flext_impl::HandlerCore::run), the wrapper otherwise).
 #[derive(Debug)]
 pub struct TimeoutHandler<H> {
     timeout: Timeout,
@@ -116,16 +117,10 @@ impl<H: Handler + ManagedHandler> Handler for TimeoutHandler<H> {
     }
 
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response> {
-        let deadline = self.timeout.deadline;
-        let subject = DeadlineSubject::Handler(self.handler.handler_name());
-        deadline
-            .race(subject, self.handler.handle(request))
+        let handler = &self.handler;
+        self.timeout
+            .deadline
+            .run_on(handler.core(), handler.handle(request))
             .await
-            .inspect_err(|error| {
-                if error.is(ErrorCode::Timeout) {
-                    self.handler.core().record_timeout(deadline.limit());
-                }
-            })
-            .and_then(|result| result)
     }
 }

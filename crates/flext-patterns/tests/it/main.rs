@@ -4,6 +4,7 @@ mod breaker;
 mod breaker_races;
 mod breaker_states;
 mod chains;
+mod deadlines;
 mod kinds;
 mod middleware;
 mod no_panic;
