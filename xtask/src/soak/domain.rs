@@ -206,6 +206,21 @@ impl Balances {
         Ok(())
     }
 
+    /// The first account where `self` and `other` differ, described; `None` when they
+    /// agree (their positions and redelivery counts aside).
+    pub fn difference(&self, other: &Self) -> Option<String> {
+        if self.accounts == other.accounts {
+            return None;
+        }
+        self.accounts
+            .keys()
+            .chain(other.accounts.keys())
+            .find_map(|stream| {
+                let (mine, theirs) = (self.accounts.get(stream), other.accounts.get(stream));
+                (mine != theirs).then(|| format!("{stream}: {mine:?} against {theirs:?}"))
+            })
+    }
+
     /// The sum of every balance.
     pub fn total(&self) -> u64 {
         self.accounts.values().map(|row| row.balance).sum()

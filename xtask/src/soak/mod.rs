@@ -131,6 +131,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
         .collect();
     let mut checker = Checker::new();
     let mut checks = 0;
+    let mut paused = Duration::ZERO;
     let mut rss_start = None;
     let mut rss_last = 0;
     let mut rss_max = 0;
@@ -144,7 +145,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
     while started.elapsed() < config.duration {
         let left = config.duration.saturating_sub(started.elapsed());
         tokio::time::sleep(config.check_every().min(left)).await;
-        quiet.check(&mut checker).await?;
+        paused += quiet.check(&mut checker).await?;
         checks += 1;
         if let Some(rss) = resident_bytes() {
             if rss_start.is_none() && started.elapsed() >= config.warm_up() {
@@ -170,7 +171,8 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
             checker.violation(format!("a worker panicked: {error}"));
         }
     }
-    let elapsed = started.elapsed();
+    // The checks' pauses are not load: throughput is over the time the workers ran.
+    let elapsed = started.elapsed().saturating_sub(paused);
     quiet.check(&mut checker).await?;
     checks += 1;
     quiet.full_replay(&mut checker).await?;
@@ -209,6 +211,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
         store_description: opened.description.clone(),
         workers: config.workers,
         accounts: config.accounts(),
+        duration: config.duration,
         elapsed,
         kinds: OpKind::ALL
             .iter()

@@ -30,10 +30,12 @@ pub(super) struct Quiet {
 
 impl Quiet {
     /// Pauses the workers and checks every invariant but memory; violations go to
-    /// `checker`. An error is a failure to read the store.
-    pub(super) async fn check(&self, checker: &mut Checker) -> FlextResult<()> {
+    /// `checker`. Returns how long the workers were paused. An error is a failure to read
+    /// the store.
+    pub(super) async fn check(&self, checker: &mut Checker) -> FlextResult<Duration> {
         let system = &self.system;
         let _paused = system.gate.write().await;
+        let paused = std::time::Instant::now();
         let head = self.events.head_position().await?;
         while checker.position() < head {
             let batch = self
@@ -76,7 +78,7 @@ impl Quiet {
             checker.violation(format!("read model: {error}"));
         }
         let model = system.read_model.balances();
-        if let Some(difference) = difference(&model, checker.replay()) {
+        if let Some(difference) = model.difference(checker.replay()) {
             checker.violation(format!(
                 "at position {head} the read model differs from the replay: {difference}"
             ));
@@ -97,7 +99,7 @@ impl Quiet {
                  {deposited} and withdrew {withdrawn}"
             ));
         }
-        Ok(())
+        Ok(paused.elapsed())
     }
 
     /// Compares the buses' metric totals with the driver's counts.
@@ -169,32 +171,16 @@ impl Quiet {
             }
         }
         let model = self.system.read_model.balances();
-        if let Some(difference) = difference(&model, &fresh) {
+        if let Some(difference) = model.difference(&fresh) {
             checker.violation(format!(
                 "the read model differs from a full replay of the store: {difference}"
             ));
         }
-        if let Some(difference) = difference(checker.replay(), &fresh) {
+        if let Some(difference) = checker.replay().difference(&fresh) {
             checker.violation(format!(
                 "the checker's replay differs from a full replay of the store: {difference}"
             ));
         }
         Ok(())
     }
-}
-
-/// The first account where `model` and `replay` differ, described; `None` when they agree
-/// (the positions and redelivery counts aside).
-pub(super) fn difference(model: &Balances, replay: &Balances) -> Option<String> {
-    if model.accounts == replay.accounts {
-        return None;
-    }
-    let streams = model.accounts.keys().chain(replay.accounts.keys());
-    for stream in streams {
-        let (left, right) = (model.accounts.get(stream), replay.accounts.get(stream));
-        if left != right {
-            return Some(format!("{stream}: {left:?} against {right:?}"));
-        }
-    }
-    None
 }

@@ -34,7 +34,9 @@ pub struct SoakReport {
     pub workers: usize,
     /// Accounts the workers share.
     pub accounts: usize,
-    /// How long the load ran.
+    /// How long the run was asked to last.
+    pub duration: Duration,
+    /// How long the workers ran: the run less the checks' pauses.
     pub elapsed: Duration,
     /// Figures per operation kind, in [`OpKind::ALL`] order.
     pub kinds: Vec<KindFigures>,
@@ -84,7 +86,8 @@ impl SoakReport {
     /// The report as text for the terminal.
     pub fn render_text(&self) -> String {
         let mut out = format!(
-            "soak on {} ({}), {} workers, {} accounts, {:.1} s of load\n\n",
+            "soak on {} ({}), {} workers, {} accounts, {:.1} s of load (checks' pauses \
+             excluded)\n\n",
             self.store,
             self.store_description,
             self.workers,
@@ -120,18 +123,25 @@ impl SoakReport {
     /// The section of `docs/PERFORMANCE.md`, between [`SOAK_BEGIN`] and [`SOAK_END`].
     pub fn render_markdown(&self, machine: &Machine, date: &str) -> String {
         let mut out = format!("{SOAK_BEGIN}\n## Soak\n\n");
+        let seconds = self.duration.as_secs();
+        let length = if seconds.is_multiple_of(60) {
+            format!("--minutes {}", seconds / 60)
+        } else {
+            format!("--seconds {seconds}")
+        };
         let _ = writeln!(
             out,
-            "`cargo run --release -p xtask -- soak --minutes {} --store {} --workers {} --write`, \
+            "`cargo run --release -p xtask -- soak {length} --store {} --workers {} --write`, \
              run on {date}: {} logical cores, {}; {}; commit {}. The machine was shared with \
-             other builds during the run, so the figures are a floor, not a capacity.\n",
-            (self.elapsed.as_secs() + 30) / 60,
+             other builds during the run, so the figures are a floor, not a capacity. \
+             Throughput is over the {:.0} s the workers ran (the checks' pauses excluded).\n",
             self.store,
             self.workers,
             machine.cores,
             machine.cpu,
             machine.rustc,
-            machine.commit
+            machine.commit,
+            self.elapsed.as_secs_f64()
         );
         let _ = writeln!(
             out,
