@@ -173,7 +173,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
     }
     // The checks' pauses are not load: throughput is over the time the workers ran.
     let elapsed = started.elapsed().saturating_sub(paused);
-    quiet.check(&mut checker).await?;
+    paused += quiet.check(&mut checker).await?;
     checks += 1;
     quiet.full_replay(&mut checker).await?;
     let _ = stop_runners.send(true);
@@ -213,6 +213,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
         accounts: config.accounts(),
         duration: config.duration,
         elapsed,
+        paused,
         kinds: OpKind::ALL
             .iter()
             .map(|kind| KindFigures {

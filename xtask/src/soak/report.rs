@@ -38,6 +38,8 @@ pub struct SoakReport {
     pub duration: Duration,
     /// How long the workers ran: the run less the checks' pauses.
     pub elapsed: Duration,
+    /// How long the checks paused the workers, in all.
+    pub paused: Duration,
     /// Figures per operation kind, in [`OpKind::ALL`] order.
     pub kinds: Vec<KindFigures>,
     /// Commands sent (each try).
@@ -86,13 +88,14 @@ impl SoakReport {
     /// The report as text for the terminal.
     pub fn render_text(&self) -> String {
         let mut out = format!(
-            "soak on {} ({}), {} workers, {} accounts, {:.1} s of load (checks' pauses \
-             excluded)\n\n",
+            "soak on {} ({}), {} workers, {} accounts, {:.1} s of load; the checks paused \
+             it {:.1} s more\n\n",
             self.store,
             self.store_description,
             self.workers,
             self.accounts,
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            self.paused.as_secs_f64()
         );
         out.push_str(&self.table());
         out.push('\n');
@@ -134,14 +137,17 @@ impl SoakReport {
             "`cargo run --release -p xtask -- soak {length} --store {} --workers {} --write`, \
              run on {date}: {} logical cores, {}; {}; commit {}. The machine was shared with \
              other builds during the run, so the figures are a floor, not a capacity. \
-             Throughput is over the {:.0} s the workers ran (the checks' pauses excluded).\n",
+             Throughput is over the {:.0} s the workers ran; the checks paused them {:.0} s \
+             more, mostly waiting for the projection and the relay (each saves a checkpoint \
+             per event) to catch up with the log.\n",
             self.store,
             self.workers,
             machine.cores,
             machine.cpu,
             machine.rustc,
             machine.commit,
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            self.paused.as_secs_f64()
         );
         let _ = writeln!(
             out,
