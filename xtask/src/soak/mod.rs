@@ -79,11 +79,50 @@ impl SoakConfig {
 /// Runs the soak `config` describes and reports it; `progress` gets a line after each
 /// check. An error is a failure to run at all (the store cannot be opened, say); what the
 /// run finds wrong is in [`SoakReport::violations`].
+///
+/// The store is removed at the end whether the run succeeds or not; what cannot be
+/// removed is a note of the report (or, when the run failed, printed through `progress`).
 pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<SoakReport> {
     if config.workers == 0 {
         return Err(FlextError::invalid_argument("--workers must be at least 1"));
     }
     let opened = store::open(config.store).await?;
+    let result = drive(config, &opened, &progress).await;
+    let note = opened.remove();
+    match result {
+        Ok(mut report) => {
+            report.notes.extend(note);
+            Ok(report)
+        }
+        Err(error) => {
+            if let Some(note) = note {
+                progress(&note);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Stops the workers and the runners when dropped: at the end of a run, or when it fails
+/// half-way.
+struct Stopper {
+    system: Arc<System>,
+    runners: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.system.stop.store(true, Ordering::Relaxed);
+        let _ = self.runners.send(true);
+    }
+}
+
+/// The run itself, on the opened store.
+async fn drive(
+    config: &SoakConfig,
+    opened: &store::Opened,
+    progress: &impl Fn(&str),
+) -> FlextResult<SoakReport> {
     let events = opened.events.clone();
     let system = System::new(events.clone(), config.accounts())?;
     let saga = Arc::new(transfer_saga(events.clone(), &system)?);
@@ -113,6 +152,10 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
         relay.clone(),
     ));
     let (stop_runners, stopped) = tokio::sync::watch::channel(false);
+    let stopper = Stopper {
+        system: system.clone(),
+        runners: stop_runners,
+    };
     let mut runners = Vec::new();
     for runner in [projection.clone(), relay_runner.clone()] {
         let mut stopped = stopped.clone();
@@ -165,7 +208,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
             checker.violations().len()
         ));
     }
-    system.stop.store(true, Ordering::Relaxed);
+    stopper.system.stop.store(true, Ordering::Relaxed);
     for handle in workers {
         if let Err(error) = handle.await {
             checker.violation(format!("a worker panicked: {error}"));
@@ -176,7 +219,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
     paused += quiet.check(&mut checker).await?;
     checks += 1;
     quiet.full_replay(&mut checker).await?;
-    let _ = stop_runners.send(true);
+    drop(stopper);
     for handle in runners {
         match handle.await {
             Ok(Ok(_)) => {}
@@ -206,7 +249,7 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
     let latencies = system.latencies();
     let counts = &system.counts;
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    let mut report = SoakReport {
+    let report = SoakReport {
         store: config.store.name().to_owned(),
         store_description: opened.description.clone(),
         workers: config.workers,
@@ -235,8 +278,6 @@ pub async fn run(config: &SoakConfig, progress: impl Fn(&str)) -> FlextResult<So
         violations: checker.violations().to_vec(),
         notes: Vec::new(),
     };
-    drop((quiet, projection, relay_runner, relay, saga, system, events));
-    report.notes.extend(opened.remove());
     Ok(report)
 }
 

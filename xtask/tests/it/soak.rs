@@ -382,3 +382,60 @@ async fn a_postgres_soak_without_its_url_is_refused_naming_the_variable() {
         "{error}"
     );
 }
+
+#[test]
+fn checker_judges_multi_event_appends_by_every_version_and_position() {
+    let events = vec![
+        event("Account-a", 1, 1),
+        event("Account-a", 2, 2),
+        event("Account-a", 3, 3),
+    ];
+    let batch = |first_version, last_version, first_position, last_position| Ack {
+        stream: "Account-a".to_owned(),
+        append: AppendResult {
+            first_version,
+            last_version,
+            first_position,
+            last_position,
+        },
+    };
+    let mut clean = Checker::new();
+    clean.observe(&events);
+    clean.settle(
+        &[batch(1, 1, 1, 1), batch(2, 3, 2, 3)],
+        &delivered_once(&events),
+    );
+    assert!(clean.violations().is_empty(), "{:?}", clean.violations());
+
+    let mut inconsistent = Checker::new();
+    inconsistent.observe(&events);
+    inconsistent.settle(
+        &[batch(1, 1, 1, 1), batch(2, 3, 2, 2)],
+        &delivered_once(&events),
+    );
+    assert_one_violation(
+        &inconsistent,
+        "the append to Account-a of versions 2..=3 reports positions 2..=2",
+    );
+
+    let mut shifted = Checker::new();
+    shifted.observe(&events);
+    shifted.settle(
+        &[batch(1, 1, 1, 1), batch(3, 4, 2, 3)],
+        &delivered_once(&events),
+    );
+    assert_one_violation(
+        &shifted,
+        "event Account-a version 3 should be at position 2, which holds Account-a version 2",
+    );
+}
+
+#[test]
+fn a_violation_found_outside_the_checker_is_kept() {
+    let mut checker = Checker::new();
+    checker.violation("metrics: deliveries is 3, the driver counted 4");
+    assert_eq!(
+        checker.violations(),
+        ["metrics: deliveries is 3, the driver counted 4"]
+    );
+}
