@@ -42,7 +42,7 @@ pub use domain::{
 pub use report::{
     INVARIANTS, KindFigures, SOAK_BEGIN, SOAK_END, SoakReport, soak_section, with_soak_section,
 };
-pub use stats::{Histogram, OpKind, resident_bytes, rss_allowance};
+pub use stats::{Histogram, OpKind, load_average, resident_bytes, rss_allowance};
 pub use store::{POSTGRES_URL_VAR, StoreKind};
 
 use driver::{System, transfer_saga, worker};
@@ -168,6 +168,7 @@ async fn drive(
         }));
     }
 
+    let load_at_start = load_average();
     let started = Instant::now();
     let workers: Vec<_> = (0..config.workers)
         .map(|n| tokio::spawn(worker(system.clone(), saga.clone(), 0x5eed_0000 + n as u64)))
@@ -274,6 +275,7 @@ async fn drive(
         relayed: load(&counts.relayed),
         checks,
         rss: rss_start.map(|start| (start, rss_last, rss_max)),
+        load_average: load_at_start.zip(load_average()),
         rss_not_judged,
         violations: checker.violations().to_vec(),
         notes: Vec::new(),

@@ -62,6 +62,9 @@ pub struct SoakReport {
     pub checks: u64,
     /// Resident memory after warm-up, at the end and at most, in bytes.
     pub rss: Option<(u64, u64, u64)>,
+    /// The machine's one-minute load average when the run started and when it ended,
+    /// from `/proc/loadavg`.
+    pub load_average: Option<(f64, f64)>,
     /// Why resident memory was not judged, if it was not.
     pub rss_not_judged: Option<String>,
     /// Every invariant violation found.
@@ -136,7 +139,7 @@ impl SoakReport {
             out,
             "`cargo run --release -p xtask -- soak {length} --store {} --workers {} --write`, \
              run on {date}: {} logical cores, {}; {}; commit {}. The machine was shared with \
-             other builds during the run, so the figures are a floor, not a capacity. \
+             other builds during the run{}, so the figures are a floor, not a capacity. \
              Throughput is over the {:.0} s the workers ran; the checks paused them {:.0} s \
              more, mostly waiting for the projection and the relay (each saves a checkpoint \
              per event) to catch up with the log.\n",
@@ -146,6 +149,10 @@ impl SoakReport {
             machine.cpu,
             machine.rustc,
             machine.commit,
+            self.load_average
+                .map_or_else(String::new, |(start, end)| format!(
+                    " (load average {start:.1} at the start, {end:.1} at the end)"
+                )),
             self.elapsed.as_secs_f64(),
             self.paused.as_secs_f64()
         );
@@ -218,7 +225,7 @@ impl SoakReport {
         let mut out = format!(
             "Commands sent {} (conflicts retried {}, withdrawals refused {}); transfers \
              completed {}, compensated {}, resumed {}; events stored {}; relayed deliveries \
-             {}.\n",
+             {}.\n\n",
             self.commands_sent,
             self.conflicts,
             self.refused,

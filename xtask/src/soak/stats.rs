@@ -154,6 +154,17 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// The machine's one-minute load average, from `/proc/loadavg`; `None` where it cannot be
+/// read.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Judges resident memory: `end` may exceed `start` (both after warm-up) by at most 10%
 /// of `start` plus 32 MiB. Returns the allowance.
 ///
