@@ -35,3 +35,8 @@ ci:
 # Runs every benchmark and writes docs/PERFORMANCE.md (targets, ratios, the machine).
 bench-report:
     cargo run -p xtask -- bench-report
+
+# Runs the soak: mixed load for ten minutes on SQLite, invariants checked as it goes, and
+# writes its figures into docs/PERFORMANCE.md.
+soak store="sqlite" minutes="10":
+    cargo run --release -p xtask -- soak --minutes {{minutes}} --store {{store}} --write

@@ -23,6 +23,9 @@
 //!
 //! [`perf`] is the other tool here: `cargo run -p xtask -- bench-report` checks every
 //! performance target against criterion's results and writes `docs/PERFORMANCE.md`.
+//! [`soak`] runs the framework under mixed concurrent load for minutes, checking its
+//! invariants as it goes (`cargo run --release -p xtask -- soak --minutes 10 --store
+//! sqlite`); its figures are a section of the same document.
 //!
 //! Rules 1 to 5 together are [`check_metadata`]. The model is [`Metadata`], read from
 //! `cargo metadata --format-version 1 --no-deps` by [`cargo_metadata`] (the members), from
@@ -40,6 +43,7 @@ mod manifest;
 mod metadata;
 pub mod perf;
 mod rules;
+pub mod soak;
 
 pub use crate::architecture::{
     ARCHITECTURE_DOC, LayerRow, check_architecture_doc, check_architecture_table, parse_layer_table,

@@ -8,6 +8,7 @@ mod files;
 mod layering;
 mod licenses;
 mod perf;
+mod soak;
 mod workspace;
 
 use std::path::{Path, PathBuf};
