@@ -8,6 +8,7 @@ mod es_projection;
 mod es_relay;
 mod es_repository;
 mod es_sqlite;
+mod es_upcasters;
 mod events;
 mod instrumentation;
 mod metadata;
