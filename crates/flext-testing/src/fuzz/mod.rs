@@ -31,9 +31,12 @@ pub use events::event_envelope;
 pub use query::named_query;
 pub use rows::sql_row;
 
+/// The body of a fuzz target: it takes the fuzzer's bytes and panics on a broken contract.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name of its directory under `fuzz/corpus/` and of its file under
 /// `fuzz/fuzz_targets/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config_patch", config_patch),
     ("event_envelope", event_envelope),
     ("named_query", named_query),
