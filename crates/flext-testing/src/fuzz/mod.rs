@@ -20,16 +20,22 @@
 //! | [`event_envelope`] | `JsonPayload::from_text`, `EventMetadata` JSON, `Upcasters::decode` and `Envelope::decode` |
 //! | [`named_query`] | `QueryBus::execute_named` arguments through `JsonHandler` |
 //! | [`sql_row`] | `RawEvent::decode`, `RawSnapshot::decode`, `decode_dead_letters` (the SQL stores' row decoding) |
+//! | `sqlite_row` | [`stored_row`]: a row of a real SQLite store overwritten with any values and read back |
+//!
+//! [`TARGETS`] lists the targets that need nothing but bytes; [`STORE_TARGETS`] those that
+//! need a store, whose corpus the store's own tests replay (through [`stored_row`]).
 
 mod config;
 mod events;
 mod query;
 mod rows;
+mod store;
 
 pub use config::config_patch;
 pub use events::event_envelope;
 pub use query::named_query;
 pub use rows::sql_row;
+pub use store::{Cell, ROW_COLUMNS, stored_row};
 
 /// The body of a fuzz target: it takes the fuzzer's bytes and panics on a broken contract.
 pub type Target = fn(&[u8]);
@@ -42,6 +48,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("named_query", named_query),
     ("sql_row", sql_row),
 ];
+
+/// The targets that run on a real store, by name; their bodies are [`stored_row`] and the
+/// store's SQL, in the store's crate tests and in `fuzz/fuzz_targets/<name>.rs`.
+pub const STORE_TARGETS: &[&str] = &["sqlite_row"];
 
 /// `data` split at newlines into `N` fields, the last taking the rest (newlines included);
 /// missing fields are empty.

@@ -83,7 +83,7 @@ fn event_row(raw: &RawEvent) {
 }
 
 /// `event` as a SQL store writes it.
-fn written_back(event: &StoredEvent) -> RawEvent {
+pub(super) fn written_back(event: &StoredEvent) -> RawEvent {
     RawEvent {
         event_id: event.event_id.to_string(),
         stream_id: event.stream_id.to_string(),

@@ -54,11 +54,26 @@ fn every_target_has_a_libfuzzer_target_and_every_corpus_a_target() {
             file.display()
         );
     }
+    for target in flext_testing::fuzz::STORE_TARGETS {
+        let file = targets.join(format!("{target}.rs"));
+        let source = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{} reads: {e}", file.display()));
+        assert!(
+            source.contains("flext_testing::fuzz::stored_row("),
+            "{} calls flext_testing::fuzz::stored_row",
+            file.display()
+        );
+        assert!(
+            !corpus(target).is_empty(),
+            "the corpus of {target} is empty"
+        );
+    }
     for entry in std::fs::read_dir(corpus_root()).expect("the corpus root reads") {
         let name = entry.expect("an entry reads").file_name();
         let name = name.to_string_lossy();
         assert!(
-            TARGETS.iter().any(|(target, _)| *target == name),
+            TARGETS.iter().any(|(target, _)| *target == name)
+                || flext_testing::fuzz::STORE_TARGETS.contains(&&*name),
             "fuzz/corpus/{name} belongs to no target of flext_testing::fuzz::TARGETS"
         );
     }
