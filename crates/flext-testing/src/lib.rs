@@ -18,6 +18,9 @@
 //! - [`workload`]: the appends and reads the stores' benchmarks measure, the same on every
 //!   store; `bench` (feature `bench`) runs them as criterion benchmarks beside a store's
 //!   baselines.
+//! - [`fuzz`]: the bodies of the fuzz targets (`fuzz/` at the repository root), one
+//!   function per decoder of outside input, replayed over the committed corpus by this
+//!   crate's tests.
 //! - [`AggregateFixture`]: given events, when a command, then events or an error.
 //! - [`SagaFixture`]: given recorded progress, when run or resumed, then completed,
 //!   compensated or failed, with exactly the records expected.
@@ -46,6 +49,7 @@ pub mod bench;
 pub mod checkpoint_store;
 pub mod crash;
 pub mod event_store;
+pub mod fuzz;
 mod saga;
 pub mod snapshot_store;
 pub mod sql;

@@ -132,9 +132,13 @@ impl Upcasters {
         let mut value: Value = serde_json::from_str(stored.payload.as_str())
             .map_err(|e| cannot_decode(version, &e).with_source(e))?;
         while let Some(upcast) = self.by_key.get(&(stored.event_type.to_string(), version)) {
+            // An upcaster from the last schema version there is has nowhere to go.
+            let next = version.checked_add(1).ok_or_else(|| {
+                cannot_decode(version, &format!("no schema version follows {version}"))
+            })?;
             value = flext_impl::catch_panic_sync(|| upcast(value))
                 .map_err(|e| cannot_decode(version, &format!("the upcaster failed: {e}")))?;
-            version += 1;
+            version = next;
         }
         serde_json::from_value(value).map_err(|e| cannot_decode(version, &e).with_source(e))
     }

@@ -3,6 +3,7 @@
 mod concurrent_open;
 mod conformance;
 mod crash;
+mod fuzz_corpus;
 mod specifics;
 
 use flext_store_sqlite::SqliteEventStore;
