@@ -324,7 +324,11 @@ async fn the_default_backoff_grows_with_jitter() {
     );
     let gaps = gaps(&projection.tries_of(1));
     let nominal = [100_u64, 200, 400, 800, 1600, 3200];
-    assert_eq!(gaps.len(), nominal.len(), "one wait after each of the six failures");
+    assert_eq!(
+        gaps.len(),
+        nominal.len(),
+        "one wait after each of the six failures"
+    );
     for (gap, nominal) in gaps.iter().zip(nominal) {
         let low = Duration::from_millis(nominal * 8 / 10);
         let high = Duration::from_millis(nominal * 12 / 10 + 1);
