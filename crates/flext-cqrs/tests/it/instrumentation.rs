@@ -1,13 +1,14 @@
 //! Instrumentation: what each bus records with metrics and tracing on (the default) and off.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use flext_constants::ErrorCode;
 use flext_cqrs::{CommandBus, EventBus, Instrumentation, QueryBus};
 use flext_impl::{BasicHandler, handler_fn};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event as TraceEvent, Metadata, Subscriber};
+use tracing::subscriber::NoSubscriber;
+use tracing::{Dispatch, Event as TraceEvent, Metadata, Subscriber};
 
 use crate::{CreateUserCommand, GetUserQuery, UserCreated};
 
@@ -55,6 +56,12 @@ async fn spans_of<F: Future<Output = ()>>(f: F) -> usize {
 
 async fn counted<F: Future<Output = ()>>(f: F) -> Arc<SpanCounter> {
     let counter = Arc::new(SpanCounter::default());
+    // With a single live dispatcher, tracing caches a callsite's interest from the default
+    // of whichever thread hits it first: another test's thread, without a subscriber, would
+    // cache "never" for a span this one counts. A second dispatcher kept alive makes tracing
+    // ask every live subscriber instead.
+    static KEEP_ALIVE: OnceLock<Dispatch> = OnceLock::new();
+    KEEP_ALIVE.get_or_init(|| Dispatch::new(NoSubscriber::default()));
     let _default = tracing::subscriber::set_default(counter.clone());
     f.await;
     counter
