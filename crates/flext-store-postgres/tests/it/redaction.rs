@@ -3,7 +3,7 @@
 //! None of these tests needs a server.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use flext_constants::ErrorCode;
@@ -187,6 +187,12 @@ where
 {
     let record = Arc::new(Mutex::new(String::new()));
     let subscriber = Recorder(record.clone());
+    // With a single live dispatcher, tracing caches a callsite's interest from the default
+    // of whichever thread hits it first: another test's thread, without a subscriber, would
+    // cache "never" for an event this one must see. A second dispatcher kept alive makes
+    // tracing ask every live subscriber instead.
+    static KEEP_ALIVE: OnceLock<tracing::Dispatch> = OnceLock::new();
+    KEEP_ALIVE.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
     let result = tracing::subscriber::with_default(subscriber, || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
