@@ -242,4 +242,32 @@ mod tests {
         inner.release(now);
         assert_eq!(inner.take_trial(now), TakeTrial::Taken);
     }
+
+    /// Before, leaving half-open kept the trial's unused permits under its tag: a caller
+    /// that had read the half-open phase could still take one and run its call while the
+    /// breaker was open, forced open or closed.
+    #[test]
+    fn a_caller_that_saw_half_open_takes_no_permit_once_the_breaker_left_it() {
+        let config = CircuitBreakerConfig::default().with_permitted_calls_in_half_open(2);
+        let breaker = CircuitBreaker::new("left", config).unwrap();
+        let inner = &breaker.inner;
+        let moves: [fn(&CircuitBreaker) -> FlextResult<()>; 4] = [
+            CircuitBreaker::transition_to_open,
+            CircuitBreaker::transition_to_forced_open,
+            CircuitBreaker::transition_to_closed,
+            |breaker| {
+                breaker.reset();
+                Ok(())
+            },
+        ];
+        for leave in moves {
+            breaker.reset();
+            breaker.transition_to_open().unwrap();
+            breaker.transition_to_half_open().unwrap();
+            let seen = inner.phase();
+            assert_eq!(inner.take_trial(seen), TakeTrial::Taken);
+            leave(&breaker).unwrap();
+            assert_eq!(inner.take_trial(seen), TakeTrial::OtherPhase);
+        }
+    }
 }

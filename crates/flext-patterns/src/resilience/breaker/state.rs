@@ -102,6 +102,11 @@ impl Inner {
             }
             _ => guarded.wait = self.config.wait_duration_in_open,
         }
+        if to != BreakerState::HalfOpen {
+            // The trial's unused permits go with its phase: a caller that read the half-open
+            // phase before this move takes none of them in the new state.
+            self.permits.store(permit::tagged(next, 0), SeqCst);
+        }
         self.phase.store(next.0, SeqCst);
         if !matches!(to, BreakerState::Open | BreakerState::HalfOpen) {
             self.window.reset();
