@@ -111,6 +111,13 @@ impl HandlerCore {
         }
     }
 
+    /// This core's identity while it is borrowed (its address), which deadlines use to
+    /// tell whether this core or another one inside a call recorded it.
+    pub(crate) fn identity(&self) -> std::num::NonZeroUsize {
+        let address = std::ptr::from_ref(self).addr();
+        std::num::NonZeroUsize::new(address).unwrap_or(std::num::NonZeroUsize::MIN)
+    }
+
     /// Records a call that a deadline outside the handler cut short: a failure of
     /// `elapsed`, state `Timeout`. [`Deadline::run_on`] calls it for a handler whose calls
     /// do not run through [`HandlerCore::run`] (which records its calls itself).
@@ -182,7 +189,7 @@ impl HandlerCore {
             self.recorder.record_outcome(success);
         }
         self.last_outcome.store(state_index(state), Relaxed);
-        crate::deadline::report_recorded();
+        crate::deadline::report_recorded(self.identity());
         if let Err(error) = &result {
             tracing::debug!(handler = %self.name, code = error.code().as_str(), %error, "handler call failed");
         }

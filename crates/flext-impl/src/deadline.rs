@@ -34,10 +34,12 @@ pub(crate) use race::report_recorded;
 ///
 /// Deadlines nest: a deadline inside another (a handler core's under the bus's timeout
 /// middleware or a `TimeoutHandler`) takes the earlier of the two, and the nearest one to
-/// the call gives the verdict, which the ones around it adopt. A handler core under a
-/// wrapper's deadline therefore records the timeout itself, counted once, and its record
-/// agrees with what the wrapper returns; the wrapper's own error (its subject and limit) is
-/// what the caller sees. A call with no core inside is ended by the wrapper as before.
+/// the call gives the verdict, which the ones around it adopt — unless their own deadline
+/// passes after that verdict (the call went on working: then it is their `TIMEOUT`). A
+/// handler core under a wrapper's deadline therefore records the timeout itself, counted
+/// once, and its record agrees with what the wrapper returns; the wrapper's own error (its
+/// subject and limit) is what the caller sees. A call with no core inside is ended by the
+/// wrapper as before.
 ///
 /// A deadline needs tokio's timer. Outside a tokio runtime the call runs without a deadline
 /// (there is no clock to race); inside a runtime whose timers are disabled the call does not
@@ -116,7 +118,11 @@ impl Deadline {
     where
         F: Future<Output = FlextResult<T>>,
     {
-        Race::new(*self, subject, call).map(|raced| raced.result.and_then(|result| result))
+        Race::new(*self, subject, call).map(|raced| match (raced.result, raced.late) {
+            // A success judged in time by a deadline inside, returned after this one passed.
+            (Ok(Ok(_)), Some(late)) => Err(late),
+            (result, _) => result.and_then(|result| result),
+        })
     }
 
     /// Runs `call` and returns its output as it is, or an error when the deadline ended it:
@@ -134,7 +140,12 @@ impl Deadline {
     where
         F: Future<Output = O>,
     {
-        Race::new(*self, subject, call).map(|raced| raced.result)
+        Race::new(*self, subject, call).map(|raced| match (raced.result, raced.late) {
+            // Judged by a deadline inside at or after this one: this deadline's error, since
+            // the output cannot tell a success from an error.
+            (Ok(_), Some(late)) => Err(late),
+            (result, _) => result,
+        })
     }
 
     /// Runs a call of the handler whose core is `core`, as [`Deadline::run`] with the
@@ -171,16 +182,19 @@ impl Deadline {
         F: Future<Output = FlextResult<T>>,
     {
         Race::new(*self, DeadlineSubject::Handler(core.name()), call).map(move |raced| {
+            let result = match (raced.result, raced.late) {
+                (Ok(Ok(_)), Some(late)) => Err(late),
+                (result, _) => result.and_then(|result| result),
+            };
             if let Some(elapsed) = raced.ended_after
-                && !raced.recorded_below
-                && raced
-                    .result
+                && raced.recorded_by != Some(core.identity())
+                && result
                     .as_ref()
                     .is_err_and(|error| error.is(ErrorCode::Timeout))
             {
                 core.record_timeout(elapsed);
             }
-            raced.result.and_then(|result| result)
+            result
         })
     }
 

@@ -154,3 +154,38 @@ async fn a_handler_without_a_core_is_still_ended_by_the_bus() {
     );
     assert_eq!(bus_counts(&bus), (0, 1, 0, 1));
 }
+
+/// Before, a handler that called another handler (here through the same kind of core) and
+/// then blocked past the bus deadline was a success on the bus and on itself: the inner
+/// core's in-time verdict stood for the whole dispatch.
+#[tokio::test]
+async fn a_handler_that_blocks_after_calling_another_is_a_timeout_on_both() {
+    let helper = Arc::new(BasicHandler::from_fn(
+        "helper",
+        |ms: u32| async move { Ok(ms) },
+    ));
+    let callee = helper.clone();
+    let handler = Arc::new(BasicHandler::from_fn(
+        "divider",
+        move |Divide(ms): Divide| {
+            let callee = callee.clone();
+            async move {
+                let ms = callee.handle(ms).await?;
+                // The paused clock cannot see a thread sleep: the real one runs here.
+                std::thread::sleep(Duration::from_millis(u64::from(ms)));
+                Ok(ms)
+            }
+        },
+    ));
+    let bus = bus_with(&handler);
+    let err = bus.send(Divide(150)).await.unwrap_err();
+    assert_bus_timeout(&err);
+    assert_eq!(handler.state(), HandlerState::Timeout);
+    assert_eq!(handler_counts(&*handler), (0, 1, 0));
+    assert_eq!(bus_counts(&bus), (0, 1, 0, 1));
+    assert_eq!(
+        handler_counts(&*helper),
+        (1, 0, 0),
+        "the helper answered in time"
+    );
+}

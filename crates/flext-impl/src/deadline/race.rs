@@ -4,12 +4,15 @@
 //! A deadline that runs inside another one (a handler core's inside the bus's timeout
 //! middleware, or inside a `TimeoutHandler`) takes the earlier of the two, and the inner one
 //! gives the verdict: it ends the call at the outer deadline when that one is earlier, and the
-//! outer one adopts what the inner one decided instead of reading the clock again. So a call
-//! is judged once, by the deadline nearest to it, and a handler core below records the same
-//! outcome that the deadlines around it return.
+//! outer one adopts what the inner one decided instead of reading the clock again, as long as
+//! its own deadline had not passed when the inner one decided and has not passed since (work
+//! after an inner verdict, such as a step that calls a handler and then blocks, is judged by
+//! the outer deadline). So a call is judged by the deadline nearest to it, and a handler
+//! core below records the same outcome that the deadlines around it return.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -38,8 +41,8 @@ struct Scope {
     expired: bool,
     /// How a deadline or handler core inside ended during this poll, if one did.
     verdict: Verdict,
-    /// A handler core inside has recorded a call's outcome.
-    recorded: bool,
+    /// The handler core inside that last recorded a call's outcome (its address).
+    recorded_by: Option<NonZeroUsize>,
 }
 
 /// How the nearest deadline or handler core inside a scope ended its call.
@@ -47,20 +50,26 @@ struct Scope {
 enum Verdict {
     /// Nothing inside ended during this poll.
     None,
-    /// It decided the outcome: the result stands as it is.
-    Judged,
+    /// It decided the outcome at this instant: the result stands as it is, unless this
+    /// scope's deadline passed after it (then what ran since is late).
+    Judged(Instant),
     /// It ended the call because this scope's deadline passed.
     EndedByScope,
 }
 
-/// The output of a [`Race`]: the call's output or the deadline's error, and whether a
-/// handler core inside recorded the call.
+/// The output of a [`Race`]: the call's output or the deadline's error, and which handler
+/// core inside recorded the call.
 #[derive(Debug)]
 pub(crate) struct Outcome<O> {
     /// The call's output, or the error that ended it.
     pub(crate) result: FlextResult<O>,
-    /// A handler core inside the call recorded its outcome (so a wrapper must not).
-    pub(crate) recorded_below: bool,
+    /// The handler core inside the call that last recorded its outcome (its address), so
+    /// a wrapper of that handler does not record it again.
+    pub(crate) recorded_by: Option<NonZeroUsize>,
+    /// The output was judged by a deadline inside at or after this deadline: an error
+    /// stands (it is that deadline's), a success is late and becomes this error, the
+    /// deadline's own.
+    pub(crate) late: Option<FlextError>,
     /// When this deadline ended the call: how long after its start.
     pub(crate) ended_after: Option<Duration>,
 }
@@ -99,8 +108,8 @@ struct Running {
     inherited: bool,
     /// The deadline has passed (the timer fired, or the enclosing scope expired).
     expired: bool,
-    /// A handler core inside has recorded a call's outcome.
-    recorded: bool,
+    /// The handler core inside that last recorded a call's outcome (its address).
+    recorded_by: Option<NonZeroUsize>,
 }
 
 impl<'a, F: Future> Race<'a, F> {
@@ -126,8 +135,9 @@ impl<F: Future> Future for Race<'_, F> {
                     *this.state = State::Ended;
                     return Poll::Ready(Outcome {
                         result: Err(error),
-                        recorded_below: false,
+                        recorded_by: None,
                         ended_after: None,
+                        late: None,
                     });
                 }
             }
@@ -137,8 +147,9 @@ impl<F: Future> Future for Race<'_, F> {
             State::Unbounded => {
                 return this.call.poll(cx).map(|output| Outcome {
                     result: Ok(output),
-                    recorded_below: false,
+                    recorded_by: None,
                     ended_after: None,
+                    late: None,
                 });
             }
             State::Unstarted(_) | State::Ended => {
@@ -146,8 +157,9 @@ impl<F: Future> Future for Race<'_, F> {
                     result: Err(FlextError::operation(
                         "a deadline's future was polled after it ended",
                     )),
-                    recorded_below: false,
+                    recorded_by: None,
                     ended_after: None,
+                    late: None,
                 });
             }
         };
@@ -157,7 +169,9 @@ impl<F: Future> Future for Race<'_, F> {
                 // Polled outside the scope it inherited from: it needs its own timer.
                 _ => match own_timer(run.at, this.sleep.as_mut()) {
                     Ok(()) => run.inherited = false,
-                    Err(error) => return end(this.state, Err(error), run, false),
+                    Err(error) => {
+                        return end(this.state, *this.subject, Err(error), run, Ended::Inside);
+                    }
                 },
             }
         }
@@ -176,24 +190,37 @@ impl<F: Future> Future for Race<'_, F> {
             }
         }
         match polled {
-            (Poll::Ready(output), Verdict::Judged) => end(this.state, Ok(output), run, false),
+            (Poll::Ready(output), Verdict::Judged(when)) => {
+                if when >= run.at {
+                    // Judged at or after this deadline by one inside (its own timeout, or
+                    // a result it let through late): its error stands, a success does not.
+                    end(this.state, *this.subject, Ok(output), run, Ended::Late)
+                } else if run.expired || Instant::now() >= run.at {
+                    // Judged in time, but the call went on (blocking, or more work after
+                    // it) past this deadline: late.
+                    let error = timed_out(run, *this.subject);
+                    end(this.state, *this.subject, Err(error), run, Ended::ByThis)
+                } else {
+                    end(this.state, *this.subject, Ok(output), run, Ended::Inside)
+                }
+            }
             (Poll::Ready(_), Verdict::EndedByScope) => {
                 let error = timed_out(run, *this.subject);
-                end(this.state, Err(error), run, true)
+                end(this.state, *this.subject, Err(error), run, Ended::ByThis)
             }
             (Poll::Ready(output), Verdict::None) => {
                 if run.expired || Instant::now() >= run.at {
                     // A result after the deadline is a timeout, also when the call never
                     // yielded before it (so no timer could end it).
                     let error = timed_out(run, *this.subject);
-                    end(this.state, Err(error), run, true)
+                    end(this.state, *this.subject, Err(error), run, Ended::ByThis)
                 } else {
-                    end(this.state, Ok(output), run, false)
+                    end(this.state, *this.subject, Ok(output), run, Ended::Inside)
                 }
             }
             (Poll::Pending, _) if run.expired => {
                 let error = timed_out(run, *this.subject);
-                end(this.state, Err(error), run, true)
+                end(this.state, *this.subject, Err(error), run, Ended::ByThis)
             }
             (Poll::Pending, _) => {
                 *this.state = State::Running(run);
@@ -203,20 +230,33 @@ impl<F: Future> Future for Race<'_, F> {
     }
 }
 
+/// Who ended a race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The call itself, or a deadline inside it, in time.
+    Inside,
+    /// A deadline inside, at or after this one (see [`Outcome::late`]).
+    Late,
+    /// This deadline.
+    ByThis,
+}
+
 /// Ends a race with `result` and reports the verdict to the enclosing scope.
 fn end<O>(
     state: &mut State,
+    subject: DeadlineSubject<'_>,
     result: FlextResult<O>,
     run: Running,
-    by_this_deadline: bool,
+    ended: Ended,
 ) -> Poll<Outcome<O>> {
     *state = State::Ended;
+    let by_this_deadline = ended != Ended::Inside;
     let verdict = if by_this_deadline && run.inherited {
         Verdict::EndedByScope
     } else {
-        Verdict::Judged
+        Verdict::Judged(Instant::now())
     };
-    report(verdict, run.recorded);
+    report(verdict, run.recorded_by);
     // Since the start of the deadline that applied (the enclosing one's when inherited).
     let ended_after = by_this_deadline.then(|| {
         let started = run.at.checked_sub(run.limit).unwrap_or(run.at);
@@ -224,26 +264,28 @@ fn end<O>(
     });
     Poll::Ready(Outcome {
         result,
-        recorded_below: run.recorded,
+        recorded_by: run.recorded_by,
         ended_after,
+        late: (ended == Ended::Late).then(|| timed_out(run, subject)),
     })
 }
 
-/// Tells the enclosing scope, if any, that a handler core recorded its call's outcome,
-/// which stands: a deadline around it returns the same outcome and a wrapper does not
-/// record it again.
-pub(crate) fn report_recorded() {
-    report(Verdict::Judged, true);
+/// Tells the enclosing scope, if any, that the handler core `core` (its address) recorded
+/// its call's outcome, which stands: a deadline around it returns the same outcome unless
+/// it passes after this, and a wrapper of that handler does not record it again.
+pub(crate) fn report_recorded(core: NonZeroUsize) {
+    report(Verdict::Judged(Instant::now()), Some(core));
 }
 
-fn report(verdict: Verdict, recorded: bool) {
+fn report(verdict: Verdict, recorded_by: Option<NonZeroUsize>) {
     let _outside_any_scope = SCOPE.try_with(|scope| {
         let mut inner = scope.get();
-        // A handler core reports after its own deadline: the deadline's verdict stays.
-        if inner.verdict == Verdict::None || verdict == Verdict::EndedByScope {
+        // The latest judgment counts (a handler core reports just after its own deadline,
+        // a call may run several in turn), but a deadline ended by this scope stays so.
+        if inner.verdict != Verdict::EndedByScope {
             inner.verdict = verdict;
         }
-        inner.recorded |= recorded;
+        inner.recorded_by = recorded_by.or(inner.recorded_by);
         scope.set(inner);
     });
 }
@@ -262,7 +304,7 @@ fn start(limit: Duration, sleep: Pin<&mut Option<Sleep>>) -> FlextResult<State> 
             limit,
             inherited,
             expired,
-            recorded: false,
+            recorded_by: None,
         })
     };
     match (own, enclosing) {
@@ -296,13 +338,13 @@ fn poll_in_scope<F: Future>(
         limit: run.limit,
         expired: run.expired,
         verdict: Verdict::None,
-        recorded: run.recorded,
+        recorded_by: run.recorded_by,
     };
     let (polled, after) = SCOPE.sync_scope(Cell::new(scope), || {
         let polled = call.poll(cx);
         (polled, SCOPE.try_with(Cell::get).unwrap_or(scope))
     });
-    run.recorded = after.recorded;
+    run.recorded_by = after.recorded_by;
     (polled, after.verdict)
 }
 

@@ -151,20 +151,22 @@ async fn a_core_under_an_earlier_outer_deadline_records_the_timeout_itself() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_verdict_of_the_core_nearest_the_call_stands_for_the_deadlines_around_it() {
+async fn work_past_the_outer_deadline_after_the_cores_verdict_is_the_outer_deadlines_timeout() {
     let handler = BasicHandler::from_fn("quick", |()| async { Ok(()) });
     let result = Deadline::from_millis(20)
         .run(DeadlineSubject::Call, async {
             let answer = handler.handle(()).await;
-            // Time passes between the core's verdict and the outer deadline's look at the
-            // result, as the bus's own bookkeeping takes it: the core judged the call in
-            // time, and the outer deadline returns that, not a second opinion.
+            // Time passes between the core's verdict and the end of the call around it:
+            // the handler's call ended in time, the outer one did not.
             tokio::time::resume();
             std::thread::sleep(Duration::from_millis(30));
             answer
         })
         .await;
-    assert_eq!(result, Ok(()));
+    assert_eq!(
+        result.unwrap_err().to_string(),
+        "Call timed out after 20 ms"
+    );
     assert_eq!(handler.state(), HandlerState::Completed);
     assert_eq!(counts(&handler), (1, 0, 0));
 }
@@ -212,9 +214,90 @@ async fn run_on_a_core_based_handler_counts_the_timeout_once() {
 fn a_core_runs_its_call_in_a_future_of_bounded_size() {
     // A handler call is one future per request: it is moved and boxed on every call, so
     // it is kept small. It was 296 bytes before a deadline judged late results and nested
-    // (the task-local scope's deadline, limit and flags add the rest).
+    // (the task-local scope's deadline, limit and flags, and which core recorded, add the
+    // rest: 328 bytes).
     let core = HandlerCore::new("sized", HandlerKind::Basic);
     let call = core.run(async { Ok::<_, FlextError>(()) });
     let size = std::mem::size_of_val(&call);
-    assert!(size <= 320, "HandlerCore::run's future is {size} bytes");
+    assert!(size <= 336, "HandlerCore::run's future is {size} bytes");
+}
+
+/// Before, a deadline inside that judged its call in time stood for the whole call around
+/// it: work after it in the same poll (here blocking) could run past the outer deadline
+/// and still return a success. The outer deadline judges what runs after the inner one.
+#[tokio::test]
+async fn work_after_an_inner_deadline_judged_its_call_is_late_for_the_outer_one() {
+    // The paused clock cannot see a thread sleep: short real deadlines instead.
+    let late = Deadline::from_millis(20)
+        .run(DeadlineSubject::Call, async {
+            Deadline::from_millis(10_000)
+                .run(DeadlineSubject::Call, async { Ok::<_, FlextError>(()) })
+                .await?;
+            std::thread::sleep(Duration::from_millis(60));
+            Ok(1)
+        })
+        .await;
+    assert_eq!(late.unwrap_err().to_string(), "Call timed out after 20 ms");
+    // And a caller that catches an inner timeout and answers anyway, past its own limit.
+    let fallback = Deadline::from_millis(20)
+        .race(DeadlineSubject::Call, async {
+            let inner = Deadline::from_millis(10)
+                .run(DeadlineSubject::Call, async {
+                    std::thread::sleep(Duration::from_millis(60));
+                    Ok::<_, FlextError>(())
+                })
+                .await;
+            assert!(inner.unwrap_err().is(ErrorCode::Timeout));
+            "fallback"
+        })
+        .await;
+    assert_eq!(
+        fallback.unwrap_err().to_string(),
+        "Call timed out after 20 ms"
+    );
+}
+
+/// The same through handlers: a handler whose step calls another handler and then blocks
+/// past its own deadline times out, and each handler records its own outcome once.
+#[tokio::test]
+async fn a_handler_that_blocks_after_calling_another_handler_times_out() {
+    let inner = std::sync::Arc::new(BasicHandler::from_fn("inner", |()| async { Ok(()) }));
+    let callee = inner.clone();
+    let outer = BasicHandler::from_fn("outer", move |ms: u64| {
+        let callee = callee.clone();
+        async move {
+            callee.handle(()).await?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(ms)
+        }
+    });
+    outer.configure(json!({"timeout": 20})).unwrap();
+    let err = outer.handle(60).await.unwrap_err();
+    assert_eq!(err.to_string(), "Handler 'outer' timed out after 20 ms");
+    assert_eq!(outer.state(), HandlerState::Timeout);
+    assert_eq!(counts(&outer), (0, 1, 0));
+    assert_eq!(inner.state(), HandlerState::Completed);
+    assert_eq!(counts(&*inner), (1, 0, 0));
+}
+
+/// Before, `run_on` took any handler core that recorded a call inside for the wrapped
+/// handler's own: a handler that bypasses its core and calls another handler first was
+/// never charged with its timeout.
+#[tokio::test(start_paused = true)]
+async fn run_on_records_the_timeout_when_only_another_handlers_core_recorded() {
+    let callee = BasicHandler::from_fn("callee", |()| async { Ok(()) });
+    let core = HandlerCore::new("caller", HandlerKind::Custom);
+    let err = Deadline::from_millis(50)
+        .run_on(&core, async {
+            callee.handle(()).await?;
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Handler 'caller' timed out after 50 ms");
+    assert_eq!(core.state(), HandlerState::Timeout);
+    let m = core.metrics();
+    assert_eq!((m.successful_requests, m.failed_requests), (0, 1));
+    assert_eq!(counts(&callee), (1, 0, 0));
 }
