@@ -48,7 +48,8 @@
 //! `default = []`: the in-memory stores only, no database driver in the build.
 //!
 //! - `sqlite`: `stores::SqliteEventStore`, the event, snapshot and checkpoint stores on
-//!   embedded SQLite (bundled; no system library needed).
+//!   embedded SQLite (bundled; no system library needed), and
+//!   `stores::SqliteProjectionRunner` for exactly-once projections in its database.
 //! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL.
 //! - `full`: every adapter.
 //!
@@ -146,11 +147,13 @@ pub mod CQRS {
 /// The durable stores, each behind its feature (`sqlite`, `postgres`, or `full`); the
 /// in-memory store is always here.
 pub mod stores {
-    pub use flext_store::{InMemoryEventStore, StoreLimits};
+    pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions, redact};
     #[cfg(feature = "sqlite")]
-    pub use flext_store_sqlite::{SqliteEventStore, SqliteStoreOptions};
+    pub use flext_store_sqlite::{
+        SqliteEventStore, SqliteProjection, SqliteProjectionRunner, SqliteStoreOptions,
+    };
 }
 
 /// The guide's `FlextHandlers.Patterns`: chains, pipelines, middleware, resilience and
