@@ -50,7 +50,8 @@
 //! - `sqlite`: `stores::SqliteEventStore`, the event, snapshot and checkpoint stores on
 //!   embedded SQLite (bundled; no system library needed), and
 //!   `stores::SqliteProjectionRunner` for exactly-once projections in its database.
-//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL.
+//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL, and
+//!   `stores::PostgresProjectionRunner`.
 //! - `full`: every adapter.
 //!
 //! Each store passes the same conformance suite as
@@ -149,7 +150,10 @@ pub mod CQRS {
 pub mod stores {
     pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
-    pub use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions, redact};
+    pub use flext_store_postgres::{
+        PostgresEventStore, PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions,
+        redact,
+    };
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{
         SqliteEventStore, SqliteProjection, SqliteProjectionRunner, SqliteStoreOptions,
