@@ -48,8 +48,10 @@
 //! `default = []`: the in-memory stores only, no database driver in the build.
 //!
 //! - `sqlite`: `stores::SqliteEventStore`, the event, snapshot and checkpoint stores on
-//!   embedded SQLite (bundled; no system library needed).
-//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL.
+//!   embedded SQLite (bundled; no system library needed), and
+//!   `stores::SqliteProjectionRunner` for exactly-once projections in its database.
+//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL, and
+//!   `stores::PostgresProjectionRunner`.
 //! - `full`: every adapter.
 //!
 //! Each store passes the same conformance suite as
@@ -146,11 +148,16 @@ pub mod CQRS {
 /// The durable stores, each behind its feature (`sqlite`, `postgres`, or `full`); the
 /// in-memory store is always here.
 pub mod stores {
-    pub use flext_store::{InMemoryEventStore, StoreLimits};
+    pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
-    pub use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions, redact};
+    pub use flext_store_postgres::{
+        PostgresEventStore, PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions,
+        redact,
+    };
     #[cfg(feature = "sqlite")]
-    pub use flext_store_sqlite::{SqliteEventStore, SqliteStoreOptions};
+    pub use flext_store_sqlite::{
+        SqliteEventStore, SqliteProjection, SqliteProjectionRunner, SqliteStoreOptions,
+    };
 }
 
 /// The guide's `FlextHandlers.Patterns`: chains, pipelines, middleware, resilience and

@@ -22,9 +22,12 @@
 //!   replaced by the pool. No error, log or `Debug` output shows a password ([`redact`]).
 
 mod append;
+mod projection;
 mod redact;
 mod schema;
 mod tables;
 
+pub use flext_store::TransactionalProgress;
+pub use projection::{PostgresProjection, PostgresProjectionRunner};
 pub use redact::redact;
 pub use schema::{PostgresEventStore, PostgresStoreOptions};

@@ -18,8 +18,9 @@
 //!   transaction that tells a conflict from a retry.
 //! - Live subscriptions are woken in-process on each commit and poll as a fallback (for
 //!   writers in other processes).
-//! - [`SqliteEventStore::save_checkpoint_in`] commits a projection's checkpoint in the same
-//!   transaction as its read model.
+//! - [`SqliteProjectionRunner`] runs a [`SqliteProjection`] exactly once: its read model
+//!   lives in the store's database, and each batch of events and the checkpoint commit in
+//!   one transaction. [`SqliteEventStore::save_checkpoint_in`] does the same by hand.
 //!
 //! Durability: `synchronous = NORMAL` in WAL mode keeps every committed transaction across a
 //! process crash; a power loss may lose the last transactions, never corrupt the file.
@@ -40,7 +41,10 @@
 //! ```
 
 mod append;
+mod projection;
 mod schema;
 mod tables;
 
+pub use flext_store::TransactionalProgress;
+pub use projection::{SqliteProjection, SqliteProjectionRunner};
 pub use schema::{SqliteEventStore, SqliteStoreOptions};

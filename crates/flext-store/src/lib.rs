@@ -21,6 +21,9 @@
 //! - [`tables`]: the contracts of a store on SQL tables, written once over the
 //!   [`Statements`] a SQL store gives and the [`SqlTables`] calls that run them;
 //!   [`sql_store_contracts!`] implements the three contracts with them.
+//! - [`TransactionalRunner`]: exactly-once projections, written once over the
+//!   [`TransactionalTarget`] each SQL store implements with its transaction: a batch of
+//!   events and the checkpoint commit together.
 //! - [`InMemoryEventStore`]: the event, snapshot and checkpoint stores in memory, for tests,
 //!   demos and single-process use.
 //!
@@ -63,6 +66,7 @@ mod rows;
 mod rules;
 pub mod tables;
 mod tail;
+mod transactional;
 
 #[doc(hidden)]
 pub mod __private {
@@ -88,3 +92,6 @@ pub use tables::{
     retry_or_conflict,
 };
 pub use tail::{HeadSignal, SUBSCRIPTION_BATCH, follow, tail_events};
+pub use transactional::{
+    Committed, TransactionalProgress, TransactionalRunner, TransactionalTarget,
+};

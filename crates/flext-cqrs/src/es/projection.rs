@@ -11,6 +11,7 @@ use flext_constants::handler;
 use flext_protocols::{CheckpointStore, EventStore, Projection};
 use flext_types::{DeadLetter, FlextError, FlextResult, StoredEvent};
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use crate::es::consumer::{
     Consumer, DeadLetterRetry, Outcome, Stop, Target, default_classifier, stop_requested,
@@ -26,6 +27,8 @@ use flext_impl::Backoff;
 /// use flext_cqrs::{Backoff, DeadLetterPolicy, ProjectionConfig};
 ///
 /// let config = ProjectionConfig::default()
+///     .with_checkpoint_every(500)
+///     .with_checkpoint_interval(Duration::from_millis(250))
 ///     .with_max_attempts(5)
 ///     .with_backoff(Backoff::exponential(Duration::from_millis(50)))
 ///     .with_give_up_after(Duration::from_secs(60))
@@ -37,6 +40,19 @@ use flext_impl::Backoff;
 pub struct ProjectionConfig {
     /// Events read per batch while catching up (not used by a relay's deliveries).
     pub batch_size: usize,
+    /// Events a [`ProjectionRunner`] finishes between two saves of its checkpoint (default
+    /// [`DEFAULT_CHECKPOINT_EVERY`](ProjectionConfig::DEFAULT_CHECKPOINT_EVERY); 0 reads as
+    /// 1, and 1 saves after every event). A crash repeats at most the events finished
+    /// since the last save. Not used by a relay's subscribers, whose progress is saved
+    /// after each event they handle.
+    pub checkpoint_every: usize,
+    /// The longest a finished event waits for its checkpoint while the runner keeps
+    /// working (default [`DEFAULT_CHECKPOINT_INTERVAL`](ProjectionConfig::DEFAULT_CHECKPOINT_INTERVAL);
+    /// zero saves after every event): the checkpoint is saved once `checkpoint_every`
+    /// events or this much time, whichever comes first, have passed since the first
+    /// unsaved event finished. Whatever the policy, it is also saved when the runner has
+    /// caught up, before it waits for new events, and when it stops.
+    pub checkpoint_interval: Duration,
     /// Tries per event that an [`ErrorClass::Counted`] failure may use up before the event
     /// goes to the dead letters (default [`handler::MAX_RETRIES`]; 0 reads as 1).
     pub max_attempts: u32,
@@ -56,6 +72,8 @@ impl Default for ProjectionConfig {
     fn default() -> Self {
         Self {
             batch_size: 256,
+            checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
             max_attempts: handler::MAX_RETRIES,
             backoff: Backoff::default(),
             give_up_after: Duration::from_secs(300),
@@ -65,6 +83,29 @@ impl Default for ProjectionConfig {
 }
 
 impl ProjectionConfig {
+    /// The default of [`checkpoint_every`](Self::checkpoint_every): 100 events, one save
+    /// where there were a hundred.
+    pub const DEFAULT_CHECKPOINT_EVERY: usize = 100;
+
+    /// The default of [`checkpoint_interval`](Self::checkpoint_interval): one second.
+    pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The same configuration saving the checkpoint after every `events` finished events
+    /// (0 reads as 1; 1 saves after each, as runners did before checkpoints were batched).
+    #[must_use]
+    pub fn with_checkpoint_every(mut self, events: usize) -> Self {
+        self.checkpoint_every = events;
+        self
+    }
+
+    /// The same configuration saving the checkpoint once `interval` has passed since the
+    /// first unsaved event finished (zero saves after every event).
+    #[must_use]
+    pub fn with_checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
     /// The same configuration reading `size` events per batch while catching up.
     #[must_use]
     pub fn with_batch_size(mut self, size: usize) -> Self {
@@ -117,13 +158,20 @@ pub struct ProjectionProgress {
 }
 
 /// Feeds one [`Projection`] from the event log: from its checkpoint, event by event, saving
-/// the checkpoint after each.
+/// the checkpoint in batches.
 ///
 /// - [`catch_up`](ProjectionRunner::catch_up) applies everything committed so far;
 ///   [`run_until`](ProjectionRunner::run_until) catches up, then follows new events live
 ///   until its shutdown future resolves.
-/// - Delivery is at least once: a crash after an event is applied and before its checkpoint
-///   is saved applies it again on restart.
+/// - The checkpoint is saved every [`checkpoint_every`](ProjectionConfig::checkpoint_every)
+///   events or [`checkpoint_interval`](ProjectionConfig::checkpoint_interval), whichever
+///   comes first, and always once the runner has caught up, before it waits for new
+///   events, and when it stops (on shutdown, or with an error: then as far as it got).
+/// - Delivery is at least once: a crash applies again, on restart, the events finished
+///   since the last save (at most `checkpoint_every`; a runner configured to save after
+///   every event repeats at most the one it was applying). A read model kept in the
+///   store's own database can have exactly once instead: its store crate's transactional
+///   runner commits the read model and the checkpoint together.
 /// - Order is kept per stream, not across streams (as in Axon's sequencing): a dead letter
 ///   retried later is applied after newer events of other streams. A projection that
 ///   guards against events delivered again should remember the last version it applied
@@ -228,7 +276,9 @@ impl ProjectionRunner {
         self.projection.name()
     }
 
-    /// The last position the projection finished (0 before its first event).
+    /// The checkpoint as last saved: the last position the projection finished then (0
+    /// before its first event). A running runner may have finished more, up to its
+    /// checkpoint policy.
     pub async fn position(&self) -> FlextResult<u64> {
         Ok(self
             .checkpoints
@@ -297,27 +347,11 @@ impl ProjectionRunner {
         self.consumer.clear().await
     }
 
-    /// Applies every event committed after the checkpoint.
+    /// Applies every event committed after the checkpoint, and saves the checkpoint.
     pub async fn catch_up(&self) -> FlextResult<ProjectionProgress> {
-        let mut progress = ProjectionProgress {
-            position: self.position().await?,
-            ..ProjectionProgress::default()
-        };
-        let batch_size = self.consumer.config.batch_size.max(1);
-        loop {
-            let batch = self
-                .events
-                .read_all(progress.position.saturating_add(1), batch_size)
-                .await?;
-            for event in &batch {
-                if !self.process(event, &mut progress).await? {
-                    return Ok(progress);
-                }
-            }
-            if batch.len() < batch_size {
-                return Ok(progress);
-            }
-        }
+        let mut run = self.start().await?;
+        let result = self.catch_up_in(&mut run).await.map(drop);
+        self.finish(run, result).await
     }
 
     /// Catches up, then applies each new event as it commits, until `shutdown` resolves.
@@ -326,7 +360,8 @@ impl ProjectionRunner {
     /// of a failing event ends at once (for a relay, its subscribers' waits too), and that
     /// event is left unfinished: nothing is recorded for it and the checkpoint stays before
     /// it, so the next run tries it again (at least once). Nothing is half-written at a
-    /// wait. The progress returned is the run's up to there.
+    /// wait. The checkpoint of the events finished before is saved. The progress returned
+    /// is the run's up to there.
     pub async fn run_until(
         &self,
         shutdown: impl Future<Output = ()>,
@@ -343,32 +378,112 @@ impl ProjectionRunner {
         work.await
     }
 
-    /// Catches up, then follows new events live until `stop`.
+    /// Catches up, then follows new events live until `stop`; saves the checkpoint at the
+    /// end.
     async fn follow(&self, stop: &Stop) -> FlextResult<ProjectionProgress> {
-        let mut progress = self.catch_up().await?;
-        if stop.is_stopped() {
-            return Ok(progress);
+        let mut run = self.start().await?;
+        let result = self.follow_in(stop, &mut run).await;
+        self.finish(run, result).await
+    }
+
+    async fn follow_in(&self, stop: &Stop, run: &mut Run) -> FlextResult<()> {
+        if !self.catch_up_in(run).await? || stop.is_stopped() {
+            return Ok(());
         }
+        // Caught up: save before waiting for new events.
+        self.save(run).await?;
         let mut live = self
             .events
-            .subscribe(progress.position.saturating_add(1))
+            .subscribe(run.progress.position.saturating_add(1))
             .await?;
         loop {
             let next = tokio::select! {
                 biased;
-                () = stop.stopped() => return Ok(progress),
+                () = stop.stopped() => return Ok(()),
                 next = live.next() => next,
+                // The next event is not there yet: save before waiting for it. (`next` is
+                // cancel-safe: a stream's item is not taken until it is ready.)
+                () = std::future::ready(()), if run.unsaved > 0 => {
+                    self.save(run).await?;
+                    continue;
+                }
             };
             match next {
                 Some(Ok(event)) => {
-                    if !self.process(&event, &mut progress).await? {
-                        return Ok(progress);
+                    if !self.process(&event, run).await? {
+                        return Ok(());
                     }
                 }
                 Some(Err(error)) => return Err(error),
-                None => return Ok(progress),
+                None => return Ok(()),
             }
         }
+    }
+
+    /// A run from the stored checkpoint.
+    async fn start(&self) -> FlextResult<Run> {
+        Ok(Run {
+            progress: ProjectionProgress {
+                position: self.position().await?,
+                ..ProjectionProgress::default()
+            },
+            unsaved: 0,
+            since: None,
+        })
+    }
+
+    /// Applies every event committed after the run's position: whether to go on (`false`
+    /// once the run is asked to stop).
+    async fn catch_up_in(&self, run: &mut Run) -> FlextResult<bool> {
+        let batch_size = self.consumer.config.batch_size.max(1);
+        loop {
+            let batch = self
+                .events
+                .read_all(run.progress.position.saturating_add(1), batch_size)
+                .await?;
+            for event in &batch {
+                if !self.process(event, run).await? {
+                    return Ok(false);
+                }
+            }
+            if batch.len() < batch_size {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Ends a run: saves its checkpoint and returns its progress, or, when it failed, saves
+    /// what it can and returns the error.
+    async fn finish(
+        &self,
+        mut run: Run,
+        result: FlextResult<()>,
+    ) -> FlextResult<ProjectionProgress> {
+        match result {
+            Ok(()) => {
+                self.save(&mut run).await?;
+                Ok(run.progress)
+            }
+            Err(error) => {
+                if let Err(failed) = self.save(&mut run).await {
+                    tracing::warn!(projection = %self.name(), position = run.progress.position, error = %failed, "cannot save the checkpoint after a failed run");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Saves the run's checkpoint, if it finished events since the last save.
+    async fn save(&self, run: &mut Run) -> FlextResult<()> {
+        if run.unsaved == 0 {
+            return Ok(());
+        }
+        self.checkpoints
+            .save_checkpoint(self.name(), run.progress.position)
+            .await?;
+        run.unsaved = 0;
+        run.since = None;
+        Ok(())
     }
 
     /// Empties the projection, forgets its checkpoint and replays every event.
@@ -383,23 +498,20 @@ impl ProjectionRunner {
         self.catch_up().await
     }
 
-    /// Handles one event and saves the checkpoint after it: whether to go on (`false`
-    /// once the run is asked to stop).
-    async fn process(
-        &self,
-        event: &StoredEvent,
-        progress: &mut ProjectionProgress,
-    ) -> FlextResult<bool> {
+    /// Handles one event, and saves the checkpoint when the policy says it is time: whether
+    /// to go on (`false` once the run is asked to stop).
+    async fn process(&self, event: &StoredEvent, run: &mut Run) -> FlextResult<bool> {
         if stop_requested() {
             return Ok(false);
         }
-        if event.position <= progress.position {
+        if event.position <= run.progress.position {
             return Ok(true);
         }
         let outcome = self
             .consumer
             .handle(event, &ProjectionTarget(&*self.projection))
             .await?;
+        let progress = &mut run.progress;
         match outcome {
             Outcome::Applied => progress.applied += 1,
             Outcome::DeadLettered => progress.dead_lettered += 1,
@@ -407,12 +519,26 @@ impl ProjectionRunner {
             Outcome::Held => {}
             Outcome::Stopped => return Ok(false),
         }
-        self.checkpoints
-            .save_checkpoint(self.name(), event.position)
-            .await?;
         progress.position = event.position;
+        run.unsaved += 1;
+        let since = *run.since.get_or_insert_with(Instant::now);
+        let config = &self.consumer.config;
+        if run.unsaved >= config.checkpoint_every.max(1)
+            || since.elapsed() >= config.checkpoint_interval
+        {
+            self.save(run).await?;
+        }
         Ok(true)
     }
+}
+
+/// One run of a runner: its progress, and how much of it is not saved yet.
+struct Run {
+    progress: ProjectionProgress,
+    /// Events finished since the checkpoint was last saved.
+    unsaved: usize,
+    /// When the first of them finished.
+    since: Option<Instant>,
 }
 
 /// A projection as what a consumer applies events to.

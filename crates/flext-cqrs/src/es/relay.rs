@@ -27,7 +27,12 @@ use crate::{Delivery, EventBus, ProjectionConfig, SubscriptionId};
 /// The relay is a [`Projection`]: run it with a
 /// [`ProjectionRunner`](crate::ProjectionRunner), whose checkpoint is the relay's position
 /// in the log. An event committed but not yet delivered when the process stops is
-/// delivered when the runner starts again.
+/// delivered when the runner starts again. The runner saves its checkpoint in batches
+/// ([`ProjectionConfig::checkpoint_every`]): after a crash it goes again over the events
+/// finished since its last save, and a subscriber whose own progress had passed them gets
+/// them again (at least once). Run a relay with
+/// [`with_checkpoint_every(1)`](ProjectionConfig::with_checkpoint_every) to keep what a
+/// crash repeats to the event being delivered.
 ///
 /// Every delivery of an event carries the stored event as its message
 /// ([`MessageMetadata::of_stored_event`]: the event's id as the message id, its commit

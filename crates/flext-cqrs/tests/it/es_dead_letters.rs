@@ -1241,7 +1241,12 @@ fn runner_over(
         Arc::new(checkpoints.clone()),
         projection.clone(),
     )
-    .with_config(ProjectionConfig::default().with_backoff(Backoff::none()))
+    // Saving after every event: these tests fail the checkpoint event by event.
+    .with_config(
+        ProjectionConfig::default()
+            .with_backoff(Backoff::none())
+            .with_checkpoint_every(1),
+    )
 }
 
 #[tokio::test(start_paused = true)]

@@ -110,3 +110,73 @@ async fn a_relay_keeps_each_subscribers_progress_and_dead_letters_on_sqlite() {
     assert!(relay.discard_dead_letter("mailer", 1).await.unwrap());
     assert!(store.dead_letters("pings/mailer").await.unwrap().is_empty());
 }
+
+/// Counts the events it is given.
+#[derive(Default)]
+struct Tally(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl flext_protocols::Projection for Tally {
+    fn name(&self) -> &str {
+        "tally"
+    }
+    async fn apply(&self, _: &flext_types::StoredEvent) -> flext_types::FlextResult<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    async fn reset(&self) -> flext_types::FlextResult<()> {
+        Ok(())
+    }
+}
+
+/// Catch-up throughput of a plain projection on a SQLite file, saving the checkpoint after
+/// every event (as before batching) and with the default policy (100 events or 1 s). Run
+/// with `cargo test -p flext-cqrs --release --test it measure_ -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure_catch_up_on_sqlite_per_event_and_batched_checkpoints() {
+    const EVENTS: usize = 20_000;
+    let path = std::env::temp_dir().join(format!(
+        "flext-measure-{}-{}.db",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+    ));
+    let store = Arc::new(
+        SqliteEventStore::open(&path.to_string_lossy())
+            .await
+            .unwrap(),
+    );
+    for chunk in 0..EVENTS / 100 {
+        let events = (0..100)
+            .map(|i| {
+                flext_types::NewEvent::new(
+                    "Tick",
+                    flext_types::JsonPayload::encode(&(chunk * 100 + i)).unwrap(),
+                )
+            })
+            .collect();
+        flext_protocols::EventStore::append(
+            &*store,
+            &format!("Tick-{chunk}"),
+            flext_types::ExpectedVersion::Any,
+            events,
+        )
+        .await
+        .unwrap();
+    }
+    for (label, every) in [("every event", 1), ("batched (default)", 100)] {
+        store.reset("tally").await.unwrap();
+        let tally = Arc::new(Tally::default());
+        let runner = ProjectionRunner::new(store.clone(), store.clone(), tally.clone())
+            .with_config(ProjectionConfig::default().with_checkpoint_every(every));
+        let started = std::time::Instant::now();
+        let progress = runner.catch_up().await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(progress.applied, EVENTS as u64);
+        println!(
+            "catch-up on SQLite, checkpoint {label}: {EVENTS} events in {elapsed:?}, {:.0} events/s",
+            EVENTS as f64 / elapsed.as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -4,6 +4,7 @@
 mod concurrent_open;
 mod conformance;
 mod crash;
+mod projection;
 mod redaction;
 mod specifics;
 

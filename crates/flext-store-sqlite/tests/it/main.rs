@@ -4,6 +4,7 @@ mod concurrent_open;
 mod conformance;
 mod crash;
 mod fuzz_corpus;
+mod projection;
 mod specifics;
 
 use flext_store_sqlite::SqliteEventStore;
