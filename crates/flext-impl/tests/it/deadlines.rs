@@ -301,3 +301,45 @@ async fn run_on_records_the_timeout_when_only_another_handlers_core_recorded() {
     assert_eq!((m.successful_requests, m.failed_requests), (0, 1));
     assert_eq!(counts(&callee), (1, 0, 0));
 }
+
+/// A handler's own earlier deadline that ends its call after the outer deadline passed too
+/// is the handler's `TIMEOUT`: the call's own error passes through the outer deadline.
+#[tokio::test(start_paused = true)]
+async fn a_handlers_own_timeout_judged_past_the_outer_deadline_passes_through() {
+    let mover = clock_mover();
+    let err = Deadline::from_millis(100)
+        .run(DeadlineSubject::Call, mover.handle(150))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Handler 'mover' timed out after 50 ms");
+    assert_eq!(counts(&mover), (0, 1, 0));
+}
+
+/// A deadline that inherited an enclosing one's end and is then polled under another
+/// deadline sets a timer of its own for the end it inherited, instead of waiting for the
+/// other deadline's timer.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_polled_under_another_scope_keeps_its_own_end() {
+    let started = tokio::time::Instant::now();
+    let mut inner = Box::pin(
+        Deadline::from_millis(10_000).run(DeadlineSubject::Call, async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<_, FlextError>(())
+        }),
+    );
+    // Polled once inside a 100 ms deadline: it inherits that end.
+    let first = Deadline::from_millis(100)
+        .race(
+            DeadlineSubject::Call,
+            std::future::poll_fn(|cx| std::task::Poll::Ready(inner.as_mut().poll(cx).is_ready())),
+        )
+        .await;
+    assert_eq!(first, Ok(false));
+    // Then awaited under a far deadline: it still ends at 100 ms.
+    let err = Deadline::from_millis(60_000)
+        .run(DeadlineSubject::Call, inner)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Call timed out after 100 ms");
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
+}
