@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements, StoreLimits};
+use flext_store::{Arg, HeadSignal, SqlRow, SqlTables, Statements, StoreLimits};
 use flext_types::{FlextError, FlextResult};
-use sqlx::postgres::{PgArguments, PgConnection, PgRow};
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, Row as _};
 
 use crate::PostgresEventStore;
@@ -16,18 +16,68 @@ use crate::schema::DATABASE;
 pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO flext_checkpoints (name, position) \
      VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position";
 
+/// How many low bits of a position number the events of one append: a position is
+/// `(transaction id + offset) << TRANSACTION_BITS | n`, `n` from 1 (see `barrier!`).
+pub(crate) const TRANSACTION_BITS: u32 = 20;
+
+/// The most events one append can place: `n` runs from 1 to this.
+pub(crate) const MAX_APPEND_EVENTS: u64 = (1 << TRANSACTION_BITS) - 1;
+
+/// The first transaction slot (transaction id plus offset) whose positions would not fit
+/// a `BIGINT`.
+pub(crate) const SLOT_LIMIT: i64 = 1 << (63 - TRANSACTION_BITS);
+
+/// The SQL of the read barrier: every position below it belongs to a transaction that
+/// ended before the statement's snapshot was taken, and every transaction still running
+/// or yet to start places its events at or above it (its id is at least the snapshot's
+/// `xmin`). Reads of the log stop there, so no event can later commit below what a reader
+/// has seen. `position_offset` (0 unless the store's positions were ahead of the
+/// cluster's transaction ids, as after a dump restored into another cluster) keeps
+/// positions above every stored one. The shift is `TRANSACTION_BITS`.
+macro_rules! barrier {
+    () => {
+        "((pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+           + (SELECT position_offset FROM flext_positions)) << 20)"
+    };
+}
+
+/// The head: the highest position below the barrier, 0 when there is none. What
+/// `read_all` returns ends there, so "caught up to the head" means what it says.
+pub(crate) const HEAD_POSITION: &str = concat!(
+    "SELECT COALESCE(MAX(position), 0) FROM flext_events WHERE position < ",
+    barrier!()
+);
+
+/// The head and the highest committed position: when the second is higher, committed
+/// events wait above the barrier for an older transaction to end.
+pub(crate) const HEAD_AND_TOP: &str = concat!(
+    "SELECT COALESCE(MAX(position), 0), (SELECT COALESCE(MAX(position), 0) FROM flext_events) \
+     FROM flext_events WHERE position < ",
+    barrier!()
+);
+
 pub(crate) static STATEMENTS: Statements = Statements {
     database: DATABASE,
+    // A stream needs no barrier: its version n + 1 is inserted only once version n is
+    // committed (the unique key on stream and version), so a stream read has no gaps.
     read_stream: "SELECT event_id, stream_id, version, position, event_type, schema_version, \
                   payload, metadata, recorded_at FROM flext_events \
                   WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
-    read_all: "SELECT event_id, stream_id, version, position, event_type, schema_version, \
-               payload, metadata, recorded_at FROM flext_events \
-               WHERE position >= $1 ORDER BY position LIMIT $2",
+    read_all: concat!(
+        "SELECT event_id, stream_id, version, position, event_type, schema_version, \
+         payload, metadata, recorded_at FROM flext_events \
+         WHERE position >= $1 AND position < ",
+        barrier!(),
+        " ORDER BY position LIMIT $2"
+    ),
     stream_version: "SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1",
-    version_and_head: "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
-                       WHERE stream_id = $1), (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
-    head_position: "SELECT COALESCE(MAX(position), 0) FROM flext_events",
+    version_and_head: concat!(
+        "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1), \
+         (SELECT COALESCE(MAX(position), 0) FROM flext_events WHERE position < ",
+        barrier!(),
+        ")"
+    ),
+    head_position: HEAD_POSITION,
     save_snapshot: "INSERT INTO flext_snapshots (stream_id, version, schema_version, payload, taken_at) \
                     VALUES ($1, $2, $3, $4, $5) \
                     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
@@ -64,25 +114,6 @@ impl PostgresEventStore {
 /// The store as the shared contract code sees it: the SQL above, run on its pool (whose
 /// connections use the store's schema).
 pub(crate) struct Tables<'s>(&'s PostgresEventStore);
-
-/// One of the store's connections (maybe in its append's transaction), for `find_retry`.
-pub(crate) struct Connection<'c>(
-    pub(crate) &'c PostgresEventStore,
-    pub(crate) &'c mut PgConnection,
-);
-
-impl SqlConnection for Connection<'_> {
-    type Row = Row;
-
-    async fn fetch(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {
-        let mut bound = PgArguments::default();
-        bind(&mut bound, args)?;
-        match sqlx::query_with(sql, bound).fetch_all(&mut *self.1).await {
-            Ok(rows) => Ok(rows.into_iter().map(Row).collect()),
-            Err(error) => Err(self.0.fail(what, error)),
-        }
-    }
-}
 
 /// A row from PostgreSQL's driver; every integer column is a `BIGINT`.
 pub(crate) struct Row(PgRow);
@@ -169,4 +200,18 @@ fn bind<'a>(bound: &mut PgArguments, args: &[Arg<'a>]) -> FlextResult<()> {
         };
         added.map_err(|e| FlextError::invalid_argument(format!("An argument does not bind: {e}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_barrier_shifts_by_the_transaction_bits() {
+        assert!(barrier!().ends_with(&format!("<< {TRANSACTION_BITS})")));
+        assert_eq!(MAX_APPEND_EVENTS, 1_048_575);
+        // The largest position, slot `SLOT_LIMIT - 1` with every event, fits a BIGINT.
+        let largest = ((SLOT_LIMIT - 1) << TRANSACTION_BITS) | MAX_APPEND_EVENTS as i64;
+        assert_eq!(largest, i64::MAX);
+    }
 }
