@@ -45,8 +45,8 @@ const APPEND: &str = "WITH place AS ( \
      ), inserted AS ( \
          INSERT INTO flext_events (event_id, stream_id, version, position, \
              event_type, schema_version, payload, metadata, recorded_at) \
-         SELECT r.event_id, $1, a.current + r.n, (a.slot << 20) + r.n, r.event_type, \
-                r.schema_version, r.payload, r.metadata, $4 \
+         SELECT r.event_id::uuid, $1, a.current + r.n, (a.slot << 20) + r.n, r.event_type, \
+                r.schema_version, r.payload::jsonb, r.metadata::jsonb, $4::timestamptz \
          FROM accepted a, \
               UNNEST($5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[]) \
               WITH ORDINALITY AS r(event_id, event_type, schema_version, payload, \
@@ -147,6 +147,12 @@ impl PostgresEventStore {
                             .await
                             .map(Placed::Done)
                     }
+                    // jsonb keeps no `\u0000` (22P05): the one JSON it refuses.
+                    None if is_code(&error, "22P05") => Err(FlextError::invalid_argument(format!(
+                        "PostgreSQL store {} ({}): an event for stream {stream_id} holds \\u0000 \
+                         in its payload or metadata, which a jsonb column cannot keep: {error}",
+                        self.inner.target, self.inner.schema
+                    ))),
                     None => Err(self.fail("cannot insert events", error)),
                 };
             }
@@ -225,4 +231,9 @@ impl<'e> Rows<'e> {
         }
         Ok(rows)
     }
+}
+
+/// Whether `error` is the database's error with SQLSTATE `code`.
+fn is_code(error: &sqlx::Error, code: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }

@@ -26,6 +26,10 @@
 //!   `acquire_timeout`): past its limit a call fails with a `TIMEOUT` naming the store and
 //!   what timed out. Appends waiting on locks never hold every pooled connection: two are
 //!   kept for reads and checkpoints.
+//! - Native column types: `uuid` event ids, `jsonb` payloads and metadata (query and index
+//!   them in SQL), `timestamptz` times; an older store is converted in place on open. A
+//!   payload reads back as equal JSON, not byte-identical text (jsonb sorts keys and drops
+//!   spacing), times keep microseconds, and a `\u0000` in a payload is refused.
 //! - Live subscriptions are woken by `LISTEN`/`NOTIFY` and poll as a fallback. A
 //!   notification is only a wake-up: any role may notify any channel, so the head is read
 //!   from the table each time, and a forged one costs one read.

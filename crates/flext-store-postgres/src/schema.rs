@@ -71,6 +71,25 @@ const MIGRATIONS: Migrations = &[
                               - pg_current_xact_id()::text::bigint)
         FROM flext_events;",
     ),
+    (
+        3,
+        "native types: uuid, jsonb, timestamptz",
+        // Each table is rewritten in place: no row is added, lost or moved (positions are
+        // kept). A payload or time that does not convert (a corrupt row) fails the
+        // migration, naming it, and leaves the store as it was.
+        "ALTER TABLE flext_events
+            ALTER COLUMN event_id TYPE UUID USING event_id::uuid,
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN metadata TYPE JSONB USING metadata::jsonb,
+            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ USING recorded_at::timestamptz;
+        ALTER TABLE flext_snapshots
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN taken_at TYPE TIMESTAMPTZ USING taken_at::timestamptz;
+        ALTER TABLE flext_dead_letters
+            ALTER COLUMN letter TYPE JSONB USING letter::jsonb;
+        ALTER TABLE flext_checkpoints
+            ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();",
+    ),
 ];
 
 /// Moves the position offset on when the stored positions are ahead of what this

@@ -14,7 +14,8 @@ use crate::schema::DATABASE;
 
 /// Sets `name`'s checkpoint; [`PostgresEventStore::save_checkpoint_in`] runs it too.
 pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO flext_checkpoints (name, position) \
-     VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position";
+     VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+     updated_at = now()";
 
 /// How many low bits of a position number the events of one append: a position is
 /// `(transaction id + offset) << TRANSACTION_BITS | n`, `n` from 1 (see `barrier!`).
@@ -56,17 +57,30 @@ pub(crate) const HEAD_AND_TOP: &str = concat!(
     barrier!()
 );
 
+/// An event row's columns in `flext_store::EVENT_COLUMNS` order, as the text and integers
+/// `RawEvent` reads: the id, payload and metadata as their text, the time as RFC 3339 in
+/// UTC with microseconds (what `timestamptz` keeps).
+macro_rules! event_columns {
+    () => {
+        "event_id::text, stream_id, version, position, event_type, schema_version, \
+         payload::text, metadata::text, \
+         to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    };
+}
+
 pub(crate) static STATEMENTS: Statements = Statements {
     database: DATABASE,
     // A stream needs no barrier: its version n + 1 is inserted only once version n is
     // committed (the unique key on stream and version), so a stream read has no gaps.
-    read_stream: "SELECT event_id, stream_id, version, position, event_type, schema_version, \
-                  payload, metadata, recorded_at FROM flext_events \
-                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
+    read_stream: concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM flext_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+    ),
     read_all: concat!(
-        "SELECT event_id, stream_id, version, position, event_type, schema_version, \
-         payload, metadata, recorded_at FROM flext_events \
-         WHERE position >= $1 AND position < ",
+        "SELECT ",
+        event_columns!(),
+        " FROM flext_events WHERE position >= $1 AND position < ",
         barrier!(),
         " ORDER BY position LIMIT $2"
     ),
@@ -79,26 +93,28 @@ pub(crate) static STATEMENTS: Statements = Statements {
     ),
     head_position: HEAD_POSITION,
     save_snapshot: "INSERT INTO flext_snapshots (stream_id, version, schema_version, payload, taken_at) \
-                    VALUES ($1, $2, $3, $4, $5) \
+                    VALUES ($1, $2, $3, $4::jsonb, $5::timestamptz) \
                     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
                     schema_version = excluded.schema_version, payload = excluded.payload, \
                     taken_at = excluded.taken_at WHERE excluded.version >= flext_snapshots.version",
-    load_snapshot: "SELECT version, schema_version, payload, taken_at FROM flext_snapshots \
-                    WHERE stream_id = $1",
+    load_snapshot: "SELECT version, schema_version, payload::text, \
+                    to_char(taken_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                    FROM flext_snapshots WHERE stream_id = $1",
     load_checkpoint: "SELECT position FROM flext_checkpoints WHERE name = $1",
     save_checkpoint: SAVE_CHECKPOINT,
-    add_dead_letter: "INSERT INTO flext_dead_letters (name, position, letter) VALUES ($1, $2, $3) \
+    add_dead_letter: "INSERT INTO flext_dead_letters (name, position, letter) \
+                      VALUES ($1, $2, $3::jsonb) \
                       ON CONFLICT (name, position) DO UPDATE SET letter = excluded.letter",
-    dead_letters: "SELECT letter FROM flext_dead_letters WHERE name = $1 ORDER BY position",
+    dead_letters: "SELECT letter::text FROM flext_dead_letters WHERE name = $1 ORDER BY position",
     remove_dead_letter: "DELETE FROM flext_dead_letters WHERE name = $1 AND position = $2 \
                          RETURNING position",
     reset: [
         "DELETE FROM flext_checkpoints WHERE name = $1",
         "DELETE FROM flext_dead_letters WHERE name = $1",
     ],
-    stored_places: "SELECT event_id, stream_id, version, position FROM flext_events \
-                    WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
-    place_run: "SELECT event_id, stream_id, version, position FROM flext_events \
+    stored_places: "SELECT event_id::text, stream_id, version, position FROM flext_events \
+                    WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)",
+    place_run: "SELECT event_id::text, stream_id, version, position FROM flext_events \
                 WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
 };
 

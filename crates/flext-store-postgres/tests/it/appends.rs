@@ -39,9 +39,9 @@ async fn insert_as_the_store(
         sqlx::query(
             "INSERT INTO flext_events (event_id, stream_id, version, position, event_type, \
              schema_version, payload, metadata, recorded_at) \
-             SELECT $1, $2, $3, ((pg_current_xact_id()::text::bigint \
+             SELECT $1::uuid, $2, $3, ((pg_current_xact_id()::text::bigint \
                  + (SELECT position_offset FROM flext_positions)) << 20) + $4, \
-                 $5, 1, $6, '{}', '2026-01-01T00:00:00Z'",
+                 $5, 1, $6::jsonb, '{}', now()",
         )
         .bind(event.event_id.to_string())
         .bind(stream)
@@ -329,7 +329,7 @@ async fn stored_positions_ahead_of_the_transaction_ids_are_moved_past_on_open() 
     sqlx::query(
         "INSERT INTO flext_events (event_id, stream_id, version, position, event_type, \
          schema_version, payload, metadata, recorded_at) \
-         VALUES ($1, 'restored', 1, $2, 'Noted', 1, '1', '{}', '2026-01-01T00:00:00Z')",
+         VALUES ($1::uuid, 'restored', 1, $2, 'Noted', 1, '1', '{}', now())",
     )
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(ahead)

@@ -24,17 +24,119 @@ async fn hostile_ids_and_payloads_are_stored_and_read_back_verbatim() {
     }
 }
 
+/// A payload that is not JSON cannot be stored at all (the column is `jsonb`); a row whose
+/// metadata is JSON but not event metadata is a `SERIALIZATION_ERROR` naming its
+/// position, and the rows before it still read.
 #[tokio::test]
-async fn a_corrupt_payload_row_is_a_serialization_error() {
+async fn a_corrupt_row_is_a_serialization_error_and_a_payload_must_be_json() {
     let Some(store) = fresh("corrupt row").await else {
         return;
     };
-    let corrupt = async |store: &PostgresEventStore, position: i64| {
-        let sql = "UPDATE flext_events SET payload = '{broken' WHERE position = $1";
-        let update = sqlx::query(sql).bind(position);
-        update.execute(store.pool()).await.unwrap();
+    let appended = store
+        .append(
+            "s",
+            ExpectedVersion::NoStream,
+            vec![event(json!(1)), event(json!(2))],
+        )
+        .await
+        .unwrap();
+    let position = i64::try_from(appended.last_position).unwrap();
+    let not_json = sqlx::query("UPDATE flext_events SET payload = '{broken' WHERE position = $1")
+        .bind(position)
+        .execute(store.pool())
+        .await;
+    assert!(
+        not_json.is_err(),
+        "a jsonb column refuses text that is not JSON"
+    );
+    sqlx::query("UPDATE flext_events SET metadata = '[1]' WHERE position = $1")
+        .bind(position)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    flext_testing::event_store::caught_up(&store, appended.last_position).await;
+    let err = store.read_all(1, 10).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SerializationError);
+    assert!(
+        err.message().starts_with(&format!(
+            "Stored event at position {position} has malformed metadata"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        store.read_all(1, 1).await.unwrap().len(),
+        1,
+        "the rows before it still read"
+    );
+}
+
+/// Events, snapshots and dead letters keep native types: `uuid` ids, `jsonb` payloads and
+/// metadata, `timestamptz` times, so SQL can query them; a payload reads back as equal
+/// JSON (jsonb keeps neither key order nor spacing), and a `\u0000`, which jsonb cannot
+/// keep, is an `INVALID_ARGUMENT` naming the stream. Before, every column was `TEXT`.
+#[tokio::test]
+async fn events_are_stored_with_native_types_and_queryable_as_json() {
+    let Some(store) = fresh("native types").await else {
+        return;
     };
-    flext_testing::sql::a_corrupt_payload_is_named(&store, corrupt).await;
+    let written = json!({"zeta": 1, "alpha": {"b": [1, 2.50, null], "a": "é"}, "big": 18446744073709551615u64});
+    let appended = store
+        .append(
+            "typed",
+            ExpectedVersion::NoStream,
+            vec![event(written.clone())],
+        )
+        .await
+        .unwrap();
+    let types: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text || '.' || column_name::text, data_type::text \
+         FROM information_schema.columns WHERE table_schema = $1 \
+         AND column_name IN ('event_id', 'payload', 'metadata', 'recorded_at', 'taken_at', 'letter') \
+         ORDER BY 1",
+    )
+    .bind(store.schema())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        [
+            ("flext_dead_letters.letter", "jsonb"),
+            ("flext_events.event_id", "uuid"),
+            ("flext_events.metadata", "jsonb"),
+            ("flext_events.payload", "jsonb"),
+            ("flext_events.recorded_at", "timestamp with time zone"),
+            ("flext_snapshots.payload", "jsonb"),
+            ("flext_snapshots.taken_at", "timestamp with time zone"),
+        ]
+        .map(|(c, t)| (c.to_owned(), t.to_owned()))
+    );
+    let queried: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM flext_events WHERE payload @> '{\"zeta\": 1}' \
+         AND payload -> 'alpha' ->> 'a' = 'é' AND recorded_at > now() - interval '1 hour'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(queried, 1, "the payload is queryable as JSON");
+    let read = store.read_stream("typed", 1, 10).await.unwrap();
+    assert_eq!(
+        read[0].payload.decode::<serde_json::Value>().unwrap(),
+        written
+    );
+    assert_eq!(read[0].position, appended.first_position);
+
+    let nul = store
+        .append(
+            "typed",
+            ExpectedVersion::Exact(1),
+            vec![event(json!({"text": "a\u{0}b"}))],
+        )
+        .await
+        .expect_err("jsonb keeps no \\u0000");
+    assert_eq!(nul.code(), ErrorCode::InvalidArgument, "{nul:?}");
+    assert!(nul.message().contains("typed"), "{nul}");
+    assert_eq!(store.stream_version("typed").await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -80,7 +182,7 @@ async fn a_schema_of_a_newer_version_is_refused() {
     assert_eq!(err.code(), ErrorCode::StorageError);
     assert!(
         err.message().contains(
-            "the database has schema version 100, newer than this flext-store-postgres knows (2)"
+            "the database has schema version 100, newer than this flext-store-postgres knows (3)"
         ),
         "{err}"
     );

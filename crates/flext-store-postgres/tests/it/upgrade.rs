@@ -104,7 +104,8 @@ fn old_rows() -> Vec<OldRow> {
 /// order and at the same positions, after the store is opened by this version; its
 /// snapshot, checkpoint and dead letter too; a new append comes after them and a
 /// subscription from the start delivers all of them once, in order. Before, there was no
-/// schema to upgrade to (the migration to positions from transaction ids is new).
+/// schema to upgrade to (the migrations to positions from transaction ids and to native
+/// column types are new).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_the_first_schema_is_upgraded_in_place() {
     let Some(url) = url("upgrade in place") else {
@@ -169,6 +170,15 @@ async fn a_store_of_the_first_schema_is_upgraded_in_place() {
     let store = PostgresEventStore::connect_with(options)
         .await
         .expect("the store upgrades its schema");
+    let payload_type: String = sqlx::query_scalar(
+        "SELECT data_type::text FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = 'flext_events' AND column_name = 'payload'",
+    )
+    .bind(&schema)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(payload_type, "jsonb", "the columns have their native types");
     flext_testing::event_store::caught_up(&store, 5).await;
     let read = store.read_all(1, usize::MAX).await.unwrap();
     assert_eq!(read.len(), rows.len());
