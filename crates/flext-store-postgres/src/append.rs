@@ -28,11 +28,11 @@ const RACES: usize = 64;
 /// stream's version, the transaction's slot (its id plus the store's position offset) and
 /// the highest stored position; the checks (the expected version, a slot whose positions
 /// fit a `BIGINT` and lie above every stored one); the insert of every row (passed as
-/// arrays, so a batch of any size is one statement) at positions `slot << 20 | n`; and a
-/// notification (sent on commit only) whose payload is empty: listeners re-read the head
-/// from the table. When a check fails nothing is inserted or notified and the last column
-/// is 0. (`0 * (SELECT COUNT(*) FROM notified)` is there so that PostgreSQL runs the
-/// notification, which nothing else reads.)
+/// arrays, so a batch of any size is one statement) at positions `slot << 20 | n`. When a
+/// check fails nothing is inserted and the last column is 0. It sends no notification:
+/// PostgreSQL serializes the commits of every transaction that notified (one lock for the
+/// whole database, held while the commit is flushed), which would line all appends up
+/// again; the store's notifier task sends one after the commit instead.
 const APPEND: &str = "WITH place AS ( \
          SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
                  WHERE stream_id = $1) AS current, \
@@ -41,7 +41,7 @@ const APPEND: &str = "WITH place AS ( \
                 (SELECT COALESCE(MAX(position), 0) FROM flext_events) AS highest \
      ), accepted AS ( \
          SELECT current, slot FROM place \
-         WHERE current BETWEEN $2 AND $3 AND slot < $11 AND (slot << 20) > highest \
+         WHERE current BETWEEN $2 AND $3 AND slot < $10 AND (slot << 20) > highest \
      ), inserted AS ( \
          INSERT INTO flext_events (event_id, stream_id, version, position, \
              event_type, schema_version, payload, metadata, recorded_at) \
@@ -52,12 +52,8 @@ const APPEND: &str = "WITH place AS ( \
               WITH ORDINALITY AS r(event_id, event_type, schema_version, payload, \
                                    metadata, n) \
          RETURNING 1 \
-     ), notified AS ( \
-         SELECT pg_notify($10, '') FROM accepted \
      ) \
-     SELECT current, slot, highest, \
-            (SELECT COUNT(*) FROM inserted) + 0 * (SELECT COUNT(*) FROM notified) \
-     FROM place";
+     SELECT current, slot, highest, (SELECT COUNT(*) FROM inserted) FROM place";
 
 /// The name PostgreSQL gives the unique key on `(stream_id, version)`.
 const VERSION_KEY: &str = "flext_events_stream_id_version_key";
@@ -123,7 +119,6 @@ impl PostgresEventStore {
             .bind(&rows.schema_versions)
             .bind(&rows.payloads)
             .bind(&rows.metadata)
-            .bind(&self.inner.channel)
             .bind(SLOT_LIMIT)
             .fetch_one(&self.inner.pool)
             .await;
@@ -158,6 +153,8 @@ impl PostgresEventStore {
             }
         };
         if inserted > 0 {
+            // Subscriptions in this process and, through a notification, in others.
+            self.inner.committed.notify_one();
             let first = (slot << TRANSACTION_BITS) + 1;
             return Ok(Placed::Done(AppendResult::following(
                 unsigned(current),

@@ -318,7 +318,6 @@ pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) target: String,
     pub(crate) schema: String,
-    pub(crate) channel: String,
     pub(crate) poll_interval: Duration,
     /// One permit per append that may hold a pooled connection at once: two fewer than
     /// the pool has (one fewer for a pool of two, all for a pool of one), so appends
@@ -330,8 +329,11 @@ pub(crate) struct Inner {
     pub(crate) idle_in_transaction_timeout: Duration,
     pub(crate) head: HeadSignal,
     pub(crate) limits: StoreLimits,
-    /// The `LISTEN` task and the head keeper.
-    tasks: [tokio::task::JoinHandle<()>; 2],
+    /// Woken by each commit of this store: the notifier tells the head keeper and, by a
+    /// `NOTIFY`, every other process.
+    pub(crate) committed: Arc<tokio::sync::Notify>,
+    /// The `LISTEN` task, the head keeper and the notifier.
+    tasks: [tokio::task::JoinHandle<()>; 3],
 }
 
 impl Drop for Inner {
@@ -482,14 +484,21 @@ impl PostgresEventStore {
             .map_err(|e| fail("cannot read the head position", e))?;
         let head = HeadSignal::new(u64::try_from(head).unwrap_or(0));
         let channel = format!("flext_events_{schema}");
-        // LISTEN holds its connection for good, and the head keeper reads on another: they
-        // get a pool of their own, so the store's pool keeps every connection it was given.
+        // LISTEN holds its connection for good, and the head keeper and the notifier use
+        // one each: they get a pool of their own, so the store's pool keeps every connection it was given.
         let listener_pool = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(3)
             .acquire_timeout(connect_timeout)
             .after_connect(on_connect(session))
             .connect_lazy_with(connect);
         let woken = Arc::new(tokio::sync::Notify::new());
+        let committed = Arc::new(tokio::sync::Notify::new());
+        let notifier = tokio::spawn(notify_commits(
+            listener_pool.clone(),
+            channel.clone(),
+            committed.clone(),
+            woken.clone(),
+        ));
         let listener = tokio::spawn(listen(
             listener_pool.clone(),
             channel.clone(),
@@ -507,7 +516,6 @@ impl PostgresEventStore {
                 pool,
                 target,
                 schema,
-                channel,
                 poll_interval: options.poll_interval,
                 append_slots: tokio::sync::Semaphore::new((max_connections - reserved) as usize),
                 acquire_timeout: options.acquire_timeout.min(LONGEST_CONNECT_TIMEOUT),
@@ -516,7 +524,8 @@ impl PostgresEventStore {
                 idle_in_transaction_timeout: options.idle_in_transaction_timeout,
                 head,
                 limits: options.limits,
-                tasks: [listener, keeper],
+                committed,
+                tasks: [listener, keeper, notifier],
             }),
         })
     }
@@ -670,6 +679,30 @@ async fn listen(pool: PgPool, channel: String, woken: Arc<tokio::sync::Notify>, 
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Sends one `NOTIFY` (empty) on `channel` for the commits that `committed` announced
+/// since the last one, and wakes the head keeper (`woken`) of this process at once. The
+/// commits that come while one is sent share the next. A notification that fails is
+/// logged: other processes find the commit by their head keeper's next read or by
+/// polling.
+async fn notify_commits(
+    pool: PgPool,
+    channel: String,
+    committed: Arc<tokio::sync::Notify>,
+    woken: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        committed.notified().await;
+        woken.notify_one();
+        let sent = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(&channel)
+            .execute(&pool)
+            .await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, channel, "a commit notification was not sent");
         }
     }
 }
