@@ -1,5 +1,6 @@
-//! Connecting a [`PostgresEventStore`]: its options, the schema, the connection pools, the
-//! embedded migrations and the `LISTEN` task that wakes subscriptions.
+//! Connecting a [`PostgresEventStore`]: its options (and the limits every wait is bounded
+//! by), the schema, the connection pools, the embedded migrations, and the tasks that wake
+//! subscriptions: the notifier, the `LISTEN` task and the head keeper.
 
 use std::borrow::Cow;
 use std::fmt;
