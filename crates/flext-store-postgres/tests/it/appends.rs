@@ -368,3 +368,86 @@ async fn stored_positions_ahead_of_the_transaction_ids_are_moved_past_on_open() 
         [before.first_position, ahead as u64, after.first_position]
     );
 }
+
+/// Every other wait is bounded too: a read behind a table lock ends at the statement
+/// timeout, a call that finds every pooled connection taken ends at the acquire timeout,
+/// each a `TIMEOUT` naming the store and what timed out; and a transaction left idle on a
+/// store connection, which holds every reader back, is ended by the server at the idle
+/// timeout, after which readers see the commits it held back. Before, none of these
+/// limits was set: each wait lasted as long as the other side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statements_connections_and_idle_transactions_are_bounded() {
+    let Some(url) = url("bounded statements") else {
+        return;
+    };
+    let options = PostgresStoreOptions::new(url)
+        .with_schema(schema_name())
+        .with_max_connections(1)
+        .with_lock_timeout(Duration::ZERO)
+        .with_statement_timeout(Duration::from_millis(300))
+        .with_acquire_timeout(Duration::from_millis(300))
+        .with_idle_in_transaction_timeout(Duration::from_secs(2));
+    let store = PostgresEventStore::connect_with(options).await.unwrap();
+
+    // A read behind a lock no one releases: the statement timeout ends it.
+    let mut locker = connection_to(&store).await;
+    locker
+        .execute("BEGIN; LOCK TABLE flext_events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = store.read_stream("s", 1, 10).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout, "{error:?}");
+    assert!(
+        error.message().contains(store.schema())
+            && error.message().contains("running one statement"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    locker.execute("ROLLBACK").await.unwrap();
+
+    // The one pooled connection taken: the next call ends at the acquire timeout.
+    let taken = store.pool().acquire().await.unwrap();
+    let started = Instant::now();
+    let error = store.head_position().await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout, "{error:?}");
+    assert!(
+        error.message().contains("waiting for a pooled connection"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(taken);
+
+    // A transaction left idle holds readers back until the server ends it.
+    let other = fresh("idle transaction").await.unwrap();
+    let mut idle = store.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *idle)
+        .await
+        .unwrap();
+    let appended = other
+        .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .unwrap();
+    assert!(
+        other.head_position().await.unwrap() < appended.last_position,
+        "an older open transaction holds readers back"
+    );
+    let started = Instant::now();
+    flext_testing::event_store::caught_up(&other, appended.last_position).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "readers went on once the server ended the idle transaction: {:?}",
+        started.elapsed()
+    );
+    let ended = sqlx::query("SELECT 1").execute(&mut *idle).await;
+    assert!(ended.is_err(), "the server ended the idle transaction");
+}
