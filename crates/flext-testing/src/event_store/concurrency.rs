@@ -346,3 +346,56 @@ where
         "read_all and the subscription agree"
     );
 }
+
+/// Eight writers append to one stream at once with `ExpectedVersion::Any`, ten times each:
+/// every append lands (an expectation the new version still meets is never a conflict,
+/// however the writers race), at the version its result says, and the stream holds
+/// versions 1 to 80 once each, in the order of their positions.
+pub async fn racing_appends_with_any_all_land(store: Arc<dyn EventStore>) {
+    const WRITERS: u64 = 8;
+    const PER_WRITER: u64 = 10;
+    let stream = unique_name("any-race");
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let mut placed = Vec::new();
+                for i in 0..PER_WRITER {
+                    let result = store
+                        .append(&stream, ExpectedVersion::Any, vec![event(w * 100 + i)])
+                        .await
+                        .expect("an append with Any never conflicts");
+                    placed.push((result.first_version, result.first_position));
+                }
+                placed
+            })
+        })
+        .collect();
+    let mut placed = Vec::new();
+    for writer in writers {
+        placed.extend(writer.await.expect("writer"));
+    }
+    placed.sort_unstable();
+    assert_eq!(
+        placed
+            .iter()
+            .map(|(version, _)| *version)
+            .collect::<Vec<_>>(),
+        (1..=WRITERS * PER_WRITER).collect::<Vec<_>>(),
+        "each version once"
+    );
+    assert!(
+        placed.windows(2).all(|w| w[0].1 < w[1].1),
+        "versions and positions in the same order"
+    );
+    let stored = all_of(&*store, &stream).await;
+    assert_eq!(
+        stored
+            .iter()
+            .map(|e| (e.version, e.position))
+            .collect::<Vec<_>>(),
+        placed,
+        "the stream holds what the appends reported"
+    );
+}

@@ -50,6 +50,7 @@ pub const BEHAVIOURS: &[&str] = &[
     "rejects_malformed_batches",
     "positions_increase_and_batches_do_not_interleave",
     "concurrent_writers_on_shared_streams",
+    "racing_appends_with_any_all_land",
     "subscription_sees_every_event_once_in_order",
     "empty_batch_is_a_no_op",
     "reads_past_the_end_are_empty",
@@ -463,5 +464,6 @@ pub use limits::{LIMIT_BEHAVIOURS, configured_limits_are_enforced};
 
 pub use concurrency::{
     Held, concurrent_writers_on_shared_streams, out_of_order_commits_are_not_skipped,
-    positions_increase_and_batches_do_not_interleave, subscription_sees_every_event_once_in_order,
+    positions_increase_and_batches_do_not_interleave, racing_appends_with_any_all_land,
+    subscription_sees_every_event_once_in_order,
 };
