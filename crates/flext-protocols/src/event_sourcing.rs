@@ -59,13 +59,16 @@ pub trait EventStore: Send + Sync {
     ) -> FlextResult<Vec<StoredEvent>>;
 
     /// Up to `limit` events of every stream from global position `from_position`
-    /// (inclusive), in position order.
+    /// (inclusive), in position order. Positions strictly increase but may have gaps. A
+    /// store may return a commit a moment after its append returned (PostgreSQL's waits
+    /// until every older transaction has ended), but never skips one: an event that
+    /// commits later always comes after every event already returned.
     async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>>;
 
     /// The version of `stream_id`: its last event's version, 0 when it does not exist.
     async fn stream_version(&self, stream_id: &str) -> FlextResult<u64>;
 
-    /// The position of the last committed event, 0 for an empty store.
+    /// The position of the last committed event `read_all` returns, 0 for an empty store.
     async fn head_position(&self) -> FlextResult<u64>;
 
     /// Every event from `from_position` (inclusive): first those already stored, then each

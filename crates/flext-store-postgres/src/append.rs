@@ -1,15 +1,70 @@
-//! Appends to a [`PostgresEventStore`]: one statement under the schema's advisory lock.
+//! Appends to a [`PostgresEventStore`]: one autocommit statement, no store-wide lock.
+//!
+//! Appends to different streams run side by side. Two appends to one stream meet at the
+//! unique key on `(stream_id, version)`: both read the stream's version `n` and insert
+//! `n + 1`, so the second waits for the first and fails with a unique violation once it
+//! commits; that append runs again, reads the committed version, and either goes on (an
+//! expectation the new version satisfies, such as `Any`) or ends in a
+//! `CONCURRENCY_CONFLICT` with the expected and actual versions (or the original result,
+//! when it is a retry of the winner). Positions come from the transaction id, so that
+//! readers can stop at the read barrier (see `tables::barrier!` and ARCHITECTURE.md).
 
 use flext_store::{
-    accepted_versions, after_failed_insert, metadata_text, retry_or_conflict, signed,
-    timestamp_text, unsigned,
+    accepted_versions, after_failed_insert, metadata_text, retry_or_conflict, timestamp_text,
+    unsigned,
 };
-use flext_types::{AppendResult, ExpectedVersion, FlextResult, NewEvent};
+use flext_types::{AppendResult, ExpectedVersion, FlextError, FlextResult, NewEvent};
 use time::OffsetDateTime;
 
 use crate::PostgresEventStore;
-use crate::schema::DATABASE;
-use crate::tables::{Connection, STATEMENTS};
+use crate::tables::{MAX_APPEND_EVENTS, SLOT_LIMIT, STATEMENTS, TRANSACTION_BITS};
+
+/// How many times an append runs again after losing a race for a stream version before it
+/// gives up with a `CONCURRENCY_CONFLICT`; each lost race means another append to the
+/// stream committed, so the store as a whole made progress.
+const RACES: usize = 64;
+
+/// The append, in one statement (so in one round trip, committing by itself): the
+/// stream's version, the transaction's slot (its id plus the store's position offset) and
+/// the highest stored position; the checks (the expected version, a slot whose positions
+/// fit a `BIGINT` and lie above every stored one); the insert of every row (passed as
+/// arrays, so a batch of any size is one statement) at positions `slot << 20 | n`. When a
+/// check fails nothing is inserted and the last column is 0. It sends no notification:
+/// PostgreSQL serializes the commits of every transaction that notified (one lock for the
+/// whole database, held while the commit is flushed), which would line all appends up
+/// again; the store's notifier task sends one after the commit instead.
+const APPEND: &str = "WITH place AS ( \
+         SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
+                 WHERE stream_id = $1) AS current, \
+                pg_current_xact_id()::text::bigint \
+                    + (SELECT position_offset FROM flext_positions) AS slot, \
+                (SELECT COALESCE(MAX(position), 0) FROM flext_events) AS highest \
+     ), accepted AS ( \
+         SELECT current, slot FROM place \
+         WHERE current BETWEEN $2 AND $3 AND slot < $10 AND (slot << 20) > highest \
+     ), inserted AS ( \
+         INSERT INTO flext_events (event_id, stream_id, version, position, \
+             event_type, schema_version, payload, metadata, recorded_at) \
+         SELECT r.event_id::uuid, $1, a.current + r.n, (a.slot << 20) + r.n, r.event_type, \
+                r.schema_version, r.payload::jsonb, r.metadata::jsonb, $4::timestamptz \
+         FROM accepted a, \
+              UNNEST($5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[]) \
+              WITH ORDINALITY AS r(event_id, event_type, schema_version, payload, \
+                                   metadata, n) \
+         RETURNING 1 \
+     ) \
+     SELECT current, slot, highest, (SELECT COUNT(*) FROM inserted) FROM place";
+
+/// The name PostgreSQL gives the unique key on `(stream_id, version)`.
+const VERSION_KEY: &str = "flext_events_stream_id_version_key";
+
+/// What one run of the append statement came to.
+enum Placed {
+    /// The rows are committed.
+    Done(AppendResult),
+    /// Another append took one of the stream versions first: run again.
+    Raced,
+}
 
 impl PostgresEventStore {
     /// Appends a batch `flext_store::tables::check_batch` passed (valid, within the
@@ -20,115 +75,162 @@ impl PostgresEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> FlextResult<AppendResult> {
-        // BEGIN and the append lock in one round trip. READ COMMITTED whatever the server's
-        // default, so the reads after the lock see every append committed before it. The
-        // key is this store's own integer (from its schema name), not input, so writing it
-        // into the statement is safe.
-        let mut tx = self
-            .inner
-            .pool
-            .begin_with(format!(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
-                self.inner.lock_key
-            ))
-            .await
-            .map_err(|e| self.fail("cannot begin an append and take its lock", e))?;
-        // One round trip for the rest: the stream's version and the head position, the
-        // expected-version check, the insert of every row (passed as arrays, so a batch of
-        // any size is one statement) and the notification of the new head (NOTIFY is
-        // transactional: it is sent on commit only). Under the append lock neither the
-        // version nor the head can move until this transaction ends. When the check fails
-        // nothing is inserted or notified and `inserted` is 0. (`0 * (SELECT COUNT(*) FROM
-        // notified)` is there so that PostgreSQL runs the notification, which nothing else
-        // reads.)
+        let count = events.len() as u64;
+        if count > MAX_APPEND_EVENTS {
+            return Err(FlextError::invalid_argument(format!(
+                "PostgreSQL store {} ({}): a batch of {count} events for stream {stream_id} \
+                 is more than the {MAX_APPEND_EVENTS} one append can place",
+                self.inner.target, self.inner.schema
+            )));
+        }
+        // A slot of its own among the appends, so that appends waiting on a lock can
+        // never hold every pooled connection: reads and checkpoints keep theirs.
+        let _slot = self.append_slot().await?;
+        let rows = Rows::of(&events)?;
+        for _ in 0..RACES {
+            match self.place(stream_id, expected, &events, &rows).await? {
+                Placed::Done(result) => return Ok(result),
+                Placed::Raced => tokio::task::yield_now().await,
+            }
+        }
+        // Each lost race was another append's commit: the stream moved on every time.
+        let current = flext_store::tables::stream_version(&self.tables(), stream_id).await?;
+        Err(expected.conflict(stream_id, current))
+    }
+
+    /// One run of the append statement.
+    async fn place(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        rows: &Rows<'_>,
+    ) -> FlextResult<Placed> {
         let count = events.len() as u64;
         let (lowest, highest) = accepted_versions(expected);
         let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
-        let mut event_ids = Vec::with_capacity(events.len());
-        let mut event_types = Vec::with_capacity(events.len());
-        let mut schema_versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        for event in &events {
-            event_ids.push(event.event_id.to_string());
-            event_types.push(event.event_type.as_str());
-            schema_versions.push(i64::from(event.schema_version));
-            payloads.push(event.payload.as_str());
-            metadata.push(metadata_text(&event.metadata)?);
-        }
-        let placed: Result<(i64, i64, i64), sqlx::Error> = sqlx::query_as(
-            "WITH place AS ( \
-                 SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
-                         WHERE stream_id = $1) AS current, \
-                        (SELECT COALESCE(MAX(position), 0) FROM flext_events) AS head \
-             ), accepted AS ( \
-                 SELECT current, head FROM place WHERE current BETWEEN $2 AND $3 \
-             ), inserted AS ( \
-                 INSERT INTO flext_events (event_id, stream_id, version, position, \
-                     event_type, schema_version, payload, metadata, recorded_at) \
-                 SELECT r.event_id, $1, a.current + r.n, a.head + r.n, r.event_type, \
-                        r.schema_version, r.payload, r.metadata, $4 \
-                 FROM accepted a, \
-                      UNNEST($5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[]) \
-                      WITH ORDINALITY AS r(event_id, event_type, schema_version, payload, \
-                                           metadata, n) \
-                 RETURNING 1 \
-             ), notified AS ( \
-                 SELECT pg_notify($10, (head + $11)::text) FROM accepted \
-             ) \
-             SELECT current, head, \
-                    (SELECT COUNT(*) FROM inserted) + 0 * (SELECT COUNT(*) FROM notified) \
-             FROM place",
-        )
-        .bind(stream_id)
-        .bind(lowest)
-        .bind(highest)
-        .bind(recorded_at.as_str())
-        .bind(&event_ids)
-        .bind(&event_types)
-        .bind(&schema_versions)
-        .bind(&payloads)
-        .bind(&metadata)
-        .bind(&self.inner.channel)
-        .bind(signed(count, DATABASE)?)
-        .fetch_one(&mut *tx)
-        .await;
-        let (current, head, inserted) = match placed {
+        let placed: Result<(i64, i64, i64, i64), sqlx::Error> = sqlx::query_as(APPEND)
+            .bind(stream_id)
+            .bind(lowest)
+            .bind(highest)
+            .bind(recorded_at.as_str())
+            .bind(&rows.event_ids)
+            .bind(&rows.event_types)
+            .bind(&rows.schema_versions)
+            .bind(&rows.payloads)
+            .bind(&rows.metadata)
+            .bind(SLOT_LIMIT)
+            .fetch_one(&self.inner.pool)
+            .await;
+        let (current, slot, stored, inserted) = match placed {
             Ok(placed) => placed,
             Err(error) => {
-                // A stored id may mean a retry of a committed append: with this
-                // transaction rolled back, the stored ids decide.
-                let unique =
-                    matches!(&error, sqlx::Error::Database(db) if db.is_unique_violation());
-                tx.rollback()
-                    .await
-                    .map_err(|e| self.fail("cannot roll back a failed append", e))?;
-                let error = self.fail("cannot insert events", error);
-                let tables = self.tables();
-                return after_failed_insert(&tables, unique, stream_id, expected, &events, error)
-                    .await;
+                let violated = match &error {
+                    sqlx::Error::Database(db) if db.is_unique_violation() => {
+                        Some(db.constraint() == Some(VERSION_KEY))
+                    }
+                    _ => None,
+                };
+                return match violated {
+                    // The version was taken by an append that committed meanwhile.
+                    Some(true) => Ok(Placed::Raced),
+                    // A stored id: a retry of a committed append, or a duplicate.
+                    Some(false) => {
+                        let error = self.fail("cannot insert events", error);
+                        let tables = self.tables();
+                        after_failed_insert(&tables, true, stream_id, expected, events, error)
+                            .await
+                            .map(Placed::Done)
+                    }
+                    // jsonb keeps no `\u0000` (22P05): the one JSON it refuses.
+                    None if is_code(&error, "22P05") => Err(FlextError::invalid_argument(format!(
+                        "PostgreSQL store {} ({}): an event for stream {stream_id} holds \\u0000 \
+                         in its payload or metadata, which a jsonb column cannot keep: {error}",
+                        self.inner.target, self.inner.schema
+                    ))),
+                    None => Err(self.fail("cannot insert events", error)),
+                };
             }
         };
-        let (current, head) = (unsigned(current), unsigned(head));
-        if inserted == 0 {
-            // The check failed. A retry of an append that committed finds the stream
-            // moved on: answer with the original result when the ids say it is one.
-            let mut connection = Connection(self, &mut tx);
-            return retry_or_conflict(
-                &mut connection,
-                &STATEMENTS,
-                stream_id,
-                expected,
-                &events,
-                current,
-            )
-            .await;
+        if inserted > 0 {
+            // Subscriptions in this process and, through a notification, in others.
+            self.inner.committed.notify_one();
+            let first = (slot << TRANSACTION_BITS) + 1;
+            return Ok(Placed::Done(AppendResult::following(
+                unsigned(current),
+                unsigned(first - 1),
+                count,
+            )));
         }
-        let result = AppendResult::following(current, head, count);
-        tx.commit()
-            .await
-            .map_err(|e| self.fail("cannot commit an append", e))?;
-        self.inner.head.advance(result.last_position);
-        Ok(result)
+        if slot >= SLOT_LIMIT {
+            return Err(self.storage(format!(
+                "transaction id {slot} (with the position offset) is beyond what positions \
+                 can hold ({SLOT_LIMIT})"
+            )));
+        }
+        if slot << TRANSACTION_BITS <= stored {
+            return Err(self.storage(format!(
+                "the transaction's positions (from {}) would not follow the stored ones \
+                 (up to {stored}): the database's transaction ids are behind the store's, \
+                 as after a restore into another cluster; open the store again to move \
+                 its positions on",
+                slot << TRANSACTION_BITS
+            )));
+        }
+        // The version check failed. A retry of an append that committed finds the stream
+        // moved on: answer with the original result when the ids say it is one.
+        let tables = self.tables();
+        retry_or_conflict(
+            &mut &tables,
+            &STATEMENTS,
+            stream_id,
+            expected,
+            events,
+            unsigned(current),
+        )
+        .await
+        .map(Placed::Done)
     }
+
+    /// A `STORAGE_ERROR` naming this store.
+    fn storage(&self, what: String) -> FlextError {
+        FlextError::storage(format!(
+            "PostgreSQL store {} ({}): {what}",
+            self.inner.target, self.inner.schema
+        ))
+    }
+}
+
+/// A batch's columns, bound as arrays.
+struct Rows<'e> {
+    event_ids: Vec<String>,
+    event_types: Vec<&'e str>,
+    schema_versions: Vec<i64>,
+    payloads: Vec<&'e str>,
+    metadata: Vec<String>,
+}
+
+impl<'e> Rows<'e> {
+    fn of(events: &'e [NewEvent]) -> FlextResult<Self> {
+        let mut rows = Self {
+            event_ids: Vec::with_capacity(events.len()),
+            event_types: Vec::with_capacity(events.len()),
+            schema_versions: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
+            metadata: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            rows.event_ids.push(event.event_id.to_string());
+            rows.event_types.push(event.event_type.as_str());
+            rows.schema_versions.push(i64::from(event.schema_version));
+            rows.payloads.push(event.payload.as_str());
+            rows.metadata.push(metadata_text(&event.metadata)?);
+        }
+        Ok(rows)
+    }
+}
+
+/// Whether `error` is the database's error with SQLSTATE `code`.
+fn is_code(error: &sqlx::Error, code: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }

@@ -11,10 +11,28 @@
 //!   error saying so.
 //! - Appends are checked against the store's [`StoreLimits`](flext_store::StoreLimits)
 //!   ([`PostgresStoreOptions::with_limits`]); an empty batch is a no-op.
-//! - Appends in one schema are serialized by a transaction-level advisory lock: positions
-//!   follow commit order, a batch's positions are adjacent, and no reader can skip a
-//!   committed event however transactions interleave.
-//! - Live subscriptions are woken by `LISTEN`/`NOTIFY` and poll as a fallback.
+//! - Appends take no store-wide lock: each is one statement that commits by itself, so
+//!   appends to different streams run side by side. Two appends to one stream meet at the
+//!   unique key on stream and version: one wins, the other gets a `CONCURRENCY_CONFLICT`
+//!   (or, when its expected version still holds, as with `Any`, runs again).
+//! - Positions come from transaction ids (`(xid + offset) << 20 | n`): strictly increasing,
+//!   a batch's adjacent, not dense. `read_all`, `head_position` and subscriptions stop at
+//!   a read barrier, the oldest transaction still running in the cluster, so no reader
+//!   skips an event that commits later with a lower position. The price: a long
+//!   transaction anywhere in the cluster holds readers back (never writers), which is why
+//!   the store's sessions end idle transactions
+//!   ([`PostgresStoreOptions::idle_in_transaction_timeout`]).
+//! - Every wait is bounded ([`PostgresStoreOptions::lock_timeout`], `statement_timeout`,
+//!   `acquire_timeout`): past its limit a call fails with a `TIMEOUT` naming the store and
+//!   what timed out. Appends waiting on locks never hold every pooled connection: two are
+//!   kept for reads and checkpoints.
+//! - Native column types: `uuid` event ids, `jsonb` payloads and metadata (query and index
+//!   them in SQL), `timestamptz` times; an older store is converted in place on open. A
+//!   payload reads back as equal JSON, not byte-identical text (jsonb sorts keys and drops
+//!   spacing), times keep microseconds, and a `\u0000` in a payload is refused.
+//! - Live subscriptions are woken by `LISTEN`/`NOTIFY` and poll as a fallback. A
+//!   notification is only a wake-up: any role may notify any channel, so the head is read
+//!   from the table each time, and a forged one costs one read.
 //! - [`PostgresEventStore::save_checkpoint_in`] commits a projection's checkpoint in the
 //!   same transaction as its read model.
 //! - A server that cannot be reached is an error naming it (without the password) within

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements, StoreLimits};
+use flext_store::{Arg, HeadSignal, SqlRow, SqlTables, Statements, StoreLimits};
 use flext_types::{FlextError, FlextResult};
-use sqlx::postgres::{PgArguments, PgConnection, PgRow};
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, Row as _};
 
 use crate::PostgresEventStore;
@@ -14,41 +14,107 @@ use crate::schema::DATABASE;
 
 /// Sets `name`'s checkpoint; [`PostgresEventStore::save_checkpoint_in`] runs it too.
 pub(crate) const SAVE_CHECKPOINT: &str = "INSERT INTO flext_checkpoints (name, position) \
-     VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position";
+     VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+     updated_at = now()";
+
+/// How many low bits of a position number the events of one append: a position is
+/// `(transaction id + offset) << TRANSACTION_BITS | n`, `n` from 1 (see `barrier!`).
+pub(crate) const TRANSACTION_BITS: u32 = 20;
+
+/// The most events one append can place: `n` runs from 1 to this.
+pub(crate) const MAX_APPEND_EVENTS: u64 = (1 << TRANSACTION_BITS) - 1;
+
+/// The first transaction slot (transaction id plus offset) whose positions would not fit
+/// a `BIGINT`.
+pub(crate) const SLOT_LIMIT: i64 = 1 << (63 - TRANSACTION_BITS);
+
+/// The SQL of the read barrier: every position below it belongs to a transaction that
+/// ended before the statement's snapshot was taken, and every transaction still running
+/// or yet to start places its events at or above it (its id is at least the snapshot's
+/// `xmin`). Reads of the log stop there, so no event can later commit below what a reader
+/// has seen. `position_offset` (0 unless the store's positions were ahead of the
+/// cluster's transaction ids, as after a dump restored into another cluster) keeps
+/// positions above every stored one. The shift is `TRANSACTION_BITS`.
+macro_rules! barrier {
+    () => {
+        "((pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+           + (SELECT position_offset FROM flext_positions)) << 20)"
+    };
+}
+
+/// The head: the highest position below the barrier, 0 when there is none. What
+/// `read_all` returns ends there, so "caught up to the head" means what it says.
+pub(crate) const HEAD_POSITION: &str = concat!(
+    "SELECT COALESCE(MAX(position), 0) FROM flext_events WHERE position < ",
+    barrier!()
+);
+
+/// The head and the highest committed position: when the second is higher, committed
+/// events wait above the barrier for an older transaction to end.
+pub(crate) const HEAD_AND_TOP: &str = concat!(
+    "SELECT COALESCE(MAX(position), 0), (SELECT COALESCE(MAX(position), 0) FROM flext_events) \
+     FROM flext_events WHERE position < ",
+    barrier!()
+);
+
+/// An event row's columns in `flext_store::EVENT_COLUMNS` order, as the text and integers
+/// `RawEvent` reads: the id, payload and metadata as their text, the time as RFC 3339 in
+/// UTC with microseconds (what `timestamptz` keeps).
+macro_rules! event_columns {
+    () => {
+        "event_id::text, stream_id, version, position, event_type, schema_version, \
+         payload::text, metadata::text, \
+         to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    };
+}
 
 pub(crate) static STATEMENTS: Statements = Statements {
     database: DATABASE,
-    read_stream: "SELECT event_id, stream_id, version, position, event_type, schema_version, \
-                  payload, metadata, recorded_at FROM flext_events \
-                  WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
-    read_all: "SELECT event_id, stream_id, version, position, event_type, schema_version, \
-               payload, metadata, recorded_at FROM flext_events \
-               WHERE position >= $1 ORDER BY position LIMIT $2",
+    // A stream needs no barrier: its version n + 1 is inserted only once version n is
+    // committed (the unique key on stream and version), so a stream read has no gaps.
+    read_stream: concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM flext_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
+    ),
+    read_all: concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM flext_events WHERE position >= $1 AND position < ",
+        barrier!(),
+        " ORDER BY position LIMIT $2"
+    ),
     stream_version: "SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1",
-    version_and_head: "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events \
-                       WHERE stream_id = $1), (SELECT COALESCE(MAX(position), 0) FROM flext_events)",
-    head_position: "SELECT COALESCE(MAX(position), 0) FROM flext_events",
+    version_and_head: concat!(
+        "SELECT (SELECT COALESCE(MAX(version), 0) FROM flext_events WHERE stream_id = $1), \
+         (SELECT COALESCE(MAX(position), 0) FROM flext_events WHERE position < ",
+        barrier!(),
+        ")"
+    ),
+    head_position: HEAD_POSITION,
     save_snapshot: "INSERT INTO flext_snapshots (stream_id, version, schema_version, payload, taken_at) \
-                    VALUES ($1, $2, $3, $4, $5) \
+                    VALUES ($1, $2, $3, $4::jsonb, $5::timestamptz) \
                     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, \
                     schema_version = excluded.schema_version, payload = excluded.payload, \
                     taken_at = excluded.taken_at WHERE excluded.version >= flext_snapshots.version",
-    load_snapshot: "SELECT version, schema_version, payload, taken_at FROM flext_snapshots \
-                    WHERE stream_id = $1",
+    load_snapshot: "SELECT version, schema_version, payload::text, \
+                    to_char(taken_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') \
+                    FROM flext_snapshots WHERE stream_id = $1",
     load_checkpoint: "SELECT position FROM flext_checkpoints WHERE name = $1",
     save_checkpoint: SAVE_CHECKPOINT,
-    add_dead_letter: "INSERT INTO flext_dead_letters (name, position, letter) VALUES ($1, $2, $3) \
+    add_dead_letter: "INSERT INTO flext_dead_letters (name, position, letter) \
+                      VALUES ($1, $2, $3::jsonb) \
                       ON CONFLICT (name, position) DO UPDATE SET letter = excluded.letter",
-    dead_letters: "SELECT letter FROM flext_dead_letters WHERE name = $1 ORDER BY position",
+    dead_letters: "SELECT letter::text FROM flext_dead_letters WHERE name = $1 ORDER BY position",
     remove_dead_letter: "DELETE FROM flext_dead_letters WHERE name = $1 AND position = $2 \
                          RETURNING position",
     reset: [
         "DELETE FROM flext_checkpoints WHERE name = $1",
         "DELETE FROM flext_dead_letters WHERE name = $1",
     ],
-    stored_places: "SELECT event_id, stream_id, version, position FROM flext_events \
-                    WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
-    place_run: "SELECT event_id, stream_id, version, position FROM flext_events \
+    stored_places: "SELECT event_id::text, stream_id, version, position FROM flext_events \
+                    WHERE event_id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)",
+    place_run: "SELECT event_id::text, stream_id, version, position FROM flext_events \
                 WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
 };
 
@@ -64,25 +130,6 @@ impl PostgresEventStore {
 /// The store as the shared contract code sees it: the SQL above, run on its pool (whose
 /// connections use the store's schema).
 pub(crate) struct Tables<'s>(&'s PostgresEventStore);
-
-/// One of the store's connections (maybe in its append's transaction), for `find_retry`.
-pub(crate) struct Connection<'c>(
-    pub(crate) &'c PostgresEventStore,
-    pub(crate) &'c mut PgConnection,
-);
-
-impl SqlConnection for Connection<'_> {
-    type Row = Row;
-
-    async fn fetch(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {
-        let mut bound = PgArguments::default();
-        bind(&mut bound, args)?;
-        match sqlx::query_with(sql, bound).fetch_all(&mut *self.1).await {
-            Ok(rows) => Ok(rows.into_iter().map(Row).collect()),
-            Err(error) => Err(self.0.fail(what, error)),
-        }
-    }
-}
 
 /// A row from PostgreSQL's driver; every integer column is a `BIGINT`.
 pub(crate) struct Row(PgRow);
@@ -169,4 +216,18 @@ fn bind<'a>(bound: &mut PgArguments, args: &[Arg<'a>]) -> FlextResult<()> {
         };
         added.map_err(|e| FlextError::invalid_argument(format!("An argument does not bind: {e}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_barrier_shifts_by_the_transaction_bits() {
+        assert!(barrier!().ends_with(&format!("<< {TRANSACTION_BITS})")));
+        assert_eq!(MAX_APPEND_EVENTS, 1_048_575);
+        // The largest position, slot `SLOT_LIMIT - 1` with every event, fits a BIGINT.
+        let largest = ((SLOT_LIMIT - 1) << TRANSACTION_BITS) | MAX_APPEND_EVENTS as i64;
+        assert_eq!(largest, i64::MAX);
+    }
 }

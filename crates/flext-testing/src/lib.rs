@@ -89,6 +89,7 @@ macro_rules! event_store_conformance {
                 rejects_malformed_batches,
                 positions_increase_and_batches_do_not_interleave,
                 concurrent_writers_on_shared_streams,
+                racing_appends_with_any_all_land,
                 subscription_sees_every_event_once_in_order,
                 empty_batch_is_a_no_op,
                 reads_past_the_end_are_empty,

@@ -236,6 +236,15 @@ impl System {
         }
     }
 
+    /// The last position of the acknowledged commands not yet drained, 0 for none.
+    pub(super) fn acked_head(&self) -> u64 {
+        lock(&self.acks)
+            .iter()
+            .map(|ack| ack.append.last_position)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Takes the acknowledged commands and the auditor's deliveries since the last call.
     /// Called at a quiet point, when every saga run has finished, so it also forgets which
     /// refunds failed.

@@ -36,6 +36,16 @@ impl Quiet {
         let system = &self.system;
         let _paused = system.gate.write().await;
         let paused = std::time::Instant::now();
+        // A store may show a commit to readers a moment after the append returned
+        // (PostgreSQL's read barrier waits for every older transaction of the cluster):
+        // the log is read once its head has reached every acknowledged append.
+        let acked = system.acked_head();
+        if !wait_for(acked, CATCH_UP_LIMIT, || self.events.head_position()).await? {
+            checker.violation(format!(
+                "the store's head stayed short of acknowledged position {acked} for {} s",
+                CATCH_UP_LIMIT.as_secs()
+            ));
+        }
         let head = self.events.head_position().await?;
         while checker.position() < head {
             let batch = self

@@ -29,7 +29,11 @@ async fn schema(schema: String) {
             .fetch_all(store.pool())
             .await
             .unwrap();
-    assert_eq!(migrations, [(1, true)], "each migration once");
+    assert_eq!(
+        migrations,
+        [(1, true), (2, true), (3, true)],
+        "each migration once"
+    );
     let tables: Vec<(String,)> = sqlx::query_as(
         "SELECT table_name::text FROM information_schema.tables \
          WHERE table_schema = $1 AND table_name LIKE 'flext_%' ORDER BY table_name",
@@ -45,6 +49,7 @@ async fn schema(schema: String) {
             "flext_checkpoints",
             "flext_dead_letters",
             "flext_events",
+            "flext_positions",
             "flext_snapshots"
         ]
     );

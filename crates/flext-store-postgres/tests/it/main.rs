@@ -1,12 +1,14 @@
 //! Integration tests of the PostgreSQL store. They need `FLEXT_TEST_POSTGRES_URL`; without it
 //! each test says it was skipped. Every test works in a schema of its own.
 
+mod appends;
 mod concurrent_open;
 mod conformance;
 mod crash;
 mod projection;
 mod redaction;
 mod specifics;
+mod upgrade;
 
 use flext_store_postgres::{PostgresEventStore, PostgresStoreOptions};
 

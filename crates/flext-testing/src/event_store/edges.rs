@@ -11,7 +11,7 @@ use flext_types::{AppendResult, ExpectedVersion, NewEvent};
 use futures_util::StreamExt;
 
 use super::limits::{assert_over_limit, sized_event};
-use super::{PATIENCE, all_of, assert_conflict, batch, event, numbers, versions};
+use super::{PATIENCE, all_of, assert_conflict, batch, caught_up, event, numbers, versions};
 use crate::unique_name;
 
 /// An empty batch is a no-op that answers with the stream's version, as EventStoreDB's
@@ -49,6 +49,8 @@ pub async fn empty_batch_is_a_no_op(store: Arc<dyn EventStore>) {
         .append(&stream, ExpectedVersion::NoStream, batch(1, 3))
         .await
         .expect("the stream's first events");
+    // A store may show a commit to readers a moment later (see `caught_up`).
+    caught_up(store.as_ref(), appended.last_position).await;
     let expecteds = [
         ExpectedVersion::Any,
         ExpectedVersion::StreamExists,

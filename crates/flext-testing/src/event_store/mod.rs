@@ -4,6 +4,13 @@
 //! test) on the first broken rule with a message saying which. None assumes the store is
 //! empty, so they can share one database and run in parallel. Run them all with
 //! [`event_store_conformance!`](crate::event_store_conformance).
+//!
+//! Positions strictly increase but need not be dense, and a store may show a commit to
+//! `read_all` and `head_position` a moment after the append returns (PostgreSQL's read
+//! barrier waits for every transaction that could still place an event below it): a check
+//! of the whole log first waits with [`caught_up`] until the head has reached what it
+//! appended. A store whose appends run side by side also runs
+//! [`out_of_order_commits_are_not_skipped`], with its own way to hold an append open.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +50,7 @@ pub const BEHAVIOURS: &[&str] = &[
     "rejects_malformed_batches",
     "positions_increase_and_batches_do_not_interleave",
     "concurrent_writers_on_shared_streams",
+    "racing_appends_with_any_all_land",
     "subscription_sees_every_event_once_in_order",
     "empty_batch_is_a_no_op",
     "reads_past_the_end_are_empty",
@@ -92,6 +100,24 @@ fn assert_conflict<T: std::fmt::Debug>(
     assert_eq!(data["actual"], actual, "{error:?}");
 }
 
+/// Waits until `store`'s head has reached `position` (an event the caller appended), so
+/// that `read_all` returns it; panics when it has not within 30 s. A store that
+/// shows each commit at once returns at the first look.
+pub async fn caught_up(store: &dyn EventStore, position: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let head = store.head_position().await.expect("head_position");
+        if head >= position {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the head stayed at {head}, short of position {position}, for {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn all_of(store: &dyn EventStore, stream: &str) -> Vec<StoredEvent> {
     store
         .read_stream(stream, 1, usize::MAX)
@@ -118,7 +144,7 @@ pub async fn append_to_new_stream(store: Arc<dyn EventStore>) {
     assert_eq!((result.first_version, result.last_version), (1, 2));
     assert_eq!(result.last_position, result.first_position + 1);
     assert_eq!(store.stream_version(&stream).await.expect("version"), 2);
-    assert!(store.head_position().await.expect("head") >= result.last_position);
+    caught_up(&*store, result.last_position).await;
 
     let stored = all_of(&*store, &stream).await;
     assert_eq!(versions(&stored), [1, 2]);
@@ -354,6 +380,7 @@ pub async fn read_ranges_and_limits(store: Arc<dyn EventStore>) {
             .is_empty()
     );
 
+    caught_up(&*store, result.last_position).await;
     let all = store.read_all(result.first_position, 4).await.unwrap();
     assert_eq!(all.len(), 4);
     assert_eq!(all[0].position, result.first_position);
@@ -436,6 +463,7 @@ pub use edges::{
 pub use limits::{LIMIT_BEHAVIOURS, configured_limits_are_enforced};
 
 pub use concurrency::{
-    concurrent_writers_on_shared_streams, positions_increase_and_batches_do_not_interleave,
+    Held, concurrent_writers_on_shared_streams, out_of_order_commits_are_not_skipped,
+    positions_increase_and_batches_do_not_interleave, racing_appends_with_any_all_land,
     subscription_sees_every_event_once_in_order,
 };
