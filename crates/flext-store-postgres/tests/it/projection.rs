@@ -121,19 +121,24 @@ async fn fresh(test: &str) -> Option<(String, String, PostgresEventStore)> {
     Some((url, schema, store))
 }
 
-/// Appends events `from..from + n`, each carrying its number.
+/// Appends events `from..from + n`, each carrying its number, and waits until readers see
+/// them (a commit shows once no older transaction in the cluster is still open, and other
+/// tests hold some open on purpose).
 async fn append_n(store: &PostgresEventStore, from: u64, n: u64) {
+    let mut last = 0;
     for i in from..from + n {
         let event = NewEvent::new("Tick", JsonPayload::encode(&i).unwrap());
-        store
+        last = store
             .append(
                 &format!("Tick-{}", i % 5),
                 ExpectedVersion::Any,
                 vec![event],
             )
             .await
-            .unwrap();
+            .unwrap()
+            .last_position;
     }
+    flext_testing::event_store::caught_up(store, last).await;
 }
 
 /// The position of event number `n`.
@@ -509,10 +514,11 @@ async fn measure_transactional_catch_up_on_postgres() {
         let events = (0..100)
             .map(|i| NewEvent::new("Tick", JsonPayload::encode(&(chunk * 100 + i)).unwrap()))
             .collect();
-        store
+        let appended = store
             .append(&format!("Tick-{chunk}"), ExpectedVersion::Any, events)
             .await
             .unwrap();
+        flext_testing::event_store::caught_up(&store, appended.last_position).await;
     }
     let counter = Arc::new(Counter {
         counter_only: true,
