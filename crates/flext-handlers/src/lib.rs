@@ -50,8 +50,9 @@
 //! - `sqlite`: `stores::SqliteEventStore`, the event, snapshot and checkpoint stores on
 //!   embedded SQLite (bundled; no system library needed), and
 //!   `stores::SqliteProjectionRunner` for exactly-once projections in its database.
-//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL, and
-//!   `stores::PostgresProjectionRunner`.
+//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL,
+//!   `stores::PostgresProjectionRunner`, and leases (`stores::Lease`, `stores::Fence`)
+//!   giving each projection one owner among replicas.
 //! - `full`: every adapter.
 //!
 //! Each store passes the same conformance suite as
@@ -151,8 +152,8 @@ pub mod stores {
     pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{
-        PostgresEventStore, PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions,
-        redact,
+        Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresProjection,
+        PostgresProjectionRunner, PostgresStoreOptions, redact,
     };
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{
