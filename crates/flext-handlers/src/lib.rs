@@ -153,7 +153,7 @@ pub mod stores {
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{
         Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresProjection,
-        PostgresProjectionRunner, PostgresStoreOptions, redact,
+        PostgresProjectionRunner, PostgresStoreOptions, ProjectionStatus, redact,
     };
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{

@@ -1,7 +1,7 @@
 //! One owner at a time among the processes sharing a store's schema: [`Lease`] (taken with
 //! [`PostgresEventStore::acquire_lease`] or [`PostgresEventStore::try_lease`]), its
 //! [`LeaseConfig`], the [`Fence`] that checkpoint writes check, [`FencedCheckpoints`] for
-//! plain projections.
+//! plain projections, and [`ProjectionStatus`], a projection's lag and owner.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::PostgresEventStore;
 use crate::schema::DATABASE;
-use crate::tables::SAVE_CHECKPOINT;
+use crate::tables::{HEAD_POSITION, SAVE_CHECKPOINT};
 
 /// How a [`Lease`] is held: for how long each renewal keeps it ([`ttl`](Self::ttl)), how
 /// often it is renewed and a waiting process tries to take it
@@ -268,6 +268,24 @@ impl Lease {
     }
 }
 
+/// A projection's progress as every process sees it: returned by
+/// [`PostgresEventStore::projection_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// The projection's name (its checkpoint's key).
+    pub name: String,
+    /// Its checkpoint: the last position it finished (0 before the first).
+    pub position: u64,
+    /// The store's head: the last position readers can see.
+    pub head: u64,
+    /// Events after the checkpoint up to the head (positions are not dense, so this is
+    /// counted, not subtracted): what the projection still has to apply.
+    pub behind: u64,
+    /// The owner holding the lease of the same name, if one holds it unexpired.
+    pub owner: Option<String>,
+}
+
 /// A [`CheckpointStore`] whose checkpoint writes are fenced: a save or reset of the fence's
 /// holder commits only while its lease is current, otherwise it writes nothing and fails
 /// with a `CONCURRENCY_CONFLICT` naming the lease, which stops the projection runner that
@@ -366,6 +384,12 @@ const RELEASE: &str = "UPDATE flext_leases SET expires_at = now() \
 const CHECK_FENCE: &str = "SELECT 1 FROM flext_leases \
      WHERE name = $1 AND owner = $2 AND token = $3 AND expires_at > now() FOR SHARE";
 
+/// The owner of an unexpired lease.
+const LEASE_OWNER: &str = "SELECT owner FROM flext_leases WHERE name = $1 AND expires_at > now()";
+
+/// Events after a position, up to the read barrier (the head).
+const BEHIND: &str = "SELECT COUNT(*) FROM flext_events WHERE position > $1 AND position <= $2";
+
 /// A new owner name: the label, the process id and a suffix unique in this process and
 /// (by the standard library's random hash keys) across processes.
 fn owner_name(label: &str) -> String {
@@ -453,6 +477,35 @@ impl PostgresEventStore {
             store: self.clone(),
             fence,
         }
+    }
+
+    /// Projection `name`'s checkpoint, the store's head, how many events lie between, and
+    /// the owner of the lease named `name`, if any holds it.
+    pub async fn projection_status(&self, name: &str) -> FlextResult<ProjectionStatus> {
+        let fail = |e| self.fail(&format!("projection '{name}': cannot read its status"), e);
+        let position = self.load_checkpoint(name).await?.unwrap_or(0);
+        let head: i64 = sqlx::query_scalar(HEAD_POSITION)
+            .fetch_one(self.pool())
+            .await
+            .map_err(fail)?;
+        let behind: i64 = sqlx::query_scalar(BEHIND)
+            .bind(signed(position, DATABASE)?)
+            .bind(head)
+            .fetch_one(self.pool())
+            .await
+            .map_err(fail)?;
+        let owner: Option<String> = sqlx::query_scalar(LEASE_OWNER)
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(fail)?;
+        Ok(ProjectionStatus {
+            name: name.to_owned(),
+            position,
+            head: unsigned(head),
+            behind: unsigned(behind),
+            owner,
+        })
     }
 }
 

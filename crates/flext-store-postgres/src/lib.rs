@@ -40,6 +40,8 @@
 //!   within a TTL plus a renewal interval (8 s by default) after the owner dies; writes
 //!   fenced by its token ([`PostgresProjectionRunner::with_fence`], [`FencedCheckpoints`])
 //!   fail once the lease is lost, so a paused owner writes nothing after waking.
+//!   [`PostgresEventStore::projection_status`] shows a projection's checkpoint, the head,
+//!   the events between and its lease's owner.
 //! - A server that cannot be reached is an error naming it (without the password) within
 //!   the connect timeout, at once when it refuses the connection; dropped connections are
 //!   replaced by the pool. No error, log or `Debug` output shows a password ([`redact`]).
@@ -52,7 +54,7 @@ mod schema;
 mod tables;
 
 pub use flext_store::TransactionalProgress;
-pub use lease::{Fence, FencedCheckpoints, Lease, LeaseConfig};
+pub use lease::{Fence, FencedCheckpoints, Lease, LeaseConfig, ProjectionStatus};
 pub use projection::{PostgresProjection, PostgresProjectionRunner};
 pub use redact::redact;
 pub use schema::{PostgresEventStore, PostgresStoreOptions};

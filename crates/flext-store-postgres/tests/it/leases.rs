@@ -1,6 +1,6 @@
 //! Leases: one owner at a time per name among processes (here, stores) sharing a schema;
 //! takeover within the TTL plus a renewal interval after the owner dies; fenced checkpoint
-//! writes (plain and transactional) refused once the lease is lost.
+//! writes (plain and transactional) refused once the lease is lost; a projection's status.
 //! A database has no paused clock, so the leases here live 300 ms; each bound checked is
 //! given a margin for a loaded machine. Before this, the store had no leases: two processes
 //! ran one projection side by side and a paused one wrote its checkpoint when it woke.
@@ -142,6 +142,8 @@ async fn another_process_takes_over_within_ttl_and_a_renewal_after_the_owner_die
     );
     assert_eq!(taken.token(), 2, "a takeover raises the token");
     assert!(taken.owner().starts_with("b "));
+    let status = a.projection_status("p").await.unwrap();
+    assert_eq!(status.owner.as_deref(), Some(taken.owner()));
 }
 
 #[tokio::test]
@@ -237,6 +239,9 @@ async fn a_paused_transactional_owner_applies_and_checkpoints_nothing_after_take
     let current = PostgresProjectionRunner::new(b.clone(), Arc::new(Seen)).with_fence(next.fence());
     assert_eq!(current.catch_up().await.unwrap().applied, 3);
     assert_eq!(seen(&b).await, 8);
+    let status = b.projection_status("seen").await.unwrap();
+    assert_eq!(status.behind, 0);
+    assert_eq!(status.position, status.head);
 }
 
 /// A fenced write under way holds the lease: a takeover waits for its commit, so the new
@@ -296,6 +301,37 @@ async fn racing_acquirers_get_one_lease_each_round_pg() {
         }
         assert_eq!(held.len(), 1, "round {round}: one owner");
     }
+}
+
+#[tokio::test]
+async fn projection_status_shows_the_checkpoint_the_head_the_events_between_and_the_owner_pg() {
+    let Some((a, _)) = two_processes(
+        "projection_status_shows_the_checkpoint_the_head_the_events_between_and_the_owner_pg",
+    )
+    .await
+    else {
+        return;
+    };
+    let empty = a.projection_status("seen").await.unwrap();
+    assert_eq!(
+        (
+            empty.name.as_str(),
+            empty.position,
+            empty.head,
+            empty.behind,
+            empty.owner
+        ),
+        ("seen", 0, 0, 0, None)
+    );
+    append_n(&a, 4).await;
+    let all = a.read_all(1, usize::MAX).await.unwrap();
+    a.save_checkpoint("seen", all[0].position).await.unwrap();
+    let lease = a.try_lease("seen", config("a")).await.unwrap().unwrap();
+    let status = a.projection_status("seen").await.unwrap();
+    assert_eq!(status.position, all[0].position);
+    assert_eq!(status.head, all[3].position);
+    assert_eq!(status.behind, 3);
+    assert_eq!(status.owner.as_deref(), Some(lease.owner()));
 }
 
 #[tokio::test]
