@@ -110,9 +110,9 @@ pub mod Types {
 pub mod Protocols {
     pub use flext_protocols::{
         Aggregate, AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith,
-        BoxHandler, CheckpointStore, Command, Event, EventStore, EventStream, HandleFuture,
-        Handler, MetricsSource, Middleware, Next, Projection, Query, SharedMiddleware,
-        SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
+        BoxHandler, BoxLease, CheckpointStore, Command, Event, EventStore, EventStream,
+        HandleFuture, Handler, HeldLease, Leases, MetricsSource, Middleware, Next, Projection,
+        Query, SharedMiddleware, SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
     };
 }
 
@@ -152,8 +152,9 @@ pub mod stores {
     pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{
-        Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresProjection,
-        PostgresProjectionRunner, PostgresStoreOptions, ProjectionStatus, redact,
+        Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresLeases,
+        PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, ProjectionStatus,
+        redact,
     };
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{

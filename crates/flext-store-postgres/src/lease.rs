@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_protocols::CheckpointStore;
+use flext_protocols::{BoxLease, CheckpointStore, HeldLease, Leases};
 use flext_store::{signed, unsigned};
 use flext_types::{DeadLetter, ErrorCode, FlextError, FlextResult};
 use sqlx::{Postgres, Transaction};
@@ -268,6 +268,42 @@ impl Lease {
     }
 }
 
+#[async_trait]
+impl HeldLease for Lease {
+    fn name(&self) -> &str {
+        Lease::name(self)
+    }
+
+    fn token(&self) -> u64 {
+        Lease::token(self)
+    }
+
+    fn is_held(&self) -> bool {
+        Lease::is_held(self)
+    }
+
+    async fn release(self: Box<Self>) -> FlextResult<()> {
+        Lease::release(*self).await
+    }
+}
+
+/// The store's leases as the [`Leases`] contract gives them to code above the adapters (a
+/// saga's `resume_owned`, say), each taken with one [`LeaseConfig`]: from
+/// [`PostgresEventStore::leases`].
+#[derive(Debug, Clone)]
+pub struct PostgresLeases {
+    store: PostgresEventStore,
+    config: LeaseConfig,
+}
+
+#[async_trait]
+impl Leases for PostgresLeases {
+    async fn try_lease(&self, name: &str) -> FlextResult<Option<BoxLease>> {
+        let lease = self.store.try_lease(name, self.config.clone()).await?;
+        Ok(lease.map(|lease| Box::new(lease) as BoxLease))
+    }
+}
+
 /// A projection's progress as every process sees it: returned by
 /// [`PostgresEventStore::projection_status`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,6 +505,14 @@ impl PostgresEventStore {
             held,
             heartbeat,
         }))
+    }
+
+    /// The store's leases behind the [`Leases`] contract, each taken with `config`.
+    pub fn leases(&self, config: LeaseConfig) -> PostgresLeases {
+        PostgresLeases {
+            store: self.clone(),
+            config,
+        }
     }
 
     /// A plain projection's checkpoint store fenced by `fence`: see [`FencedCheckpoints`].

@@ -54,7 +54,7 @@ mod schema;
 mod tables;
 
 pub use flext_store::TransactionalProgress;
-pub use lease::{Fence, FencedCheckpoints, Lease, LeaseConfig, ProjectionStatus};
+pub use lease::{Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresLeases, ProjectionStatus};
 pub use projection::{PostgresProjection, PostgresProjectionRunner};
 pub use redact::redact;
 pub use schema::{PostgresEventStore, PostgresStoreOptions};

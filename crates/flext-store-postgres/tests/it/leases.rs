@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flext_constants::ErrorCode;
-use flext_protocols::{CheckpointStore, EventStore};
+use flext_protocols::{CheckpointStore, EventStore, Leases};
 use flext_store_postgres::{
     LeaseConfig, PostgresEventStore, PostgresProjection, PostgresProjectionRunner,
     PostgresStoreOptions,
@@ -349,4 +349,23 @@ async fn a_bad_lease_config_is_an_invalid_argument_pg() {
         let error = a.acquire_lease("p", config).await.unwrap_err();
         assert_eq!(error.code(), ErrorCode::InvalidArgument);
     }
+}
+
+/// The store's leases behind the `Leases` contract (what a saga's `resume_owned` takes):
+/// one holder per name, a release hands it on with a higher token.
+#[tokio::test]
+async fn the_leases_contract_gives_one_holder_per_name_pg() {
+    let Some((a, b)) = two_processes("the_leases_contract_gives_one_holder_per_name_pg").await
+    else {
+        return;
+    };
+    let (first, second) = (a.leases(config("a")), b.leases(config("b")));
+    let held = first.try_lease("saga/pay/p-1").await.unwrap().unwrap();
+    assert_eq!((held.name(), held.token()), ("saga/pay/p-1", 1));
+    assert!(held.is_held());
+    assert!(second.try_lease("saga/pay/p-1").await.unwrap().is_none());
+    assert!(second.try_lease("saga/pay/p-2").await.unwrap().is_some());
+    held.release().await.unwrap();
+    let next = second.try_lease("saga/pay/p-1").await.unwrap().unwrap();
+    assert_eq!(next.token(), 2);
 }
