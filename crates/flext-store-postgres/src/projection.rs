@@ -158,7 +158,27 @@ impl PostgresProjectionRunner {
     /// first checks that the lease is still current and locks it against takeover until the
     /// commit, so once the lease expired or another process took it, the runner applies
     /// and checkpoints nothing more and stops with a `CONCURRENCY_CONFLICT` naming the
-    /// lease.
+    /// lease. A batch's transaction holds the lease's row, so the lease's renewal waits
+    /// for it: keep a batch's time well below the lease's TTL.
+    ///
+    /// One replica of many: wait for the lease, run while it is held, and start over once
+    /// it is lost (another replica took it, or this one was paused past it).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use flext_store_postgres::{
+    ///     LeaseConfig, PostgresEventStore, PostgresProjection, PostgresProjectionRunner,
+    /// };
+    /// # async fn run(store: PostgresEventStore, projection: Arc<dyn PostgresProjection>) -> flext_types::FlextResult<()> {
+    /// loop {
+    ///     let lease = store.acquire_lease("orders", LeaseConfig::new("replica-a")).await?;
+    ///     let runner = PostgresProjectionRunner::new(store.clone(), projection.clone())
+    ///         .with_fence(lease.fence());
+    ///     // A write after the lease was lost fails with a CONCURRENCY_CONFLICT: start over.
+    ///     let _ = runner.run_until(lease.lost()).await;
+    /// }
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_fence(self, fence: Fence) -> Self {
         let batch_size = self.batch_size();
