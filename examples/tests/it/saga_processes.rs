@@ -485,9 +485,9 @@ impl Drop for Spawned {
 /// ends. The examples reach PostgreSQL through the facade only (sqlx is the adapter's), so
 /// the drop goes through a store's own pool: `begin_with` opens a transaction with the
 /// statement given, which here also drops the schema.
-struct DroppedSchema {
-    url: String,
-    name: String,
+pub(crate) struct DroppedSchema {
+    pub(crate) url: String,
+    pub(crate) name: String,
 }
 
 impl Drop for DroppedSchema {
