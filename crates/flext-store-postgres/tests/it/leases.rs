@@ -183,6 +183,30 @@ async fn an_owner_learns_it_lost_its_lease_at_its_next_renewal_pg() {
     assert!(!owner.is_held());
 }
 
+/// An owner whose renewals fail (its database unreachable) counts its lease as lost once a
+/// TTL has passed since the last renewal it sent, no later than the database lets it
+/// expire, though no other owner has taken it.
+#[tokio::test]
+async fn an_owner_whose_renewals_fail_gives_its_lease_up_after_a_ttl_pg() {
+    let Some((a, b)) =
+        two_processes("an_owner_whose_renewals_fail_gives_its_lease_up_after_a_ttl_pg").await
+    else {
+        return;
+    };
+    let owner = a.try_lease("p", config("a")).await.unwrap().unwrap();
+    let cut_off = Instant::now();
+    a.pool().close().await;
+    assert!(owner.is_held(), "held until its TTL runs out");
+    tokio::time::timeout(TTL + TTL / 2, owner.lost())
+        .await
+        .expect("lost within a TTL of the last renewal");
+    assert!(cut_off.elapsed() <= TTL + TTL / 2);
+    assert!(!owner.is_held());
+    // The database agrees by then: another process takes it.
+    let next = b.acquire_lease("p", config("b")).await.unwrap();
+    assert_eq!(next.token(), 2);
+}
+
 #[tokio::test]
 async fn a_paused_owner_writes_no_plain_checkpoint_after_its_lease_is_lost_pg() {
     let Some((a, b)) =
