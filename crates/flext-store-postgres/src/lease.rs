@@ -135,17 +135,26 @@ impl Fence {
             .bind(signed(self.token, DATABASE)?)
             .fetch_optional(&mut **tx)
             .await
-            .map_err(|e| {
-                FlextError::storage(format!(
-                    "Lease '{}': cannot check its fence: {e}",
-                    self.name
-                ))
-                .with_source(e)
-            })?;
+            .map_err(|e| self.unchecked(e))?;
         match held {
             Some(_) => Ok(()),
             None => Err(self.lost(what)),
         }
+    }
+
+    /// The error of a fence check that failed: a `TIMEOUT` when a limit of the store ended
+    /// it (waiting for the lease's row, which a renewal or takeover holds a moment), else a
+    /// `STORAGE_ERROR`.
+    fn unchecked(&self, error: sqlx::Error) -> FlextError {
+        let timed_out = matches!(&error, sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("55P03" | "57014")));
+        let message = format!("Lease '{}': cannot check its fence: {error}", self.name);
+        let failed = if timed_out {
+            FlextError::timeout(message)
+        } else {
+            FlextError::storage(message)
+        };
+        failed.with_source(error)
     }
 
     /// The `CONCURRENCY_CONFLICT` of a write refused because the lease is lost.

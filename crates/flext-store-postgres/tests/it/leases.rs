@@ -207,6 +207,44 @@ async fn an_owner_whose_renewals_fail_gives_its_lease_up_after_a_ttl_pg() {
     assert_eq!(next.token(), 2);
 }
 
+/// A fenced write that cannot lock the lease's row within the store's lock timeout fails
+/// with a `TIMEOUT` naming the lease (it was a `STORAGE_ERROR`) and writes nothing.
+#[tokio::test]
+async fn a_fence_check_waiting_past_the_lock_timeout_is_a_timeout_pg() {
+    let Some((a, _)) =
+        two_processes("a_fence_check_waiting_past_the_lock_timeout_is_a_timeout_pg").await
+    else {
+        return;
+    };
+    let url = crate::url("a_fence_check_waiting_past_the_lock_timeout_is_a_timeout_pg").unwrap();
+    let impatient = PostgresEventStore::connect_with(
+        PostgresStoreOptions::new(url)
+            .with_schema(a.schema())
+            .with_lock_timeout(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    let owner = impatient
+        .try_lease("p", config("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut holder = a.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM flext_leases WHERE name = 'p' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let error = impatient
+        .fenced_checkpoints(owner.fence())
+        .save_checkpoint("p", 5)
+        .await
+        .unwrap_err();
+    holder.commit().await.unwrap();
+    assert_eq!(error.code(), ErrorCode::Timeout, "{error}");
+    assert!(error.message().contains("Lease 'p'"), "{error}");
+    assert_eq!(a.load_checkpoint("p").await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn a_paused_owner_writes_no_plain_checkpoint_after_its_lease_is_lost_pg() {
     let Some((a, b)) =
