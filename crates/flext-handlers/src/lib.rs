@@ -50,8 +50,9 @@
 //! - `sqlite`: `stores::SqliteEventStore`, the event, snapshot and checkpoint stores on
 //!   embedded SQLite (bundled; no system library needed), and
 //!   `stores::SqliteProjectionRunner` for exactly-once projections in its database.
-//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL, and
-//!   `stores::PostgresProjectionRunner`.
+//! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL,
+//!   `stores::PostgresProjectionRunner`, and leases (`stores::Lease`, `stores::Fence`)
+//!   giving each projection one owner among replicas.
 //! - `full`: every adapter.
 //!
 //! Each store passes the same conformance suite as
@@ -109,9 +110,9 @@ pub mod Types {
 pub mod Protocols {
     pub use flext_protocols::{
         Aggregate, AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith,
-        BoxHandler, CheckpointStore, Command, Event, EventStore, EventStream, HandleFuture,
-        Handler, MetricsSource, Middleware, Next, Projection, Query, SharedMiddleware,
-        SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
+        BoxHandler, BoxLease, CheckpointStore, Command, Event, EventStore, EventStream,
+        HandleFuture, Handler, HeldLease, Leases, MetricsSource, Middleware, Next, Projection,
+        Query, SharedMiddleware, SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
     };
 }
 
@@ -151,7 +152,8 @@ pub mod stores {
     pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{
-        PostgresEventStore, PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions,
+        Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresLeases,
+        PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, ProjectionStatus,
         redact,
     };
     #[cfg(feature = "sqlite")]

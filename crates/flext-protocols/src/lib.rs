@@ -17,6 +17,8 @@
 //!
 //! - Event sourcing: [`EventStore`], [`SnapshotStore`], [`CheckpointStore`] (over the
 //!   serialized records of `flext-types`), [`Aggregate`] and [`Projection`].
+//! - [`Leases`] and [`HeldLease`]: one owner at a time for named work (a saga run, a
+//!   projection) among processes sharing a store.
 //!
 //! ```
 //! use flext_protocols::{async_trait, Handler};
@@ -44,6 +46,7 @@
 
 mod event_sourcing;
 mod handler;
+mod lease;
 mod message;
 mod metrics;
 mod middleware;
@@ -54,6 +57,7 @@ pub use event_sourcing::{
     Aggregate, CheckpointStore, EventStore, EventStream, Projection, SnapshotStore,
 };
 pub use handler::{BoxHandler, HandleFuture, Handler};
+pub use lease::{BoxLease, HeldLease, Leases};
 pub use message::{Command, Event, Query};
 pub use metrics::MetricsSource;
 pub use middleware::{Middleware, Next, SharedMiddleware};

@@ -35,17 +35,26 @@
 //!   from the table each time, and a forged one costs one read.
 //! - [`PostgresEventStore::save_checkpoint_in`] commits a projection's checkpoint in the
 //!   same transaction as its read model.
+//! - Leases ([`PostgresEventStore::acquire_lease`]): one owner at a time per projection or
+//!   saga run among the processes sharing the schema, renewed by a heartbeat, taken over
+//!   within a TTL plus a renewal interval (8 s by default) after the owner dies; writes
+//!   fenced by its token ([`PostgresProjectionRunner::with_fence`], [`FencedCheckpoints`])
+//!   fail once the lease is lost, so a paused owner writes nothing after waking.
+//!   [`PostgresEventStore::projection_status`] shows a projection's checkpoint, the head,
+//!   the events between and its lease's owner.
 //! - A server that cannot be reached is an error naming it (without the password) within
 //!   the connect timeout, at once when it refuses the connection; dropped connections are
 //!   replaced by the pool. No error, log or `Debug` output shows a password ([`redact`]).
 
 mod append;
+mod lease;
 mod projection;
 mod redact;
 mod schema;
 mod tables;
 
 pub use flext_store::TransactionalProgress;
+pub use lease::{Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresLeases, ProjectionStatus};
 pub use projection::{PostgresProjection, PostgresProjectionRunner};
 pub use redact::redact;
 pub use schema::{PostgresEventStore, PostgresStoreOptions};

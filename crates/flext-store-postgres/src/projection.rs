@@ -12,7 +12,7 @@ use flext_store::{
 use flext_types::{FlextError, FlextResult, StoredEvent};
 use sqlx::{Postgres, Transaction};
 
-use crate::PostgresEventStore;
+use crate::{Fence, PostgresEventStore};
 
 /// A projection whose read model is kept in tables of the store's own PostgreSQL database:
 /// it gets the open transaction, in which [`PostgresProjectionRunner`] also saves its
@@ -139,6 +139,7 @@ impl PostgresProjectionRunner {
         let target = Target {
             store: store.clone(),
             projection,
+            fence: None,
         };
         Self {
             runner: TransactionalRunner::new(store, target, Self::DEFAULT_BATCH_SIZE),
@@ -151,6 +152,50 @@ impl PostgresProjectionRunner {
         Self {
             runner: self.runner.with_batch_size(size),
         }
+    }
+
+    /// The same runner fenced by `fence` (its [`Lease`](crate::Lease)'s): every transaction
+    /// first checks that the lease is still current and locks it against takeover until the
+    /// commit, so once the lease expired or another process took it, the runner applies
+    /// and checkpoints nothing more and stops with a `CONCURRENCY_CONFLICT` naming the
+    /// lease. A batch's transaction holds the lease's row, so the lease's renewal waits
+    /// for it: keep a batch's time well below the lease's TTL.
+    ///
+    /// One replica of many: wait for the lease, run while it is held, and start over once
+    /// it is lost (another replica took it, or this one was paused past it).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use flext_store_postgres::{
+    ///     LeaseConfig, PostgresEventStore, PostgresProjection, PostgresProjectionRunner,
+    /// };
+    /// # async fn run(store: PostgresEventStore, projection: Arc<dyn PostgresProjection>) -> flext_types::FlextResult<()> {
+    /// loop {
+    ///     let lease = store.acquire_lease("orders", LeaseConfig::new("replica-a")).await?;
+    ///     let runner = PostgresProjectionRunner::new(store.clone(), projection.clone())
+    ///         .with_fence(lease.fence());
+    ///     // A write after the lease was lost fails with a CONCURRENCY_CONFLICT: start over.
+    ///     let _ = runner.run_until(lease.lost()).await;
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_fence(self, fence: Fence) -> Self {
+        let batch_size = self.batch_size();
+        let target = self.runner.target();
+        let target = Target {
+            store: target.store.clone(),
+            projection: target.projection.clone(),
+            fence: Some(fence),
+        };
+        Self {
+            runner: TransactionalRunner::new(target.store.clone(), target, batch_size),
+        }
+    }
+
+    /// The fence the runner's transactions check, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.runner.target().fence.as_ref()
     }
 
     /// The projection's name (its checkpoint's key).
@@ -194,6 +239,7 @@ impl fmt::Debug for PostgresProjectionRunner {
         f.debug_struct("PostgresProjectionRunner")
             .field("projection", &self.name())
             .field("batch_size", &self.batch_size())
+            .field("fence", &self.fence())
             .field("store", &self.runner.target().store)
             .finish()
     }
@@ -210,6 +256,8 @@ const LOCK_PROJECTION: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1,
 struct Target {
     store: PostgresEventStore,
     projection: Arc<dyn PostgresProjection>,
+    /// Checked first in every transaction, when the runner is fenced.
+    fence: Option<Fence>,
 }
 
 impl fmt::Debug for Target {
@@ -222,7 +270,8 @@ impl fmt::Debug for Target {
 
 impl Target {
     /// A transaction holding the projection's lock, so the checkpoint read in it stays
-    /// true until the commit.
+    /// true until the commit, and the lease (when fenced), so no other process takes it
+    /// before the commit.
     async fn begin(&self) -> FlextResult<Transaction<'static, Postgres>> {
         let mut tx = self
             .store
@@ -239,10 +288,16 @@ impl Target {
             .bind(key)
             .execute(&mut *tx)
             .await;
-        match locked {
-            Ok(_) => Ok(tx),
-            Err(e) => rolled_back(tx, self.fail("cannot take a projection's lock", e)).await,
+        if let Err(e) = locked {
+            return rolled_back(tx, self.fail("cannot take a projection's lock", e)).await;
         }
+        if let Some(fence) = &self.fence {
+            let what = format!("projection '{}'", self.projection.name());
+            if let Err(error) = fence.check(&mut tx, &what).await {
+                return rolled_back(tx, error).await;
+            }
+        }
+        Ok(tx)
     }
 
     async fn read_checkpoint(&self, tx: &mut Transaction<'_, Postgres>) -> FlextResult<u64> {

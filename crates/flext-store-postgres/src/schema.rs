@@ -91,6 +91,18 @@ const MIGRATIONS: Migrations = &[
         ALTER TABLE flext_checkpoints
             ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();",
     ),
+    (
+        4,
+        "leases",
+        // One row per lease name: who holds it, until when (the server's clock decides),
+        // and the fencing token, raised by one at every acquisition.
+        "CREATE TABLE flext_leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            token BIGINT NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL
+        );",
+    ),
 ];
 
 /// Moves the position offset on when the stored positions are ahead of what this

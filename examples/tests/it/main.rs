@@ -2,6 +2,7 @@
 
 mod chain;
 mod enterprise;
+mod leases;
 mod management;
 mod order_saga;
 mod orders;

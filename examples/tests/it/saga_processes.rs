@@ -11,7 +11,9 @@
 //! file all three append to. Each resumer waits, after reading the run's records, until the
 //! other has read them too, so both start from the same records (the race the saga must
 //! settle; a resumer that loads while another is inside a compensation runs it again, which
-//! only a per-run lease can prevent, and is not tested here).
+//! only a per-run lease can prevent). On PostgreSQL, two `owner`s then resume through the
+//! store's leases (`Saga::resume_owned`): one takes the run's lease and finishes it, the
+//! other leaves it, and neither meets a conflict.
 //!
 //! Every child is killed and reaped when the test ends, however it ends, and must exit
 //! within a minute; the PostgreSQL schema is dropped the same way.
@@ -27,7 +29,7 @@ use flext_examples::order_saga::{GOOD_CARD, Journal, NO_DELIVERY, Order, Shop, o
 use flext_examples::store_choice::StoreChoice;
 use flext_handlers::prelude::*;
 use flext_handlers::protocols::EventStream;
-use flext_handlers::stores::{PostgresEventStore, PostgresStoreOptions};
+use flext_handlers::stores::{LeaseConfig, PostgresEventStore, PostgresStoreOptions};
 use flext_handlers::types::{AppendResult, ExpectedVersion, NewEvent, StoredEvent};
 
 /// What the child is: `crasher`, `resumer-1` or `resumer-2`.
@@ -66,6 +68,33 @@ async fn saga_child() {
         .expect("the store opens");
     let journal = Journal::shared(dir.join("journal"), &role);
     let shop = Arc::new(Shop::new(journal, &[("WIDGET", 10)]));
+    if role.starts_with("owner-") {
+        let StoreChoice::Postgres { url, schema } = StoreChoice::parse(&spec).unwrap() else {
+            panic!("owners resume through PostgreSQL's leases");
+        };
+        let leased =
+            PostgresEventStore::connect_with(PostgresStoreOptions::new(url).with_schema(schema))
+                .await
+                .expect("the store opens");
+        let saga = order_saga(Arc::new(leased.clone()), shop).unwrap();
+        // Both owners start the race at once.
+        meet(&dir, &role).await;
+        let resumed = saga
+            .resume_owned(&leased.leases(LeaseConfig::new(role.clone())))
+            .await
+            .expect("the scan reads the log");
+        for (id, result) in resumed {
+            match result {
+                Ok(outcome) => println!(
+                    "owned: {id} {:?}, compensated {:?}",
+                    outcome.status, outcome.compensated
+                ),
+                Err(error) => println!("owned: {id} error {}: {error}", error.code().name()),
+            }
+        }
+        println!("owned: done");
+        return;
+    }
     if role == "crasher" {
         let crash_after = std::env::var(CRASH_AFTER).expect("the crash point is given");
         let store = ChildStore::new(store, Fault::ExitAfterRecording(crash_after));
@@ -153,6 +182,92 @@ async fn two_processes_resuming_a_run_crashed_inside_a_compensation_on_sqlite_ru
 #[tokio::test]
 async fn two_processes_resuming_a_run_crashed_inside_a_compensation_on_postgres_run_it_once() {
     on_postgres(Crash::InsideCompensation).await;
+}
+
+/// Before leases, two processes resuming one run raced for it, and the loser met a
+/// `CONCURRENCY_CONFLICT` (or, loading while the other was inside a compensation, ran it
+/// again). Through the store's leases one process owns the run and the other leaves it.
+#[tokio::test]
+async fn two_processes_resuming_through_postgres_leases_run_each_compensation_once() {
+    let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let dir = Scratch::new("leases");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let schema = DroppedSchema {
+        url: url.clone(),
+        name: format!(
+            "example_lease_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000_000
+        ),
+    };
+    let spec = format!("postgres:{url}#{}", schema.name);
+    let store = StoreChoice::parse(&spec).unwrap().open().await.unwrap();
+    let crash = Crash::BeforeCompensating;
+    let crasher = Spawned::child("crasher", &spec, &dir.0, crash)
+        .finish()
+        .await;
+    assert_eq!(crasher.status.code(), Some(CRASHED), "{crasher:?}");
+
+    let owners = ["owner-1", "owner-2"].map(|role| Spawned::child(role, &spec, &dir.0, crash));
+    let mut reports = Vec::new();
+    for owner in owners {
+        let finished = owner.finish().await;
+        assert!(finished.status.success(), "{finished:?}");
+        let lines: Vec<String> = finished
+            .stdout
+            .lines()
+            .filter_map(|line| line.split_once("owned: ").map(|(_, r)| r.to_owned()))
+            .collect();
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("done"),
+            "{finished:?}"
+        );
+        reports.push((finished.role, lines));
+    }
+    // No owner met a conflict; the run was finished (a process that took the lease after
+    // the other released it finds the run finished and runs nothing).
+    let all: Vec<&String> = reports.iter().flat_map(|(_, lines)| lines).collect();
+    assert!(
+        all.iter().all(|line| !line.contains("error")),
+        "{reports:?}"
+    );
+    assert!(
+        all.iter().any(|line| {
+            *line == r#"o-1 Compensated, compensated ["charge_payment", "reserve_inventory"]"#
+        }),
+        "{reports:?}"
+    );
+    // Each compensation ran once, both in one owner.
+    let journal = std::fs::read_to_string(dir.0.join("journal")).unwrap();
+    let lines: Vec<&str> = journal.lines().collect();
+    assert_eq!(lines.len(), 4, "{journal}");
+    let owner = lines[2].split_once(' ').unwrap().0;
+    assert!(owner.starts_with("owner-"), "{journal}");
+    assert_eq!(
+        lines[2..],
+        [
+            format!("{owner} refunded $29.99 for o-1 (pay-o-1)"),
+            format!("{owner} released 1 × WIDGET for o-1 (res-o-1)"),
+        ],
+        "{reports:?}"
+    );
+    let saga = order_saga(store.clone(), Arc::new(Shop::new(Journal::new(), &[]))).unwrap();
+    let records: Vec<String> = store
+        .read_stream(&saga.stream_id(RUN), 1, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_type.to_string())
+        .collect();
+    assert_eq!(records, crash.records());
+    assert!(saga.unfinished().await.unwrap().is_empty());
 }
 
 async fn on_sqlite(crash: Crash) {
@@ -370,9 +485,9 @@ impl Drop for Spawned {
 /// ends. The examples reach PostgreSQL through the facade only (sqlx is the adapter's), so
 /// the drop goes through a store's own pool: `begin_with` opens a transaction with the
 /// statement given, which here also drops the schema.
-struct DroppedSchema {
-    url: String,
-    name: String,
+pub(crate) struct DroppedSchema {
+    pub(crate) url: String,
+    pub(crate) name: String,
 }
 
 impl Drop for DroppedSchema {

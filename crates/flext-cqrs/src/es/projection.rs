@@ -205,7 +205,9 @@ pub struct ProjectionProgress {
 /// instance per projection name, in one process, and list, retry and discard its letters
 /// through that live instance: a second instance of the same name (an admin tool building
 /// its own runner, say) would not see the first one's changes, nor the first its
-/// changes. (Until runners take leases, nothing stops a second instance; a removal the
+/// changes. (The runner does not stop a second instance itself: a checkpoint store that
+/// fences its writes by a lease, as the PostgreSQL store offers, makes an instance that
+/// lost its lease stop at its next checkpoint write; a removal the
 /// store finds nothing to remove for is logged as a sign of one.)
 pub struct ProjectionRunner {
     events: Arc<dyn EventStore>,

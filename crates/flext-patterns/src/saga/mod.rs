@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use flext_constants::ErrorCode;
 use flext_impl::catch_panic;
-use flext_protocols::EventStore;
+use flext_protocols::{EventStore, Leases};
 use flext_types::{ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -66,8 +66,8 @@ const SCAN_PAGE: usize = 256;
 /// ([`SagaStatus::CompensationFailed`]): each resume retries the compensations that have not
 /// succeeded, until all have. Steps run in a panic guard: a panicking step fails.
 ///
-/// What two processes driving one run are guaranteed, until runs have owners (a lease per
-/// run, not built yet):
+/// What two processes driving one run are guaranteed without owners (resume through
+/// [`Saga::resume_owned`] and a shared lease store to give each run one):
 ///
 /// - Two that load the same records: exactly one records the next start and runs that
 ///   work; the other's append is a `CONCURRENCY_CONFLICT` before it has run anything.
@@ -285,6 +285,49 @@ where
             results.push((id, result));
         }
         Ok(results)
+    }
+
+    /// Resumes, as [`Saga::resume_all`] does, each unfinished run whose lease this process
+    /// takes from `leases` (named [`Saga::lease_name`]); runs another process holds are
+    /// left to it and not reported. Each lease is released once its run is resumed. When
+    /// every process resumes through one shared `leases` (the PostgreSQL store's, say),
+    /// each unfinished run is resumed by one process at a time: no run has its work started
+    /// twice by two live processes. (An owner paused past its lease may still be inside
+    /// its work when another takes over; its next record then conflicts and it stops.)
+    /// A lease that cannot be taken (the store failed) is reported as that run's error.
+    pub async fn resume_owned(
+        &self,
+        leases: &dyn Leases,
+    ) -> FlextResult<Vec<(String, FlextResult<SagaOutcome<D>>)>> {
+        let mut results = Vec::new();
+        for id in self.unfinished().await? {
+            let lease = match leases.try_lease(&self.lease_name(&id)).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    tracing::debug!(saga = %self.name, saga_id = %id, "saga run owned elsewhere");
+                    continue;
+                }
+                Err(error) => {
+                    results.push((id, Err(error)));
+                    continue;
+                }
+            };
+            let result = self.resume(&id).await;
+            if let Err(error) = &result {
+                tracing::warn!(saga = %self.name, saga_id = %id, %error, "saga run not resumed");
+            }
+            if let Err(error) = lease.release().await {
+                tracing::warn!(saga = %self.name, saga_id = %id, %error, "a saga run's lease was not released; it expires");
+            }
+            results.push((id, result));
+        }
+        Ok(results)
+    }
+
+    /// The name of the lease of run `saga_id` ([`Saga::resume_owned`]):
+    /// `saga/{name}/{saga_id}`.
+    pub fn lease_name(&self, saga_id: &str) -> String {
+        format!("saga{KEY_SEPARATOR}{}{KEY_SEPARATOR}{saga_id}", self.name)
     }
 
     fn push(mut self, step: Step<D>) -> FlextResult<Self> {

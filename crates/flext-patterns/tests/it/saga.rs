@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use flext_constants::ErrorCode;
 use flext_cqrs::InMemoryEventStore;
 use flext_patterns::{Saga, SagaEvent, SagaStatus, StepContext};
-use flext_protocols::{EventStore, EventStream};
+use flext_protocols::{BoxLease, EventStore, EventStream, HeldLease, Leases};
 use flext_types::{
     AppendResult, ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent, StoredEvent,
 };
@@ -1328,4 +1328,158 @@ async fn unfinished_finds_every_run_when_positions_have_gaps() {
         "{} events, read in pages across the gaps",
         store.head_position().await.unwrap()
     );
+}
+
+/// Leases shared by the "processes" of a test: a name is held until released. Records the
+/// names taken.
+#[derive(Default)]
+struct SharedLeases {
+    held: Arc<Mutex<HashSet<String>>>,
+    taken: Mutex<Vec<String>>,
+}
+
+#[derive(Debug)]
+struct TestLease {
+    name: String,
+    held: Arc<Mutex<HashSet<String>>>,
+}
+
+#[async_trait]
+impl HeldLease for TestLease {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn token(&self) -> u64 {
+        1
+    }
+
+    fn is_held(&self) -> bool {
+        self.held.lock().unwrap().contains(&self.name)
+    }
+
+    async fn release(self: Box<Self>) -> FlextResult<()> {
+        self.held.lock().unwrap().remove(&self.name);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Leases for SharedLeases {
+    async fn try_lease(&self, name: &str) -> FlextResult<Option<BoxLease>> {
+        if !self.held.lock().unwrap().insert(name.to_owned()) {
+            return Ok(None);
+        }
+        self.taken.lock().unwrap().push(name.to_owned());
+        Ok(Some(Box::new(TestLease {
+            name: name.to_owned(),
+            held: self.held.clone(),
+        })))
+    }
+}
+
+/// The records of a `pay` run that failed at `c` and died before compensating.
+fn crashed_before_compensating() -> Vec<SagaEvent<u32>> {
+    vec![
+        SagaEvent::Started { data: 0 },
+        SagaEvent::StepStarted { step: "a".into() },
+        SagaEvent::StepCompleted {
+            step: "a".into(),
+            data: 1,
+        },
+        SagaEvent::StepStarted { step: "b".into() },
+        SagaEvent::StepCompleted {
+            step: "b".into(),
+            data: 11,
+        },
+        SagaEvent::StepStarted { step: "c".into() },
+        SagaEvent::StepFailed {
+            step: "c".into(),
+            error: FlextError::business_rule("c refused"),
+        },
+    ]
+}
+
+/// `resume_owned` leaves a run whose lease another process holds to it and reports only
+/// the runs it owned, releasing each lease after (before, there were no owners: every
+/// resumer drove every unfinished run).
+#[tokio::test]
+async fn resume_owned_skips_runs_owned_elsewhere_and_releases_what_it_resumed() {
+    let store = InMemoryEventStore::new();
+    given(&store, "Saga-pay-p-1", crashed_before_compensating()).await;
+    given(&store, "Saga-pay-p-2", crashed_before_compensating()).await;
+    let counts = Arc::new([const { AtomicU32::new(0) }; 4]);
+    let saga = counting_saga(Arc::new(store.clone()), counts.clone());
+    assert_eq!(saga.lease_name("p-1"), "saga/pay/p-1");
+    let leases = SharedLeases::default();
+    let elsewhere = leases.try_lease("saga/pay/p-1").await.unwrap().unwrap();
+
+    let resumed = saga.resume_owned(&leases).await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].0, "p-2");
+    assert_eq!(
+        resumed[0].1.as_ref().unwrap().status,
+        SagaStatus::Compensated
+    );
+    assert_eq!(
+        counts[1].load(Ordering::SeqCst),
+        1,
+        "p-2's `a` compensated once"
+    );
+    assert!(elsewhere.is_held(), "p-1 stays with its owner");
+    assert_eq!(
+        *leases.held.lock().unwrap(),
+        HashSet::from(["saga/pay/p-1".to_owned()]),
+        "p-2's lease was released"
+    );
+    assert_eq!(saga.unfinished().await.unwrap(), ["p-1"]);
+
+    elsewhere.release().await.unwrap();
+    let resumed = saga.resume_owned(&leases).await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].0, "p-1");
+    assert!(saga.unfinished().await.unwrap().is_empty());
+}
+
+/// Many processes resuming through one lease store at once: each crashed run is driven by
+/// one of them, so each compensation runs once and nobody meets a conflict (without owners,
+/// the losers of each race were turned away with a `CONCURRENCY_CONFLICT`, or ran work
+/// again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_resuming_through_shared_leases_resume_each_run_once() {
+    for round in 0..20 {
+        let store = InMemoryEventStore::new();
+        for run in 0..4 {
+            given(
+                &store,
+                &format!("Saga-pay-r{run}"),
+                crashed_before_compensating(),
+            )
+            .await;
+        }
+        let counts = Arc::new([const { AtomicU32::new(0) }; 4]);
+        let leases = Arc::new(SharedLeases::default());
+        let processes: Vec<_> = (0..4)
+            .map(|_| {
+                let saga = counting_saga(Arc::new(store.clone()), counts.clone());
+                let leases = leases.clone();
+                tokio::spawn(async move { saga.resume_owned(&*leases).await.unwrap() })
+            })
+            .collect();
+        let mut compensated = 0;
+        for process in processes {
+            for (id, result) in process.await.unwrap() {
+                let outcome = result.unwrap_or_else(|e| panic!("round {round}, run {id}: {e}"));
+                assert_eq!(outcome.status, SagaStatus::Compensated);
+                compensated += 1;
+            }
+        }
+        assert!(compensated >= 4, "round {round}: every run reported");
+        assert_eq!(
+            counts[1].load(Ordering::SeqCst),
+            4,
+            "round {round}: each run's `a` compensated once"
+        );
+        assert_eq!(counts[2].load(Ordering::SeqCst), 4);
+    }
 }

@@ -31,7 +31,7 @@ async fn schema(schema: String) {
             .unwrap();
     assert_eq!(
         migrations,
-        [(1, true), (2, true), (3, true)],
+        [(1, true), (2, true), (3, true), (4, true)],
         "each migration once"
     );
     let tables: Vec<(String,)> = sqlx::query_as(
@@ -49,6 +49,7 @@ async fn schema(schema: String) {
             "flext_checkpoints",
             "flext_dead_letters",
             "flext_events",
+            "flext_leases",
             "flext_positions",
             "flext_snapshots"
         ]

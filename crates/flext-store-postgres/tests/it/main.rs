@@ -5,6 +5,7 @@ mod appends;
 mod concurrent_open;
 mod conformance;
 mod crash;
+mod leases;
 mod projection;
 mod redaction;
 mod specifics;

@@ -141,13 +141,24 @@ async fn append_n(store: &PostgresEventStore, from: u64, n: u64) {
     flext_testing::event_store::caught_up(store, last).await;
 }
 
-/// The position of event number `n`.
+/// The position of event number `n`, waiting (at most 10 s) until reads see it: a commit
+/// may show a moment late, while a transaction that began before it (another test's) runs.
 async fn position_of(store: &PostgresEventStore, n: u64) -> u64 {
-    let all = store.read_all(1, usize::MAX).await.unwrap();
-    all.iter()
-        .find(|event| event.payload.decode::<u64>().unwrap() == n)
-        .unwrap()
-        .position
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = store.read_all(1, usize::MAX).await.unwrap();
+        if let Some(event) = all
+            .iter()
+            .find(|event| event.payload.decode::<u64>().unwrap() == n)
+        {
+            return event.position;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event {n} never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The read model, checked against a replay of the log up to the checkpoint: the counter

@@ -182,7 +182,7 @@ async fn a_schema_of_a_newer_version_is_refused() {
     assert_eq!(err.code(), ErrorCode::StorageError);
     assert!(
         err.message().contains(
-            "the database has schema version 100, newer than this flext-store-postgres knows (3)"
+            "the database has schema version 100, newer than this flext-store-postgres knows (4)"
         ),
         "{err}"
     );
