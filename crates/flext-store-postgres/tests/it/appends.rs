@@ -451,3 +451,45 @@ async fn statements_connections_and_idle_transactions_are_bounded() {
     let ended = sqlx::query("SELECT 1").execute(&mut *idle).await;
     assert!(ended.is_err(), "the server ended the idle transaction");
 }
+
+/// An append that accepts any version is never refused for losing races on a hot stream:
+/// it runs again until it lands (it used to give up after 64 lost races, which this load
+/// did not reach here, but the contract rules out at any load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_writers_on_one_hot_stream_all_land_with_any_version() {
+    let Some(url) = url("one hot stream") else {
+        return;
+    };
+    // Enough connections for every writer to be in a statement at once.
+    let options = PostgresStoreOptions::new(url)
+        .with_schema(schema_name())
+        .with_max_connections(34);
+    let store = PostgresEventStore::connect_with(options).await.unwrap();
+    const WRITERS: u64 = 32;
+    const EACH: u64 = 20;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    store
+                        .append("hot", ExpectedVersion::Any, vec![event(json!([w, i]))])
+                        .await
+                        .unwrap_or_else(|error| panic!("writer {w}, append {i}: {error}"));
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let stream = store.read_stream("hot", 1, usize::MAX).await.unwrap();
+    assert_eq!(stream.len() as u64, WRITERS * EACH);
+    assert!(
+        stream
+            .iter()
+            .zip(1u64..)
+            .all(|(event, version)| event.version == version),
+        "versions run 1..=n without a gap"
+    );
+}
