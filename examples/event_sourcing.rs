@@ -17,6 +17,18 @@ use flext_examples::store_choice::StoreChoice;
 use flext_handlers::prelude::*;
 use serde_json::json;
 
+/// Waits, up to 30 s, until readers of the whole log see `position`. On PostgreSQL a
+/// commit shows to them once every older writing transaction in the cluster has ended (the
+/// store's read barrier, so that no reader ever skips an event), which a read model catching
+/// up right after a write would otherwise race; the other stores show it at once.
+async fn until_the_log_shows(store: &dyn EventStore, position: u64) -> FlextResult<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.head_position().await? < position && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> FlextResult<()> {
     let choice = match StoreChoice::from_args(std::env::args().skip(1)) {
@@ -70,7 +82,15 @@ async fn main() -> FlextResult<()> {
         Err(error) => println!("❌ Update failed: {error}"),
     }
 
-    // The read model follows the event store through its checkpoint.
+    // The read model follows the event store through its checkpoint, once the log shows
+    // what the commands wrote.
+    let mut last_written = 0;
+    for user_id in &created_user_ids {
+        if let Some(event) = system.users.history(user_id).await?.last() {
+            last_written = last_written.max(event.position);
+        }
+    }
+    until_the_log_shows(&*system.event_store, last_written).await?;
     let progress = system.projection_runner.catch_up().await?;
     println!(
         "   Projection applied {} events (checkpoint {})",

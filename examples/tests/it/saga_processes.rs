@@ -213,6 +213,7 @@ async fn two_processes_resuming_through_postgres_leases_run_each_compensation_on
         .finish()
         .await;
     assert_eq!(crasher.status.code(), Some(CRASHED), "{crasher:?}");
+    assert_eq!(unfinished_once(&store, &[RUN]).await, [RUN]);
 
     let owners = ["owner-1", "owner-2"].map(|role| Spawned::child(role, &spec, &dir.0, crash));
     let mut reports = Vec::new();
@@ -267,7 +268,7 @@ async fn two_processes_resuming_through_postgres_leases_run_each_compensation_on
         .map(|e| e.event_type.to_string())
         .collect();
     assert_eq!(records, crash.records());
-    assert!(saga.unfinished().await.unwrap().is_empty());
+    assert!(unfinished_once(&store, &[]).await.is_empty());
 }
 
 async fn on_sqlite(crash: Crash) {
@@ -299,6 +300,22 @@ async fn on_postgres(crash: Crash) {
     two_resumers_of_one_crashed_run(&spec, &dir.0, crash).await;
 }
 
+/// The saga's unfinished runs once the log shows `expected`, waiting up to 30 s (then
+/// whatever it shows): on PostgreSQL a commit shows to readers of the whole log once every
+/// older writing transaction in the cluster has ended, and other tests write meanwhile.
+/// (Once the parent sees a record, the children do too: the read barrier never moves back.)
+async fn unfinished_once(store: &Arc<dyn EventStore>, expected: &[&str]) -> Vec<String> {
+    let saga = order_saga(store.clone(), Arc::new(Shop::new(Journal::new(), &[]))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = saga.unfinished().await.unwrap();
+        if runs == expected || Instant::now() >= deadline {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn two_resumers_of_one_crashed_run(spec: &str, dir: &Path, crash: Crash) {
     // The parent creates the store (its tables), so the children only use it.
     let store = StoreChoice::parse(spec).unwrap().open().await.unwrap();
@@ -310,7 +327,7 @@ async fn two_resumers_of_one_crashed_run(spec: &str, dir: &Path, crash: Crash) {
         "the crasher died where it was to: {crasher:?}"
     );
     let saga = order_saga(store.clone(), Arc::new(Shop::new(Journal::new(), &[]))).unwrap();
-    assert_eq!(saga.unfinished().await.unwrap(), [RUN]);
+    assert_eq!(unfinished_once(&store, &[RUN]).await, [RUN]);
 
     // Both are spawned before either is waited for; each is killed if the test stops first.
     let resumers = ["resumer-1", "resumer-2"].map(|role| Spawned::child(role, spec, dir, crash));
@@ -369,7 +386,7 @@ async fn two_resumers_of_one_crashed_run(spec: &str, dir: &Path, crash: Crash) {
         .map(|e| e.event_type.to_string())
         .collect();
     assert_eq!(records, crash.records(), "{crash:?}");
-    assert!(saga.unfinished().await.unwrap().is_empty());
+    assert!(unfinished_once(&store, &[]).await.is_empty());
     let outcome = saga.resume(RUN).await.unwrap();
     assert_eq!(outcome.compensated, ["charge_payment", "reserve_inventory"]);
 }
