@@ -251,12 +251,17 @@ fn end<O>(
 ) -> Poll<Outcome<O>> {
     *state = State::Ended;
     let by_this_deadline = ended != Ended::Inside;
-    let verdict = if by_this_deadline && run.inherited {
-        Verdict::EndedByScope
-    } else {
-        Verdict::Judged(Instant::now())
-    };
-    report(verdict, run.recorded_by);
+    let ended_by_scope = by_this_deadline && run.inherited;
+    report(
+        || {
+            if ended_by_scope {
+                Verdict::EndedByScope
+            } else {
+                Verdict::Judged(Instant::now())
+            }
+        },
+        run.recorded_by,
+    );
     // Since the start of the deadline that applied (the enclosing one's when inherited).
     let ended_after = by_this_deadline.then(|| {
         let started = run.at.checked_sub(run.limit).unwrap_or(run.at);
@@ -274,11 +279,14 @@ fn end<O>(
 /// its call's outcome, which stands: a deadline around it returns the same outcome unless
 /// it passes after this, and a wrapper of that handler does not record it again.
 pub(crate) fn report_recorded(core: NonZeroUsize) {
-    report(Verdict::Judged(Instant::now()), Some(core));
+    report(|| Verdict::Judged(Instant::now()), Some(core));
 }
 
-fn report(verdict: Verdict, recorded_by: Option<NonZeroUsize>) {
+/// Reports to the enclosing scope, if any; `verdict` (which may read the clock) runs only
+/// inside one, so a call outside every deadline scope pays nothing for it.
+fn report(verdict: impl FnOnce() -> Verdict, recorded_by: Option<NonZeroUsize>) {
     let _outside_any_scope = SCOPE.try_with(|scope| {
+        let verdict = verdict();
         let mut inner = scope.get();
         // The latest judgment counts (a handler core reports just after its own deadline,
         // a call may run several in turn), but a deadline ended by this scope stays so.
