@@ -189,24 +189,9 @@ async fn two_processes_resuming_a_run_crashed_inside_a_compensation_on_postgres_
 /// again). Through the store's leases one process owns the run and the other leaves it.
 #[tokio::test]
 async fn two_processes_resuming_through_postgres_leases_run_each_compensation_once() {
-    let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
+    let Some((dir, _schema, spec)) = on_a_schema_of_its_own("lease") else {
         return;
     };
-    let dir = Scratch::new("leases");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = DroppedSchema {
-        url: url.clone(),
-        name: format!(
-            "example_lease_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000
-        ),
-    };
-    let spec = format!("postgres:{url}#{}", schema.name);
     let store = StoreChoice::parse(&spec).unwrap().open().await.unwrap();
     let crash = Crash::BeforeCompensating;
     let crasher = Spawned::child("crasher", &spec, &dir.0, crash)
@@ -271,19 +256,14 @@ async fn two_processes_resuming_through_postgres_leases_run_each_compensation_on
     assert!(unfinished_once(&store, &[]).await.is_empty());
 }
 
-async fn on_sqlite(crash: Crash) {
-    let dir = Scratch::new("sqlite");
-    let spec = format!("sqlite:{}", dir.0.join("events.db").display());
-    two_resumers_of_one_crashed_run(&spec, &dir.0, crash).await;
-}
-
-async fn on_postgres(crash: Crash) {
+/// A scratch directory and a PostgreSQL schema of its own (`example_{what}_…`, never one an
+/// earlier run left, dropped however the test ends) with the store spec naming it; `None`
+/// (skipped) without a test server.
+fn on_a_schema_of_its_own(what: &str) -> Option<(Scratch, DroppedSchema, String)> {
     let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
         eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
-        return;
+        return None;
     };
-    let dir = Scratch::new("postgres");
-    // A schema of its own, never one an earlier run left, dropped however the test ends.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -291,12 +271,25 @@ async fn on_postgres(crash: Crash) {
     let schema = DroppedSchema {
         url: url.clone(),
         name: format!(
-            "example_saga_{}_{}",
+            "example_{what}_{}_{}",
             std::process::id(),
             nanos % 1_000_000_000_000
         ),
     };
     let spec = format!("postgres:{url}#{}", schema.name);
+    Some((Scratch::new(what), schema, spec))
+}
+
+async fn on_sqlite(crash: Crash) {
+    let dir = Scratch::new("sqlite");
+    let spec = format!("sqlite:{}", dir.0.join("events.db").display());
+    two_resumers_of_one_crashed_run(&spec, &dir.0, crash).await;
+}
+
+async fn on_postgres(crash: Crash) {
+    let Some((dir, _schema, spec)) = on_a_schema_of_its_own("saga") else {
+        return;
+    };
     two_resumers_of_one_crashed_run(&spec, &dir.0, crash).await;
 }
 
