@@ -18,9 +18,10 @@ use flext_handlers::prelude::*;
 use serde_json::json;
 
 /// Waits, up to 30 s, until readers of the whole log see `position`. On PostgreSQL a
-/// commit shows to them once every older writing transaction in the cluster has ended (the
-/// store's read barrier, so that no reader ever skips an event), which a read model catching
-/// up right after a write would otherwise race; the other stores show it at once.
+/// commit shows to them once every older append to the store has ended (the store's read
+/// barrier, so that no reader ever skips an event), which a read model catching up right
+/// after a write would race if another append were in flight; the other stores show it at
+/// once.
 async fn until_the_log_shows(store: &dyn EventStore, position: u64) -> FlextResult<()> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while store.head_position().await? < position && tokio::time::Instant::now() < deadline {

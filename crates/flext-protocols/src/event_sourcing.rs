@@ -61,7 +61,7 @@ pub trait EventStore: Send + Sync {
     /// Up to `limit` events of every stream from global position `from_position`
     /// (inclusive), in position order. Positions strictly increase but may have gaps. A
     /// store may return a commit a moment after its append returned (PostgreSQL's waits
-    /// until every older transaction has ended), but never skips one: an event that
+    /// until every older append to the store has ended), but never skips one: an event that
     /// commits later always comes after every event already returned.
     async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>>;
 

@@ -17,10 +17,10 @@
 //!   (or, when its expected version still holds, as with `Any`, runs again).
 //! - Positions come from transaction ids (`(xid + offset) << 20 | n`): strictly increasing,
 //!   a batch's adjacent, not dense. `read_all`, `head_position` and subscriptions stop at
-//!   a read barrier, the oldest transaction still running in the cluster, so no reader
-//!   skips an event that commits later with a lower position. The price: a long
-//!   transaction anywhere in the cluster holds readers back (never writers), which is why
-//!   the store's sessions end idle transactions
+//!   a read barrier, the oldest append to the store still running, so no reader skips an
+//!   event that commits later with a lower position. The price: an append in flight holds
+//!   readers back from later commits until it ends (never writers); transactions that
+//!   write no event hold no one back, and the store's sessions end idle transactions
 //!   ([`PostgresStoreOptions::idle_in_transaction_timeout`]).
 //! - Every wait is bounded ([`PostgresStoreOptions::lock_timeout`], `statement_timeout`,
 //!   `acquire_timeout`): past its limit a call fails with a `TIMEOUT` naming the store and

@@ -358,12 +358,16 @@ pub async fn stream_version(tables: &impl SqlTables, stream_id: &str) -> FlextRe
         .unwrap_or(0))
 }
 
-/// `EventStore::head_position`.
+/// `EventStore::head_position`: never lower than a head this handle has shown before (a
+/// store's read barrier may, for one read, sit lower than an earlier one did; every event
+/// below an earlier barrier is final, so the earlier head still holds).
 pub async fn head_position(tables: &impl SqlTables) -> FlextResult<u64> {
     let sql = tables.statements().head_position;
-    Ok(integer(tables, "cannot read the head position", sql, &[])
+    let read = integer(tables, "cannot read the head position", sql, &[])
         .await?
-        .unwrap_or(0))
+        .unwrap_or(0);
+    tables.head().advance(read);
+    Ok(tables.head().get())
 }
 
 /// `SnapshotStore::save_snapshot`.
@@ -582,4 +586,100 @@ macro_rules! sql_store_contracts {
             }
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tables whose every query answers one row holding `answer`.
+    struct Answering {
+        answer: i64,
+        head: HeadSignal,
+        limits: StoreLimits,
+    }
+
+    struct Int(i64);
+
+    impl SqlRow for Int {
+        fn int(&self, _index: usize) -> FlextResult<i64> {
+            Ok(self.0)
+        }
+
+        fn text(&self, _index: usize) -> FlextResult<String> {
+            Ok(self.0.to_string())
+        }
+    }
+
+    static NONE: Statements = Statements {
+        database: "test",
+        read_stream: "",
+        read_all: "",
+        stream_version: "",
+        version_and_head: "",
+        head_position: "head",
+        save_snapshot: "",
+        load_snapshot: "",
+        load_checkpoint: "",
+        save_checkpoint: "",
+        add_dead_letter: "",
+        dead_letters: "",
+        remove_dead_letter: "",
+        reset: ["", ""],
+        stored_places: "",
+        place_run: "",
+    };
+
+    #[async_trait]
+    impl SqlTables for Answering {
+        type Row = Int;
+
+        fn statements(&self) -> &'static Statements {
+            &NONE
+        }
+
+        fn head(&self) -> &HeadSignal {
+            &self.head
+        }
+
+        fn poll_interval(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+
+        fn limits(&self) -> &StoreLimits {
+            &self.limits
+        }
+
+        async fn fetch(&self, _: &str, _: &str, _: &[Arg<'_>]) -> FlextResult<Vec<Int>> {
+            Ok(vec![Int(self.answer)])
+        }
+
+        async fn execute(&self, _: &str, _: &[&str], _: &[Arg<'_>]) -> FlextResult<()> {
+            Ok(())
+        }
+
+        fn unreadable(&self, _: &str, error: FlextError) -> FlextError {
+            error
+        }
+    }
+
+    #[tokio::test]
+    async fn the_head_never_reads_lower_than_one_shown_before() {
+        let tables = Answering {
+            answer: 5,
+            head: HeadSignal::new(10),
+            limits: StoreLimits::default(),
+        };
+        assert_eq!(head_position(&tables).await.unwrap(), 10);
+        let tables = Answering {
+            answer: 12,
+            ..tables
+        };
+        assert_eq!(head_position(&tables).await.unwrap(), 12);
+        assert_eq!(
+            tables.head.get(),
+            12,
+            "a higher head read moves the signal on"
+        );
+    }
 }

@@ -47,7 +47,7 @@ async fn append(store: &PostgresEventStore, n: u64) -> u64 {
             .unwrap()
             .last_position;
     }
-    // A commit may show a moment late while an older transaction (another test's) runs.
+    // A commit may show a moment late while an older append to the store is still open.
     while store.head_position().await.unwrap() < last {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

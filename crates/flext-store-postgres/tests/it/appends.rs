@@ -91,6 +91,89 @@ async fn out_of_order_commits_are_not_skipped() {
     flext_testing::event_store::out_of_order_commits_are_not_skipped(Arc::new(store), hold).await;
 }
 
+/// The read barrier counts only transactions that place events: with a transaction that
+/// writes no event open throughout (in the cluster, holding the oldest transaction id),
+/// the out-of-order test still holds, and a reader tailing eight racing writers sees every
+/// event once, in position order, and each commit soon after it returns. Before, that open
+/// transaction held every reader back until it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_pass_a_long_transaction_that_writes_no_event_and_skip_nothing() {
+    let Some(store) = fresh("quiet neighbour").await else {
+        return;
+    };
+    let mut quiet = connection_to(&store).await;
+    quiet.execute("BEGIN").await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut quiet)
+        .await
+        .unwrap();
+
+    let held = store.clone();
+    let hold = |stream, events| hold(held, stream, events);
+    flext_testing::event_store::out_of_order_commits_are_not_skipped(Arc::new(store.clone()), hold)
+        .await;
+    let start = store.head_position().await.unwrap() + 1;
+
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 40;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut positions = Vec::new();
+                for n in 0..EACH {
+                    let appended = store
+                        .append(
+                            &format!("racer-{writer}"),
+                            ExpectedVersion::Exact(n),
+                            vec![event(json!(n))],
+                        )
+                        .await
+                        .unwrap();
+                    positions.push(appended.last_position);
+                }
+                positions
+            })
+        })
+        .collect();
+    let tailer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut from = start;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while (seen.len() as u64) < WRITERS * EACH {
+                assert!(Instant::now() < deadline, "the tailer saw {}", seen.len());
+                let page = store.read_all(from, 64).await.unwrap();
+                for read in &page {
+                    seen.push(read.position);
+                    from = read.position + 1;
+                }
+                if page.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+            }
+            seen
+        })
+    };
+    let mut appended = Vec::new();
+    for writer in writers {
+        appended.extend(writer.await.unwrap());
+    }
+    let seen = tailer.await.unwrap();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in position order");
+    appended.sort_unstable();
+    assert_eq!(seen, appended, "every event once, none skipped");
+
+    // A commit shows at once while the quiet transaction is still open.
+    let last = store
+        .append("after", ExpectedVersion::NoStream, vec![event(json!(0))])
+        .await
+        .unwrap();
+    assert_eq!(store.head_position().await.unwrap(), last.last_position);
+    quiet.execute("ROLLBACK").await.unwrap();
+}
+
 /// Appends to one stream while another transaction holds its next version: each fails
 /// with a `TIMEOUT` naming the store within the lock timeout; appends to other streams
 /// go on meanwhile; while appends waiting on the lock fill every append slot, reads and
@@ -371,8 +454,10 @@ async fn stored_positions_ahead_of_the_transaction_ids_are_moved_past_on_open() 
 
 /// Every other wait is bounded too: a read behind a table lock ends at the statement
 /// timeout, a call that finds every pooled connection taken ends at the acquire timeout,
-/// each a `TIMEOUT` naming the store and what timed out; and a transaction left idle on a
-/// store connection, which holds every reader back, is ended by the server at the idle
+/// each a `TIMEOUT` naming the store and what timed out; a transaction that writes no
+/// event holds no reader back however long it stays open (before, any open transaction in
+/// the cluster did); and a transaction that placed an event and was left idle on a store
+/// connection, which holds the store's readers back, is ended by the server at the idle
 /// timeout, after which readers see the commits it held back. Before, none of these
 /// limits was set: each wait lasted as long as the other side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -426,20 +511,39 @@ async fn statements_connections_and_idle_transactions_are_bounded() {
     );
     drop(taken);
 
-    // A transaction left idle holds readers back until the server ends it.
+    // A transaction that never writes the log holds no reader back, however long it stays
+    // open: a commit shows at once.
     let other = fresh("idle transaction").await.unwrap();
-    let mut idle = store.pool().begin().await.unwrap();
+    let mut quiet = store.pool().begin().await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *idle)
+        .execute(&mut *quiet)
         .await
         .unwrap();
     let appended = other
         .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
         .await
         .unwrap();
+    assert_eq!(
+        other.head_position().await.unwrap(),
+        appended.last_position,
+        "an open transaction that writes no event holds no reader back"
+    );
+    assert_eq!(other.read_all(1, 10).await.unwrap().len(), 1);
+    quiet.rollback().await.unwrap();
+
+    // One that placed an event in the log and was left idle holds readers back until the
+    // server ends it.
+    let mut idle = store.pool().begin().await.unwrap();
+    let into_other = format!("SET LOCAL search_path TO \"{}\"", other.schema());
+    idle.execute(into_other.as_str()).await.unwrap();
+    insert_as_the_store(&mut idle, "held", 0, &[event(json!("held"))]).await;
+    let appended = other
+        .append("s", ExpectedVersion::Exact(1), vec![event(json!(2))])
+        .await
+        .unwrap();
     assert!(
         other.head_position().await.unwrap() < appended.last_position,
-        "an older open transaction holds readers back"
+        "an older open transaction that placed an event holds readers back"
     );
     let started = Instant::now();
     flext_testing::event_store::caught_up(&other, appended.last_position).await;
@@ -447,6 +551,11 @@ async fn statements_connections_and_idle_transactions_are_bounded() {
         started.elapsed() < Duration::from_secs(10),
         "readers went on once the server ended the idle transaction: {:?}",
         started.elapsed()
+    );
+    assert_eq!(
+        other.read_all(1, 10).await.unwrap().len(),
+        2,
+        "the idle transaction's event was rolled back with it"
     );
     let ended = sqlx::query("SELECT 1").execute(&mut *idle).await;
     assert!(ended.is_err(), "the server ended the idle transaction");

@@ -42,7 +42,7 @@ async fn two_processes(test: &str) -> Option<(PostgresEventStore, PostgresEventS
 }
 
 /// Appends `n` events and waits until reads see them (a commit may show a moment late
-/// while an older transaction, another test's, runs).
+/// while an older append to the store is still open).
 async fn append_n(store: &PostgresEventStore, n: u64) {
     let mut last = 0;
     for i in 0..n {

@@ -122,8 +122,7 @@ async fn fresh(test: &str) -> Option<(String, String, PostgresEventStore)> {
 }
 
 /// Appends events `from..from + n`, each carrying its number, and waits until readers see
-/// them (a commit shows once no older transaction in the cluster is still open, and other
-/// tests hold some open on purpose).
+/// them (a commit shows once no older append to the store is still open).
 async fn append_n(store: &PostgresEventStore, from: u64, n: u64) {
     let mut last = 0;
     for i in from..from + n {
@@ -142,7 +141,7 @@ async fn append_n(store: &PostgresEventStore, from: u64, n: u64) {
 }
 
 /// The position of event number `n`, waiting (at most 10 s) until reads see it: a commit
-/// may show a moment late, while a transaction that began before it (another test's) runs.
+/// may show a moment late, while an older append to the store is still open.
 async fn position_of(store: &PostgresEventStore, n: u64) -> u64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
