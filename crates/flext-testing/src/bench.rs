@@ -1,7 +1,8 @@
 //! The stores' throughput benchmarks, written once (feature `bench`): single appends,
-//! 8 concurrent writers and batches of 100, each beside the baselines a store compares
-//! against, and stream and read-all reads. Every store runs the same [`workload`](crate::workload)
-//! under the same benchmark ids, so their figures compare like with like.
+//! 8 concurrent writers (and 1 to 16, in [`writers`]) and batches of 100, each beside the
+//! baselines a store compares against, and stream and read-all reads. Every store runs the
+//! same [`workload`](crate::workload) under the same benchmark ids, so their figures
+//! compare like with like.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -156,6 +157,68 @@ pub fn appends(
                 }
             }
         });
+    }
+    group.finish();
+}
+
+/// The group `name`: `writers` concurrent writers (for each count given), each appending
+/// single events to a stream of its own, on `store` (`{writers}/flext`) and beside each
+/// labelled baseline (`{writers}/{label}`); throughput in appends, so the figures of one
+/// row compare directly.
+pub fn writers(
+    c: &mut Criterion,
+    rt: &Runtime,
+    name: &str,
+    store: Arc<dyn EventStore>,
+    baselines: &[(&str, Insert)],
+    counts: &[u64],
+) {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    for &writers in counts {
+        group.throughput(Throughput::Elements(writers));
+        timed(
+            &mut group,
+            rt,
+            &format!("{writers}/flext"),
+            |round, iters| {
+                let store = store.clone();
+                async move {
+                    workload::append_concurrently(
+                        store,
+                        &format!("w{writers}-{round}"),
+                        writers,
+                        iters,
+                    )
+                    .await
+                    .expect("appends succeed");
+                }
+            },
+        );
+        for (label, insert) in baselines {
+            timed(
+                &mut group,
+                rt,
+                &format!("{writers}/{label}"),
+                |round, iters| {
+                    let insert = insert.clone();
+                    async move {
+                        // Spawned inside the timed future, so the clock runs from the first write.
+                        let tasks: Vec<_> = (0..writers)
+                            .map(|writer| {
+                                let stream = format!("w{writers}-{round}-{writer}");
+                                tokio::spawn(one_by_one(insert.clone(), stream, iters))
+                            })
+                            .collect();
+                        for task in tasks {
+                            task.await.expect("a writer finishes");
+                        }
+                    }
+                },
+            );
+        }
     }
     group.finish();
 }
