@@ -388,7 +388,10 @@ impl PostgresEventStore {
     /// saying so and naming host and port, one that does not answer is one after the
     /// connect timeout. A `password` query parameter followed by a parameter PostgreSQL does
     /// not know (the rest of a password holding a raw `&`, most likely) is refused too. A
-    /// bad schema name is an `INVALID_ARGUMENT`.
+    /// bad schema name or migration timeout is an `INVALID_ARGUMENT`. The upgrade is one
+    /// transaction: a lock wait or statement past the migration timeout is a `TIMEOUT`, a
+    /// row the native types refuse a `SERIALIZATION_ERROR` naming it, and either leaves
+    /// the store as it was.
     pub async fn connect_with(options: PostgresStoreOptions) -> FlextResult<Self> {
         let target = redact(&options.url);
         let schema = options.schema.clone();
