@@ -77,15 +77,20 @@ const MIGRATIONS: Migrations = &[
         "native types: uuid, jsonb, timestamptz",
         // Each table is rewritten in place: no row is added, lost or moved (positions are
         // kept). A payload or time that does not convert (a corrupt row) fails the
-        // migration, naming it, and leaves the store as it was.
+        // upgrade, which names it and leaves the store as it was. Times are cut to
+        // microseconds before they convert, as a fresh append keeps them: the server
+        // would round the digits beyond (23:59:59.9999995 would become the next day). Its
+        // checksum is the one of `NATIVE_TYPES_AS_SHIPPED`.
         "ALTER TABLE flext_events
             ALTER COLUMN event_id TYPE UUID USING event_id::uuid,
             ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
             ALTER COLUMN metadata TYPE JSONB USING metadata::jsonb,
-            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ USING recorded_at::timestamptz;
+            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ
+                USING regexp_replace(recorded_at, '(\\.[0-9]{6})[0-9]+', '\\1')::timestamptz;
         ALTER TABLE flext_snapshots
             ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
-            ALTER COLUMN taken_at TYPE TIMESTAMPTZ USING taken_at::timestamptz;
+            ALTER COLUMN taken_at TYPE TIMESTAMPTZ
+                USING regexp_replace(taken_at, '(\\.[0-9]{6})[0-9]+', '\\1')::timestamptz;
         ALTER TABLE flext_dead_letters
             ALTER COLUMN letter TYPE JSONB USING letter::jsonb;
         ALTER TABLE flext_checkpoints
@@ -104,6 +109,27 @@ const MIGRATIONS: Migrations = &[
         );",
     ),
 ];
+
+/// The third migration as it first shipped, converting times with the server's rounding.
+/// Stores it upgraded are at version 3 as much as those the current one upgrades (only
+/// their times' last rounded microsecond can differ, which nothing can undo now), so the
+/// current SQL keeps this text's checksum: sqlx refuses a store whose applied migration's
+/// checksum differs from the embedded one's.
+const NATIVE_TYPES_AS_SHIPPED: (i64, &str) = (
+    3,
+    "ALTER TABLE flext_events
+            ALTER COLUMN event_id TYPE UUID USING event_id::uuid,
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN metadata TYPE JSONB USING metadata::jsonb,
+            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ USING recorded_at::timestamptz;
+        ALTER TABLE flext_snapshots
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN taken_at TYPE TIMESTAMPTZ USING taken_at::timestamptz;
+        ALTER TABLE flext_dead_letters
+            ALTER COLUMN letter TYPE JSONB USING letter::jsonb;
+        ALTER TABLE flext_checkpoints
+            ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();",
+);
 
 /// Moves the position offset on when the stored positions are ahead of what this
 /// cluster's transaction ids give (a dump restored into another cluster starts its ids
@@ -127,13 +153,20 @@ impl<'s> MigrationSource<'s> for Embedded {
             Ok(MIGRATIONS
                 .iter()
                 .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(*description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(*sql),
-                        false,
-                    )
+                    let migration = |sql: &'static str| {
+                        Migration::new(
+                            *version,
+                            Cow::Borrowed(*description),
+                            MigrationType::Simple,
+                            Cow::Borrowed(sql),
+                            false,
+                        )
+                    };
+                    let mut current = migration(sql);
+                    if *version == NATIVE_TYPES_AS_SHIPPED.0 {
+                        current.checksum = migration(NATIVE_TYPES_AS_SHIPPED.1).checksum;
+                    }
+                    current
                 })
                 .collect())
         })
@@ -806,25 +839,6 @@ async fn keep_head(pool: PgPool, head: HeadSignal, woken: Arc<tokio::sync::Notif
 /// own, keyed by the database, which it releases before the upgrade commits.)
 const UPGRADE_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('flext-store-postgres upgrade'), hashtext(current_schema()))";
 
-/// Whether the store still keeps its times as text (the third migration has not run): its
-/// times are then truncated to microseconds before they are converted.
-const TIMES_AS_TEXT: &str = "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
-     WHERE table_schema = current_schema() AND table_name = 'flext_events' \
-     AND column_name = 'recorded_at' AND data_type = 'text')";
-
-/// Cuts stored times to microseconds, as a fresh append keeps them: the server's
-/// conversion rounds the digits beyond them (23:59:59.9999995 becomes midnight of the
-/// next day), which would make the same moment read back differently in a migrated store
-/// and a fresh one.
-const TRUNCATE_TIMES: [&str; 2] = [
-    "UPDATE flext_events \
-     SET recorded_at = regexp_replace(recorded_at, '(\\.[0-9]{6})[0-9]+', '\\1') \
-     WHERE recorded_at ~ '\\.[0-9]{7}'",
-    "UPDATE flext_snapshots \
-     SET taken_at = regexp_replace(taken_at, '(\\.[0-9]{6})[0-9]+', '\\1') \
-     WHERE taken_at ~ '\\.[0-9]{7}'",
-];
-
 /// Why an upgrade failed, before it is told as a [`FlextError`].
 enum Failed {
     /// A statement of the upgrade's own.
@@ -911,20 +925,6 @@ async fn upgrade_in(
         .execute(&mut **transaction)
         .await
         .map_err(statement("cannot take the upgrade lock"))?;
-    let times_as_text: bool = sqlx::query_scalar(TIMES_AS_TEXT)
-        .fetch_one(&mut **transaction)
-        .await
-        .map_err(statement("cannot read the column types"))?;
-    if times_as_text {
-        for sql in TRUNCATE_TIMES {
-            sqlx::query(sql)
-                .execute(&mut **transaction)
-                .await
-                .map_err(statement(
-                    "cannot truncate the stored times to microseconds",
-                ))?;
-        }
-    }
     apply_missing(migrator, transaction)
         .await
         .map_err(Failed::Migrator)?;

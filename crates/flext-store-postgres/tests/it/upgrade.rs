@@ -50,6 +50,67 @@ const FIRST_SCHEMA: &str = "CREATE TABLE flext_events (
         PRIMARY KEY (name, position)
     );";
 
+/// The second migration, exactly as it shipped.
+const SECOND_SCHEMA: &str = "CREATE TABLE flext_positions (
+            id SMALLINT PRIMARY KEY CHECK (id = 1),
+            position_offset BIGINT NOT NULL
+        );
+        INSERT INTO flext_positions (id, position_offset)
+        SELECT 1, GREATEST(0, (COALESCE(MAX(position), 0) >> 20) + 1
+                              - pg_current_xact_id()::text::bigint)
+        FROM flext_events;";
+
+/// The third migration, exactly as it first shipped (converting times with the server's
+/// rounding).
+const THIRD_SCHEMA_AS_SHIPPED: &str = "ALTER TABLE flext_events
+            ALTER COLUMN event_id TYPE UUID USING event_id::uuid,
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN metadata TYPE JSONB USING metadata::jsonb,
+            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ USING recorded_at::timestamptz;
+        ALTER TABLE flext_snapshots
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN taken_at TYPE TIMESTAMPTZ USING taken_at::timestamptz;
+        ALTER TABLE flext_dead_letters
+            ALTER COLUMN letter TYPE JSONB USING letter::jsonb;
+        ALTER TABLE flext_checkpoints
+            ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();";
+
+/// The first three migrations as the version that introduced native types ran them.
+#[derive(Debug)]
+struct ThirdSchemaAsShipped;
+
+impl<'s> MigrationSource<'s> for ThirdSchemaAsShipped {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            let migrations = [
+                (
+                    1,
+                    "events, snapshots, checkpoints, dead letters",
+                    FIRST_SCHEMA,
+                ),
+                (2, "positions from transaction ids", SECOND_SCHEMA),
+                (
+                    3,
+                    "native types: uuid, jsonb, timestamptz",
+                    THIRD_SCHEMA_AS_SHIPPED,
+                ),
+            ];
+            Ok(migrations
+                .into_iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
 #[derive(Debug)]
 struct FirstSchema;
 
@@ -536,5 +597,37 @@ async fn the_offset_moves_past_an_insert_that_commits_during_the_open() {
         .await
         .expect("the offset moved past the restored event");
     assert!(after.first_position > ahead as u64, "{after:?} {ahead}");
+    old.close().await.unwrap();
+}
+
+/// A store the third migration upgraded as it first shipped (rounding times) opens with
+/// this version, which cuts them instead: the migration keeps its first checksum, so
+/// sqlx does not refuse the store as changed, and the missing fourth migration is applied.
+#[tokio::test]
+async fn a_store_the_third_migration_upgraded_as_first_shipped_still_opens() {
+    let Some(url) = url("third as shipped") else {
+        return;
+    };
+    let mut rows = old_rows();
+    rows.truncate(2);
+    rows[1].recorded_at = "2026-12-31T23:59:59.9999995Z";
+    let (schema, mut old) = first_schema_store(&url, &rows).await;
+    Migrator::new(ThirdSchemaAsShipped)
+        .await
+        .unwrap()
+        .run(&mut old)
+        .await
+        .unwrap();
+    let options = PostgresStoreOptions::new(url).with_schema(schema.clone());
+    let store = PostgresEventStore::connect_with(options)
+        .await
+        .expect("the third migration's checksum is the one it shipped with");
+    assert_eq!(
+        schema_state(&mut old, &schema).await,
+        (4, true, "jsonb".to_owned())
+    );
+    // That version rounded: its times stay as it converted them.
+    rows[1].recorded_at = "2027-01-01T00:00:00Z";
+    reads_back(&store, &rows).await;
     old.close().await.unwrap();
 }
