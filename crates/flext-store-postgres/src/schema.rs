@@ -837,7 +837,8 @@ async fn keep_head(pool: PgPool, head: HeadSignal, woken: Arc<tokio::sync::Notif
 /// one per schema: replicas opening one schema upgrade it one at a time, and one that
 /// waits finds the others' work committed. (sqlx's migrator takes a session lock of its
 /// own, keyed by the database, which it releases before the upgrade commits.)
-const UPGRADE_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('flext-store-postgres upgrade'), hashtext(current_schema()))";
+const UPGRADE_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('flext-store-postgres upgrade'), \
+     hashtext(current_schema()))";
 
 /// Why an upgrade failed, before it is told as a [`FlextError`].
 enum Failed {
@@ -1020,7 +1021,8 @@ impl std::error::Error for Failed {
 /// convert to its type in `types` (`uuid`, `jsonb` or `timestamptz`): the name in `names`
 /// and the server's reason, or `NULL` when every value converts. PostgreSQL 15 has no
 /// `pg_input_is_valid`, so it catches the conversion's error.
-const REFUSAL: &str = "CREATE FUNCTION pg_temp.flext_refusal(names text[], types text[], vals text[]) \
+const REFUSAL: &str = "CREATE FUNCTION pg_temp.flext_refusal( \
+         names text[], types text[], vals text[]) \
      RETURNS text LANGUAGE plpgsql AS $$ \
      DECLARE i int := 0; \
      BEGIN \

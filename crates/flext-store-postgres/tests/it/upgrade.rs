@@ -444,7 +444,8 @@ async fn times_with_nanoseconds_are_cut_to_microseconds_by_the_upgrade() {
     rows[1].recorded_at = "2026-12-31T23:59:59.999999999Z";
     let (schema, mut old) = first_schema_store(&url, &rows).await;
     old.execute(
-        "INSERT INTO flext_snapshots VALUES ('Order-1', 1, 1, '{}', '2026-12-31T23:59:59.9999999Z')",
+        "INSERT INTO flext_snapshots \
+         VALUES ('Order-1', 1, 1, '{}', '2026-12-31T23:59:59.9999999Z')",
     )
     .await
     .unwrap();
