@@ -121,7 +121,7 @@ impl PostgresEventStore {
     ) -> FlextResult<Placed> {
         let count = events.len() as u64;
         let (lowest, highest) = accepted_versions(expected);
-        let recorded_at = timestamp_text(OffsetDateTime::now_utc())?;
+        let recorded_at = timestamp_text(microseconds(OffsetDateTime::now_utc()))?;
         let placed: Result<(i64, i64, i64, i64), sqlx::Error> = sqlx::query_as(APPEND)
             .bind(stream_id)
             .bind(lowest)
@@ -155,12 +155,20 @@ impl PostgresEventStore {
                             .await
                             .map(Placed::Done)
                     }
-                    // jsonb keeps no `\u0000` (22P05): the one JSON it refuses.
-                    None if is_code(&error, "22P05") => Err(FlextError::invalid_argument(format!(
-                        "PostgreSQL store {} ({}): an event for stream {stream_id} holds \\u0000 \
-                         in its payload or metadata, which a jsonb column cannot keep: {error}",
-                        self.inner.target, self.inner.schema
-                    ))),
+                    // JSON that jsonb cannot keep: every other value of the statement is
+                    // the store's own (ids from `Uuid`, times it formats, integers in
+                    // range), so a refused input is a payload's or metadata's.
+                    None if JSONB_REFUSALS.iter().any(|code| is_code(&error, code)) => {
+                        Err(FlextError::invalid_argument(format!(
+                            "PostgreSQL store {} ({}): an event for stream {stream_id} has a \
+                             payload or metadata that a jsonb column cannot keep ({}): {}",
+                            self.inner.target,
+                            self.inner.schema,
+                            refusal(&error),
+                            described(&error)
+                        ))
+                        .with_source(error))
+                    }
                     None => Err(self.fail("cannot insert events", error)),
                 };
             }
@@ -243,7 +251,67 @@ impl<'e> Rows<'e> {
     }
 }
 
+/// The SQLSTATEs of JSON text that jsonb refuses although it is JSON: `22P05` for a
+/// `\u0000` (which text cannot hold), `22P02` for a lone surrogate escape such as
+/// `"\ud800"`, `22003` for a number beyond what `numeric` holds (`1e200000`).
+const JSONB_REFUSALS: [&str; 3] = ["22P05", "22P02", "22003"];
+
+/// What jsonb refused, in words, by its SQLSTATE.
+fn refusal(error: &sqlx::Error) -> &'static str {
+    if is_code(error, "22P05") {
+        "a \\u0000, which text cannot hold"
+    } else if is_code(error, "22003") {
+        "a number beyond what numeric holds"
+    } else {
+        "an escape it does not accept, such as a lone surrogate"
+    }
+}
+
+/// The database's message with its detail (which says what in the JSON it refused).
+fn described(error: &sqlx::Error) -> String {
+    let detail = match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.detail())
+            .map(|detail| format!(" ({detail})")),
+        _ => None,
+    };
+    format!("{error}{}", detail.unwrap_or_default())
+}
+
+/// `time` as a `timestamptz` keeps it: cut, not rounded, to microseconds, as the upgrade
+/// of an older store cuts the times it converts. (The server rounds the digits beyond
+/// microseconds, so 23:59:59.9999995 would become midnight of the next day.)
+fn microseconds(time: OffsetDateTime) -> OffsetDateTime {
+    let cut = time.nanosecond() / 1_000 * 1_000;
+    // A nanosecond below the one it replaces is always valid.
+    time.replace_nanosecond(cut).unwrap_or(time)
+}
+
 /// Whether `error` is the database's error with SQLSTATE `code`.
 fn is_code(error: &sqlx::Error, code: &str) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::format_description::well_known::Rfc3339;
+
+    fn at(text: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(text, &Rfc3339).unwrap()
+    }
+
+    #[test]
+    fn a_time_is_cut_to_microseconds_not_rounded() {
+        let last = at("2026-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            timestamp_text(microseconds(last)).unwrap(),
+            "2026-12-31T23:59:59.999999Z"
+        );
+        let half = at("2026-03-04T05:06:07.0000025Z");
+        assert_eq!(microseconds(half), at("2026-03-04T05:06:07.000002Z"));
+        let whole = at("2026-03-04T05:06:07.123456Z");
+        assert_eq!(microseconds(whole), whole);
+    }
 }

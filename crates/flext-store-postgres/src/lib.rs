@@ -5,10 +5,13 @@
 //!
 //! - A connection pool; every table lives in a schema of your choice (created if needed),
 //!   so separate stores — and parallel tests — can share one database.
-//! - The schema is created by embedded migrations on open; replicas that open one fresh
-//!   schema at the same moment all succeed (the migrator holds a database-wide advisory
-//!   lock) and it is created once. A database written by a newer schema is refused with an
-//!   error saying so.
+//! - The schema is created by embedded migrations on open, all of them and the position
+//!   offset's move in one transaction: an upgrade that fails leaves the store at its old
+//!   version. Replicas that open one schema at the same moment all succeed (an advisory
+//!   lock per schema, held until the upgrade commits) and it is upgraded once. Each
+//!   statement and lock wait of the upgrade is bounded by
+//!   [`PostgresStoreOptions::migration_timeout`] (10 min). A database written by a newer
+//!   schema is refused with an error saying so.
 //! - Appends are checked against the store's [`StoreLimits`](flext_store::StoreLimits)
 //!   ([`PostgresStoreOptions::with_limits`]); an empty batch is a no-op.
 //! - Appends take no store-wide lock: each is one statement that commits by itself, so
@@ -29,7 +32,11 @@
 //! - Native column types: `uuid` event ids, `jsonb` payloads and metadata (query and index
 //!   them in SQL), `timestamptz` times; an older store is converted in place on open. A
 //!   payload reads back as equal JSON, not byte-identical text (jsonb sorts keys and drops
-//!   spacing), times keep microseconds, and a `\u0000` in a payload is refused.
+//!   spacing), and times keep microseconds (cut, not rounded, on append and on upgrade).
+//!   JSON that jsonb refuses — a `\u0000`, a lone surrogate escape, a number beyond
+//!   `numeric` — is an `INVALID_ARGUMENT` naming the stream; an older store holding such
+//!   a row (or a bad id or time) is not upgraded: the open is a `SERIALIZATION_ERROR`
+//!   naming each row, and the store stays as it was until the rows are repaired.
 //! - Live subscriptions are woken by `LISTEN`/`NOTIFY` and poll as a fallback. A
 //!   notification is only a wake-up: any role may notify any channel, so the head is read
 //!   from the table each time, and a forged one costs one read.

@@ -77,15 +77,20 @@ const MIGRATIONS: Migrations = &[
         "native types: uuid, jsonb, timestamptz",
         // Each table is rewritten in place: no row is added, lost or moved (positions are
         // kept). A payload or time that does not convert (a corrupt row) fails the
-        // migration, naming it, and leaves the store as it was.
+        // upgrade, which names it and leaves the store as it was. Times are cut to
+        // microseconds before they convert, as a fresh append keeps them: the server
+        // would round the digits beyond (23:59:59.9999995 would become the next day). Its
+        // checksum is the one of `NATIVE_TYPES_AS_SHIPPED`.
         "ALTER TABLE flext_events
             ALTER COLUMN event_id TYPE UUID USING event_id::uuid,
             ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
             ALTER COLUMN metadata TYPE JSONB USING metadata::jsonb,
-            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ USING recorded_at::timestamptz;
+            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ
+                USING regexp_replace(recorded_at, '(\\.[0-9]{6})[0-9]+', '\\1')::timestamptz;
         ALTER TABLE flext_snapshots
             ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
-            ALTER COLUMN taken_at TYPE TIMESTAMPTZ USING taken_at::timestamptz;
+            ALTER COLUMN taken_at TYPE TIMESTAMPTZ
+                USING regexp_replace(taken_at, '(\\.[0-9]{6})[0-9]+', '\\1')::timestamptz;
         ALTER TABLE flext_dead_letters
             ALTER COLUMN letter TYPE JSONB USING letter::jsonb;
         ALTER TABLE flext_checkpoints
@@ -105,10 +110,33 @@ const MIGRATIONS: Migrations = &[
     ),
 ];
 
+/// The third migration as it first shipped, converting times with the server's rounding.
+/// Stores it upgraded are at version 3 as much as those the current one upgrades (only
+/// their times' last rounded microsecond can differ, which nothing can undo now), so the
+/// current SQL keeps this text's checksum: sqlx refuses a store whose applied migration's
+/// checksum differs from the embedded one's.
+const NATIVE_TYPES_AS_SHIPPED: (i64, &str) = (
+    3,
+    "ALTER TABLE flext_events
+            ALTER COLUMN event_id TYPE UUID USING event_id::uuid,
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN metadata TYPE JSONB USING metadata::jsonb,
+            ALTER COLUMN recorded_at TYPE TIMESTAMPTZ USING recorded_at::timestamptz;
+        ALTER TABLE flext_snapshots
+            ALTER COLUMN payload TYPE JSONB USING payload::jsonb,
+            ALTER COLUMN taken_at TYPE TIMESTAMPTZ USING taken_at::timestamptz;
+        ALTER TABLE flext_dead_letters
+            ALTER COLUMN letter TYPE JSONB USING letter::jsonb;
+        ALTER TABLE flext_checkpoints
+            ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();",
+);
+
 /// Moves the position offset on when the stored positions are ahead of what this
 /// cluster's transaction ids give (a dump restored into another cluster starts its ids
 /// low): afterwards every new position is above every stored one. Otherwise it changes
-/// nothing.
+/// nothing. It runs after `LOCK TABLE flext_events IN SHARE MODE` in the same
+/// transaction, so no append commits between its read of the highest position and the
+/// update.
 const REBASE: &str = "UPDATE flext_positions SET position_offset = fresh.next_offset \
      FROM (SELECT ((SELECT COALESCE(MAX(position), 0) FROM flext_events) >> 20) + 1 \
                   - pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_offset) fresh \
@@ -125,13 +153,20 @@ impl<'s> MigrationSource<'s> for Embedded {
             Ok(MIGRATIONS
                 .iter()
                 .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(*description),
-                        MigrationType::Simple,
-                        Cow::Borrowed(*sql),
-                        false,
-                    )
+                    let migration = |sql: &'static str| {
+                        Migration::new(
+                            *version,
+                            Cow::Borrowed(*description),
+                            MigrationType::Simple,
+                            Cow::Borrowed(sql),
+                            false,
+                        )
+                    };
+                    let mut current = migration(sql);
+                    if *version == NATIVE_TYPES_AS_SHIPPED.0 {
+                        current.checksum = migration(NATIVE_TYPES_AS_SHIPPED.1).checksum;
+                    }
+                    current
                 })
                 .collect())
         })
@@ -153,6 +188,7 @@ impl<'s> MigrationSource<'s> for Embedded {
 /// assert_eq!(options.schema, "billing");
 /// assert_eq!(options.poll_interval, Duration::from_millis(500));
 /// assert_eq!(options.statement_timeout, Duration::from_secs(15));
+/// assert_eq!(options.migration_timeout, Duration::from_secs(600));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -176,8 +212,16 @@ pub struct PostgresStoreOptions {
     /// `PostgreSQL`'s `lock_timeout` on every connection of the store; zero waits forever).
     pub lock_timeout: Duration,
     /// How long one statement may run before it fails with a `TIMEOUT` (default 15 s;
-    /// `statement_timeout`; zero is no limit). Migrations on open are not limited.
+    /// `statement_timeout`; zero is no limit). The upgrade on open has a limit of its own,
+    /// [`migration_timeout`](Self::migration_timeout).
     pub statement_timeout: Duration,
+    /// How long each statement of the upgrade on open (the migrations, moving the position
+    /// offset on) may run, and how long it may wait for each lock — a table another
+    /// session uses, or the migration lock while another replica upgrades the schema —
+    /// before the open fails with a `TIMEOUT` naming the store and leaves it as it was
+    /// (default 10 min). It must be at least 1 ms and at most `i32::MAX` ms (about 24.8
+    /// days, what the server keeps): anything else is an `INVALID_ARGUMENT` at connect.
+    pub migration_timeout: Duration,
     /// How long a transaction on the store's connections (one of [`PostgresEventStore::pool`]'s
     /// users, say) may sit idle before the server ends its session (default 30 s;
     /// `idle_in_transaction_session_timeout`; zero is no limit). An idle transaction
@@ -206,6 +250,7 @@ impl fmt::Debug for PostgresStoreOptions {
             .field("limits", &self.limits)
             .field("lock_timeout", &self.lock_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("migration_timeout", &self.migration_timeout)
             .field(
                 "idle_in_transaction_timeout",
                 &self.idle_in_transaction_timeout,
@@ -227,6 +272,7 @@ impl PostgresStoreOptions {
             limits: StoreLimits::default(),
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(15),
+            migration_timeout: Duration::from_secs(10 * 60),
             idle_in_transaction_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(5),
         }
@@ -243,6 +289,14 @@ impl PostgresStoreOptions {
     #[must_use]
     pub fn with_statement_timeout(mut self, statement_timeout: Duration) -> Self {
         self.statement_timeout = statement_timeout;
+        self
+    }
+
+    /// The same options with each statement and each lock wait of the upgrade on open
+    /// failing after `migration_timeout` (at least 1 ms, at most `i32::MAX` ms).
+    #[must_use]
+    pub fn with_migration_timeout(mut self, migration_timeout: Duration) -> Self {
+        self.migration_timeout = migration_timeout;
         self
     }
 
@@ -367,7 +421,10 @@ impl PostgresEventStore {
     /// saying so and naming host and port, one that does not answer is one after the
     /// connect timeout. A `password` query parameter followed by a parameter PostgreSQL does
     /// not know (the rest of a password holding a raw `&`, most likely) is refused too. A
-    /// bad schema name is an `INVALID_ARGUMENT`.
+    /// bad schema name or migration timeout is an `INVALID_ARGUMENT`. The upgrade is one
+    /// transaction: a lock wait or statement past the migration timeout is a `TIMEOUT`, a
+    /// row the native types refuse a `SERIALIZATION_ERROR` naming it, and either leaves
+    /// the store as it was.
     pub async fn connect_with(options: PostgresStoreOptions) -> FlextResult<Self> {
         let target = redact(&options.url);
         let schema = options.schema.clone();
@@ -381,6 +438,14 @@ impl PostgresEventStore {
         if !valid_schema {
             return Err(FlextError::invalid_argument(format!(
                 "Invalid schema name {schema:?}: letters, digits and _ only, not starting with a digit, at most 40"
+            )));
+        }
+        let migration_timeout = options.migration_timeout;
+        if migration_timeout < Duration::from_millis(1) || migration_timeout > LONGEST_SETTING {
+            return Err(FlextError::invalid_argument(format!(
+                "Invalid migration_timeout of {migration_timeout:?} for PostgreSQL store {target} \
+                 ({schema}): at least 1 ms and at most {} ms",
+                LONGEST_SETTING.as_millis()
             )));
         }
         if redact::unknown_after_password(&options.url) {
@@ -459,28 +524,23 @@ impl PostgresEventStore {
                 Err(e) => return Err(fail("cannot create the schema", e)),
             }
         }
-        // A connection that does not close cleanly is dropped: nothing is lost.
-        let _ = bootstrap.close().await;
-
-        // The migrations run on a connection of their own, with no lock or statement
-        // limit: an upgrade of a big store may take long, and another replica's migrations
-        // hold the migrator's lock for as long as they run.
-        let unlimited = format!(
-            "SET search_path TO \"{schema}\"; SET lock_timeout = 0; SET statement_timeout = 0"
+        // The upgrade runs on the first connection, bounded by the migration timeout: an
+        // upgrade of a big store may take long, but a lock held elsewhere (a table in use,
+        // another replica's upgrade) must not hold the open forever.
+        let store = format!("PostgreSQL store {target} ({schema})");
+        let bounded = format!(
+            "SET search_path TO \"{schema}\"; SET lock_timeout = {millis}; \
+             SET statement_timeout = {millis}",
+            millis = migration_timeout.as_millis()
         );
-        let migrations = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(connect_timeout)
-            .after_connect(on_connect(unlimited))
-            .connect_with(connect.clone())
-            .await
-            .map_err(|e| fail("cannot connect for the migrations", e))?;
-        migrate(&migrations, &target, &schema).await?;
-        sqlx::query(REBASE)
-            .execute(&migrations)
-            .await
-            .map_err(|e| fail("cannot move the position offset on", e))?;
-        migrations.close().await;
+        let upgraded = match bootstrap.execute(bounded.as_str()).await {
+            Ok(_) => upgrade(&mut bootstrap, &store, migration_timeout).await,
+            Err(e) => Err(fail("cannot prepare the migrations", e)),
+        };
+        // A connection that does not close cleanly is dropped: nothing is lost, and the
+        // server releases its locks.
+        let _ = bootstrap.close().await;
+        upgraded?;
 
         let session = options.session();
         let max_connections = options.max_connections.max(1);
@@ -773,26 +833,279 @@ async fn keep_head(pool: PgPool, head: HeadSignal, woken: Arc<tokio::sync::Notif
     }
 }
 
-async fn migrate(pool: &PgPool, target: &str, schema: &str) -> FlextResult<()> {
-    let store = format!("PostgreSQL store {target} ({schema})");
+/// The transaction-level advisory lock an upgrade holds until it commits or rolls back,
+/// one per schema: replicas opening one schema upgrade it one at a time, and one that
+/// waits finds the others' work committed. (sqlx's migrator takes a session lock of its
+/// own, keyed by the database, which it releases before the upgrade commits.)
+const UPGRADE_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('flext-store-postgres upgrade'), \
+     hashtext(current_schema()))";
+
+/// Why an upgrade failed, before it is told as a [`FlextError`].
+enum Failed {
+    /// A statement of the upgrade's own.
+    Statement(&'static str, sqlx::Error),
+    /// sqlx's migrator.
+    Migrator(MigrateError),
+}
+
+impl Failed {
+    /// The database's error underneath, if there is one.
+    fn database(&self) -> Option<&sqlx::Error> {
+        match self {
+            Self::Statement(_, error)
+            | Self::Migrator(
+                MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _),
+            ) => Some(error),
+            Self::Migrator(_) => None,
+        }
+    }
+
+    /// The database's SQLSTATE, if there is one.
+    fn code(&self) -> Option<String> {
+        match self.database() {
+            Some(sqlx::Error::Database(db)) => db.code().map(Cow::into_owned),
+            _ => None,
+        }
+    }
+}
+
+/// Brings the schema up to date on `connection` (its search path and limits set) in one
+/// transaction: the missing migrations, then the position offset moved on ([`REBASE`]).
+/// Either all of it commits or none of it: a row the conversion to native types refuses,
+/// a limit reached or a lost connection leaves the store as it was, at its old schema
+/// version. A refused row is a `SERIALIZATION_ERROR` naming it (table, stream, version,
+/// position, column and the server's reason); a lock wait or a statement past `timeout`
+/// is a `TIMEOUT`; a newer schema or any other failure a `STORAGE_ERROR`.
+async fn upgrade(connection: &mut PgConnection, store: &str, timeout: Duration) -> FlextResult<()> {
     let package = env!("CARGO_PKG_NAME");
+    let known = MIGRATIONS.len();
     let migrator = Migrator::new(Embedded)
         .await
-        .map_err(|e| migrations_failed(&store, package, MIGRATIONS.len(), None, e))?;
-    let Err(error) = migrator.run(pool).await else {
+        .map_err(|e| migrations_failed(store, package, known, None, e))?;
+    let mut transaction = connection
+        .begin()
+        .await
+        .map_err(|e| upgrade_failed(store, timeout, Failed::Statement("cannot begin", e)))?;
+    let done = match upgrade_in(&migrator, &mut transaction).await {
+        Ok(()) => transaction
+            .commit()
+            .await
+            .map_err(|e| Failed::Statement("cannot commit", e)),
+        Err(failed) => {
+            // Nothing is kept, and a connection that cannot roll back is closed by the
+            // caller, which ends the transaction too.
+            let _ = transaction.rollback().await;
+            Err(failed)
+        }
+    };
+    let Err(failed) = done else {
         return Ok(());
     };
-    let newer = match error {
-        MigrateError::VersionMissing(version) => Some(version),
+    // sqlx's migrator returns from a failed migration without releasing its session lock.
+    let _ = connection.execute("SELECT pg_advisory_unlock_all()").await;
+    let data = failed.code().is_some_and(|code| code.starts_with("22"));
+    if data && let Some(rows) = refused_rows(connection).await {
+        let found = version_found(connection).await;
+        return Err(FlextError::serialization(format!(
+            "{store}: the upgrade to schema version {known} cannot convert {rows}; the store \
+             was left as it was (schema version {found}): repair or delete these rows and \
+             open it again"
+        ))
+        .with_source(failed));
+    }
+    Err(upgrade_failed(store, timeout, failed))
+}
+
+/// The upgrade's statements, in the caller's transaction.
+async fn upgrade_in(
+    migrator: &Migrator,
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<(), Failed> {
+    let statement = |what: &'static str| move |e| Failed::Statement(what, e);
+    sqlx::query(UPGRADE_LOCK)
+        .execute(&mut **transaction)
+        .await
+        .map_err(statement("cannot take the upgrade lock"))?;
+    apply_missing(migrator, transaction)
+        .await
+        .map_err(Failed::Migrator)?;
+    // No append may commit between REBASE's read of the highest position and its update
+    // of the offset (it would be missed, and the next append placed below it); SHARE
+    // waits for the appends under way and holds the next ones until the commit.
+    sqlx::query("LOCK TABLE flext_events IN SHARE MODE")
+        .execute(&mut **transaction)
+        .await
+        .map_err(statement(
+            "cannot lock the events to move the position offset on",
+        ))?;
+    sqlx::query(REBASE)
+        .execute(&mut **transaction)
+        .await
+        .map_err(statement("cannot move the position offset on"))?;
+    Ok(())
+}
+
+/// Runs sqlx's migrator on the transaction's connection: every migration then runs in a
+/// savepoint of the one upgrade transaction. `run_direct` is `#[doc(hidden)]` in sqlx
+/// 0.8.6 (`run` takes an `Acquire`, whose future is not provably `Send`); on a sqlx
+/// upgrade, check that it still locks, creates `_sqlx_migrations`, refuses dirty,
+/// unknown and changed migrations, applies the missing ones through `begin` (a savepoint
+/// here) and that an error returns at once.
+async fn apply_missing(
+    migrator: &Migrator,
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<(), MigrateError> {
+    migrator.run_direct(&mut **transaction).await
+}
+
+/// The `FlextError` of a failed upgrade that names no row: a `TIMEOUT` for a lock wait or
+/// a statement past `timeout`, the newer-schema refusal, or a `STORAGE_ERROR`.
+fn upgrade_failed(store: &str, timeout: Duration, failed: Failed) -> FlextError {
+    let package = env!("CARGO_PKG_NAME");
+    let known = MIGRATIONS.len();
+    let doing = match failed.code().as_deref() {
+        Some("55P03") => Some("waiting for a lock"),
+        Some("57014") => Some("running one statement"),
         _ => None,
     };
-    Err(migrations_failed(
-        &store,
-        package,
-        MIGRATIONS.len(),
-        newer,
-        error,
-    ))
+    if let Some(doing) = doing {
+        return FlextError::timeout(format!(
+            "{store}: the upgrade on open timed out {doing} (the migration timeout is {} ms) \
+             and left the store as it was: {failed}",
+            timeout.as_millis()
+        ))
+        .with_source(failed);
+    }
+    match failed {
+        Failed::Statement(what, error) => {
+            FlextError::storage(format!("{store}: upgrade: {what}: {error}")).with_source(error)
+        }
+        Failed::Migrator(error) => {
+            let newer = match error {
+                MigrateError::VersionMissing(version) => Some(version),
+                _ => None,
+            };
+            migrations_failed(store, package, known, newer, error)
+        }
+    }
+}
+
+impl fmt::Debug for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Statement(what, error) => write!(f, "{what}: {error:?}"),
+            Self::Migrator(error) => write!(f, "{error:?}"),
+        }
+    }
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Statement(what, error) => write!(f, "{what}: {error}"),
+            Self::Migrator(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for Failed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Statement(_, error) => Some(error),
+            Self::Migrator(error) => Some(error),
+        }
+    }
+}
+
+/// A function, for this session only, that says which of `vals` the server refuses to
+/// convert to its type in `types` (`uuid`, `jsonb` or `timestamptz`): the name in `names`
+/// and the server's reason, or `NULL` when every value converts. PostgreSQL 15 has no
+/// `pg_input_is_valid`, so it catches the conversion's error.
+const REFUSAL: &str = "CREATE FUNCTION pg_temp.flext_refusal( \
+         names text[], types text[], vals text[]) \
+     RETURNS text LANGUAGE plpgsql AS $$ \
+     DECLARE i int := 0; \
+     BEGIN \
+         FOR n IN 1 .. cardinality(vals) LOOP \
+             i := n; \
+             CASE types[n] \
+                 WHEN 'uuid' THEN PERFORM vals[n]::uuid; \
+                 WHEN 'jsonb' THEN PERFORM vals[n]::jsonb; \
+                 ELSE PERFORM vals[n]::timestamptz; \
+             END CASE; \
+         END LOOP; \
+         RETURN NULL; \
+     EXCEPTION WHEN data_exception THEN \
+         RETURN names[i] || ': ' || SQLERRM || ' (SQLSTATE ' || SQLSTATE || ')'; \
+     END $$";
+
+/// The rows the conversion to native types refuses, each table's first ones in order,
+/// with the column and the server's reason.
+const REFUSED: [&str; 3] = [
+    "SELECT format('the event at position %s (stream %s, version %s): %s', \
+                   position, stream_id, version, refusal) \
+     FROM (SELECT position, stream_id, version, pg_temp.flext_refusal( \
+               ARRAY['event_id', 'payload', 'metadata', 'recorded_at'], \
+               ARRAY['uuid', 'jsonb', 'jsonb', 'timestamptz'], \
+               ARRAY[event_id::text, payload::text, metadata::text, recorded_at::text]) AS refusal \
+           FROM flext_events) checked \
+     WHERE refusal IS NOT NULL ORDER BY position LIMIT 11",
+    "SELECT format('the snapshot of stream %s (version %s): %s', stream_id, version, refusal) \
+     FROM (SELECT stream_id, version, pg_temp.flext_refusal( \
+               ARRAY['payload', 'taken_at'], ARRAY['jsonb', 'timestamptz'], \
+               ARRAY[payload::text, taken_at::text]) AS refusal \
+           FROM flext_snapshots) checked \
+     WHERE refusal IS NOT NULL ORDER BY stream_id LIMIT 11",
+    "SELECT format('the dead letter of %s at position %s: %s', name, position, refusal) \
+     FROM (SELECT name, position, pg_temp.flext_refusal( \
+               ARRAY['letter'], ARRAY['jsonb'], ARRAY[letter::text]) AS refusal \
+           FROM flext_dead_letters) checked \
+     WHERE refusal IS NOT NULL ORDER BY name, position LIMIT 11",
+];
+
+/// The most refused rows an error lists.
+const REFUSED_LISTED: usize = 10;
+
+/// The rows of the (rolled back) store that the conversion to native types refuses, as
+/// one sentence, or `None` when none is found or the search fails (the caller then tells
+/// the server's error as it is). It runs in a transaction it rolls back, so the function
+/// it creates goes too.
+async fn refused_rows(connection: &mut PgConnection) -> Option<String> {
+    let mut transaction = connection.begin().await.ok()?;
+    sqlx::query(REFUSAL).execute(&mut *transaction).await.ok()?;
+    let mut refused: Vec<String> = Vec::new();
+    for sql in REFUSED {
+        let found: Vec<String> = sqlx::query_scalar(sql)
+            .fetch_all(&mut *transaction)
+            .await
+            .ok()?;
+        refused.extend(found);
+    }
+    let _ = transaction.rollback().await;
+    let count = refused.len();
+    let more = if count > REFUSED_LISTED {
+        " and more"
+    } else {
+        ""
+    };
+    refused.truncate(REFUSED_LISTED);
+    match count {
+        0 => None,
+        _ => Some(format!(
+            "{} row{}: {}{more}",
+            count.min(REFUSED_LISTED),
+            if count == 1 { "" } else { "s" },
+            refused.join("; ")
+        )),
+    }
+}
+
+/// The store's highest applied schema version, 0 when it has none or it cannot be read.
+async fn version_found(connection: &mut PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
+        .fetch_one(connection)
+        .await
+        .unwrap_or(0)
 }
 
 impl fmt::Debug for PostgresEventStore {

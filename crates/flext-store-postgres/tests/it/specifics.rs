@@ -139,6 +139,57 @@ async fn events_are_stored_with_native_types_and_queryable_as_json() {
     assert_eq!(store.stream_version("typed").await.unwrap(), 1);
 }
 
+/// JSON that our decoder accepts but jsonb refuses — a lone surrogate escape (SQLSTATE
+/// 22P02), a number beyond `numeric` (22003), a `\u0000` in the metadata (22P05) — is an
+/// `INVALID_ARGUMENT` naming the stream and the cause, and nothing of the batch is
+/// stored. Before, only the `\u0000` was: the others were `STORAGE_ERROR`s.
+#[tokio::test]
+async fn json_that_jsonb_refuses_is_an_invalid_argument_naming_the_stream() {
+    let Some(store) = fresh("jsonb refusals").await else {
+        return;
+    };
+    let payload = |text: &str| {
+        NewEvent::new(
+            "Noted",
+            JsonPayload::from_text(text).expect("our decoder accepts it"),
+        )
+    };
+    let mut nul_metadata = event(json!(1));
+    nul_metadata
+        .metadata
+        .headers
+        .insert("tenant".to_owned(), "a\u{0}b".to_owned());
+    let cases = [
+        (payload(r#"{"text":"\ud800"}"#), "lone surrogate", "22P02"),
+        (
+            payload(r#"{"n":1e200000}"#),
+            "beyond what numeric holds",
+            "22003",
+        ),
+        (nul_metadata, "\\u0000", "22P05"),
+    ];
+    for (refused, cause, code) in cases {
+        let error = store
+            .append(
+                "refused",
+                ExpectedVersion::Any,
+                vec![event(json!("fine")), refused],
+            )
+            .await
+            .expect_err("jsonb refuses it");
+        assert_eq!(
+            error.code(),
+            ErrorCode::InvalidArgument,
+            "{code}: {error:?}"
+        );
+        assert!(
+            error.message().contains("stream refused") && error.message().contains(cause),
+            "{code}: {error}"
+        );
+        assert_eq!(store.stream_version("refused").await.unwrap(), 0, "{code}");
+    }
+}
+
 #[tokio::test]
 async fn a_checkpoint_commits_or_rolls_back_with_its_read_model() {
     let Some(store) = fresh("checkpoint in transaction").await else {
