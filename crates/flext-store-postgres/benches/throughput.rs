@@ -290,6 +290,8 @@ fn unnest_baseline(pool: PgPool) -> Baseline {
         batch: "batch_100/raw_unnest",
         insert: Arc::new(move |stream, version, count| {
             let pool = pool.clone();
+            // The multi-row baseline writes the same stream names to the same table.
+            let stream = format!("unnest-{stream}");
             Box::pin(async move { raw_unnest(&pool, &stream, version, count).await })
         }),
     }

@@ -131,16 +131,32 @@ const NATIVE_TYPES_AS_SHIPPED: (i64, &str) = (
             ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT now();",
 );
 
+/// The offset that places the next transaction's positions above every stored one.
+macro_rules! next_offset {
+    () => {
+        "(((SELECT COALESCE(MAX(position), 0) FROM flext_events) >> 20) + 1 \
+          - pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+    };
+}
+
 /// Moves the position offset on when the stored positions are ahead of what this
 /// cluster's transaction ids give (a dump restored into another cluster starts its ids
 /// low): afterwards every new position is above every stored one. Otherwise it changes
-/// nothing. It runs after `LOCK TABLE flext_events IN SHARE MODE` in the same
-/// transaction, so no append commits between its read of the highest position and the
-/// update.
-const REBASE: &str = "UPDATE flext_positions SET position_offset = fresh.next_offset \
-     FROM (SELECT ((SELECT COALESCE(MAX(position), 0) FROM flext_events) >> 20) + 1 \
-                  - pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_offset) fresh \
-     WHERE fresh.next_offset > position_offset";
+/// nothing. When [`REBASE_NEEDED`] says it would move the offset, it runs after `LOCK
+/// TABLE flext_events IN SHARE MODE` in the same transaction, so no append commits between
+/// its read of the highest position and the update.
+const REBASE: &str = concat!(
+    "UPDATE flext_positions SET position_offset = fresh.next_offset FROM (SELECT ",
+    next_offset!(),
+    " AS next_offset) fresh WHERE fresh.next_offset > position_offset"
+);
+
+/// Whether [`REBASE`] would move the offset on.
+const REBASE_NEEDED: &str = concat!(
+    "SELECT ",
+    next_offset!(),
+    " > (SELECT position_offset FROM flext_positions)"
+);
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -800,35 +816,50 @@ const KEEPER_GAP: Duration = Duration::from_millis(1);
 const CHASE: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(250));
 
 /// Keeps `head` at the table's head (the highest position below the read barrier), read
-/// when the listener wakes it. When committed events wait above the barrier (an older
-/// transaction, maybe not even the store's, is still running), nothing will notify when
-/// that transaction ends, so it reads again after 5 ms, doubling to 250 ms, until the
+/// when the listener wakes it while a subscription of this process waits on the signal,
+/// and when one starts waiting: with no one waiting, commits cost no head read. When
+/// committed events wait above the barrier (an older append is still running), nothing
+/// will notify when it ends, so it reads again after 5 ms, doubling to 250 ms, until the
 /// head has reached them: subscriptions see them soon after the barrier moves whatever
 /// their poll interval. A read that fails leaves it to the next wake-up and to polling.
 async fn keep_head(pool: PgPool, head: HeadSignal, woken: Arc<tokio::sync::Notify>) {
     let mut pause = CHASE.0;
     loop {
-        let read = sqlx::query_as::<_, (i64, i64)>(HEAD_AND_TOP)
-            .fetch_one(&pool)
-            .await;
-        let behind = match read {
-            Ok((visible, top)) => {
-                head.advance(u64::try_from(visible).unwrap_or(0));
-                visible < top
-            }
-            Err(error) => {
-                tracing::debug!(%error, "the head did not read; subscriptions poll");
-                false
-            }
-        };
+        let behind = head.is_watched() && read_head(&pool, &head).await;
         if behind {
-            let _ = tokio::time::timeout(pause, woken.notified()).await;
+            tokio::select! {
+                () = woken.notified() => {}
+                () = head.wanted() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
             pause = (pause * 2).min(CHASE.1);
         } else {
-            woken.notified().await;
+            tokio::select! {
+                () = woken.notified() => {}
+                // A subscription that starts waiting reads the head at once, whatever
+                // commits it missed while no one was waiting.
+                () = head.wanted() => continue,
+            }
             pause = CHASE.0;
             // The commits of the next moment share one read.
             tokio::time::sleep(KEEPER_GAP).await;
+        }
+    }
+}
+
+/// Reads the head into `head`; whether committed events wait above the read barrier.
+async fn read_head(pool: &PgPool, head: &HeadSignal) -> bool {
+    let read = sqlx::query_as::<_, (i64, i64)>(HEAD_AND_TOP)
+        .fetch_one(pool)
+        .await;
+    match read {
+        Ok((visible, top)) => {
+            head.advance(u64::try_from(visible).unwrap_or(0));
+            visible < top
+        }
+        Err(error) => {
+            tracing::debug!(%error, "the head did not read; subscriptions poll");
+            false
         }
     }
 }
@@ -929,9 +960,20 @@ async fn upgrade_in(
     apply_missing(migrator, transaction)
         .await
         .map_err(Failed::Migrator)?;
-    // No append may commit between REBASE's read of the highest position and its update
-    // of the offset (it would be missed, and the next append placed below it); SHARE
-    // waits for the appends under way and holds the next ones until the commit.
+    // Most opens find the offset where it belongs and leave it, taking no lock that would
+    // pause appends. When it must move, no append may commit between REBASE's read of the
+    // highest position and its update of the offset (it would be missed, and the next
+    // append placed below it); SHARE waits for the appends under way and holds the next
+    // ones until the commit. (An append that commits between this check and the lock
+    // placed its events above every stored one, or was refused: it cannot make a move
+    // needed.)
+    let behind: bool = sqlx::query_scalar(REBASE_NEEDED)
+        .fetch_one(&mut **transaction)
+        .await
+        .map_err(statement("cannot read the position offset"))?;
+    if !behind {
+        return Ok(());
+    }
     sqlx::query("LOCK TABLE flext_events IN SHARE MODE")
         .execute(&mut **transaction)
         .await

@@ -73,9 +73,15 @@ where
 ///
 /// Commits may report in any order; the head only moves forward, so a late report of an
 /// earlier commit never makes a subscriber wait again for what it already has.
+///
+/// A store that learns its head by reading it (PostgreSQL's head keeper) need only read
+/// while someone waits: [`is_watched`](HeadSignal::is_watched) says whether a subscriber
+/// is waiting, and [`wanted`](HeadSignal::wanted) resolves when one starts waiting for a
+/// head the signal has not reached.
 #[derive(Debug, Clone)]
 pub struct HeadSignal {
     head: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    wanted: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl HeadSignal {
@@ -83,7 +89,19 @@ impl HeadSignal {
     pub fn new(head: u64) -> Self {
         Self {
             head: std::sync::Arc::new(tokio::sync::watch::Sender::new(head)),
+            wanted: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Whether a subscriber is waiting on the signal now.
+    pub fn is_watched(&self) -> bool {
+        self.head.receiver_count() > 0
+    }
+
+    /// Resolves once a subscriber has started waiting for a head beyond the signal's (at
+    /// once if one did since the last call).
+    pub async fn wanted(&self) {
+        self.wanted.notified().await;
     }
 
     /// The head as last advanced.
@@ -110,6 +128,9 @@ impl HeadSignal {
         poll: Duration,
     ) -> impl Future<Output = ()> + Send + use<> {
         let mut head = self.head.subscribe();
+        if *head.borrow() < position {
+            self.wanted.notify_one();
+        }
         async move {
             let reached = head.wait_for(|head| *head >= position);
             // The sender lives in this signal's clones; a wait can only end by the head.
@@ -160,5 +181,26 @@ mod tests {
         assert!(subscriber.has_changed().unwrap());
         subscriber.mark_unchanged();
         assert_eq!(signal.get(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_waiting_beyond_the_head_is_watched_and_wanted() {
+        use std::time::Duration;
+
+        let signal = HeadSignal::new(5);
+        assert!(!signal.is_watched());
+        // Waiting for what the head already reached wants nothing read.
+        signal.wait_for(5, Duration::MAX).await;
+        let wanted = tokio::time::timeout(Duration::from_secs(1), signal.wanted()).await;
+        assert!(wanted.is_err(), "no one waits beyond the head");
+
+        let waiting = tokio::spawn(signal.wait_for(7, Duration::MAX));
+        tokio::time::timeout(Duration::from_secs(1), signal.wanted())
+            .await
+            .expect("a wait beyond the head wants the head read");
+        assert!(signal.is_watched());
+        signal.advance(7);
+        waiting.await.unwrap();
+        assert!(!signal.is_watched(), "the wait ended with the head");
     }
 }

@@ -602,3 +602,33 @@ async fn many_writers_on_one_hot_stream_all_land_with_any_version() {
         "versions run 1..=n without a gap"
     );
 }
+
+/// Opening a store whose position offset needs no move takes no lock on the events: a
+/// replica opens while another's append is still open, and does not pause it. (The upgrade
+/// locks the events only to move the offset on, after a restore.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opening_a_store_waits_for_no_append() {
+    let Some(store) = fresh("open beside an append").await else {
+        return;
+    };
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .unwrap();
+    let mut open_append = connection_to(&store).await;
+    open_append.execute("BEGIN").await.unwrap();
+    insert_as_the_store(&mut open_append, "held", 0, &[event(json!("held"))]).await;
+
+    let options =
+        PostgresStoreOptions::new(url("reopen").unwrap()).with_schema(store.schema().to_owned());
+    let reopened = tokio::time::timeout(
+        Duration::from_secs(3),
+        PostgresEventStore::connect_with(options),
+    )
+    .await
+    .expect("the open does not wait for the open append")
+    .unwrap();
+    assert_eq!(reopened.read_stream("s", 1, 10).await.unwrap().len(), 1);
+    open_append.execute("COMMIT").await.unwrap();
+    assert_eq!(reopened.read_stream("held", 1, 10).await.unwrap().len(), 1);
+}
