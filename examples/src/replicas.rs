@@ -534,36 +534,46 @@ impl Replica {
             };
             let token = lease.token();
             report(&format!("lease {name} taken by {label} token {token}"));
-            let mut stop = shutdown.clone();
-            let watch = self.options.watch;
-            let until = async {
-                match watch {
-                    LeaseWatch::Heartbeat => tokio::select! {
-                        () = lease.lost() => {}
-                        _ = stop.wait_for(|stop| *stop) => {}
-                    },
-                    LeaseWatch::FenceOnly => {
-                        let _ = stop.wait_for(|stop| *stop).await;
+            // A failure other than a refusal, while the lease is still held (a dropped
+            // connection, say), runs the projection again under the same lease: taking a
+            // new one would wait out this one's TTL.
+            loop {
+                let mut stop = shutdown.clone();
+                let watch = self.options.watch;
+                let until = async {
+                    match watch {
+                        LeaseWatch::Heartbeat => tokio::select! {
+                            () = lease.lost() => {}
+                            _ = stop.wait_for(|stop| *stop) => {}
+                        },
+                        LeaseWatch::FenceOnly => {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        }
                     }
+                };
+                let result = self.run_fenced(name, lease.fence(), until).await;
+                let shutting_down = *shutdown.borrow();
+                match result {
+                    Err(error) if error.code() == ErrorCode::ConcurrencyConflict => {
+                        report(&format!(
+                            "lease {name} refused {label} token {token}: {error}"
+                        ));
+                    }
+                    Err(error) => {
+                        report(&format!(
+                            "lease {name} error {label} token {token}: {error}"
+                        ));
+                        if !shutting_down && lease.is_held() {
+                            tokio::time::sleep(self.options.lease_ttl / 10).await;
+                            continue;
+                        }
+                    }
+                    Ok(()) if shutting_down => {}
+                    Ok(()) => report(&format!("lease {name} lost by {label} token {token}")),
                 }
-            };
-            let result = self.run_fenced(name, lease.fence(), until).await;
-            let shutting_down = *shutdown.borrow();
-            match result {
-                Err(error) if error.code() == ErrorCode::ConcurrencyConflict => {
-                    report(&format!(
-                        "lease {name} refused {label} token {token}: {error}"
-                    ));
-                }
-                Err(error) => {
-                    report(&format!(
-                        "lease {name} error {label} token {token}: {error}"
-                    ));
-                    tokio::time::sleep(self.options.lease_ttl / 3).await;
-                }
-                Ok(()) if shutting_down => {}
-                Ok(()) => report(&format!("lease {name} lost by {label} token {token}")),
+                break;
             }
+            let shutting_down = *shutdown.borrow();
             if shutting_down {
                 if lease.is_held() && lease.release().await.is_ok() {
                     report(&format!("lease {name} released by {label} token {token}"));
