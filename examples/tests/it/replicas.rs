@@ -25,6 +25,7 @@ use flext_examples::replicas::{
     ReplicaOptions, payout_saga, prepare, read_balances, replay_balances, serve_from_stdin,
 };
 use flext_handlers::prelude::*;
+use flext_handlers::protocols::CheckpointStore;
 use flext_handlers::stores::sqlx;
 use flext_handlers::stores::{PostgresEventStore, PostgresStoreOptions};
 
@@ -557,48 +558,16 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
         outputs["replica-1"]
     );
 
-    // Every checkpoint write was made under the lease then current: unexpired, owned by
-    // the writer (for the balances, with the writer's very token), tokens and positions
-    // never going back.
-    type Audit = (
-        String,
-        i64,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-        bool,
-    );
-    let audit: Vec<Audit> = sqlx::query_as(
-        "SELECT name, position, writer, writer_token, lease_owner, lease_token, lease_live \
-         FROM checkpoint_audit ORDER BY id",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
-    let mut last: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    // Every checkpoint write was made under the lease then current.
+    let audit = audited(&store).await;
+    assert_eq!(unleased_writes(&audit), Vec::<String>::new());
     let mut writers: BTreeMap<&str, BTreeSet<(String, i64)>> = BTreeMap::new();
-    for row in &audit {
-        let (name, position, writer, writer_token, owner, token, live) = row;
-        let (owner, token) = (owner.as_deref().unwrap_or("none"), token.unwrap_or(0));
-        assert!(
-            *live,
-            "{name} written at {position} while no lease was live: {row:?}"
-        );
-        assert_eq!(writer.as_deref(), Some(label_of(owner)), "{row:?}");
-        if name == BALANCES {
-            assert_eq!(*writer_token, Some(token), "{row:?}");
-        }
-        let (last_token, last_position) = last.entry(name).or_insert((0, 0));
-        assert!(
-            token >= *last_token && *position >= *last_position,
-            "{row:?}"
-        );
-        (*last_token, *last_position) = (token, *position);
+    for (name, _, _, _, owner, token, _) in &audit {
+        let owner = label_of(owner.as_deref().unwrap_or("none")).to_owned();
         writers
             .entry(name)
             .or_default()
-            .insert((label_of(owner).to_owned(), token));
+            .insert((owner, token.unwrap_or(0)));
     }
     // Both were written by replica-1 before its pause and by another owner after it; the
     // balances once more after the kill.
@@ -636,4 +605,74 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
         taken_over < TTL * 3,
         "the balances took {taken_over:?} to move"
     );
+
+    // The audit catches a write made without the lease: replica-1 saving the balances'
+    // checkpoint straight to the store, unfenced, once every lease was given up.
+    let unfenced = PostgresEventStore::connect_with(
+        PostgresStoreOptions::new(format!("{url}?options[replicas.writer]=replica-1"))
+            .with_schema(schema.to_owned()),
+    )
+    .await
+    .unwrap();
+    let checkpoint = unfenced.load_checkpoint(BALANCES).await.unwrap().unwrap();
+    unfenced
+        .save_checkpoint(BALANCES, checkpoint)
+        .await
+        .unwrap();
+    let caught = unleased_writes(&audited(&store).await);
+    assert_eq!(caught.len(), 1, "{caught:?}");
+    assert!(caught[0].starts_with("balances written at"), "{caught:?}");
+}
+
+/// One checkpoint write as the audit trigger recorded it: the checkpoint's name and
+/// position, the writer and the fencing token it said it wrote with, the lease's owner and
+/// token then, and whether the lease was unexpired.
+type Audit = (
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    bool,
+);
+
+/// Every checkpoint write, in the order they were made.
+async fn audited(store: &PostgresEventStore) -> Vec<Audit> {
+    sqlx::query_as(
+        "SELECT name, position, writer, writer_token, lease_owner, lease_token, lease_live \
+         FROM checkpoint_audit ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+/// The writes of `audit` not made under the lease then current: a write while the lease
+/// was expired, by another than its owner, (for the balances) with another token than the
+/// lease's, or with a lower token or at a lower position than the write before.
+fn unleased_writes(audit: &[Audit]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut last: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for row in audit {
+        let (name, position, writer, writer_token, owner, token, live) = row;
+        let (owner, token) = (owner.as_deref().unwrap_or("none"), token.unwrap_or(0));
+        let (last_token, last_position) = last.entry(name).or_insert((0, 0));
+        let why = if !live {
+            "no lease was live"
+        } else if writer.as_deref() != Some(label_of(owner)) {
+            "the writer did not own the lease"
+        } else if name == BALANCES && *writer_token != Some(token) {
+            "the writer's token was not the lease's"
+        } else if token < *last_token || position < last_position {
+            "the token or the position went back"
+        } else {
+            ""
+        };
+        if !why.is_empty() {
+            wrong.push(format!("{name} written at {position}: {why}: {row:?}"));
+        }
+        (*last_token, *last_position) = (token, *position);
+    }
+    wrong
 }
