@@ -125,7 +125,7 @@ impl ReplicaOptions {
         }
     }
 
-    /// The options of the store a replica opens: the shared schema, short lock waits, and
+    /// The options of the store a replica opens: the shared schema, a small pool, short lock waits, and
     /// an idle transaction ended well within a few leases (a replica paused inside one holds
     /// its lease's row, and every reader of the cluster, until the server ends it).
     fn store_options(&self) -> FlextResult<PostgresStoreOptions> {
@@ -145,8 +145,12 @@ impl ReplicaOptions {
             "{}{separator}options[replicas.writer]={}",
             self.url, self.label
         );
+        // Five connections: a replica does one command, two projections and a scan for
+        // payouts at a time, and several replicas (with their stores' three connections
+        // each for notifications and the head) share the server's connection limit.
         Ok(PostgresStoreOptions::new(url)
             .with_schema(self.schema.clone())
+            .with_max_connections(5)
             .with_lock_timeout(Duration::from_secs(1))
             .with_idle_in_transaction_timeout(self.lease_ttl.max(Duration::from_secs(1))))
     }
@@ -276,7 +280,9 @@ pub async fn prepare(store: &PostgresEventStore) -> FlextResult<()> {
 /// Drops `schema` and everything in it, through a store connected to it.
 pub async fn drop_schema(url: &str, schema: &str) -> FlextResult<()> {
     let store = PostgresEventStore::connect_with(
-        PostgresStoreOptions::new(url.to_owned()).with_schema(schema.to_owned()),
+        PostgresStoreOptions::new(url.to_owned())
+            .with_schema(schema.to_owned())
+            .with_max_connections(1),
     )
     .await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))

@@ -153,9 +153,11 @@ impl Replica {
         started.elapsed()
     }
 
-    /// Waits up to `within` until the child has started a payout, then a little more, so
-    /// that it is inside the payout's first steps; returns the payout's id.
-    async fn inside_a_payout(&self, within: Duration) -> String {
+    /// Waits up to `within` until the child is inside a payout it started: the run's first
+    /// step has been announced in `store` and the run has not finished. Returns the run's
+    /// id.
+    async fn inside_a_payout(&self, store: &PostgresEventStore, within: Duration) -> String {
+        let saga = payout_saga(store, Duration::ZERO).unwrap();
         let started = Instant::now();
         let before = facts(&self.output(), "payout ").len();
         loop {
@@ -163,15 +165,25 @@ impl Replica {
             let new = facts(&output, "payout ").split_off(before);
             let begun = new
                 .iter()
-                .find_map(|line| line.strip_suffix(&format!(" started by {}", self.label)));
-            if let Some(begun) = begun {
-                let id = begun.trim_start_matches("payout ").to_owned();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return id;
+                .filter_map(|line| line.strip_suffix(&format!(" started by {}", self.label)))
+                .map(|begun| begun.trim_start_matches("payout ").to_owned())
+                .next_back();
+            if let Some(id) = begun {
+                let records = store
+                    .read_stream(&saga.stream_id(&id), 1, 100)
+                    .await
+                    .unwrap();
+                let stepping = records.iter().any(|r| &*r.event_type == "SagaStepStarted");
+                let finished = records
+                    .iter()
+                    .any(|r| matches!(&*r.event_type, "SagaCompleted" | "SagaCompensated"));
+                if stepping && !finished {
+                    return id;
+                }
             }
             assert!(
                 started.elapsed() < within,
-                "{} started no payout within {within:?}",
+                "{} was inside no payout within {within:?}",
                 self.label
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -297,7 +309,9 @@ async fn three_replicas_through_a_pause_and_a_kill_agree_with_a_replay_and_write
 async fn proof(url: &str, schema: &str, dir: &Path) {
     let began = Instant::now();
     let store = PostgresEventStore::connect_with(
-        PostgresStoreOptions::new(url.to_owned()).with_schema(schema.to_owned()),
+        PostgresStoreOptions::new(url.to_owned())
+            .with_schema(schema.to_owned())
+            .with_max_connections(3),
     )
     .await
     .unwrap();
@@ -335,7 +349,7 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Paused past its leases: both move to the others within a TTL and a renewal.
-    let paused_run = one.inside_a_payout(bound).await;
+    let paused_run = one.inside_a_payout(&store, bound).await;
     one.signal("STOP");
     let paused = Instant::now();
     let mut moved = BTreeMap::new();
@@ -394,7 +408,7 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
         .iter()
         .position(|r| r.label == victim)
         .unwrap_or_else(|| panic!("{victim} owns the balances, not one of the heartbeat replicas"));
-    let killed_run = others[victim_at].inside_a_payout(bound).await;
+    let killed_run = others[victim_at].inside_a_payout(&store, bound).await;
     others[victim_at].signal("KILL");
     let (successor, taken_over) = owner_other_than(&store, BALANCES, &victim, bound).await;
     let _ = others[victim_at].process.wait();
@@ -537,18 +551,23 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
         "{completed} completed, {compensated} compensated"
     );
     let repeats: i32 = effects.iter().map(|(_, _, attempts)| attempts - 1).sum();
-    // The runs the paused and the killed replica were inside of were finished by another
-    // replica; the paused one, woken, was turned away from its run.
+    // The runs the paused and the killed replica were inside of were resumed by another
+    // replica (a second may take the lease once the first gave it up, find the run
+    // finished and run nothing: the effects above count each piece of work once); the
+    // paused one, woken, was turned away from its run.
     for (run, left_by) in [(&paused_run, "replica-1"), (&killed_run, victim.as_str())] {
         let resumers: Vec<&str> = outputs
             .values()
             .flat_map(|output| facts(output, &format!("payout {run} resumed ")))
             .filter(|line| !line.ends_with(&format!(" by {left_by}")))
             .collect();
-        assert_eq!(
-            resumers.len(),
-            1,
-            "payout {run} left by {left_by}: {resumers:?}"
+        let story: Vec<&str> = outputs
+            .values()
+            .flat_map(|output| facts(output, &format!("payout {run} ")))
+            .collect();
+        assert!(
+            !resumers.is_empty(),
+            "payout {run} left by {left_by} was not resumed elsewhere: {story:?}"
         );
     }
     let turned_away = format!("payout {paused_run} error CONCURRENCY_CONFLICT by replica-1");
@@ -610,7 +629,8 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
     // checkpoint straight to the store, unfenced, once every lease was given up.
     let unfenced = PostgresEventStore::connect_with(
         PostgresStoreOptions::new(format!("{url}?options[replicas.writer]=replica-1"))
-            .with_schema(schema.to_owned()),
+            .with_schema(schema.to_owned())
+            .with_max_connections(1),
     )
     .await
     .unwrap();
