@@ -1,8 +1,9 @@
 //! A small service meant to run as several replicas on one PostgreSQL schema: each replica
 //! is one process with its own [`Replica`], and every replica runs the same four things.
 //!
-//! - Commands: deposits to a few accounts, one `Deposited` event each, its event id the
-//!   command's id, so a command sent again after an unclear failure lands once.
+//! - Commands: deposits to a few accounts, one `Deposited` event each, carrying its
+//!   command's id; a command sent again after an unclear failure sends the same event (the
+//!   same event id), which the store's idempotent retry stores once.
 //! - The [`BALANCES`] projection, exactly once: a `balances` table (one row per account)
 //!   updated in the transaction in which the runner also saves its checkpoint
 //!   ([`PostgresProjectionRunner`]), fenced by the lease of the same name.
@@ -18,8 +19,8 @@
 //!
 //! Each projection belongs to one replica at a time: a replica waits for the projection's
 //! lease, runs the fenced runner while it holds it, and waits again once it is lost. Every
-//! checkpoint write is recorded, in its own transaction, by a trigger on the store's
-//! checkpoint table (`checkpoint_audit`): the writing replica (each connects with the
+//! checkpoint write is recorded in `checkpoint_audit`, in the transaction that writes it,
+//! by a trigger on the store's checkpoint table: the writing replica (each connects with the
 //! setting `replicas.writer` set to its label), the fencing token it wrote with when it says
 //! so, and the lease as it stood then. So anyone can check afterwards that no checkpoint
 //! was written by a replica that did not hold the lease.
@@ -27,7 +28,7 @@
 //! A replica reports what it does on standard output, one line per fact, in a form tests
 //! and the `replicas` example parse: `lease balances taken by replica-2 token 3`,
 //! `lease ledger lost by replica-1 token 1`, `lease balances refused replica-1 token 1:
-//! <error>`, `command replica-3/17 acct-2 58 at 123456`, `payout replica-1/9 completed by
+//! <error>`, `command replica-3/17 acct-2 58 at 123456`, `payout replica-1-10 completed by
 //! replica-1`, `quiesced replica-2 after 40 commands`, `stopped replica-2`.
 
 use std::collections::BTreeMap;
@@ -125,9 +126,10 @@ impl ReplicaOptions {
         }
     }
 
-    /// The options of the store a replica opens: the shared schema, a small pool, short lock waits, and
-    /// an idle transaction ended well within a few leases (a replica paused inside one holds
-    /// its lease's row, and every reader of the cluster, until the server ends it).
+    /// The options of the store a replica opens: the shared schema, a small pool, short
+    /// lock waits, and an idle transaction ended well within a few leases (a replica paused
+    /// inside one holds its lease's row, and every reader of the cluster, until the server
+    /// ends it).
     fn store_options(&self) -> FlextResult<PostgresStoreOptions> {
         if self.label.is_empty()
             || !self
@@ -182,9 +184,9 @@ pub struct Payout {
     pub notification_fails: bool,
 }
 
-/// The work of each payout step and compensation, in the order a completed run does it.
+/// The work a completed payout does, in order.
 pub const COMPLETED_WORK: [&str; 3] = ["hold", "transfer", "notify"];
-/// The work of a run whose notification failed, in order.
+/// The work a payout whose notification failed does, in order.
 pub const COMPENSATED_WORK: [&str; 4] = ["hold", "transfer", "reverse", "release"];
 
 /// One replica of the service: its store and its saga.
@@ -378,8 +380,8 @@ impl Replica {
             account: format!("acct-{}", n % options.accounts.max(1)),
             amount: i64::try_from(n % 97 + 1).unwrap_or(1),
         };
-        // The event's id is the command's: sent again after an unclear failure, the
-        // command finds itself stored and lands once.
+        // The same event, its id included, is sent again after an unclear failure: if the
+        // first try was stored after all, the store's idempotent retry finds it there.
         let event = NewEvent::new(DEPOSITED, JsonPayload::encode(&deposit)?);
         let mut tries = 0;
         let appended = loop {
