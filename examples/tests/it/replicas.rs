@@ -352,6 +352,12 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
     let paused_run = one.inside_a_payout(&store, bound).await;
     one.signal("STOP");
     let paused = Instant::now();
+    // Only what replica-1 reports after its pause tells how it woke.
+    let reported_before = one.output().len();
+    let woken_output = || {
+        let output = one.output();
+        output.get(reported_before..).unwrap_or_default().to_owned()
+    };
     let mut moved = BTreeMap::new();
     for name in [BALANCES, LEDGER] {
         let (owner, _) = owner_other_than(&store, name, "replica-1", bound).await;
@@ -370,7 +376,7 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
     let ended = |name: &str| format!("lease {name} error replica-1 token 1:");
     let woke = Instant::now();
     loop {
-        let output = one.output();
+        let output = woken_output();
         let settled = [BALANCES, LEDGER]
             .iter()
             .all(|name| refused(&output, name) || output.contains(&ended(name)));
@@ -385,7 +391,7 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
     }
     let refusals: Vec<&str> = [BALANCES, LEDGER]
         .into_iter()
-        .filter(|name| refused(&one.output(), name))
+        .filter(|name| refused(&woken_output(), name))
         .collect();
     assert!(
         !refusals.is_empty(),
