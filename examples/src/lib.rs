@@ -9,5 +9,6 @@ pub mod enterprise;
 pub mod management;
 pub mod order_saga;
 pub mod orders;
+pub mod replicas;
 pub mod store_choice;
 pub mod users;

@@ -154,7 +154,7 @@ pub mod stores {
     pub use flext_store_postgres::{
         Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresLeases,
         PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, ProjectionStatus,
-        redact,
+        redact, sqlx,
     };
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{

@@ -65,3 +65,7 @@ pub use lease::{Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresLeases, Pr
 pub use projection::{PostgresProjection, PostgresProjectionRunner};
 pub use redact::redact;
 pub use schema::{PostgresEventStore, PostgresStoreOptions};
+/// The `sqlx` the store is built on. A [`PostgresProjection`] writes its read model with it,
+/// through the transaction it is given, so it must be this very version: a crate that
+/// reaches the store through the facade (and may not depend on sqlx itself) finds it here.
+pub use sqlx;

@@ -7,5 +7,6 @@ mod management;
 mod order_saga;
 mod orders;
 mod programs;
+mod replicas;
 mod saga_processes;
 mod users;

@@ -279,3 +279,71 @@ fn order_saga_prints_its_three_outcomes() {
     }
     assert_eq!(out.matches("charged $150.00").count(), 1, "{out}");
 }
+
+/// Runs `cargo run --example replicas` with `FLEXT_EXAMPLE_POSTGRES_URL` set to `url`, or
+/// with neither PostgreSQL variable set.
+fn replicas_output(url: Option<&str>) -> std::process::Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .args(["run", "--quiet", "--example", "replicas"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("FLEXT_TEST_POSTGRES_URL")
+        .env_remove("FLEXT_EXAMPLE_POSTGRES_URL");
+    if let Some(url) = url {
+        command.env("FLEXT_EXAMPLE_POSTGRES_URL", url);
+    }
+    command.output().expect("cargo can be started")
+}
+
+#[test]
+fn replicas_shows_the_leases_moving_when_their_owner_is_killed() {
+    let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let output = replicas_output(Some(&url));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "lease balances taken by replica-",
+        "balances is owned by replica-",
+        "the owner of balances, on the spot (SIGKILL)",
+        "0 behind",
+        "quiesced replica-",
+        "lease balances released by replica-",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    // The lease moved to another replica within its TTL and a renewal (1.5 s + 0.5 s),
+    // give or take a busy machine's second.
+    let moved = out
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("lease balances moved from "))
+        .unwrap_or_else(|| panic!("the lease did not move:\n{out}"));
+    let (from, rest) = moved.split_once(" to ").unwrap();
+    let (to, rest) = rest.split_once(" in ").unwrap();
+    assert_ne!(from, to, "{out}");
+    let seconds: f64 = rest.split(' ').next().unwrap().parse().unwrap();
+    assert!(seconds < 3.0, "{out}");
+    assert!(
+        out.contains(&format!("Stopping {from}, the owner of balances")),
+        "{out}"
+    );
+    assert!(out.contains("Schema replicas_demo_"), "{out}");
+    assert!(out.contains(" dropped."), "{out}");
+}
+
+#[test]
+fn replicas_without_postgres_says_what_it_needs_and_runs_nothing() {
+    let output = replicas_output(None);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains("set FLEXT_EXAMPLE_POSTGRES_URL"), "{out}");
+    assert!(out.contains("Nothing was run."), "{out}");
+    assert!(!out.contains("replica-"), "{out}");
+}
