@@ -124,14 +124,9 @@ impl Replicas {
         let mut replicas = Self(Vec::new());
         for n in 1..=REPLICAS {
             let mut process = Command::new(&exe)
-                .args([
-                    "--replica",
-                    &n.to_string(),
-                    "--url",
-                    url,
-                    "--schema",
-                    schema,
-                ])
+                .args(["--replica", &n.to_string(), "--schema", schema])
+                // In the environment, not the arguments, which any user can list with `ps`.
+                .env("FLEXT_EXAMPLE_POSTGRES_URL", url)
                 .stdin(Stdio::piped())
                 .spawn()
                 .map_err(|e| FlextError::operation(format!("cannot start replica-{n}: {e}")))?;

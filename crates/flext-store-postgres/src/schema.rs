@@ -546,7 +546,8 @@ impl PostgresEventStore {
         let store = format!("PostgreSQL store {target} ({schema})");
         let bounded = format!(
             "SET search_path TO \"{schema}\"; SET lock_timeout = {millis}; \
-             SET statement_timeout = {millis}",
+             SET statement_timeout = {millis}; \
+             SET default_transaction_isolation = 'read committed'",
             millis = migration_timeout.as_millis()
         );
         let upgraded = match bootstrap.execute(bounded.as_str()).await {

@@ -39,12 +39,13 @@ pub(crate) const SLOT_LIMIT: i64 = 1 << (63 - TRANSACTION_BITS);
 /// The barrier is the lowest transaction id that may still place events, `writers!`; when
 /// no committed event lies at or above the snapshot's `xmin` (the oldest transaction still
 /// running anywhere in the cluster), `xmin` gives the same reads and is cheaper, so the
-/// narrower bound is only worked out when it can show more.
+/// narrower bound is only worked out when it can show more. On a standby (a server in
+/// recovery) the lock table does not show the primary's transactions, so it is `xmin`.
 macro_rules! barrier {
     () => {
         concat!(
-            "((CASE WHEN EXISTS (SELECT 1 FROM flext_events WHERE position >= \
-                 ((pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+            "((CASE WHEN NOT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM flext_events \
+                 WHERE position >= ((pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
                    + (SELECT position_offset FROM flext_positions)) << 20)) \
                THEN ",
             writers!(),
@@ -54,30 +55,35 @@ macro_rules! barrier {
     };
 }
 
-/// The lowest transaction id that may still place events, from the statement's snapshot
-/// and one read of the lock table: the snapshot's `xmax` (every transaction at or above it
-/// is invisible to the statement), or a lower transaction still running at the snapshot,
-/// unless the lock table shows it running and holding no write lock on `flext_events`.
+/// The lowest transaction id that may still place events, from the statement's snapshot,
+/// one read of the lock table and, after it, a look at whether the transactions it found
+/// quiet are still running: the snapshot's `xmax` (every transaction at or above it is
+/// invisible to the statement), or a lower transaction running at the snapshot, unless the
+/// lock table showed it holding its transaction-id lock and no write lock on
+/// `flext_events` and it was still running after the lock table was read.
 ///
 /// Why that skips no event: only the store's append places events, in a statement that
 /// commits by itself, and PostgreSQL locks the table the statement writes before the
 /// statement runs, so before its transaction has an id; the lock is held until the
-/// commit. A transaction running at the snapshot that places events therefore holds the
-/// lock from before the snapshot until it ends. The lock table is read once, its per-backend
-/// ("fast path") table locks before the shared table with the transaction-id locks, so a
-/// transaction it shows running (its transaction-id lock) was running when its table locks
-/// were read, and then held the write lock if it places events. A transaction that ended
-/// between the snapshot and the read counts as a writer (its events, if any, are not in
-/// the snapshot): the next read shows them.
+/// transaction ends. A transaction running at the snapshot that places events therefore
+/// held that lock from before the snapshot. An ending transaction is marked committed or
+/// aborted, and leaves the running set, before it releases any lock; so one still running
+/// after the lock table was read (`pg_xact_status`, evaluated on rows of the read, which
+/// `pg_locks` makes in full before returning the first) held every lock it had while the
+/// table was read, and the read shows a write lock if it places events. Every other
+/// transaction running at the snapshot counts as a writer, also one that ended since (its
+/// events, if any, are not in the snapshot; the next read shows them).
 macro_rules! writers {
     () => {
         "(WITH locks AS MATERIALIZED ( \
              SELECT locktype, relation, transactionid, virtualtransaction, mode, granted \
              FROM pg_locks), \
-           quiet AS ( \
-             SELECT held.transactionid FROM locks held \
+           quiet AS MATERIALIZED ( \
+             SELECT running FROM pg_snapshot_xip(pg_current_snapshot()) running, locks held \
              WHERE held.locktype = 'transactionid' AND held.mode = 'ExclusiveLock' \
-               AND held.granted AND NOT EXISTS ( \
+               AND held.granted \
+               AND held.transactionid = ((running::text::bigint % 4294967296)::text::xid) \
+               AND NOT EXISTS ( \
                  SELECT 1 FROM locks w WHERE w.virtualtransaction = held.virtualtransaction \
                    AND w.locktype = 'relation' AND w.relation = 'flext_events'::regclass \
                    AND w.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', \
@@ -85,8 +91,8 @@ macro_rules! writers {
          SELECT LEAST(pg_snapshot_xmax(pg_current_snapshot())::text::bigint, \
                       MIN(running::text::bigint)) \
          FROM pg_snapshot_xip(pg_current_snapshot()) running \
-         WHERE ((running::text::bigint % 4294967296)::text::xid) \
-               NOT IN (SELECT transactionid FROM quiet WHERE transactionid IS NOT NULL))"
+         WHERE running NOT IN (SELECT q.running FROM quiet q \
+                               WHERE pg_xact_status(q.running) = 'in progress'))"
     };
 }
 

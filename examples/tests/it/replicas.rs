@@ -190,6 +190,31 @@ impl Replica {
         }
     }
 
+    /// Stops the child (SIGSTOP) inside a payout it started, within `within`, and returns
+    /// the run's id. It stops the child first and then checks that the run is unfinished
+    /// (a run can end between a look and a signal on a loaded machine): when it finished,
+    /// the child goes on (SIGCONT) and the next payout is tried.
+    async fn stop_inside_a_payout(&self, store: &PostgresEventStore, within: Duration) -> String {
+        let saga = payout_saga(store, Duration::ZERO).unwrap();
+        let started = Instant::now();
+        loop {
+            let left = within.saturating_sub(started.elapsed());
+            let id = self.inside_a_payout(store, left).await;
+            self.signal("STOP");
+            let records = store
+                .read_stream(&saga.stream_id(&id), 1, 100)
+                .await
+                .unwrap();
+            let finished = records
+                .iter()
+                .any(|r| matches!(&*r.event_type, "SagaCompleted" | "SagaCompensated"));
+            if !finished {
+                return id;
+            }
+            self.signal("CONT");
+        }
+    }
+
     /// Closes the child's controls and waits up to 15 s for it to exit with success.
     async fn stop(&mut self) {
         self.controls = None;
@@ -349,8 +374,7 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Paused past its leases: both move to the others within a TTL and a renewal.
-    let paused_run = one.inside_a_payout(&store, bound).await;
-    one.signal("STOP");
+    let paused_run = one.stop_inside_a_payout(&store, bound).await;
     let paused = Instant::now();
     // Only what replica-1 reports after its pause tells how it woke.
     let reported_before = one.output().len();
@@ -410,19 +434,34 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
             .unwrap(),
     )
     .to_owned();
-    let victim_at = others
-        .iter()
-        .position(|r| r.label == victim)
-        .unwrap_or_else(|| panic!("{victim} owns the balances, not one of the heartbeat replicas"));
-    let killed_run = others[victim_at].inside_a_payout(&store, bound).await;
-    others[victim_at].signal("KILL");
+    // Usually a heartbeat replica; replica-1 when it took the balances back after waking.
+    let victim_of = |replicas: &mut [&mut Replica]| -> usize {
+        replicas
+            .iter()
+            .position(|r| r.label == victim)
+            .unwrap_or_else(|| panic!("{victim} owns the balances but is no replica"))
+    };
+    let killed_run = {
+        let mut all: Vec<&mut Replica> =
+            std::iter::once(&mut one).chain(others.iter_mut()).collect();
+        let at = victim_of(&mut all);
+        let run = all[at].stop_inside_a_payout(&store, bound).await;
+        all[at].signal("KILL");
+        run
+    };
     let (successor, taken_over) = owner_other_than(&store, BALANCES, &victim, bound).await;
-    let _ = others[victim_at].process.wait();
+    {
+        let mut all: Vec<&mut Replica> =
+            std::iter::once(&mut one).chain(others.iter_mut()).collect();
+        let at = victim_of(&mut all);
+        let _ = all[at].process.wait();
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Commands stop; the living replicas finish the payouts and catch up, then stop.
     let mut living: Vec<&mut Replica> = std::iter::once(&mut one)
-        .chain(others.iter_mut().filter(|r| r.label != victim))
+        .chain(others.iter_mut())
+        .filter(|r| r.label != victim)
         .collect();
     for replica in &mut living {
         writeln!(replica.controls.as_mut().unwrap(), "quiesce").unwrap();
@@ -623,20 +662,25 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
         taken_over.as_secs_f64(),
         began.elapsed().as_secs_f64()
     );
+    // A lease moves within a TTL and a renewal (1.33 s here); the bound leaves room for a
+    // loaded machine.
     for (name, (_, after)) in &moved {
-        assert!(*after < TTL * 3, "{name} took {after:?} to move");
+        assert!(*after < TTL * 5, "{name} took {after:?} to move");
     }
     assert!(
-        taken_over < TTL * 3,
+        taken_over < TTL * 5,
         "the balances took {taken_over:?} to move"
     );
 
     // The audit catches a write made without the lease: replica-1 saving the balances'
     // checkpoint straight to the store, unfenced, once every lease was given up.
     let unfenced = PostgresEventStore::connect_with(
-        PostgresStoreOptions::new(format!("{url}?options[replicas.writer]=replica-1"))
-            .with_schema(schema.to_owned())
-            .with_max_connections(1),
+        PostgresStoreOptions::new(format!(
+            "{url}{}options[replicas.writer]=replica-1",
+            if url.contains('?') { '&' } else { '?' }
+        ))
+        .with_schema(schema.to_owned())
+        .with_max_connections(1),
     )
     .await
     .unwrap();

@@ -296,7 +296,8 @@ async fn on_postgres(crash: Crash) {
 /// The saga's unfinished runs once the log shows `expected`, waiting up to 30 s (then
 /// whatever it shows): on PostgreSQL a commit shows to readers of the whole log once every
 /// older append to the store has ended, and the children may still be appending.
-/// (Once the parent sees a record, the children do too: the read barrier never moves back.)
+/// (Once the parent sees a record, the children do too: every event below a barrier a
+/// read has passed is final.)
 async fn unfinished_once(store: &Arc<dyn EventStore>, expected: &[&str]) -> Vec<String> {
     let saga = order_saga(store.clone(), Arc::new(Shop::new(Journal::new(), &[]))).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
