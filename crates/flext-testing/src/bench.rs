@@ -122,19 +122,12 @@ pub fn appends(
     });
     for (baseline, id) in baselines.iter().filter_map(|b| Some((b, b.writers?))) {
         timed(&mut group, rt, id, |round, iters| {
-            let insert = baseline.insert.clone();
-            async move {
-                // Spawned inside the timed future, so the clock runs from the first write.
-                let writers: Vec<_> = (0..WRITERS)
-                    .map(|writer| {
-                        let stream = format!("writers-{round}-{writer}");
-                        tokio::spawn(one_by_one(insert.clone(), stream, iters))
-                    })
-                    .collect();
-                for writer in writers {
-                    writer.await.expect("a writer finishes");
-                }
-            }
+            concurrently(
+                baseline.insert.clone(),
+                format!("writers-{round}"),
+                WRITERS,
+                iters,
+            )
         });
     }
 
@@ -203,24 +196,35 @@ pub fn writers(
                 rt,
                 &format!("{writers}/{label}"),
                 |round, iters| {
-                    let insert = insert.clone();
-                    async move {
-                        // Spawned inside the timed future, so the clock runs from the first write.
-                        let tasks: Vec<_> = (0..writers)
-                            .map(|writer| {
-                                let stream = format!("w{writers}-{round}-{writer}");
-                                tokio::spawn(one_by_one(insert.clone(), stream, iters))
-                            })
-                            .collect();
-                        for task in tasks {
-                            task.await.expect("a writer finishes");
-                        }
-                    }
+                    concurrently(
+                        insert.clone(),
+                        format!("w{writers}-{round}"),
+                        writers,
+                        iters,
+                    )
                 },
             );
         }
     }
     group.finish();
+}
+
+/// `writers` tasks each making `iters` single inserts into a stream of its own
+/// (`{prefix}-{writer}`). Awaited inside the timed future, the tasks are spawned there, so
+/// the clock runs from the first write.
+async fn concurrently(insert: Insert, prefix: String, writers: u64, iters: u64) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|writer| {
+            tokio::spawn(one_by_one(
+                insert.clone(),
+                format!("{prefix}-{writer}"),
+                iters,
+            ))
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a writer finishes");
+    }
 }
 
 /// `count` single inserts into `stream`, one after the other.

@@ -305,22 +305,10 @@ fn facts<'a>(output: &'a str, fact: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_through_a_pause_and_a_kill_agree_with_a_replay_and_write_only_under_their_leases()
  {
-    let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
+    let Some(schema) = DroppedSchema::of_its_own("replicas") else {
         return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = DroppedSchema {
-        url: url.clone(),
-        name: format!(
-            "example_replicas_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000
-        ),
-    };
+    let url = schema.url.clone();
     let dir = Scratch(std::env::temp_dir().join(format!("flext-replicas-{}", schema.name)));
     std::fs::create_dir_all(&dir.0).unwrap();
     // Past the limit the proof's future is dropped, and with it every child (killed).

@@ -260,23 +260,8 @@ async fn two_processes_resuming_through_postgres_leases_run_each_compensation_on
 /// earlier run left, dropped however the test ends) with the store spec naming it; `None`
 /// (skipped) without a test server.
 fn on_a_schema_of_its_own(what: &str) -> Option<(Scratch, DroppedSchema, String)> {
-    let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
-        return None;
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let schema = DroppedSchema {
-        url: url.clone(),
-        name: format!(
-            "example_{what}_{}_{}",
-            std::process::id(),
-            nanos % 1_000_000_000_000
-        ),
-    };
-    let spec = format!("postgres:{url}#{}", schema.name);
+    let schema = DroppedSchema::of_its_own(what)?;
+    let spec = format!("postgres:{}#{}", schema.url, schema.name);
     Some((Scratch::new(what), schema, spec))
 }
 
@@ -499,6 +484,29 @@ impl Drop for Spawned {
 pub(crate) struct DroppedSchema {
     pub(crate) url: String,
     pub(crate) name: String,
+}
+
+impl DroppedSchema {
+    /// A schema of its own for the test `what` on `FLEXT_TEST_POSTGRES_URL`'s server,
+    /// named for the test, this process and the moment (`example_{what}_…`, which the CI
+    /// script drops if a run leaves it behind); `None`, saying the test is skipped, when
+    /// the variable is unset.
+    pub(crate) fn of_its_own(what: &str) -> Option<Self> {
+        let Ok(url) = std::env::var("FLEXT_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: FLEXT_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!(
+            "example_{what}_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000_000
+        );
+        Some(Self { url, name })
+    }
 }
 
 impl Drop for DroppedSchema {
