@@ -632,3 +632,44 @@ async fn opening_a_store_waits_for_no_append() {
     open_append.execute("COMMIT").await.unwrap();
     assert_eq!(reopened.read_stream("held", 1, 10).await.unwrap().len(), 1);
 }
+
+/// A subscription sees commits that waited above the read barrier soon after the older
+/// append holding them back ends, though nothing notifies then (the older one committed
+/// outside the store) and polling is off: while committed events wait above the barrier,
+/// the head keeper reads again, 5 ms after, doubling to 250 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_held_above_the_barrier_reach_a_subscription_without_polling() {
+    let Some(url) = url("chase") else {
+        return;
+    };
+    let options = PostgresStoreOptions::new(url)
+        .with_schema(schema_name())
+        .with_poll_interval(Duration::from_secs(3600));
+    let store = PostgresEventStore::connect_with(options).await.unwrap();
+    let mut tail = store.subscribe(1).await.unwrap();
+    let delivered = tokio::spawn(async move {
+        let first = tail.next().await.unwrap().unwrap();
+        let second = tail.next().await.unwrap().unwrap();
+        [first.position, second.position]
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let held = hold(store.clone(), "held".to_owned(), vec![event(json!("held"))]).await;
+    let later = store
+        .append(
+            "later",
+            ExpectedVersion::NoStream,
+            vec![event(json!("later"))],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!delivered.is_finished(), "nothing passes the open append");
+    held.await;
+    let positions = tokio::time::timeout(Duration::from_secs(5), delivered)
+        .await
+        .expect("the keeper found the commits once the barrier moved")
+        .unwrap();
+    assert!(positions[0] < later.first_position);
+    assert_eq!(positions[1], later.first_position);
+}
