@@ -5,7 +5,8 @@
 //! this process, every event is in the at-least-once read model, every payout run finished
 //! once with each piece of its work applied once, and the audit of every checkpoint write
 //! shows it was made under the lease then current: the paused process, which watches its
-//! leases only through their fences, had its writes refused on waking.
+//! leases only through their fences, wrote nothing more under them on waking (its next
+//! fenced write refused, or the transaction it was paused in ended by the server).
 //!
 //! The processes are this test binary run again as `replicas::replica_child`, told by
 //! environment variables who to be; their reports go to files. Standard input is each
@@ -401,15 +402,15 @@ async fn proof(url: &str, schema: &str, dir: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Which way each lease ended for the woken replica depends on where the pause caught
+    // it: outside a transaction, its next fenced write is refused; inside one (a runner's
+    // batch, a checkpoint write), the server has ended that transaction after the replicas'
+    // idle timeout, so a paused owner never blocks the new one. Either way it wrote nothing
+    // more under the lease, which the audit below checks whichever it was.
     let refusals: Vec<&str> = [BALANCES, LEDGER]
         .into_iter()
         .filter(|name| refused(&woken_output(), name))
         .collect();
-    assert!(
-        !refusals.is_empty(),
-        "no fenced write of the paused replica was refused:\n{}",
-        one.output()
-    );
 
     // The owner of the balances dies mid-run; another replica takes over.
     tokio::time::sleep(Duration::from_millis(500)).await;
