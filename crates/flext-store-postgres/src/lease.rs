@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::PostgresEventStore;
 use crate::schema::DATABASE;
-use crate::tables::{HEAD_POSITION, SAVE_CHECKPOINT};
+use crate::tables::{HEAD_POSITION, SAVE_CHECKPOINT, STATEMENTS};
 
 /// How a [`Lease`] is held: for how long each renewal keeps it ([`ttl`](Self::ttl)), how
 /// often it is renewed and a waiting process tries to take it
@@ -395,15 +395,7 @@ impl CheckpointStore for FencedCheckpoints {
     }
 
     async fn reset(&self, name: &str) -> FlextResult<()> {
-        self.write(
-            name,
-            None,
-            &[
-                "DELETE FROM flext_checkpoints WHERE name = $1",
-                "DELETE FROM flext_dead_letters WHERE name = $1",
-            ],
-        )
-        .await
+        self.write(name, None, &STATEMENTS.reset).await
     }
 }
 

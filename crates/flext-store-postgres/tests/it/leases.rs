@@ -15,7 +15,9 @@ use flext_store_postgres::{
     LeaseConfig, PostgresEventStore, PostgresProjection, PostgresProjectionRunner,
     PostgresStoreOptions,
 };
-use flext_types::{ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent, StoredEvent};
+use flext_types::{
+    DeadLetter, ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent, StoredEvent,
+};
 use sqlx::{Postgres, Transaction};
 
 const TTL: Duration = Duration::from_millis(300);
@@ -270,6 +272,20 @@ async fn a_paused_owner_writes_no_plain_checkpoint_after_its_lease_is_lost_pg() 
     let current = b.fenced_checkpoints(next.fence());
     current.save_checkpoint("plain", 30).await.unwrap();
     assert_eq!(b.load_checkpoint("plain").await.unwrap(), Some(30));
+    // The holder's reset forgets the checkpoint and the dead letters.
+    let letter = DeadLetter {
+        position: 31,
+        event_id: uuid::Uuid::now_v7(),
+        stream_id: "Tick-1".to_owned(),
+        event_type: "Tick".to_owned(),
+        attempts: 1,
+        error: FlextError::validation("poison"),
+        parked_behind: None,
+    };
+    b.add_dead_letter("plain", letter).await.unwrap();
+    current.reset("plain").await.unwrap();
+    assert_eq!(b.load_checkpoint("plain").await.unwrap(), None);
+    assert!(b.dead_letters("plain").await.unwrap().is_empty());
 }
 
 #[tokio::test]
