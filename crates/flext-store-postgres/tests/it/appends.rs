@@ -403,22 +403,7 @@ async fn stored_positions_ahead_of_the_transaction_ids_are_moved_past_on_open() 
         .append("before", ExpectedVersion::NoStream, vec![event(json!(1))])
         .await
         .unwrap();
-    let ahead: i64 = sqlx::query_scalar(
-        "SELECT ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000) << 20) + 1",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO flext_events (event_id, stream_id, version, position, event_type, \
-         schema_version, payload, metadata, recorded_at) \
-         VALUES ($1::uuid, 'restored', 1, $2, 'Noted', 1, '1', '{}', now())",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(ahead)
-    .execute(store.pool())
-    .await
-    .unwrap();
+    let ahead = crate::restore_ahead(&mut store.pool().acquire().await.unwrap()).await;
     let error = store
         .append("after", ExpectedVersion::NoStream, vec![event(json!(2))])
         .await

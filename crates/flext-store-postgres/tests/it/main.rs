@@ -38,3 +38,26 @@ pub(crate) async fn fresh(test: &str) -> Option<PostgresEventStore> {
             .expect("the test server is reachable"),
     )
 }
+
+/// Inserts, on `connection` (in its transaction, if it has one), an event of stream
+/// `restored` at a position far ahead of what the cluster's transaction ids give, as a
+/// dump restored from another cluster leaves; returns that position.
+pub(crate) async fn restore_ahead(connection: &mut sqlx::PgConnection) -> i64 {
+    let ahead: i64 = sqlx::query_scalar(
+        "SELECT ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000) << 20) + 1",
+    )
+    .fetch_one(&mut *connection)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO flext_events (event_id, stream_id, version, position, event_type, \
+         schema_version, payload, metadata, recorded_at) \
+         VALUES ($1::uuid, 'restored', 1, $2, 'Noted', 1, '1', '{}', now())",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(ahead)
+    .execute(&mut *connection)
+    .await
+    .unwrap();
+    ahead
+}

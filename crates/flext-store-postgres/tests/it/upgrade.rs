@@ -571,22 +571,7 @@ async fn an_event_restored_during_an_open_is_passed_at_the_next_open() {
     );
 
     old.execute("BEGIN").await.unwrap();
-    let ahead: i64 = sqlx::query_scalar(
-        "SELECT ((pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000) << 20) + 1",
-    )
-    .fetch_one(&mut old)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO flext_events (event_id, stream_id, version, position, event_type, \
-         schema_version, payload, metadata, recorded_at) \
-         VALUES ($1::uuid, 'restored', 1, $2, 'Noted', 1, '1', '{}', now())",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(ahead)
-    .execute(&mut old)
-    .await
-    .unwrap();
+    let ahead = crate::restore_ahead(&mut old).await;
     let store = tokio::time::timeout(
         Duration::from_secs(5),
         PostgresEventStore::connect_with(options.clone()),
