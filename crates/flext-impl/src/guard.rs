@@ -5,6 +5,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+pub(crate) use flext_types::panic_message;
 use flext_types::{FlextError, FlextResult};
 use futures_util::FutureExt;
 
@@ -42,17 +43,6 @@ pub(crate) fn panic_error(payload: &(dyn Any + Send)) -> FlextError {
         "Handler execution failed: {}",
         panic_message(payload)
     ))
-}
-
-/// The text of a panic payload (`panic!("…")` gives a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
 }
 
 /// Runs the synchronous `call`; if it panics, returns the same `OPERATION_ERROR` as

@@ -3,13 +3,12 @@
 //! checkpoint is saved, in one transaction the store's [`TransactionalTarget`] opens and
 //! commits.
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use async_trait::async_trait;
 use flext_protocols::EventStore;
-use flext_types::{FlextError, FlextResult, StoredEvent};
+use flext_types::{FlextError, FlextResult, StoredEvent, panic_message};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
@@ -293,16 +292,5 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
             "event_id": event.event_id,
         }))
         .with_source(error)
-    }
-}
-
-/// The text of a panic payload.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
     }
 }

@@ -239,6 +239,23 @@ impl fmt::Display for RemoteSource {
 
 impl StdError for RemoteSource {}
 
+/// The text of a panic payload (`panic!("…")` gives a `&str` or a `String`), for the
+/// errors that code catching a panic returns in its place.
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+/// assert_eq!(flext_types::panic_message(payload.as_ref()), "boom 7");
+/// ```
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

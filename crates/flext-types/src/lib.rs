@@ -44,7 +44,7 @@ mod records;
 pub mod serde_helpers;
 
 pub use config::{ConfigSource, HandlerConfig};
-pub use error::{FlextError, FlextResult};
+pub use error::{FlextError, FlextResult, panic_message};
 pub use flext_constants::ErrorCode;
 pub use message::MessageMetadata;
 pub use metrics::{
