@@ -101,7 +101,7 @@ pub mod Types {
         AppendResult, ConfigSource, DeadLetter, EventMetadata, ExpectedVersion, FlextError,
         FlextResult, HandlerConfig, HandlerMetrics, JsonPayload, LatencySummary, MessageMetadata,
         MetricSample, MetricSet, MetricValue, NewEvent, PerformanceProfile, ResultExt, SizeSummary,
-        Snapshot, StoredEvent, combine, first_success, short_type_name, traverse,
+        Snapshot, StoredEvent, combine, first_success, panic_message, short_type_name, traverse,
     };
 }
 
