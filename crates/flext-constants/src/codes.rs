@@ -35,6 +35,9 @@ wire_enum! {
         CircuitOpen => "FLEXT_2004",
         /// A rate limiter or bulkhead rejected the call.
         RateLimited => "FLEXT_2005",
+        /// A broker or a remote service could not be reached (a connection down, no
+        /// answer to a request that was never taken).
+        Unavailable => "FLEXT_2006",
         /// A request failed validation.
         ValidationError => "FLEXT_3001",
         /// A request was not authorized.
@@ -58,6 +61,7 @@ impl ErrorCode {
             Self::SerializationError => "SERIALIZATION_ERROR",
             Self::CircuitOpen => "CIRCUIT_OPEN",
             Self::RateLimited => "RATE_LIMITED",
+            Self::Unavailable => "UNAVAILABLE",
             Self::ValidationError => "VALIDATION_ERROR",
             Self::AuthorizationDenied => "AUTHORIZATION_DENIED",
         }

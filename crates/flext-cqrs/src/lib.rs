@@ -88,6 +88,7 @@ mod event;
 mod metrics;
 mod middleware;
 mod query;
+mod remote;
 mod routes;
 
 pub use command::CommandBus;
@@ -108,3 +109,4 @@ pub use metrics::{
 };
 pub use middleware::{AuthorizationMiddleware, TimeoutMiddleware, ValidationMiddleware};
 pub use query::QueryBus;
+pub use remote::RemoteHandlers;

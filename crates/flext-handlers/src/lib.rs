@@ -53,6 +53,9 @@
 //! - `postgres`: `stores::PostgresEventStore`, the same stores on PostgreSQL,
 //!   `stores::PostgresProjectionRunner`, and leases (`stores::Lease`, `stores::Fence`)
 //!   giving each projection one owner among replicas.
+//! - `nats`: `nats::NatsRelay` (a store's log to NATS JetStream), `nats::NatsConsumer`
+//!   (durable consumers applying each event once, in order per stream) and remote
+//!   commands and queries (`nats::NatsTransport`, `nats::NatsWorker`).
 //! - `full`: every adapter.
 //!
 //! Each store passes the same conformance suite as
@@ -112,7 +115,8 @@ pub mod Protocols {
         Aggregate, AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith,
         BoxHandler, BoxLease, CheckpointStore, Command, Event, EventStore, EventStream,
         HandleFuture, Handler, HeldLease, Leases, MetricsSource, Middleware, Next, Projection,
-        Query, SharedMiddleware, SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
+        Query, RemoteCall, RemoteDispatch, RemoteKind, RemoteTransport, SharedMiddleware,
+        SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
     };
 }
 
@@ -140,9 +144,10 @@ pub mod CQRS {
         DeadLetterPolicy, DeadLetterRetry, Delivery, DeliveryFailure, Dispatch, DispatchContext,
         DispatchOutput, Envelope, ErrorClass, EventBus, EventBusMetrics, EventMetrics, EventRelay,
         Executed, InMemoryEventStore, Loaded, MessageKind, MessageTypeMetrics, ProjectionConfig,
-        ProjectionProgress, ProjectionRunner, PublishReport, QueryBus, QueryBusMetrics, Repository,
-        RepositoryConfig, SubscriberInfo, SubscriptionId, TRANSIENT_BY_DEFAULT, TimeoutMiddleware,
-        Upcasters, ValidationMiddleware, current_metadata, with_current_metadata,
+        ProjectionProgress, ProjectionRunner, PublishReport, QueryBus, QueryBusMetrics,
+        RemoteHandlers, Repository, RepositoryConfig, SubscriberInfo, SubscriptionId,
+        TRANSIENT_BY_DEFAULT, TimeoutMiddleware, Upcasters, ValidationMiddleware, current_metadata,
+        with_current_metadata,
     };
 }
 
@@ -159,6 +164,17 @@ pub mod stores {
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{
         SqliteEventStore, SqliteProjection, SqliteProjectionRunner, SqliteStoreOptions,
+    };
+}
+
+/// The buses on NATS JetStream (feature `nats`): the relay of a store's log to a
+/// JetStream stream, durable consumers that apply each event once in per-stream order,
+/// and remote commands and queries over request/reply with queue groups.
+#[cfg(feature = "nats")]
+pub mod nats {
+    pub use flext_bus_nats::{
+        ConsumerConfig, DeliveryPolicy, EventSink, EventStreams, NatsConsumer, NatsRelay,
+        NatsTransport, NatsWorker, VersionedSink, async_nats, codec, remote,
     };
 }
 

@@ -198,6 +198,30 @@ impl Deadline {
         })
     }
 
+    /// When the deadline in force around the call being polled passes — the earliest of
+    /// those it runs under ([`Deadline::run`], a handler core's timeout, the buses' timeout
+    /// middleware) — or `None` outside every deadline. A call that hands work to another
+    /// process (a remote command) sends it along, so the work stops when the caller does.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flext_impl::{Deadline, DeadlineSubject};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// assert!(Deadline::current().is_none());
+    /// let start = tokio::time::Instant::now();
+    /// let seen = Deadline::new(Duration::from_millis(50))
+    ///     .run(DeadlineSubject::Call, async { Ok(Deadline::current()) })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(seen, Some(start + Duration::from_millis(50)));
+    /// # }
+    /// ```
+    pub fn current() -> Option<tokio::time::Instant> {
+        race::current()
+    }
+
     /// The `TIMEOUT` error of this deadline passing on `subject`.
     pub fn timed_out(&self, subject: DeadlineSubject<'_>) -> FlextError {
         let limit_ms = u64::try_from(self.limit.as_millis()).unwrap_or(u64::MAX);

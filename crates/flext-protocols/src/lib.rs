@@ -19,6 +19,8 @@
 //!   serialized records of `flext-types`), [`Aggregate`] and [`Projection`].
 //! - [`Leases`] and [`HeldLease`]: one owner at a time for named work (a saga run, a
 //!   projection) among processes sharing a store.
+//! - [`RemoteTransport`] and [`RemoteDispatch`]: commands and queries handled in another
+//!   process ([`RemoteCall`]), the buses on one side and a transport adapter on the other.
 //!
 //! ```
 //! use flext_protocols::{async_trait, Handler};
@@ -50,6 +52,7 @@ mod lease;
 mod message;
 mod metrics;
 mod middleware;
+mod remote;
 mod verdict;
 
 pub use async_trait::async_trait;
@@ -61,6 +64,7 @@ pub use lease::{BoxLease, HeldLease, Leases};
 pub use message::{Command, Event, Query};
 pub use metrics::MetricsSource;
 pub use middleware::{Middleware, Next, SharedMiddleware};
+pub use remote::{RemoteCall, RemoteDispatch, RemoteKind, RemoteTransport};
 pub use verdict::{
     AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith, Validator, Verdict,
     authorizer_fn, authorizer_with,

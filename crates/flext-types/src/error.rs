@@ -97,6 +97,11 @@ impl FlextError {
         Self::new(ErrorCode::SerializationError, message)
     }
 
+    /// A broker or remote service could not be reached (`UNAVAILABLE`).
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
     /// The error's code.
     pub fn code(&self) -> ErrorCode {
         self.code

@@ -25,12 +25,13 @@ pub enum ErrorClass {
     Stop,
 }
 
-/// The error codes [`ErrorClass::of`] calls transient: `STORAGE_ERROR`, `TIMEOUT` and
-/// `RATE_LIMITED`.
-pub const TRANSIENT_BY_DEFAULT: [ErrorCode; 3] = [
+/// The error codes [`ErrorClass::of`] calls transient: `STORAGE_ERROR`, `TIMEOUT`,
+/// `RATE_LIMITED` and `UNAVAILABLE`.
+pub const TRANSIENT_BY_DEFAULT: [ErrorCode; 4] = [
     ErrorCode::StorageError,
     ErrorCode::Timeout,
     ErrorCode::RateLimited,
+    ErrorCode::Unavailable,
 ];
 
 impl ErrorClass {

@@ -275,6 +275,11 @@ fn end<O>(
     })
 }
 
+/// When the nearest deadline around the call being polled passes, if one is in force.
+pub(crate) fn current() -> Option<Instant> {
+    SCOPE.try_with(|scope| scope.get().at).ok()
+}
+
 /// Tells the enclosing scope, if any, that the handler core `core` (its address) recorded
 /// its call's outcome, which stands: a deadline around it returns the same outcome unless
 /// it passes after this, and a wrapper of that handler does not record it again.

@@ -123,13 +123,14 @@ impl RetryConfig {
 type Predicate = Arc<dyn Fn(&FlextError) -> bool + Send + Sync>;
 
 /// The error codes [`Retry`] tries again on unless told otherwise: passing failures
-/// (`TIMEOUT`, `CONCURRENCY_CONFLICT`, `STORAGE_ERROR`, `RATE_LIMITED`), never a rejection
-/// such as `VALIDATION_ERROR`.
-pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 4] = [
+/// (`TIMEOUT`, `CONCURRENCY_CONFLICT`, `STORAGE_ERROR`, `RATE_LIMITED`, `UNAVAILABLE`),
+/// never a rejection such as `VALIDATION_ERROR`.
+pub const RETRYABLE_BY_DEFAULT: [ErrorCode; 5] = [
     ErrorCode::Timeout,
     ErrorCode::ConcurrencyConflict,
     ErrorCode::StorageError,
     ErrorCode::RateLimited,
+    ErrorCode::Unavailable,
 ];
 
 /// Runs a call again when it fails with an error worth retrying, waiting longer each time

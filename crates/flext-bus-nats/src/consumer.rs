@@ -1,0 +1,965 @@
+//! [`NatsConsumer`]: a durable pull consumer that applies each event once, in version
+//! order per stream, with retries, dead letters and lag metrics.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind, Message};
+use flext_protocols::{CheckpointStore, MetricsSource};
+use flext_types::{FlextError, FlextResult, MetricSet, MetricValue, StoredEvent};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::codec::{self, escape, header, subject_token};
+use crate::error::nats_error;
+use crate::sink::EventSink;
+use crate::streams::EventStreams;
+
+/// How a consumer retries an event whose handling failed, set in one place so the server's
+/// settings and the consumer's agree:
+///
+/// - `max_deliver`: deliveries of an event before it goes to the dead-letter stream;
+/// - `backoff`: the wait before the next delivery after the n-th failure (`Nak` with that
+///   delay; the last entry repeats). The consumer never sets the server's own `BackOff`,
+///   whose first entry would silently replace the ack wait;
+/// - `ack_wait`: how long a delivery may go unanswered before the server gives it to
+///   another consumer — the bound on a takeover after a consumer dies. A live consumer
+///   extends it (`+WPI`) every third of it for every event it holds, so a slow handler or
+///   an event waiting for its predecessor is not taken from it.
+///
+/// The server's `MaxDeliver` is `max_deliver + 1`: a delivery past `max_deliver` (the
+/// consumer that had the last one died handling it) goes to the dead-letter stream without
+/// running, so no event is dropped by the server unseen.
+///
+/// ```
+/// use std::time::Duration;
+/// use flext_bus_nats::DeliveryPolicy;
+///
+/// let policy = DeliveryPolicy::new(4, Duration::from_secs(10))?
+///     .with_backoff(vec![Duration::from_millis(100), Duration::from_secs(1)])?;
+/// assert_eq!(policy.delay_after(1), Duration::from_millis(100));
+/// assert_eq!(policy.delay_after(3), Duration::from_secs(1));
+/// assert!(DeliveryPolicy::new(0, Duration::from_secs(10)).is_err());
+/// # Ok::<(), flext_types::FlextError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    max_deliver: u32,
+    ack_wait: Duration,
+    backoff: Vec<Duration>,
+}
+
+impl DeliveryPolicy {
+    /// At most `max_deliver` deliveries (1 to 10 000), an ack wait of `ack_wait` (100 ms to
+    /// 1 hour), and a backoff of 1 s doubling to 30 s.
+    pub fn new(max_deliver: u32, ack_wait: Duration) -> FlextResult<Self> {
+        if !(1..=10_000).contains(&max_deliver) {
+            return Err(FlextError::invalid_argument(format!(
+                "max_deliver must be 1 to 10000, got {max_deliver}"
+            )));
+        }
+        if ack_wait < Duration::from_millis(100) || ack_wait > Duration::from_secs(3600) {
+            return Err(FlextError::invalid_argument(format!(
+                "ack_wait must be 100 ms to 1 hour, got {ack_wait:?}"
+            )));
+        }
+        Ok(Self {
+            max_deliver,
+            ack_wait,
+            backoff: [1, 2, 4, 8, 16, 30]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+        })
+    }
+
+    /// Waits `delays[n - 1]` after the n-th failure (the last entry repeats). At least one
+    /// delay, each 1 ms to 1 hour.
+    pub fn with_backoff(mut self, delays: Vec<Duration>) -> FlextResult<Self> {
+        if delays.is_empty() {
+            return Err(FlextError::invalid_argument(
+                "backoff needs at least one delay (a Nak without a delay redelivers at once)",
+            ));
+        }
+        if let Some(bad) = delays
+            .iter()
+            .find(|d| **d < Duration::from_millis(1) || **d > Duration::from_secs(3600))
+        {
+            return Err(FlextError::invalid_argument(format!(
+                "every backoff delay must be 1 ms to 1 hour, got {bad:?}"
+            )));
+        }
+        self.backoff = delays;
+        Ok(self)
+    }
+
+    /// The deliveries of an event before it is dead-lettered.
+    pub fn max_deliver(&self) -> u32 {
+        self.max_deliver
+    }
+
+    /// The ack wait.
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
+    }
+
+    /// The wait before the next delivery after the `failures`-th failure (from 1).
+    pub fn delay_after(&self, failures: u32) -> Duration {
+        let i = (failures.max(1) as usize - 1).min(self.backoff.len() - 1);
+        self.backoff[i]
+    }
+}
+
+impl Default for DeliveryPolicy {
+    /// 5 deliveries, 30 s ack wait, 1 s doubling to 30 s.
+    fn default() -> Self {
+        Self {
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            backoff: [1, 2, 4, 8, 16, 30]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+        }
+    }
+}
+
+/// The settings of a [`NatsConsumer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    durable: String,
+    category: Option<String>,
+    policy: DeliveryPolicy,
+    partitions: usize,
+    max_ack_pending: usize,
+    batch: usize,
+    heartbeat: Duration,
+}
+
+impl ConsumerConfig {
+    /// A consumer durable under `durable` (letters, digits, `_`, `-`): the subscriber
+    /// group's name; processes that run it share its events and take over from each other.
+    pub fn new(durable: impl Into<String>) -> FlextResult<Self> {
+        let durable = durable.into();
+        if durable.is_empty()
+            || !durable
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(FlextError::invalid_argument(format!(
+                "Invalid durable name {durable:?}: use 1 or more ASCII letters, digits, '_' or '-'"
+            )));
+        }
+        Ok(Self {
+            durable,
+            category: None,
+            policy: DeliveryPolicy::default(),
+            partitions: 4,
+            max_ack_pending: 1024,
+            batch: 128,
+            heartbeat: Duration::from_secs(5),
+        })
+    }
+
+    /// Reads only the streams of one category (`"{category}-…"`); by default every
+    /// category. The consumer reads whole streams (every event type of them), which is
+    /// what lets it tell a version that is missing from one it will never see.
+    #[must_use]
+    pub fn for_category(mut self, category: impl Into<String>) -> Self {
+        self.category = Some(category.into());
+        self
+    }
+
+    /// The retry policy.
+    #[must_use]
+    pub fn with_policy(mut self, policy: DeliveryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How many streams this process applies at once (4 by default; 1 to 256): each stream
+    /// belongs to one partition (a hash of its id), and a partition applies one event at a
+    /// time.
+    pub fn with_partitions(mut self, partitions: usize) -> FlextResult<Self> {
+        if !(1..=256).contains(&partitions) {
+            return Err(FlextError::invalid_argument(format!(
+                "partitions must be 1 to 256, got {partitions}"
+            )));
+        }
+        self.partitions = partitions;
+        Ok(self)
+    }
+
+    /// At most this many events delivered and not yet acknowledged, over all the processes
+    /// of the group (1 024 by default, at least 1): the server stops delivering past it,
+    /// which bounds a slow consumer's memory.
+    pub fn with_max_ack_pending(mut self, max: usize) -> FlextResult<Self> {
+        if max == 0 {
+            return Err(FlextError::invalid_argument(
+                "max_ack_pending must be at least 1, got 0",
+            ));
+        }
+        self.max_ack_pending = max;
+        self.batch = self.batch.min(max);
+        Ok(self)
+    }
+
+    /// How often the server sends a heartbeat on an idle pull (5 s by default, 100 ms to
+    /// 30 s); two missed heartbeats and the pull is rebuilt.
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> FlextResult<Self> {
+        if heartbeat < Duration::from_millis(100) || heartbeat > Duration::from_secs(30) {
+            return Err(FlextError::invalid_argument(format!(
+                "heartbeat must be 100 ms to 30 s, got {heartbeat:?}"
+            )));
+        }
+        self.heartbeat = heartbeat;
+        Ok(self)
+    }
+
+    /// The durable name.
+    pub fn durable(&self) -> &str {
+        &self.durable
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &DeliveryPolicy {
+        &self.policy
+    }
+}
+
+/// Applies the events of an [`EventStreams`] layout to an [`EventSink`] through a durable
+/// JetStream pull consumer: each event once by its effects, in version order per stream,
+/// whatever JetStream repeats or reorders.
+///
+/// - **Durable.** The consumer is named by [`ConsumerConfig::new`]; a restarted process
+///   resumes from the server's ack floor. A consumer deleted on the server is created
+///   again: from the ack floor last saved in the floor store when one is set
+///   ([`with_floor_store`](NatsConsumer::with_floor_store)), else from the stream's
+///   start (the version gate drops what was applied).
+/// - **Acknowledged after the effect.** An event is acknowledged once the sink applied it
+///   (or it was a duplicate). A handler's failure is answered with a `Nak` delayed by the
+///   [`DeliveryPolicy`]; after `max_deliver` deliveries the event is copied to the
+///   dead-letter stream (subject `{dead-letter prefix}.{durable}.{category}.{type}`, its
+///   headers plus the error's code and message, the deliveries, the consumer, the
+///   original subject and sequence), passed in the sink, and terminated. An event that
+///   does not decode goes there at once.
+/// - **In order per stream.** The sink's [`applied_version`](EventSink::applied_version)
+///   is the gate: an older version is acknowledged as a duplicate, the next one is
+///   applied, a later one waits (held, its ack wait extended) until its predecessor is
+///   applied here or by another process of the group. Streams are spread over
+///   partitions by a hash of their id; each applies one event at a time, the partitions
+///   run at once, and a poisoned stream holds up only its own later events.
+/// - **Watched.** The pull asks for heartbeats; a missing heartbeat, a deleted consumer or
+///   a lost connection rebuilds it. Every second the consumer reads the server's view
+///   (pending, ack pending, redelivered), which its [`MetricsSource`] shows with its own
+///   counts.
+pub struct NatsConsumer {
+    jetstream: jetstream::Context,
+    streams: EventStreams,
+    config: ConsumerConfig,
+    sink: Arc<dyn EventSink>,
+    floor: Option<Arc<dyn CheckpointStore>>,
+    counters: Arc<Counters>,
+}
+
+/// What a consumer has done and what the server last said about it.
+#[derive(Debug, Default)]
+struct Counters {
+    delivered: AtomicU64,
+    applied: AtomicU64,
+    duplicates: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    held: AtomicU64,
+    rebuilds: AtomicU64,
+    pending: AtomicU64,
+    ack_pending: AtomicU64,
+    redelivered: AtomicU64,
+}
+
+impl NatsConsumer {
+    /// A consumer of `streams`' events, set by `config`, applying them to `sink`.
+    pub fn new(
+        jetstream: jetstream::Context,
+        streams: EventStreams,
+        config: ConsumerConfig,
+        sink: Arc<dyn EventSink>,
+    ) -> Self {
+        Self {
+            jetstream,
+            streams,
+            config,
+            sink,
+            floor: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Saves the server's ack floor in `store` (under `"nats/{stream}/{durable}"`) each
+    /// second, so a consumer deleted on the server is created again from there rather than
+    /// from the stream's start.
+    #[must_use]
+    pub fn with_floor_store(mut self, store: Arc<dyn CheckpointStore>) -> Self {
+        self.floor = Some(store);
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    fn floor_key(&self) -> String {
+        format!("nats/{}/{}", self.streams.stream(), self.config.durable)
+    }
+
+    /// Consumes until `shutdown` completes; then the events it holds unapplied are handed
+    /// back to the server (`Nak`, for the group's other processes) and it returns. Broker
+    /// failures are waited out (the pull is rebuilt); the error of a consumer that cannot
+    /// be created at the start (the stream is missing, the server unreachable) is returned.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> FlextResult<()> {
+        let mut shutdown = pin!(shutdown);
+        let mut consumer = self.consumer().await?;
+        let partitions: Vec<Arc<Partition>> = (0..self.config.partitions)
+            .map(|_| Arc::new(Partition::default()))
+            .collect();
+        let workers = partitions
+            .iter()
+            .map(|partition| {
+                let worker = Worker {
+                    partition: Arc::clone(partition),
+                    sink: Arc::clone(&self.sink),
+                    jetstream: self.jetstream.clone(),
+                    dead_letter_prefix: self.streams.dead_letter_prefix().to_owned(),
+                    subject_prefix: self.streams.subject_prefix().to_owned(),
+                    durable: self.config.durable.clone(),
+                    policy: self.config.policy.clone(),
+                    counters: Arc::clone(&self.counters),
+                    streams: HashMap::new(),
+                };
+                tokio::spawn(worker.run())
+            })
+            .collect::<Vec<_>>();
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pause = Duration::from_millis(100);
+        'pulls: loop {
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(self.config.batch)
+                .heartbeat(self.config.heartbeat)
+                .expires(self.config.heartbeat * 6)
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(durable = %self.config.durable, %error, "pull not started");
+                    tokio::select! {
+                        () = &mut shutdown => break 'pulls,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    consumer = match self.consumer().await {
+                        Ok(c) => c,
+                        Err(_) => continue 'pulls,
+                    };
+                    continue 'pulls;
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break 'pulls,
+                    _ = watch.tick() => self.watch(&mut consumer).await,
+                    next = messages.next() => match next {
+                        Some(Ok(message)) => {
+                            pause = Duration::from_millis(100);
+                            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                            let slot = partition_of(message.headers.as_ref(), partitions.len());
+                            partitions[slot].push(message);
+                        }
+                        other => {
+                            self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
+                            if let Some(Err(error)) = other {
+                                tracing::warn!(durable = %self.config.durable, %error, "pull rebuilt");
+                            }
+                            tokio::select! {
+                                () = &mut shutdown => break 'pulls,
+                                () = tokio::time::sleep(pause) => {}
+                            }
+                            pause = (pause * 2).min(Duration::from_secs(5));
+                            if let Ok(c) = self.consumer().await {
+                                consumer = c;
+                            }
+                            continue 'pulls;
+                        }
+                    },
+                }
+            }
+        }
+        for partition in &partitions {
+            partition.stop();
+        }
+        for worker in workers {
+            let _ended = worker.await;
+        }
+        Ok(())
+    }
+
+    /// The durable consumer, created when missing (from the saved ack floor when there is
+    /// one).
+    async fn consumer(&self) -> FlextResult<PullConsumer> {
+        let stream_name = self.streams.stream();
+        let stream =
+            self.jetstream.get_stream(stream_name).await.map_err(|e| {
+                nats_error(format!("JetStream stream {stream_name} cannot be read"), e)
+            })?;
+        if let Ok(consumer) = stream
+            .get_consumer::<pull::Config>(&self.config.durable)
+            .await
+        {
+            return Ok(consumer);
+        }
+        let floor = match &self.floor {
+            Some(store) => store.load_checkpoint(&self.floor_key()).await?.unwrap_or(0),
+            None => 0,
+        };
+        let filter_subject = match &self.config.category {
+            Some(category) => format!(
+                "{}.{}.*",
+                self.streams.subject_prefix(),
+                subject_token(category)
+            ),
+            None => self.streams.event_subjects(),
+        };
+        let config = pull::Config {
+            durable_name: Some(self.config.durable.clone()),
+            deliver_policy: if floor == 0 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: floor + 1,
+                }
+            },
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.config.policy.ack_wait,
+            max_deliver: i64::from(self.config.policy.max_deliver) + 1,
+            max_ack_pending: i64::try_from(self.config.max_ack_pending).unwrap_or(i64::MAX),
+            filter_subject,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(&self.config.durable, config)
+            .await
+            .map_err(|e| {
+                nats_error(
+                    format!(
+                        "Consumer {} of JetStream stream {stream_name} cannot be created",
+                        self.config.durable
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// Reads the server's view of the consumer into the gauges and saves the ack floor.
+    async fn watch(&self, consumer: &mut PullConsumer) {
+        let Ok(info) = consumer.info().await else {
+            return;
+        };
+        let c = &self.counters;
+        c.pending.store(info.num_pending, Ordering::Relaxed);
+        c.ack_pending
+            .store(info.num_ack_pending as u64, Ordering::Relaxed);
+        c.redelivered
+            .store(info.num_redelivered as u64, Ordering::Relaxed);
+        let floor = info.ack_floor.stream_sequence;
+        if let Some(store) = &self.floor
+            && floor > 0
+            && let Err(error) = store.save_checkpoint(&self.floor_key(), floor).await
+        {
+            tracing::warn!(durable = %self.config.durable, %error, "ack floor not saved");
+        }
+    }
+}
+
+impl fmt::Debug for NatsConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConsumer")
+            .field("streams", &self.streams)
+            .field("config", &self.config)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsSource for NatsConsumer {
+    fn metric_set(&self) -> MetricSet {
+        let c = &self.counters;
+        let count = |a: &AtomicU64| MetricValue::Counter(a.load(Ordering::Relaxed));
+        let gauge = |a: &AtomicU64| MetricValue::Gauge(a.load(Ordering::Relaxed) as f64);
+        let mut set = MetricSet::new("nats_consumer");
+        set.push_group(
+            ("consumer", &self.config.durable),
+            [
+                (
+                    "consumer_delivered_total",
+                    "Deliveries received",
+                    count(&c.delivered),
+                ),
+                (
+                    "consumer_applied_total",
+                    "Events applied",
+                    count(&c.applied),
+                ),
+                (
+                    "consumer_duplicates_total",
+                    "Deliveries of events already applied, acknowledged without effect",
+                    count(&c.duplicates),
+                ),
+                (
+                    "consumer_retries_total",
+                    "Failed handlings answered with a delayed Nak",
+                    count(&c.retried),
+                ),
+                (
+                    "consumer_dead_lettered_total",
+                    "Events copied to the dead-letter stream",
+                    count(&c.dead_lettered),
+                ),
+                (
+                    "consumer_pull_rebuilds_total",
+                    "Pulls rebuilt after a missed heartbeat or an error",
+                    count(&c.rebuilds),
+                ),
+                (
+                    "consumer_held",
+                    "Events held until their stream's previous version is applied",
+                    gauge(&c.held),
+                ),
+                (
+                    "consumer_pending",
+                    "Events in the stream not yet delivered to the group (server)",
+                    gauge(&c.pending),
+                ),
+                (
+                    "consumer_ack_pending",
+                    "Events delivered and not yet acknowledged (server)",
+                    gauge(&c.ack_pending),
+                ),
+                (
+                    "consumer_redelivered",
+                    "Events delivered more than once and not yet acknowledged (server)",
+                    gauge(&c.redelivered),
+                ),
+            ],
+        );
+        set
+    }
+}
+
+/// The partition of the stream a message belongs to.
+fn partition_of(headers: Option<&HeaderMap>, partitions: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    headers
+        .and_then(|h| h.get(header::STREAM_ID))
+        .map(|v| v.as_str())
+        .unwrap_or("")
+        .hash(&mut hasher);
+    (hasher.finish() % partitions as u64) as usize
+}
+
+/// The messages a partition's worker has to apply, in arrival order.
+#[derive(Default)]
+struct Partition {
+    queue: Mutex<VecDeque<Message>>,
+    wake: Notify,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Partition {
+    fn push(&self, message: Message) {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(message);
+        self.wake.notify_one();
+    }
+
+    fn pop(&self) -> Option<Message> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// What a worker knows of one stream.
+#[derive(Default)]
+struct StreamState {
+    /// The applied version, as last read or applied by this worker.
+    applied: Option<u64>,
+    /// Later versions waiting for their predecessor.
+    held: BTreeMap<u64, (Message, StoredEvent)>,
+}
+
+/// Applies a partition's messages.
+struct Worker {
+    partition: Arc<Partition>,
+    sink: Arc<dyn EventSink>,
+    jetstream: jetstream::Context,
+    dead_letter_prefix: String,
+    subject_prefix: String,
+    durable: String,
+    policy: DeliveryPolicy,
+    counters: Arc<Counters>,
+    streams: HashMap<Arc<str>, StreamState>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.policy.ack_wait / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while let Some(message) = self.partition.pop() {
+                if self.partition.is_stopped() {
+                    let _handed_back = message.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                }
+                self.handle(message).await;
+            }
+            if self.partition.is_stopped() {
+                break;
+            }
+            tokio::select! {
+                () = self.partition.wake.notified() => {}
+                _ = tick.tick() => self.recheck().await,
+            }
+        }
+        for state in self.streams.into_values() {
+            for (message, _) in state.held.into_values() {
+                let _handed_back = message.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+    }
+
+    /// Handles one delivery, then whatever it lets through.
+    async fn handle(&mut self, message: Message) {
+        let (delivered, sequence) = match message.info() {
+            Ok(info) => (
+                u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                info.stream_sequence,
+            ),
+            Err(_) => (1, 0),
+        };
+        let event = match codec::decode(message.headers.as_ref(), &message.payload) {
+            Ok(event) => event,
+            Err(error) => {
+                self.dead_letter(&message, None, &error, delivered, sequence)
+                    .await;
+                return;
+            }
+        };
+        if delivered > self.policy.max_deliver {
+            let error = FlextError::operation(format!(
+                "Event {} was delivered {delivered} times, more than max_deliver {}: the \
+                 consumer of its last delivery stopped before finishing it",
+                event.event_id, self.policy.max_deliver
+            ));
+            self.give_up(message, event, &error, delivered, sequence)
+                .await;
+            return;
+        }
+        let applied = match self.applied(&event.stream_id, delivered == 1).await {
+            Ok(applied) => applied,
+            Err(error) => {
+                self.retry(&message, &error, delivered).await;
+                return;
+            }
+        };
+        if event.version <= applied {
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            let _acked = message.ack().await;
+            return;
+        }
+        if event.version > applied + 1 {
+            self.hold(message, event);
+            return;
+        }
+        self.apply(message, event, delivered, sequence).await;
+    }
+
+    /// The applied version of `stream`: the worker's own knowledge for a first delivery
+    /// (no other process can have applied it), the sink's otherwise.
+    async fn applied(&mut self, stream: &Arc<str>, first_delivery: bool) -> FlextResult<u64> {
+        if first_delivery && let Some(applied) = self.streams.get(stream).and_then(|s| s.applied) {
+            return Ok(applied);
+        }
+        let applied = self.sink.applied_version(stream).await?;
+        self.streams.entry(Arc::clone(stream)).or_default().applied = Some(applied);
+        Ok(applied)
+    }
+
+    fn hold(&mut self, message: Message, event: StoredEvent) {
+        let state = self
+            .streams
+            .entry(Arc::clone(&event.stream_id))
+            .or_default();
+        if state.held.insert(event.version, (message, event)).is_none() {
+            self.counters.held.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies `event` (the next version of its stream), then the held events it lets
+    /// through.
+    async fn apply(&mut self, message: Message, event: StoredEvent, delivered: u32, sequence: u64) {
+        let mut next = Some((message, event, delivered, sequence));
+        while let Some((message, event, delivered, sequence)) = next.take() {
+            let result = {
+                let applying = self.sink.apply(&event);
+                self.with_progress(&message, applying).await
+            };
+            match result {
+                Ok(()) => {
+                    self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                    let _acked = message.ack().await;
+                }
+                Err(error) => {
+                    if delivered < self.policy.max_deliver {
+                        self.retry(&message, &error, delivered).await;
+                        return;
+                    }
+                    if !self
+                        .give_up_inner(&message, &event, &error, delivered, sequence)
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+            next = self.advance(&event);
+        }
+    }
+
+    /// Marks `event` applied here and takes its successor out of the held ones.
+    fn advance(&mut self, event: &StoredEvent) -> Option<(Message, StoredEvent, u32, u64)> {
+        let state = self
+            .streams
+            .entry(Arc::clone(&event.stream_id))
+            .or_default();
+        state.applied = Some(event.version);
+        // Held duplicates (a redelivery of something now applied) are acknowledged by the
+        // next recheck; the successor goes on now.
+        let (message, next) = state.held.remove(&(event.version + 1))?;
+        self.counters.held.fetch_sub(1, Ordering::Relaxed);
+        let (delivered, sequence) = match message.info() {
+            Ok(info) => (
+                u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                info.stream_sequence,
+            ),
+            Err(_) => (1, 0),
+        };
+        Some((message, next, delivered, sequence))
+    }
+
+    /// Runs `work`, extending the ack wait of `message`, of the held events and of the
+    /// partition's queue every third of the ack wait.
+    async fn with_progress<T>(&self, message: &Message, work: impl Future<Output = T>) -> T {
+        let mut work = pin!(work);
+        let period = self.policy.ack_wait / 3;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                () = tokio::time::sleep(period) => {
+                    let _extended = message.ack_with(AckKind::Progress).await;
+                    self.extend_all().await;
+                }
+            }
+        }
+    }
+
+    /// Extends the ack wait of every event this worker holds or has queued.
+    async fn extend_all(&self) {
+        for state in self.streams.values() {
+            for (message, _) in state.held.values() {
+                let _extended = message.ack_with(AckKind::Progress).await;
+            }
+        }
+        let queued: Vec<_> = {
+            let queue = self
+                .partition
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.iter().filter_map(|m| m.reply.clone()).collect()
+        };
+        for reply in queued {
+            let _extended = self
+                .jetstream
+                .client()
+                .publish(reply, bytes::Bytes::from_static(b"+WPI"))
+                .await;
+        }
+    }
+
+    /// On each tick: extends the ack waits, and reads again the applied version of every
+    /// stream with held events (another process may have applied the missing one).
+    async fn recheck(&mut self) {
+        self.extend_all().await;
+        let waiting: Vec<Arc<str>> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.held.is_empty())
+            .map(|(id, _)| Arc::clone(id))
+            .collect();
+        for stream in waiting {
+            let Ok(applied) = self.sink.applied_version(&stream).await else {
+                continue;
+            };
+            let Some(state) = self.streams.get_mut(&stream) else {
+                continue;
+            };
+            state.applied = Some(applied);
+            // Held versions at or below it are duplicates now.
+            let later = state.held.split_off(&(applied + 1));
+            let done = std::mem::replace(&mut state.held, later);
+            for (message, _) in done.into_values() {
+                self.counters.held.fetch_sub(1, Ordering::Relaxed);
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                let _acked = message.ack().await;
+            }
+            let Some(state) = self.streams.get_mut(&stream) else {
+                continue;
+            };
+            if let Some((message, event)) = state.held.remove(&(applied + 1)) {
+                self.counters.held.fetch_sub(1, Ordering::Relaxed);
+                let (delivered, sequence) = match message.info() {
+                    Ok(info) => (
+                        u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                        info.stream_sequence,
+                    ),
+                    Err(_) => (1, 0),
+                };
+                self.apply(message, event, delivered, sequence).await;
+            }
+        }
+    }
+
+    /// Answers a failed handling with a `Nak` delayed by the policy.
+    async fn retry(&self, message: &Message, error: &FlextError, delivered: u32) {
+        self.counters.retried.fetch_add(1, Ordering::Relaxed);
+        let delay = self.policy.delay_after(delivered);
+        tracing::warn!(consumer = %self.durable, %error, delivered, ?delay, "event retried");
+        let _nacked = message.ack_with(AckKind::Nak(Some(delay))).await;
+    }
+
+    /// Dead-letters `event`, passes it in the sink and lets its successor through.
+    async fn give_up(
+        &mut self,
+        message: Message,
+        event: StoredEvent,
+        error: &FlextError,
+        delivered: u32,
+        sequence: u64,
+    ) {
+        if self
+            .give_up_inner(&message, &event, error, delivered, sequence)
+            .await
+            && let Some((message, next, delivered, sequence)) = self.advance(&event)
+        {
+            self.apply(message, next, delivered, sequence).await;
+        }
+    }
+
+    /// Dead-letters `event` and passes it in the sink; whether that worked (else the
+    /// message was answered with a delayed `Nak`, to try again).
+    async fn give_up_inner(
+        &mut self,
+        message: &Message,
+        event: &StoredEvent,
+        error: &FlextError,
+        delivered: u32,
+        sequence: u64,
+    ) -> bool {
+        if !self
+            .dead_letter(message, Some(event), error, delivered, sequence)
+            .await
+        {
+            return false;
+        }
+        if let Err(error) = self.sink.pass(event).await {
+            // The dead letter is stored; a later delivery finds it there by its message
+            // id (the server drops the copy) and passes the event again.
+            self.retry(message, &error, delivered).await;
+            return false;
+        }
+        true
+    }
+
+    /// Copies `message` to the dead-letter stream with the error, then terminates it;
+    /// `false` (and a delayed `Nak`) when the copy was not stored.
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        event: Option<&StoredEvent>,
+        error: &FlextError,
+        delivered: u32,
+        sequence: u64,
+    ) -> bool {
+        let mut headers = message.headers.clone().unwrap_or_default();
+        let id = match event {
+            Some(event) => format!("{}:{}", self.durable, event.event_id),
+            None => format!("{}:seq:{sequence}", self.durable),
+        };
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert(header::ERROR_CODE, error.code().as_str());
+        headers.insert(header::ERROR_MESSAGE, escape(&error.to_string()).as_str());
+        headers.insert(header::DELIVERED, delivered.to_string().as_str());
+        headers.insert(header::CONSUMER, self.durable.as_str());
+        headers.insert(header::ORIGINAL_SUBJECT, message.subject.as_str());
+        headers.insert(header::ORIGINAL_SEQUENCE, sequence.to_string().as_str());
+        // `{category}.{type}`, as the event was published.
+        let tail = message
+            .subject
+            .as_str()
+            .strip_prefix(self.subject_prefix.as_str())
+            .and_then(|t| t.strip_prefix('.'))
+            .unwrap_or("_._");
+        let subject = format!("{}.{}.{tail}", self.dead_letter_prefix, self.durable);
+        let stored = match self
+            .jetstream
+            .publish_with_headers(subject, headers, message.payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        };
+        if !stored {
+            self.retry(message, error, delivered.min(self.policy.max_deliver))
+                .await;
+            return false;
+        }
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(consumer = %self.durable, %error, delivered, "event dead-lettered");
+        let _terminated = message.ack_with(AckKind::Term).await;
+        true
+    }
+}
