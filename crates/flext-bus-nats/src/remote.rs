@@ -318,6 +318,13 @@ impl NatsWorker {
                 while running.join_next().await.is_some() {}
             });
         }
+        // Once `start` returns the server knows the subscriptions: a call made then is
+        // served, not answered "no responders".
+        client.flush().await.map_err(|e| {
+            FlextError::unavailable(format!(
+                "Service {service_name} cannot reach the server: {e}"
+            ))
+        })?;
         Ok(Self {
             service: Some(service),
             tasks,

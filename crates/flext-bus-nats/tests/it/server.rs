@@ -111,14 +111,23 @@ impl NatsServer {
     }
 }
 
-/// A client of `url` that reconnects every 100 ms through outages.
+/// A client of `url`, connected, that reconnects every 100 ms through outages.
 pub(crate) async fn connect(url: &str) -> async_nats::Client {
-    async_nats::ConnectOptions::new()
+    let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .reconnect_delay_callback(|_| Duration::from_millis(100))
         .connect(url)
         .await
-        .expect("the client connects")
+        .expect("the client connects");
+    let started = Instant::now();
+    while client.connection_state() != async_nats::connection::State::Connected {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url} not connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client
 }
 
 impl Drop for NatsServer {

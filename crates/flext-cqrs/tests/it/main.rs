@@ -18,6 +18,7 @@ mod instrumentation;
 mod metadata;
 mod middleware;
 mod queries;
+mod remote;
 
 use flext_protocols::{Command, Event, Query};
 use flext_types::{FlextError, FlextResult};
