@@ -81,7 +81,7 @@ pub fn default_subject(prefix: &str, event: &StoredEvent) -> String {
 }
 
 /// Escapes `%` and control characters as `%XX`, so any text is a valid header value.
-pub(crate) fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c == '%' || c.is_control() {
@@ -97,7 +97,7 @@ pub(crate) fn escape(text: &str) -> String {
 }
 
 /// Undoes [`escape`]; `None` when the text is not an escaped UTF-8 string.
-pub(crate) fn unescape(text: &str) -> Option<String> {
+pub fn unescape(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -114,8 +114,8 @@ pub(crate) fn unescape(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The headers and body of the message for `event`.
-pub(crate) fn encode(event: &StoredEvent) -> FlextResult<(HeaderMap, Bytes)> {
+/// The headers and body of the message the relay publishes for `event`.
+pub fn encode(event: &StoredEvent) -> FlextResult<(HeaderMap, Bytes)> {
     let mut headers = HeaderMap::new();
     let id = event.event_id.to_string();
     headers.insert("Nats-Msg-Id", id.as_str());
@@ -150,9 +150,9 @@ pub(crate) fn encode(event: &StoredEvent) -> FlextResult<(HeaderMap, Bytes)> {
     Ok((headers, body))
 }
 
-/// The stored event a message carries; a `SERIALIZATION_ERROR` naming the header that is
+/// The stored event a message the relay published carries (its headers and body); a `SERIALIZATION_ERROR` naming the header that is
 /// missing or malformed (such a message is poison: it goes to the dead-letter stream).
-pub(crate) fn decode(headers: Option<&HeaderMap>, body: &[u8]) -> FlextResult<StoredEvent> {
+pub fn decode_message(headers: Option<&HeaderMap>, body: &[u8]) -> FlextResult<StoredEvent> {
     let empty = HeaderMap::new();
     let headers = headers.unwrap_or(&empty);
     let text = |name: &str| -> FlextResult<String> {
@@ -266,7 +266,7 @@ mod tests {
                     assert!(!value.as_str().contains(['\r', '\n']));
                 }
             }
-            assert_eq!(decode(Some(&headers), &body).unwrap(), sent);
+            assert_eq!(decode_message(Some(&headers), &body).unwrap(), sent);
         }
     }
 
@@ -274,16 +274,16 @@ mod tests {
     fn a_malformed_message_is_a_serialization_error_naming_the_header() {
         let (mut headers, body) = encode(&event("Account-1")).unwrap();
         headers.insert(header::VERSION, "x");
-        let err = decode(Some(&headers), &body).unwrap_err();
+        let err = decode_message(Some(&headers), &body).unwrap_err();
         assert!(err.to_string().contains("Flext-Version"), "{err}");
         assert!(
-            decode(None, &body)
+            decode_message(None, &body)
                 .unwrap_err()
                 .to_string()
                 .contains("Flext-Event-Id")
         );
         let (headers, _) = encode(&event("Account-1")).unwrap();
-        let err = decode(Some(&headers), b"{not json").unwrap_err();
+        let err = decode_message(Some(&headers), b"{not json").unwrap_err();
         assert!(err.to_string().contains("not JSON"), "{err}");
     }
 

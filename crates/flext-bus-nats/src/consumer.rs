@@ -612,13 +612,21 @@ impl Partition {
     }
 }
 
-/// What a worker knows of one stream.
+/// The events of one stream a worker holds until their predecessor is applied.
 #[derive(Default)]
 struct StreamState {
-    /// The applied version, as last read or applied by this worker.
-    applied: Option<u64>,
-    /// Later versions waiting for their predecessor.
-    held: BTreeMap<u64, (Message, StoredEvent)>,
+    held: BTreeMap<u64, Message>,
+}
+
+/// How many times `message` was delivered, and its sequence in the stream.
+fn delivery(message: &Message) -> (u32, u64) {
+    match message.info() {
+        Ok(info) => (
+            u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            info.stream_sequence,
+        ),
+        Err(_) => (1, 0),
+    }
 }
 
 /// Applies a partition's messages.
@@ -655,27 +663,30 @@ impl Worker {
             }
         }
         for state in self.streams.into_values() {
-            for (message, _) in state.held.into_values() {
+            for message in state.held.into_values() {
                 let _handed_back = message.ack_with(AckKind::Nak(None)).await;
             }
         }
     }
 
-    /// Handles one delivery, then whatever it lets through.
+    /// Handles one delivery, then the held events it lets through.
     async fn handle(&mut self, message: Message) {
-        let (delivered, sequence) = match message.info() {
-            Ok(info) => (
-                u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                info.stream_sequence,
-            ),
-            Err(_) => (1, 0),
-        };
-        let event = match codec::decode(message.headers.as_ref(), &message.payload) {
+        let mut todo = Some(message);
+        while let Some(message) = todo.take() {
+            todo = self.step(message).await;
+        }
+    }
+
+    /// Handles one delivery; the held successor of the event when it was applied (or
+    /// passed), to handle next.
+    async fn step(&mut self, message: Message) -> Option<Message> {
+        let (delivered, sequence) = delivery(&message);
+        let event = match codec::decode_message(message.headers.as_ref(), &message.payload) {
             Ok(event) => event,
             Err(error) => {
                 self.dead_letter(&message, None, &error, delivered, sequence)
                     .await;
-                return;
+                return None;
             }
         };
         if delivered > self.policy.max_deliver {
@@ -684,100 +695,86 @@ impl Worker {
                  consumer of its last delivery stopped before finishing it",
                 event.event_id, self.policy.max_deliver
             ));
-            self.give_up(message, event, &error, delivered, sequence)
+            return self
+                .give_up(&message, &event, &error, delivered, sequence)
                 .await;
-            return;
         }
-        let applied = match self.applied(&event.stream_id, delivered == 1).await {
+        // Asked every time: another process of the group (or a copy of this event
+        // published again) may have moved it since this worker last looked.
+        let applied = match self.sink.applied_version(&event.stream_id).await {
             Ok(applied) => applied,
             Err(error) => {
                 self.retry(&message, &error, delivered).await;
-                return;
+                return None;
             }
         };
         if event.version <= applied {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             let _acked = message.ack().await;
-            return;
+            return self.advance(&event.stream_id, applied);
         }
         if event.version > applied + 1 {
             self.hold(message, event);
-            return;
+            return None;
         }
-        self.apply(message, event, delivered, sequence).await;
-    }
-
-    /// The applied version of `stream`: the worker's own knowledge for a first delivery
-    /// (no other process can have applied it), the sink's otherwise.
-    async fn applied(&mut self, stream: &Arc<str>, first_delivery: bool) -> FlextResult<u64> {
-        if first_delivery && let Some(applied) = self.streams.get(stream).and_then(|s| s.applied) {
-            return Ok(applied);
+        let result = {
+            let applying = self.sink.apply(&event);
+            self.with_progress(&message, applying).await
+        };
+        match result {
+            Ok(()) => {
+                self.counters.applied.fetch_add(1, Ordering::Relaxed);
+                let _acked = message.ack().await;
+                self.advance(&event.stream_id, event.version)
+            }
+            Err(error) if delivered < self.policy.max_deliver => {
+                self.retry(&message, &error, delivered).await;
+                None
+            }
+            Err(error) => {
+                self.give_up(&message, &event, &error, delivered, sequence)
+                    .await
+            }
         }
-        let applied = self.sink.applied_version(stream).await?;
-        self.streams.entry(Arc::clone(stream)).or_default().applied = Some(applied);
-        Ok(applied)
     }
 
     fn hold(&mut self, message: Message, event: StoredEvent) {
-        let state = self
+        let held = &mut self
             .streams
             .entry(Arc::clone(&event.stream_id))
-            .or_default();
-        if state.held.insert(event.version, (message, event)).is_none() {
+            .or_default()
+            .held;
+        if held.insert(event.version, message).is_none() {
             self.counters.held.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Applies `event` (the next version of its stream), then the held events it lets
-    /// through.
-    async fn apply(&mut self, message: Message, event: StoredEvent, delivered: u32, sequence: u64) {
-        let mut next = Some((message, event, delivered, sequence));
-        while let Some((message, event, delivered, sequence)) = next.take() {
-            let result = {
-                let applying = self.sink.apply(&event);
-                self.with_progress(&message, applying).await
-            };
-            match result {
-                Ok(()) => {
-                    self.counters.applied.fetch_add(1, Ordering::Relaxed);
+    /// Notes that `stream` is applied up to `applied`: acknowledges the held copies at or
+    /// below it, and takes out the held successor, if any.
+    fn advance(&mut self, stream: &Arc<str>, applied: u64) -> Option<Message> {
+        let state = self.streams.get_mut(stream)?;
+        let later = state.held.split_off(&(applied + 1));
+        let done = std::mem::replace(&mut state.held, later);
+        let next = state.held.remove(&(applied + 1));
+        if state.held.is_empty() {
+            self.streams.remove(stream);
+        }
+        let released = done.len() + usize::from(next.is_some());
+        self.counters
+            .held
+            .fetch_sub(released as u64, Ordering::Relaxed);
+        if !done.is_empty() {
+            self.counters
+                .duplicates
+                .fetch_add(done.len() as u64, Ordering::Relaxed);
+            // Copies of versions applied: acknowledged without effect.
+            tokio::spawn(async move {
+                for message in done.into_values() {
                     let _acked = message.ack().await;
                 }
-                Err(error) => {
-                    if delivered < self.policy.max_deliver {
-                        self.retry(&message, &error, delivered).await;
-                        return;
-                    }
-                    if !self
-                        .give_up_inner(&message, &event, &error, delivered, sequence)
-                        .await
-                    {
-                        return;
-                    }
-                }
-            }
-            next = self.advance(&event);
+            });
         }
-    }
-
-    /// Marks `event` applied here and takes its successor out of the held ones.
-    fn advance(&mut self, event: &StoredEvent) -> Option<(Message, StoredEvent, u32, u64)> {
-        let state = self
-            .streams
-            .entry(Arc::clone(&event.stream_id))
-            .or_default();
-        state.applied = Some(event.version);
-        // Held duplicates (a redelivery of something now applied) are acknowledged by the
-        // next recheck; the successor goes on now.
-        let (message, next) = state.held.remove(&(event.version + 1))?;
-        self.counters.held.fetch_sub(1, Ordering::Relaxed);
-        let (delivered, sequence) = match message.info() {
-            Ok(info) => (
-                u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                info.stream_sequence,
-            ),
-            Err(_) => (1, 0),
-        };
-        Some((message, next, delivered, sequence))
+        next
     }
 
     /// Runs `work`, extending the ack wait of `message`, of the held events and of the
@@ -799,7 +796,7 @@ impl Worker {
     /// Extends the ack wait of every event this worker holds or has queued.
     async fn extend_all(&self) {
         for state in self.streams.values() {
-            for (message, _) in state.held.values() {
+            for message in state.held.values() {
                 let _extended = message.ack_with(AckKind::Progress).await;
             }
         }
@@ -820,45 +817,17 @@ impl Worker {
         }
     }
 
-    /// On each tick: extends the ack waits, and reads again the applied version of every
-    /// stream with held events (another process may have applied the missing one).
+    /// On each tick: extends the ack waits, and asks the sink again about every stream
+    /// with held events (another process may have applied the missing version).
     async fn recheck(&mut self) {
         self.extend_all().await;
-        let waiting: Vec<Arc<str>> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| !s.held.is_empty())
-            .map(|(id, _)| Arc::clone(id))
-            .collect();
+        let waiting: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         for stream in waiting {
             let Ok(applied) = self.sink.applied_version(&stream).await else {
                 continue;
             };
-            let Some(state) = self.streams.get_mut(&stream) else {
-                continue;
-            };
-            state.applied = Some(applied);
-            // Held versions at or below it are duplicates now.
-            let later = state.held.split_off(&(applied + 1));
-            let done = std::mem::replace(&mut state.held, later);
-            for (message, _) in done.into_values() {
-                self.counters.held.fetch_sub(1, Ordering::Relaxed);
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                let _acked = message.ack().await;
-            }
-            let Some(state) = self.streams.get_mut(&stream) else {
-                continue;
-            };
-            if let Some((message, event)) = state.held.remove(&(applied + 1)) {
-                self.counters.held.fetch_sub(1, Ordering::Relaxed);
-                let (delivered, sequence) = match message.info() {
-                    Ok(info) => (
-                        u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                        info.stream_sequence,
-                    ),
-                    Err(_) => (1, 0),
-                };
-                self.apply(message, event, delivered, sequence).await;
+            if let Some(next) = self.advance(&stream, applied) {
+                self.handle(next).await;
             }
         }
     }
@@ -871,47 +840,29 @@ impl Worker {
         let _nacked = message.ack_with(AckKind::Nak(Some(delay))).await;
     }
 
-    /// Dead-letters `event`, passes it in the sink and lets its successor through.
+    /// Dead-letters `event` and passes it in the sink; its held successor when that
+    /// worked (else the message was answered with a delayed `Nak`, to try again).
     async fn give_up(
-        &mut self,
-        message: Message,
-        event: StoredEvent,
-        error: &FlextError,
-        delivered: u32,
-        sequence: u64,
-    ) {
-        if self
-            .give_up_inner(&message, &event, error, delivered, sequence)
-            .await
-            && let Some((message, next, delivered, sequence)) = self.advance(&event)
-        {
-            self.apply(message, next, delivered, sequence).await;
-        }
-    }
-
-    /// Dead-letters `event` and passes it in the sink; whether that worked (else the
-    /// message was answered with a delayed `Nak`, to try again).
-    async fn give_up_inner(
         &mut self,
         message: &Message,
         event: &StoredEvent,
         error: &FlextError,
         delivered: u32,
         sequence: u64,
-    ) -> bool {
+    ) -> Option<Message> {
         if !self
             .dead_letter(message, Some(event), error, delivered, sequence)
             .await
         {
-            return false;
+            return None;
         }
         if let Err(error) = self.sink.pass(event).await {
-            // The dead letter is stored; a later delivery finds it there by its message
-            // id (the server drops the copy) and passes the event again.
+            // The dead letter is stored; a later delivery copies it again (the server
+            // drops the copy by its message id) and passes the event.
             self.retry(message, &error, delivered).await;
-            return false;
+            return None;
         }
-        true
+        self.advance(&event.stream_id, event.version)
     }
 
     /// Copies `message` to the dead-letter stream with the error, then terminates it;

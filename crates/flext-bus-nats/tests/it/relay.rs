@@ -1,10 +1,12 @@
 //! The relay: the store's log to JetStream, nothing lost, a re-publish applied once.
 
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flext_bus_nats::async_nats::jetstream;
 use flext_bus_nats::{ConsumerConfig, NatsConsumer, NatsRelay};
+use flext_handlers::stores::SqliteEventStore;
 use flext_protocols::{CheckpointStore, EventStore};
 use flext_store::InMemoryEventStore;
 use tokio::sync::oneshot;
@@ -161,4 +163,131 @@ async fn a_republish_is_stored_once_inside_the_window_and_applied_once_after_it(
     stop.send(()).unwrap();
     task.await.unwrap();
     recorder.assert_once_in_order(50);
+}
+
+const RELAY_CHILD: &str = "FLEXT_NATS_RELAY_CHILD";
+
+/// A relay process of the kill test: relays the SQLite store the parent names, saving its
+/// checkpoint every 1 000 events, until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_child() {
+    let Ok(args) = std::env::var(RELAY_CHILD) else {
+        return; // Only the kill test runs this, in a child process.
+    };
+    let (url, path) = args.split_once(' ').unwrap();
+    let store = Arc::new(SqliteEventStore::open(path).await.unwrap());
+    let js = jetstream::new(crate::server::connect(url).await);
+    let relay = NatsRelay::new("relay", store.clone(), store, js, streams("relaykill"))
+        .with_checkpoint_every(1_000)
+        .unwrap()
+        .with_max_in_flight(4)
+        .unwrap();
+    relay.run(std::future::pending()).await.unwrap();
+}
+
+/// The relay process is SIGKILLed after the broker acknowledged events its checkpoint does
+/// not cover yet: a new relay publishes them again, and the consumer's read model equals
+/// one computed from the store in this process — nothing lost, nothing applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_between_the_ack_and_the_checkpoint_loses_and_doubles_nothing() {
+    if !enabled("a_relay_killed_between_the_ack_and_the_checkpoint_loses_and_doubles_nothing") {
+        return;
+    }
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let layout = streams("relaykill");
+    layout.ensure(&js).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("flext-nats-relaykill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store.db").to_str().unwrap().to_owned();
+    let store = Arc::new(SqliteEventStore::open(&path).await.unwrap());
+    append_round_robin(&*store, "Account", 30, 100).await;
+
+    // Kill it once the broker holds events its checkpoint (saved every 1 000) does not
+    // cover; when the kill lands late (past the next save, or at the end) try again from
+    // where it stopped.
+    let mut caught = None;
+    for round in 1..=2u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "relay::relay_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(RELAY_CHILD, format!("{} {path}", server.url()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the relay starts");
+        let started = Instant::now();
+        loop {
+            let published = stored(&js, layout.stream()).await;
+            if published > round * 1_000 + 100 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "published {published}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let published = stored(&js, layout.stream()).await;
+        let checkpoint = store.load_checkpoint("relay").await.unwrap().unwrap_or(0);
+        if checkpoint < published {
+            caught = Some((checkpoint, published));
+            break;
+        }
+    }
+    let (checkpoint, published) = caught.expect("a kill between an ack and the checkpoint");
+    assert!(published < 3_000, "killed mid-stream: {published}");
+    assert!(
+        checkpoint >= 1_000,
+        "the checkpoint was saved before: {checkpoint}"
+    );
+
+    // A new relay goes on from the checkpoint; a consumer applies everything.
+    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
+        "relay",
+        store.clone(),
+        store.clone(),
+        js.clone(),
+        layout.clone(),
+    ));
+    let recorder = Arc::new(Recorder::default());
+    let (stop, consumer) = spawn_consumer(NatsConsumer::new(
+        js.clone(),
+        layout.clone(),
+        ConsumerConfig::new("balances").unwrap(),
+        recorder.clone(),
+    ));
+    eventually(Duration::from_secs(30), "all 3000 applied", || async {
+        recorder.count() >= 3_000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    consumer.await.unwrap();
+    stop_relay.send(()).unwrap();
+    relay.await.unwrap();
+    recorder.assert_once_in_order(3_000);
+    // The republished events were dropped as duplicates by the server.
+    assert_eq!(stored(&js, layout.stream()).await, 3_000);
+
+    // The read model (a balance per account) equals one computed from the store here.
+    let mut expected = std::collections::BTreeMap::<String, u64>::new();
+    for event in store.read_all(1, 10_000).await.unwrap() {
+        let amount: u64 = serde_json::from_str(event.payload.as_str()).unwrap();
+        *expected.entry(event.stream_id.to_string()).or_default() += amount;
+    }
+    let mut applied = std::collections::BTreeMap::<String, u64>::new();
+    for (stream, version) in recorder.log.lock().unwrap().iter() {
+        // The amount of each deposit is its version (see `append_round_robin`).
+        *applied.entry(stream.clone()).or_default() += version;
+    }
+    assert_eq!(applied, expected);
+    let _ = std::fs::remove_dir_all(dir);
 }
