@@ -11,7 +11,7 @@ use flext_bus_nats::codec::{self, header};
 use flext_bus_nats::{
     ConsumerConfig, DeliveryPolicy, EventStreams, NatsConsumer, NatsRelay, VersionedSink,
 };
-use flext_protocols::EventStore;
+use flext_protocols::{EventStore, MetricsSource};
 use flext_store::InMemoryEventStore;
 use flext_types::{FlextResult, StoredEvent};
 use futures_util::StreamExt;
@@ -679,4 +679,123 @@ async fn a_second_consumer_takes_over_from_a_killed_one_within_the_ack_wait() {
     }
     assert!(repeats <= 4, "{repeats} repeats");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The consumer is deleted on the server while its process runs: it is created again from
+/// the ack floor it saved, not from the stream's start; its lag and rebuilds show in the
+/// Prometheus exposition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_created_again_from_its_saved_ack_floor() {
+    if !enabled("a_deleted_consumer_is_created_again_from_its_saved_ack_floor") {
+        return;
+    }
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let layout = streams("floor");
+    layout.ensure(&js).await.unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    append_round_robin(&*store, "Account", 10, 10).await;
+    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
+        "relay",
+        store.clone(),
+        store.clone(),
+        js.clone(),
+        layout.clone(),
+    ));
+    let recorder = Arc::new(Recorder::default());
+    let floors = Arc::new(InMemoryEventStore::new());
+    let consumer = Arc::new(
+        NatsConsumer::new(
+            js.clone(),
+            layout.clone(),
+            ConsumerConfig::new("floor")
+                .unwrap()
+                .with_heartbeat(Duration::from_millis(200))
+                .unwrap(),
+            recorder.clone(),
+        )
+        .with_floor_store(floors.clone()),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let consumer = Arc::clone(&consumer);
+        async move {
+            consumer
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the floor saved at 100",
+        || async {
+            recorder.count() == 100
+                && flext_protocols::CheckpointStore::load_checkpoint(&*floors, "nats/FLOOR/floor")
+                    .await
+                    .unwrap()
+                    == Some(100)
+        },
+    )
+    .await;
+    js.delete_consumer_from_stream("floor", layout.stream())
+        .await
+        .unwrap();
+    append_round_robin(&*store, "Account", 10, 1).await;
+    eventually(Duration::from_secs(15), "the later 10 applied", || async {
+        recorder.count() == 110
+    })
+    .await;
+    let info = consumer_info(&js, layout.stream(), "floor").await.unwrap();
+    // Created again from sequence 101: the first 100 were not delivered again.
+    assert_eq!(
+        info.config.deliver_policy,
+        jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: 101
+        }
+    );
+    assert_eq!(info.delivered.stream_sequence, 110);
+    assert_eq!(
+        consumer
+            .metric_set()
+            .samples
+            .iter()
+            .find(|s| s.name == "consumer_duplicates_total")
+            .unwrap()
+            .value,
+        flext_types::MetricValue::Counter(0)
+    );
+
+    let text = flext_handlers::Management::to_prometheus(&flext_handlers::Management::collect(&[
+        &*consumer,
+    ]));
+    for family in [
+        "consumer_pending",
+        "consumer_ack_pending",
+        "consumer_redelivered",
+        "consumer_pull_rebuilds_total",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "flext_{family}{{source=\"nats_consumer\",consumer=\"floor\"}}"
+            )),
+            "{family} in:\n{text}"
+        );
+    }
+    let rebuilds = consumer
+        .metric_set()
+        .samples
+        .into_iter()
+        .find(|s| s.name == "consumer_pull_rebuilds_total")
+        .unwrap();
+    assert!(
+        matches!(rebuilds.value, flext_types::MetricValue::Counter(n) if n >= 1),
+        "{rebuilds:?}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    stop_relay.send(()).unwrap();
+    relay.await.unwrap().unwrap();
+    recorder.assert_once_in_order(110);
 }

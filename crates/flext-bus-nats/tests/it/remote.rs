@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use flext_bus_nats::{NatsTransport, NatsWorker};
 use flext_constants::ErrorCode;
 use flext_cqrs::{CommandBus, QueryBus, RemoteHandlers, TimeoutMiddleware, current_metadata};
-use flext_protocols::{Command, Query};
+use flext_protocols::{Command, EventStore, Query};
 use flext_types::{FlextError, FlextResult, MessageMetadata};
 use serde::{Deserialize, Serialize};
 
@@ -419,4 +419,96 @@ async fn three_workers_share_a_command_and_losing_one_leaves_no_caller_hanging()
             "worker {worker} took a share"
         );
     }
+}
+
+/// An account whose deposits are events: the worker executes commands through a
+/// `Repository`, whose event ids derive from the message id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Account {
+    balance: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Deposited {
+    amount: i64,
+}
+
+impl flext_protocols::Event for Deposited {
+    fn event_name(&self) -> &str {
+        "Deposited"
+    }
+}
+
+impl flext_protocols::Aggregate for Account {
+    const TYPE: &'static str = "Account";
+    type Command = Deposit;
+    type Event = Deposited;
+
+    fn handle(&self, command: Deposit) -> FlextResult<Vec<Deposited>> {
+        Ok(vec![Deposited {
+            amount: command.amount,
+        }])
+    }
+
+    fn apply(&mut self, event: &Deposited) {
+        self.balance += event.amount;
+    }
+}
+
+/// A command retried after an ambiguous failure (the same message id) is one effect: the
+/// worker's repository sees the id it already stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_command_with_its_message_id_is_one_effect() {
+    if !enabled("a_retried_command_with_its_message_id_is_one_effect") {
+        return;
+    }
+    let server = NatsServer::start();
+    let store = Arc::new(flext_store::InMemoryEventStore::new());
+    let repository = Arc::new(flext_cqrs::Repository::<Account>::new(store.clone()));
+    let mut commands = CommandBus::new();
+    commands
+        .register_fn(move |d: Deposit| {
+            let repository = Arc::clone(&repository);
+            async move {
+                let account = d.account.clone();
+                let executed = repository.execute(&account, d).await?;
+                Ok(executed.state.balance)
+            }
+        })
+        .unwrap();
+    let served = RemoteHandlers::new()
+        .command::<Deposit>(Arc::new(commands))
+        .unwrap();
+    let worker = NatsWorker::start(
+        server.client().await,
+        "bank",
+        "bank-worker",
+        Arc::new(served),
+        4,
+    )
+    .await
+    .unwrap();
+    let (caller, _) = caller(NatsTransport::new(server.client().await, "bank").unwrap());
+
+    let metadata = MessageMetadata::new();
+    assert_eq!(
+        caller
+            .send_with(deposit("a", 5, 0), metadata.clone())
+            .await
+            .unwrap(),
+        5
+    );
+    // The answer was lost, say: the caller sends the same command again.
+    assert_eq!(
+        caller
+            .send_with(deposit("a", 5, 0), metadata)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(store.stream_version("Account-a").await.unwrap(), 1);
+    // A new command is a new effect.
+    assert_eq!(caller.send(deposit("a", 5, 0)).await.unwrap(), 10);
+    assert_eq!(store.stream_version("Account-a").await.unwrap(), 2);
+    worker.stop().await;
 }
