@@ -11,8 +11,9 @@
 //! module, and an item under `#[doc(hidden)]` is not public API. Then, for every member
 //! of a lower layer than the facade, except the test kit:
 //!
-//! - an adapter (`role = "adapter"`) has each root item re-exported, by name, in the
-//!   facade's [`STORES_MODULE`];
+//! - an adapter (`role = "adapter"`) has each root item re-exported, by name, in its
+//!   module of the facade ([`adapter_module`]: [`STORES_MODULE`] for the stores, `nats`
+//!   for the NATS buses);
 //! - any other crate is re-exported whole as a module (`pub use flext_cqrs as cqrs;`), and
 //!   when it has a guide namespace ([`GUIDE_NAMESPACES`]) each root item is re-exported
 //!   there, by its name, unless [`PARITY_EXCLUSIONS`] lists it with a reason.
@@ -41,6 +42,18 @@ pub const GUIDE_NAMESPACES: [(&str, &str); 7] = [
 
 /// The facade's module that re-exports the adapters' items, each behind its feature.
 pub const STORES_MODULE: &str = "stores";
+
+/// The facade's module of each adapter that is not a store: (package, module).
+pub const ADAPTER_MODULES: [(&str, &str); 1] = [("flext-bus-nats", "nats")];
+
+/// The facade's module that re-exports the items of the adapter `package`: its entry in
+/// [`ADAPTER_MODULES`], else [`STORES_MODULE`].
+pub fn adapter_module(package: &str) -> &'static str {
+    ADAPTER_MODULES
+        .iter()
+        .find(|(name, _)| *name == package)
+        .map_or(STORES_MODULE, |(_, module)| module)
+}
 
 /// An item that its crate's guide namespace leaves out on purpose: (package, item, reason).
 /// It is still reached through the crate's module (`flext_handlers::types::…`).
@@ -203,12 +216,13 @@ pub fn check_facade_parity(
         };
         let items = items.iter().filter(|item| item.kind != "module");
         if package.has_role(Role::Adapter) {
-            let stores = facade.modules.get(STORES_MODULE);
+            let module = adapter_module(&package.name);
+            let names = facade.modules.get(module);
             for item in items {
-                if !stores.is_some_and(|names| names.contains(&item.name)) {
+                if !names.is_some_and(|names| names.contains(&item.name)) {
                     violations.push(format!(
                         "{krate}::{} (of an adapter) is not re-exported in the facade's \
-                         `{STORES_MODULE}`",
+                         `{module}`",
                         item.name
                     ));
                 }

@@ -53,8 +53,9 @@ pub use crate::external::{
     ExternalCrate, ExternalRow, check_external_crates, check_external_doc, parse_external_table,
 };
 pub use crate::facade::{
-    Exclusion, Facade, GUIDE_NAMESPACES, PARITY_EXCLUSIONS, RootItem, STORES_MODULE, check_facade,
-    check_facade_parity, check_facade_reexports_only, parse_facade, root_items,
+    ADAPTER_MODULES, Exclusion, Facade, GUIDE_NAMESPACES, PARITY_EXCLUSIONS, RootItem,
+    STORES_MODULE, adapter_module, check_facade, check_facade_parity, check_facade_reexports_only,
+    parse_facade, root_items,
 };
 pub use crate::headers::{check_doc_header, check_doc_headers, rust_files};
 pub use crate::licenses::{

@@ -61,7 +61,11 @@ pub mod stores {
     pub use flext_store_sqlite::SqliteEventStore;
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{PostgresEventStore, redact};
-    #[cfg(feature = "nats")]
+}
+
+/// The NATS buses.
+#[cfg(feature = "nats")]
+pub mod nats {
     pub use flext_bus_nats::NatsEventBus;
 }
 
@@ -303,6 +307,18 @@ fn rule_11_an_adapter_item_missing_from_stores_is_named() {
     let violations = parity(&clean_document(), &facade, &LIBS);
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert_one_naming(&violations, &["flext_store_postgres::redact", "`stores`"]);
+}
+
+#[test]
+fn rule_11_the_nats_adapter_is_reached_through_its_own_module() {
+    let facade = FACADE.replace(
+        "pub mod nats {\n    pub use flext_bus_nats::NatsEventBus;\n}",
+        "pub mod nats {}\npub mod other {\n    pub use flext_bus_nats::NatsEventBus;\n}",
+    );
+    assert_ne!(facade, FACADE);
+    let violations = parity(&clean_document(), &facade, &LIBS);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_one_naming(&violations, &["flext_bus_nats::NatsEventBus", "`nats`"]);
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use flext_bus_nats::{NatsTransport, NatsWorker};
 use flext_constants::ErrorCode;
-use flext_cqrs::{CommandBus, QueryBus, RemoteHandlers, TimeoutMiddleware, current_metadata};
+use flext_handlers::cqrs::{
+    CommandBus, QueryBus, RemoteHandlers, TimeoutMiddleware, current_metadata,
+};
 use flext_protocols::{Command, EventStore, Query};
 use flext_types::{FlextError, FlextResult, MessageMetadata};
 use serde::{Deserialize, Serialize};
@@ -464,7 +466,9 @@ async fn a_retried_command_with_its_message_id_is_one_effect() {
     }
     let server = NatsServer::start();
     let store = Arc::new(flext_store::InMemoryEventStore::new());
-    let repository = Arc::new(flext_cqrs::Repository::<Account>::new(store.clone()));
+    let repository = Arc::new(flext_handlers::cqrs::Repository::<Account>::new(
+        store.clone(),
+    ));
     let mut commands = CommandBus::new();
     commands
         .register_fn(move |d: Deposit| {
