@@ -20,9 +20,11 @@ use crate::saga_processes::DroppedSchema;
 /// How long a process of the example may run before it is killed and the test fails.
 const PROCESS_DEADLINE: Duration = Duration::from_secs(90);
 
-/// The example's program: built once per test process (nothing to do when `cargo test`
-/// built the examples already) into the target directory of this test binary, in its
-/// profile.
+/// The example's program, as `cargo test` built it next to this test binary
+/// (`target/{profile}/examples`). When it is missing, or older than the example's sources
+/// (`cargo test --test it` builds no examples), it is built first, once per test process.
+/// It is not built every time: `cargo build` unifies the dependencies' features without
+/// the dev-dependencies, so it would rebuild what `cargo test` just built.
 fn example_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
@@ -33,22 +35,32 @@ fn example_binary() -> PathBuf {
                 .parent()
                 .and_then(Path::parent)
                 .expect("the test binary is in target/{profile}/deps");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "--quiet", "--example", "nats_bank"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir
-                .file_name()
-                .is_some_and(|name| name == "release")
-            {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo can be started");
-            assert!(status.success(), "the example builds");
-            profile_dir
+            let binary = profile_dir
                 .join("examples")
-                .join(format!("nats_bank{}", std::env::consts::EXE_SUFFIX))
+                .join(format!("nats_bank{}", std::env::consts::EXE_SUFFIX));
+            let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            let sources = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let fresh = modified(&binary).is_some_and(|built| {
+                ["nats_bank.rs", "src/nats_bank.rs"]
+                    .iter()
+                    .all(|source| modified(&sources.join(source)).is_some_and(|m| m <= built))
+            });
+            if !fresh {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+                let mut build = Command::new(cargo);
+                build
+                    .args(["build", "--quiet", "--example", "nats_bank"])
+                    .current_dir(sources);
+                if profile_dir
+                    .file_name()
+                    .is_some_and(|name| name == "release")
+                {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("cargo can be started");
+                assert!(status.success(), "the example builds");
+            }
+            binary
         })
         .clone()
 }
