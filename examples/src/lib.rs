@@ -7,6 +7,7 @@
 pub mod api_chain;
 pub mod enterprise;
 pub mod management;
+pub mod nats_bank;
 pub mod order_saga;
 pub mod orders;
 pub mod replicas;

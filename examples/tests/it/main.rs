@@ -4,6 +4,7 @@ mod chain;
 mod enterprise;
 mod leases;
 mod management;
+mod nats_bank;
 mod order_saga;
 mod orders;
 mod programs;
