@@ -80,11 +80,15 @@ pub fn default_subject(prefix: &str, event: &StoredEvent) -> String {
     )
 }
 
-/// Escapes `%` and control characters as `%XX`, so any text is a valid header value.
+/// Escapes `%`, control characters and whitespace other than an inner space as `%XX`
+/// (UTF-8 bytes), so any text is a header value that arrives unchanged (the client trims
+/// values and refuses line breaks).
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '%' || c.is_control() {
+    let last = text.chars().count().saturating_sub(1);
+    for (i, c) in text.chars().enumerate() {
+        let edge = i == 0 || i == last;
+        if c == '%' || c.is_control() || (c.is_whitespace() && (c != ' ' || edge)) {
             let mut buf = [0; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 out.push_str(&format!("%{b:02X}"));
@@ -254,7 +258,12 @@ mod tests {
 
     #[test]
     fn an_event_survives_the_trip_through_headers_and_body() {
-        for stream in ["Account-1", "odd\nstream %41 ünï"] {
+        for stream in [
+            "Account-1",
+            "odd\nstream %41 ünï",
+            " Account-1 ",
+            "\u{a0}x\u{2003}",
+        ] {
             let sent = event(stream);
             let (headers, body) = encode(&sent).unwrap();
             assert_eq!(
@@ -300,6 +309,8 @@ mod tests {
         assert_eq!(category("plain"), "plain");
         assert_eq!(subject_token(""), "_");
         assert_eq!(unescape(&escape("50% \u{7f}\t")).unwrap(), "50% \u{7f}\t");
+        assert_eq!(escape(" a b\u{a0}"), "%20a b%C2%A0");
+        assert_eq!(subject_token("a_b-C9"), "a_b-C9");
         assert_eq!(unescape("%G1"), None);
         assert_eq!(unescape("%4"), None);
     }

@@ -7,13 +7,14 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind, Message};
+use async_nats::{HeaderMap, Subject};
+use flext_impl::catch_panic;
 use flext_protocols::{CheckpointStore, MetricsSource};
 use flext_types::{FlextError, FlextResult, MetricSet, MetricValue, StoredEvent};
 use futures_util::StreamExt;
@@ -27,18 +28,22 @@ use crate::streams::EventStreams;
 /// How a consumer retries an event whose handling failed, set in one place so the server's
 /// settings and the consumer's agree:
 ///
-/// - `max_deliver`: deliveries of an event before it goes to the dead-letter stream;
+/// - `max_deliver`: deliveries of an event before a failure sends it to the dead-letter
+///   stream. Every delivery counts (a hand-back at shutdown, a consumer that died with it,
+///   a stream held back), so a failure on a delivery at or past `max_deliver` is the last;
+///   the handler is never called more than `max_deliver` times for failures;
 /// - `backoff`: the wait before the next delivery after the n-th failure (`Nak` with that
-///   delay; the last entry repeats). The consumer never sets the server's own `BackOff`,
-///   whose first entry would silently replace the ack wait;
+///   delay; the last entry repeats). A failure is never answered with a `Nak` without a
+///   delay (an immediate redelivery storm); the consumer never sets the server's own
+///   `BackOff`, whose first entry would silently replace the ack wait;
 /// - `ack_wait`: how long a delivery may go unanswered before the server gives it to
 ///   another consumer — the bound on a takeover after a consumer dies. A live consumer
-///   extends it (`+WPI`) every third of it for every event it holds, so a slow handler or
-///   an event waiting for its predecessor is not taken from it.
+///   extends it (`+WPI`) every third of it for every event it has queued, holds or
+///   handles, from a task of its own, so a busy or slow consumer keeps what it has.
 ///
-/// The server's `MaxDeliver` is `max_deliver + 1`: a delivery past `max_deliver` (the
-/// consumer that had the last one died handling it) goes to the dead-letter stream without
-/// running, so no event is dropped by the server unseen.
+/// The server's `MaxDeliver` is unlimited: the consumer alone counts deliveries against
+/// the policy, so an event whose last delivery ended in a `Nak` (a failed dead-letter
+/// copy, a sink that could not be read) comes back instead of being dropped unseen.
 ///
 /// ```
 /// use std::time::Duration;
@@ -244,24 +249,31 @@ impl ConsumerConfig {
 ///   resumes from the server's ack floor. A consumer deleted on the server is created
 ///   again: from the ack floor last saved in the floor store when one is set
 ///   ([`with_floor_store`](NatsConsumer::with_floor_store)), else from the stream's
-///   start (the version gate drops what was applied).
+///   start (the version gate drops what was applied). One whose settings changed (ack
+///   wait, max ack pending, category) is updated on the server at the start.
 /// - **Acknowledged after the effect.** An event is acknowledged once the sink applied it
-///   (or it was a duplicate). A handler's failure is answered with a `Nak` delayed by the
-///   [`DeliveryPolicy`]; after `max_deliver` deliveries the event is copied to the
-///   dead-letter stream (subject `{dead-letter prefix}.{durable}.{category}.{type}`, its
-///   headers plus the error's code and message, the deliveries, the consumer, the
-///   original subject and sequence), passed in the sink, and terminated. An event that
-///   does not decode goes there at once.
-/// - **In order per stream.** The sink's [`applied_version`](EventSink::applied_version)
-///   is the gate: an older version is acknowledged as a duplicate, the next one is
-///   applied, a later one waits (held, its ack wait extended) until its predecessor is
-///   applied here or by another process of the group. Streams are spread over
-///   partitions by a hash of their id; each applies one event at a time, the partitions
-///   run at once, and a poisoned stream holds up only its own later events.
+///   (or it was a duplicate). A handler's failure (a panic included) is answered with a
+///   `Nak` delayed by the [`DeliveryPolicy`]; a failure on the `max_deliver`-th delivery
+///   copies the event to the dead-letter stream (subject `{dead-letter
+///   prefix}.{durable}.{category}.{type}`, its headers plus the error's code and message,
+///   the deliveries, the consumer, the original subject and sequence), then passes it in
+///   the sink, then terminates it — in that order, so a step that fails leaves the event
+///   to come back, and the copy is stored once (its message id). A message that does not
+///   decode (not an event of the relay's) is copied there and terminated at once.
+/// - **In order per stream.** The sink's [`applied_version`](EventSink::applied_version),
+///   asked for every delivery, is the gate: an older version is acknowledged as a
+///   duplicate, the next one is applied, a later one waits (held, its ack wait extended)
+///   until its predecessor is applied here or by another process of the group. A partition
+///   holds at most its share of half of `max_ack_pending`; past that a later version is
+///   answered with a delayed `Nak`, so held events never take all the server hands the
+///   group and stop the other streams. Streams are spread over partitions by a hash of
+///   their id; each applies one event at a time, the partitions run at once, and a
+///   poisoned stream holds up only its own later events.
 /// - **Watched.** The pull asks for heartbeats; a missing heartbeat, a deleted consumer or
 ///   a lost connection rebuilds it. Every second the consumer reads the server's view
 ///   (pending, ack pending, redelivered), which its [`MetricsSource`] shows with its own
-///   counts.
+///   counts. Every acknowledgement waits at most 2 s on the client (a broker outage holds
+///   nothing: an event not acknowledged comes back).
 pub struct NatsConsumer {
     jetstream: jetstream::Context,
     streams: EventStreams,
@@ -304,7 +316,7 @@ impl NatsConsumer {
         }
     }
 
-    /// Saves the server's ack floor in `store` (under `"nats/{stream}/{durable}"`) each
+    /// Saves the server's ack floor in `store` (under `"nats-ack-floor/{stream}/{durable}"`) each
     /// second, so a consumer deleted on the server is created again from there rather than
     /// from the stream's start.
     #[must_use]
@@ -319,7 +331,11 @@ impl NatsConsumer {
     }
 
     fn floor_key(&self) -> String {
-        format!("nats/{}/{}", self.streams.stream(), self.config.durable)
+        format!(
+            "nats-ack-floor/{}/{}",
+            self.streams.stream(),
+            self.config.durable
+        )
     }
 
     /// Consumes until `shutdown` completes; then the events it holds unapplied are handed
@@ -332,23 +348,30 @@ impl NatsConsumer {
         let partitions: Vec<Arc<Partition>> = (0..self.config.partitions)
             .map(|_| Arc::new(Partition::default()))
             .collect();
-        let workers = partitions
-            .iter()
-            .map(|partition| {
-                let worker = Worker {
-                    partition: Arc::clone(partition),
-                    sink: Arc::clone(&self.sink),
-                    jetstream: self.jetstream.clone(),
-                    dead_letter_prefix: self.streams.dead_letter_prefix().to_owned(),
-                    subject_prefix: self.streams.subject_prefix().to_owned(),
-                    durable: self.config.durable.clone(),
-                    policy: self.config.policy.clone(),
-                    counters: Arc::clone(&self.counters),
-                    streams: HashMap::new(),
-                };
-                tokio::spawn(worker.run())
-            })
-            .collect::<Vec<_>>();
+        let per_partition = (self.config.max_ack_pending / 2 / partitions.len()).max(1);
+        let mut workers = tokio::task::JoinSet::new();
+        let mut extenders = tokio::task::JoinSet::new();
+        for partition in &partitions {
+            let worker = Worker {
+                partition: Arc::clone(partition),
+                sink: Arc::clone(&self.sink),
+                jetstream: self.jetstream.clone(),
+                dead_letter_prefix: self.streams.dead_letter_prefix().to_owned(),
+                subject_prefix: self.streams.subject_prefix().to_owned(),
+                durable: self.config.durable.clone(),
+                policy: self.config.policy.clone(),
+                counters: Arc::clone(&self.counters),
+                streams: HashMap::new(),
+                held: 0,
+                max_held: per_partition,
+            };
+            workers.spawn(worker.run());
+            extenders.spawn(extend(
+                Arc::clone(partition),
+                self.jetstream.client(),
+                self.config.policy.ack_wait / 3,
+            ));
+        }
         let mut watch = tokio::time::interval(Duration::from_secs(1));
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pause = Duration::from_millis(100);
@@ -379,6 +402,17 @@ impl NatsConsumer {
             loop {
                 tokio::select! {
                     () = &mut shutdown => break 'pulls,
+                    Some(ended) = workers.join_next() => {
+                        // Sink calls are guarded against panics; a worker ends only so.
+                        for partition in &partitions {
+                            partition.stop();
+                        }
+                        extenders.abort_all();
+                        return Err(FlextError::operation(format!(
+                            "A worker of consumer {} ended unexpectedly: {ended:?}",
+                            self.config.durable
+                        )));
+                    }
                     _ = watch.tick() => self.watch(&mut consumer).await,
                     next = messages.next() => match next {
                         Some(Ok(message)) => {
@@ -409,9 +443,8 @@ impl NatsConsumer {
         for partition in &partitions {
             partition.stop();
         }
-        for worker in workers {
-            let _ended = worker.await;
-        }
+        while workers.join_next().await.is_some() {}
+        extenders.abort_all();
         Ok(())
     }
 
@@ -423,16 +456,6 @@ impl NatsConsumer {
             self.jetstream.get_stream(stream_name).await.map_err(|e| {
                 nats_error(format!("JetStream stream {stream_name} cannot be read"), e)
             })?;
-        if let Ok(consumer) = stream
-            .get_consumer::<pull::Config>(&self.config.durable)
-            .await
-        {
-            return Ok(consumer);
-        }
-        let floor = match &self.floor {
-            Some(store) => store.load_checkpoint(&self.floor_key()).await?.unwrap_or(0),
-            None => 0,
-        };
         let filter_subject = match &self.config.category {
             Some(category) => format!(
                 "{}.{}.*",
@@ -441,34 +464,71 @@ impl NatsConsumer {
             ),
             None => self.streams.event_subjects(),
         };
-        let config = pull::Config {
+        let mut config = pull::Config {
             durable_name: Some(self.config.durable.clone()),
-            deliver_policy: if floor == 0 {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: floor + 1,
-                }
-            },
+            deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.config.policy.ack_wait,
-            max_deliver: i64::from(self.config.policy.max_deliver) + 1,
+            // Unlimited: the consumer counts deliveries against the policy itself, so the
+            // server never drops an event whose last delivery ended in a `Nak`.
+            max_deliver: -1,
             max_ack_pending: i64::try_from(self.config.max_ack_pending).unwrap_or(i64::MAX),
             filter_subject,
             ..Default::default()
         };
+        let cannot = |what: &str, e: &dyn fmt::Display| {
+            FlextError::unavailable(format!(
+                "Consumer {} of JetStream stream {stream_name} cannot be {what}: {e}",
+                self.config.durable
+            ))
+        };
+        if let Ok(mut consumer) = stream
+            .get_consumer::<pull::Config>(&self.config.durable)
+            .await
+        {
+            let info = consumer
+                .info()
+                .await
+                .map_err(|e| cannot("read", &e))?
+                .config
+                .clone();
+            if info.ack_wait == config.ack_wait
+                && info.max_deliver == config.max_deliver
+                && info.max_ack_pending == config.max_ack_pending
+                && info.filter_subject == config.filter_subject
+                && info.ack_policy == config.ack_policy
+            {
+                return Ok(consumer);
+            }
+            // Settings changed since it was created: the server takes the new ones (its
+            // start position stays as it was).
+            config.deliver_policy = info.deliver_policy;
+            return stream.create_consumer(config).await.map_err(|e| {
+                FlextError::invalid_argument(format!(
+                    "Consumer {} of JetStream stream {stream_name} exists with other settings \
+                     (ack wait {:?}, max deliver {}, max ack pending {}, filter {:?}) and the \
+                     server refused the new ones: {e}",
+                    self.config.durable,
+                    info.ack_wait,
+                    info.max_deliver,
+                    info.max_ack_pending,
+                    info.filter_subject
+                ))
+            });
+        }
+        let floor = match &self.floor {
+            Some(store) => store.load_checkpoint(&self.floor_key()).await?.unwrap_or(0),
+            None => 0,
+        };
+        if floor > 0 {
+            config.deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            };
+        }
         stream
             .get_or_create_consumer(&self.config.durable, config)
             .await
-            .map_err(|e| {
-                nats_error(
-                    format!(
-                        "Consumer {} of JetStream stream {stream_name} cannot be created",
-                        self.config.durable
-                    ),
-                    e,
-                )
-            })
+            .map_err(|e| cannot("created", &e))
     }
 
     /// Reads the server's view of the consumer into the gauges and saves the ack floor.
@@ -578,28 +638,65 @@ fn partition_of(headers: Option<&HeaderMap>, partitions: usize) -> usize {
     (hasher.finish() % partitions as u64) as usize
 }
 
-/// The messages a partition's worker has to apply, in arrival order.
+/// How long one acknowledgement or `+WPI` may wait on the client: while the client
+/// reconnects it takes no commands, and a broker outage must not hold a worker, the
+/// extender or a shutdown.
+const ACK_LIMIT: Duration = Duration::from_secs(2);
+
+/// Answers `message` with `kind`; whether the client took it in time.
+async fn answer(message: &Message, kind: AckKind) -> bool {
+    matches!(
+        tokio::time::timeout(ACK_LIMIT, message.ack_with(kind)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The messages of a partition: queued for its worker in arrival order, and the ones the
+/// worker has taken (held or being handled), whose ack wait the extender keeps extending.
 #[derive(Default)]
 struct Partition {
     queue: Mutex<VecDeque<Message>>,
+    taken: Mutex<HashMap<String, Subject>>,
     wake: Notify,
-    stopped: std::sync::atomic::AtomicBool,
+    stopped: AtomicBool,
 }
 
 impl Partition {
-    fn push(&self, message: Message) {
-        self.queue
+    fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        mutex
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push_back(message);
+    }
+
+    fn push(&self, message: Message) {
+        Self::lock(&self.queue).push_back(message);
         self.wake.notify_one();
     }
 
     fn pop(&self) -> Option<Message> {
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop_front()
+        Self::lock(&self.queue).pop_front()
+    }
+
+    fn take(&self, message: &Message) {
+        if let Some(reply) = &message.reply {
+            Self::lock(&self.taken).insert(reply.to_string(), reply.clone());
+        }
+    }
+
+    fn release(&self, message: &Message) {
+        if let Some(reply) = &message.reply {
+            Self::lock(&self.taken).remove(reply.as_str());
+        }
+    }
+
+    /// The reply subjects of every message queued or taken.
+    fn replies(&self) -> Vec<Subject> {
+        let mut replies: Vec<Subject> = Self::lock(&self.queue)
+            .iter()
+            .filter_map(|m| m.reply.clone())
+            .collect();
+        replies.extend(Self::lock(&self.taken).values().cloned());
+        replies
     }
 
     fn stop(&self) {
@@ -612,20 +709,15 @@ impl Partition {
     }
 }
 
-/// The events of one stream a worker holds until their predecessor is applied.
-#[derive(Default)]
-struct StreamState {
-    held: BTreeMap<u64, Message>,
-}
-
-/// How many times `message` was delivered, and its sequence in the stream.
-fn delivery(message: &Message) -> (u32, u64) {
-    match message.info() {
-        Ok(info) => (
-            u32::try_from(info.delivered).unwrap_or(u32::MAX),
-            info.stream_sequence,
-        ),
-        Err(_) => (1, 0),
+/// Extends the ack wait (`+WPI`) of every message of `partition` each `period`, whatever
+/// its worker is doing, until aborted.
+async fn extend(partition: Arc<Partition>, client: async_nats::Client, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        for reply in partition.replies() {
+            let progress = client.publish(reply, bytes::Bytes::from_static(b"+WPI"));
+            let _extended = tokio::time::timeout(ACK_LIMIT, progress).await;
+        }
     }
 }
 
@@ -639,33 +731,48 @@ struct Worker {
     durable: String,
     policy: DeliveryPolicy,
     counters: Arc<Counters>,
-    streams: HashMap<Arc<str>, StreamState>,
+    /// Per stream, the later versions waiting for their predecessor.
+    streams: HashMap<Arc<str>, BTreeMap<u64, Message>>,
+    /// How many messages `streams` holds, at most `max_held`.
+    held: usize,
+    max_held: usize,
 }
 
 impl Worker {
     async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.policy.ack_wait / 3);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let period = self.policy.ack_wait / 3;
+        let mut next_check = tokio::time::Instant::now() + period;
         loop {
             while let Some(message) = self.partition.pop() {
                 if self.partition.is_stopped() {
-                    let _handed_back = message.ack_with(AckKind::Nak(None)).await;
+                    // Handed back for the group's other processes.
+                    answer(&message, AckKind::Nak(None)).await;
                     continue;
                 }
                 self.handle(message).await;
+                if tokio::time::Instant::now() >= next_check {
+                    self.recheck().await;
+                    next_check = tokio::time::Instant::now() + period;
+                }
             }
             if self.partition.is_stopped() {
                 break;
             }
             tokio::select! {
                 () = self.partition.wake.notified() => {}
-                _ = tick.tick() => self.recheck().await,
+                () = tokio::time::sleep_until(next_check) => {
+                    self.recheck().await;
+                    next_check = tokio::time::Instant::now() + period;
+                }
             }
         }
-        for state in self.streams.into_values() {
-            for message in state.held.into_values() {
-                let _handed_back = message.ack_with(AckKind::Nak(None)).await;
-            }
+        for message in std::mem::take(&mut self.streams)
+            .into_values()
+            .flat_map(BTreeMap::into_values)
+        {
+            self.counters.held.fetch_sub(1, Ordering::Relaxed);
+            self.partition.release(&message);
+            answer(&message, AckKind::Nak(None)).await;
         }
     }
 
@@ -673,78 +780,92 @@ impl Worker {
     async fn handle(&mut self, message: Message) {
         let mut todo = Some(message);
         while let Some(message) = todo.take() {
-            todo = self.step(message).await;
+            self.partition.take(&message);
+            todo = self.step(&message).await;
+            if !self.is_held(&message) {
+                self.partition.release(&message);
+            }
         }
     }
 
-    /// Handles one delivery; the held successor of the event when it was applied (or
-    /// passed), to handle next.
-    async fn step(&mut self, message: Message) -> Option<Message> {
-        let (delivered, sequence) = delivery(&message);
+    fn is_held(&self, message: &Message) -> bool {
+        let Some(reply) = &message.reply else {
+            return false;
+        };
+        self.streams
+            .values()
+            .any(|held| held.values().any(|m| m.reply.as_ref() == Some(reply)))
+    }
+
+    /// Handles one delivery; the held successor of its event when the event was applied
+    /// or passed, to handle next.
+    async fn step(&mut self, message: &Message) -> Option<Message> {
+        let (delivered, sequence) = delivery(message);
         let event = match codec::decode_message(message.headers.as_ref(), &message.payload) {
             Ok(event) => event,
             Err(error) => {
-                self.dead_letter(&message, None, &error, delivered, sequence)
-                    .await;
+                // Nothing to pass: the message is not an event of the relay's.
+                if self
+                    .copy_to_dead_letters(message, None, &error, delivered, sequence)
+                    .await
+                {
+                    answer(message, AckKind::Term).await;
+                }
                 return None;
             }
         };
-        if delivered > self.policy.max_deliver {
-            let error = FlextError::operation(format!(
-                "Event {} was delivered {delivered} times, more than max_deliver {}: the \
-                 consumer of its last delivery stopped before finishing it",
-                event.event_id, self.policy.max_deliver
-            ));
-            return self
-                .give_up(&message, &event, &error, delivered, sequence)
-                .await;
-        }
         // Asked every time: another process of the group (or a copy of this event
         // published again) may have moved it since this worker last looked.
-        let applied = match self.sink.applied_version(&event.stream_id).await {
+        let applied = match catch_panic(self.sink.applied_version(&event.stream_id)).await {
             Ok(applied) => applied,
             Err(error) => {
-                self.retry(&message, &error, delivered).await;
+                self.retry(message, &error, delivered).await;
                 return None;
             }
         };
         if event.version <= applied {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            let _acked = message.ack().await;
+            answer(message, AckKind::Ack).await;
             return self.advance(&event.stream_id, applied);
         }
         if event.version > applied + 1 {
-            self.hold(message, event);
+            self.hold(message.clone(), &event).await;
             return None;
         }
-        let result = {
-            let applying = self.sink.apply(&event);
-            self.with_progress(&message, applying).await
-        };
-        match result {
+        match catch_panic(self.sink.apply(&event)).await {
             Ok(()) => {
                 self.counters.applied.fetch_add(1, Ordering::Relaxed);
-                let _acked = message.ack().await;
+                answer(message, AckKind::Ack).await;
                 self.advance(&event.stream_id, event.version)
             }
+            // Deliveries count every hand-back and crash too, so a failure on a delivery
+            // past `max_deliver` is the last one.
             Err(error) if delivered < self.policy.max_deliver => {
-                self.retry(&message, &error, delivered).await;
+                self.retry(message, &error, delivered).await;
                 None
             }
             Err(error) => {
-                self.give_up(&message, &event, &error, delivered, sequence)
+                self.give_up(message, &event, &error, delivered, sequence)
                     .await
             }
         }
     }
 
-    fn hold(&mut self, message: Message, event: StoredEvent) {
-        let held = &mut self
+    /// Holds `message` until its predecessor is applied; past the partition's share of
+    /// `max_ack_pending`, answers it with a delayed `Nak` instead, so held events never
+    /// fill what the server hands the group and stop the other streams.
+    async fn hold(&mut self, message: Message, event: &StoredEvent) {
+        if self.held >= self.max_held {
+            self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            answer(&message, AckKind::Nak(Some(self.policy.delay_after(1)))).await;
+            return;
+        }
+        let held = self
             .streams
             .entry(Arc::clone(&event.stream_id))
-            .or_default()
-            .held;
+            .or_default();
         if held.insert(event.version, message).is_none() {
+            self.held += 1;
             self.counters.held.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -752,14 +873,15 @@ impl Worker {
     /// Notes that `stream` is applied up to `applied`: acknowledges the held copies at or
     /// below it, and takes out the held successor, if any.
     fn advance(&mut self, stream: &Arc<str>, applied: u64) -> Option<Message> {
-        let state = self.streams.get_mut(stream)?;
-        let later = state.held.split_off(&(applied + 1));
-        let done = std::mem::replace(&mut state.held, later);
-        let next = state.held.remove(&(applied + 1));
-        if state.held.is_empty() {
+        let held = self.streams.get_mut(stream)?;
+        let later = held.split_off(&(applied + 1));
+        let done = std::mem::replace(held, later);
+        let next = held.remove(&(applied + 1));
+        if held.is_empty() {
             self.streams.remove(stream);
         }
         let released = done.len() + usize::from(next.is_some());
+        self.held -= released;
         self.counters
             .held
             .fetch_sub(released as u64, Ordering::Relaxed);
@@ -768,62 +890,23 @@ impl Worker {
                 .duplicates
                 .fetch_add(done.len() as u64, Ordering::Relaxed);
             // Copies of versions applied: acknowledged without effect.
+            let partition = Arc::clone(&self.partition);
             tokio::spawn(async move {
                 for message in done.into_values() {
-                    let _acked = message.ack().await;
+                    partition.release(&message);
+                    answer(&message, AckKind::Ack).await;
                 }
             });
         }
         next
     }
 
-    /// Runs `work`, extending the ack wait of `message`, of the held events and of the
-    /// partition's queue every third of the ack wait.
-    async fn with_progress<T>(&self, message: &Message, work: impl Future<Output = T>) -> T {
-        let mut work = pin!(work);
-        let period = self.policy.ack_wait / 3;
-        loop {
-            tokio::select! {
-                out = &mut work => return out,
-                () = tokio::time::sleep(period) => {
-                    let _extended = message.ack_with(AckKind::Progress).await;
-                    self.extend_all().await;
-                }
-            }
-        }
-    }
-
-    /// Extends the ack wait of every event this worker holds or has queued.
-    async fn extend_all(&self) {
-        for state in self.streams.values() {
-            for message in state.held.values() {
-                let _extended = message.ack_with(AckKind::Progress).await;
-            }
-        }
-        let queued: Vec<_> = {
-            let queue = self
-                .partition
-                .queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            queue.iter().filter_map(|m| m.reply.clone()).collect()
-        };
-        for reply in queued {
-            let _extended = self
-                .jetstream
-                .client()
-                .publish(reply, bytes::Bytes::from_static(b"+WPI"))
-                .await;
-        }
-    }
-
-    /// On each tick: extends the ack waits, and asks the sink again about every stream
-    /// with held events (another process may have applied the missing version).
+    /// Asks the sink again about every stream with held events (another process may have
+    /// applied the missing version) and handles what that lets through.
     async fn recheck(&mut self) {
-        self.extend_all().await;
         let waiting: Vec<Arc<str>> = self.streams.keys().cloned().collect();
         for stream in waiting {
-            let Ok(applied) = self.sink.applied_version(&stream).await else {
+            let Ok(applied) = catch_panic(self.sink.applied_version(&stream)).await else {
                 continue;
             };
             if let Some(next) = self.advance(&stream, applied) {
@@ -837,11 +920,13 @@ impl Worker {
         self.counters.retried.fetch_add(1, Ordering::Relaxed);
         let delay = self.policy.delay_after(delivered);
         tracing::warn!(consumer = %self.durable, %error, delivered, ?delay, "event retried");
-        let _nacked = message.ack_with(AckKind::Nak(Some(delay))).await;
+        answer(message, AckKind::Nak(Some(delay))).await;
     }
 
-    /// Dead-letters `event` and passes it in the sink; its held successor when that
-    /// worked (else the message was answered with a delayed `Nak`, to try again).
+    /// Copies `event` to the dead-letter stream, passes it in the sink, then terminates
+    /// it, in that order; its held successor when all of that was done (else the message
+    /// was answered with a delayed `Nak` and comes back to try again — the dead-letter
+    /// copy is stored once, by its message id).
     async fn give_up(
         &mut self,
         message: &Message,
@@ -851,23 +936,24 @@ impl Worker {
         sequence: u64,
     ) -> Option<Message> {
         if !self
-            .dead_letter(message, Some(event), error, delivered, sequence)
+            .copy_to_dead_letters(message, Some(event), error, delivered, sequence)
             .await
         {
             return None;
         }
-        if let Err(error) = self.sink.pass(event).await {
-            // The dead letter is stored; a later delivery copies it again (the server
-            // drops the copy by its message id) and passes the event.
+        if let Err(error) = catch_panic(self.sink.pass(event)).await {
             self.retry(message, &error, delivered).await;
             return None;
         }
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(consumer = %self.durable, %error, delivered, "event dead-lettered");
+        answer(message, AckKind::Term).await;
         self.advance(&event.stream_id, event.version)
     }
 
-    /// Copies `message` to the dead-letter stream with the error, then terminates it;
-    /// `false` (and a delayed `Nak`) when the copy was not stored.
-    async fn dead_letter(
+    /// Stores a copy of `message` in the dead-letter stream with the error; `false` (and a
+    /// delayed `Nak`) when the copy was not stored.
+    async fn copy_to_dead_letters(
         &self,
         message: &Message,
         event: Option<&StoredEvent>,
@@ -904,13 +990,19 @@ impl Worker {
             Err(_) => false,
         };
         if !stored {
-            self.retry(message, error, delivered.min(self.policy.max_deliver))
-                .await;
-            return false;
+            self.retry(message, error, delivered).await;
         }
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(consumer = %self.durable, %error, delivered, "event dead-lettered");
-        let _terminated = message.ack_with(AckKind::Term).await;
-        true
+        stored
+    }
+}
+
+/// How many times `message` was delivered, and its sequence in the stream.
+fn delivery(message: &Message) -> (u32, u64) {
+    match message.info() {
+        Ok(info) => (
+            u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            info.stream_sequence,
+        ),
+        Err(_) => (1, 0),
     }
 }

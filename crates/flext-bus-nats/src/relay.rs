@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, publish::PublishAck};
+use flext_constants::ErrorCode;
 use flext_protocols::{CheckpointStore, EventStore, MetricsSource};
 use flext_types::{FlextError, FlextResult, MetricSet, MetricValue, StoredEvent};
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -31,10 +32,14 @@ use crate::streams::EventStreams;
 ///   the relay publishes again from its checkpoint (a repeat is dropped by the server
 ///   inside the window and by the consumers' version gate after it). Nothing is lost.
 /// - A publish that fails (no acknowledgement within the JetStream context's timeout, the
-///   server away) is a pause, not an end: the relay waits (100 ms doubling to 5 s), then
-///   publishes again from the first unacknowledged event. A store that fails is treated the
-///   same way. [`run`](NatsRelay::run) returns only when its shutdown future completes (after
-///   saving the checkpoint of what was acknowledged) or on a configuration error.
+///   server away) is a pause, not an end: the relay waits (100 ms doubling to 5 s, back to
+///   100 ms once publishes are acknowledged again), then publishes again from the first
+///   unacknowledged event. A store that fails is treated the same way.
+///   [`run`](NatsRelay::run) returns when its shutdown future completes (after saving the
+///   checkpoint of what was acknowledged), when the checkpoint cannot be read at the start,
+///   or with an `INVALID_ARGUMENT` naming an event the broker can never take (larger than
+///   the server's `max_payload`): the relay cannot pass it without losing it, so it stops
+///   there, its checkpoint just before it, for an operator to act on.
 ///
 /// Several relays of one store (replicas) may run at once: each publishes everything and
 /// the duplicates are dropped, at the cost of the repeated publishes.
@@ -131,14 +136,15 @@ impl NatsRelay {
 
     /// Publishes until `shutdown` completes, then saves the checkpoint of what was
     /// acknowledged and returns. Failures of the broker or the store are waited out (see
-    /// [`NatsRelay`]); the error of a checkpoint that cannot be read at the start is
-    /// returned.
+    /// [`NatsRelay`]); the error of a checkpoint that cannot be read at the start, or of an
+    /// event too large for the broker, is returned.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> FlextResult<()> {
         let mut shutdown = pin!(shutdown);
         let mut acked = self.checkpoint().await?;
         self.counters.checkpoint.store(acked, Ordering::Relaxed);
         let mut pause = Duration::from_millis(100);
         loop {
+            let before = acked;
             let outcome = {
                 let round = self.publish_from(&mut acked);
                 tokio::select! {
@@ -151,6 +157,13 @@ impl NatsRelay {
             let Some(error) = outcome else {
                 return saved;
             };
+            if error.is(ErrorCode::InvalidArgument) {
+                // An event the broker will never take: waiting does not help.
+                return Err(error);
+            }
+            if acked > before {
+                pause = Duration::from_millis(100);
+            }
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(relay = %self.name, %error, "relay paused");
             tokio::select! {

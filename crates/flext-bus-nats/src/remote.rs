@@ -34,8 +34,12 @@ pub mod header {
     pub const CAUSATION_ID: &str = "Flext-Causation-Id";
     /// When the message was created, RFC 3339.
     pub const TIMESTAMP: &str = "Flext-Timestamp";
-    /// The caller's deadline, milliseconds since the Unix epoch.
+    /// The caller's deadline, milliseconds since the Unix epoch (a call without one
+    /// carries the time its caller stops waiting).
     pub const DEADLINE: &str = "Flext-Deadline";
+    /// The message's name as the caller wrote it (the subject's last token is made safe
+    /// and may be shared by two names; the worker checks this one).
+    pub const MESSAGE_NAME: &str = "Flext-Message-Name";
     /// The message's free-form headers, a JSON object (escaped).
     pub const HEADERS: &str = "Flext-Headers";
     /// On an answer that is an error: the `FlextError` as JSON (escaped).
@@ -132,26 +136,33 @@ impl RemoteTransport for NatsTransport {
             )));
         }
         let subject = subject(&self.prefix, call.kind, &call.name);
-        let headers = encode_call(&call)?;
+        // A call without a deadline carries the time this caller stops waiting, so a
+        // worker does not start it after that.
+        let deadline = call.deadline.unwrap_or_else(|| SystemTime::now() + timeout);
+        let headers = encode_call(&call, deadline)?;
         let request = async_nats::Request::new()
             .payload(Bytes::from(call.payload))
             .headers(headers)
             .timeout(Some(timeout));
-        let answer = self
-            .client
-            .send_request(subject.clone(), request)
-            .await
-            .map_err(|e| match e.kind() {
-                RequestErrorKind::NoResponders => {
-                    FlextError::not_found(format!("No process serves {what} (subject {subject})"))
-                }
-                RequestErrorKind::TimedOut => FlextError::timeout(format!(
-                    "{what} got no answer within {} ms",
-                    timeout.as_millis()
-                ))
-                .with_source(e),
-                _ => nats_error(format!("{what} was not sent"), e),
-            })?;
+        let timed_out = || {
+            FlextError::timeout(format!(
+                "{what} got no answer within {} ms",
+                timeout.as_millis()
+            ))
+        };
+        // The client's own timeout starts once the request is queued, which waits while
+        // the client reconnects: this one bounds the whole call.
+        let answer =
+            tokio::time::timeout(timeout, self.client.send_request(subject.clone(), request))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| match e.kind() {
+                    RequestErrorKind::NoResponders => FlextError::not_found(format!(
+                        "No process serves {what} (subject {subject})"
+                    )),
+                    RequestErrorKind::TimedOut => timed_out().with_source(e),
+                    _ => nats_error(format!("{what} was not sent"), e),
+                })?;
         if let Some(error) = answer.headers.as_ref().and_then(|h| h.get(header::ERROR)) {
             let error: FlextError = unescape(error.as_str())
                 .and_then(|json| serde_json::from_str(&json).ok())
@@ -160,14 +171,26 @@ impl RemoteTransport for NatsTransport {
                 });
             return Err(error);
         }
+        if let Some(status) = answer
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
+        {
+            // An error answer of a service that is not a flext worker.
+            return Err(FlextError::operation(format!(
+                "{what} failed in the service that answered: {}",
+                status.as_str()
+            )));
+        }
         Ok(answer.payload.to_vec())
     }
 }
 
-/// The headers that carry `call`'s metadata and deadline.
-fn encode_call(call: &RemoteCall) -> FlextResult<HeaderMap> {
+/// The headers that carry `call`'s name, metadata and `deadline`.
+fn encode_call(call: &RemoteCall, deadline: SystemTime) -> FlextResult<HeaderMap> {
     let m = &call.metadata;
     let mut headers = HeaderMap::new();
+    headers.insert(header::MESSAGE_NAME, escape(&call.name).as_str());
     headers.insert(header::MESSAGE_ID, m.message_id.to_string().as_str());
     headers.insert(
         header::CORRELATION_ID,
@@ -180,12 +203,10 @@ fn encode_call(call: &RemoteCall) -> FlextResult<HeaderMap> {
         FlextError::serialization(format!("The message's time cannot be shown: {e}"))
     })?;
     headers.insert(header::TIMESTAMP, timestamp.as_str());
-    if let Some(at) = call.deadline {
-        let millis = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        headers.insert(header::DEADLINE, millis.to_string().as_str());
-    }
+    let millis = deadline
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    headers.insert(header::DEADLINE, millis.to_string().as_str());
     if !m.headers.is_empty() {
         let json = serde_json::to_string(&m.headers)?;
         headers.insert(header::HEADERS, escape(&json).as_str());
@@ -213,6 +234,19 @@ fn decode_call(
             .map(|v| Uuid::parse_str(v.as_str()).map_err(|_| bad(header)))
             .transpose()
     };
+    match headers
+        .get(header::MESSAGE_NAME)
+        .map(|v| unescape(v.as_str()))
+    {
+        Some(Some(sent)) if sent == name => {}
+        Some(Some(sent)) => {
+            return Err(FlextError::not_found(format!(
+                "This worker serves {} {name} on this subject, not {sent}",
+                title(kind).to_lowercase()
+            )));
+        }
+        _ => return Err(bad(header::MESSAGE_NAME)),
+    }
     let mut metadata = MessageMetadata::new();
     if let Some(id) = uuid(header::MESSAGE_ID)? {
         metadata.message_id = id;
@@ -279,6 +313,18 @@ impl NatsWorker {
                 "concurrency must be at least 1, got 0",
             ));
         }
+        let mut subjects: Vec<String> = Vec::new();
+        for (kind, name) in dispatch.routes() {
+            let subject = subject(&prefix, kind, &name);
+            if subjects.contains(&subject) {
+                return Err(FlextError::invalid_argument(format!(
+                    "{} {name} would share subject {subject} with another message served; \
+                     rename one (subjects keep ASCII letters, digits, '_' and '-')",
+                    title(kind)
+                )));
+            }
+            subjects.push(subject);
+        }
         let service = client
             .service_builder()
             .description("flext-handlers remote commands and queries")
@@ -289,7 +335,7 @@ impl NatsWorker {
             })?;
         let limit = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
-        let mut routes = Vec::new();
+        let mut routes: Vec<String> = Vec::new();
         for (kind, name) in dispatch.routes() {
             let subject = subject(&prefix, kind, &name);
             let mut endpoint = service.endpoint(subject.clone()).await.map_err(|e| {

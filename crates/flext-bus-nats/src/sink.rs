@@ -16,10 +16,15 @@ use flext_types::{FlextResult, StoredEvent};
 /// The consumer calls [`apply`](EventSink::apply) only with the version right after
 /// [`applied_version`](EventSink::applied_version), so per stream the effects happen in
 /// version order. An implementation that records the version in the same transaction as
-/// its effect (a read model in a database) applies each event exactly once, even when the
-/// process dies between the two; [`VersionedSink`] keeps the record in a
-/// [`CheckpointStore`] after the effect, which is once unless the process dies in between
-/// (then the event is applied again: at least once).
+/// its effect (a read model in a database) and refuses a version already recorded (a
+/// conditional update from the previous version) applies each event exactly once, even
+/// when the process dies between the two or two processes of the group are handed copies
+/// of one event at once. [`VersionedSink`] keeps the record in a [`CheckpointStore`]
+/// after the effect: once within one process, but an event is applied again when the
+/// process dies between the two, or when two processes apply copies of one event at the
+/// same moment (a copy published again after the duplicate window while the original is
+/// still being handled elsewhere, or a redelivery to a second process while the first,
+/// unable to reach the broker, still works on it).
 #[async_trait]
 pub trait EventSink: Send + Sync + fmt::Debug {
     /// The subscriber's name, for errors, metrics and dead letters.

@@ -732,9 +732,12 @@ async fn a_deleted_consumer_is_created_again_from_its_saved_ack_floor() {
         "the floor saved at 100",
         || async {
             recorder.count() == 100
-                && flext_protocols::CheckpointStore::load_checkpoint(&*floors, "nats/FLOOR/floor")
-                    .await
-                    .unwrap()
+                && flext_protocols::CheckpointStore::load_checkpoint(
+                    &*floors,
+                    "nats-ack-floor/FLOOR/floor",
+                )
+                .await
+                .unwrap()
                     == Some(100)
         },
     )
