@@ -263,12 +263,13 @@ impl ConsumerConfig {
 /// - **In order per stream.** The sink's [`applied_version`](EventSink::applied_version),
 ///   asked for every delivery, is the gate: an older version is acknowledged as a
 ///   duplicate, the next one is applied, a later one waits (held, its ack wait extended)
-///   until its predecessor is applied here or by another process of the group. A partition
-///   holds at most its share of half of `max_ack_pending`; past that a later version is
-///   answered with a delayed `Nak`, so held events never take all the server hands the
-///   group and stop the other streams. Streams are spread over partitions by a hash of
-///   their id; each applies one event at a time, the partitions run at once, and a
-///   poisoned stream holds up only its own later events.
+///   until its predecessor is applied here or by another process of the group. Streams
+///   are spread over partitions by a hash of their id; each applies one event at a time,
+///   the partitions run at once, and a poisoned stream holds up only its own later events.
+///   Those wait unacknowledged, so they count against `max_ack_pending` (which also bounds
+///   what a process holds in memory) until the poison is applied or dead-lettered, at most
+///   the policy's backoff in all: keep `max_ack_pending` above what one stream receives in
+///   that time, or the other streams slow down with it.
 /// - **Watched.** The pull asks for heartbeats; a missing heartbeat, a deleted consumer or
 ///   a lost connection rebuilds it. Every second the consumer reads the server's view
 ///   (pending, ack pending, redelivered), which its [`MetricsSource`] shows with its own
@@ -348,7 +349,6 @@ impl NatsConsumer {
         let partitions: Vec<Arc<Partition>> = (0..self.config.partitions)
             .map(|_| Arc::new(Partition::default()))
             .collect();
-        let per_partition = (self.config.max_ack_pending / 2 / partitions.len()).max(1);
         let mut workers = tokio::task::JoinSet::new();
         let mut extenders = tokio::task::JoinSet::new();
         for partition in &partitions {
@@ -362,8 +362,6 @@ impl NatsConsumer {
                 policy: self.config.policy.clone(),
                 counters: Arc::clone(&self.counters),
                 streams: HashMap::new(),
-                held: 0,
-                max_held: per_partition,
             };
             workers.spawn(worker.run());
             extenders.spawn(extend(
@@ -733,9 +731,6 @@ struct Worker {
     counters: Arc<Counters>,
     /// Per stream, the later versions waiting for their predecessor.
     streams: HashMap<Arc<str>, BTreeMap<u64, Message>>,
-    /// How many messages `streams` holds, at most `max_held`.
-    held: usize,
-    max_held: usize,
 }
 
 impl Worker {
@@ -829,7 +824,7 @@ impl Worker {
             return self.advance(&event.stream_id, applied);
         }
         if event.version > applied + 1 {
-            self.hold(message.clone(), &event).await;
+            self.hold(message.clone(), &event);
             return None;
         }
         match catch_panic(self.sink.apply(&event)).await {
@@ -851,21 +846,13 @@ impl Worker {
         }
     }
 
-    /// Holds `message` until its predecessor is applied; past the partition's share of
-    /// `max_ack_pending`, answers it with a delayed `Nak` instead, so held events never
-    /// fill what the server hands the group and stop the other streams.
-    async fn hold(&mut self, message: Message, event: &StoredEvent) {
-        if self.held >= self.max_held {
-            self.counters.retried.fetch_add(1, Ordering::Relaxed);
-            answer(&message, AckKind::Nak(Some(self.policy.delay_after(1)))).await;
-            return;
-        }
+    /// Holds `message` until its predecessor is applied.
+    fn hold(&mut self, message: Message, event: &StoredEvent) {
         let held = self
             .streams
             .entry(Arc::clone(&event.stream_id))
             .or_default();
         if held.insert(event.version, message).is_none() {
-            self.held += 1;
             self.counters.held.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -881,7 +868,6 @@ impl Worker {
             self.streams.remove(stream);
         }
         let released = done.len() + usize::from(next.is_some());
-        self.held -= released;
         self.counters
             .held
             .fetch_sub(released as u64, Ordering::Relaxed);

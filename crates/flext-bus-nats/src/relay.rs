@@ -184,7 +184,7 @@ impl NatsRelay {
         let mut in_flight: FuturesOrdered<AckFuture> = FuturesOrdered::new();
         let mut since_save = 0;
         let mut next_event: Option<StoredEvent> = None;
-        loop {
+        let error = 'publish: loop {
             self.counters
                 .in_flight
                 .store(in_flight.len() as u64, Ordering::Relaxed);
@@ -194,7 +194,7 @@ impl NatsRelay {
                 Some((position, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     let ack = match result {
                         Ok(ack) => ack,
-                        Err(error) => return error,
+                        Err(error) => break 'publish error,
                     };
                     if let Some(ack) = ack {
                         self.counters.published.fetch_add(1, Ordering::Relaxed);
@@ -209,14 +209,14 @@ impl NatsRelay {
                     {
                         since_save = 0;
                         if let Err(error) = self.save(*acked).await {
-                            return error;
+                            break 'publish error;
                         }
                     }
                 }
                 next = events.next(), if room && next_event.is_none() => match next {
                     Some(Ok(event)) => next_event = Some(event),
-                    Some(Err(error)) => return error,
-                    None => return FlextError::storage(format!(
+                    Some(Err(error)) => break 'publish error,
+                    None => break 'publish FlextError::storage(format!(
                         "The store's subscription of relay {} ended", self.name
                     )),
                 },
@@ -233,11 +233,17 @@ impl NatsRelay {
                         Ok(ack) => in_flight.push_back(Box::pin(async move {
                             (position, ack.await.map(Some))
                         })),
-                        Err(error) => return error,
+                        Err(error) => break 'publish error,
                     }
                 }
             }
+        };
+        // What was sent before the failure is kept as far as it was acknowledged, in
+        // order: an event's acknowledgement counts only after all before it.
+        while let Some((position, Ok(_))) = in_flight.next().await {
+            *acked = position;
         }
+        error
     }
 
     /// Sends `event`; the future of its acknowledgement.
@@ -288,6 +294,10 @@ fn publish_error(
     match error.kind() {
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
             FlextError::timeout(message).with_source(error)
+        }
+        // Too large for the server's max_payload: publishing it again cannot work.
+        PublishErrorKind::MaxPayloadExceeded => {
+            FlextError::invalid_argument(message).with_source(error)
         }
         _ => FlextError::unavailable(message).with_source(error),
     }

@@ -802,3 +802,194 @@ async fn a_deleted_consumer_is_created_again_from_its_saved_ack_floor() {
     relay.await.unwrap().unwrap();
     recorder.assert_once_in_order(110);
 }
+
+/// A sink that fails to pass a dead-lettered event once: the event comes back, is copied
+/// once to the dead-letter stream, passed, and its stream's later versions follow.
+#[derive(Debug)]
+struct PassFailsOnce {
+    inner: Recorder,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl flext_bus_nats::EventSink for PassFailsOnce {
+    fn name(&self) -> &str {
+        "pass-fails-once"
+    }
+
+    async fn applied_version(&self, stream_id: &str) -> FlextResult<u64> {
+        self.inner.applied_version(stream_id).await
+    }
+
+    async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
+        self.inner.apply(event).await
+    }
+
+    async fn pass(&self, event: &StoredEvent) -> FlextResult<()> {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(flext_types::FlextError::storage("the read model is away"));
+        }
+        self.inner.pass(event).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_sink_cannot_pass_comes_back_and_its_stream_goes_on() {
+    if !enabled("a_dead_letter_the_sink_cannot_pass_comes_back_and_its_stream_goes_on") {
+        return;
+    }
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let layout = streams("passfail");
+    layout.ensure(&js).await.unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    append_round_robin(&*store, "Account", 2, 3).await;
+    let sink = Arc::new(PassFailsOnce {
+        inner: Recorder::default(),
+        failed: false.into(),
+    });
+    sink.inner.poison.lock().unwrap().push("Account-1".into());
+    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
+        "relay",
+        store.clone(),
+        store.clone(),
+        js.clone(),
+        layout.clone(),
+    ));
+    let policy = DeliveryPolicy::new(1, Duration::from_secs(5))
+        .unwrap()
+        .with_backoff(vec![Duration::from_millis(100)])
+        .unwrap();
+    let (stop, task) = spawn(NatsConsumer::new(
+        js.clone(),
+        layout.clone(),
+        ConsumerConfig::new("passfail").unwrap().with_policy(policy),
+        sink.clone(),
+    ));
+    // Account-1's three versions are poison: each is dead-lettered (the first after a
+    // failed pass and one more delivery); Account-0 applies.
+    eventually(Duration::from_secs(10), "Account-1 passed", || async {
+        sink.inner.applied.lock().unwrap().get("Account-1") == Some(&3)
+    })
+    .await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    stop_relay.send(()).unwrap();
+    relay.await.unwrap().unwrap();
+    sink.inner.assert_once_in_order(3);
+    let letters = stored(&js, layout.dead_letter_stream()).await;
+    assert_eq!(letters, 3, "one copy each");
+}
+
+/// A stream whose first event waits out a long retry holds its 39 later events (below
+/// `max_ack_pending`); the other streams, in the same single partition, flow past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_stream_holds_up_only_its_own_later_events() {
+    if !enabled("a_blocked_stream_holds_up_only_its_own_later_events") {
+        return;
+    }
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let layout = streams("blocked");
+    layout.ensure(&js).await.unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    // Account-0 first, with 40 events; then 20 other streams.
+    append_round_robin(&*store, "Account", 1, 40).await;
+    append_round_robin(&*store, "Card", 20, 1).await;
+    let recorder = Arc::new(Recorder::default());
+    recorder.poison.lock().unwrap().push("Account-0".into());
+    let policy = DeliveryPolicy::new(2, Duration::from_secs(5))
+        .unwrap()
+        .with_backoff(vec![Duration::from_secs(30)])
+        .unwrap();
+    let consumer = Arc::new(NatsConsumer::new(
+        js.clone(),
+        layout.clone(),
+        ConsumerConfig::new("blocked")
+            .unwrap()
+            .with_policy(policy)
+            .with_max_ack_pending(64)
+            .unwrap()
+            .with_partitions(1)
+            .unwrap(),
+        recorder.clone(),
+    ));
+    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
+        "relay",
+        store.clone(),
+        store.clone(),
+        js.clone(),
+        layout.clone(),
+    ));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let consumer = Arc::clone(&consumer);
+        async move {
+            consumer
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the 20 other streams applied",
+        || async { recorder.count() == 20 },
+    )
+    .await;
+    let held = consumer
+        .metric_set()
+        .samples
+        .into_iter()
+        .find(|s| s.name == "consumer_held")
+        .unwrap();
+    assert_eq!(held.value, flext_types::MetricValue::Gauge(39.0));
+    assert_eq!(
+        recorder.tries.lock().unwrap().len(),
+        1,
+        "v1 waits out its backoff"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    stop_relay.send(()).unwrap();
+    relay.await.unwrap().unwrap();
+}
+
+/// A consumer whose settings changed since it was created is updated on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_settings_reach_an_existing_consumer() {
+    if !enabled("changed_settings_reach_an_existing_consumer") {
+        return;
+    }
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let layout = streams("settings");
+    layout.ensure(&js).await.unwrap();
+    for (ack_wait, max_ack_pending) in [(5, 100), (7, 50)] {
+        let config = ConsumerConfig::new("settings")
+            .unwrap()
+            .with_policy(DeliveryPolicy::new(3, Duration::from_secs(ack_wait)).unwrap())
+            .with_max_ack_pending(max_ack_pending)
+            .unwrap();
+        let (stop, task) = spawn(NatsConsumer::new(
+            js.clone(),
+            layout.clone(),
+            config,
+            Arc::new(Recorder::default()),
+        ));
+        eventually(Duration::from_secs(5), "the consumer exists", || async {
+            consumer_info(&js, layout.stream(), "settings")
+                .await
+                .is_some_and(|i| i.config.ack_wait == Duration::from_secs(ack_wait))
+        })
+        .await;
+        let info = consumer_info(&js, layout.stream(), "settings")
+            .await
+            .unwrap();
+        assert_eq!(info.config.max_ack_pending, max_ack_pending as i64);
+        assert_eq!(info.config.max_deliver, -1);
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

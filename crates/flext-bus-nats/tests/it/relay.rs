@@ -291,3 +291,46 @@ async fn a_relay_killed_between_the_ack_and_the_checkpoint_loses_and_doubles_not
     assert_eq!(applied, expected);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An event larger than the server's `max_payload` stops the relay with an error naming
+/// it, its checkpoint just before it: passing it would lose it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_broker_cannot_take_stops_the_relay_naming_it() {
+    if !enabled("an_event_the_broker_cannot_take_stops_the_relay_naming_it") {
+        return;
+    }
+    let server = NatsServer::start_with("max_payload: 2048\n");
+    let js = jetstream::new(server.client().await);
+    let layout = streams("toolarge");
+    layout.ensure(&js).await.unwrap();
+    let store = Arc::new(InMemoryEventStore::new());
+    append_round_robin(&*store, "Account", 1, 3).await;
+    let big = flext_types::NewEvent::new(
+        "Deposited",
+        flext_types::JsonPayload::encode(&"x".repeat(4096)).unwrap(),
+    );
+    store
+        .append("Account-0", flext_types::ExpectedVersion::Any, vec![big])
+        .await
+        .unwrap();
+    append_round_robin(&*store, "Card", 1, 1).await;
+    let relay = NatsRelay::new(
+        "relay",
+        store.clone(),
+        store.clone(),
+        js.clone(),
+        layout.clone(),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), relay.run(std::future::pending()))
+        .await
+        .expect("the relay stops")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        flext_constants::ErrorCode::InvalidArgument,
+        "{err}"
+    );
+    assert!(err.to_string().contains("(position 4)"), "{err}");
+    assert_eq!(store.load_checkpoint("relay").await.unwrap(), Some(3));
+    assert_eq!(stored(&js, layout.stream()).await, 3);
+}

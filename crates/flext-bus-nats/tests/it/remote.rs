@@ -516,3 +516,114 @@ async fn a_retried_command_with_its_message_id_is_one_effect() {
     assert_eq!(store.stream_version("Account-a").await.unwrap(), 2);
     worker.stop().await;
 }
+
+/// A call without a deadline still carries the time its caller stops waiting: a worker
+/// that takes it up later does not run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_a_deadline_is_not_run_after_its_caller_gave_up() {
+    if !enabled("a_call_without_a_deadline_is_not_run_after_its_caller_gave_up") {
+        return;
+    }
+    let server = NatsServer::start();
+    let seen = Arc::new(Seen::default());
+    let worker = NatsWorker::start(
+        server.client().await,
+        "bank",
+        "bank-worker",
+        Arc::new(worker_dispatch(seen.clone())),
+        1,
+    )
+    .await
+    .unwrap();
+    let (patient, _) = caller(NatsTransport::new(server.client().await, "bank").unwrap());
+    let (hasty, _) = caller(
+        NatsTransport::new(server.client().await, "bank")
+            .unwrap()
+            .with_default_timeout(Duration::from_millis(150))
+            .unwrap(),
+    );
+    let slow = tokio::spawn(async move { patient.send(deposit("a", 1, 500)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = hasty.send(deposit("b", 1, 0)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Timeout);
+    assert_eq!(slow.await.unwrap().unwrap(), 10);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 1, "the second never ran");
+    worker.stop().await;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Dotted;
+
+impl Command for Dotted {
+    type Output = ();
+
+    fn command_name() -> String {
+        "Open.Account".into()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Underscored;
+
+impl Command for Underscored {
+    type Output = ();
+
+    fn command_name() -> String {
+        "Open_Account".into()
+    }
+}
+
+/// Two names that make one subject are refused when the worker starts, and a call whose
+/// name differs from the one the subject serves is refused by the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_would_share_a_subject_are_told_apart() {
+    if !enabled("names_that_would_share_a_subject_are_told_apart") {
+        return;
+    }
+    let server = NatsServer::start();
+    let mut bus = CommandBus::new();
+    bus.register_fn(|_: Dotted| async { Ok(()) }).unwrap();
+    bus.register_fn(|_: Underscored| async { Ok(()) }).unwrap();
+    let bus = Arc::new(bus);
+    let both = RemoteHandlers::new()
+        .command::<Dotted>(Arc::clone(&bus))
+        .unwrap()
+        .command::<Underscored>(Arc::clone(&bus))
+        .unwrap();
+    let err = NatsWorker::start(
+        server.client().await,
+        "bank",
+        "bank-worker",
+        Arc::new(both),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert!(
+        err.to_string().contains("bank.command.Open_Account"),
+        "{err}"
+    );
+
+    let one = RemoteHandlers::new().command::<Underscored>(bus).unwrap();
+    let worker = NatsWorker::start(
+        server.client().await,
+        "bank",
+        "bank-worker",
+        Arc::new(one),
+        1,
+    )
+    .await
+    .unwrap();
+    let mut caller = CommandBus::new();
+    caller
+        .register_remote::<Dotted>(Arc::new(
+            NatsTransport::new(server.client().await, "bank").unwrap(),
+        ))
+        .unwrap();
+    let err = caller.send(Dotted).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    assert!(err.to_string().contains("not Open.Account"), "{err}");
+    worker.stop().await;
+}

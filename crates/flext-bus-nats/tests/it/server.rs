@@ -39,28 +39,45 @@ pub(crate) struct NatsServer {
     child: Option<Child>,
     pub(crate) port: u16,
     dir: PathBuf,
+    /// A configuration file, when the server needs settings beyond the flags.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port with a new data directory.
     pub(crate) fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a server with `settings` (nats-server configuration lines) added.
+    pub(crate) fn start_with(settings: &str) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
         let dir = std::env::temp_dir().join(format!("flext-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("the data directory");
+        let config = (!settings.is_empty()).then(|| {
+            let path = dir.join("server.conf");
+            std::fs::write(&path, settings).expect("the configuration file");
+            path
+        });
         let mut server = Self {
             child: None,
             port,
             dir,
+            config,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(binary().expect("nats-server"))
+        let mut command = Command::new(binary().expect("nats-server"));
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",
