@@ -15,45 +15,11 @@ use flext_protocols::{EventStore, MetricsSource};
 use flext_store::InMemoryEventStore;
 use flext_types::{FlextResult, StoredEvent};
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
 
 use crate::server::{NatsServer, connect, enabled};
-use crate::support::{Recorder, append_round_robin, eventually, stored, streams};
-
-/// Runs `consumer` until the sender fires or is dropped.
-fn spawn(
-    consumer: NatsConsumer,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<FlextResult<()>>,
-) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        consumer
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (stop, task)
-}
-
-fn spawn_relay(
-    relay: NatsRelay,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<FlextResult<()>>,
-) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    (stop, task)
-}
+use crate::support::{
+    Recorder, append_round_robin, eventually, spawn_consumer, spawn_relay, stored, streams,
+};
 
 /// The stored events of `store`, in log order.
 async fn log(store: &InMemoryEventStore) -> Vec<StoredEvent> {
@@ -121,7 +87,7 @@ async fn the_version_gate_applies_each_version_once_in_order_whatever_the_arriva
     }
     assert_eq!(stored(&js, layout.stream()).await, 8);
     let recorder = Arc::new(Recorder::default());
-    let (stop, task) = spawn(NatsConsumer::new(
+    let (stop, task) = spawn_consumer(NatsConsumer::new(
         js.clone(),
         layout.clone(),
         ConsumerConfig::new("gate")
@@ -175,7 +141,7 @@ async fn poison_is_retried_with_the_policys_delays_then_dead_lettered_while_othe
         js.clone(),
         layout.clone(),
     ));
-    let (stop, task) = spawn(NatsConsumer::new(
+    let (stop, task) = spawn_consumer(NatsConsumer::new(
         js.clone(),
         layout.clone(),
         ConsumerConfig::new("poison").unwrap().with_policy(policy),
@@ -295,7 +261,7 @@ async fn killing_and_restarting_the_broker_mid_stream_loses_and_repeats_nothing(
         .with_policy(policy)
         .with_heartbeat(Duration::from_millis(500))
         .unwrap();
-    let (stop, task) = spawn(NatsConsumer::new(
+    let (stop, task) = spawn_consumer(NatsConsumer::new(
         js.clone(),
         layout.clone(),
         config,
@@ -373,17 +339,7 @@ async fn a_slow_consumer_keeps_ack_pending_and_what_it_holds_bounded() {
         recorder.clone(),
     );
     let consumer = Arc::new(consumer);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let consumer = Arc::clone(&consumer);
-        async move {
-            consumer
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = spawn_consumer(Arc::clone(&consumer));
     let mut most = 0;
     let started = Instant::now();
     while recorder.count() < 600 {
@@ -608,7 +564,7 @@ async fn a_second_consumer_takes_over_from_a_killed_one_within_the_ack_wait() {
         .with_policy(DeliveryPolicy::new(5, Duration::from_secs(2)).unwrap())
         .with_max_ack_pending(64)
         .unwrap();
-    let (stop, task) = spawn(NatsConsumer::new(
+    let (stop, task) = spawn_consumer(NatsConsumer::new(
         js.clone(),
         layout.clone(),
         config,
@@ -716,17 +672,7 @@ async fn a_deleted_consumer_is_created_again_from_its_saved_ack_floor() {
         )
         .with_floor_store(floors.clone()),
     );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let consumer = Arc::clone(&consumer);
-        async move {
-            consumer
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = spawn_consumer(Arc::clone(&consumer));
     eventually(
         Duration::from_secs(10),
         "the floor saved at 100",
@@ -860,7 +806,7 @@ async fn a_dead_letter_the_sink_cannot_pass_comes_back_and_its_stream_goes_on() 
         .unwrap()
         .with_backoff(vec![Duration::from_millis(100)])
         .unwrap();
-    let (stop, task) = spawn(NatsConsumer::new(
+    let (stop, task) = spawn_consumer(NatsConsumer::new(
         js.clone(),
         layout.clone(),
         ConsumerConfig::new("passfail").unwrap().with_policy(policy),
@@ -921,17 +867,7 @@ async fn a_blocked_stream_holds_up_only_its_own_later_events() {
         js.clone(),
         layout.clone(),
     ));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let consumer = Arc::clone(&consumer);
-        async move {
-            consumer
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = spawn_consumer(Arc::clone(&consumer));
     eventually(
         Duration::from_secs(10),
         "the 20 other streams applied",
@@ -972,7 +908,7 @@ async fn changed_settings_reach_an_existing_consumer() {
             .with_policy(DeliveryPolicy::new(3, Duration::from_secs(ack_wait)).unwrap())
             .with_max_ack_pending(max_ack_pending)
             .unwrap();
-        let (stop, task) = spawn(NatsConsumer::new(
+        let (stop, task) = spawn_consumer(NatsConsumer::new(
             js.clone(),
             layout.clone(),
             config,

@@ -9,37 +9,11 @@ use flext_bus_nats::{ConsumerConfig, NatsConsumer, NatsRelay};
 use flext_handlers::stores::SqliteEventStore;
 use flext_protocols::{CheckpointStore, EventStore};
 use flext_store::InMemoryEventStore;
-use tokio::sync::oneshot;
 
 use crate::server::{NatsServer, enabled};
-use crate::support::{Recorder, append_round_robin, eventually, stored, streams};
-
-/// Relays `store` until the returned sender fires (or is dropped).
-fn spawn_relay(relay: NatsRelay) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
-}
-
-fn spawn_consumer(consumer: NatsConsumer) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        consumer
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
-}
+use crate::support::{
+    Recorder, append_round_robin, eventually, spawn_consumer, spawn_relay, stored, streams,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_events_reach_a_consumer_once_each_in_stream_order() {
@@ -83,9 +57,9 @@ async fn relayed_events_reach_a_consumer_once_each_in_stream_order() {
     })
     .await;
     stop_relay.send(()).unwrap();
-    relay_task.await.unwrap();
+    relay_task.await.unwrap().unwrap();
     stop_consumer.send(()).unwrap();
-    consumer_task.await.unwrap();
+    consumer_task.await.unwrap().unwrap();
     recorder.assert_once_in_order(512);
     assert_eq!(stored(&js, layout.stream()).await, 512);
     assert_eq!(store.load_checkpoint("relay").await.unwrap(), Some(512));
@@ -118,7 +92,7 @@ async fn a_republish_is_stored_once_inside_the_window_and_applied_once_after_it(
         })
         .await;
         stop.send(()).unwrap();
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     };
 
     relay_once().await;
@@ -161,7 +135,7 @@ async fn a_republish_is_stored_once_inside_the_window_and_applied_once_after_it(
     )
     .await;
     stop.send(()).unwrap();
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     recorder.assert_once_in_order(50);
 }
 
@@ -270,9 +244,9 @@ async fn a_relay_killed_between_the_ack_and_the_checkpoint_loses_and_doubles_not
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.send(()).unwrap();
-    consumer.await.unwrap();
+    consumer.await.unwrap().unwrap();
     stop_relay.send(()).unwrap();
-    relay.await.unwrap();
+    relay.await.unwrap().unwrap();
     recorder.assert_once_in_order(3_000);
     // The republished events were dropped as duplicates by the server.
     assert_eq!(stored(&js, layout.stream()).await, 3_000);

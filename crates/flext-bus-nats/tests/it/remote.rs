@@ -92,6 +92,19 @@ fn worker_dispatch(seen: Arc<Seen>) -> RemoteHandlers {
         .unwrap()
 }
 
+/// A worker of [`worker_dispatch`] on `server`, at most `concurrency` calls at once.
+async fn start_worker(server: &NatsServer, seen: Arc<Seen>, concurrency: usize) -> NatsWorker {
+    NatsWorker::start(
+        server.client().await,
+        "bank",
+        "bank-worker",
+        Arc::new(worker_dispatch(seen)),
+        concurrency,
+    )
+    .await
+    .unwrap()
+}
+
 fn caller(transport: NatsTransport) -> (CommandBus, QueryBus) {
     let transport = Arc::new(transport);
     let mut commands = CommandBus::new();
@@ -110,15 +123,7 @@ async fn results_errors_and_the_correlation_id_cross_processes_typed() {
     }
     let server = NatsServer::start();
     let seen = Arc::new(Seen::default());
-    let worker = NatsWorker::start(
-        server.client().await,
-        "bank",
-        "bank-worker",
-        Arc::new(worker_dispatch(seen.clone())),
-        4,
-    )
-    .await
-    .unwrap();
+    let worker = start_worker(&server, seen.clone(), 4).await;
     assert_eq!(
         worker.subjects(),
         [
@@ -192,15 +197,7 @@ async fn no_responders_a_timeout_and_a_broker_outage_are_told_apart_and_never_ha
 
     // A worker slower than the deadline: TIMEOUT at the deadline.
     let seen = Arc::new(Seen::default());
-    let worker = NatsWorker::start(
-        server.client().await,
-        "bank",
-        "bank-worker",
-        Arc::new(worker_dispatch(seen.clone())),
-        1,
-    )
-    .await
-    .unwrap();
+    let worker = start_worker(&server, seen.clone(), 1).await;
     let started = Instant::now();
     let err = commands.send(deposit("a", 1, 2_000)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
@@ -256,15 +253,7 @@ async fn a_worker_does_not_run_a_command_whose_deadline_passed_while_it_waited()
     let server = NatsServer::start();
     let seen = Arc::new(Seen::default());
     // One call at a time: the second waits behind the first.
-    let worker = NatsWorker::start(
-        server.client().await,
-        "bank",
-        "bank-worker",
-        Arc::new(worker_dispatch(seen.clone())),
-        1,
-    )
-    .await
-    .unwrap();
+    let worker = start_worker(&server, seen.clone(), 1).await;
     // The first call has no deadline; the second must be answered within 200 ms.
     let (patient, _) = caller(NatsTransport::new(server.client().await, "bank").unwrap());
     let (mut hasty, _) = caller(NatsTransport::new(server.client().await, "bank").unwrap());
@@ -526,15 +515,7 @@ async fn a_call_without_a_deadline_is_not_run_after_its_caller_gave_up() {
     }
     let server = NatsServer::start();
     let seen = Arc::new(Seen::default());
-    let worker = NatsWorker::start(
-        server.client().await,
-        "bank",
-        "bank-worker",
-        Arc::new(worker_dispatch(seen.clone())),
-        1,
-    )
-    .await
-    .unwrap();
+    let worker = start_worker(&server, seen.clone(), 1).await;
     let (patient, _) = caller(NatsTransport::new(server.client().await, "bank").unwrap());
     let (hasty, _) = caller(
         NatsTransport::new(server.client().await, "bank")

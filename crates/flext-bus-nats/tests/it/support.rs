@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flext_bus_nats::async_nats::jetstream;
-use flext_bus_nats::{EventSink, EventStreams};
+use flext_bus_nats::{EventSink, EventStreams, NatsConsumer, NatsRelay};
 use flext_protocols::EventStore;
 use flext_types::{ExpectedVersion, FlextError, FlextResult, JsonPayload, NewEvent, StoredEvent};
 
@@ -143,4 +144,34 @@ pub(crate) fn streams(test: &str) -> EventStreams {
 pub(crate) async fn stored(jetstream: &jetstream::Context, stream: &str) -> u64 {
     let mut stream = jetstream.get_stream(stream).await.unwrap();
     stream.info().await.unwrap().state.messages
+}
+
+/// Stops a task of [`until_stopped`] (so does dropping it).
+pub(crate) type Stop = tokio::sync::oneshot::Sender<()>;
+/// The task of [`until_stopped`]: what its run returned.
+pub(crate) type Task = tokio::task::JoinHandle<FlextResult<()>>;
+
+/// Spawns `run` with a shutdown future that completes when the returned [`Stop`] is sent
+/// (or dropped).
+pub(crate) fn until_stopped<F, Fut>(run: F) -> (Stop, Task)
+where
+    F: FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = FlextResult<()>> + Send + 'static,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = Box::pin(async move {
+        let _ = stopped.await;
+    });
+    (stop, tokio::spawn(run(shutdown)))
+}
+
+/// Runs `relay` until stopped.
+pub(crate) fn spawn_relay(relay: NatsRelay) -> (Stop, Task) {
+    until_stopped(|shutdown| async move { relay.run(shutdown).await })
+}
+
+/// Runs `consumer` until stopped (an `Arc` to keep reading its metrics meanwhile).
+pub(crate) fn spawn_consumer(consumer: impl Into<Arc<NatsConsumer>>) -> (Stop, Task) {
+    let consumer = consumer.into();
+    until_stopped(|shutdown| async move { consumer.run(shutdown).await })
 }
