@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use flext_bus_nats::async_nats::jetstream::{self, consumer::PullConsumer};
 use flext_bus_nats::codec::{self, header};
-use flext_bus_nats::{
-    ConsumerConfig, DeliveryPolicy, EventStreams, NatsConsumer, NatsRelay, VersionedSink,
-};
+use flext_bus_nats::{ConsumerConfig, DeliveryPolicy, EventStreams, NatsConsumer, VersionedSink};
 use flext_protocols::{EventStore, MetricsSource};
 use flext_store::InMemoryEventStore;
 use flext_types::{FlextResult, StoredEvent};
@@ -18,7 +16,8 @@ use futures_util::StreamExt;
 
 use crate::server::{NatsServer, connect, enabled};
 use crate::support::{
-    Recorder, append_round_robin, eventually, spawn_consumer, spawn_relay, stored, streams,
+    Recorder, Setup, append_round_robin, eventually, relay_of, spawn_consumer, spawn_relay, stored,
+    streams,
 };
 
 /// The stored events of `store`, in log order.
@@ -121,11 +120,12 @@ async fn poison_is_retried_with_the_policys_delays_then_dead_lettered_while_othe
     ) {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("poison");
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start("poison").await;
     append_round_robin(&*store, "Account", 6, 5).await;
     let recorder = Arc::new(Recorder::default());
     recorder.poison.lock().unwrap().push("Account-3".into());
@@ -134,13 +134,7 @@ async fn poison_is_retried_with_the_policys_delays_then_dead_lettered_while_othe
         .unwrap()
         .with_backoff(delays.to_vec())
         .unwrap();
-    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    ));
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
     let (stop, task) = spawn_consumer(NatsConsumer::new(
         js.clone(),
         layout.clone(),
@@ -242,15 +236,9 @@ async fn killing_and_restarting_the_broker_mid_stream_loses_and_repeats_nothing(
     let store = Arc::new(InMemoryEventStore::new());
     let recorder = Arc::new(Recorder::default());
     let (stop_relay, relay) = spawn_relay(
-        NatsRelay::new(
-            "relay",
-            store.clone(),
-            store.clone(),
-            js.clone(),
-            layout.clone(),
-        )
-        .with_max_in_flight(32)
-        .unwrap(),
+        relay_of(&store, &js, &layout)
+            .with_max_in_flight(32)
+            .unwrap(),
     );
     let policy = DeliveryPolicy::new(50, Duration::from_secs(2))
         .unwrap()
@@ -308,19 +296,14 @@ async fn a_slow_consumer_keeps_ack_pending_and_what_it_holds_bounded() {
     if !enabled("a_slow_consumer_keeps_ack_pending_and_what_it_holds_bounded") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("slow");
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start("slow").await;
     append_round_robin(&*store, "Account", 20, 100).await;
-    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    ));
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
     eventually(Duration::from_secs(20), "all published", || async {
         stored(&js, layout.stream()).await == 2000
     })
@@ -451,11 +434,12 @@ async fn a_second_consumer_takes_over_from_a_killed_one_within_the_ack_wait() {
     if !enabled("a_second_consumer_takes_over_from_a_killed_one_within_the_ack_wait") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("kill");
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server,
+        js,
+        layout,
+        store,
+    } = Setup::start("kill").await;
     append_round_robin(&*store, "Account", 10, 60).await;
     let dir = std::env::temp_dir().join(format!("flext-nats-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -506,13 +490,7 @@ async fn a_second_consumer_takes_over_from_a_killed_one_within_the_ack_wait() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    ));
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
     // The second consumer runs in this process, sharing the durable and the versions.
     let recorder_versions = Arc::new(
         flext_handlers::stores::SqliteEventStore::open(&path)
@@ -645,19 +623,14 @@ async fn a_deleted_consumer_is_created_again_from_its_saved_ack_floor() {
     if !enabled("a_deleted_consumer_is_created_again_from_its_saved_ack_floor") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("floor");
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start("floor").await;
     append_round_robin(&*store, "Account", 10, 10).await;
-    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    ));
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
     let recorder = Arc::new(Recorder::default());
     let floors = Arc::new(InMemoryEventStore::new());
     let consumer = Arc::new(
@@ -784,24 +757,19 @@ async fn a_dead_letter_the_sink_cannot_pass_comes_back_and_its_stream_goes_on() 
     if !enabled("a_dead_letter_the_sink_cannot_pass_comes_back_and_its_stream_goes_on") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("passfail");
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start("passfail").await;
     append_round_robin(&*store, "Account", 2, 3).await;
     let sink = Arc::new(PassFailsOnce {
         inner: Recorder::default(),
         failed: false.into(),
     });
     sink.inner.poison.lock().unwrap().push("Account-1".into());
-    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    ));
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
     let policy = DeliveryPolicy::new(1, Duration::from_secs(5))
         .unwrap()
         .with_backoff(vec![Duration::from_millis(100)])
@@ -834,11 +802,12 @@ async fn a_blocked_stream_holds_up_only_its_own_later_events() {
     if !enabled("a_blocked_stream_holds_up_only_its_own_later_events") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("blocked");
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start("blocked").await;
     // Account-0 first, with 40 events; then 20 other streams.
     append_round_robin(&*store, "Account", 1, 40).await;
     append_round_robin(&*store, "Card", 20, 1).await;
@@ -860,13 +829,7 @@ async fn a_blocked_stream_holds_up_only_its_own_later_events() {
             .unwrap(),
         recorder.clone(),
     ));
-    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    ));
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
     let (stop, task) = spawn_consumer(Arc::clone(&consumer));
     eventually(
         Duration::from_secs(10),

@@ -12,7 +12,8 @@ use flext_store::InMemoryEventStore;
 
 use crate::server::{NatsServer, enabled};
 use crate::support::{
-    Recorder, append_round_robin, eventually, spawn_consumer, spawn_relay, stored, streams,
+    Recorder, append_round_robin, eventually, relay_of, spawn_consumer, spawn_relay, stored,
+    streams,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,15 +29,9 @@ async fn relayed_events_reach_a_consumer_once_each_in_stream_order() {
     let store = Arc::new(InMemoryEventStore::new());
     append_round_robin(&*store, "Account", 20, 25).await;
 
-    let relay = NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    )
-    .with_max_in_flight(64)
-    .unwrap();
+    let relay = relay_of(&store, &js, &layout)
+        .with_max_in_flight(64)
+        .unwrap();
     let (stop_relay, relay_task) = spawn_relay(relay);
     let recorder = Arc::new(Recorder::default());
     let consumer = NatsConsumer::new(
@@ -79,13 +74,7 @@ async fn a_republish_is_stored_once_inside_the_window_and_applied_once_after_it(
     let store = Arc::new(InMemoryEventStore::new());
     append_round_robin(&*store, "Account", 5, 10).await;
     let relay_once = || async {
-        let relay = NatsRelay::new(
-            "relay",
-            store.clone(),
-            store.clone(),
-            js.clone(),
-            layout.clone(),
-        );
+        let relay = relay_of(&store, &js, &layout);
         let (stop, task) = spawn_relay(relay);
         eventually(Duration::from_secs(10), "the relay caught up", || async {
             store.load_checkpoint("relay").await.unwrap() == Some(50)
@@ -224,13 +213,7 @@ async fn a_relay_killed_between_the_ack_and_the_checkpoint_loses_and_doubles_not
     );
 
     // A new relay goes on from the checkpoint; a consumer applies everything.
-    let (stop_relay, relay) = spawn_relay(NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    ));
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
     let recorder = Arc::new(Recorder::default());
     let (stop, consumer) = spawn_consumer(NatsConsumer::new(
         js.clone(),
@@ -288,13 +271,7 @@ async fn an_event_the_broker_cannot_take_stops_the_relay_naming_it() {
         .await
         .unwrap();
     append_round_robin(&*store, "Card", 1, 1).await;
-    let relay = NatsRelay::new(
-        "relay",
-        store.clone(),
-        store.clone(),
-        js.clone(),
-        layout.clone(),
-    );
+    let relay = relay_of(&store, &js, &layout);
     let err = tokio::time::timeout(Duration::from_secs(10), relay.run(std::future::pending()))
         .await
         .expect("the relay stops")

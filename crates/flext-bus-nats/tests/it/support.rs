@@ -175,3 +175,45 @@ pub(crate) fn spawn_consumer(consumer: impl Into<Arc<NatsConsumer>>) -> (Stop, T
     let consumer = consumer.into();
     until_stopped(|shutdown| async move { consumer.run(shutdown).await })
 }
+
+/// What most tests start with: a private server, its JetStream, the test's streams
+/// (created), an in-memory store.
+pub(crate) struct Setup {
+    pub(crate) server: crate::server::NatsServer,
+    pub(crate) js: jetstream::Context,
+    pub(crate) layout: EventStreams,
+    pub(crate) store: Arc<flext_store::InMemoryEventStore>,
+}
+
+impl Setup {
+    pub(crate) async fn start(test: &str) -> Self {
+        let server = crate::server::NatsServer::start();
+        let js = jetstream::new(server.client().await);
+        let layout = streams(test);
+        layout.ensure(&js).await.unwrap();
+        Self {
+            server,
+            js,
+            layout,
+            store: Arc::default(),
+        }
+    }
+}
+
+/// The relay of `store` to `layout`, named `relay`.
+pub(crate) fn relay_of<S>(
+    store: &Arc<S>,
+    js: &jetstream::Context,
+    layout: &EventStreams,
+) -> NatsRelay
+where
+    S: EventStore + flext_protocols::CheckpointStore + 'static,
+{
+    NatsRelay::new(
+        "relay",
+        store.clone(),
+        store.clone(),
+        js.clone(),
+        layout.clone(),
+    )
+}
