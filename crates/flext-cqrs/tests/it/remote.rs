@@ -288,3 +288,13 @@ async fn an_output_the_caller_cannot_decode_is_a_serialization_error() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Duplicate);
 }
+
+#[tokio::test]
+async fn a_call_within_its_deadline_runs_and_answers() {
+    let seen: Arc<Seen> = Arc::default();
+    let (mut caller, _, transport) = joined(&seen, Duration::ZERO);
+    caller.add_middleware(TimeoutMiddleware::new(Duration::from_secs(5)));
+    assert_eq!(caller.send(deposit("a", 2)).await.unwrap(), 20);
+    assert!(transport.calls.lock().unwrap()[0].deadline.is_some());
+    assert_eq!(seen.runs.load(Ordering::SeqCst), 1);
+}
