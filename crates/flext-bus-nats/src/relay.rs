@@ -26,7 +26,9 @@ use crate::streams::EventStreams;
 ///   server drops a re-publish inside its duplicate window.
 /// - Publishes are pipelined: up to [`max_in_flight`](NatsRelay::with_max_in_flight)
 ///   await their acknowledgement at once; the relay reads no further until the oldest is
-///   acknowledged (backpressure).
+///   acknowledged (backpressure). Each acknowledgement waits at most the JetStream
+///   context's timeout (5 s unless the context was built with another:
+///   `jetstream::context::ContextBuilder::timeout`).
 /// - The checkpoint only moves past events the server acknowledged, in order: after a crash
 ///   between a commit and its publish, or between an acknowledgement and the checkpoint,
 ///   the relay publishes again from its checkpoint (a repeat is dropped by the server
