@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use crate::codec::{self, escape, header, subject_token};
 use crate::error::nats_error;
 use crate::sink::EventSink;
-use crate::streams::EventStreams;
+use crate::streams::{EventStreams, check_name};
 
 /// How a consumer retries an event whose handling failed, set in one place so the server's
 /// settings and the consumer's agree:
@@ -155,15 +155,7 @@ impl ConsumerConfig {
     /// group's name; processes that run it share its events and take over from each other.
     pub fn new(durable: impl Into<String>) -> FlextResult<Self> {
         let durable = durable.into();
-        if durable.is_empty()
-            || !durable
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(FlextError::invalid_argument(format!(
-                "Invalid durable name {durable:?}: use 1 or more ASCII letters, digits, '_' or '-'"
-            )));
-        }
+        check_name("durable name", &durable)?;
         Ok(Self {
             durable,
             category: None,

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::codec::{escape, subject_token, unescape};
 use crate::error::nats_error;
+use crate::streams::check_prefix;
 
 /// The headers of a remote call and its answer.
 pub mod header {
@@ -432,22 +433,5 @@ async fn answer(
     };
     if let Err(error) = sent {
         tracing::warn!(%error, message = name, "answer not sent");
-    }
-}
-
-fn check_prefix(prefix: &str) -> FlextResult<()> {
-    let ok = !prefix.is_empty()
-        && prefix.split('.').all(|t| {
-            !t.is_empty()
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(FlextError::invalid_argument(format!(
-            "Invalid subject prefix {prefix:?}: use dot-separated tokens of ASCII letters, \
-             digits, '_' or '-'"
-        )))
     }
 }

@@ -150,7 +150,9 @@ impl EventStreams {
     }
 }
 
-fn check_name(what: &str, name: &str) -> FlextResult<()> {
+/// An `INVALID_ARGUMENT` naming `what` unless `name` is 1 or more ASCII letters, digits,
+/// `_` and `-`.
+pub(crate) fn check_name(what: &str, name: &str) -> FlextResult<()> {
     if name.is_empty()
         || !name
             .chars()
@@ -163,7 +165,9 @@ fn check_name(what: &str, name: &str) -> FlextResult<()> {
     Ok(())
 }
 
-fn check_prefix(prefix: &str) -> FlextResult<()> {
+/// An `INVALID_ARGUMENT` unless `prefix` is dot-separated tokens of ASCII letters, digits,
+/// `_` and `-`.
+pub(crate) fn check_prefix(prefix: &str) -> FlextResult<()> {
     for token in prefix.split('.') {
         check_name("subject prefix", token).map_err(|_| {
             FlextError::invalid_argument(format!(
@@ -173,4 +177,42 @@ fn check_prefix(prefix: &str) -> FlextResult<()> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_prefixes_are_tokens_of_safe_characters() {
+        for good in ["A", "bank-1", "x_Y9"] {
+            assert!(check_name("stream name", good).is_ok(), "{good}");
+            assert!(check_prefix(good).is_ok(), "{good}");
+        }
+        assert!(check_prefix("bank.events.v-1").is_ok());
+        for bad in ["", "a b", "a.b", "a*", "a>", "ü"] {
+            let err = check_name("stream name", bad).unwrap_err();
+            assert!(err.to_string().contains("Invalid stream name"), "{err}");
+        }
+        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a.*", "a.>"] {
+            let err = check_prefix(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("Invalid subject prefix"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(
+            EventStreams::new("S", "p")
+                .unwrap()
+                .with_duplicate_window(Duration::from_millis(99))
+                .is_err()
+        );
+        let streams = EventStreams::new("S", "p")
+            .unwrap()
+            .with_duplicate_window(Duration::from_millis(100))
+            .unwrap();
+        assert_eq!(streams.duplicate_window(), Duration::from_millis(100));
+        assert_eq!(streams.event_subjects(), "p.*.*");
+        assert_eq!((streams.stream(), streams.subject_prefix()), ("S", "p"));
+    }
 }

@@ -58,6 +58,7 @@ fn deposit(account: &str, amount: i64, work_ms: u64) -> Deposit {
 struct Seen {
     runs: AtomicUsize,
     correlations: Mutex<Vec<uuid::Uuid>>,
+    tenants: Mutex<Vec<Option<String>>>,
 }
 
 /// A worker's buses: deposits (sleeping `work_ms`, refusing the `frozen` account) and
@@ -71,6 +72,10 @@ fn worker_dispatch(seen: Arc<Seen>) -> RemoteHandlers {
                 seen.runs.fetch_add(1, Ordering::SeqCst);
                 if let Some(m) = current_metadata() {
                     seen.correlations.lock().unwrap().push(m.correlation_id);
+                    seen.tenants
+                        .lock()
+                        .unwrap()
+                        .push(m.headers.get("tenant").cloned());
                 }
                 tokio::time::sleep(Duration::from_millis(d.work_ms)).await;
                 if d.account == "frozen" {
@@ -133,7 +138,7 @@ async fn results_errors_and_the_correlation_id_cross_processes_typed() {
     );
     let (commands, queries) = caller(NatsTransport::new(server.client().await, "bank").unwrap());
 
-    let metadata = MessageMetadata::new();
+    let metadata = MessageMetadata::new().with_header("tenant", "acme");
     assert_eq!(
         commands
             .send_with(deposit("a", 4, 0), metadata.clone())
@@ -145,6 +150,7 @@ async fn results_errors_and_the_correlation_id_cross_processes_typed() {
         seen.correlations.lock().unwrap()[0],
         metadata.correlation_id
     );
+    assert_eq!(seen.tenants.lock().unwrap()[0].as_deref(), Some("acme"));
     assert_eq!(
         queries
             .execute(Balance {
@@ -160,12 +166,52 @@ async fn results_errors_and_the_correlation_id_cross_processes_typed() {
     assert_eq!(err.to_string(), "Account frozen is frozen");
     assert_eq!(err.data().unwrap()["account"], "frozen");
 
+    // A call under a deadline that has not passed runs.
+    let (mut bounded, _) = caller(NatsTransport::new(server.client().await, "bank").unwrap());
+    bounded.add_middleware(TimeoutMiddleware::new(Duration::from_secs(5)));
+    assert_eq!(bounded.send(deposit("a", 2, 0)).await.unwrap(), 20);
+
     // Validation runs on the caller: nothing reaches the worker.
     let runs = seen.runs.load(Ordering::SeqCst);
     let err = commands.send(deposit("a", -1, 0)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ValidationError);
     assert_eq!(seen.runs.load(Ordering::SeqCst), runs);
+    // A stopped worker serves nothing more.
     worker.stop().await;
+    let err = commands.send(deposit("a", 1, 0)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+}
+
+#[tokio::test]
+async fn bad_transport_and_worker_settings_are_refused_naming_them() {
+    if !enabled("bad_transport_and_worker_settings_are_refused_naming_them") {
+        return;
+    }
+    let server = NatsServer::start();
+    let client = server.client().await;
+    let err = NatsTransport::new(client.clone(), "bank..x").unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert!(err.to_string().contains("bank..x"), "{err}");
+    let transport = NatsTransport::new(client.clone(), "bank").unwrap();
+    let err = transport
+        .clone()
+        .with_default_timeout(Duration::ZERO)
+        .unwrap_err();
+    assert!(err.to_string().contains("default_timeout"), "{err}");
+    assert!(
+        transport
+            .with_default_timeout(Duration::from_millis(1))
+            .is_ok()
+    );
+    let served = Arc::new(worker_dispatch(Arc::default()));
+    let err = NatsWorker::start(client.clone(), "bank", "bank-worker", served.clone(), 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("concurrency"), "{err}");
+    let err = NatsWorker::start(client, "bank.*", "bank-worker", served, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
