@@ -34,10 +34,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flext_bus_nats::async_nats;
+use flext_bus_nats::codec;
 use flext_bus_nats::{
     ConsumerConfig, EventSink, EventStreams, NatsConsumer, NatsRelay, NatsTransport, NatsWorker,
 };
-use flext_cqrs::{CommandBus, RemoteHandlers};
+use flext_handlers::cqrs::{CommandBus, RemoteHandlers};
 use flext_protocols::{CheckpointStore, Command, EventStore};
 use flext_store::InMemoryEventStore;
 use flext_types::{DeadLetter, ExpectedVersion, FlextResult, JsonPayload, NewEvent, StoredEvent};
@@ -205,19 +206,20 @@ fn raw_messages(streams: &EventStreams) -> Vec<(String, uuid::Uuid, Bytes)> {
         .collect()
 }
 
-/// Publishes `messages` with their ids, at most `IN_FLIGHT` awaiting their
-/// acknowledgement, and awaits every acknowledgement.
-async fn raw_publish(js: &jetstream::Context, messages: Vec<(String, uuid::Uuid, Bytes)>) {
+/// Publishes `messages`, at most `IN_FLIGHT` awaiting their acknowledgement, and awaits
+/// every acknowledgement.
+async fn raw_publish(
+    js: &jetstream::Context,
+    messages: impl Iterator<Item = (String, HeaderMap, Bytes)>,
+) {
     let mut in_flight: VecDeque<jetstream::context::PublishAckFuture> =
         VecDeque::with_capacity(IN_FLIGHT);
-    for (subject, id, body) in messages {
+    for (subject, headers, body) in messages {
         if in_flight.len() == IN_FLIGHT
             && let Some(ack) = in_flight.pop_front()
         {
             let _: jetstream::publish::PublishAck = ack.await.expect("the publish is stored");
         }
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.to_string().as_str());
         let ack = js
             .publish_with_headers(subject, headers, body)
             .await
@@ -227,6 +229,24 @@ async fn raw_publish(js: &jetstream::Context, messages: Vec<(String, uuid::Uuid,
     for ack in in_flight {
         let _: jetstream::publish::PublishAck = ack.await.expect("the publish is stored");
     }
+}
+
+/// Only the message id.
+fn id_header((subject, id, body): (String, uuid::Uuid, Bytes)) -> (String, HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.to_string().as_str());
+    (subject, headers, body)
+}
+
+/// The message the relay sends for `event`, sent here with async-nats alone: the same
+/// subject, headers and body.
+fn relay_message(streams: &EventStreams, event: &StoredEvent) -> (String, HeaderMap, Bytes) {
+    let (headers, body) = codec::encode(event).expect("the event encodes");
+    (
+        codec::default_subject(streams.subject_prefix(), event),
+        headers,
+        body,
+    )
 }
 
 fn relay(c: &mut Criterion) {
@@ -270,7 +290,27 @@ fn relay(c: &mut Criterion) {
                     let messages = raw_messages(&streams);
                     purge(&js, streams.stream()).await;
                     let start = Instant::now();
-                    raw_publish(&js, messages).await;
+                    raw_publish(&js, messages.into_iter().map(id_header)).await;
+                    total += start.elapsed();
+                }
+                total
+            }
+        });
+    });
+    group.bench_function("publish_1000/raw_relay_headers", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (js, streams) = (js.clone(), streams.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let events = filled_store()
+                        .await
+                        .read_all(1, EVENTS as usize)
+                        .await
+                        .expect("the events are read");
+                    purge(&js, streams.stream()).await;
+                    let start = Instant::now();
+                    raw_publish(&js, events.iter().map(|e| relay_message(&streams, e))).await;
                     total += start.elapsed();
                 }
                 total
@@ -492,8 +532,6 @@ fn remote(c: &mut Criterion) {
         )
         .await
         .expect("the worker starts");
-        // The endpoints' subscriptions reach the server before the first call.
-        served.flush().await.expect("the subscriptions are sent");
         let mut bus = CommandBus::new();
         bus.register_remote::<Echo>(Arc::new(
             NatsTransport::new(caller.clone(), prefix.as_str()).expect("a valid prefix"),
