@@ -11,7 +11,10 @@
 
 use std::process::ExitCode;
 
-use xtask::perf::{GROWTH, Machine, TARGETS, evaluate, render, render_growth, render_memory};
+use xtask::perf::{
+    GROWTH, LATENCY_FILE, Machine, TARGETS, evaluate, render, render_growth, render_latency,
+    render_memory,
+};
 use xtask::soak::{SoakArgs, soak_section, with_soak_section};
 
 const USAGE: &str = "usage: cargo run -p xtask -- bench-report [--no-run]\n       \
@@ -104,6 +107,12 @@ fn bench_report(run: bool) -> ExitCode {
                  reported as not measured"
             );
         }
+        if std::env::var_os("FLEXT_TEST_NATS_URL").is_none() {
+            eprintln!(
+                "note: FLEXT_TEST_NATS_URL is not set; the NATS targets will be reported as \
+                 not measured"
+            );
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = std::process::Command::new(cargo)
             .args(["bench", "--workspace"])
@@ -144,6 +153,13 @@ fn bench_report(run: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let latency = match render_latency(&criterion.join(LATENCY_FILE)) {
+        Ok(latency) => latency,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let memory = match render_memory(&root.join("target").join("flext-memory.json")) {
         Ok(memory) => memory,
         Err(error) => {
@@ -154,6 +170,7 @@ fn bench_report(run: bool) -> ExitCode {
     let report = render(
         &outcomes,
         &growth,
+        latency.as_deref(),
         memory.as_deref(),
         &Machine::current(&root),
         run,

@@ -15,5 +15,8 @@ mod report;
 mod targets;
 
 pub use criterion::{Outcome, evaluate, median_ns};
-pub use report::{Machine, VERSIONED, locked_versions, render, render_growth, render_memory};
+pub use report::{
+    LATENCY_FILE, Machine, VERSIONED, locked_versions, render, render_growth, render_latency,
+    render_memory,
+};
 pub use targets::{Check, GROWTH, Growth, TARGETS, Target};

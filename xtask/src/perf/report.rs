@@ -102,6 +102,75 @@ pub fn render_memory(path: &Path) -> Result<Option<String>, Error> {
     }
     Ok(Some(out))
 }
+/// Where the NATS benchmark writes the percentiles of its remote round trips, under
+/// criterion's directory.
+pub const LATENCY_FILE: &str = "nats_remote/percentiles.json";
+
+/// The remote round trip's latency section, from the JSON the NATS benchmark writes
+/// ([`LATENCY_FILE`] under criterion's directory: `round_trips`, and `p50_ns` and `p99_ns`
+/// of `flext` and `raw_request`); `Ok(None)` when it has not been run.
+pub fn render_latency(path: &Path) -> Result<Option<String>, Error> {
+    let Some(text) = read_if_present(path)? else {
+        return Ok(None);
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::new(
+            ErrorKind::Json,
+            format!("{} is not the NATS benchmark's JSON: {e}", path.display()),
+        )
+    })?;
+    let number = |pointer: &str| {
+        json.pointer(pointer)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Json,
+                    format!(
+                        "{} has no {}",
+                        path.display(),
+                        pointer.trim_start_matches('/').replace('/', ".")
+                    ),
+                )
+            })
+    };
+    let calls = number("/round_trips")?;
+    let (flext_p50, flext_p99) = (number("/flext/p50_ns")?, number("/flext/p99_ns")?);
+    let (raw_p50, raw_p99) = (
+        number("/raw_request/p50_ns")?,
+        number("/raw_request/p99_ns")?,
+    );
+    let mut out = format!(
+        "{calls:.0} sequential round trips of each, timed one by one, after the criterion \
+         measurement of the same run.\n\n| round trip | p50 | p99 |\n|---|---|---|\n"
+    );
+    let _ = writeln!(
+        out,
+        "| `CommandBus::register_remote` → `NatsWorker` | {} | {} |",
+        time(flext_p50),
+        time(flext_p99)
+    );
+    let _ = writeln!(
+        out,
+        "| raw `client.request` → raw responder | {} | {} |",
+        time(raw_p50),
+        time(raw_p99)
+    );
+    let ratio = |ours: f64, raw: f64| {
+        if raw > 0.0 {
+            format!("{:.2}x", ours / raw)
+        } else {
+            "—".to_owned()
+        }
+    };
+    let _ = writeln!(
+        out,
+        "| ratio | {} | {} |",
+        ratio(flext_p50, raw_p50),
+        ratio(flext_p99, raw_p99)
+    );
+    Ok(Some(out))
+}
+
 /// The crates whose versions a report names: what is measured and what it is compared with.
 pub const VERSIONED: [&str; 8] = [
     "tokio",
@@ -201,12 +270,14 @@ pub fn locked_versions(lock: &str, names: &[&str]) -> Vec<(String, String)> {
 }
 
 /// The report's Markdown: the targets, why each missed one is missed, the `growth` tables
-/// (from [`render_growth`]) and the `memory` section (from [`render_memory`]). `fresh`
-/// says whether the benchmarks were just run (each ratio then compares figures of one run)
-/// or the results are older saved ones.
+/// (from [`render_growth`]), the remote round trip's `latency` (from [`render_latency`])
+/// and the `memory` section (from [`render_memory`]). `fresh` says whether the benchmarks
+/// were just run (each ratio then compares figures of one run) or the results are older
+/// saved ones.
 pub fn render(
     outcomes: &[Outcome],
     growth: &[String],
+    latency: Option<&str>,
     memory: Option<&str>,
     machine: &Machine,
     fresh: bool,
@@ -281,6 +352,11 @@ pub fn render(
     for table in growth {
         let _ = write!(out, "\n{table}");
     }
+    out.push_str("\n## Remote round trip latency\n\n");
+    out.push_str(latency.unwrap_or(
+        "Not measured: run `cargo bench -p flext-bus-nats --bench nats` with \
+         `FLEXT_TEST_NATS_URL` set.\n",
+    ));
     out.push_str("\n## Memory\n\n");
     out.push_str(
         memory.unwrap_or("Not measured: run `cargo bench -p flext-benches --bench memory`.\n"),
@@ -288,8 +364,9 @@ pub fn render(
     let _ = writeln!(
         out,
         "\nTo reproduce: `FLEXT_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test \
-         cargo run -p xtask -- bench-report` (runs `cargo bench --workspace`, then writes \
-         this file); `-- bench-report --no-run` rewrites it from the saved results."
+         FLEXT_TEST_NATS_URL=nats://127.0.0.1:4222 cargo run -p xtask -- bench-report` (runs \
+         `cargo bench --workspace`, then writes this file); `-- bench-report --no-run` \
+         rewrites it from the saved results."
     );
     out
 }

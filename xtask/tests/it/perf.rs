@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use xtask::perf::{
-    Check, GROWTH, Machine, TARGETS, Target, evaluate, locked_versions, median_ns, render,
-    render_growth, render_memory,
+    Check, GROWTH, LATENCY_FILE, Machine, TARGETS, Target, evaluate, locked_versions, median_ns,
+    render, render_growth, render_latency, render_memory,
 };
 
 /// A scratch criterion directory, removed when dropped.
@@ -61,7 +61,7 @@ fn report_of(results: &Results, fresh: bool) -> String {
         commit: "abc1234".to_owned(),
         versions: vec![("tokio".to_owned(), "1.47.1".to_owned())],
     };
-    render(&outcomes, &[], None, &machine, fresh)
+    render(&outcomes, &[], None, None, &machine, fresh)
 }
 
 fn target(name: &str) -> Target {
@@ -420,6 +420,73 @@ fn collect_bench_sources(dir: &Path, out: &mut String) {
             out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
         }
     }
+}
+
+#[test]
+fn the_nats_targets_compare_with_raw_async_nats_in_the_direction_of_each_goal() {
+    let results = Results::new("nats");
+    results
+        .save("nats_relay/publish_1000_flext", 15_000_000.0)
+        .save("nats_relay/publish_1000_raw_async_publish", 10_000_000.0)
+        .save("nats_remote/round_trip_flext", 130_000.0)
+        .save("nats_remote/round_trip_raw_request", 100_000.0);
+    let relay = evaluate(results.path(), target("relay ≥ 0.7x")).unwrap();
+    assert_eq!(relay.met, Some(false));
+    assert_eq!(relay.measured, "0.67x (goal ≥ 0.7x)");
+    let remote = evaluate(results.path(), target("remote command round trip")).unwrap();
+    assert_eq!(remote.met, Some(true));
+    assert_eq!(remote.measured, "1.30x (goal ≤ 1.5x)");
+    assert_eq!(remote.ours, "130.00 µs");
+}
+
+#[test]
+fn the_latency_section_reads_the_nats_benchmark_percentiles() {
+    let results = Results::new("latency");
+    let path = results.path().join(LATENCY_FILE);
+    assert_eq!(render_latency(&path).unwrap(), None);
+    let machine = Machine {
+        cores: 2,
+        cpu: "Test CPU".to_owned(),
+        rustc: "rustc 1.95.0".to_owned(),
+        commit: "abc1234".to_owned(),
+        versions: vec![],
+    };
+    let report = render(&[], &[], None, None, &machine, true);
+    assert!(
+        report.contains("## Remote round trip latency\n\nNot measured: run `cargo bench -p flext-bus-nats --bench nats`"),
+        "{report}"
+    );
+
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let json = serde_json::json!({
+        "round_trips": 2000,
+        "flext": {"p50_ns": 106_300.0, "p99_ns": 1_168_900.0},
+        "raw_request": {"p50_ns": 85_000.0, "p99_ns": 1_000_000.0},
+    });
+    std::fs::write(&path, json.to_string()).unwrap();
+    let section = render_latency(&path).unwrap().unwrap();
+    assert!(
+        section.starts_with("2000 sequential round trips"),
+        "{section}"
+    );
+    assert!(
+        section.contains("| `CommandBus::register_remote` → `NatsWorker` | 106.30 µs | 1.17 ms |"),
+        "{section}"
+    );
+    assert!(
+        section.contains("| raw `client.request` → raw responder | 85.00 µs | 1.00 ms |"),
+        "{section}"
+    );
+    assert!(section.contains("| ratio | 1.25x | 1.17x |"), "{section}");
+    let report = render(&[], &[], Some(&section), None, &machine, true);
+    assert!(
+        report.contains(&format!("## Remote round trip latency\n\n{section}")),
+        "{report}"
+    );
+
+    std::fs::write(&path, r#"{"round_trips": 2000, "flext": {}}"#).unwrap();
+    let error = render_latency(&path).unwrap_err();
+    assert!(error.to_string().contains("flext.p50_ns"), "{error}");
 }
 
 #[test]
