@@ -5,8 +5,8 @@
 //!   `InMemoryEventStore` until every one is acknowledged, against
 //!   `jetstream.publish_with_headers` of 1000 messages with message ids, pipelined with the
 //!   same window of 256 publishes awaiting their acknowledgement;
-//! - `nats_consume/ack_1000`: [`NatsConsumer`] applying 1000 events to a sink that does
-//!   nothing, against a raw pull consumer acknowledging 1000 messages;
+//! - `nats_consume/ack_1000`: [`NatsConsumer`] applying 1000 events to a sink whose effect
+//!   is nothing (it only keeps the versions it applied), against a raw pull consumer acknowledging 1000 messages;
 //! - `nats_remote/round_trip`: one remote command through `CommandBus::register_remote`,
 //!   [`NatsTransport`], [`NatsWorker`] and `RemoteHandlers` to a worker bus with a trivial
 //!   handler, against `client.request` to a raw responder. Then 2000 sequential round
@@ -22,10 +22,10 @@
     reason = "criterion's macros generate undocumented items"
 )]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -320,9 +320,11 @@ fn relay(c: &mut Criterion) {
     group.finish();
 }
 
-/// A sink that applies nothing; it counts applications and says when `EVENTS` are in.
+/// A sink whose effect is nothing: it keeps the version it applied per stream (in memory,
+/// as the consumer's version gate needs) and says when `EVENTS` are in.
 #[derive(Debug, Default)]
 struct Discard {
+    versions: Mutex<HashMap<Arc<str>, u64>>,
     applied: AtomicU64,
     all_in: Notify,
 }
@@ -333,20 +335,29 @@ impl EventSink for Discard {
         "discard"
     }
 
-    async fn applied_version(&self, _stream_id: &str) -> FlextResult<u64> {
-        // Each benchmark consumer starts from the stream's start; the consumer keeps the
-        // versions it applied itself.
-        Ok(0)
+    async fn applied_version(&self, stream_id: &str) -> FlextResult<u64> {
+        Ok(self
+            .versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(stream_id)
+            .copied()
+            .unwrap_or(0))
     }
 
-    async fn apply(&self, _event: &StoredEvent) -> FlextResult<()> {
+    async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
+        self.pass(event).await?;
         if self.applied.fetch_add(1, Ordering::Relaxed) + 1 == EVENTS {
             self.all_in.notify_one();
         }
         Ok(())
     }
 
-    async fn pass(&self, _event: &StoredEvent) -> FlextResult<()> {
+    async fn pass(&self, event: &StoredEvent) -> FlextResult<()> {
+        self.versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Arc::clone(&event.stream_id), event.version);
         Ok(())
     }
 }
