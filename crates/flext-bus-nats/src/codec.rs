@@ -11,11 +11,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-/// The header names a relayed event carries (`Nats-Msg-Id` is the event id too, for the
-/// server's duplicate window).
+/// The header names a relayed event carries.
 pub mod header {
-    /// The event's id.
-    pub const EVENT_ID: &str = "Flext-Event-Id";
+    /// The event's id: the message id, which the server's duplicate window keys on.
+    pub const EVENT_ID: &str = "Nats-Msg-Id";
     /// The event's type (its name).
     pub const EVENT_TYPE: &str = "Flext-Event-Type";
     /// The payload's schema version.
@@ -121,9 +120,7 @@ pub fn unescape(text: &str) -> Option<String> {
 /// The headers and body of the message the relay publishes for `event`.
 pub fn encode(event: &StoredEvent) -> FlextResult<(HeaderMap, Bytes)> {
     let mut headers = HeaderMap::new();
-    let id = event.event_id.to_string();
-    headers.insert("Nats-Msg-Id", id.as_str());
-    headers.insert(header::EVENT_ID, id.as_str());
+    headers.insert(header::EVENT_ID, event.event_id.to_string().as_str());
     headers.insert(header::EVENT_TYPE, escape(&event.event_type).as_str());
     headers.insert(
         header::SCHEMA_VERSION,
@@ -289,7 +286,7 @@ mod tests {
             decode_message(None, &body)
                 .unwrap_err()
                 .to_string()
-                .contains("Flext-Event-Id")
+                .contains("Nats-Msg-Id")
         );
         let (headers, _) = encode(&event("Account-1")).unwrap();
         let err = decode_message(Some(&headers), b"{not json").unwrap_err();
