@@ -39,9 +39,10 @@ use crate::streams::EventStreams;
 ///   unacknowledged event. A store that fails is treated the same way.
 ///   [`run`](NatsRelay::run) returns when its shutdown future completes (after saving the
 ///   checkpoint of what was acknowledged), when the checkpoint cannot be read at the start,
-///   or with an `INVALID_ARGUMENT` naming an event the broker can never take (larger than
-///   the server's `max_payload`): the relay cannot pass it without losing it, so it stops
-///   there, its checkpoint just before it, for an operator to act on.
+///   or with the error naming an event it can never publish (`INVALID_ARGUMENT`: larger
+///   than the server's `max_payload`; `SERIALIZATION_ERROR`: it cannot be read from the
+///   store or encoded): the relay cannot pass it without losing it, so it stops there, its
+///   checkpoint just before it, for an operator to act on.
 ///
 /// Several relays of one store (replicas) may run at once: each publishes everything and
 /// the duplicates are dropped, at the cost of the repeated publishes.
@@ -159,8 +160,9 @@ impl NatsRelay {
             let Some(error) = outcome else {
                 return saved;
             };
-            if error.is(ErrorCode::InvalidArgument) {
-                // An event the broker will never take: waiting does not help.
+            if error.is(ErrorCode::InvalidArgument) || error.is(ErrorCode::SerializationError) {
+                // An event the broker will never take, or one that cannot be read or
+                // encoded: waiting does not help.
                 return Err(error);
             }
             if acked > before {
