@@ -164,17 +164,19 @@ const COST_SQLITE_BATCH: &str = "a batch is two statements (the checked insert, 
     head and numbers the rows inside the statement.";
 
 const COST_NATS_RELAY: &str = "the relay's messages carry each event's fields in headers \
-    (about 280 bytes: `Nats-Msg-Id`, then the event's id, type, schema version, stream id, \
-    version, position and RFC 3339 time) where the baseline sends only `Nats-Msg-Id` (63 \
-    bytes). Raw async-nats publishing the relay's own messages (`publish_1000/raw_relay_headers`: \
-    `codec::encode`, the same subjects and the same window of 256) measures within noise of \
-    the relay (three runs: 14.0, 14.8, 18.3 ms against the relay's 14.1, 17.4, 17.1 ms), so \
-    the store subscription, the pipeline and the checkpoints cost little. Profile of \
-    `publish_1000/flext`: encoding is 37% of the relay's own time, three quarters of it \
-    async-nats's `HeaderMap::insert` (a SipHash map of `Vec`s that grows and rehashes while \
-    the nine headers go in); the rest is the server storing three times the bytes, on the \
-    same two cores. Fewer or shorter headers (the event id is sent twice) would close most \
-    of the gap.";
+    (about 230 bytes: `Nats-Msg-Id`, which is the event id, then the event's type, schema \
+    version, stream id, version, position, RFC 3339 time and, when set, its correlation and \
+    causation ids) where the baseline sends only `Nats-Msg-Id` (63 bytes). Raw async-nats \
+    publishing the relay's own messages (`publish_1000/raw_relay_headers`: `codec::encode`, \
+    the same subjects and the same window of 256) is the physical limit for this format: \
+    the relay measured within noise of it in three runs (14.1, 17.4, 17.1 ms against 14.0, \
+    14.8, 18.3 ms), 1.25x it in the run above, so the store subscription, the pipeline and \
+    the checkpoints cost little. Profile of `publish_1000/flext`: encoding is 37% of the \
+    relay's own time, three quarters of it async-nats's `HeaderMap::insert` (a SipHash map \
+    of `Vec`s that grows and rehashes while the headers go in); the rest is the server \
+    storing three times the bytes, on the same two cores. The event id was sent twice \
+    (`Flext-Event-Id` too) until this run; what is left would take shorter header names \
+    or fields moved into the body, a change of the wire format.";
 
 const COST_NATS_REMOTE: &str = "a call through the bus runs the caller's dispatch \
     (route, validation, panic guard), serializes the command to JSON and its metadata to \
