@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, AckKind, Message};
 use async_nats::{HeaderMap, Subject};
 use flext_impl::catch_panic;
@@ -334,7 +335,8 @@ impl NatsConsumer {
     /// Consumes until `shutdown` completes; then the events it holds unapplied are handed
     /// back to the server (`Nak`, for the group's other processes) and it returns. Broker
     /// failures are waited out (the pull is rebuilt); the error of a consumer that cannot
-    /// be created at the start (the stream is missing, the server unreachable) is returned.
+    /// be created at the start is returned: `NOT_FOUND` for a stream that does not exist,
+    /// `UNAVAILABLE` for a server that cannot be reached.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> FlextResult<()> {
         let mut shutdown = pin!(shutdown);
         let mut consumer = self.consumer().await?;
@@ -442,9 +444,20 @@ impl NatsConsumer {
     /// one).
     async fn consumer(&self) -> FlextResult<PullConsumer> {
         let stream_name = self.streams.stream();
-        let stream =
-            self.jetstream.get_stream(stream_name).await.map_err(|e| {
-                nats_error(format!("JetStream stream {stream_name} cannot be read"), e)
+        let stream = self
+            .jetstream
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| match e.kind() {
+                GetStreamErrorKind::JetStream(error)
+                    if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    FlextError::not_found(format!(
+                        "JetStream stream {stream_name} does not exist: create it with \
+                         EventStreams::ensure"
+                    ))
+                }
+                _ => nats_error(format!("JetStream stream {stream_name} cannot be read"), e),
             })?;
         let filter_subject = match &self.config.category {
             Some(category) => format!(

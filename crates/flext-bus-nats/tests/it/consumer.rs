@@ -895,3 +895,22 @@ async fn changed_settings_reach_an_existing_consumer() {
         task.await.unwrap().unwrap();
     }
 }
+
+/// A consumer of streams that were never created says so, naming the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_of_a_missing_stream_is_not_found_naming_it() {
+    if !enabled("a_consumer_of_a_missing_stream_is_not_found_naming_it") {
+        return;
+    }
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let consumer = NatsConsumer::new(
+        js,
+        streams("missing"),
+        ConsumerConfig::new("missing").unwrap(),
+        Arc::new(Recorder::default()),
+    );
+    let err = consumer.run(std::future::pending()).await.unwrap_err();
+    assert_eq!(err.code(), flext_constants::ErrorCode::NotFound, "{err}");
+    assert!(err.to_string().contains("MISSING"), "{err}");
+}
