@@ -15,6 +15,9 @@ use uuid::Uuid;
 pub mod header {
     /// The event's id: the message id, which the server's duplicate window keys on.
     pub const EVENT_ID: &str = "Nats-Msg-Id";
+    /// On a dead letter: the event's id (its `Nats-Msg-Id` is the dead letter's own,
+    /// `{consumer}:{event id}`).
+    pub const DEAD_EVENT_ID: &str = "Flext-Event-Id";
     /// The event's type (its name).
     pub const EVENT_TYPE: &str = "Flext-Event-Type";
     /// The payload's schema version.
@@ -185,7 +188,12 @@ pub fn decode_message(headers: Option<&HeaderMap>, body: &[u8]) -> FlextResult<S
             Some(value) => uuid(name, value.as_str()).map(Some),
         }
     };
-    let event_id = uuid(header::EVENT_ID, &text(header::EVENT_ID)?)?;
+    let id_header = if headers.get(header::DEAD_EVENT_ID).is_some() {
+        header::DEAD_EVENT_ID
+    } else {
+        header::EVENT_ID
+    };
+    let event_id = uuid(id_header, &text(id_header)?)?;
     let version = parsed(header::VERSION)?;
     let position = parsed(header::POSITION)?;
     let schema_version = u32::try_from(parsed(header::SCHEMA_VERSION)?).map_err(|_| {

@@ -249,9 +249,11 @@ impl ConsumerConfig {
 ///   `Nak` delayed by the [`DeliveryPolicy`]; a failure on the `max_deliver`-th delivery
 ///   copies the event to the dead-letter stream (subject `{dead-letter
 ///   prefix}.{durable}.{category}.{type}`, its headers plus the error's code and message,
-///   the deliveries, the consumer, the original subject and sequence), then passes it in
-///   the sink, then terminates it — in that order, so a step that fails leaves the event
-///   to come back, and the copy is stored once (its message id). A message that does not
+///   the deliveries, the consumer, the original subject and sequence; its message id is
+///   `{durable}:{event id}` and the event id moves to `Flext-Event-Id`, so
+///   [`codec::decode_message`] reads a dead letter as the event), then passes it in the
+///   sink, then terminates it — in that order, so a step that fails leaves the event to
+///   come back, and the copy is stored once (its message id). A message that does not
 ///   decode (not an event of the relay's) is copied there and terminated at once.
 /// - **In order per stream.** The sink's [`applied_version`](EventSink::applied_version),
 ///   asked for every delivery, is the gate: an older version is acknowledged as a
@@ -954,7 +956,10 @@ impl Worker {
     ) -> bool {
         let mut headers = message.headers.clone().unwrap_or_default();
         let id = match event {
-            Some(event) => format!("{}:{}", self.durable, event.event_id),
+            Some(event) => {
+                headers.insert(header::DEAD_EVENT_ID, event.event_id.to_string().as_str());
+                format!("{}:{}", self.durable, event.event_id)
+            }
             None => format!("{}:seq:{sequence}", self.durable),
         };
         headers.insert("Nats-Msg-Id", id.as_str());
