@@ -1002,3 +1002,82 @@ fn delivery(message: &Message) -> (u32, u64) {
         Err(_) => (1, 0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_refuses_settings_outside_their_ranges_naming_them() {
+        let ok = |max, wait| DeliveryPolicy::new(max, Duration::from_millis(wait)).is_ok();
+        assert!(ok(1, 100) && ok(10_000, 3_600_000));
+        assert!(!ok(0, 1_000) && !ok(10_001, 1_000));
+        assert!(!ok(3, 99) && !ok(3, 3_600_001));
+        let err = DeliveryPolicy::new(3, Duration::from_millis(99)).unwrap_err();
+        assert!(err.to_string().contains("ack_wait"), "{err}");
+
+        let policy = DeliveryPolicy::new(5, Duration::from_secs(1)).unwrap();
+        let backoff = |delays: &[u64]| {
+            policy
+                .clone()
+                .with_backoff(delays.iter().map(|d| Duration::from_millis(*d)).collect())
+        };
+        assert!(backoff(&[1, 3_600_000]).is_ok());
+        assert!(backoff(&[]).is_err());
+        assert!(backoff(&[0]).is_err());
+        let err = backoff(&[5, 3_600_001]).unwrap_err();
+        assert!(err.to_string().contains("backoff"), "{err}");
+    }
+
+    #[test]
+    fn the_nth_failure_waits_the_nth_delay_and_the_last_repeats() {
+        let policy = DeliveryPolicy::new(9, Duration::from_secs(1))
+            .unwrap()
+            .with_backoff(vec![
+                Duration::from_millis(10),
+                Duration::from_millis(20),
+                Duration::from_millis(30),
+            ])
+            .unwrap();
+        let delays: Vec<u64> = (0..=5)
+            .map(|n| policy.delay_after(n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [10, 10, 20, 30, 30, 30]);
+        assert_eq!(
+            DeliveryPolicy::default().delay_after(1),
+            Duration::from_secs(1)
+        );
+        assert_eq!(DeliveryPolicy::default().max_deliver(), 5);
+    }
+
+    #[test]
+    fn the_consumer_settings_refuse_values_outside_their_ranges() {
+        let config = ConsumerConfig::new("group-1").unwrap();
+        assert_eq!(config.durable(), "group-1");
+        assert!(ConsumerConfig::new("a.b").is_err());
+        assert!(config.clone().with_partitions(0).is_err());
+        assert!(config.clone().with_partitions(257).is_err());
+        assert!(config.clone().with_partitions(256).is_ok());
+        assert!(config.clone().with_max_ack_pending(0).is_err());
+        let small = config.clone().with_max_ack_pending(10).unwrap();
+        assert_eq!((small.max_ack_pending, small.batch), (10, 10));
+        let hb = |ms| config.clone().with_heartbeat(Duration::from_millis(ms));
+        assert!(hb(100).is_ok() && hb(30_000).is_ok());
+        assert!(hb(99).is_err() && hb(30_001).is_err());
+    }
+
+    #[test]
+    fn a_streams_messages_always_go_to_one_partition_and_streams_spread() {
+        let of = |stream: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::STREAM_ID, stream);
+            partition_of(Some(&headers), 8)
+        };
+        assert_eq!(of("Account-1"), of("Account-1"));
+        let used: std::collections::HashSet<usize> =
+            (0..64).map(|i| of(&format!("Account-{i}"))).collect();
+        assert!(used.len() > 4, "{used:?}");
+        assert!(used.iter().all(|p| *p < 8));
+        assert!(partition_of(None, 8) < 8);
+    }
+}

@@ -914,3 +914,50 @@ async fn a_consumer_of_a_missing_stream_is_not_found_naming_it() {
     assert_eq!(err.code(), flext_constants::ErrorCode::NotFound, "{err}");
     assert!(err.to_string().contains("MISSING"), "{err}");
 }
+
+/// A consumer for one category reads that category's streams only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_for_a_category_reads_its_streams_only() {
+    if !enabled("a_consumer_for_a_category_reads_its_streams_only") {
+        return;
+    }
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start("category").await;
+    append_round_robin(&*store, "Account", 3, 2).await;
+    append_round_robin(&*store, "Card", 2, 3).await;
+    let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
+    let recorder = Arc::new(Recorder::default());
+    let (stop, task) = spawn_consumer(NatsConsumer::new(
+        js.clone(),
+        layout.clone(),
+        ConsumerConfig::new("cards").unwrap().for_category("Card"),
+        recorder.clone(),
+    ));
+    eventually(Duration::from_secs(10), "the 6 card events", || async {
+        recorder.count() == 6
+    })
+    .await;
+    let info = consumer_info(&js, layout.stream(), "cards").await.unwrap();
+    assert_eq!(
+        info.config.filter_subject,
+        format!("{}.Card.*", layout.subject_prefix())
+    );
+    assert_eq!(info.num_pending, 0);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    stop_relay.send(()).unwrap();
+    relay.await.unwrap().unwrap();
+    recorder.assert_once_in_order(6);
+    assert!(
+        recorder
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(s, _)| s.starts_with("Card-"))
+    );
+}

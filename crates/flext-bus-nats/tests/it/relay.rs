@@ -34,6 +34,7 @@ async fn relayed_events_reach_a_consumer_once_each_in_stream_order() {
         .unwrap();
     let (stop_relay, relay_task) = spawn_relay(relay);
     let recorder = Arc::new(Recorder::default());
+    *recorder.delay.lock().unwrap() = Duration::from_millis(1);
     let consumer = NatsConsumer::new(
         js.clone(),
         layout.clone(),
@@ -56,6 +57,13 @@ async fn relayed_events_reach_a_consumer_once_each_in_stream_order() {
     stop_consumer.send(()).unwrap();
     consumer_task.await.unwrap().unwrap();
     recorder.assert_once_in_order(512);
+    // The partitions (4 by default) applied streams side by side.
+    assert!(
+        recorder
+            .most_at_once
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    );
     assert_eq!(stored(&js, layout.stream()).await, 512);
     assert_eq!(store.load_checkpoint("relay").await.unwrap(), Some(512));
 }

@@ -45,6 +45,9 @@ pub(crate) struct Recorder {
     pub(crate) poison: Mutex<Vec<String>>,
     pub(crate) tries: Mutex<Vec<(String, u64, tokio::time::Instant)>>,
     pub(crate) delay: Mutex<Duration>,
+    /// Applications under way, and the most there were at once.
+    pub(crate) running: std::sync::atomic::AtomicUsize,
+    pub(crate) most_at_once: std::sync::atomic::AtomicUsize,
 }
 
 impl Recorder {
@@ -85,10 +88,14 @@ impl EventSink for Recorder {
     }
 
     async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most_at_once.fetch_max(now, SeqCst);
         let delay = *self.delay.lock().unwrap();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        self.running.fetch_sub(1, SeqCst);
         if self
             .poison
             .lock()
