@@ -831,7 +831,7 @@ impl Worker {
             return self.advance(&event.stream_id, applied);
         }
         if event.version > applied + 1 {
-            self.hold(message.clone(), &event);
+            self.hold(message.clone(), &event).await;
             return None;
         }
         match catch_panic(self.sink.apply(&event)).await {
@@ -854,14 +854,21 @@ impl Worker {
     }
 
     /// Holds `message` until its predecessor is applied.
-    fn hold(&mut self, message: Message, event: &StoredEvent) {
+    /// A second copy of a version already held is acknowledged at once: the held one will
+    /// be applied (or, if this process stops, come back to the group).
+    async fn hold(&mut self, message: Message, event: &StoredEvent) {
         let held = self
             .streams
             .entry(Arc::clone(&event.stream_id))
             .or_default();
-        if held.insert(event.version, message).is_none() {
-            self.counters.held.fetch_add(1, Ordering::Relaxed);
+        if held.contains_key(&event.version) {
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.partition.release(&message);
+            answer(&message, AckKind::Ack).await;
+            return;
         }
+        held.insert(event.version, message);
+        self.counters.held.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Notes that `stream` is applied up to `applied`: acknowledges the held copies at or

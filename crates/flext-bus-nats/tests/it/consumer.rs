@@ -961,3 +961,80 @@ async fn a_consumer_for_a_category_reads_its_streams_only() {
             .all(|(s, _)| s.starts_with("Card-"))
     );
 }
+
+/// Held versions that another process applies meanwhile are acknowledged when the
+/// consumer asks the sink again; a second copy of a held version is acknowledged at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_versions_applied_elsewhere_are_acknowledged_without_effect() {
+    if !enabled("held_versions_applied_elsewhere_are_acknowledged_without_effect") {
+        return;
+    }
+    let server = NatsServer::start();
+    let js = jetstream::new(server.client().await);
+    let layout = streams("elsewhere")
+        .with_duplicate_window(Duration::from_millis(100))
+        .unwrap();
+    layout.ensure(&js).await.unwrap();
+    let store = InMemoryEventStore::new();
+    append_round_robin(&store, "Account", 1, 3).await;
+    let events = log(&store).await;
+    // v2, v3, then v3 again: v1 never comes through this stream.
+    publish(&js, &layout, &events[1]).await;
+    publish(&js, &layout, &events[2]).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    publish(&js, &layout, &events[2]).await;
+    let recorder = Arc::new(Recorder::default());
+    let consumer = Arc::new(NatsConsumer::new(
+        js.clone(),
+        layout.clone(),
+        ConsumerConfig::new("elsewhere")
+            .unwrap()
+            .with_policy(DeliveryPolicy::new(3, Duration::from_millis(600)).unwrap()),
+        recorder.clone(),
+    ));
+    let (stop, task) = spawn_consumer(Arc::clone(&consumer));
+    let gauge = |name: &str| {
+        consumer
+            .metric_set()
+            .samples
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value)
+    };
+    eventually(
+        Duration::from_secs(5),
+        "two held, the copy acknowledged",
+        || {
+            let held = gauge("consumer_held");
+            let duplicates = gauge("consumer_duplicates_total");
+            async move {
+                held == Some(flext_types::MetricValue::Gauge(2.0))
+                    && duplicates == Some(flext_types::MetricValue::Counter(1))
+            }
+        },
+    )
+    .await;
+    // Another process of the group applied v1 to v3.
+    recorder
+        .applied
+        .lock()
+        .unwrap()
+        .insert("Account-0".into(), 3);
+    eventually(
+        Duration::from_secs(5),
+        "the held versions acknowledged",
+        || async {
+            consumer_info(&js, layout.stream(), "elsewhere")
+                .await
+                .is_some_and(|i| i.num_ack_pending == 0)
+        },
+    )
+    .await;
+    assert_eq!(
+        gauge("consumer_held"),
+        Some(flext_types::MetricValue::Gauge(0.0))
+    );
+    assert_eq!(recorder.count(), 0, "nothing applied here");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
