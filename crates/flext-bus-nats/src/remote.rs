@@ -54,14 +54,6 @@ fn subject(prefix: &str, kind: RemoteKind, name: &str) -> String {
     format!("{prefix}.{}.{}", kind.as_str(), subject_token(name))
 }
 
-/// `Command` or `Query`, as a message begins.
-fn title(kind: RemoteKind) -> &'static str {
-    match kind {
-        RemoteKind::Command => "Command",
-        RemoteKind::Query => "Query",
-    }
-}
-
 /// Sends remote commands and queries as NATS requests on `{prefix}.{command|query}.{name}`
 /// (a [`RemoteTransport`]: register it on a bus with `CommandBus::register_remote`).
 ///
@@ -119,7 +111,7 @@ impl fmt::Debug for NatsTransport {
 #[async_trait]
 impl RemoteTransport for NatsTransport {
     async fn call(&self, call: RemoteCall) -> FlextResult<Vec<u8>> {
-        let what = format!("{} {}", title(call.kind), call.name);
+        let what = format!("{} {}", call.kind.title(), call.name);
         let timeout = match call.deadline {
             None => self.default_timeout,
             Some(at) => match at.duration_since(SystemTime::now()) {
@@ -226,7 +218,7 @@ fn decode_call(
     let bad = |header: &str| {
         FlextError::serialization(format!(
             "{} {name}: the request's {header} header is malformed",
-            title(kind)
+            kind.title()
         ))
     };
     let uuid = |header: &str| -> FlextResult<Option<Uuid>> {
@@ -243,7 +235,7 @@ fn decode_call(
         Some(Some(sent)) => {
             return Err(FlextError::not_found(format!(
                 "This worker serves {} {name} on this subject, not {sent}",
-                title(kind).to_lowercase()
+                kind.as_str()
             )));
         }
         _ => return Err(bad(header::MESSAGE_NAME)),
@@ -321,7 +313,7 @@ impl NatsWorker {
                 return Err(FlextError::invalid_argument(format!(
                     "{} {name} would share subject {subject} with another message served; \
                      rename one (subjects keep ASCII letters, digits, '_' and '-')",
-                    title(kind)
+                    kind.title()
                 )));
             }
             subjects.push(subject);

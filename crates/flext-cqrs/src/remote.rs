@@ -32,7 +32,7 @@ pub(crate) async fn call_remote<M: Serialize, O: DeserializeOwned>(
     let payload = serde_json::to_vec(message).map_err(|e| {
         FlextError::serialization(format!(
             "{} {name} does not serialize to JSON: {e}",
-            title(kind)
+            kind.title()
         ))
         .with_source(e)
     })?;
@@ -53,14 +53,6 @@ pub(crate) async fn call_remote<M: Serialize, O: DeserializeOwned>(
         ))
         .with_source(e)
     })
-}
-
-/// `Command` or `Query`, as a message begins.
-fn title(kind: RemoteKind) -> &'static str {
-    match kind {
-        RemoteKind::Command => "Command",
-        RemoteKind::Query => "Query",
-    }
 }
 
 type RouteFuture = Pin<Box<dyn Future<Output = FlextResult<Vec<u8>>> + Send>>;
@@ -149,7 +141,7 @@ impl RemoteHandlers {
         if self.routes.contains_key(&key) {
             return Err(FlextError::duplicate(format!(
                 "{} {name} is served already",
-                title(kind)
+                kind.title()
             )));
         }
         let name: Arc<str> = name.into();
@@ -165,7 +157,7 @@ impl RemoteHandlers {
                         _ => {
                             return Err(FlextError::timeout(format!(
                                 "{} {name} arrived after its caller's deadline; it did not run",
-                                title(kind)
+                                kind.title()
                             ))
                             .with_data(json!({"message_type": &*name, "kind": kind.as_str()})));
                         }
@@ -174,7 +166,7 @@ impl RemoteHandlers {
                 let message: M = serde_json::from_slice(&call.payload).map_err(|e| {
                     FlextError::serialization(format!(
                         "{} {name} does not decode: {e}",
-                        title(kind)
+                        kind.title()
                     ))
                     .with_source(e)
                 })?;

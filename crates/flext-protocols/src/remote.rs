@@ -17,6 +17,14 @@ use async_trait::async_trait;
 use flext_types::{FlextResult, MessageMetadata};
 
 /// Whether a remote call is a command or a query.
+///
+/// ```
+/// use flext_protocols::RemoteKind;
+///
+/// assert_eq!(RemoteKind::Command.as_str(), "command");
+/// assert_eq!(RemoteKind::Query.title(), "Query");
+/// assert_eq!(RemoteKind::Query.to_string(), "query");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RemoteKind {
     /// A command: one handler, changes state.
@@ -31,6 +39,14 @@ impl RemoteKind {
         match self {
             Self::Command => "command",
             Self::Query => "query",
+        }
+    }
+
+    /// The kind as a message about one begins: `Command` or `Query`.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::Command => "Command",
+            Self::Query => "Query",
         }
     }
 }
