@@ -369,77 +369,63 @@ impl NatsConsumer {
         let mut watch = tokio::time::interval(Duration::from_secs(1));
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pause = Duration::from_millis(100);
-        'pulls: loop {
-            let messages = consumer
+        let outcome = 'pulls: loop {
+            let pull = consumer
                 .stream()
                 .max_messages_per_batch(self.config.batch)
                 .heartbeat(self.config.heartbeat)
                 .expires(self.config.heartbeat * 6)
                 .messages()
                 .await;
-            let mut messages = match messages {
-                Ok(messages) => messages,
+            match pull {
                 Err(error) => {
                     tracing::warn!(durable = %self.config.durable, %error, "pull not started");
+                }
+                Ok(mut messages) => loop {
                     tokio::select! {
-                        () = &mut shutdown => break 'pulls,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    consumer = match self.consumer().await {
-                        Ok(c) => c,
-                        Err(_) => continue 'pulls,
-                    };
-                    continue 'pulls;
-                }
-            };
-            loop {
-                tokio::select! {
-                    () = &mut shutdown => break 'pulls,
-                    Some(ended) = workers.join_next() => {
-                        // Sink calls are guarded against panics; a worker ends only so.
-                        for partition in &partitions {
-                            partition.stop();
+                        () = &mut shutdown => break 'pulls Ok(()),
+                        Some(ended) = workers.join_next() => {
+                            // Sink calls are guarded against panics; a worker ends only so.
+                            break 'pulls Err(FlextError::operation(format!(
+                                "A worker of consumer {} ended unexpectedly: {ended:?}",
+                                self.config.durable
+                            )));
                         }
-                        extenders.abort_all();
-                        return Err(FlextError::operation(format!(
-                            "A worker of consumer {} ended unexpectedly: {ended:?}",
-                            self.config.durable
-                        )));
-                    }
-                    _ = watch.tick() => self.watch(&mut consumer).await,
-                    next = messages.next() => match next {
-                        Some(Ok(message)) => {
-                            pause = Duration::from_millis(100);
-                            self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                            let slot = partition_of(message.headers.as_ref(), partitions.len());
-                            partitions[slot].push(message);
-                        }
-                        other => {
-                            self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
-                            if let Some(Err(error)) = other {
+                        _ = watch.tick() => self.watch(&mut consumer).await,
+                        next = messages.next() => match next {
+                            Some(Ok(message)) => {
+                                pause = Duration::from_millis(100);
+                                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                                let slot = partition_of(message.headers.as_ref(), partitions.len());
+                                partitions[slot].push(message);
+                            }
+                            Some(Err(error)) => {
                                 tracing::warn!(durable = %self.config.durable, %error, "pull rebuilt");
+                                break;
                             }
-                            tokio::select! {
-                                () = &mut shutdown => break 'pulls,
-                                () = tokio::time::sleep(pause) => {}
-                            }
-                            pause = (pause * 2).min(Duration::from_secs(5));
-                            if let Ok(c) = self.consumer().await {
-                                consumer = c;
-                            }
-                            continue 'pulls;
-                        }
-                    },
-                }
+                            None => break,
+                        },
+                    }
+                },
             }
-        }
+            // The pull did not start or ended (a missed heartbeat, a deleted consumer, a
+            // lost connection): build it again after a pause.
+            self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = &mut shutdown => break 'pulls Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+            if let Ok(rebuilt) = self.consumer().await {
+                consumer = rebuilt;
+            }
+        };
         for partition in &partitions {
             partition.stop();
         }
         while workers.join_next().await.is_some() {}
         extenders.abort_all();
-        Ok(())
+        outcome
     }
 
     /// The durable consumer, created when missing (from the saved ack floor when there is
