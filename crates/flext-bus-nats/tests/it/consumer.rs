@@ -6,7 +6,7 @@ use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flext_bus_nats::async_nats::jetstream::{self, consumer::PullConsumer};
+use flext_bus_nats::async_nats::jetstream;
 use flext_bus_nats::codec::{self, header};
 use flext_bus_nats::{ConsumerConfig, DeliveryPolicy, EventStreams, NatsConsumer, VersionedSink};
 use flext_protocols::{EventStore, MetricsSource};
@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 
 use crate::server::{NatsServer, connect, enabled};
 use crate::support::{
-    Recorder, Setup, append_round_robin, eventually, relay_of, spawn_consumer, spawn_relay, stored,
-    streams,
+    Recorder, Setup, append_round_robin, consumer_info, eventually, relay_of, spawn_consumer,
+    spawn_relay, stored, streams,
 };
 
 /// The stored events of `store`, in log order.
@@ -39,29 +39,19 @@ async fn publish(js: &jetstream::Context, layout: &EventStreams, event: &StoredE
     .unwrap();
 }
 
-async fn consumer_info(
-    js: &jetstream::Context,
-    stream: &str,
-    durable: &str,
-) -> Option<jetstream::consumer::Info> {
-    let mut consumer: PullConsumer = js.get_consumer_from_stream(durable, stream).await.ok()?;
-    consumer.info().await.ok().cloned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_version_gate_applies_each_version_once_in_order_whatever_the_arrival_order() {
     if !enabled("the_version_gate_applies_each_version_once_in_order_whatever_the_arrival_order") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
     // A short window: the server stores the repeats, the gate must drop them.
-    let layout = streams("gate")
-        .with_duplicate_window(Duration::from_millis(100))
-        .unwrap();
-    layout.ensure(&js).await.unwrap();
-    let store = InMemoryEventStore::new();
-    append_round_robin(&store, "Account", 2, 3).await;
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start_with_window("gate", Duration::from_millis(100)).await;
+    append_round_robin(&*store, "Account", 2, 3).await;
     let events = log(&store).await;
     let of = |stream: &str, version: u64| {
         events
@@ -969,14 +959,13 @@ async fn held_versions_applied_elsewhere_are_acknowledged_without_effect() {
     if !enabled("held_versions_applied_elsewhere_are_acknowledged_without_effect") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("elsewhere")
-        .with_duplicate_window(Duration::from_millis(100))
-        .unwrap();
-    layout.ensure(&js).await.unwrap();
-    let store = InMemoryEventStore::new();
-    append_round_robin(&store, "Account", 1, 3).await;
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start_with_window("elsewhere", Duration::from_millis(100)).await;
+    append_round_robin(&*store, "Account", 1, 3).await;
     let events = log(&store).await;
     // v2, v3, then v3 again: v1 never comes through this stream.
     publish(&js, &layout, &events[1]).await;

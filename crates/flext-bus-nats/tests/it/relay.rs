@@ -12,8 +12,8 @@ use flext_store::InMemoryEventStore;
 
 use crate::server::{NatsServer, enabled};
 use crate::support::{
-    Recorder, append_round_robin, eventually, relay_of, spawn_consumer, spawn_relay, stored,
-    streams,
+    Recorder, Setup, append_round_robin, consumer_info, eventually, relay_of, spawn_consumer,
+    spawn_relay, stored, streams,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,12 +21,12 @@ async fn relayed_events_reach_a_consumer_once_each_in_stream_order() {
     if !enabled("relayed_events_reach_a_consumer_once_each_in_stream_order") {
         return;
     }
-    let server = NatsServer::start();
-    let client = server.client().await;
-    let js = jetstream::new(client);
-    let layout = streams("relayorder");
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start("relayorder").await;
     append_round_robin(&*store, "Account", 20, 25).await;
 
     let relay = relay_of(&store, &js, &layout)
@@ -73,13 +73,12 @@ async fn a_republish_is_stored_once_inside_the_window_and_applied_once_after_it(
     if !enabled("a_republish_is_stored_once_inside_the_window_and_applied_once_after_it") {
         return;
     }
-    let server = NatsServer::start();
-    let js = jetstream::new(server.client().await);
-    let layout = streams("republish")
-        .with_duplicate_window(Duration::from_millis(500))
-        .unwrap();
-    layout.ensure(&js).await.unwrap();
-    let store = Arc::new(InMemoryEventStore::new());
+    let Setup {
+        server: _server,
+        js,
+        layout,
+        store,
+    } = Setup::start_with_window("republish", Duration::from_millis(500)).await;
     append_round_robin(&*store, "Account", 5, 10).await;
     let relay_once = || async {
         let relay = relay_of(&store, &js, &layout);
@@ -117,17 +116,9 @@ async fn a_republish_is_stored_once_inside_the_window_and_applied_once_after_it(
         Duration::from_secs(10),
         "100 deliveries answered",
         || async {
-            let mut consumer = js
-                .get_consumer_from_stream::<_, _, _>("once", layout.stream())
+            consumer_info(&js, layout.stream(), "once")
                 .await
-                .map(|c: flext_bus_nats::async_nats::jetstream::consumer::PullConsumer| c);
-            match &mut consumer {
-                Ok(c) => c
-                    .info()
-                    .await
-                    .is_ok_and(|i| i.ack_floor.stream_sequence == 100),
-                Err(_) => false,
-            }
+                .is_some_and(|i| i.ack_floor.stream_sequence == 100)
         },
     )
     .await;

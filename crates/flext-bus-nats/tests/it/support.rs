@@ -194,9 +194,17 @@ pub(crate) struct Setup {
 
 impl Setup {
     pub(crate) async fn start(test: &str) -> Self {
+        Self::start_with(streams(test)).await
+    }
+
+    /// With a duplicate window of `window` instead of the server's 2 minutes.
+    pub(crate) async fn start_with_window(test: &str, window: Duration) -> Self {
+        Self::start_with(streams(test).with_duplicate_window(window).unwrap()).await
+    }
+
+    async fn start_with(layout: EventStreams) -> Self {
         let server = crate::server::NatsServer::start();
         let js = jetstream::new(server.client().await);
-        let layout = streams(test);
         layout.ensure(&js).await.unwrap();
         Self {
             server,
@@ -223,4 +231,15 @@ where
         js.clone(),
         layout.clone(),
     )
+}
+
+/// What the server says of the consumer `durable` of `stream`, when it exists.
+pub(crate) async fn consumer_info(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> Option<jetstream::consumer::Info> {
+    let mut consumer: jetstream::consumer::PullConsumer =
+        js.get_consumer_from_stream(durable, stream).await.ok()?;
+    consumer.info().await.ok().cloned()
 }
