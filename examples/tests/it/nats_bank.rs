@@ -15,7 +15,7 @@ use flext_handlers::nats::async_nats::{self, jetstream};
 use flext_handlers::prelude::*;
 use flext_handlers::stores::{PostgresEventStore, PostgresStoreOptions};
 
-use crate::saga_processes::DroppedSchema;
+use crate::saga_processes::{DroppedSchema, clean_up_aside};
 
 /// How long a process of the example may run before it is killed and the test fails.
 const PROCESS_DEADLINE: Duration = Duration::from_secs(90);
@@ -196,34 +196,18 @@ struct DeletedStreams {
 impl Drop for DeletedStreams {
     fn drop(&mut self) {
         let (url, names) = (self.url.clone(), self.names.clone());
-        // A thread and runtime of its own, as `DroppedSchema` does.
-        let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                let work = async {
-                    let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
-                    let jetstream = jetstream::new(client);
-                    for name in &names {
-                        // A stream the run did not get to create is not an error here.
-                        let _ = jetstream.delete_stream(name).await;
-                    }
-                    Ok::<(), String>(())
-                };
-                tokio::time::timeout(Duration::from_secs(30), work)
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-            })
-        })
-        .join();
-        if !matches!(deleted, Ok(Ok(()))) {
-            eprintln!(
-                "the streams {:?} could not be deleted: {deleted:?}",
-                self.names
-            );
-        }
+        clean_up_aside(
+            &format!("delete the streams {:?}", self.names),
+            async move {
+                let client = async_nats::connect(url).await.map_err(|e| e.to_string())?;
+                let jetstream = jetstream::new(client);
+                for name in &names {
+                    // A stream the run did not get to create is not an error here.
+                    let _ = jetstream.delete_stream(name).await;
+                }
+                Ok(())
+            },
+        );
     }
 }
 

@@ -512,36 +512,43 @@ impl DroppedSchema {
 impl Drop for DroppedSchema {
     fn drop(&mut self) {
         let (url, name) = (self.url.clone(), self.name.clone());
-        // A thread and runtime of its own: this thread may be inside the test's runtime,
-        // which cannot block on another future.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        clean_up_aside(&format!("drop schema {}", self.name), async move {
+            let options = PostgresStoreOptions::new(url).with_schema(name.clone());
+            let store = PostgresEventStore::connect_with(options)
+                .await
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                let work = async {
-                    let options = PostgresStoreOptions::new(url).with_schema(name.clone());
-                    let store = PostgresEventStore::connect_with(options)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let drop = format!("BEGIN; DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
-                    let transaction = store
-                        .pool()
-                        .begin_with(drop)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    transaction.commit().await.map_err(|e| e.to_string())
-                };
-                tokio::time::timeout(Duration::from_secs(30), work)
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-            })
+            let drop = format!("BEGIN; DROP SCHEMA IF EXISTS \"{name}\" CASCADE");
+            let transaction = store
+                .pool()
+                .begin_with(drop)
+                .await
+                .map_err(|e| e.to_string())?;
+            transaction.commit().await.map_err(|e| e.to_string())
+        });
+    }
+}
+
+/// Runs the clean-up `work` (at most 30 s) on a thread and runtime of its own — a drop
+/// may run inside the test's runtime, which cannot block on another future — and says
+/// on stderr when it failed.
+pub(crate) fn clean_up_aside<F>(what: &str, work: F)
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let done = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(30), work)
+                .await
+                .map_err(|_| "timed out".to_owned())?
         })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop schema {}: {dropped:?}", self.name);
-        }
+    })
+    .join();
+    if !matches!(done, Ok(Ok(()))) {
+        eprintln!("could not {what}: {done:?}");
     }
 }
 
