@@ -286,7 +286,7 @@ fn decode_call(
 pub struct NatsWorker {
     service: Option<service::Service>,
     tasks: JoinSet<()>,
-    routes: Vec<String>,
+    subjects: Vec<String>,
 }
 
 impl NatsWorker {
@@ -306,17 +306,17 @@ impl NatsWorker {
                 "concurrency must be at least 1, got 0",
             ));
         }
-        let mut subjects: Vec<String> = Vec::new();
+        let mut routes: Vec<(RemoteKind, String, String)> = Vec::new();
         for (kind, name) in dispatch.routes() {
             let subject = subject(&prefix, kind, &name);
-            if subjects.contains(&subject) {
+            if routes.iter().any(|(_, _, taken)| *taken == subject) {
                 return Err(FlextError::invalid_argument(format!(
                     "{} {name} would share subject {subject} with another message served; \
                      rename one (subjects keep ASCII letters, digits, '_' and '-')",
                     kind.title()
                 )));
             }
-            subjects.push(subject);
+            routes.push((kind, name, subject));
         }
         let service = client
             .service_builder()
@@ -328,15 +328,19 @@ impl NatsWorker {
             })?;
         let limit = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
-        let mut routes: Vec<String> = Vec::new();
-        for (kind, name) in dispatch.routes() {
-            let subject = subject(&prefix, kind, &name);
-            let mut endpoint = service.endpoint(subject.clone()).await.map_err(|e| {
-                FlextError::unavailable(format!(
-                    "Service {service_name} cannot serve {subject}: {e}"
-                ))
-            })?;
-            routes.push(subject);
+        let mut subjects = Vec::with_capacity(routes.len());
+        for (kind, name, subject) in routes {
+            let mut endpoint = match service.endpoint(subject.clone()).await {
+                Ok(endpoint) => endpoint,
+                Err(e) => {
+                    // Nothing half-served: the endpoints made so far go with the service.
+                    let _stopped = service.stop().await;
+                    return Err(FlextError::unavailable(format!(
+                        "Service {service_name} cannot serve {subject}: {e}"
+                    )));
+                }
+            };
+            subjects.push(subject);
             let dispatch = Arc::clone(&dispatch);
             let limit = Arc::clone(&limit);
             tasks.spawn(async move {
@@ -367,13 +371,13 @@ impl NatsWorker {
         Ok(Self {
             service: Some(service),
             tasks,
-            routes,
+            subjects,
         })
     }
 
     /// The subjects served.
     pub fn subjects(&self) -> &[String] {
-        &self.routes
+        &self.subjects
     }
 
     /// Stops taking calls, lets the calls under way answer, and returns.
@@ -388,7 +392,7 @@ impl NatsWorker {
 impl fmt::Debug for NatsWorker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsWorker")
-            .field("subjects", &self.routes)
+            .field("subjects", &self.subjects)
             .finish_non_exhaustive()
     }
 }
