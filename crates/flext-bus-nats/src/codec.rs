@@ -123,32 +123,30 @@ pub fn unescape(text: &str) -> Option<String> {
 /// The headers and body of the message the relay publishes for `event`.
 pub fn encode(event: &StoredEvent) -> FlextResult<(HeaderMap, Bytes)> {
     let mut headers = HeaderMap::new();
-    headers.insert(header::EVENT_ID, event.event_id.to_string().as_str());
-    headers.insert(header::EVENT_TYPE, escape(&event.event_type).as_str());
-    headers.insert(
-        header::SCHEMA_VERSION,
-        event.schema_version.to_string().as_str(),
-    );
-    headers.insert(header::STREAM_ID, escape(&event.stream_id).as_str());
-    headers.insert(header::VERSION, event.version.to_string().as_str());
-    headers.insert(header::POSITION, event.position.to_string().as_str());
+    // Owned values: the header map takes a `String` as it is (a `&str` it copies).
+    headers.insert(header::EVENT_ID, event.event_id.to_string());
+    headers.insert(header::EVENT_TYPE, escape(&event.event_type));
+    headers.insert(header::SCHEMA_VERSION, event.schema_version.to_string());
+    headers.insert(header::STREAM_ID, escape(&event.stream_id));
+    headers.insert(header::VERSION, event.version.to_string());
+    headers.insert(header::POSITION, event.position.to_string());
     let timestamp = event.timestamp.format(&Rfc3339).map_err(|e| {
         FlextError::serialization(format!(
             "Event {} has a time RFC 3339 cannot show: {e}",
             event.event_id
         ))
     })?;
-    headers.insert(header::TIMESTAMP, timestamp.as_str());
+    headers.insert(header::TIMESTAMP, timestamp);
     if let Some(id) = event.metadata.correlation_id {
-        headers.insert(header::CORRELATION_ID, id.to_string().as_str());
+        headers.insert(header::CORRELATION_ID, id.to_string());
     }
     if let Some(id) = event.metadata.causation_id {
-        headers.insert(header::CAUSATION_ID, id.to_string().as_str());
+        headers.insert(header::CAUSATION_ID, id.to_string());
     }
     if !event.metadata.headers.is_empty() {
         // JSON escapes control characters; `escape` takes care of the rest.
         let json = serde_json::to_string(&event.metadata.headers)?;
-        headers.insert(header::HEADERS, escape(&json).as_str());
+        headers.insert(header::HEADERS, escape(&json));
     }
     let body = Bytes::copy_from_slice(event.payload.as_str().as_bytes());
     Ok((headers, body))

@@ -950,18 +950,18 @@ impl Worker {
         let mut headers = message.headers.clone().unwrap_or_default();
         let id = match event {
             Some(event) => {
-                headers.insert(header::DEAD_EVENT_ID, event.event_id.to_string().as_str());
+                headers.insert(header::DEAD_EVENT_ID, event.event_id.to_string());
                 format!("{}:{}", self.durable, event.event_id)
             }
             None => format!("{}:seq:{sequence}", self.durable),
         };
-        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert("Nats-Msg-Id", id);
         headers.insert(header::ERROR_CODE, error.code().as_str());
-        headers.insert(header::ERROR_MESSAGE, escape(&error.to_string()).as_str());
-        headers.insert(header::DELIVERED, delivered.to_string().as_str());
+        headers.insert(header::ERROR_MESSAGE, escape(&error.to_string()));
+        headers.insert(header::DELIVERED, delivered.to_string());
         headers.insert(header::CONSUMER, self.durable.as_str());
         headers.insert(header::ORIGINAL_SUBJECT, message.subject.as_str());
-        headers.insert(header::ORIGINAL_SEQUENCE, sequence.to_string().as_str());
+        headers.insert(header::ORIGINAL_SEQUENCE, sequence.to_string());
         // `{category}.{type}`, as the event was published.
         let tail = message
             .subject

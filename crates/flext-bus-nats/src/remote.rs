@@ -183,26 +183,23 @@ impl RemoteTransport for NatsTransport {
 fn encode_call(call: &RemoteCall, deadline: SystemTime) -> FlextResult<HeaderMap> {
     let m = &call.metadata;
     let mut headers = HeaderMap::new();
-    headers.insert(header::MESSAGE_NAME, escape(&call.name).as_str());
-    headers.insert(header::MESSAGE_ID, m.message_id.to_string().as_str());
-    headers.insert(
-        header::CORRELATION_ID,
-        m.correlation_id.to_string().as_str(),
-    );
+    headers.insert(header::MESSAGE_NAME, escape(&call.name));
+    headers.insert(header::MESSAGE_ID, m.message_id.to_string());
+    headers.insert(header::CORRELATION_ID, m.correlation_id.to_string());
     if let Some(id) = m.causation_id {
-        headers.insert(header::CAUSATION_ID, id.to_string().as_str());
+        headers.insert(header::CAUSATION_ID, id.to_string());
     }
     let timestamp = m.timestamp.format(&Rfc3339).map_err(|e| {
         FlextError::serialization(format!("The message's time cannot be shown: {e}"))
     })?;
-    headers.insert(header::TIMESTAMP, timestamp.as_str());
+    headers.insert(header::TIMESTAMP, timestamp);
     let millis = deadline
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    headers.insert(header::DEADLINE, millis.to_string().as_str());
+    headers.insert(header::DEADLINE, millis.to_string());
     if !m.headers.is_empty() {
         let json = serde_json::to_string(&m.headers)?;
-        headers.insert(header::HEADERS, escape(&json).as_str());
+        headers.insert(header::HEADERS, escape(&json));
     }
     Ok(headers)
 }
@@ -413,7 +410,7 @@ async fn answer(
         Err(error) => {
             let mut headers = HeaderMap::new();
             let json = serde_json::to_string(&error).unwrap_or_else(|_| "{}".to_owned());
-            headers.insert(header::ERROR, escape(&json).as_str());
+            headers.insert(header::ERROR, escape(&json));
             headers.insert(header::ERROR_CODE, error.code().as_str());
             let code = error
                 .code()
