@@ -1,14 +1,16 @@
 //! The relay: the store's log to JetStream, nothing lost, a re-publish applied once.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flext_bus_nats::async_nats::jetstream;
 use flext_bus_nats::{ConsumerConfig, NatsConsumer, NatsRelay};
 use flext_handlers::stores::SqliteEventStore;
 use flext_protocols::{CheckpointStore, EventStore};
 use flext_store::InMemoryEventStore;
+use flext_types::{DeadLetter, FlextResult};
 
 use crate::server::{NatsServer, enabled};
 use crate::support::{
@@ -130,7 +132,9 @@ async fn a_republish_is_stored_once_inside_the_window_and_applied_once_after_it(
 const RELAY_CHILD: &str = "FLEXT_NATS_RELAY_CHILD";
 
 /// A relay process of the kill test: relays the SQLite store the parent names, saving its
-/// checkpoint every 1 000 events, until killed.
+/// checkpoint every 1 000 events. A save past position 1 000 says so and never finishes:
+/// the parent kills it there, when the broker has acknowledged events the saved checkpoint
+/// does not cover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_child() {
     let Ok(args) = std::env::var(RELAY_CHILD) else {
@@ -138,13 +142,50 @@ async fn relay_child() {
     };
     let (url, path) = args.split_once(' ').unwrap();
     let store = Arc::new(SqliteEventStore::open(path).await.unwrap());
+    let checkpoints = Arc::new(HangsPastFirstThousand(Arc::clone(&store)));
     let js = jetstream::new(crate::server::connect(url).await);
-    let relay = NatsRelay::new("relay", store.clone(), store, js, streams("relaykill"))
+    let relay = NatsRelay::new("relay", store, checkpoints, js, streams("relaykill"))
         .with_checkpoint_every(1_000)
         .unwrap()
         .with_max_in_flight(4)
         .unwrap();
     relay.run(std::future::pending()).await.unwrap();
+}
+
+/// The relay child's checkpoints: the first save of a position past 1 000 (the relay also
+/// saves whenever it has caught up, so the first may come earlier) prints
+/// `saving {position}` and waits forever instead.
+struct HangsPastFirstThousand(Arc<SqliteEventStore>);
+
+#[async_trait::async_trait]
+impl CheckpointStore for HangsPastFirstThousand {
+    async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>> {
+        self.0.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()> {
+        if position > 1_000 {
+            println!("saving {position}");
+            std::future::pending::<()>().await;
+        }
+        self.0.save_checkpoint(name, position).await
+    }
+
+    async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()> {
+        self.0.add_dead_letter(name, letter).await
+    }
+
+    async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>> {
+        self.0.dead_letters(name).await
+    }
+
+    async fn remove_dead_letter(&self, name: &str, position: u64) -> FlextResult<bool> {
+        self.0.remove_dead_letter(name, position).await
+    }
+
+    async fn reset(&self, name: &str) -> FlextResult<()> {
+        self.0.reset(name).await
+    }
 }
 
 /// The relay process is SIGKILLed after the broker acknowledged events its checkpoint does
@@ -165,51 +206,48 @@ async fn a_relay_killed_between_the_ack_and_the_checkpoint_loses_and_doubles_not
     let store = Arc::new(SqliteEventStore::open(&path).await.unwrap());
     append_round_robin(&*store, "Account", 30, 100).await;
 
-    // Kill it once the broker holds events its checkpoint (saved every 1 000) does not
-    // cover; when the kill lands late (past the next save, or at the end) try again from
-    // where it stopped.
-    let mut caught = None;
-    for round in 1..=2u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "relay::relay_child",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(RELAY_CHILD, format!("{} {path}", server.url()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the relay starts");
-        let started = Instant::now();
-        loop {
-            let published = stored(&js, layout.stream()).await;
-            if published > round * 1_000 + 100 {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "published {published}"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let published = stored(&js, layout.stream()).await;
-        let checkpoint = store.load_checkpoint("relay").await.unwrap().unwrap_or(0);
-        if checkpoint < published {
-            caught = Some((checkpoint, published));
-            break;
-        }
-    }
-    let (checkpoint, published) = caught.expect("a kill between an ack and the checkpoint");
-    assert!(published < 3_000, "killed mid-stream: {published}");
+    // Kill it when it is about to save a checkpoint past 1 000: the broker then holds
+    // events the saved checkpoint does not cover.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "relay::relay_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(RELAY_CHILD, format!("{} {path}", server.url()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the relay starts");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let saving = tokio::task::spawn_blocking(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.split("saving ").nth(1).map(str::to_owned))
+    });
+    let saving: u64 = tokio::time::timeout(Duration::from_secs(60), saving)
+        .await
+        .expect("the relay reached its second checkpoint")
+        .unwrap()
+        .expect("the relay said so")
+        .parse()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let published = stored(&js, layout.stream()).await;
+    let checkpoint = store.load_checkpoint("relay").await.unwrap().unwrap_or(0);
     assert!(
-        checkpoint >= 1_000,
-        "the checkpoint was saved before: {checkpoint}"
+        checkpoint > 0 && checkpoint <= 1_000,
+        "a first checkpoint was saved: {checkpoint}"
     );
+    assert!(
+        published >= saving && saving > checkpoint,
+        "acknowledged past the checkpoint {checkpoint}: published {published}, saving {saving}"
+    );
+    assert!(published < 3_000, "killed mid-stream: {published}");
 
     // A new relay goes on from the checkpoint; a consumer applies everything.
     let (stop_relay, relay) = spawn_relay(relay_of(&store, &js, &layout));
