@@ -65,6 +65,7 @@ pub use event::EventHandler;
 pub use flext_protocols::Handler as AbstractHandler;
 pub use func::{FnHandler, SyncFnHandler, handler_fn, sync_handler_fn};
 pub use guard::{catch_panic, catch_panic_sync};
+pub use histogram::LatencySnapshot;
 pub use json::JsonHandler;
 pub use metrics_handler::{MetricsHandler, MetricsReport};
 pub use recorder::{InFlight, MetricsRecorder, Timer};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use flext_types::LatencySummary;
 
-use crate::histogram::LatencyHistogram;
+use crate::histogram::{LatencyHistogram, LatencySnapshot};
 
 /// Counts outcomes and records latencies of calls, lock-free.
 ///
@@ -104,6 +104,11 @@ impl MetricsRecorder {
     /// The latency distribution of timed calls.
     pub fn latency(&self) -> LatencySummary {
         self.latency.summary()
+    }
+
+    /// The latency histogram's bucket counts now, to compare with a later snapshot.
+    pub fn latency_snapshot(&self) -> LatencySnapshot {
+        self.latency.snapshot()
     }
 
     /// Sets every count back to zero, except calls in flight, which are still running.
