@@ -1,0 +1,620 @@
+//! [`Admin`]: what the admin surface shows, and the views it builds for each endpoint.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use flext_management::{HandlerManager, HandlerRegistry, HealthReport};
+use flext_patterns::{BreakerState, CircuitBreaker, StateTransition};
+use flext_protocols::MetricsSource;
+use flext_types::{FlextError, FlextResult, LatencySummary, MetricSet, MetricValue};
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::broadcast::{self, error::TryRecvError};
+
+use crate::history::{ALL, History, Point, Totals};
+use crate::probe::{ProjectionProbe, ProjectionView};
+
+/// How long the dashboard's charts reach back by default.
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(10 * 60);
+/// How often handlers are sampled for the charts by default.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Transitions kept per breaker.
+const TRANSITIONS_KEPT: usize = 20;
+
+/// The admin surface of a service: which handlers, metrics sources, breakers and
+/// projections it shows, and who may see them. Build it, then mount
+/// [`router`](Admin::router) in an axum app or [`serve`](Admin::serve) it alone.
+///
+/// Cheap to clone: clones share everything, the charts' history included.
+///
+/// ```
+/// use std::sync::Arc;
+/// use flext_admin::Admin;
+/// use flext_cqrs::CommandBus;
+/// use flext_management::HandlerManager;
+///
+/// let manager = Arc::new(HandlerManager::new());
+/// let bus = CommandBus::new();
+/// let admin = Admin::new()
+///     .with_manager(manager)
+///     .with_source(Arc::new(bus))
+///     .with_token("s3cret")
+///     .expect("a valid token");
+/// let app = axum::Router::new().nest("/admin", admin.router());
+/// # let _ = app;
+/// ```
+#[derive(Clone)]
+pub struct Admin {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    manager: Arc<HandlerManager>,
+    sources: Vec<Arc<dyn MetricsSource>>,
+    breakers: Vec<Breaker>,
+    projections: Vec<Arc<dyn ProjectionProbe>>,
+    pub(crate) token: Option<String>,
+    pub(crate) sample_every: Duration,
+    history: Mutex<Sampled>,
+    history_window: Duration,
+    /// Whether a sampler task runs.
+    pub(crate) sampling: AtomicBool,
+}
+
+struct Sampled {
+    history: History,
+    last: Option<tokio::time::Instant>,
+}
+
+struct Breaker {
+    breaker: Arc<CircuitBreaker>,
+    seen: Mutex<Seen>,
+}
+
+struct Seen {
+    receiver: broadcast::Receiver<StateTransition>,
+    recent: VecDeque<TransitionView>,
+    total: u64,
+}
+
+/// One state change of a breaker, as `GET /breakers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct TransitionView {
+    from: BreakerState,
+    to: BreakerState,
+    /// When the admin surface saw it (within a sample interval of when it happened).
+    #[serde(with = "time::serde::rfc3339")]
+    seen_at: OffsetDateTime,
+}
+
+impl Admin {
+    /// An admin surface showing nothing yet: an empty handler registry, no sources, no
+    /// breakers, no projections, no token.
+    pub fn new() -> Self {
+        Self::build(Parts::default())
+    }
+
+    fn build(parts: Parts) -> Self {
+        let history = History::new(parts.history_window, parts.sample_every);
+        Self {
+            inner: Arc::new(Inner {
+                manager: parts.manager,
+                sources: parts.sources,
+                breakers: parts.breakers,
+                projections: parts.projections,
+                token: parts.token,
+                sample_every: parts.sample_every,
+                history: Mutex::new(Sampled {
+                    history,
+                    last: None,
+                }),
+                history_window: parts.history_window,
+                sampling: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn parts(self) -> Parts {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            manager: shared.manager.clone(),
+            sources: shared.sources.clone(),
+            breakers: shared
+                .breakers
+                .iter()
+                .map(|b| Breaker::new(b.breaker.clone()))
+                .collect(),
+            projections: shared.projections.clone(),
+            token: shared.token.clone(),
+            sample_every: shared.sample_every,
+            history: Mutex::new(Sampled {
+                history: History::new(shared.history_window, shared.sample_every),
+                last: None,
+            }),
+            history_window: shared.history_window,
+            sampling: AtomicBool::new(false),
+        });
+        Parts {
+            manager: inner.manager,
+            sources: inner.sources,
+            breakers: inner.breakers,
+            projections: inner.projections,
+            token: inner.token,
+            sample_every: inner.sample_every,
+            history_window: inner.history_window,
+        }
+    }
+
+    fn with(self, change: impl FnOnce(&mut Parts)) -> Self {
+        let mut parts = self.parts();
+        change(&mut parts);
+        Self::build(parts)
+    }
+
+    /// Shows the handlers of `manager`: their health report (`GET /health`), listing and
+    /// metrics (`GET /handlers`, `GET /metrics`) and charts.
+    #[must_use]
+    pub fn with_manager(self, manager: Arc<HandlerManager>) -> Self {
+        self.with(|parts| parts.manager = manager)
+    }
+
+    /// Shows the handlers of `registry`, through a [`HandlerManager`] over it (whose
+    /// health report counts the calls made through that manager; handlers called
+    /// elsewhere show their own metrics in `GET /handlers`).
+    #[must_use]
+    pub fn with_registry(self, registry: Arc<HandlerRegistry>) -> Self {
+        self.with_manager(Arc::new(HandlerManager::with_registry(registry)))
+    }
+
+    /// Adds a metrics source (a bus, a NATS relay or consumer, a projection runner…) to
+    /// `GET /metrics` and to the dashboard's table of sources.
+    #[must_use]
+    pub fn with_source(self, source: Arc<dyn MetricsSource>) -> Self {
+        self.with(|parts| parts.sources.push(source))
+    }
+
+    /// Shows `breaker` in `GET /breakers` (state, rates, transitions), `GET /metrics` and
+    /// the health report (an open breaker makes it `degraded`).
+    #[must_use]
+    pub fn with_breaker(self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.with(|parts| parts.breakers.push(Breaker::new(breaker)))
+    }
+
+    /// Shows the projection `probe` asks for in `GET /projections` and the health report.
+    #[must_use]
+    pub fn with_projection(self, probe: Arc<dyn ProjectionProbe>) -> Self {
+        self.with(|parts| parts.projections.push(probe))
+    }
+
+    /// Requires `Authorization: Bearer {token}` on every endpoint but the dashboard's page,
+    /// which holds no data and passes the token its address carries
+    /// (`/#token={token}`) to the requests it makes. A token that is empty or holds
+    /// anything but visible ASCII is an `INVALID_ARGUMENT`.
+    pub fn with_token(self, token: impl Into<String>) -> FlextResult<Self> {
+        let token = token.into();
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(FlextError::invalid_argument(
+                "Invalid admin token: it must be non-empty visible ASCII (no spaces)",
+            ));
+        }
+        Ok(self.with(|parts| parts.token = Some(token)))
+    }
+
+    /// Keeps `window` of history for the charts, sampled every `every` (defaults: 10
+    /// minutes, every second). A zero interval, or a window shorter than the interval, is
+    /// an `INVALID_ARGUMENT`.
+    pub fn with_history(self, window: Duration, every: Duration) -> FlextResult<Self> {
+        if every.is_zero() || window < every {
+            return Err(FlextError::invalid_argument(format!(
+                "Invalid admin history: a window of {window:?} sampled every {every:?}; the \
+                 interval must be positive and at most the window"
+            )));
+        }
+        Ok(self.with(|parts| {
+            parts.history_window = window;
+            parts.sample_every = every;
+        }))
+    }
+
+    /// The handler manager whose handlers are shown.
+    pub fn manager(&self) -> &Arc<HandlerManager> {
+        &self.inner.manager
+    }
+
+    /// Takes a sample for the charts if the interval has passed since the last one. The
+    /// router's sampler task calls it every interval; requests call it too, so the charts
+    /// fill even where no task runs.
+    pub fn sample(&self) {
+        let now = tokio::time::Instant::now();
+        let mut sampled = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if sampled
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.inner.sample_every.mul_f64(0.5))
+        {
+            return;
+        }
+        sampled.last = Some(now);
+        let totals = self.totals();
+        sampled.history.record(unix_millis(), totals);
+        drop(sampled);
+        for breaker in &self.inner.breakers {
+            breaker.drain();
+        }
+    }
+
+    fn totals(&self) -> BTreeMap<String, Totals> {
+        let registry = self.inner.manager.registry();
+        registry
+            .list_handlers()
+            .into_iter()
+            .filter_map(|info| {
+                let handler = registry.handler(&info.name).ok()?;
+                let recorder = handler.core().recorder();
+                let totals = Totals {
+                    requests: recorder.successes() + recorder.failures(),
+                    failures: recorder.failures(),
+                    latency: recorder.latency_snapshot(),
+                };
+                Some((info.name, totals))
+            })
+            .collect()
+    }
+
+    /// `GET /health`: the manager's health report, with the breakers and projections, and
+    /// a status: `healthy`, `degraded` (a breaker open or forced open, a projection with
+    /// dead letters) or `unhealthy` (a handler that failed and never succeeded, a
+    /// projection whose progress cannot be read). The second value is whether it is
+    /// unhealthy.
+    pub(crate) async fn health(&self) -> (Value, bool) {
+        let report: HealthReport = self.inner.manager.health_report();
+        let mut problems = Vec::new();
+        let mut unhealthy = false;
+        for (name, handler) in &report.handlers {
+            if handler.health == flext_management::Health::Unhealthy {
+                unhealthy = true;
+                problems.push(format!("handler '{name}' has failed and never succeeded"));
+            }
+        }
+        let mut degraded = false;
+        for breaker in &self.inner.breakers {
+            let state = breaker.breaker.state();
+            if matches!(state, BreakerState::Open | BreakerState::ForcedOpen) {
+                degraded = true;
+                problems.push(format!("breaker '{}' is {state}", breaker.breaker.name()));
+            }
+        }
+        for (probe, status) in self.projection_statuses().await {
+            match status {
+                Ok(view) if view.dead_letters > 0 => {
+                    degraded = true;
+                    problems.push(format!(
+                        "projection '{}' has {} dead letter(s)",
+                        view.name, view.dead_letters
+                    ));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    unhealthy = true;
+                    problems.push(format!(
+                        "projection '{}' cannot report its progress: {error}",
+                        probe.name()
+                    ));
+                }
+            }
+        }
+        let status = if unhealthy {
+            "unhealthy"
+        } else if degraded {
+            "degraded"
+        } else {
+            "healthy"
+        };
+        let mut body = json!({ "status": status, "problems": problems });
+        if let (Value::Object(body), Ok(Value::Object(report))) =
+            (&mut body, serde_json::to_value(&report))
+        {
+            body.extend(report);
+        }
+        (body, unhealthy)
+    }
+
+    async fn projection_statuses(
+        &self,
+    ) -> Vec<(&Arc<dyn ProjectionProbe>, FlextResult<ProjectionView>)> {
+        let mut statuses = Vec::with_capacity(self.inner.projections.len());
+        for probe in &self.inner.projections {
+            statuses.push((probe, probe.status().await));
+        }
+        statuses
+    }
+
+    /// `GET /handlers`: every registered handler with its metrics, and the registry's.
+    pub(crate) fn handlers(&self) -> Value {
+        let registry = self.inner.manager.registry();
+        let handlers: Vec<Value> = registry
+            .list_handlers()
+            .into_iter()
+            .filter_map(|info| {
+                let handler = registry.handler(&info.name).ok()?;
+                let metrics = handler.core().metrics();
+                let finished = metrics.requests_processed;
+                let error_rate = if finished == 0 {
+                    0.0
+                } else {
+                    metrics.failed_requests as f64 * 100.0 / finished as f64
+                };
+                Some(json!({
+                    "name": info.name,
+                    "kind": info.kind.as_str(),
+                    "state": info.state.as_str(),
+                    "lifecycle": info.lifecycle,
+                    "registered_at": rfc3339(info.registered_at),
+                    "requests_processed": finished,
+                    "successful_requests": metrics.successful_requests,
+                    "failed_requests": metrics.failed_requests,
+                    "error_rate": error_rate,
+                    "in_flight": metrics.in_flight,
+                    "latency": latency_ms(&metrics.latency),
+                }))
+            })
+            .collect();
+        json!({ "handlers": handlers, "registry": registry.metrics() })
+    }
+
+    /// `GET /breakers`.
+    pub(crate) fn breakers(&self) -> Value {
+        let breakers: Vec<Value> = self
+            .inner
+            .breakers
+            .iter()
+            .map(|breaker| {
+                breaker.drain();
+                let m = breaker.breaker.metrics();
+                let seen = breaker.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                json!({
+                    "name": m.name,
+                    "state": m.state,
+                    "failure_rate": m.failure_rate,
+                    "slow_call_rate": m.slow_call_rate,
+                    "buffered_calls": m.buffered_calls,
+                    "successful_calls": m.successful_calls,
+                    "failed_calls": m.failed_calls,
+                    "slow_calls": m.slow_calls,
+                    "not_permitted_calls": m.not_permitted_calls,
+                    "ignored_calls": m.ignored_calls,
+                    "transitions": seen.total,
+                    "recent_transitions": seen.recent.iter().rev().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({ "breakers": breakers })
+    }
+
+    /// `GET /projections`.
+    pub(crate) async fn projections(&self) -> Value {
+        let projections: Vec<Value> = self
+            .projection_statuses()
+            .await
+            .into_iter()
+            .map(|(probe, status)| match status {
+                Ok(view) => json!(view),
+                Err(error) => json!({
+                    "name": probe.name(),
+                    "error": error,
+                }),
+            })
+            .collect();
+        json!({ "projections": projections })
+    }
+
+    /// `GET /history?since=…`.
+    pub(crate) fn history(&self, since: i64) -> Value {
+        self.sample();
+        let sampled = self
+            .inner
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (all, handlers): (Vec<Point>, BTreeMap<String, Vec<Point>>) =
+            sampled.history.since(since);
+        json!({
+            "interval_ms": self.inner.sample_every.as_millis() as u64,
+            "window_ms": self.inner.history_window.as_millis() as u64,
+            "all": all,
+            "handlers": handlers,
+            "all_key": ALL,
+        })
+    }
+
+    /// Every metric set: the registry's, each handler's, each source's, each breaker's,
+    /// each projection's (with its position, head and lag as gauges).
+    pub(crate) async fn metric_sets(&self) -> Vec<MetricSet> {
+        let mut sets = self.inner.manager.metric_sets();
+        sets.extend(self.inner.sources.iter().map(|source| source.metric_set()));
+        sets.extend(
+            self.inner
+                .breakers
+                .iter()
+                .map(|breaker| breaker.breaker.metric_set()),
+        );
+        for (probe, status) in self.projection_statuses().await {
+            let mut set = probe
+                .metric_set()
+                .unwrap_or_else(|| MetricSet::new(probe.name()));
+            set.source = probe.name().to_owned();
+            match status {
+                Ok(view) => {
+                    let gauge = |v: u64| MetricValue::Gauge(v as f64);
+                    set.push(
+                        "projection_position",
+                        "The last position finished.",
+                        gauge(view.position),
+                    );
+                    set.push(
+                        "projection_head",
+                        "The store's head position.",
+                        gauge(view.head),
+                    );
+                    set.push(
+                        "projection_lag",
+                        "Events between the position and the head.",
+                        gauge(view.lag),
+                    );
+                    set.push(
+                        "projection_dead_letters",
+                        "Events given up on, waiting for an operator.",
+                        gauge(view.dead_letters as u64),
+                    );
+                    set.push(
+                        "projection_up",
+                        "1 when its progress can be read.",
+                        MetricValue::Gauge(1.0),
+                    );
+                }
+                Err(_) => set.push(
+                    "projection_up",
+                    "1 when its progress can be read.",
+                    MetricValue::Gauge(0.0),
+                ),
+            }
+            sets.push(set);
+        }
+        sets
+    }
+
+    /// The sources' metric sets as the dashboard's table shows them: counters and gauges.
+    pub(crate) fn sources(&self) -> Value {
+        let sources: Vec<Value> = self
+            .inner
+            .sources
+            .iter()
+            .map(|source| {
+                let set = source.metric_set();
+                let samples: Vec<Value> = set
+                    .samples
+                    .iter()
+                    .filter_map(|sample| {
+                        let (kind, value) = match &sample.value {
+                            MetricValue::Counter(n) => ("counter", json!(n)),
+                            MetricValue::Gauge(g) => ("gauge", json!(g)),
+                            MetricValue::Latency(_) => return None,
+                        };
+                        let labels: BTreeMap<&str, &str> = sample
+                            .labels
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        Some(json!({"name": sample.name, "labels": labels, "kind": kind, "value": value}))
+                    })
+                    .collect();
+                json!({ "source": set.source, "samples": samples })
+            })
+            .collect();
+        json!({ "sources": sources })
+    }
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("sources", &self.inner.sources.len())
+            .field("breakers", &self.inner.breakers.len())
+            .field("projections", &self.inner.projections.len())
+            .field("token", &self.inner.token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Parts {
+    manager: Arc<HandlerManager>,
+    sources: Vec<Arc<dyn MetricsSource>>,
+    breakers: Vec<Breaker>,
+    projections: Vec<Arc<dyn ProjectionProbe>>,
+    token: Option<String>,
+    sample_every: Duration,
+    history_window: Duration,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self {
+            manager: Arc::new(HandlerManager::new()),
+            sources: Vec::new(),
+            breakers: Vec::new(),
+            projections: Vec::new(),
+            token: None,
+            sample_every: DEFAULT_SAMPLE_INTERVAL,
+            history_window: DEFAULT_HISTORY,
+        }
+    }
+}
+
+impl Breaker {
+    fn new(breaker: Arc<CircuitBreaker>) -> Self {
+        let receiver = breaker.subscribe();
+        Self {
+            breaker,
+            seen: Mutex::new(Seen {
+                receiver,
+                recent: VecDeque::new(),
+                total: 0,
+            }),
+        }
+    }
+
+    /// Moves the transitions sent since the last drain into the recent list.
+    fn drain(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match seen.receiver.try_recv() {
+                Ok(transition) => {
+                    seen.total += 1;
+                    if seen.recent.len() == TRANSITIONS_KEPT {
+                        seen.recent.pop_front();
+                    }
+                    seen.recent.push_back(TransitionView {
+                        from: transition.from,
+                        to: transition.to,
+                        seen_at: OffsetDateTime::now_utc(),
+                    });
+                }
+                Err(TryRecvError::Lagged(missed)) => seen.total += missed,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+fn unix_millis() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn latency_ms(latency: &LatencySummary) -> Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    json!({
+        "count": latency.count,
+        "mean_ms": ms(latency.mean),
+        "p50_ms": ms(latency.p50),
+        "p95_ms": ms(latency.p95),
+        "p99_ms": ms(latency.p99),
+        "max_ms": ms(latency.max),
+    })
+}

@@ -1,0 +1,439 @@
+//! Each endpoint's status codes, content types and bodies, and the answers to bad requests.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use flext_admin::{Admin, PROMETHEUS_CONTENT_TYPE, ServeConfig};
+
+use crate::client::{get, request};
+use crate::service::Service;
+
+#[tokio::test]
+async fn every_endpoint_answers_with_its_content_type() {
+    let service = Service::new();
+    service.traffic(4).await;
+    let server = service
+        .admin
+        .serve(ServeConfig::local(0))
+        .await
+        .expect("serving");
+    let addr = server.local_addr();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_eq!(server.url(), format!("http://{addr}/"));
+
+    let page = get(addr, "/").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.body.contains("<title>flext admin</title>"));
+    // Self-contained: nothing is loaded from another origin.
+    for outside in ["src=\"http", "href=\"http", "//cdn", "@import"] {
+        assert!(!page.body.contains(outside), "the page refers to {outside}");
+    }
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|csp| csp.contains("default-src 'none'"))
+    );
+
+    let handlers = get(addr, "/handlers").await;
+    assert_eq!(
+        (handlers.status, handlers.header("content-type")),
+        (200, Some("application/json"))
+    );
+    let handlers = handlers.json();
+    let names: Vec<&str> = handlers["handlers"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|h| h["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["charge_card", "create_user"]);
+    let charge = &handlers["handlers"][0];
+    assert_eq!(
+        (
+            charge["requests_processed"].as_u64(),
+            charge["failed_requests"].as_u64()
+        ),
+        (Some(4), Some(2))
+    );
+    assert_eq!(charge["error_rate"].as_f64(), Some(50.0));
+    assert_eq!(charge["latency"]["count"].as_u64(), Some(4));
+    assert_eq!(handlers["registry"]["total_handlers"].as_u64(), Some(2));
+
+    let breakers = get(addr, "/breakers").await.json();
+    assert_eq!(breakers["breakers"][0]["name"], "payments");
+    assert_eq!(breakers["breakers"][0]["state"], "CLOSED");
+    service.breaker.transition_to_open().expect("opens");
+    let breakers = get(addr, "/breakers").await.json();
+    assert_eq!(breakers["breakers"][0]["state"], "OPEN");
+    assert_eq!(breakers["breakers"][0]["transitions"].as_u64(), Some(1));
+    assert_eq!(
+        breakers["breakers"][0]["recent_transitions"][0]["from"],
+        "CLOSED"
+    );
+    assert_eq!(
+        breakers["breakers"][0]["recent_transitions"][0]["to"],
+        "OPEN"
+    );
+
+    let projections = get(addr, "/projections").await.json();
+    let balances = &projections["projections"][0];
+    assert_eq!(
+        (
+            balances["name"].as_str(),
+            balances["position"].as_u64(),
+            balances["head"].as_u64()
+        ),
+        (Some("balances"), Some(40), Some(42))
+    );
+    assert_eq!(
+        (balances["lag"].as_u64(), balances["owner"].as_str()),
+        (Some(2), Some("replica-1"))
+    );
+
+    let sources = get(addr, "/sources").await.json();
+    assert_eq!(sources["sources"][0]["source"], "command_bus");
+
+    let history = get(addr, "/history?since=0").await;
+    assert_eq!(history.status, 200);
+    let history = history.json();
+    assert_eq!(history["interval_ms"].as_u64(), Some(1000));
+    assert!(history["all"].is_array() && history["handlers"].is_object());
+
+    server.shutdown().await.expect("a clean shutdown");
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_a_parser_reads() {
+    let service = Service::new();
+    service.traffic(3).await;
+    let server = service
+        .admin
+        .serve(ServeConfig::local(0))
+        .await
+        .expect("serving");
+    let answer = get(server.local_addr(), "/metrics").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("content-type"), Some(PROMETHEUS_CONTENT_TYPE));
+    let scrape = prometheus_parse::Scrape::parse(answer.body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    let value = |name: &str, source: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("source") == Some(source))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} of {source} in\n{}", answer.body))
+    };
+    assert_eq!(value("flext_requests_processed_total", "charge_card"), 3.0);
+    assert_eq!(value("flext_failed_requests_total", "charge_card"), 1.0);
+    assert_eq!(value("flext_commands_processed_total", "command_bus"), 0.0);
+    assert_eq!(value("flext_successful_calls_total", "payments"), 0.0);
+    assert_eq!(value("flext_projection_lag", "balances"), 2.0);
+    assert_eq!(value("flext_projection_up", "audit"), 1.0);
+    let summary = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "flext_latency_seconds" && s.labels.get("source") == Some("create_user")
+        })
+        .expect("a latency summary");
+    assert!(
+        matches!(summary.value, prometheus_parse::Value::Summary(_)),
+        "{summary:?}"
+    );
+
+    service.store_down.store(true, Ordering::SeqCst);
+    let text = get(server.local_addr(), "/metrics").await.body;
+    assert!(
+        text.contains("flext_projection_up{source=\"audit\"} 0"),
+        "{text}"
+    );
+    let json = get(server.local_addr(), "/metrics?format=json").await;
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    assert!(
+        json.json()["sources"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn health_is_200_when_healthy_or_degraded_and_503_when_unhealthy() {
+    let service = Service::new();
+    let server = service
+        .admin
+        .serve(ServeConfig::local(0))
+        .await
+        .expect("serving");
+    let addr = server.local_addr();
+    let health = get(addr, "/health").await;
+    assert_eq!(
+        (health.status, health.header("content-type")),
+        (200, Some("application/json"))
+    );
+    let body = health.json();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["total_registered_handlers"].as_u64(), Some(2));
+    assert_eq!(body["problems"].as_array().map(Vec::len), Some(0));
+
+    service.breaker.transition_to_open().expect("opens");
+    let degraded = get(addr, "/health").await;
+    assert_eq!(degraded.status, 200);
+    assert_eq!(degraded.json()["status"], "degraded");
+    assert_eq!(degraded.json()["problems"][0], "breaker 'payments' is OPEN");
+
+    // A handler that failed and never succeeded makes it unhealthy.
+    let _ = service
+        .manager
+        .execute("charge_card", serde_json::json!(1))
+        .await;
+    let unhealthy = get(addr, "/health").await;
+    assert_eq!(unhealthy.status, 503);
+    assert_eq!(unhealthy.json()["status"], "unhealthy");
+    assert_eq!(
+        unhealthy.json()["handlers"]["charge_card"]["health"],
+        "unhealthy"
+    );
+
+    // So does a projection whose store cannot be reached; its error shows, without the
+    // password of the connection string it names.
+    service
+        .manager
+        .execute("charge_card", serde_json::json!(2))
+        .await
+        .expect("succeeds");
+    service.store_down.store(true, Ordering::SeqCst);
+    let down = get(addr, "/health").await;
+    assert_eq!(down.status, 503);
+    assert!(!down.body.contains("hunter2"), "{}", down.body);
+    assert!(
+        down.body.contains("postgres://app:***@db:5432/audit"),
+        "{}",
+        down.body
+    );
+    let projections = get(addr, "/projections").await;
+    assert!(!projections.body.contains("hunter2"));
+    assert_eq!(
+        projections.json()["projections"][1]["error"]["name"],
+        "UNAVAILABLE"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let service = Service::new();
+    let server = service
+        .admin
+        .serve(ServeConfig::local(0))
+        .await
+        .expect("serving");
+    let addr = server.local_addr();
+
+    let unknown = get(addr, "/nope").await;
+    assert_eq!(
+        (unknown.status, unknown.header("content-type")),
+        (404, Some("application/json"))
+    );
+    assert_eq!(unknown.json()["error"]["name"], "NOT_FOUND");
+    assert_eq!(
+        unknown.json()["error"]["message"],
+        "No admin endpoint at /nope"
+    );
+
+    for (method, path) in [
+        ("POST", "/health"),
+        ("DELETE", "/handlers"),
+        ("PUT", "/"),
+        ("POST", "/metrics"),
+    ] {
+        let answer = request(addr, method, path, None).await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.header("allow"), Some("GET, HEAD"));
+        assert!(
+            answer.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("read-only"))
+        );
+    }
+
+    for path in [
+        "/history?since=yesterday",
+        "/history?since=-1",
+        "/history?until=5",
+        "/metrics?format=xml",
+        "/metrics?fmt=json",
+    ] {
+        let answer = get(addr, path).await;
+        assert_eq!(answer.status, 400, "{path}");
+        assert_eq!(answer.json()["error"]["name"], "INVALID_ARGUMENT", "{path}");
+    }
+    assert_eq!(request(addr, "HEAD", "/health", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_token_guards_every_endpoint_but_the_page() {
+    let service = Service::new();
+    let admin = service
+        .admin
+        .clone()
+        .with_token("s3cret-token")
+        .expect("a token");
+    let server = admin.serve(ServeConfig::local(0)).await.expect("serving");
+    let addr = server.local_addr();
+    for path in [
+        "/health",
+        "/metrics",
+        "/handlers",
+        "/breakers",
+        "/projections",
+        "/sources",
+        "/history",
+        "/nope",
+    ] {
+        let missing = get(addr, path).await;
+        assert_eq!(missing.status, 401, "{path}");
+        assert_eq!(
+            missing.header("www-authenticate"),
+            Some("Bearer realm=\"flext-admin\"")
+        );
+        assert_eq!(missing.json()["error"]["name"], "AUTHORIZATION_DENIED");
+        assert_eq!(
+            request(addr, "GET", path, Some("wrong-token")).await.status,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            request(addr, "GET", path, Some("s3cret-token!"))
+                .await
+                .status,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        request(addr, "GET", "/health", Some("s3cret-token"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        request(addr, "GET", "/nope", Some("s3cret-token"))
+            .await
+            .status,
+        404
+    );
+    // The page holds no data and is served without the token; its script sends it.
+    assert_eq!(get(addr, "/").await.status, 200);
+    assert!(!get(addr, "/").await.body.contains("s3cret-token"));
+
+    for bad in ["", "has space", "tab\there", "é"] {
+        let error = Admin::new().with_token(bad).unwrap_err();
+        assert_eq!(
+            error.code(),
+            flext_handlers::Constants::ErrorCode::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_router_mounts_under_a_prefix_in_an_app() {
+    let service = Service::new();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "the service" }))
+        .nest("/admin", service.admin.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    assert_eq!(get(addr, "/").await.body, "the service");
+    assert_eq!(get(addr, "/admin/health").await.json()["status"], "healthy");
+    assert!(get(addr, "/admin").await.body.contains("flext admin"));
+    assert_eq!(get(addr, "/admin/nope").await.status, 404);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_taken_address_is_unavailable_and_bad_history_settings_are_refused() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let taken = holder.local_addr().expect("an address");
+    let error = Admin::new()
+        .serve(ServeConfig::at(taken))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        flext_handlers::Constants::ErrorCode::Unavailable
+    );
+    assert!(error.message().contains(&taken.to_string()), "{error}");
+
+    for (window, every) in [
+        (Duration::from_secs(60), Duration::ZERO),
+        (Duration::from_secs(1), Duration::from_secs(2)),
+    ] {
+        let error = Admin::new().with_history(window, every).unwrap_err();
+        assert_eq!(
+            error.code(),
+            flext_handlers::Constants::ErrorCode::InvalidArgument
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sampler_fills_the_history_every_interval() {
+    let service = Service::new();
+    let admin = service
+        .admin
+        .clone()
+        .with_history(Duration::from_secs(5), Duration::from_secs(1))
+        .expect("settings");
+    let _router = admin.router();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    service.traffic(3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let history = admin_history(&admin).await;
+    let requests: u64 = history["all"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(requests, 6);
+    assert_eq!(
+        history["handlers"]["charge_card"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let failures: u64 = history["handlers"]["charge_card"][0]["failures"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(failures, 1);
+    // The window keeps five intervals.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        admin_history(&admin).await["all"].as_array().map(Vec::len),
+        Some(5)
+    );
+}
+
+/// `GET /history?since=0` through the router in process (no socket on a paused clock).
+async fn admin_history(admin: &Admin) -> serde_json::Value {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::get("/history?since=0")
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    let response = admin.router().oneshot(request).await.expect("an answer");
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    serde_json::from_slice(&body).expect("JSON")
+}
