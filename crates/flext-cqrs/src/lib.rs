@@ -98,8 +98,8 @@ pub use dispatch::{
 };
 pub use es::{
     Backoff, DeadLetterPolicy, DeadLetterRetry, Envelope, ErrorClass, EventRelay, Executed,
-    InMemoryEventStore, Loaded, ProjectionConfig, ProjectionProgress, ProjectionRunner, Repository,
-    RepositoryConfig, TRANSIENT_BY_DEFAULT, Upcasters,
+    InMemoryEventStore, Loaded, ProjectionConfig, ProjectionProgress, ProjectionRunner,
+    ProjectionStatus, Repository, RepositoryConfig, TRANSIENT_BY_DEFAULT, Upcasters,
 };
 pub use event::{
     Delivery, DeliveryFailure, EventBus, PublishReport, SubscriberInfo, SubscriptionId,

@@ -144,22 +144,27 @@ pub mod CQRS {
         DeadLetterPolicy, DeadLetterRetry, Delivery, DeliveryFailure, Dispatch, DispatchContext,
         DispatchOutput, Envelope, ErrorClass, EventBus, EventBusMetrics, EventMetrics, EventRelay,
         Executed, InMemoryEventStore, Loaded, MessageKind, MessageTypeMetrics, ProjectionConfig,
-        ProjectionProgress, ProjectionRunner, PublishReport, QueryBus, QueryBusMetrics,
-        RemoteHandlers, Repository, RepositoryConfig, SubscriberInfo, SubscriptionId,
-        TRANSIENT_BY_DEFAULT, TimeoutMiddleware, Upcasters, ValidationMiddleware, current_metadata,
-        with_current_metadata,
+        ProjectionProgress, ProjectionRunner, ProjectionStatus, PublishReport, QueryBus,
+        QueryBusMetrics, RemoteHandlers, Repository, RepositoryConfig, SubscriberInfo,
+        SubscriptionId, TRANSIENT_BY_DEFAULT, TimeoutMiddleware, Upcasters, ValidationMiddleware,
+        current_metadata, with_current_metadata,
     };
 }
 
 /// The durable stores, each behind its feature (`sqlite`, `postgres`, or `full`); the
 /// in-memory store is always here.
+///
+/// The PostgreSQL store's view of a projection (checkpoint, head, events behind, lease
+/// owner) is `PostgresProjectionStatus` here, so that it and a runner's own
+/// [`ProjectionStatus`](CQRS::ProjectionStatus) keep one name each under glob imports.
 pub mod stores {
     pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
+    pub use flext_store_postgres::ProjectionStatus as PostgresProjectionStatus;
+    #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{
         Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresLeases,
-        PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, ProjectionStatus,
-        redact, sqlx,
+        PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, redact, sqlx,
     };
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{

@@ -4,13 +4,15 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flext_constants::handler;
-use flext_protocols::{CheckpointStore, EventStore, Projection};
-use flext_types::{DeadLetter, FlextError, FlextResult, StoredEvent};
+use flext_protocols::{CheckpointStore, EventStore, MetricsSource, Projection};
+use flext_types::{DeadLetter, FlextError, FlextResult, MetricSet, MetricValue, StoredEvent};
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::es::consumer::{
@@ -157,6 +159,49 @@ pub struct ProjectionProgress {
     pub position: u64,
 }
 
+/// Where a [`ProjectionRunner`] stands: returned by [`ProjectionRunner::status`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use flext_cqrs::{InMemoryEventStore, ProjectionRunner};
+/// # use flext_protocols::Projection;
+/// # use flext_types::{FlextResult, StoredEvent};
+/// # struct Noop;
+/// # #[flext_protocols::async_trait]
+/// # impl Projection for Noop {
+/// #     fn name(&self) -> &str { "noop" }
+/// #     async fn apply(&self, _: &StoredEvent) -> FlextResult<()> { Ok(()) }
+/// #     async fn reset(&self) -> FlextResult<()> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> FlextResult<()> {
+/// let store = Arc::new(InMemoryEventStore::new());
+/// let runner = ProjectionRunner::new(store.clone(), store, Arc::new(Noop));
+/// let status = runner.status().await?;
+/// assert_eq!((status.name.as_str(), status.position, status.lag), ("noop", 0, 0));
+/// assert_eq!(serde_json::to_value(&status)?["dead_letters"], 0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// The projection's name (its checkpoint's key).
+    pub name: String,
+    /// The last position it finished: the runner's own while a run is going on (it may be
+    /// ahead of the saved checkpoint, by its checkpoint policy), the saved checkpoint
+    /// otherwise (0 before its first event).
+    pub position: u64,
+    /// The store's head: the position of the last committed event.
+    pub head: u64,
+    /// `head - position` (0 when the position is ahead). Positions are not dense on every
+    /// store (PostgreSQL leaves gaps where transactions rolled back), so this is an upper
+    /// bound of the events the projection still has to apply, not their count.
+    pub lag: u64,
+    /// The dead letters it holds: events given up on and those parked behind them.
+    pub dead_letters: usize,
+}
+
 /// Feeds one [`Projection`] from the event log: from its checkpoint, event by event, saving
 /// the checkpoint in batches.
 ///
@@ -209,11 +254,43 @@ pub struct ProjectionProgress {
 /// fences its writes by a lease, as the PostgreSQL store offers, makes an instance that
 /// lost its lease stop at its next checkpoint write; a removal the
 /// store finds nothing to remove for is logged as a sign of one.)
+///
+/// [`status`](ProjectionRunner::status) says where it stands (position, head, lag, dead
+/// letters), and as a [`MetricsSource`] (its source is the projection's name) it counts
+/// the events applied, the failed tries, the retries, the events dead-lettered and parked,
+/// with the last finished position and the dead letters held as gauges.
 pub struct ProjectionRunner {
     events: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     projection: Arc<dyn Projection>,
     consumer: Consumer,
+    live: Arc<Live>,
+}
+
+/// What the runs of a runner share with [`ProjectionRunner::status`] and its metrics.
+#[derive(Debug, Default)]
+struct Live {
+    /// The last position a run finished (or started from).
+    position: AtomicU64,
+    /// Runs going on now.
+    runs: AtomicUsize,
+}
+
+/// One run counted in [`Live::runs`] while it lives (a run's future may be dropped).
+struct Running(Arc<Live>);
+
+impl Running {
+    fn new(live: &Arc<Live>, position: u64) -> Self {
+        live.runs.fetch_add(1, Relaxed);
+        live.position.store(position, Relaxed);
+        Self(live.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.runs.fetch_sub(1, Relaxed);
+    }
 }
 
 impl ProjectionRunner {
@@ -234,6 +311,7 @@ impl ProjectionRunner {
             checkpoints,
             projection,
             consumer,
+            live: Arc::default(),
         }
     }
 
@@ -287,6 +365,27 @@ impl ProjectionRunner {
             .load_checkpoint(self.name())
             .await?
             .unwrap_or(0))
+    }
+
+    /// Where the runner stands: its name, the last position it finished (its own while it
+    /// runs, else the saved checkpoint), the store's head, the lag between the two, and how
+    /// many dead letters it holds. See [`ProjectionStatus`].
+    pub async fn status(&self) -> FlextResult<ProjectionStatus> {
+        // The position first, the head after: the head is then never behind it.
+        let position = if self.live.runs.load(Relaxed) > 0 {
+            self.live.position.load(Relaxed)
+        } else {
+            self.position().await?
+        };
+        let head = self.events.head_position().await?;
+        let dead_letters = self.consumer.letter_count().await?;
+        Ok(ProjectionStatus {
+            name: self.name().to_owned(),
+            position,
+            head,
+            lag: head.saturating_sub(position),
+            dead_letters,
+        })
     }
 
     /// The events the projection gave up on, and those parked behind them, in position
@@ -424,13 +523,15 @@ impl ProjectionRunner {
 
     /// A run from the stored checkpoint.
     async fn start(&self) -> FlextResult<Run> {
+        let position = self.position().await?;
         Ok(Run {
             progress: ProjectionProgress {
-                position: self.position().await?,
+                position,
                 ..ProjectionProgress::default()
             },
             unsaved: 0,
             since: None,
+            _running: Running::new(&self.live, position),
         })
     }
 
@@ -522,6 +623,7 @@ impl ProjectionRunner {
             Outcome::Stopped => return Ok(false),
         }
         progress.position = event.position;
+        self.live.position.store(event.position, Relaxed);
         run.unsaved += 1;
         let since = *run.since.get_or_insert_with(Instant::now);
         let config = &self.consumer.config;
@@ -541,6 +643,8 @@ struct Run {
     unsaved: usize,
     /// When the first of them finished.
     since: Option<Instant>,
+    /// Counts the run as going on while it lives.
+    _running: Running,
 }
 
 /// A projection as what a consumer applies events to.
@@ -550,6 +654,50 @@ struct ProjectionTarget<'a>(&'a dyn Projection);
 impl Target for ProjectionTarget<'_> {
     async fn apply(&self, event: &StoredEvent) -> FlextResult<()> {
         self.0.apply(event).await
+    }
+}
+
+impl MetricsSource for ProjectionRunner {
+    fn metric_set(&self) -> MetricSet {
+        let tally = &self.consumer.tally;
+        let count = |counter: &AtomicU64| MetricValue::Counter(counter.load(Relaxed));
+        let mut set = MetricSet::new(self.name());
+        set.push(
+            "projection_events_applied",
+            "Events the projection applied (in its runs and by retries of dead letters).",
+            count(&tally.applied),
+        );
+        set.push(
+            "projection_failures",
+            "Tries of an event that failed.",
+            count(&tally.failures),
+        );
+        set.push(
+            "projection_retries",
+            "Tries scheduled after a failure.",
+            count(&tally.retries),
+        );
+        set.push(
+            "projection_dead_lettered",
+            "Events given up on and recorded as dead letters.",
+            count(&tally.dead_lettered),
+        );
+        set.push(
+            "projection_parked",
+            "Events recorded untried as dead letters parked behind an earlier one of their stream.",
+            count(&tally.parked),
+        );
+        set.push(
+            "projection_position",
+            "The last position the projection finished (0 before its first run).",
+            MetricValue::Gauge(self.live.position.load(Relaxed) as f64),
+        );
+        set.push(
+            "projection_dead_letters",
+            "Dead letters held now (counted once the runner has read them).",
+            MetricValue::Gauge(tally.letters.load(Relaxed) as f64),
+        );
+        set
     }
 }
 

@@ -51,11 +51,11 @@ impl Gate {
         self.open.acquire().await.unwrap().forget();
     }
 
-    async fn reached(&self) {
+    pub(crate) async fn reached(&self) {
         self.entered.notified().await;
     }
 
-    fn open(&self) {
+    pub(crate) fn open(&self) {
         self.open.add_permits(1);
     }
 }

@@ -11,6 +11,7 @@ mod es_projection;
 mod es_relay;
 mod es_repository;
 mod es_sqlite;
+mod es_status;
 mod es_upcasters;
 mod event_metrics;
 mod events;

@@ -76,6 +76,7 @@ impl Consumer {
             let event = read_event(events, &letter).await?;
             match catch_panic(target.apply(&event)).await {
                 Ok(()) => {
+                    Tally::add(&self.tally.applied);
                     let removed = self
                         .checkpoints
                         .remove_dead_letter(&self.name, current)
@@ -99,6 +100,7 @@ impl Consumer {
                     }
                 }
                 Err(error) => {
+                    Tally::add(&self.tally.failures);
                     let (class, error) = self.classified(error);
                     if class == ErrorClass::Stop {
                         tracing::error!(consumer = %self.name, position = current, %error, "retry stopped: the error is not the event's");

@@ -3,6 +3,7 @@
 //! is one consumer; an [`EventRelay`](crate::EventRelay) keeps one per subscriber.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -70,6 +71,30 @@ use letters::parked_error;
 use stop::pause;
 pub(crate) use stop::{Stop, stop_requested};
 
+/// What one consumer did, counted in atomics as it goes, so that a metrics snapshot reads
+/// them without a lock and the work pays one relaxed add per count.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// Events applied: by a run, or by a retry of their dead letter.
+    pub(crate) applied: AtomicU64,
+    /// Tries that failed (an error or a panic of the target).
+    pub(crate) failures: AtomicU64,
+    /// Tries scheduled after a failure.
+    pub(crate) retries: AtomicU64,
+    /// Events given up on: new dead letters.
+    pub(crate) dead_lettered: AtomicU64,
+    /// Events recorded, untried, as dead letters parked behind an earlier one.
+    pub(crate) parked: AtomicU64,
+    /// Dead letters held now, as the in-memory mirror counts them (0 until it is loaded).
+    pub(crate) letters: AtomicU64,
+}
+
+impl Tally {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
 /// The dead letters of one name, mirrored in memory by stream so that each event is
 /// checked without a read. Loaded from the store on first use; the consumer owns the name,
 /// so every change goes through it (store first, then the mirror). A second consumer of the
@@ -82,14 +107,20 @@ struct Index {
     streams: HashMap<String, BTreeMap<u64, DeadLetter>>,
     /// Streams a retry or discard is working on.
     busy: HashSet<String>,
+    /// The consumer's counts: every insert and removal keeps `letters` in step.
+    tally: Arc<Tally>,
 }
 
 impl Index {
     fn insert(&mut self, letter: DeadLetter) {
-        self.streams
+        let replaced = self
+            .streams
             .entry(letter.stream_id.clone())
             .or_default()
             .insert(letter.position, letter);
+        if replaced.is_none() {
+            Tally::add(&self.tally.letters);
+        }
     }
 
     fn remove(&mut self, stream: &str, position: u64) -> Option<DeadLetter> {
@@ -97,6 +128,9 @@ impl Index {
         let removed = letters.remove(&position);
         if letters.is_empty() {
             self.streams.remove(stream);
+        }
+        if removed.is_some() {
+            self.tally.letters.fetch_sub(1, Relaxed);
         }
         removed
     }
@@ -127,6 +161,8 @@ pub(crate) struct Consumer {
     index: Mutex<Index>,
     /// The checkpoint as last loaded or saved (relay subscribers read it per event).
     position: Mutex<Option<u64>>,
+    /// What it did so far.
+    pub(crate) tally: Arc<Tally>,
 }
 
 impl Consumer {
@@ -136,14 +172,27 @@ impl Consumer {
         config: ProjectionConfig,
         classify: Classifier,
     ) -> Self {
+        let tally = Arc::new(Tally::default());
         Self {
             name,
             checkpoints,
             config,
             classify,
-            index: Mutex::new(Index::default()),
+            index: Mutex::new(Index {
+                tally: tally.clone(),
+                ..Index::default()
+            }),
             position: Mutex::new(None),
+            tally,
         }
+    }
+
+    /// How many dead letters it holds, from its mirror (loaded from the store first if it
+    /// was not yet).
+    pub(crate) async fn letter_count(&self) -> FlextResult<usize> {
+        self.load().await?;
+        let index = lock(&self.index);
+        Ok(index.streams.values().map(BTreeMap::len).sum())
     }
 
     /// The checkpoint, read from the store once and then kept.
@@ -198,9 +247,16 @@ impl Consumer {
         if let Some(head) = parked_behind
             && self.park(event, head).await?
         {
+            Tally::add(&self.tally.parked);
             return Ok(Outcome::Parked);
         }
-        self.apply_with_retries(event, target).await
+        let outcome = self.apply_with_retries(event, target).await?;
+        match outcome {
+            Outcome::Applied => Tally::add(&self.tally.applied),
+            Outcome::DeadLettered => Tally::add(&self.tally.dead_lettered),
+            _ => {}
+        }
+        Ok(outcome)
     }
 
     /// Records `event` as parked behind `head`: whether it stays parked. It does not when
@@ -270,6 +326,7 @@ impl Consumer {
                 Ok(()) => return Ok(Outcome::Applied),
                 Err(error) => error,
             };
+            Tally::add(&self.tally.failures);
             if stop_requested() {
                 // Stopping: nothing is recorded, the next run tries the event again.
                 tracing::debug!(consumer = %self.name, position = event.position, %error, "event failed while stopping");
@@ -309,6 +366,7 @@ impl Consumer {
                 .await?;
                 return Ok(Outcome::DeadLettered);
             };
+            Tally::add(&self.tally.retries);
             tracing::debug!(consumer = %self.name, position = event.position, tries, ?class, ?wait, %error, "event failed; retrying");
             if !pause(wait).await {
                 tracing::debug!(consumer = %self.name, position = event.position, "stopped while waiting to retry");
