@@ -44,7 +44,8 @@ pub const GUIDE_NAMESPACES: [(&str, &str); 7] = [
 pub const STORES_MODULE: &str = "stores";
 
 /// The facade's module of each adapter that is not a store: (package, module).
-pub const ADAPTER_MODULES: [(&str, &str); 1] = [("flext-bus-nats", "nats")];
+pub const ADAPTER_MODULES: [(&str, &str); 2] =
+    [("flext-bus-nats", "nats"), ("flext-admin", "admin")];
 
 /// The facade's module that re-exports the items of the adapter `package`: its entry in
 /// [`ADAPTER_MODULES`], else [`STORES_MODULE`].

@@ -449,41 +449,38 @@ impl Admin {
                 .metric_set()
                 .unwrap_or_else(|| MetricSet::new(probe.name()));
             set.source = probe.name().to_owned();
-            match status {
-                Ok(view) => {
-                    let gauge = |v: u64| MetricValue::Gauge(v as f64);
-                    set.push(
+            let up = status.is_ok();
+            if let Ok(view) = status {
+                let gauge = |v: u64| MetricValue::Gauge(v as f64);
+                for (name, help, value) in [
+                    (
                         "projection_position",
                         "The last position finished.",
-                        gauge(view.position),
-                    );
-                    set.push(
-                        "projection_head",
-                        "The store's head position.",
-                        gauge(view.head),
-                    );
-                    set.push(
+                        view.position,
+                    ),
+                    ("projection_head", "The store's head position.", view.head),
+                    (
                         "projection_lag",
                         "Events between the position and the head.",
-                        gauge(view.lag),
-                    );
-                    set.push(
+                        view.lag,
+                    ),
+                    (
                         "projection_dead_letters",
-                        "Events given up on, waiting for an operator.",
-                        gauge(view.dead_letters as u64),
-                    );
-                    set.push(
-                        "projection_up",
-                        "1 when its progress can be read.",
-                        MetricValue::Gauge(1.0),
-                    );
+                        "Events given up on, and those parked behind them.",
+                        view.dead_letters as u64,
+                    ),
+                ] {
+                    // A runner's own set may hold some already.
+                    if set.get(name).is_none() {
+                        set.push(name, help, gauge(value));
+                    }
                 }
-                Err(_) => set.push(
-                    "projection_up",
-                    "1 when its progress can be read.",
-                    MetricValue::Gauge(0.0),
-                ),
             }
+            set.push(
+                "projection_up",
+                "1 when its progress can be read.",
+                MetricValue::Gauge(if up { 1.0 } else { 0.0 }),
+            );
             sets.push(set);
         }
         sets

@@ -37,6 +37,9 @@ mod probe;
 mod redact;
 mod server;
 
+/// The axum the router is built with, for mounting it without naming a version twice.
+pub use axum;
+
 pub use admin::{Admin, DEFAULT_HISTORY, DEFAULT_SAMPLE_INTERVAL};
 pub use http::PROMETHEUS_CONTENT_TYPE;
 pub use probe::{FnProbe, ProjectionProbe, ProjectionView, projection_probe};

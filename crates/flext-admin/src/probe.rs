@@ -80,6 +80,26 @@ pub trait ProjectionProbe: Send + Sync {
     }
 }
 
+#[async_trait]
+impl ProjectionProbe for flext_cqrs::ProjectionRunner {
+    fn name(&self) -> &str {
+        flext_cqrs::ProjectionRunner::name(self)
+    }
+
+    async fn status(&self) -> FlextResult<ProjectionView> {
+        let status = flext_cqrs::ProjectionRunner::status(self).await?;
+        Ok(
+            ProjectionView::new(status.name, status.position, status.head)
+                .with_lag(status.lag)
+                .with_dead_letters(status.dead_letters),
+        )
+    }
+
+    fn metric_set(&self) -> Option<MetricSet> {
+        Some(flext_protocols::MetricsSource::metric_set(self))
+    }
+}
+
 /// A [`ProjectionProbe`] named `name` that calls `status` for each request.
 ///
 /// ```

@@ -12,7 +12,8 @@ const SECRET_KEYS: [&str; 5] = ["password", "passwd", "pwd", "token", "secret"];
 const MASK: &str = "***";
 
 /// `text` with the password of every `scheme://user:password@host` URL and the value of
-/// every `password=…` (and the other [`SECRET_KEYS`]) setting replaced by `***`.
+/// every `password=…`, `passwd=…`, `pwd=…`, `token=…` and `secret=…` setting (any case, `=`
+/// or `:`) replaced by `***`.
 ///
 /// ```
 /// use flext_admin::redact;

@@ -56,6 +56,9 @@
 //! - `nats`: `nats::NatsRelay` (a store's log to NATS JetStream), `nats::NatsConsumer`
 //!   (durable consumers applying each event once, in order per stream) and remote
 //!   commands and queries (`nats::NatsTransport`, `nats::NatsWorker`).
+//! - `admin`: `admin::Admin`, the admin HTTP surface on axum (health, Prometheus metrics,
+//!   handlers, breakers, projections, and a live dashboard), to mount in an app or serve
+//!   alone (`admin::Admin::serve`, on 127.0.0.1 unless told otherwise).
 //! - `full`: every adapter.
 //!
 //! Each store passes the same conformance suite as
@@ -129,8 +132,8 @@ pub mod Implementation {
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
     pub use flext_impl::{
-        Backoff, Deadline, DeadlineSubject, InFlight, JsonHandler, Timer, catch_panic,
-        catch_panic_sync,
+        Backoff, Deadline, DeadlineSubject, InFlight, JsonHandler, LatencySnapshot, Timer,
+        catch_panic, catch_panic_sync,
     };
 }
 
@@ -180,6 +183,17 @@ pub mod nats {
     pub use flext_bus_nats::{
         ConsumerConfig, DeliveryPolicy, EventSink, EventStreams, NatsConsumer, NatsRelay,
         NatsTransport, NatsWorker, VersionedSink, async_nats, codec, remote,
+    };
+}
+
+/// The admin HTTP surface (feature `admin`): an axum router with the health report,
+/// Prometheus metrics, handlers, breakers, projections and a live dashboard.
+#[cfg(feature = "admin")]
+pub mod admin {
+    pub use flext_admin::{
+        Admin, AdminServer, DEFAULT_HISTORY, DEFAULT_PORT, DEFAULT_SAMPLE_INTERVAL, FnProbe,
+        PROMETHEUS_CONTENT_TYPE, ProjectionProbe, ProjectionView, ServeConfig, axum,
+        projection_probe, redact,
     };
 }
 

@@ -305,7 +305,11 @@ mod tests {
         assert!(near(interval.p95, 10.0), "{:?}", interval.p95);
         assert!(near(interval.p99, 200.0), "{:?}", interval.p99);
         assert!(near(interval.min, 10.0) && near(interval.max, 200.0));
-        assert!(near(interval.mean, (98.0 * 10.0 + 400.0) / 100.0), "{:?}", interval.mean);
+        assert!(
+            near(interval.mean, (98.0 * 10.0 + 400.0) / 100.0),
+            "{:?}",
+            interval.mean
+        );
         // Nothing recorded since: an empty summary; a reset in between counts nothing.
         let now = h.snapshot();
         assert_eq!(now.since(&now), LatencySummary::default());

@@ -1,5 +1,6 @@
 //! Each endpoint's status codes, content types and bodies, and the answers to bad requests.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -436,4 +437,112 @@ async fn admin_history(admin: &Admin) -> serde_json::Value {
         .await
         .expect("a body");
     serde_json::from_slice(&body).expect("JSON")
+}
+
+/// Fails the event at position 2, applies the others.
+struct Balances;
+
+#[async_trait::async_trait]
+impl flext_handlers::Protocols::Projection for Balances {
+    fn name(&self) -> &str {
+        "balances_runner"
+    }
+
+    async fn apply(
+        &self,
+        event: &flext_handlers::Types::StoredEvent,
+    ) -> flext_handlers::Types::FlextResult<()> {
+        if event.position == 2 {
+            return Err(flext_handlers::Types::FlextError::validation(
+                "a corrupt event",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn reset(&self) -> flext_handlers::Types::FlextResult<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_projection_runner_shows_its_progress_dead_letters_and_metrics() {
+    use flext_handlers::CQRS::{Backoff, InMemoryEventStore, ProjectionConfig, ProjectionRunner};
+    use flext_handlers::Protocols::EventStore as _;
+    use flext_handlers::Types::{ExpectedVersion, JsonPayload, NewEvent};
+
+    let store = InMemoryEventStore::new();
+    for i in 0..4 {
+        let event = NewEvent::new("Deposited", JsonPayload::encode(&i).expect("JSON"));
+        store
+            .append("account-1", ExpectedVersion::Any, vec![event])
+            .await
+            .expect("appended");
+    }
+    let runner = Arc::new(
+        ProjectionRunner::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(Balances),
+        )
+        .with_config(
+            ProjectionConfig::default()
+                .with_max_attempts(1)
+                .with_backoff(Backoff::none()),
+        ),
+    );
+    let admin = Admin::new().with_projection(runner.clone());
+    let server = admin.serve(ServeConfig::local(0)).await.expect("serving");
+    let addr = server.local_addr();
+
+    let before = get(addr, "/projections").await.json();
+    assert_eq!(before["projections"][0]["name"], "balances_runner");
+    assert_eq!(
+        (
+            before["projections"][0]["head"].as_u64(),
+            before["projections"][0]["lag"].as_u64()
+        ),
+        (Some(4), Some(4))
+    );
+    assert_eq!(get(addr, "/health").await.json()["status"], "healthy");
+
+    runner.catch_up().await.expect("caught up");
+    let after = get(addr, "/projections").await.json();
+    let view = &after["projections"][0];
+    assert_eq!(
+        (view["position"].as_u64(), view["lag"].as_u64()),
+        (Some(4), Some(0))
+    );
+    assert_eq!(
+        view["dead_letters"].as_u64(),
+        Some(3),
+        "one given up on, two parked behind it"
+    );
+    let health = get(addr, "/health").await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("degraded"))
+    );
+    assert_eq!(
+        health.json()["problems"][0],
+        "projection 'balances_runner' has 3 dead letter(s)"
+    );
+
+    let text = get(addr, "/metrics").await.body;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    let names: Vec<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in [
+        "flext_projection_head",
+        "flext_projection_lag",
+        "flext_projection_dead_letters",
+        "flext_projection_up",
+        "flext_projection_events_applied_total",
+    ] {
+        assert_eq!(
+            names.iter().filter(|n| **n == name).count(),
+            1,
+            "{name} once in\n{text}"
+        );
+    }
 }
