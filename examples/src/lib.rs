@@ -4,6 +4,7 @@
 //! Each module ports one scenario of the flext guide; the programs in this package's
 //! directory run them (`cargo run --example order_processing`).
 
+pub mod admin_demo;
 pub mod api_chain;
 pub mod enterprise;
 pub mod management;

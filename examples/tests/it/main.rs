@@ -1,5 +1,6 @@
 //! The guide's programs produce the outcomes the guide expects.
 
+mod admin;
 mod chain;
 mod enterprise;
 mod leases;
