@@ -224,9 +224,10 @@ impl Admin {
         &self.inner.manager
     }
 
-    /// Takes a sample for the charts if the interval has passed since the last one. The
-    /// router's sampler task calls it every interval; requests call it too, so the charts
-    /// fill even where no task runs.
+    /// Takes a sample for the charts if at least half the interval has passed since the
+    /// last one. The router's sampler task calls it every interval; where no task runs
+    /// (the router was made outside a runtime), `GET /history` calls it, so the charts
+    /// fill anyway, over intervals as long as the requests are apart.
     pub fn sample(&self) {
         let now = tokio::time::Instant::now();
         let mut sampled = self
@@ -416,7 +417,15 @@ impl Admin {
 
     /// `GET /history?since=…`.
     pub(crate) fn history(&self, since: i64) -> Value {
-        self.sample();
+        // Without a sampler task, requests sample; with one, they would make the
+        // intervals uneven.
+        if !self
+            .inner
+            .sampling
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.sample();
+        }
         let sampled = self
             .inner
             .history

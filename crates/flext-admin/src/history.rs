@@ -13,6 +13,8 @@ use serde::Serialize;
 pub(crate) struct Point {
     /// The end of the interval, in milliseconds since the Unix epoch.
     pub(crate) t: i64,
+    /// Its length in milliseconds (0 for the first sample, which has no interval).
+    pub(crate) span_ms: i64,
     /// Calls finished in the interval.
     pub(crate) requests: u64,
     /// Calls that failed in the interval.
@@ -44,6 +46,7 @@ impl Totals {
 pub(crate) struct History {
     keep: usize,
     last: BTreeMap<String, Totals>,
+    last_t: Option<i64>,
     handlers: BTreeMap<String, VecDeque<Point>>,
     all: VecDeque<Point>,
 }
@@ -56,6 +59,7 @@ impl History {
         Self {
             keep,
             last: BTreeMap::new(),
+            last_t: None,
             handlers: BTreeMap::new(),
             all: VecDeque::new(),
         }
@@ -65,13 +69,15 @@ impl History {
     /// for the first time starts its series here (its earlier calls belong to no
     /// interval); one that is gone loses its series.
     pub(crate) fn record(&mut self, t: i64, now: BTreeMap<String, Totals>) {
+        let span = self.last_t.map_or(0, |last| (t - last).max(0));
+        self.last_t = Some(t);
         let mut all_now = Totals::default();
         let mut all_then = Totals::default();
         for (name, totals) in &now {
             let then = self.last.get(name);
             let series = self.handlers.entry(name.clone()).or_default();
             if let Some(then) = then {
-                push(series, self.keep, point(t, totals, then));
+                push(series, self.keep, point(t, span, totals, then));
                 all_then.merge(then);
             } else {
                 all_then.merge(totals);
@@ -79,7 +85,11 @@ impl History {
             all_now.merge(totals);
         }
         self.handlers.retain(|name, _| now.contains_key(name));
-        push(&mut self.all, self.keep, point(t, &all_now, &all_then));
+        push(
+            &mut self.all,
+            self.keep,
+            point(t, span, &all_now, &all_then),
+        );
         self.last = now;
     }
 
@@ -105,11 +115,12 @@ fn push(series: &mut VecDeque<Point>, keep: usize, point: Point) {
     series.push_back(point);
 }
 
-fn point(t: i64, now: &Totals, then: &Totals) -> Point {
+fn point(t: i64, span_ms: i64, now: &Totals, then: &Totals) -> Point {
     let latency: LatencySummary = now.latency.since(&then.latency);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Point {
         t,
+        span_ms,
         requests: now.requests.saturating_sub(then.requests),
         failures: now.failures.saturating_sub(then.failures),
         p50_ms: ms(latency.p50),
@@ -148,6 +159,10 @@ mod tests {
         sample(&mut history, 2_000);
         let (all, handlers) = history.since(0);
         assert_eq!(all.iter().map(|p| p.requests).collect::<Vec<_>>(), [0, 4]);
+        assert_eq!(
+            all.iter().map(|p| p.span_ms).collect::<Vec<_>>(),
+            [0, 1_000]
+        );
         assert_eq!(all[1].failures, 3);
         let a_points = &handlers["a"];
         assert_eq!(
