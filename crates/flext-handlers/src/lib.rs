@@ -56,7 +56,11 @@
 //! - `nats`: `nats::NatsRelay` (a store's log to NATS JetStream), `nats::NatsConsumer`
 //!   (durable consumers applying each event once, in order per stream) and remote
 //!   commands and queries (`nats::NatsTransport`, `nats::NatsWorker`).
-//! - `full`: every adapter.
+//! - `metrics`: `Management::MetricsBridge` records
+//!   every handler, bus, breaker and projection metric through the `metrics` crate's
+//!   facade, under the names of the Prometheus exposition, for the exporter the
+//!   application installs.
+//! - `full`: every adapter and `metrics`.
 //!
 //! Each store passes the same conformance suite as
 //! [`InMemoryEventStore`](CQRS::InMemoryEventStore), so code written against the
@@ -209,6 +213,8 @@ pub mod Management {
         HealthReport, Lifecycle, LifecycleManager, RegisteredHandler, RegistryMetrics, collect,
         to_json, to_prometheus,
     };
+    #[cfg(feature = "metrics")]
+    pub use flext_management::{MetricsBridge, MetricsBridgeTask};
 }
 
 /// The everyday items: `use flext_handlers::prelude::*;`.
