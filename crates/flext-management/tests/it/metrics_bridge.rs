@@ -296,7 +296,10 @@ async fn every_source_is_recorded_under_the_expositions_names_and_moves_on_the_n
         3.0
     );
     assert_eq!(
-        value(&next, "flext_not_permitted_calls_total{source=\"inventory\"}"),
+        value(
+            &next,
+            "flext_not_permitted_calls_total{source=\"inventory\"}"
+        ),
         1.0
     );
     assert_eq!(value(&next, &ledger("events_applied_total")), 3.0);
