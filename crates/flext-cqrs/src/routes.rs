@@ -124,20 +124,38 @@ impl Route {
             // The direct path: no erasure, no allocation beyond the handler's own future.
             // One await point either way: a disabled span costs a branch, a second
             // await point would enlarge every dispatch's future.
-            let span = self.span_if(traced);
-            let metadata = if span.is_disabled() {
-                metadata.cloned()
-            } else {
-                let metadata = resolved(metadata.cloned());
-                record_ids(&span, &metadata);
-                Some(metadata)
-            };
-            let handled = Scoped::new(self.subscriber, metadata, handler.handle(message));
-            catch_panic(handled).instrument(span).await
+            self.direct(handler, message, metadata, traced).await
         } else {
             // Boxed, so the direct path's future stays small.
             Box::pin(self.call_through(middleware, message, metadata.cloned(), traced)).await
         }
+    }
+
+    /// The direct path's future: the handler's, in its message's scope, inside the panic
+    /// guard and the span. Built here, outside `call`'s state machine, so that its locals
+    /// (the span, the metadata) take no room in every dispatch's future: built in `call`,
+    /// they made a `send` future 40 bytes larger (400 against 360).
+    fn direct<'a, M, R>(
+        &self,
+        handler: &'a BoxHandler<M, R>,
+        message: M,
+        metadata: Option<&MessageMetadata>,
+        traced: bool,
+    ) -> impl Future<Output = FlextResult<R>> + Send + 'a
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        let span = self.span_if(traced);
+        let metadata = if span.is_disabled() {
+            metadata.cloned()
+        } else {
+            let metadata = resolved(metadata.cloned());
+            record_ids(&span, &metadata);
+            Some(metadata)
+        };
+        let handled = Scoped::new(self.subscriber, metadata, handler.handle(message));
+        catch_panic(handled).instrument(span)
     }
 
     fn handler<M, R>(&self) -> FlextResult<&BoxHandler<M, R>>
