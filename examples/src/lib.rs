@@ -13,4 +13,5 @@ pub mod order_saga;
 pub mod orders;
 pub mod replicas;
 pub mod store_choice;
+pub mod tracing_otel;
 pub mod users;

@@ -27,7 +27,7 @@ use crate::routes::{Routes, Stack, Totals};
 /// example in an `Arc`); `send` takes `&self` and needs no lock.
 ///
 /// Each `send` runs, outermost first: a `flext.dispatch` tracing span (kind, message type,
-/// handler, correlation id), the metrics timer, the command's own validation, the
+/// handler, message, correlation and causation ids), the metrics timer, the command's own validation, the
 /// middleware in the order added (the first added is outermost), then the handler.
 ///
 /// ```

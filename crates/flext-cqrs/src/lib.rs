@@ -10,8 +10,11 @@
 //! | [`QueryBus`] | [`execute`](QueryBus::execute) by type, [`execute_named`](QueryBus::execute_named) by name (JSON) | one per type or name |
 //! | [`EventBus`] | [`publish`](EventBus::publish) → a [`PublishReport`] | many per event name or type |
 //!
-//! Every dispatch opens a `flext.dispatch` tracing span (kind, message type, handler,
-//! correlation id), is timed and counted, and runs inside a panic guard. Commands and
+//! Every dispatch opens a `flext.dispatch` tracing span (`kind`, `message_type`, `handler`,
+//! `message_id`, `correlation_id`, `causation_id`: the ids the handler sees, so a
+//! dispatch from inside a handler is a child span continuing its trace, and
+//! `tracing-opentelemetry` connects them), is timed and counted, and runs inside a panic
+//! guard. Commands and
 //! queries [validate themselves](flext_protocols::Command::validate) first. Bus
 //! [middleware](BusMiddleware) sees each message as a [`Dispatch`]; the built-in ones are
 //! [`TimeoutMiddleware`], [`ValidationMiddleware`] and [`AuthorizationMiddleware`].

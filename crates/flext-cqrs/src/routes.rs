@@ -106,7 +106,8 @@ impl Route {
     /// panic guard and, when `traced`, a `flext.dispatch` span. The handler runs with the
     /// message's metadata as the task's current one: `metadata`, or metadata inherited from
     /// the message the task is handling, or (on the direct path) metadata minted only if the
-    /// handler reads it.
+    /// handler reads it — or, when a subscriber wants the span, minted (or inherited) at
+    /// once, so that the span's ids are the ones the handler sees.
     pub(crate) async fn call<M, R>(
         &self,
         middleware: &[BusMiddleware],
@@ -123,14 +124,38 @@ impl Route {
             // The direct path: no erasure, no allocation beyond the handler's own future.
             // One await point either way: a disabled span costs a branch, a second
             // await point would enlarge every dispatch's future.
-            let handled = Scoped::new(self.subscriber, metadata.cloned(), handler.handle(message));
-            catch_panic(handled)
-                .instrument(self.span_if(traced, metadata))
-                .await
+            self.direct(handler, message, metadata, traced).await
         } else {
             // Boxed, so the direct path's future stays small.
             Box::pin(self.call_through(middleware, message, metadata.cloned(), traced)).await
         }
+    }
+
+    /// The direct path's future: the handler's, in its message's scope, inside the panic
+    /// guard and the span. Built here, outside `call`'s state machine, so that its locals
+    /// (the span, the metadata) take no room in every dispatch's future: built in `call`,
+    /// they made a `send` future 40 bytes larger (400 against 360).
+    fn direct<'a, M, R>(
+        &self,
+        handler: &'a BoxHandler<M, R>,
+        message: M,
+        metadata: Option<&MessageMetadata>,
+        traced: bool,
+    ) -> impl Future<Output = FlextResult<R>> + Send + 'a
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+    {
+        let span = self.span_if(traced);
+        let metadata = if span.is_disabled() {
+            metadata.cloned()
+        } else {
+            let metadata = resolved(metadata.cloned());
+            record_ids(&span, &metadata);
+            Some(metadata)
+        };
+        let handled = Scoped::new(self.subscriber, metadata, handler.handle(message));
+        catch_panic(handled).instrument(span)
     }
 
     fn handler<M, R>(&self) -> FlextResult<&BoxHandler<M, R>>
@@ -148,31 +173,27 @@ impl Route {
             })
     }
 
-    /// The dispatch's span when `traced`, else a span that records nothing.
+    /// The dispatch's span when `traced`, else a span that records nothing. Its ids are
+    /// [`Empty`](tracing::field::Empty) until [`record_ids`] fills them in.
     ///
     /// A span no tracing subscriber wants is not created at all. Creating a disabled one
     /// is not free once `tracing`'s `log` feature is on (sqlx turns it on): with no
     /// subscriber set, every span then formats its fields for the `log` crate, which took
     /// a quarter of a `send` in the profile. The price: spans are not mirrored to `log`
     /// when no tracing subscriber is set.
-    fn span_if(&self, traced: bool, metadata: Option<&MessageMetadata>) -> tracing::Span {
+    fn span_if(&self, traced: bool) -> tracing::Span {
         if !traced || !tracing::span_enabled!(tracing::Level::DEBUG) {
             return tracing::Span::none();
         }
-        let span = tracing::debug_span!(
+        tracing::debug_span!(
             "flext.dispatch",
             kind = self.kind.as_str(),
             message_type = %self.message_type,
             handler = %self.handler_name,
+            message_id = tracing::field::Empty,
             correlation_id = tracing::field::Empty,
-        );
-        if let Some(metadata) = metadata {
-            span.record(
-                "correlation_id",
-                tracing::field::display(metadata.correlation_id),
-            );
-        }
-        span
+            causation_id = tracing::field::Empty,
+        )
     }
 
     /// The middleware path: the message travels erased as a [`Dispatch`] through the stack
@@ -190,8 +211,11 @@ impl Route {
     {
         // Middleware sees a correlation id even when the sender gave no metadata: the
         // conversation of the handler dispatching it, or a new one.
-        let metadata = metadata.or_else(current::inherited).unwrap_or_default();
-        let span = self.span_if(traced, Some(&metadata));
+        let metadata = resolved(metadata);
+        let span = self.span_if(traced);
+        if !span.is_disabled() {
+            record_ids(&span, &metadata);
+        }
         let dispatch = Dispatch::new(
             DispatchContext::new(
                 self.kind,
@@ -211,6 +235,23 @@ impl Route {
             })
         };
         catch_panic(through_stack).instrument(span).await
+    }
+}
+
+/// The metadata of a dispatch that needs it now: the sender's, or metadata caused by the
+/// message the task is handling (its conversation goes on), or a new conversation's.
+fn resolved(metadata: Option<MessageMetadata>) -> MessageMetadata {
+    metadata.or_else(current::inherited).unwrap_or_default()
+}
+
+/// Fills in a `flext.dispatch` span's message, correlation and causation ids (causation
+/// stays empty for a message that starts its conversation).
+fn record_ids(span: &tracing::Span, metadata: &MessageMetadata) {
+    use tracing::field::display;
+    span.record("message_id", display(metadata.message_id));
+    span.record("correlation_id", display(metadata.correlation_id));
+    if let Some(causation) = metadata.causation_id {
+        span.record("causation_id", display(causation));
     }
 }
 

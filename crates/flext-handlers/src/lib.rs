@@ -59,7 +59,11 @@
 //! - `admin`: `admin::Admin`, the admin HTTP surface on axum (health, Prometheus metrics,
 //!   handlers, breakers, projections, and a live dashboard), to mount in an app or serve
 //!   alone (`admin::Admin::serve`, on 127.0.0.1 unless told otherwise).
-//! - `full`: every adapter.
+//! - `metrics`: `Management::MetricsBridge` records
+//!   every handler, bus, breaker and projection metric through the `metrics` crate's
+//!   facade, under the names of the Prometheus exposition, for the exporter the
+//!   application installs.
+//! - `full`: every adapter and `metrics`.
 //!
 //! Each store passes the same conformance suite as
 //! [`InMemoryEventStore`](CQRS::InMemoryEventStore), so code written against the
@@ -223,6 +227,8 @@ pub mod Management {
         HealthReport, Lifecycle, LifecycleManager, RegisteredHandler, RegistryMetrics, collect,
         to_json, to_prometheus,
     };
+    #[cfg(feature = "metrics")]
+    pub use flext_management::{MetricsBridge, MetricsBridgeTask};
 }
 
 /// The everyday items: `use flext_handlers::prelude::*;`.

@@ -1,10 +1,10 @@
 //! Metrics exposition: JSON, and the Prometheus text format.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use flext_protocols::MetricsSource;
-use flext_types::{MetricSet, MetricValue};
+use flext_types::{LatencySummary, MetricSet, MetricValue};
 use serde_json::Value;
 
 /// The metric sets of `sources`, for [`to_json`] and [`to_prometheus`].
@@ -37,7 +37,7 @@ pub fn to_json(sets: &[MetricSet]) -> Value {
 ///   `flext_x_total`).
 ///
 /// ```
-/// use flext_types::{MetricSet, MetricValue};
+/// use flext_types::{LatencySummary, MetricSet, MetricValue};
 ///
 /// let mut set = MetricSet::new("user_service");
 /// set.push("requests_processed", "Finished calls.", MetricValue::Counter(4));
@@ -54,66 +54,45 @@ pub fn to_json(sets: &[MetricSet]) -> Value {
 pub fn to_prometheus(sets: &[MetricSet]) -> String {
     struct Family {
         help: String,
-        kind: &'static str,
+        kind: Kind,
         lines: Vec<String>,
     }
     let mut families: BTreeMap<String, Family> = BTreeMap::new();
-    for set in sets {
-        for sample in &set.samples {
-            let labels = labels(&set.source, &sample.labels);
-            let mut base = format!("flext_{}", sanitize(&sample.name));
-            let (name, kind) = loop {
-                let (name, kind) = match &sample.value {
-                    MetricValue::Counter(_) if base.ends_with("_total") => {
-                        (base.clone(), "counter")
-                    }
-                    MetricValue::Counter(_) => (format!("{base}_total"), "counter"),
-                    MetricValue::Gauge(_) => (base.clone(), "gauge"),
-                    MetricValue::Latency(_) => (format!("{base}_seconds"), "summary"),
-                };
-                match families.get(&name) {
-                    Some(family) if family.kind != kind => base = format!("{name}_{kind}"),
-                    _ => break (name, kind),
-                }
-            };
-            let family = families.entry(name.clone()).or_insert_with(|| Family {
-                help: sample.help.to_string(),
-                kind,
-                lines: Vec::new(),
-            });
-            match &sample.value {
-                MetricValue::Counter(n) => family
+    for series in series(sets) {
+        let name = series.family;
+        let labels = series.labels;
+        let family = families.entry(name.clone()).or_insert_with(|| Family {
+            help: series.help.to_owned(),
+            kind: series.kind,
+            lines: Vec::new(),
+        });
+        match series.value {
+            MetricValue::Counter(n) => family
+                .lines
+                .push(format!("{name}{} {n}", render(&labels, None))),
+            MetricValue::Gauge(v) => {
+                family
                     .lines
-                    .push(format!("{name}{} {n}", render(&labels, None))),
-                MetricValue::Gauge(v) => {
-                    family
-                        .lines
-                        .push(format!("{name}{} {}", render(&labels, None), number(*v)))
-                }
-                MetricValue::Latency(summary) => {
-                    for (q, value) in [
-                        ("0.5", summary.p50),
-                        ("0.95", summary.p95),
-                        ("0.99", summary.p99),
-                    ] {
-                        family.lines.push(format!(
-                            "{name}{} {}",
-                            render(&labels, Some(q)),
-                            number(value.as_secs_f64())
-                        ));
-                    }
-                    let sum = summary.mean.as_secs_f64() * summary.count as f64;
+                    .push(format!("{name}{} {}", render(&labels, None), number(*v)))
+            }
+            MetricValue::Latency(summary) => {
+                for (q, value) in quantiles(summary) {
                     family.lines.push(format!(
-                        "{name}_sum{} {}",
-                        render(&labels, None),
-                        number(sum)
-                    ));
-                    family.lines.push(format!(
-                        "{name}_count{} {}",
-                        render(&labels, None),
-                        summary.count
+                        "{name}{} {}",
+                        render(&labels, Some(q)),
+                        number(value)
                     ));
                 }
+                family.lines.push(format!(
+                    "{name}_sum{} {}",
+                    render(&labels, None),
+                    number(seconds_sum(summary))
+                ));
+                family.lines.push(format!(
+                    "{name}_count{} {}",
+                    render(&labels, None),
+                    summary.count
+                ));
             }
         }
     }
@@ -121,13 +100,90 @@ pub fn to_prometheus(sets: &[MetricSet]) -> String {
     for (name, family) in families {
         let help = family.help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {}", family.kind);
+        let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
         for line in family.lines {
             out.push_str(&line);
             out.push('\n');
         }
     }
     out
+}
+
+/// The kind of a family of series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+    Summary,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Summary => "summary",
+        }
+    }
+}
+
+/// One sample as it is exposed: the name and kind of its family, its help, its labels
+/// (`source` first) and its value.
+pub(crate) struct Series<'a> {
+    pub(crate) family: String,
+    pub(crate) kind: Kind,
+    pub(crate) help: &'a str,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) value: &'a MetricValue,
+}
+
+/// Every sample of `sets` with the family name and labels [`to_prometheus`] gives it:
+/// the one naming that the text exposition and the `metrics` bridge share.
+pub(crate) fn series(sets: &[MetricSet]) -> Vec<Series<'_>> {
+    let mut kinds: HashMap<String, Kind> = HashMap::new();
+    let mut out = Vec::new();
+    for set in sets {
+        for sample in &set.samples {
+            let mut base = format!("flext_{}", sanitize(&sample.name));
+            let (family, kind) = loop {
+                let (name, kind) = match &sample.value {
+                    MetricValue::Counter(_) if base.ends_with("_total") => {
+                        (base.clone(), Kind::Counter)
+                    }
+                    MetricValue::Counter(_) => (format!("{base}_total"), Kind::Counter),
+                    MetricValue::Gauge(_) => (base.clone(), Kind::Gauge),
+                    MetricValue::Latency(_) => (format!("{base}_seconds"), Kind::Summary),
+                };
+                match kinds.get(&name) {
+                    Some(taken) if *taken != kind => base = format!("{name}_{}", kind.as_str()),
+                    _ => break (name, kind),
+                }
+            };
+            kinds.entry(family.clone()).or_insert(kind);
+            out.push(Series {
+                family,
+                kind,
+                help: &sample.help,
+                labels: labels(&set.source, &sample.labels),
+                value: &sample.value,
+            });
+        }
+    }
+    out
+}
+
+/// A summary's quantiles, in seconds, with their `quantile` label values.
+pub(crate) fn quantiles(summary: &LatencySummary) -> [(&'static str, f64); 3] {
+    [
+        ("0.5", summary.p50.as_secs_f64()),
+        ("0.95", summary.p95.as_secs_f64()),
+        ("0.99", summary.p99.as_secs_f64()),
+    ]
+}
+
+/// A summary's total time, in seconds (its mean times its count).
+pub(crate) fn seconds_sum(summary: &LatencySummary) -> f64 {
+    summary.mean.as_secs_f64() * summary.count as f64
 }
 
 /// Label names the exposition sets itself (`source` on every series, `quantile` on the

@@ -11,12 +11,25 @@
 //! - [`LifecycleManager`]: start, stop, pause and resume handlers.
 //! - [`to_json`] and [`to_prometheus`]: every [`MetricSet`](flext_types::MetricSet) —
 //!   handlers, buses, chains, pipelines, breakers, the registry — as JSON or Prometheus text.
+//! - `MetricsBridge` (feature `metrics`): the same metrics, under the same names, recorded
+//!   through the `metrics` crate's facade for whatever exporter the application installs.
+//!
+//! # Features
+//!
+//! `default = []`.
+//!
+//! - `metrics`: `MetricsBridge` and `MetricsBridgeTask` (the `metrics` crate, and tokio's
+//!   runtime and timer for the bridge's interval).
 
+#[cfg(feature = "metrics")]
+mod bridge;
 mod exposition;
 mod lifecycle;
 mod manager;
 mod registry;
 
+#[cfg(feature = "metrics")]
+pub use bridge::{MetricsBridge, MetricsBridgeTask};
 pub use exposition::{collect, to_json, to_prometheus};
 pub use lifecycle::LifecycleManager;
 pub use manager::{HandlerHealth, HandlerManager, HandlerSpec, Health, HealthReport};

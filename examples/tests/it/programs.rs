@@ -347,3 +347,126 @@ fn replicas_without_postgres_says_what_it_needs_and_runs_nothing() {
     assert!(out.contains("Nothing was run."), "{out}");
     assert!(!out.contains("replica-"), "{out}");
 }
+
+/// One span printed by the OpenTelemetry stdout exporter: its name, ids and attributes.
+#[derive(Debug, Default)]
+struct ExportedSpan {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: Option<String>,
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// The spans the stdout exporter printed in `out` (each block starts at `Span #`).
+fn exported_spans(out: &str) -> Vec<ExportedSpan> {
+    let mut spans: Vec<ExportedSpan> = Vec::new();
+    for line in out.lines() {
+        let line = line.trim();
+        if line.starts_with("Span #") {
+            spans.push(ExportedSpan::default());
+            continue;
+        }
+        let Some(span) = spans.last_mut() else {
+            continue;
+        };
+        if let Some((key, value)) = line.split_once(':') {
+            let value = value.trim();
+            match key.trim() {
+                "Name" if span.name.is_empty() && !value.starts_with('"') => {
+                    span.name = value.to_owned()
+                }
+                "TraceId" => span.trace_id = value.to_owned(),
+                "SpanId" => span.span_id = value.to_owned(),
+                "ParentSpanId" if !value.starts_with("None") => {
+                    span.parent = Some(value.to_owned())
+                }
+                _ => {}
+            }
+        }
+        // Attributes: `->  key: String(Owned("value"))`.
+        if let Some(attribute) = line.strip_prefix("->")
+            && let Some((key, value)) = attribute.trim().split_once(": ")
+            && let Some(text) = value
+                .strip_prefix("String(Owned(\"")
+                .and_then(|v| v.strip_suffix("\"))"))
+        {
+            span.attributes.insert(key.to_owned(), text.to_owned());
+        }
+    }
+    spans
+}
+
+/// What a handler of the `tracing_otel` example printed: its ids and trace id by name.
+fn handler_line(out: &str, handler: &str) -> std::collections::BTreeMap<String, String> {
+    let line = out
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{handler}: ")))
+        .unwrap_or_else(|| panic!("no line of {handler} in:\n{out}"));
+    line.split(' ')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn tracing_otel_exports_one_trace_with_the_ids_the_handlers_saw() {
+    let out = run_example("tracing_otel");
+    assert!(
+        out.contains("order order-1 placed: 3 item(s) reserved, 1 subscriber(s) told"),
+        "{out}"
+    );
+    let spans = exported_spans(&out);
+    let dispatches: Vec<&ExportedSpan> = spans
+        .iter()
+        .filter(|s| s.name == "flext.dispatch")
+        .collect();
+    assert_eq!(dispatches.len(), 3, "{spans:#?}");
+    let of = |message_type: &str| {
+        *dispatches
+            .iter()
+            .find(|s| s.attributes.get("message_type").map(String::as_str) == Some(message_type))
+            .unwrap_or_else(|| panic!("no span of {message_type}: {dispatches:#?}"))
+    };
+    let (order, stock, placed) = (of("PlaceOrder"), of("ReserveStock"), of("OrderPlaced"));
+    assert_eq!(order.attributes["kind"], "command");
+    assert_eq!(placed.attributes["kind"], "event");
+
+    // One trace: the order's span is its root, the nested dispatches its children.
+    let trace = &order.trace_id;
+    assert_eq!(trace.len(), 32, "{order:?}");
+    assert!(spans.iter().all(|s| &s.trace_id == trace), "{spans:#?}");
+    assert_eq!(order.parent, None);
+    assert_eq!(stock.parent.as_ref(), Some(&order.span_id));
+    assert_eq!(placed.parent.as_ref(), Some(&order.span_id));
+
+    // Each span carries the ids its handler saw, inside that trace.
+    for (span, handler) in [
+        (order, "place_order"),
+        (stock, "reserve_stock"),
+        (placed, "mailer"),
+    ] {
+        let seen = handler_line(&out, handler);
+        assert_eq!(&seen["trace_id"], trace, "{handler}");
+        assert_eq!(
+            span.attributes["message_id"], seen["message_id"],
+            "{handler}"
+        );
+        assert_eq!(
+            span.attributes["correlation_id"], seen["correlation_id"],
+            "{handler}"
+        );
+        let causation = span
+            .attributes
+            .get("causation_id")
+            .map_or("-", String::as_str);
+        assert_eq!(causation, seen["causation_id"], "{handler}");
+    }
+    // The conversation: one correlation id, the order as the cause of the rest.
+    let order_id = &order.attributes["message_id"];
+    assert_eq!(&order.attributes["correlation_id"], order_id);
+    for child in [stock, placed] {
+        assert_eq!(&child.attributes["correlation_id"], order_id);
+        assert_eq!(&child.attributes["causation_id"], order_id);
+    }
+}

@@ -4,6 +4,7 @@ mod account;
 mod commands;
 mod concurrency;
 mod deadlines;
+mod dispatch_spans;
 mod es_checkpoints;
 mod es_dead_letters;
 mod es_extremes;

@@ -4,6 +4,8 @@ mod exposition;
 mod kinds;
 mod lifecycle;
 mod manager;
+#[cfg(feature = "metrics")]
+mod metrics_bridge;
 mod no_panic;
 mod prometheus_parser;
 mod registry;
