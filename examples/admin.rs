@@ -87,6 +87,18 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `text` with every byte but letters, digits and `-._~` as `%XX`, for a URL's fragment.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 async fn run(options: Options) -> FlextResult<()> {
     let shop = std::sync::Arc::new(Shop::new(Duration::from_secs(options.cycle))?);
     let mut admin = shop.admin();
@@ -97,7 +109,7 @@ async fn run(options: Options) -> FlextResult<()> {
     let fragment = options
         .token
         .as_ref()
-        .map_or(String::new(), |t| format!("#token={t}"));
+        .map_or(String::new(), |t| format!("#token={}", percent_encoded(t)));
     println!("Admin dashboard: {}{fragment}", server.url());
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use flext_management::{HandlerManager, HandlerRegistry, HealthReport};
+use flext_management::{HandlerManager, HandlerRegistry, Health, HealthReport};
 use flext_patterns::{BreakerState, CircuitBreaker, StateTransition};
 use flext_protocols::MetricsSource;
 use flext_types::{FlextError, FlextResult, LatencySummary, MetricSet, MetricValue};
@@ -22,6 +22,8 @@ use crate::probe::{ProjectionProbe, ProjectionView};
 pub const DEFAULT_HISTORY: Duration = Duration::from_secs(10 * 60);
 /// How often handlers are sampled for the charts by default.
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a projection probe may take before it counts as failed, by default.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Transitions kept per breaker.
 const TRANSITIONS_KEPT: usize = 20;
 
@@ -59,6 +61,8 @@ pub(crate) struct Inner {
     projections: Vec<Arc<dyn ProjectionProbe>>,
     pub(crate) token: Option<String>,
     pub(crate) sample_every: Duration,
+    probe_timeout: Duration,
+    degraded_ok: bool,
     history: Mutex<Sampled>,
     history_window: Duration,
     /// Whether a sampler task runs.
@@ -108,6 +112,8 @@ impl Admin {
                 projections: parts.projections,
                 token: parts.token,
                 sample_every: parts.sample_every,
+                probe_timeout: parts.probe_timeout,
+                degraded_ok: parts.degraded_ok,
                 history: Mutex::new(Sampled {
                     history,
                     last: None,
@@ -130,6 +136,8 @@ impl Admin {
             projections: shared.projections.clone(),
             token: shared.token.clone(),
             sample_every: shared.sample_every,
+            probe_timeout: shared.probe_timeout,
+            degraded_ok: shared.degraded_ok,
             history: Mutex::new(Sampled {
                 history: History::new(shared.history_window, shared.sample_every),
                 last: None,
@@ -145,6 +153,8 @@ impl Admin {
             token: inner.token,
             sample_every: inner.sample_every,
             history_window: inner.history_window,
+            probe_timeout: inner.probe_timeout,
+            degraded_ok: inner.degraded_ok,
         }
     }
 
@@ -219,6 +229,27 @@ impl Admin {
         }))
     }
 
+    /// Bounds each projection probe's answer by `limit` (default 2 s): a store that does
+    /// not answer in time shows as that projection's `TIMEOUT` and makes the health
+    /// report unhealthy, instead of holding up `GET /health` and `GET /metrics`. A zero
+    /// limit is an `INVALID_ARGUMENT`.
+    pub fn with_probe_timeout(self, limit: Duration) -> FlextResult<Self> {
+        if limit.is_zero() {
+            return Err(FlextError::invalid_argument(
+                "Invalid admin probe timeout: it must be positive",
+            ));
+        }
+        Ok(self.with(|parts| parts.probe_timeout = limit))
+    }
+
+    /// Answers `GET /health` with 200 when the service is `degraded` (a breaker open, a
+    /// projection with dead letters) — for load balancers that should keep sending
+    /// traffic to a service whose dependency is down. By default only `healthy` is 200.
+    #[must_use]
+    pub fn with_degraded_ok(self) -> Self {
+        self.with(|parts| parts.degraded_ok = true)
+    }
+
     /// The handler manager whose handlers are shown.
     pub fn manager(&self) -> &Arc<HandlerManager> {
         &self.inner.manager
@@ -258,9 +289,11 @@ impl Admin {
             .filter_map(|info| {
                 let handler = registry.handler(&info.name).ok()?;
                 let recorder = handler.core().recorder();
+                // Each count read once: failures never exceed requests.
+                let failures = recorder.failures();
                 let totals = Totals {
-                    requests: recorder.successes() + recorder.failures(),
-                    failures: recorder.failures(),
+                    requests: recorder.successes() + failures,
+                    failures,
                     latency: recorder.latency_snapshot(),
                 };
                 Some((info.name, totals))
@@ -268,72 +301,114 @@ impl Admin {
             .collect()
     }
 
-    /// `GET /health`: the manager's health report, with the breakers and projections, and
-    /// a status: `healthy`, `degraded` (a breaker open or forced open, a projection with
-    /// dead letters) or `unhealthy` (a handler that failed and never succeeded, a
-    /// projection whose progress cannot be read). The second value is whether it is
-    /// unhealthy.
-    pub(crate) async fn health(&self) -> (Value, bool) {
+    /// `GET /health`: the manager's health report, each handler's health also judged by
+    /// its own metrics (calls through a bus count, not only those through the manager),
+    /// the breakers' states and the projections' progress, and a status: `healthy`,
+    /// `degraded` (a breaker open or forced open, a projection with dead letters) or
+    /// `unhealthy` (a handler whose calls all failed, a projection whose progress cannot be
+    /// read in time), with the `problems` that make it so. The second value is the HTTP
+    /// status: 200 when healthy (and when degraded, with [`Admin::with_degraded_ok`]),
+    /// 503 otherwise.
+    pub(crate) async fn health(&self) -> (Value, u16) {
         let report: HealthReport = self.inner.manager.health_report();
+        let registry = self.inner.manager.registry();
         let mut problems = Vec::new();
         let mut unhealthy = false;
+        let mut health: BTreeMap<String, Health> = BTreeMap::new();
         for (name, handler) in &report.handlers {
-            if handler.health == flext_management::Health::Unhealthy {
+            let (ok, failed) = registry.handler(name).map_or((0, 0), |h| {
+                let recorder = h.core().recorder();
+                (recorder.successes(), recorder.failures())
+            });
+            let judged = if handler.health == Health::Unhealthy || (ok == 0 && failed > 0) {
+                Health::Unhealthy
+            } else if handler.health == Health::Healthy || ok > 0 {
+                Health::Healthy
+            } else {
+                Health::Idle
+            };
+            if judged == Health::Unhealthy {
                 unhealthy = true;
-                problems.push(format!("handler '{name}' has failed and never succeeded"));
+                problems.push(format!(
+                    "handler '{name}' has failed ({failed} call(s)) and never succeeded"
+                ));
             }
+            health.insert(name.clone(), judged);
         }
         let mut degraded = false;
+        let mut breakers = Vec::new();
         for breaker in &self.inner.breakers {
             let state = breaker.breaker.state();
             if matches!(state, BreakerState::Open | BreakerState::ForcedOpen) {
                 degraded = true;
                 problems.push(format!("breaker '{}' is {state}", breaker.breaker.name()));
             }
+            breakers.push(json!({ "name": breaker.breaker.name(), "state": state }));
         }
+        let mut projections = Vec::new();
         for (probe, status) in self.projection_statuses().await {
             match status {
-                Ok(view) if view.dead_letters > 0 => {
-                    degraded = true;
-                    problems.push(format!(
-                        "projection '{}' has {} dead letter(s)",
-                        view.name, view.dead_letters
-                    ));
+                Ok(view) => {
+                    if view.dead_letters > 0 {
+                        degraded = true;
+                        problems.push(format!(
+                            "projection '{}' has {} dead letter(s)",
+                            view.name, view.dead_letters
+                        ));
+                    }
+                    projections.push(json!({
+                        "name": view.name, "lag": view.lag, "dead_letters": view.dead_letters,
+                    }));
                 }
-                Ok(_) => {}
                 Err(error) => {
                     unhealthy = true;
                     problems.push(format!(
                         "projection '{}' cannot report its progress: {error}",
                         probe.name()
                     ));
+                    projections.push(json!({ "name": probe.name(), "error": error }));
                 }
             }
         }
-        let status = if unhealthy {
-            "unhealthy"
+        let (status, code) = if unhealthy {
+            ("unhealthy", 503)
         } else if degraded {
-            "degraded"
+            ("degraded", if self.inner.degraded_ok { 200 } else { 503 })
         } else {
-            "healthy"
+            ("healthy", 200)
         };
-        let mut body = json!({ "status": status, "problems": problems });
-        if let (Value::Object(body), Ok(Value::Object(report))) =
+        let mut body = json!({
+            "status": status,
+            "problems": problems,
+            "breakers": breakers,
+            "projections": projections,
+        });
+        if let (Value::Object(body), Ok(Value::Object(mut report))) =
             (&mut body, serde_json::to_value(&report))
         {
+            judge(&mut report, &health);
             body.extend(report);
         }
-        (body, unhealthy)
+        (body, code)
     }
 
+    /// Every probe's answer, asked all at once, each bounded by the probe timeout: a store
+    /// that does not answer is that projection's `TIMEOUT`, not a hung endpoint.
     async fn projection_statuses(
         &self,
     ) -> Vec<(&Arc<dyn ProjectionProbe>, FlextResult<ProjectionView>)> {
-        let mut statuses = Vec::with_capacity(self.inner.projections.len());
-        for probe in &self.inner.projections {
-            statuses.push((probe, probe.status().await));
-        }
-        statuses
+        let limit = self.inner.probe_timeout;
+        let asks = self.inner.projections.iter().map(|probe| async move {
+            let status = match tokio::time::timeout(limit, probe.status()).await {
+                Ok(status) => status,
+                Err(_) => Err(FlextError::timeout(format!(
+                    "Projection '{}' did not report its progress within {limit:?}",
+                    probe.name()
+                ))),
+            };
+            (probe, status)
+        });
+        futures_util::future::join_all(asks).await
     }
 
     /// `GET /handlers`: every registered handler with its metrics, and the registry's.
@@ -434,6 +509,7 @@ impl Admin {
         let (all, handlers): (Vec<Point>, BTreeMap<String, Vec<Point>>) =
             sampled.history.since(since);
         json!({
+            "now_ms": unix_millis(),
             "interval_ms": self.inner.sample_every.as_millis() as u64,
             "window_ms": self.inner.history_window.as_millis() as u64,
             "all": all,
@@ -552,6 +628,8 @@ struct Parts {
     token: Option<String>,
     sample_every: Duration,
     history_window: Duration,
+    probe_timeout: Duration,
+    degraded_ok: bool,
 }
 
 impl Default for Parts {
@@ -564,6 +642,8 @@ impl Default for Parts {
             token: None,
             sample_every: DEFAULT_SAMPLE_INTERVAL,
             history_window: DEFAULT_HISTORY,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            degraded_ok: false,
         }
     }
 }
@@ -602,6 +682,25 @@ impl Breaker {
             }
         }
     }
+}
+
+/// The report's handlers with the health judged from their own metrics too, and its counts
+/// of healthy, idle and unhealthy handlers to match.
+fn judge(report: &mut serde_json::Map<String, Value>, health: &BTreeMap<String, Health>) {
+    if let Some(Value::Object(handlers)) = report.get_mut("handlers") {
+        for (name, judged) in health {
+            if let Some(Value::Object(handler)) = handlers.get_mut(name) {
+                handler.insert("health".to_owned(), json!(judged));
+            }
+        }
+    }
+    let count = |h: Health| health.values().filter(|judged| **judged == h).count();
+    report.insert("active_handlers".to_owned(), json!(count(Health::Healthy)));
+    report.insert("idle_handlers".to_owned(), json!(count(Health::Idle)));
+    report.insert(
+        "unhealthy_handlers".to_owned(),
+        json!(count(Health::Unhealthy)),
+    );
 }
 
 fn unix_millis() -> i64 {

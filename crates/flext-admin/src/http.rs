@@ -27,7 +27,7 @@ impl Admin {
     /// | endpoint | answer |
     /// |---|---|
     /// | `GET /` | the dashboard: one self-contained page (nothing fetched from elsewhere) |
-    /// | `GET /health` | the health report as JSON; 200 when healthy or degraded, 503 when unhealthy |
+    /// | `GET /health` | the health report as JSON; 200 when healthy, 503 otherwise (see [`Admin::with_degraded_ok`]) |
     /// | `GET /metrics` | every metric in the Prometheus text format (`?format=json` for JSON) |
     /// | `GET /handlers` | the registry's handlers with their metrics |
     /// | `GET /breakers` | each breaker's state, rates, counts and recent transitions |
@@ -40,8 +40,9 @@ impl Admin {
     /// `Authorization: Bearer {token}`. Every string in a response passes through
     /// [`redact`](crate::redact), so a connection string in an error message shows no
     /// password. Calling it inside a tokio runtime starts a task sampling the handlers
-    /// for the charts every interval while the admin surface lives; without one, each
-    /// request samples when the interval has passed.
+    /// for the charts every interval while the admin surface lives (once per admin
+    /// surface, however many routers are made); without one, `GET /history` samples when
+    /// half an interval has passed.
     pub fn router(&self) -> Router {
         self.spawn_sampler();
         Router::new()
@@ -72,7 +73,21 @@ impl Admin {
         }
         let weak = std::sync::Arc::downgrade(&self.inner);
         let every = self.inner.sample_every;
+        // Clears the flag however the task ends (its runtime shut down, say), so a later
+        // router starts another and `GET /history` samples meanwhile.
+        struct Running(std::sync::Weak<crate::admin::Inner>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if let Some(inner) = self.0.upgrade() {
+                    inner
+                        .sampling
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+        let running = Running(weak.clone());
         runtime.spawn(async move {
+            let _running = running;
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -146,12 +161,8 @@ async fn dashboard() -> Response {
 }
 
 async fn health(State(admin): State<Admin>) -> Response {
-    let (body, unhealthy) = admin.health().await;
-    let status = if unhealthy {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let (body, code) = admin.health().await;
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     json_response(status, body)
 }
 

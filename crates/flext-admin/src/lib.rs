@@ -40,7 +40,7 @@ mod server;
 /// The axum the router is built with, for mounting it without naming a version twice.
 pub use axum;
 
-pub use admin::{Admin, DEFAULT_HISTORY, DEFAULT_SAMPLE_INTERVAL};
+pub use admin::{Admin, DEFAULT_HISTORY, DEFAULT_PROBE_TIMEOUT, DEFAULT_SAMPLE_INTERVAL};
 pub use http::PROMETHEUS_CONTENT_TYPE;
 pub use probe::{FnProbe, ProjectionProbe, ProjectionView, projection_probe};
 pub use redact::redact;

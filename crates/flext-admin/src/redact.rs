@@ -60,7 +60,15 @@ pub(crate) fn redact_json(value: &mut Value) {
                     map.insert(redact(&key).into_owned(), inner);
                 }
             }
-            map.values_mut().for_each(redact_json);
+            for (key, inner) in map.iter_mut() {
+                let lower = key.to_ascii_lowercase();
+                let secret = SECRET_KEYS.iter().any(|k| lower.contains(k));
+                if secret && matches!(inner, Value::String(_) | Value::Number(_)) {
+                    *inner = Value::String(MASK.to_owned());
+                } else {
+                    redact_json(inner);
+                }
+            }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
@@ -85,7 +93,9 @@ fn redact_urls(text: &str) -> String {
                         out.push_str(&userinfo[..=colon]);
                         out.push_str(MASK);
                     }
-                    None => out.push_str(userinfo),
+                    // A user alone is often a token (`nats://TOKEN@host`).
+                    None if userinfo.is_empty() => {}
+                    None => out.push_str(MASK),
                 }
                 out.push_str(&authority[at..]);
             }
@@ -100,49 +110,65 @@ fn redact_urls(text: &str) -> String {
 fn redact_settings(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        let found = SECRET_KEYS
-            .iter()
-            .filter_map(|key| {
-                let mut from = 0;
-                while let Some(at) = lower[from..].find(key).map(|i| i + from) {
-                    let after = at + key.len();
-                    let boundary = at == 0 || !lower.as_bytes()[at - 1].is_ascii_alphanumeric();
-                    let value_at = lower[after..]
-                        .find(|c: char| c != ' ')
-                        .map(|i| after + i)
-                        .filter(|i| matches!(lower.as_bytes()[*i], b'=' | b':'));
-                    if let (true, Some(sign)) = (boundary, value_at) {
-                        return Some((at, sign + 1));
-                    }
-                    from = after;
-                }
-                None
-            })
-            .min();
-        let Some((_, value_start)) = found else {
-            out.push_str(rest);
-            return out;
-        };
+    while let Some(value_start) = next_secret_value(rest) {
         let value = &rest[value_start..];
-        let skipped = value.len() - value.trim_start().len();
-        let value = value.trim_start();
-        let (len, quoted) = match value.chars().next() {
-            Some(q @ ('\'' | '"')) => (value[1..].find(q).map_or(value.len(), |i| i + 2), true),
+        let (len, quote) = match value.chars().next() {
+            Some(q @ ('\'' | '"')) => (value[1..].find(q).map_or(value.len(), |i| i + 2), Some(q)),
             _ => (
                 value
-                    .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | ',' | '"'))
+                    .find(|c: char| {
+                        c.is_whitespace() || matches!(c, '&' | ';' | ',' | '"' | '\'' | '}')
+                    })
                     .unwrap_or(value.len()),
-                false,
+                None,
             ),
         };
-        out.push_str(&rest[..value_start + skipped]);
-        if len > 0 {
-            out.push_str(if quoted { "'***'" } else { MASK });
+        out.push_str(&rest[..value_start]);
+        match quote {
+            Some(q) => {
+                out.push(q);
+                out.push_str(MASK);
+                out.push(q);
+            }
+            None if len > 0 => out.push_str(MASK),
+            None => {}
         }
         rest = &value[len..];
     }
+    out.push_str(rest);
+    out
+}
+
+/// Where the value of the first secret setting in `text` starts: after a secret key (in any
+/// case, anywhere in a word: `sslpassword`, `api_secret`), an optional closing quote
+/// (`"password": …` in JSON text), spaces, `=` or `:`, and spaces.
+fn next_secret_value(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    SECRET_KEYS
+        .iter()
+        .filter_map(|key| {
+            lower.match_indices(key).find_map(|(at, _)| {
+                let mut i = at + key.len();
+                if matches!(bytes.get(i), Some(b'"' | b'\'')) {
+                    i += 1;
+                }
+                while bytes.get(i) == Some(&b' ') {
+                    i += 1;
+                }
+                if !matches!(bytes.get(i), Some(b'=' | b':')) {
+                    return None;
+                }
+                i += 1;
+                while bytes.get(i) == Some(&b' ') {
+                    i += 1;
+                }
+                // `://` is a URL's scheme separator, not a setting (`token://…` is odd but
+                // `redact_urls` has dealt with it).
+                (!lower[i..].starts_with("//")).then_some(i)
+            })
+        })
+        .min()
 }
 
 #[cfg(test)]
@@ -153,7 +179,8 @@ mod tests {
     fn urls_lose_their_passwords_only() {
         let cases = [
             ("postgres://u:p@h/db", "postgres://u:***@h/db"),
-            ("nats://tok@h:4222", "nats://tok@h:4222"),
+            ("nats://tok@h:4222", "nats://***@h:4222"),
+            ("http://@h/", "http://@h/"),
             (
                 "a postgres://u:p@h b redis://:pw@r:6379/0",
                 "a postgres://u:***@h b redis://:***@r:6379/0",
@@ -174,8 +201,11 @@ mod tests {
             ("host=h password=p user=u", "host=h password=*** user=u"),
             ("PASSWORD = p;Host=h", "PASSWORD = ***;Host=h"),
             ("password='a b' user=u", "password='***' user=u"),
+            ("label{token=\"a b\"} 1", "label{token=\"***\"} 1"),
             ("https://h/?token=abc&x=1", "https://h/?token=***&x=1"),
-            ("\"secret\":\"x\"", "\"secret\":\"x\""),
+            ("{\"secret\":\"x\",\"a\":1}", "{\"secret\":\"***\",\"a\":1}"),
+            ("sslpassword=p host=h", "sslpassword=*** host=h"),
+            ("token://odd", "token://odd"),
             ("api_secret: x y", "api_secret: *** y"),
             ("secret: x y", "secret: *** y"),
             ("passwords are fine", "passwords are fine"),
@@ -189,6 +219,7 @@ mod tests {
     #[test]
     fn json_strings_and_keys_are_redacted() {
         let mut value = serde_json::json!({
+            "data": {"password": "hunter2", "api_token": 42, "tokens": ["a"], "name": "n"},
             "url": "postgres://u:p@h/db",
             "list": ["password=x", 1, null],
             "postgres://u:k@h": {"nested": "pwd=1"}
@@ -197,6 +228,7 @@ mod tests {
         assert_eq!(
             value,
             serde_json::json!({
+                "data": {"password": "***", "api_token": "***", "tokens": ["a"], "name": "n"},
                 "url": "postgres://u:***@h/db",
                 "list": ["password=***", 1, null],
                 "postgres://u:***@h": {"nested": "pwd=***"}

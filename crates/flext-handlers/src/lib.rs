@@ -195,9 +195,9 @@ pub mod nats {
 #[cfg(feature = "admin")]
 pub mod admin {
     pub use flext_admin::{
-        Admin, AdminServer, DEFAULT_HISTORY, DEFAULT_PORT, DEFAULT_SAMPLE_INTERVAL, FnProbe,
-        PROMETHEUS_CONTENT_TYPE, ProjectionProbe, ProjectionView, ServeConfig, axum,
-        projection_probe, redact,
+        Admin, AdminServer, DEFAULT_HISTORY, DEFAULT_PORT, DEFAULT_PROBE_TIMEOUT,
+        DEFAULT_SAMPLE_INTERVAL, FnProbe, PROMETHEUS_CONTENT_TYPE, ProjectionProbe, ProjectionView,
+        ServeConfig, axum, projection_probe, redact,
     };
 }
 

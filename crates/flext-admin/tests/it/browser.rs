@@ -91,10 +91,13 @@ async fn the_dashboard_shows_live_handlers_breakers_and_charts_in_chromium() {
         return;
     };
     let service = Arc::new(Service::new());
+    // A token as `openssl rand -base64` makes them: '+' and '/' in it.
+    let token = "k+9/Zq==";
     let admin = service
         .admin
         .clone()
         .with_history(Duration::from_secs(60), Duration::from_millis(200))
+        .and_then(|admin| admin.with_token(token))
         .expect("settings");
     let server = admin.serve(ServeConfig::local(0)).await.expect("serving");
     service.breaker.transition_to_open().expect("opens");
@@ -113,7 +116,7 @@ async fn the_dashboard_shows_live_handlers_breakers_and_charts_in_chromium() {
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let profile = tempdir();
-    let url = server.url();
+    let url = format!("{}#token=k%2B9%2FZq%3D%3D", server.url());
     let first = chromium(
         &browser,
         &profile,
@@ -140,18 +143,25 @@ async fn the_dashboard_shows_live_handlers_breakers_and_charts_in_chromium() {
         "the latency chart has no data points in\n{first}"
     );
     assert!(first.contains("<polyline"), "no chart lines");
+    // The page refreshed itself while it was open, and the numbers moved between its
+    // first refresh and its last.
     let refreshes: u32 = attribute_of(&first, "<body", "data-refreshes")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(
-        refreshes >= 1,
-        "the page's script did not run: {refreshes} refreshes"
+        refreshes >= 2,
+        "the page did not refresh itself: {refreshes} refresh(es)"
     );
-    let total = |dom: &str| -> u64 {
-        attribute_of(dom, "data-handler=\"create_user\"", "data-total")
+    let number = |dom: &str, attribute: &str| -> u64 {
+        attribute_of(dom, "data-handler=\"create_user\"", attribute)
             .and_then(|n| n.parse().ok())
-            .expect("a total")
+            .unwrap_or_else(|| panic!("no {attribute} in\n{dom}"))
     };
+    let total = |dom: &str| number(dom, "data-total");
+    assert!(
+        total(&first) > number(&first, "data-first-total"),
+        "the numbers did not move while the page was open"
+    );
     let before = total(&first);
     assert!(before > 0);
 

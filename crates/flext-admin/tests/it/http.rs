@@ -151,8 +151,11 @@ async fn metrics_are_prometheus_text_a_parser_reads() {
         "{summary:?}"
     );
 
+    strictly_parsed(&answer.body);
+
     service.store_down.store(true, Ordering::SeqCst);
     let text = get(server.local_addr(), "/metrics").await.body;
+    strictly_parsed(&text);
     assert!(
         text.contains("flext_projection_up{source=\"audit\"} 0"),
         "{text}"
@@ -167,7 +170,7 @@ async fn metrics_are_prometheus_text_a_parser_reads() {
 }
 
 #[tokio::test]
-async fn health_is_200_when_healthy_or_degraded_and_503_when_unhealthy() {
+async fn health_is_200_when_healthy_and_503_when_degraded_or_unhealthy() {
     let service = Service::new();
     let server = service
         .admin
@@ -185,11 +188,25 @@ async fn health_is_200_when_healthy_or_degraded_and_503_when_unhealthy() {
     assert_eq!(body["total_registered_handlers"].as_u64(), Some(2));
     assert_eq!(body["problems"].as_array().map(Vec::len), Some(0));
 
+    assert_eq!(
+        body["breakers"][0],
+        serde_json::json!({"name": "payments", "state": "CLOSED"})
+    );
+    assert_eq!(body["projections"][0]["lag"].as_u64(), Some(2));
+
     service.breaker.transition_to_open().expect("opens");
     let degraded = get(addr, "/health").await;
-    assert_eq!(degraded.status, 200);
+    assert_eq!(degraded.status, 503);
     assert_eq!(degraded.json()["status"], "degraded");
     assert_eq!(degraded.json()["problems"][0], "breaker 'payments' is OPEN");
+    // Where a dependency's outage should not take the service out of a load balancer.
+    let lenient = service.admin.clone().with_degraded_ok();
+    let lenient_server = lenient.serve(ServeConfig::local(0)).await.expect("serving");
+    let answer = get(lenient_server.local_addr(), "/health").await;
+    assert_eq!(
+        (answer.status, answer.json()["status"].as_str()),
+        (200, Some("degraded"))
+    );
 
     // A handler that failed and never succeeded makes it unhealthy.
     let _ = service
@@ -521,7 +538,7 @@ async fn a_projection_runner_shows_its_progress_dead_letters_and_metrics() {
     let health = get(addr, "/health").await;
     assert_eq!(
         (health.status, health.json()["status"].as_str()),
-        (200, Some("degraded"))
+        (503, Some("degraded"))
     );
     assert_eq!(
         health.json()["problems"][0],
@@ -545,4 +562,171 @@ async fn a_projection_runner_shows_its_progress_dead_letters_and_metrics() {
             "{name} once in\n{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_handler_failing_outside_the_manager_makes_the_service_unhealthy() {
+    use flext_handlers::Implementation::BasicHandler;
+    use flext_handlers::Management::HandlerRegistry;
+    use flext_handlers::Protocols::Handler as _;
+
+    let registry = Arc::new(HandlerRegistry::new());
+    registry
+        .register(
+            "ship",
+            BasicHandler::with_kind(
+                "ship",
+                flext_handlers::Constants::HandlerKind::Command,
+                Ship,
+            ),
+        )
+        .expect("registered");
+    let admin = Admin::new().with_registry(registry.clone());
+    let server = admin.serve(ServeConfig::local(0)).await.expect("serving");
+    let addr = server.local_addr();
+    assert_eq!(
+        get(addr, "/health").await.json()["handlers"]["ship"]["health"],
+        "idle"
+    );
+
+    // Called the way a bus calls it: not through the manager.
+    let ship = registry.typed::<BasicHandler<Ship>>("ship").expect("typed");
+    assert!(ship.handle(1).await.is_err());
+    let answer = get(addr, "/health").await;
+    assert_eq!(answer.status, 503);
+    let body = answer.json();
+    assert_eq!(body["handlers"]["ship"]["health"], "unhealthy");
+    assert_eq!(body["unhealthy_handlers"].as_u64(), Some(1));
+    assert_eq!(
+        body["problems"][0],
+        "handler 'ship' has failed (1 call(s)) and never succeeded"
+    );
+
+    assert!(ship.handle(2).await.is_ok());
+    let body = get(addr, "/health").await.json();
+    assert_eq!(body["handlers"]["ship"]["health"], "healthy");
+    assert_eq!(
+        (body["active_handlers"].as_u64(), body["status"].as_str()),
+        (Some(1), Some("healthy"))
+    );
+}
+
+/// Ships even parcels only.
+struct Ship;
+
+#[async_trait::async_trait]
+impl flext_handlers::Protocols::Handler for Ship {
+    type Request = u64;
+    type Response = u64;
+
+    fn handler_name(&self) -> &str {
+        "ship"
+    }
+
+    async fn handle(&self, parcel: u64) -> flext_handlers::Types::FlextResult<u64> {
+        if parcel.is_multiple_of(2) {
+            Ok(parcel)
+        } else {
+            Err(flext_handlers::Types::FlextError::operation("carrier down"))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_does_not_answer_is_a_timeout_not_a_hung_endpoint() {
+    use tower::ServiceExt as _;
+
+    let admin = Admin::new()
+        .with_projection(Arc::new(flext_admin::projection_probe("stuck", || async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(flext_admin::ProjectionView::new("stuck", 0, 0))
+        })))
+        .with_projection(Arc::new(flext_admin::projection_probe("fine", || async {
+            Ok(flext_admin::ProjectionView::new("fine", 3, 3))
+        })))
+        .with_probe_timeout(Duration::from_millis(250))
+        .expect("a timeout");
+    let started = tokio::time::Instant::now();
+    let request = axum::http::Request::get("/health")
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    let response = admin.router().oneshot(request).await.expect("an answer");
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(250),
+        "both asked at once, each bounded"
+    );
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["projections"][0]["error"]["name"], "TIMEOUT");
+    assert_eq!(body["projections"][1]["lag"].as_u64(), Some(0));
+    assert!(
+        body["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("did not report its progress within 250ms")),
+        "{body}"
+    );
+    assert_eq!(
+        Admin::new()
+            .with_probe_timeout(Duration::ZERO)
+            .unwrap_err()
+            .code(),
+        flext_handlers::Constants::ErrorCode::InvalidArgument
+    );
+}
+
+/// Reads `text` with `prometheus_client`'s parser (in Python), which, unlike
+/// `prometheus-parse`, refuses a line it cannot read. Skipped, saying so, where it is not
+/// installed, unless `CI` is set (`.ci/run` installs it).
+fn strictly_parsed(text: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    const PARSE: &str = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+                         families = list(text_string_to_metric_families(sys.stdin.read()))\n\
+                         print(sum(len(f.samples) for f in families))\n";
+    let installed = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prometheus_client is not installed"
+        );
+        eprintln!("skipped: prometheus_client not installed");
+        return;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .expect("its input")
+        .write_all(text.as_bytes())
+        .expect("written");
+    let output = child.wait_with_output().expect("it ends");
+    assert!(
+        output.status.success(),
+        "prometheus_client refuses the exposition: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let samples: usize = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("a count");
+    let lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(samples, lines, "every sample line is read");
 }
