@@ -56,6 +56,11 @@
 //! - `nats`: `nats::NatsRelay` (a store's log to NATS JetStream), `nats::NatsConsumer`
 //!   (durable consumers applying each event once, in order per stream) and remote
 //!   commands and queries (`nats::NatsTransport`, `nats::NatsWorker`).
+//! - `tower`: flext handlers as tower services (`tower::HandlerService`, through
+//!   `tower::HandlerExt::into_service`), tower services as flext handlers
+//!   (`tower::ServiceHandler`), any tower layer around a flext handler
+//!   (`tower::HandlerExt::layer`), tower's errors as `FlextError`s naming the layer, and
+//!   the `tower` crate itself (`tower::tower`).
 //! - `full`: every adapter.
 //!
 //! Each store passes the same conformance suite as
@@ -175,6 +180,18 @@ pub mod nats {
     pub use flext_bus_nats::{
         ConsumerConfig, DeliveryPolicy, EventSink, EventStreams, NatsConsumer, NatsRelay,
         NatsTransport, NatsWorker, VersionedSink, async_nats, codec, remote,
+    };
+}
+
+/// flext handlers and tower, both ways (feature `tower`): a handler as a tower service, a
+/// tower service as a handler, tower's layers (rate and concurrency limits, load shedding,
+/// buffers, timeouts) around a handler or a bus route, their errors as `FlextError`s
+/// naming the layer; and the `tower` crate itself.
+#[cfg(feature = "tower")]
+pub mod tower {
+    pub use flext_tower::{
+        HandlerExt, HandlerService, HandlerServiceRef, ServiceHandler, TowerLayered, layer, tower,
+        tower_error,
     };
 }
 

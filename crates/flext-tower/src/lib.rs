@@ -21,7 +21,7 @@
 //!
 //! ```
 //! use flext_constants::ErrorCode;
-//! use flext_cqrs::CommandBus;
+//! use flext_handlers::cqrs::CommandBus;
 //! use flext_impl::handler_fn;
 //! use flext_protocols::Command;
 //! use flext_tower::HandlerExt;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flext_constants::ErrorCode;
-use flext_cqrs::CommandBus;
+use flext_handlers::cqrs::CommandBus;
 use flext_tower::{HandlerExt, HandlerService, ServiceHandler};
 use serde_json::json;
 use tokio::task::JoinSet;
