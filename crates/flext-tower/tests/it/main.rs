@@ -3,6 +3,7 @@
 
 mod bus;
 mod errors;
+mod facade;
 mod layered;
 mod service;
 mod service_handler;
