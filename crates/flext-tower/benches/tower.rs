@@ -13,6 +13,11 @@
 //! - `tower/flext_handler_service_ref`: over the same handler served borrowed, through
 //!   `HandlerExt::as_service` (the handler's box only);
 //! - `tower/bare_service_fn`: over `service_fn(|x| async move { Ok(x + 1) })`.
+//!
+//! And the other way round, for reference: `tower/flext_tower_layered_handle` calls the
+//! same layers put on the handler with `HandlerExt::layer` through `Handler::handle`, as a
+//! bus route does (its own boxed future and the lock around readiness and the call, on
+//! top of the owned service).
 
 #![allow(
     missing_docs,
@@ -24,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flext_impl::handler_fn;
+use flext_protocols::Handler;
 use flext_tower::HandlerExt;
 use flext_types::FlextError;
 use tokio::runtime::Runtime;
@@ -79,6 +85,16 @@ fn four_layers(c: &mut Criterion) {
         (owned, borrowed, bare)
     });
 
+    let layered = rt.block_on(async {
+        handler_fn("add", |x: u64| async move { Ok(x + 1) }).layer(
+            ServiceBuilder::new()
+                .map_request(|x: u64| x + 1)
+                .timeout(Duration::from_secs(30))
+                .concurrency_limit(64)
+                .map_response(|x: u64| x + 1),
+        )
+    });
+
     let mut group = c.benchmark_group("tower");
     group.bench_function("flext_handler_service", |b| {
         b.iter_custom(|iters| timed(&rt, &mut owned, iters))
@@ -88,6 +104,17 @@ fn four_layers(c: &mut Criterion) {
     });
     group.bench_function("bare_service_fn", |b| {
         b.iter_custom(|iters| timed(&rt, &mut bare, iters))
+    });
+    group.bench_function("flext_tower_layered_handle", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let started = Instant::now();
+                for i in 0..iters {
+                    black_box(layered.handle(black_box(i)).await.ok());
+                }
+                started.elapsed()
+            })
+        })
     });
     group.finish();
 }
