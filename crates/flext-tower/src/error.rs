@@ -14,8 +14,8 @@ use tower::timeout::error::Elapsed;
 /// Turns the error of a tower service serving `handler` into a [`FlextError`].
 ///
 /// A `FlextError` (the handler's own, carried through the layers) comes back as it is.
-/// Tower's own errors get a code and a message naming the layer and the handler, with
-/// `{"layer": …, "handler": …}` as data:
+/// Tower's own errors get a code and a message naming the layer and the handler
+/// ("{layer} layer of '{handler}': …"), with `{"layer": …, "handler": …}` as data:
 ///
 /// | error | code | layer |
 /// |---|---|---|
@@ -23,7 +23,7 @@ use tower::timeout::error::Elapsed;
 /// | `load_shed::error::Overloaded` | `RATE_LIMITED` | `load_shed` |
 /// | `buffer::error::Closed` | `OPERATION_ERROR` | `buffer` |
 /// | `buffer::error::ServiceError` | its source's, when that is a `FlextError`; else `OPERATION_ERROR` | `buffer` |
-/// | anything else | `OPERATION_ERROR`, with the error's text and the error as source | `service` |
+/// | anything else | `OPERATION_ERROR`: "service of '{handler}' failed: {error}", the error as source | `service` |
 ///
 /// ```
 /// use flext_constants::ErrorCode;
@@ -43,23 +43,19 @@ pub fn tower_error(error: BoxError, handler: &str) -> FlextError {
         Ok(flext) => *flext,
         Err(error) => match known(&*error, handler) {
             Some(mapped) => mapped,
-            None => layer_error(
+            None => FlextError::new(
                 ErrorCode::OperationError,
-                "service",
-                handler,
-                format_args!("failed: {error}"),
+                format!("service of '{handler}' failed: {error}"),
             )
+            .with_data(json!({ "layer": "service", "handler": handler }))
             .with_source(Unknown(error)),
         },
     }
 }
 
-/// The mapping of the errors tower's layers raise, and of a `FlextError` met by reference
-/// (the source of a buffer's `ServiceError`); `None` for any other error.
+/// The mapping of the errors tower's layers raise; `None` for any other error.
 fn known(error: &(dyn StdError + 'static), handler: &str) -> Option<FlextError> {
-    let (code, layer, what) = if let Some(flext) = error.downcast_ref::<FlextError>() {
-        return Some(flext.clone());
-    } else if error.is::<Elapsed>() {
+    let (code, layer, what) = if error.is::<Elapsed>() {
         (
             ErrorCode::Timeout,
             "timeout",

@@ -39,7 +39,7 @@ fn any_other_error_is_an_operation_error_with_its_text_and_source() {
     assert_eq!(err.code(), ErrorCode::OperationError);
     assert_eq!(
         err.message(),
-        "service layer of 'create_user': failed: connection reset"
+        "service of 'create_user' failed: connection reset"
     );
     assert_eq!(
         err.data(),

@@ -55,10 +55,7 @@ async fn another_error_is_an_operation_error_naming_the_handler() {
     );
     let err = handler.handle(5).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::OperationError);
-    assert_eq!(
-        err.message(),
-        "service layer of 'fetch': failed: reset by peer"
-    );
+    assert_eq!(err.message(), "service of 'fetch' failed: reset by peer");
     assert_eq!(
         err.data(),
         Some(&json!({"layer": "service", "handler": "fetch"}))
