@@ -13,7 +13,7 @@
 //!
 //! - an adapter (`role = "adapter"`) has each root item re-exported, by name, in its
 //!   module of the facade ([`adapter_module`]: [`STORES_MODULE`] for the stores, `nats`
-//!   for the NATS buses);
+//!   for the NATS buses, `tower` for the tower adapter);
 //! - any other crate is re-exported whole as a module (`pub use flext_cqrs as cqrs;`), and
 //!   when it has a guide namespace ([`GUIDE_NAMESPACES`]) each root item is re-exported
 //!   there, by its name, unless [`PARITY_EXCLUSIONS`] lists it with a reason.
@@ -44,8 +44,11 @@ pub const GUIDE_NAMESPACES: [(&str, &str); 7] = [
 pub const STORES_MODULE: &str = "stores";
 
 /// The facade's module of each adapter that is not a store: (package, module).
-pub const ADAPTER_MODULES: [(&str, &str); 2] =
-    [("flext-bus-nats", "nats"), ("flext-admin", "admin")];
+pub const ADAPTER_MODULES: [(&str, &str); 3] = [
+    ("flext-bus-nats", "nats"),
+    ("flext-admin", "admin"),
+    ("flext-tower", "tower"),
+];
 
 /// The facade's module that re-exports the items of the adapter `package`: its entry in
 /// [`ADAPTER_MODULES`], else [`STORES_MODULE`].

@@ -63,7 +63,12 @@
 //!   every handler, bus, breaker and projection metric through the `metrics` crate's
 //!   facade, under the names of the Prometheus exposition, for the exporter the
 //!   application installs.
-//! - `full`: every adapter and `metrics`.
+//! - `tower`: flext handlers as tower services (`tower::HandlerService`, through
+//!   `tower::HandlerExt::into_service`), tower services as flext handlers
+//!   (`tower::ServiceHandler`), any tower layer around a flext handler
+//!   (`tower::HandlerExt::layer`), tower's errors as `FlextError`s naming the layer, and
+//!   the `tower` crate itself (`tower::tower`).
+//! - `full`: every adapter, `metrics` and `tower`.
 //!
 //! Each store passes the same conformance suite as
 //! [`InMemoryEventStore`](CQRS::InMemoryEventStore), so code written against the
@@ -198,6 +203,18 @@ pub mod admin {
         Admin, AdminServer, DEFAULT_HISTORY, DEFAULT_PORT, DEFAULT_PROBE_TIMEOUT,
         DEFAULT_SAMPLE_INTERVAL, FnProbe, PROMETHEUS_CONTENT_TYPE, ProjectionProbe, ProjectionView,
         ServeConfig, axum, projection_probe, redact,
+    };
+}
+
+/// flext handlers and tower, both ways (feature `tower`): a handler as a tower service, a
+/// tower service as a handler, tower's layers (rate and concurrency limits, load shedding,
+/// buffers, timeouts) around a handler or a bus route, their errors as `FlextError`s
+/// naming the layer; and the `tower` crate itself.
+#[cfg(feature = "tower")]
+pub mod tower {
+    pub use flext_tower::{
+        HandlerExt, HandlerService, HandlerServiceRef, ServiceHandler, TowerLayered, layer, tower,
+        tower_error,
     };
 }
 
