@@ -723,3 +723,120 @@ fn latency_ms(latency: &LatencySummary) -> Value {
         "max_ms": ms(latency.max),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sample_is_taken_once_half_an_interval_has_passed() {
+        let admin = Admin::new()
+            .with_history(Duration::from_secs(60), Duration::from_secs(1))
+            .expect("settings");
+        let points = |admin: &Admin| {
+            let sampled = admin
+                .inner
+                .history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            sampled.history.since(-1).0.len()
+        };
+        admin.sample();
+        admin.sample();
+        assert_eq!(points(&admin), 1, "a second sample at once is skipped");
+        tokio::time::advance(Duration::from_millis(499)).await;
+        admin.sample();
+        assert_eq!(points(&admin), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        admin.sample();
+        assert_eq!(points(&admin), 2, "half an interval later it is taken");
+    }
+
+    #[test]
+    fn transitions_are_all_counted_and_the_last_twenty_kept() {
+        let breaker = Arc::new(
+            CircuitBreaker::new("b", flext_patterns::CircuitBreakerConfig::default())
+                .expect("a breaker"),
+        );
+        let admin = Admin::new().with_breaker(breaker.clone());
+        // 30 transitions, drained at once: all counted, the last 20 kept.
+        for _ in 0..15 {
+            breaker.transition_to_open().expect("opens");
+            breaker.transition_to_closed().expect("closes");
+        }
+        let view = admin.breakers();
+        assert_eq!(view["breakers"][0]["transitions"].as_u64(), Some(30));
+        let recent = view["breakers"][0]["recent_transitions"]
+            .as_array()
+            .expect("a list");
+        assert_eq!(recent.len(), TRANSITIONS_KEPT);
+        assert_eq!(
+            (recent[0]["from"].as_str(), recent[0]["to"].as_str()),
+            (Some("OPEN"), Some("CLOSED"))
+        );
+        // More than the breaker's channel holds between two drains: the missed ones count.
+        for _ in 0..50 {
+            breaker.transition_to_open().expect("opens");
+            breaker.transition_to_closed().expect("closes");
+        }
+        assert_eq!(
+            admin.breakers()["breakers"][0]["transitions"].as_u64(),
+            Some(130)
+        );
+    }
+
+    #[test]
+    fn a_sampler_whose_runtime_ends_hands_sampling_back_to_requests() {
+        let admin = Admin::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let _router = admin.router();
+            tokio::task::yield_now().await;
+        });
+        assert!(
+            admin
+                .inner
+                .sampling
+                .load(std::sync::atomic::Ordering::SeqCst)
+        );
+        drop(runtime);
+        assert!(
+            !admin
+                .inner
+                .sampling
+                .load(std::sync::atomic::Ordering::SeqCst)
+        );
+        // Requests sample now: the history fills without a task.
+        let points = admin.history(0)["all"].as_array().map_or(0, Vec::len);
+        assert_eq!(points, 1);
+        let now = unix_millis();
+        let t = admin.history(0)["all"][0]["t"].as_i64().expect("a time");
+        assert!((now - t).abs() < 60_000, "{t} is not a time near {now}");
+    }
+
+    #[test]
+    fn settings_keep_what_they_are_given() {
+        let manager = Arc::new(HandlerManager::new());
+        let admin = Admin::new().with_manager(manager.clone());
+        assert!(Arc::ptr_eq(admin.manager(), &manager));
+        assert_eq!(DEFAULT_HISTORY, Duration::from_secs(600));
+        // A window as long as the interval keeps one point.
+        let one = Admin::new()
+            .with_history(Duration::from_secs(1), Duration::from_secs(1))
+            .expect("a window of one interval");
+        assert_eq!(one.inner.history_window, Duration::from_secs(1));
+        // Settings survive later changes, also of a shared (cloned) admin.
+        let shared = one.clone();
+        let token = shared.with_token("t").expect("a token").with_degraded_ok();
+        assert_eq!(token.inner.history_window, Duration::from_secs(1));
+        assert!(token.inner.degraded_ok && token.inner.token.as_deref() == Some("t"));
+        assert_eq!(token.inner.probe_timeout, DEFAULT_PROBE_TIMEOUT);
+        assert!(
+            one.inner.token.is_none(),
+            "the clone it came from keeps no token"
+        );
+    }
+}

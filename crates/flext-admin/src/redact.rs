@@ -217,6 +217,14 @@ mod tests {
     }
 
     #[test]
+    fn clean_text_is_borrowed_not_copied() {
+        for clean in ["nothing to hide", "http://h/p", "passwords are fine"] {
+            assert!(matches!(redact(clean), Cow::Borrowed(_)), "{clean}");
+        }
+        assert!(matches!(redact("password=x"), Cow::Owned(_)));
+    }
+
+    #[test]
     fn json_strings_and_keys_are_redacted() {
         let mut value = serde_json::json!({
             "data": {"password": "hunter2", "api_token": 42, "tokens": ["a"], "name": "n"},

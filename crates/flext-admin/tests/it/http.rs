@@ -62,6 +62,18 @@ async fn every_endpoint_answers_with_its_content_type() {
     assert_eq!(charge["error_rate"].as_f64(), Some(50.0));
     assert_eq!(charge["latency"]["count"].as_u64(), Some(4));
     assert_eq!(handlers["registry"]["total_handlers"].as_u64(), Some(2));
+    let registered_at = charge["registered_at"].as_str().expect("a time");
+    assert!(
+        time::OffsetDateTime::parse(
+            registered_at,
+            &time::format_description::well_known::Rfc3339
+        )
+        .is_ok(),
+        "{registered_at}"
+    );
+    let mean_ms = charge["latency"]["mean_ms"].as_f64().expect("a mean");
+    // A call takes more than 10 ns and much less than 100 ms.
+    assert!(mean_ms > 1e-5 && mean_ms < 100.0, "{mean_ms} ms");
 
     let breakers = get(addr, "/breakers").await.json();
     assert_eq!(breakers["breakers"][0]["name"], "payments");
@@ -101,6 +113,7 @@ async fn every_endpoint_answers_with_its_content_type() {
     assert_eq!(history.status, 200);
     let history = history.json();
     assert_eq!(history["interval_ms"].as_u64(), Some(1000));
+    assert_eq!(history["window_ms"].as_u64(), Some(600_000));
     assert!(history["all"].is_array() && history["handlers"].is_object());
 
     server.shutdown().await.expect("a clean shutdown");
@@ -335,6 +348,14 @@ async fn a_token_guards_every_endpoint_but_the_page() {
             401,
             "{path}"
         );
+        // Same length, one byte off.
+        assert_eq!(
+            request(addr, "GET", path, Some("s3cret-tokem"))
+                .await
+                .status,
+            401,
+            "{path}"
+        );
     }
     assert_eq!(
         request(addr, "GET", "/health", Some("s3cret-token"))
@@ -434,6 +455,18 @@ async fn the_sampler_fills_the_history_every_interval() {
         .as_u64()
         .unwrap_or(0);
     assert_eq!(failures, 1);
+    // With the sampler running, requests do not sample (the intervals stay even).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let points = admin_history(&admin).await["all"]
+        .as_array()
+        .map_or(0, Vec::len);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        admin_history(&admin).await["all"]
+            .as_array()
+            .map_or(0, Vec::len),
+        points
+    );
     // The window keeps five intervals.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
@@ -729,4 +762,23 @@ fn strictly_parsed(text: &str) {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .count();
     assert_eq!(samples, lines, "every sample line is read");
+}
+
+#[tokio::test]
+async fn a_dropped_server_stops_listening() {
+    let server = Admin::new()
+        .serve(ServeConfig::local(0))
+        .await
+        .expect("serving");
+    let addr = server.local_addr();
+    assert_eq!(get(addr, "/health").await.status, 200);
+    drop(server);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still listening after the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
