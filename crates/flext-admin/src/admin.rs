@@ -60,6 +60,7 @@ pub(crate) struct Inner {
     breakers: Vec<Breaker>,
     projections: Vec<Arc<dyn ProjectionProbe>>,
     pub(crate) token: Option<String>,
+    pub(crate) allowed_hosts: Vec<String>,
     pub(crate) sample_every: Duration,
     probe_timeout: Duration,
     degraded_ok: bool,
@@ -111,6 +112,7 @@ impl Admin {
                 breakers: parts.breakers,
                 projections: parts.projections,
                 token: parts.token,
+                allowed_hosts: parts.allowed_hosts,
                 sample_every: parts.sample_every,
                 probe_timeout: parts.probe_timeout,
                 degraded_ok: parts.degraded_ok,
@@ -135,6 +137,7 @@ impl Admin {
                 .collect(),
             projections: shared.projections.clone(),
             token: shared.token.clone(),
+            allowed_hosts: shared.allowed_hosts.clone(),
             sample_every: shared.sample_every,
             probe_timeout: shared.probe_timeout,
             degraded_ok: shared.degraded_ok,
@@ -151,6 +154,7 @@ impl Admin {
             breakers: inner.breakers,
             projections: inner.projections,
             token: inner.token,
+            allowed_hosts: inner.allowed_hosts,
             sample_every: inner.sample_every,
             history_window: inner.history_window,
             probe_timeout: inner.probe_timeout,
@@ -211,6 +215,26 @@ impl Admin {
             ));
         }
         Ok(self.with(|parts| parts.token = Some(token)))
+    }
+
+    /// Without a token, answers requests addressed to `hosts` too, beside IP addresses and
+    /// `localhost` (the only ones by default, so that a web page elsewhere cannot read the
+    /// surface by rebinding its own name to this machine's address). A name that is empty
+    /// or holds a space, a slash or a colon is an `INVALID_ARGUMENT`.
+    pub fn with_allowed_hosts<I, S>(self, hosts: I) -> FlextResult<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let hosts: Vec<String> = hosts.into_iter().map(Into::into).collect();
+        if let Some(bad) = hosts.iter().find(|h| {
+            h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/' || c == ':')
+        }) {
+            return Err(FlextError::invalid_argument(format!(
+                "Invalid admin host: {bad:?}; give a host name without port or path"
+            )));
+        }
+        Ok(self.with(|parts| parts.allowed_hosts.extend(hosts)))
     }
 
     /// Keeps `window` of history for the charts, sampled every `every` (defaults: 10
@@ -626,6 +650,7 @@ struct Parts {
     breakers: Vec<Breaker>,
     projections: Vec<Arc<dyn ProjectionProbe>>,
     token: Option<String>,
+    allowed_hosts: Vec<String>,
     sample_every: Duration,
     history_window: Duration,
     probe_timeout: Duration,
@@ -640,6 +665,7 @@ impl Default for Parts {
             breakers: Vec::new(),
             projections: Vec::new(),
             token: None,
+            allowed_hosts: Vec::new(),
             sample_every: DEFAULT_SAMPLE_INTERVAL,
             history_window: DEFAULT_HISTORY,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,

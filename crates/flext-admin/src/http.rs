@@ -101,6 +101,20 @@ impl Admin {
 
 /// Answers 401 to a request without the token, but for the dashboard's page.
 async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Response {
+    if admin.inner.token.is_none()
+        && let Some(host) = host_of(&request)
+        && !host_allowed(&host, &admin.inner.allowed_hosts)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::AuthorizationDenied,
+            &format!(
+                "Requests for host '{host}' are refused: without a token the admin surface \
+                 answers only requests addressed to this machine by IP address or localhost \
+                 (set a token, or allow the name with Admin::with_allowed_hosts)"
+            ),
+        );
+    }
     let is_page = request.uri().path() == "/" || request.uri().path().is_empty();
     if let Some(token) = &admin.inner.token
         && !is_page
@@ -118,6 +132,36 @@ async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Resp
         return response;
     }
     next.run(request).await
+}
+
+/// The host the request is addressed to: its `Host` header, or its URI's authority.
+fn host_of(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+}
+
+/// Whether `host` (with or without a port) is an IP address, `localhost`, or one of
+/// `allowed`: a web page elsewhere that rebinds its own name to this machine's address
+/// sends its own name, and is refused.
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if host.starts_with('[') {
+        // An IPv6 literal, `[::1]:9180`.
+        return host
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip[1..].parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 fn bearer_matches(request: &Request, token: &str) -> bool {

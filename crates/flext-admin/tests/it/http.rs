@@ -782,3 +782,71 @@ async fn a_dropped_server_stops_listening() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn without_a_token_only_requests_addressed_to_this_machine_are_answered() {
+    use tower::ServiceExt as _;
+
+    let status = |admin: &Admin, host: &str| {
+        let request = axum::http::Request::get("/health")
+            .header("host", host)
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let router = admin.router();
+        async move {
+            router
+                .oneshot(request)
+                .await
+                .expect("an answer")
+                .status()
+                .as_u16()
+        }
+    };
+    let open = Admin::new();
+    for host in [
+        "127.0.0.1:9180",
+        "localhost",
+        "LOCALHOST:80",
+        "[::1]:9180",
+        "10.0.0.7",
+    ] {
+        assert_eq!(status(&open, host).await, 200, "{host}");
+    }
+    // A page elsewhere rebinding its name to this machine sends its own name.
+    for host in [
+        "evil.example",
+        "evil.example:9180",
+        "localhost.evil.example",
+        "[zz]:1",
+    ] {
+        assert_eq!(status(&open, host).await, 403, "{host}");
+    }
+    let named = Admin::new()
+        .with_allowed_hosts(["admin.internal"])
+        .expect("a host");
+    assert_eq!(status(&named, "Admin.Internal:9180").await, 200);
+    assert_eq!(status(&named, "evil.example").await, 403);
+    // With a token the name does not matter: the page elsewhere has no token.
+    let guarded = Admin::new().with_token("t").expect("a token");
+    let request = axum::http::Request::get("/health")
+        .header("host", "admin.example.com")
+        .header("authorization", "Bearer t")
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    assert_eq!(
+        guarded
+            .router()
+            .oneshot(request)
+            .await
+            .expect("an answer")
+            .status(),
+        200
+    );
+    for bad in ["", "a b", "h:80", "h/x"] {
+        assert_eq!(
+            Admin::new().with_allowed_hosts([bad]).unwrap_err().code(),
+            flext_handlers::Constants::ErrorCode::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+}
