@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use flext_admin::{Admin, AdminServer, ServeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -82,4 +83,12 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[size + 2..];
     }
     out
+}
+
+/// `admin` served on a free port of 127.0.0.1.
+pub(crate) async fn serve(admin: &Admin) -> AdminServer {
+    admin
+        .serve(ServeConfig::local(0))
+        .await
+        .expect("serving on a free port")
 }

@@ -6,18 +6,14 @@ use std::time::Duration;
 
 use flext_admin::{Admin, PROMETHEUS_CONTENT_TYPE, ServeConfig};
 
-use crate::client::{get, request};
+use crate::client::{get, request, serve};
 use crate::service::Service;
 
 #[tokio::test]
 async fn every_endpoint_answers_with_its_content_type() {
     let service = Service::new();
     service.traffic(4).await;
-    let server = service
-        .admin
-        .serve(ServeConfig::local(0))
-        .await
-        .expect("serving");
+    let server = serve(&service.admin).await;
     let addr = server.local_addr();
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_eq!(server.url(), format!("http://{addr}/"));
@@ -123,11 +119,7 @@ async fn every_endpoint_answers_with_its_content_type() {
 async fn metrics_are_prometheus_text_a_parser_reads() {
     let service = Service::new();
     service.traffic(3).await;
-    let server = service
-        .admin
-        .serve(ServeConfig::local(0))
-        .await
-        .expect("serving");
+    let server = serve(&service.admin).await;
     let answer = get(server.local_addr(), "/metrics").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("content-type"), Some(PROMETHEUS_CONTENT_TYPE));
@@ -185,11 +177,7 @@ async fn metrics_are_prometheus_text_a_parser_reads() {
 #[tokio::test]
 async fn health_is_200_when_healthy_and_503_when_degraded_or_unhealthy() {
     let service = Service::new();
-    let server = service
-        .admin
-        .serve(ServeConfig::local(0))
-        .await
-        .expect("serving");
+    let server = serve(&service.admin).await;
     let addr = server.local_addr();
     let health = get(addr, "/health").await;
     assert_eq!(
@@ -214,7 +202,7 @@ async fn health_is_200_when_healthy_and_503_when_degraded_or_unhealthy() {
     assert_eq!(degraded.json()["problems"][0], "breaker 'payments' is OPEN");
     // Where a dependency's outage should not take the service out of a load balancer.
     let lenient = service.admin.clone().with_degraded_ok();
-    let lenient_server = lenient.serve(ServeConfig::local(0)).await.expect("serving");
+    let lenient_server = serve(&lenient).await;
     let answer = get(lenient_server.local_addr(), "/health").await;
     assert_eq!(
         (answer.status, answer.json()["status"].as_str()),
@@ -261,11 +249,7 @@ async fn health_is_200_when_healthy_and_503_when_degraded_or_unhealthy() {
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
     let service = Service::new();
-    let server = service
-        .admin
-        .serve(ServeConfig::local(0))
-        .await
-        .expect("serving");
+    let server = serve(&service.admin).await;
     let addr = server.local_addr();
 
     let unknown = get(addr, "/nope").await;
@@ -317,7 +301,7 @@ async fn a_token_guards_every_endpoint_but_the_page() {
         .clone()
         .with_token("s3cret-token")
         .expect("a token");
-    let server = admin.serve(ServeConfig::local(0)).await.expect("serving");
+    let server = serve(&admin).await;
     let addr = server.local_addr();
     for path in [
         "/health",
@@ -542,7 +526,7 @@ async fn a_projection_runner_shows_its_progress_dead_letters_and_metrics() {
         ),
     );
     let admin = Admin::new().with_projection(runner.clone());
-    let server = admin.serve(ServeConfig::local(0)).await.expect("serving");
+    let server = serve(&admin).await;
     let addr = server.local_addr();
 
     let before = get(addr, "/projections").await.json();
@@ -615,7 +599,7 @@ async fn a_handler_failing_outside_the_manager_makes_the_service_unhealthy() {
         )
         .expect("registered");
     let admin = Admin::new().with_registry(registry.clone());
-    let server = admin.serve(ServeConfig::local(0)).await.expect("serving");
+    let server = serve(&admin).await;
     let addr = server.local_addr();
     assert_eq!(
         get(addr, "/health").await.json()["handlers"]["ship"]["health"],
@@ -766,10 +750,7 @@ fn strictly_parsed(text: &str) {
 
 #[tokio::test]
 async fn a_dropped_server_stops_listening() {
-    let server = Admin::new()
-        .serve(ServeConfig::local(0))
-        .await
-        .expect("serving");
+    let server = serve(&Admin::new()).await;
     let addr = server.local_addr();
     assert_eq!(get(addr, "/health").await.status, 200);
     drop(server);
