@@ -113,10 +113,11 @@ pub mod Constants {
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Types {
     pub use flext_types::{
-        AppendResult, ConfigSource, DeadLetter, EventMetadata, ExpectedVersion, FlextError,
-        FlextResult, HandlerConfig, HandlerMetrics, JsonPayload, LatencySummary, MessageMetadata,
-        MetricSample, MetricSet, MetricValue, NewEvent, PerformanceProfile, ResultExt, SizeSummary,
-        Snapshot, StoredEvent, combine, first_success, panic_message, short_type_name, traverse,
+        AppendResult, ConfigSource, Cursor, DEFAULT_PAGE_LIMIT, DeadLetter, EventMetadata,
+        ExpectedVersion, FlextError, FlextResult, HandlerConfig, HandlerMetrics, JsonPayload,
+        LatencySummary, MAX_PAGE_LIMIT, MessageMetadata, MetricSample, MetricSet, MetricValue,
+        NewEvent, Page, PageRequest, PerformanceProfile, ResultExt, SizeSummary, Snapshot,
+        StoredEvent, combine, first_success, panic_message, short_type_name, traverse,
     };
 }
 
@@ -268,8 +269,8 @@ pub mod prelude {
         Projection, Query, async_trait, authorizer_fn,
     };
     pub use flext_types::{
-        ExpectedVersion, FlextError, FlextResult, HandlerConfig, MessageMetadata, ResultExt,
-        StoredEvent,
+        ExpectedVersion, FlextError, FlextResult, HandlerConfig, MessageMetadata, Page,
+        PageRequest, ResultExt, StoredEvent,
     };
 }
 

@@ -38,6 +38,7 @@ mod error;
 mod message;
 mod metrics;
 mod names;
+mod page;
 mod profile;
 mod railway;
 mod records;
@@ -51,6 +52,7 @@ pub use metrics::{
     HandlerMetrics, LatencySummary, MetricSample, MetricSet, MetricValue, SizeSummary,
 };
 pub use names::short_type_name;
+pub use page::{Cursor, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, Page, PageRequest};
 pub use profile::PerformanceProfile;
 pub use railway::{ResultExt, combine, first_success, traverse};
 pub use records::{

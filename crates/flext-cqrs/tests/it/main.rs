@@ -19,6 +19,7 @@ mod events;
 mod instrumentation;
 mod metadata;
 mod middleware;
+mod pages;
 mod queries;
 mod remote;
 
