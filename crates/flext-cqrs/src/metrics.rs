@@ -70,6 +70,9 @@ pub struct EventBusMetrics {
     pub deliveries: u64,
     /// Failed deliveries.
     pub failed_deliveries: u64,
+    /// Deliveries refused because the subscriber of the event's name expects another type
+    /// (also counted as failed deliveries): a subscriber that never fires.
+    pub type_mismatches: u64,
     /// Active subscriptions.
     pub subscriptions: usize,
     /// Per event name.

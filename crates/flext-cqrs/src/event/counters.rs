@@ -22,6 +22,8 @@ pub(super) struct Counts {
     unsubscribed: AtomicUsize,
     other: Counters,
     totals: Counters,
+    /// Deliveries refused because the subscriber expects another type.
+    mismatches: AtomicU64,
 }
 
 #[derive(Default)]
@@ -70,6 +72,11 @@ impl Counts {
                 self.unsubscribed.fetch_sub(1, AcqRel);
             }
         }
+    }
+
+    /// Counts an event a subscriber of its name could not take (another type).
+    pub(super) fn mismatched(&self) {
+        self.mismatches.fetch_add(1, Relaxed);
     }
 
     /// Counts a publish or delivery of `name`.
@@ -161,6 +168,7 @@ impl EventBus {
             events_published: totals.published,
             deliveries: totals.delivered,
             failed_deliveries: totals.failed,
+            type_mismatches: counts.mismatches.load(Relaxed),
             subscriptions: self.subscription_count(),
             events,
         }
@@ -185,6 +193,11 @@ impl MetricsSource for EventBus {
             "failed_deliveries",
             "Failed deliveries.",
             MetricValue::Counter(m.failed_deliveries),
+        );
+        set.push(
+            "type_mismatches",
+            "Deliveries refused because the subscriber expects another type.",
+            MetricValue::Counter(m.type_mismatches),
         );
         set.push(
             "subscriptions",

@@ -93,6 +93,8 @@ struct Subscriber {
     event_type: TypeId,
     event_type_name: String,
     route: Route,
+    /// Events of its name it could not take, being of another type.
+    mismatches: AtomicU64,
 }
 
 /// Delivers each published event to every subscriber of its name and of its type.
@@ -206,8 +208,12 @@ impl EventBus {
 
     /// Subscribes `handler` to events named `event_name` whose type is `E`.
     ///
-    /// An event of that name published as another type is reported as a failed delivery
-    /// to this subscriber, never silently skipped.
+    /// An event of that name published as another type is never silently skipped: it is a
+    /// failed delivery to this subscriber in the [`PublishReport`] (an `OPERATION_ERROR`
+    /// naming both types), counted in [`EventBusMetrics::type_mismatches`](crate::EventBusMetrics)
+    /// and logged as an error the first time. Events an [`EventRelay`](crate::EventRelay)
+    /// delivers arrive as [`Envelope<E>`](crate::Envelope): subscribe to those with
+    /// [`subscribe_envelope`](Self::subscribe_envelope).
     pub fn subscribe<E: Event>(
         &self,
         event_name: &str,
@@ -238,6 +244,54 @@ impl EventBus {
     {
         let name = format!("{event_name} subscriber");
         self.subscribe(event_name, handler_fn(name, f))
+    }
+
+    /// Subscribes `handler` to the events named `event_name` that an
+    /// [`EventRelay`](crate::EventRelay) delivers from the store: each arrives as an
+    /// [`Envelope<E>`](crate::Envelope) (the event with its stream, version, position and
+    /// metadata), which is what the relay publishes. Subscribing these with
+    /// [`subscribe`](Self::subscribe) and `Arc<E>` would never match.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flext_cqrs::{Envelope, EventBus};
+    /// use flext_protocols::Event;
+    /// use serde::Deserialize;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Deposited { amount: u64 }
+    /// impl Event for Deposited { fn event_name(&self) -> &str { "Deposited" } }
+    ///
+    /// let bus = EventBus::new();
+    /// bus.subscribe_envelope_fn("Deposited", "notifier", |event: Arc<Envelope<Deposited>>| async move {
+    ///     println!("{} got {}", event.stream_id, event.payload.amount);
+    ///     Ok(())
+    /// });
+    /// assert_eq!(bus.subscribers::<Envelope<Deposited>>("Deposited")[0].name, "notifier");
+    /// ```
+    pub fn subscribe_envelope<E: Event>(
+        &self,
+        event_name: &str,
+        handler: impl Handler<Request = Arc<crate::Envelope<E>>, Response = ()> + 'static,
+    ) -> SubscriptionId {
+        self.subscribe::<crate::Envelope<E>>(event_name, handler)
+    }
+
+    /// [`subscribe_envelope`](Self::subscribe_envelope) of an async closure or `async fn`
+    /// under the subscriber name `name` (a relay keeps each subscriber's progress under
+    /// its name, so each needs its own).
+    pub fn subscribe_envelope_fn<E, F, Fut>(
+        &self,
+        event_name: &str,
+        name: &str,
+        f: F,
+    ) -> SubscriptionId
+    where
+        E: Event,
+        F: Fn(Arc<crate::Envelope<E>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FlextResult<()>> + Send + 'static,
+    {
+        self.subscribe_envelope(event_name, handler_fn(name.to_owned(), f))
     }
 
     /// Subscribes `handler` to every event of type `E`, whatever its name.
@@ -279,6 +333,7 @@ impl EventBus {
             event_type: TypeId::of::<E>(),
             event_type_name: short_type_name::<E>(),
             route: Route::subscriber(label, handler),
+            mismatches: AtomicU64::new(0),
         });
         let append = |list: &mut Subscribers| {
             let mut next: Vec<Arc<Subscriber>> = list.to_vec();
@@ -385,15 +440,7 @@ impl EventBus {
         event: &Arc<E>,
         metadata: Option<&MessageMetadata>,
     ) -> FlextResult<()> {
-        if subscriber.event_type != TypeId::of::<E>() {
-            return Err(FlextError::operation(format!(
-                "Subscriber '{}' of {} expects {}, but the event was published as {}",
-                subscriber.route.handler_name(),
-                subscriber.route.message_type(),
-                subscriber.event_type_name,
-                short_type_name::<E>()
-            )));
-        }
+        subscriber.expects::<E>(&self.counts)?;
         subscriber
             .route
             .call::<Arc<E>, ()>(

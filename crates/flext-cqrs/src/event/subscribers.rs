@@ -106,6 +106,42 @@ impl EventBus {
 }
 
 impl Subscriber {
+    /// `Ok` when the subscriber takes events of type `E`. Otherwise the event of its name
+    /// was published as another type: an `OPERATION_ERROR` naming both, counted in the
+    /// bus's `type_mismatches`, logged as an error the first time for this subscriber.
+    pub(super) fn expects<E: Event>(&self, counts: &counters::Counts) -> FlextResult<()> {
+        if self.event_type == TypeId::of::<E>() {
+            return Ok(());
+        }
+        let published = short_type_name::<E>();
+        let hint = if published == format!("Envelope<{}>", self.event_type_name) {
+            " (events from an EventRelay arrive as Envelope<E>: subscribe with \
+             EventBus::subscribe_envelope)"
+        } else {
+            ""
+        };
+        let message = format!(
+            "Subscriber '{}' of {} expects {}, but the event was published as {published}{hint}",
+            self.route.handler_name(),
+            self.route.message_type(),
+            self.event_type_name,
+        );
+        counts.mismatched();
+        if self.mismatches.fetch_add(1, Relaxed) == 0 {
+            tracing::error!(
+                subscriber = %self.route.handler_name(),
+                expects = %self.event_type_name,
+                published = %published,
+                "{message}; its events of this type are not delivered (logged once)"
+            );
+        }
+        Err(FlextError::operation(message).with_data(serde_json::json!({
+            "subscriber": self.route.handler_name(),
+            "expects": self.event_type_name,
+            "published": published,
+        })))
+    }
+
     fn info(&self) -> SubscriberInfo {
         SubscriberInfo {
             subscription: self.id,

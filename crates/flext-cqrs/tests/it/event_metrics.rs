@@ -32,8 +32,8 @@ async fn names_published_without_subscribers_are_capped_and_the_rest_count_as_ot
     );
     assert_eq!(m.events_published, 10_000);
     assert_eq!(m.events.values().map(|e| e.published).sum::<u64>(), 10_000);
-    // What a scrape exports: four bus totals and three series per counted name.
-    assert_eq!(bus.metric_set().samples.len(), 4 + 3 * (CAP + 1));
+    // What a scrape exports: five bus totals and three series per counted name.
+    assert_eq!(bus.metric_set().samples.len(), 5 + 3 * (CAP + 1));
 }
 
 #[tokio::test]

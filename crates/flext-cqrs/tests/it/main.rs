@@ -22,6 +22,7 @@ mod middleware;
 mod pages;
 mod queries;
 mod remote;
+mod subscriptions;
 
 use flext_protocols::{Command, Event, Query};
 use flext_types::{FlextError, FlextResult};
