@@ -128,8 +128,8 @@ pub mod Protocols {
         Aggregate, AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith,
         BoxHandler, BoxLease, CheckpointStore, Command, Event, EventStore, EventStream,
         HandleFuture, Handler, HeldLease, Leases, MetricsSource, Middleware, Next, Projection,
-        Query, RemoteCall, RemoteDispatch, RemoteKind, RemoteTransport, SharedMiddleware,
-        SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
+        Query, RemoteCall, RemoteDispatch, RemoteKind, RemoteTransport, ServicedAggregate,
+        SharedMiddleware, SnapshotStore, Validator, Verdict, authorizer_fn, authorizer_with,
     };
 }
 
@@ -266,7 +266,7 @@ pub mod prelude {
     };
     pub use flext_protocols::{
         Aggregate, BoxHandler, Command, Event, EventStore, Handler, MetricsSource, Middleware,
-        Projection, Query, async_trait, authorizer_fn,
+        Projection, Query, ServicedAggregate, async_trait, authorizer_fn,
     };
     pub use flext_types::{
         ExpectedVersion, FlextError, FlextResult, HandlerConfig, MessageMetadata, Page,

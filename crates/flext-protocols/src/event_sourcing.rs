@@ -140,6 +140,68 @@ pub trait Aggregate:
     fn apply(&mut self, event: &Self::Event);
 }
 
+/// An aggregate whose decisions may wait on services: a fraud check, a price list, a
+/// directory. The repository hands them in (`Repository::execute_serviced`), with the
+/// aggregate's id, and decides again — calling the services again — on the fresh state
+/// after a concurrency conflict, so a check never judges a state that has since moved.
+///
+/// `decide` must not change state, like [`Aggregate::handle`]; the services may be called
+/// more than once for one command (after a conflict), so their calls should be safe to
+/// repeat (a check, a quote), not effects (a charge belongs in an event's subscriber).
+///
+/// ```
+/// use flext_protocols::{Aggregate, Event, ServicedAggregate, async_trait};
+/// use flext_types::{FlextError, FlextResult};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # struct Withdrawn(u64);
+/// # impl Event for Withdrawn { fn event_name(&self) -> &str { "Withdrawn" } }
+/// # #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// # struct Account { balance: u64 }
+/// # impl Aggregate for Account {
+/// #     const TYPE: &'static str = "Account";
+/// #     type Command = u64;
+/// #     type Event = Withdrawn;
+/// #     fn handle(&self, amount: u64) -> FlextResult<Vec<Withdrawn>> { Ok(vec![Withdrawn(amount)]) }
+/// #     fn apply(&mut self, e: &Withdrawn) { self.balance -= e.0; }
+/// # }
+///
+/// /// The fraud service, as the account sees it.
+/// #[async_trait]
+/// trait Fraud: Send + Sync {
+///     async fn allows(&self, account: &str, amount: u64) -> FlextResult<bool>;
+/// }
+///
+/// #[async_trait]
+/// impl ServicedAggregate for Account {
+///     type Services = Box<dyn Fraud>;
+///
+///     async fn decide(&self, id: &str, amount: u64, fraud: &Box<dyn Fraud>) -> FlextResult<Vec<Withdrawn>> {
+///         if amount > self.balance {
+///             return Err(FlextError::business_rule("Insufficient funds"));
+///         }
+///         if !fraud.allows(id, amount).await? {
+///             return Err(FlextError::authorization_denied(format!("Withdrawal from {id} held for review")));
+///         }
+///         Ok(vec![Withdrawn(amount)])
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait ServicedAggregate: Aggregate {
+    /// What its decisions may call: a struct of clients, a trait object, an `Arc`.
+    type Services: Send + Sync;
+
+    /// Decides on `command` for the aggregate `id`, calling `services` as it needs: the
+    /// events to append, or an error that rejects it.
+    async fn decide(
+        &self,
+        id: &str,
+        command: Self::Command,
+        services: &Self::Services,
+    ) -> FlextResult<Vec<Self::Event>>;
+}
+
 /// A read model built from the log, one event at a time.
 ///
 /// Events arrive in order within each stream, not across streams: an event that failed and

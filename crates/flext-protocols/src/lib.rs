@@ -57,7 +57,8 @@ mod verdict;
 
 pub use async_trait::async_trait;
 pub use event_sourcing::{
-    Aggregate, CheckpointStore, EventStore, EventStream, Projection, SnapshotStore,
+    Aggregate, CheckpointStore, EventStore, EventStream, Projection, ServicedAggregate,
+    SnapshotStore,
 };
 pub use handler::{BoxHandler, HandleFuture, Handler};
 pub use lease::{BoxLease, HeldLease, Leases};

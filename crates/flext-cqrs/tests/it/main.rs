@@ -22,6 +22,7 @@ mod middleware;
 mod pages;
 mod queries;
 mod remote;
+mod serviced;
 mod subscriptions;
 
 use flext_protocols::{Command, Event, Query};

@@ -92,7 +92,10 @@ async fn a_relayed_event_for_a_plainly_typed_subscriber_is_a_dead_letter_saying_
         relay.clone(),
     );
     runner.catch_up().await.expect("caught up");
-    let letters = relay.dead_letters("Withdrawn subscriber").await.expect("letters");
+    let letters = relay
+        .dead_letters("Withdrawn subscriber")
+        .await
+        .expect("letters");
     assert_eq!(letters.len(), 1, "the event is not silently skipped");
     assert!(
         letters[0]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use flext_constants::{ErrorCode, handler};
-use flext_impl::catch_panic_sync;
+use flext_impl::{catch_panic, catch_panic_sync};
 use flext_protocols::Event;
-use flext_protocols::{Aggregate, EventStore, SnapshotStore};
+use flext_protocols::{Aggregate, EventStore, ServicedAggregate, SnapshotStore};
 use flext_types::{
     AppendResult, EventMetadata, ExpectedVersion, FlextError, FlextResult, JsonPayload,
     MessageMetadata, NewEvent, Snapshot, StoredEvent,
@@ -102,6 +102,14 @@ pub struct Loaded<A> {
     pub state: Arc<A>,
     /// The version of the last event applied (0 for a new aggregate).
     pub version: u64,
+}
+
+impl<A> Loaded<A> {
+    /// Whether the aggregate exists: some event of its stream was stored (version 0 is an
+    /// aggregate never created, whose state is the default).
+    pub fn exists(&self) -> bool {
+        self.version > 0
+    }
 }
 
 impl<A: Default> Loaded<A> {
@@ -370,6 +378,49 @@ impl<A: Aggregate> Repository<A> {
         self.run(id, command, Some(message)).await
     }
 
+    /// Runs `command` on the aggregate `id` as [`execute`](Self::execute) does, deciding
+    /// with [`ServicedAggregate::decide`] and `services`: an async decision that may call
+    /// them (a fraud check). After a concurrency conflict the whole decision runs again on
+    /// the fresh state, the services' calls included. A panic in `decide` is an
+    /// `OPERATION_ERROR`, as in `handle`.
+    pub async fn execute_serviced(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+    ) -> FlextResult<Executed<A>>
+    where
+        A: ServicedAggregate,
+        A::Command: Clone,
+    {
+        let decider = Serviced(services);
+        match current::handling() {
+            Some((message, subscriber)) => {
+                let message = Message::new(&message, subscriber);
+                self.run_with(id, command, Some(message), &decider).await
+            }
+            None => self.run_with(id, command, None, &decider).await,
+        }
+    }
+
+    /// [`execute_serviced`](Self::execute_serviced) carried by the message `metadata`
+    /// describes, as [`execute_with`](Self::execute_with).
+    pub async fn execute_serviced_with(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+        metadata: &MessageMetadata,
+    ) -> FlextResult<Executed<A>>
+    where
+        A: ServicedAggregate,
+        A::Command: Clone,
+    {
+        let message = Message::new(metadata, current::subscriber());
+        self.run_with(id, command, Some(message), &Serviced(services))
+            .await
+    }
+
     async fn run(
         &self,
         id: &str,
@@ -379,26 +430,42 @@ impl<A: Aggregate> Repository<A> {
     where
         A::Command: Clone,
     {
+        self.run_with(id, command, message, &Handle).await
+    }
+
+    async fn run_with<D: Decider<A>>(
+        &self,
+        id: &str,
+        command: A::Command,
+        message: Option<Message<'_>>,
+        decider: &D,
+    ) -> FlextResult<Executed<A>>
+    where
+        A::Command: Clone,
+    {
         let stream = Self::checked_stream_id(id)?;
         let Some(message) = message else {
             let metadata = EventMetadata::default();
-            return self.decide(id, &stream, command, &metadata, None).await;
+            return self
+                .decide(id, &stream, command, &metadata, None, decider)
+                .await;
         };
         let batch = BatchIds::new(message, &stream);
         let metadata = EventMetadata::caused_by(message.metadata);
-        self.decide(id, &stream, command, &metadata, Some(&batch))
+        self.decide(id, &stream, command, &metadata, Some(&batch), decider)
             .await
     }
 
     /// Loads, decides and appends, deciding again after each conflict; with a `batch`, first
     /// returns the original result of a batch already stored.
-    async fn decide(
+    async fn decide<D: Decider<A>>(
         &self,
         id: &str,
         stream: &str,
         command: A::Command,
         metadata: &EventMetadata,
         batch: Option<&BatchIds<'_>>,
+        decider: &D,
     ) -> FlextResult<Executed<A>>
     where
         A::Command: Clone,
@@ -415,7 +482,7 @@ impl<A: Aggregate> Repository<A> {
             let loaded = self.apply_stored(&base, &tail)?;
             self.remember(id, &loaded);
             let decision = command.clone();
-            let events = match catch_panic_sync(|| loaded.state.handle(decision)) {
+            let events = match decider.decide(&loaded.state, id, decision).await {
                 Ok(events) if !events.is_empty() => events,
                 outcome => {
                     // A repeated message may have been decided before the state loaded here.
@@ -584,5 +651,44 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
             .field("config", &self.config)
             .field("cached", &self.cache.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// How a repository decides on a command: [`Aggregate::handle`], or
+/// [`ServicedAggregate::decide`] with its services.
+trait Decider<A: Aggregate>: Sync {
+    fn decide<'a>(
+        &'a self,
+        state: &'a A,
+        id: &'a str,
+        command: A::Command,
+    ) -> impl Future<Output = FlextResult<Vec<A::Event>>> + Send + 'a;
+}
+
+/// Decides with [`Aggregate::handle`].
+struct Handle;
+
+impl<A: Aggregate> Decider<A> for Handle {
+    fn decide<'a>(
+        &'a self,
+        state: &'a A,
+        _id: &'a str,
+        command: A::Command,
+    ) -> impl Future<Output = FlextResult<Vec<A::Event>>> + Send + 'a {
+        std::future::ready(catch_panic_sync(|| state.handle(command)))
+    }
+}
+
+/// Decides with [`ServicedAggregate::decide`] and the services.
+struct Serviced<'s, S>(&'s S);
+
+impl<A: ServicedAggregate> Decider<A> for Serviced<'_, A::Services> {
+    fn decide<'a>(
+        &'a self,
+        state: &'a A,
+        id: &'a str,
+        command: A::Command,
+    ) -> impl Future<Output = FlextResult<Vec<A::Event>>> + Send + 'a {
+        catch_panic(state.decide(id, command, self.0))
     }
 }
