@@ -68,7 +68,9 @@
 //!   (`tower::ServiceHandler`), any tower layer around a flext handler
 //!   (`tower::HandlerExt::layer`), tower's errors as `FlextError`s naming the layer, and
 //!   the `tower` crate itself (`tower::tower`).
-//! - `full`: every adapter, `metrics` and `tower`.
+//! - `testing`: the test kit as `testing` (conformance suites, aggregate and saga
+//!   fixtures), for a user's own tests.
+//! - `full`: every adapter, `metrics`, `tower` and `testing`.
 //!
 //! Each store passes the same conformance suite as
 //! [`InMemoryEventStore`](CQRS::InMemoryEventStore), so code written against the
@@ -83,6 +85,15 @@ pub use flext_protocols as protocols;
 pub use flext_protocols::async_trait;
 pub use flext_store as store;
 pub use flext_types as types;
+
+/// The test kit (feature `testing`): store conformance suites to run against a store of
+/// one's own, and given/when/then fixtures for aggregates
+/// ([`AggregateFixture`](flext_testing::AggregateFixture)) and sagas
+/// ([`SagaFixture`](flext_testing::SagaFixture)). Turn it on for tests only:
+/// `flext-handlers = { version = "…", features = ["testing"] }` under
+/// `[dev-dependencies]`.
+#[cfg(feature = "testing")]
+pub use flext_testing as testing;
 
 /// The guide's `FlextHandlers.Constants`: limits, defaults, states and configuration enums.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]

@@ -11,4 +11,5 @@ mod orders;
 mod programs;
 mod replicas;
 mod saga_processes;
+mod test_kit;
 mod users;
