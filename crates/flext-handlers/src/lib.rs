@@ -98,7 +98,9 @@ pub use flext_testing as testing;
 /// The guide's `FlextHandlers.Constants`: limits, defaults, states and configuration enums.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Constants {
+    #[doc(inline)]
     pub use flext_constants::UnknownVariant;
+    #[doc(inline)]
     pub use flext_constants::{
         Environment, ErrorCode, HandlerKind, HandlerState, LogLevel, PerformanceLevel,
         ValidationLevel, WireEnum,
@@ -107,7 +109,9 @@ pub mod Constants {
     /// Handler limits and defaults (`Constants::Handler::DEFAULT_TIMEOUT`, …) and the
     /// handler states (`Constants::Handler::States::Idle`).
     pub mod Handler {
+        #[doc(inline)]
         pub use flext_constants::HandlerState as States;
+        #[doc(inline)]
         pub use flext_constants::handler::{
             DEFAULT_TIMEOUT, DEFAULT_TIMEOUT_MS, MAX_CHAIN_HANDLERS, MAX_PIPELINE_STAGES,
             MAX_RETRIES, SLOW_HANDLER_THRESHOLD,
@@ -116,6 +120,7 @@ pub mod Constants {
 
     /// Configuration enums (`Constants::Config::Environment`, …).
     pub mod Config {
+        #[doc(inline)]
         pub use flext_constants::{Environment, LogLevel, ValidationLevel};
     }
 }
@@ -123,6 +128,7 @@ pub mod Constants {
 /// The guide's `FlextHandlers.Types`: errors, results, configuration, metrics, metadata.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Types {
+    #[doc(inline)]
     pub use flext_types::{
         AppendResult, ConfigSource, Cursor, DEFAULT_PAGE_LIMIT, DeadLetter, EventMetadata,
         ExpectedVersion, FlextError, FlextResult, HandlerConfig, HandlerMetrics, JsonPayload,
@@ -135,6 +141,7 @@ pub mod Types {
 /// The guide's `FlextHandlers.Protocols`: the contracts.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Protocols {
+    #[doc(inline)]
     pub use flext_protocols::{
         Aggregate, AsyncCheck, AsyncCheckWith, Authorizer, AuthorizerFn, AuthorizerWith,
         BoxHandler, BoxLease, CheckpointStore, Command, Event, EventStore, EventStream,
@@ -147,11 +154,13 @@ pub mod Protocols {
 /// The guide's `FlextHandlers.Implementation`: the concrete handlers.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Implementation {
+    #[doc(inline)]
     pub use flext_impl::{
         AbstractHandler, AuthorizingHandler, BasicHandler, EventHandler, FnHandler, HandlerCore,
         Identity, ManagedHandler, MetricsHandler, MetricsRecorder, MetricsReport, SyncFnHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
+    #[doc(inline)]
     pub use flext_impl::{
         Backoff, Deadline, DeadlineSubject, InFlight, JsonHandler, LatencySnapshot, Timer,
         catch_panic, catch_panic_sync,
@@ -162,7 +171,9 @@ pub mod Implementation {
 /// sourcing (repository, in-memory store, projections, relay).
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod CQRS {
+    #[doc(inline)]
     pub use flext_cqrs::Instrumentation;
+    #[doc(inline)]
     pub use flext_cqrs::{
         AuthorizationMiddleware, Backoff, BusMiddleware, CommandBus, CommandBusMetrics,
         DeadLetterPolicy, DeadLetterRetry, Delivery, DeliveryFailure, Dispatch, DispatchContext,
@@ -182,15 +193,19 @@ pub mod CQRS {
 /// owner) is `PostgresProjectionStatus` here, so that it and a runner's own
 /// [`ProjectionStatus`](CQRS::ProjectionStatus) keep one name each under glob imports.
 pub mod stores {
+    #[doc(inline)]
     pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
+    #[doc(inline)]
     pub use flext_store_postgres::ProjectionStatus as PostgresProjectionStatus;
     #[cfg(feature = "postgres")]
+    #[doc(inline)]
     pub use flext_store_postgres::{
         Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresLeases,
         PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, redact, sqlx,
     };
     #[cfg(feature = "sqlite")]
+    #[doc(inline)]
     pub use flext_store_sqlite::{
         SqliteEventStore, SqliteProjection, SqliteProjectionRunner, SqliteStoreOptions,
     };
@@ -201,6 +216,7 @@ pub mod stores {
 /// and remote commands and queries over request/reply with queue groups.
 #[cfg(feature = "nats")]
 pub mod nats {
+    #[doc(inline)]
     pub use flext_bus_nats::{
         ConsumerConfig, DeliveryPolicy, EventSink, EventStreams, NatsConsumer, NatsRelay,
         NatsTransport, NatsWorker, VersionedSink, async_nats, codec, remote,
@@ -211,6 +227,7 @@ pub mod nats {
 /// Prometheus metrics, handlers, breakers, projections and a live dashboard.
 #[cfg(feature = "admin")]
 pub mod admin {
+    #[doc(inline)]
     pub use flext_admin::{
         Admin, AdminServer, DEFAULT_HISTORY, DEFAULT_PORT, DEFAULT_PROBE_TIMEOUT,
         DEFAULT_SAMPLE_INTERVAL, FnProbe, PROMETHEUS_CONTENT_TYPE, ProjectionProbe, ProjectionView,
@@ -224,6 +241,7 @@ pub mod admin {
 /// naming the layer; and the `tower` crate itself.
 #[cfg(feature = "tower")]
 pub mod tower {
+    #[doc(inline)]
     pub use flext_tower::{
         HandlerExt, HandlerService, HandlerServiceRef, ServiceHandler, TowerLayered, layer, tower,
         tower_error,
@@ -239,6 +257,7 @@ pub mod tower {
 /// namespaces and of the [`prelude`] give each name one meaning.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Patterns {
+    #[doc(inline)]
     pub use flext_patterns::{
         BreakerState, Bulkhead, BulkheadMetrics, ChainMetrics, ChainMode, CircuitBreaker,
         CircuitBreakerConfig, CircuitBreakerMetrics, HandlerChain, HookMiddleware, Layered,
@@ -251,34 +270,43 @@ pub mod Patterns {
 /// The guide's `FlextHandlers.Management`: registry, manager, lifecycle, exposition.
 #[allow(non_snake_case, reason = "the guide's namespace spelling")]
 pub mod Management {
+    #[doc(inline)]
     pub use flext_management::{
         HandlerHealth, HandlerInfo, HandlerManager, HandlerRegistry, HandlerSpec, Health,
         HealthReport, Lifecycle, LifecycleManager, RegisteredHandler, RegistryMetrics, collect,
         to_json, to_prometheus,
     };
     #[cfg(feature = "metrics")]
+    #[doc(inline)]
     pub use flext_management::{MetricsBridge, MetricsBridgeTask};
 }
 
 /// The everyday items: `use flext_handlers::prelude::*;`.
 pub mod prelude {
+    #[doc(inline)]
     pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
+    #[doc(inline)]
     pub use flext_cqrs::{
         CommandBus, Envelope, EventBus, InMemoryEventStore, ProjectionRunner, PublishReport,
         QueryBus, Repository,
     };
+    #[doc(inline)]
     pub use flext_impl::{
         AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,
         ValidatingHandler, handler_fn, sync_handler_fn,
     };
+    #[doc(inline)]
     pub use flext_management::{HandlerManager, HandlerRegistry, HandlerSpec};
+    #[doc(inline)]
     pub use flext_patterns::{
         CircuitBreaker, HandlerChain, HookMiddleware, Layered, Pipeline, Retry, Saga, Timeout,
     };
+    #[doc(inline)]
     pub use flext_protocols::{
         Aggregate, BoxHandler, Command, Event, EventStore, Handler, MetricsSource, Middleware,
         Projection, Query, ServicedAggregate, async_trait, authorizer_fn,
     };
+    #[doc(inline)]
     pub use flext_types::{
         ExpectedVersion, FlextError, FlextResult, HandlerConfig, MessageMetadata, Page,
         PageRequest, ResultExt, StoredEvent,
