@@ -156,10 +156,11 @@ pub mod CQRS {
         DeadLetterPolicy, DeadLetterRetry, Delivery, DeliveryFailure, Dispatch, DispatchContext,
         DispatchOutput, Envelope, ErrorClass, EventBus, EventBusMetrics, EventMetrics, EventRelay,
         Executed, InMemoryEventStore, Loaded, MessageKind, MessageTypeMetrics, ProjectionConfig,
-        ProjectionProgress, ProjectionRunner, ProjectionStatus, PublishReport, QueryBus,
-        QueryBusMetrics, RemoteHandlers, Repository, RepositoryConfig, SubscriberInfo,
-        SubscriptionId, TRANSIENT_BY_DEFAULT, TimeoutMiddleware, Upcasters, ValidationMiddleware,
-        current_metadata, with_current_metadata,
+        ProjectionHandle, ProjectionProgress, ProjectionRunner, ProjectionStatus, PublishReport,
+        QueryBus, QueryBusMetrics, RemoteHandlers, Repository, RepositoryConfig, RunHandle,
+        Runnable, Shutdown, SubscriberInfo, SubscriptionId, TRANSIENT_BY_DEFAULT,
+        TimeoutMiddleware, Upcasters, ValidationMiddleware, current_metadata,
+        with_current_metadata,
     };
 }
 
@@ -170,17 +171,19 @@ pub mod CQRS {
 /// owner) is `PostgresProjectionStatus` here, so that it and a runner's own
 /// [`ProjectionStatus`](CQRS::ProjectionStatus) keep one name each under glob imports.
 pub mod stores {
-    pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
+    pub use flext_store::{InMemoryEventStore, RunHandle, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::ProjectionStatus as PostgresProjectionStatus;
     #[cfg(feature = "postgres")]
     pub use flext_store_postgres::{
         Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresLeases,
-        PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, redact, sqlx,
+        PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
+        PostgresStoreOptions, redact, sqlx,
     };
     #[cfg(feature = "sqlite")]
     pub use flext_store_sqlite::{
-        SqliteEventStore, SqliteProjection, SqliteProjectionRunner, SqliteStoreOptions,
+        SqliteEventStore, SqliteProjection, SqliteProjectionHandle, SqliteProjectionRunner,
+        SqliteStoreOptions,
     };
 }
 

@@ -13,6 +13,7 @@ use flext_protocols::{CheckpointStore, EventStore, MetricsSource, Projection};
 use flext_types::{DeadLetter, FlextError, FlextResult, MetricSet, MetricValue, StoredEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::es::consumer::{
@@ -20,6 +21,7 @@ use crate::es::consumer::{
 };
 use crate::es::retry::{DeadLetterPolicy, ErrorClass};
 use flext_impl::Backoff;
+use flext_store::{RunHandle, Runnable, Shutdown};
 
 /// How a [`ProjectionRunner`] (or an [`EventRelay`](crate::EventRelay), for each of its
 /// subscribers) reads, retries and gives up.
@@ -267,13 +269,40 @@ pub struct ProjectionRunner {
     live: Arc<Live>,
 }
 
-/// What the runs of a runner share with [`ProjectionRunner::status`] and its metrics.
-#[derive(Debug, Default)]
+/// What the runs of a runner share with [`ProjectionRunner::status`], its metrics and its
+/// [`ProjectionHandle`]s.
+#[derive(Debug)]
 struct Live {
-    /// The last position a run finished (or started from).
-    position: AtomicU64,
+    /// The last position a run finished (or started from), for the waiters of a handle.
+    position: watch::Sender<u64>,
     /// Runs going on now.
     runs: AtomicUsize,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            position: watch::Sender::new(0),
+            runs: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Live {
+    /// The last position a run finished.
+    fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Moves the position; its waiters are woken, if it has any (without any, there is no
+    /// one to wake: a receiver made later reads the value; the count is read under the
+    /// channel's lock, so a receiver made meanwhile still reads the new value).
+    fn advance(&self, position: u64) {
+        self.position.send_if_modified(|current| {
+            *current = position;
+            self.position.receiver_count() > 0
+        });
+    }
 }
 
 /// One run counted in [`Live::runs`] while it lives (a run's future may be dropped).
@@ -282,7 +311,7 @@ struct Running(Arc<Live>);
 impl Running {
     fn new(live: &Arc<Live>, position: u64) -> Self {
         live.runs.fetch_add(1, Relaxed);
-        live.position.store(position, Relaxed);
+        live.advance(position);
         Self(live.clone())
     }
 }
@@ -373,7 +402,7 @@ impl ProjectionRunner {
     pub async fn status(&self) -> FlextResult<ProjectionStatus> {
         // The position first, the head after: the head is then never behind it.
         let position = if self.live.runs.load(Relaxed) > 0 {
-            self.live.position.load(Relaxed)
+            self.live.position()
         } else {
             self.position().await?
         };
@@ -477,6 +506,43 @@ impl ProjectionRunner {
         }
         stop.stop();
         work.await
+    }
+
+    /// Runs on a task of its own, as [`run_until`](Self::run_until) does, until the
+    /// returned [`ProjectionHandle`] shuts it down (or is dropped): the handle stops it,
+    /// waits for it to end, and waits until it has finished a position (read-your-writes)
+    /// or caught up, without polling. [`runner`](RunHandle::runner) reaches the runner
+    /// while it runs (its status, its dead letters). A runner already in an `Arc` spawns
+    /// with [`RunHandle::spawn`]. `OPERATION_ERROR` outside a tokio runtime.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use flext_cqrs::{InMemoryEventStore, ProjectionRunner};
+    /// # use flext_protocols::{EventStore, Projection};
+    /// # use flext_types::{ExpectedVersion, FlextResult, JsonPayload, NewEvent, StoredEvent};
+    /// # struct Noop;
+    /// # #[flext_protocols::async_trait]
+    /// # impl Projection for Noop {
+    /// #     fn name(&self) -> &str { "balances" }
+    /// #     async fn apply(&self, _: &StoredEvent) -> FlextResult<()> { Ok(()) }
+    /// #     async fn reset(&self) -> FlextResult<()> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> FlextResult<()> {
+    /// let store = Arc::new(InMemoryEventStore::new());
+    /// let handle = ProjectionRunner::new(store.clone(), store.clone(), Arc::new(Noop)).spawn()?;
+    ///
+    /// let event = NewEvent::new("Deposited", JsonPayload::encode(&serde_json::json!({ "amount": 5 }))?);
+    /// let appended = store.append("Account-1", ExpectedVersion::Any, vec![event]).await?;
+    /// handle.wait_for(appended.last_position).await?; // the read model has it now
+    ///
+    /// let progress = handle.shutdown().await?; // checkpoint saved
+    /// assert_eq!((progress.applied, progress.position), (1, appended.last_position));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn spawn(self) -> FlextResult<ProjectionHandle> {
+        RunHandle::spawn(Arc::new(self))
     }
 
     /// Catches up, then follows new events live until `stop`; saves the checkpoint at the
@@ -623,7 +689,7 @@ impl ProjectionRunner {
             Outcome::Stopped => return Ok(false),
         }
         progress.position = event.position;
-        self.live.position.store(event.position, Relaxed);
+        self.live.advance(event.position);
         run.unsaved += 1;
         let since = *run.since.get_or_insert_with(Instant::now);
         let config = &self.consumer.config;
@@ -633,6 +699,31 @@ impl ProjectionRunner {
             self.save(run).await?;
         }
         Ok(true)
+    }
+}
+
+/// A [`ProjectionRunner`] (or an [`EventRelay`](crate::EventRelay)'s) running on a task of
+/// its own, returned by [`ProjectionRunner::spawn`]: see [`RunHandle`] for what it does.
+pub type ProjectionHandle = RunHandle<ProjectionRunner>;
+
+#[async_trait]
+impl Runnable for ProjectionRunner {
+    type Progress = ProjectionProgress;
+
+    fn name(&self) -> &str {
+        ProjectionRunner::name(self)
+    }
+
+    fn positions(&self) -> watch::Receiver<u64> {
+        self.live.position.subscribe()
+    }
+
+    async fn head(&self) -> FlextResult<u64> {
+        self.events.head_position().await
+    }
+
+    async fn run(&self, shutdown: Shutdown) -> FlextResult<ProjectionProgress> {
+        self.run_until(shutdown).await
     }
 }
 
@@ -690,7 +781,7 @@ impl MetricsSource for ProjectionRunner {
         set.push(
             "projection_position",
             "The last position the projection finished (0 before its first run).",
-            MetricValue::Gauge(self.live.position.load(Relaxed) as f64),
+            MetricValue::Gauge(self.live.position() as f64),
         );
         set.push(
             "projection_dead_letters",
