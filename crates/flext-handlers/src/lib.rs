@@ -255,8 +255,8 @@ pub mod Management {
 pub mod prelude {
     pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
     pub use flext_cqrs::{
-        CommandBus, Envelope, EventBus, InMemoryEventStore, ProjectionRunner, PublishReport,
-        QueryBus, Repository,
+        CommandBus, Envelope, EventBus, InMemoryEventStore, ProjectionHandle, ProjectionRunner,
+        PublishReport, QueryBus, Repository,
     };
     pub use flext_impl::{
         AuthorizingHandler, BasicHandler, EventHandler, ManagedHandler, MetricsHandler,

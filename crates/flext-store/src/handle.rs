@@ -82,6 +82,32 @@ enum End {
 /// finishes the event under way, saves the checkpoint and ends. Keep the handle for as
 /// long as the run should go on (in the application's state, say). Dropping a `join` or
 /// `shutdown` future stops it the same way.
+///
+/// ```
+/// use flext_store::{InMemoryEventStore, TransactionalRunner};
+/// # use flext_store::{Committed, TransactionalTarget};
+/// # use flext_types::{FlextResult, StoredEvent};
+/// # struct Model;
+/// # #[flext_protocols::async_trait]
+/// # impl TransactionalTarget for Model {
+/// #     fn name(&self) -> &str { "model" }
+/// #     async fn checkpoint(&self) -> FlextResult<u64> { Ok(0) }
+/// #     async fn commit(&self, _: u64, _: &[StoredEvent]) -> FlextResult<Committed> { Ok(Committed::Applied) }
+/// #     async fn reset(&self) -> FlextResult<()> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> FlextResult<()> {
+/// # let store = InMemoryEventStore::new();
+/// let handle = TransactionalRunner::new(store.clone(), Model, 100).spawn()?;
+/// let head = handle.caught_up().await?; // everything committed so far is applied
+/// assert_eq!((head, handle.position()), (0, 0));
+/// handle.wait_for_within(head, std::time::Duration::from_secs(1)).await?;
+/// let progress = handle.shutdown().await?;
+/// assert_eq!(progress.applied, 0);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "dropping the handle stops the run"]
 pub struct RunHandle<R: Runnable> {
     runner: Arc<R>,
     positions: watch::Receiver<u64>,

@@ -209,7 +209,9 @@ pub struct ProjectionStatus {
 ///
 /// - [`catch_up`](ProjectionRunner::catch_up) applies everything committed so far;
 ///   [`run_until`](ProjectionRunner::run_until) catches up, then follows new events live
-///   until its shutdown future resolves.
+///   until its shutdown future resolves. [`spawn`](ProjectionRunner::spawn) runs it on a
+///   task of its own and returns a [`ProjectionHandle`]: shut it down, join it, or wait
+///   until it has finished a position (read-your-writes) or caught up, without polling.
 /// - The checkpoint is saved every [`checkpoint_every`](ProjectionConfig::checkpoint_every)
 ///   events or [`checkpoint_interval`](ProjectionConfig::checkpoint_interval), whichever
 ///   comes first, and always once the runner has caught up, before it waits for new
