@@ -257,8 +257,8 @@ impl Runnable for PostgresProjectionRunner {
         PostgresProjectionRunner::name(self)
     }
 
-    fn positions(&self) -> watch::Receiver<u64> {
-        self.runner.positions()
+    fn positions(&self) -> &watch::Sender<u64> {
+        Runnable::positions(&self.runner)
     }
 
     async fn head(&self) -> FlextResult<u64> {

@@ -24,10 +24,13 @@ pub trait Runnable: Send + Sync + 'static {
     /// The name of what it runs (a projection's name), which the handle's errors name.
     fn name(&self) -> &str;
 
-    /// The last position its runs finished, as they move it (a receiver of the runner's
-    /// own channel: every run updates it, and it starts at the runner's checkpoint once a
-    /// run has read it).
-    fn positions(&self) -> watch::Receiver<u64>;
+    /// The channel on which its runs publish the last position they finished (the
+    /// runner's checkpoint as a run starts, 0 before any has). Only the runner sends on
+    /// it. A [`RunHandle`] subscribes only while it waits, so a runner may skip waking
+    /// anyone while [`receiver_count`](watch::Sender::receiver_count) is 0, if it reads the
+    /// count under the channel's lock (in
+    /// [`send_if_modified`](watch::Sender::send_if_modified)'s closure).
+    fn positions(&self) -> &watch::Sender<u64>;
 
     /// `async fn head(&self) -> FlextResult<u64>`: the position of the last event
     /// committed to the log it reads.
@@ -110,7 +113,6 @@ enum End {
 #[must_use = "dropping the handle stops the run"]
 pub struct RunHandle<R: Runnable> {
     runner: Arc<R>,
-    positions: watch::Receiver<u64>,
     end: watch::Receiver<End>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<FlextResult<R::Progress>>,
@@ -126,7 +128,6 @@ impl<R: Runnable> RunHandle<R> {
                 runner.name()
             ))
         })?;
-        let positions = runner.positions();
         let (stop, stopped) = oneshot::channel();
         let (ended, end) = watch::channel(End::Running);
         let task = runtime.spawn({
@@ -142,7 +143,6 @@ impl<R: Runnable> RunHandle<R> {
         });
         Ok(Self {
             runner,
-            positions,
             end,
             stop,
             task,
@@ -159,11 +159,13 @@ impl<R: Runnable> RunHandle<R> {
         self.runner.name()
     }
 
-    /// The last position the run finished (its start, the runner's checkpoint, until the
-    /// first event; 0 until the run has read it), live: it may be ahead of the saved
-    /// checkpoint.
+    /// The last position the run finished, as the runner published it (its start, the
+    /// runner's checkpoint, until the first event; 0 until the run has read it): it may be
+    /// ahead of the saved checkpoint. A `ProjectionRunner` publishes after each event it
+    /// follows live and after each batch while catching up; a transactional runner after
+    /// each commit.
     pub fn position(&self) -> u64 {
-        *self.positions.borrow()
+        *self.runner.positions().borrow()
     }
 
     /// Whether the run has ended (by itself, or asked to).
@@ -179,7 +181,8 @@ impl<R: Runnable> RunHandle<R> {
     /// committed): bound it with [`wait_for_within`](Self::wait_for_within) or
     /// `tokio::time::timeout`.
     pub async fn wait_for(&self, position: u64) -> FlextResult<()> {
-        let mut positions = self.positions.clone();
+        // Subscribed for the wait only: a runner wakes no one while no one waits.
+        let mut positions = self.runner.positions().subscribe();
         let mut end = self.end.clone();
         loop {
             if *positions.borrow_and_update() >= position {
@@ -256,7 +259,7 @@ impl<R: Runnable> RunHandle<R> {
         match state {
             End::Running => None,
             // Its last position was published before its end.
-            _ if *self.positions.borrow() >= position => Some(Ok(())),
+            _ if self.position() >= position => Some(Ok(())),
             End::Finished => Some(Err(self.stopped_before(position, "its run has ended"))),
             End::Failed(error) => Some(Err(error.clone())),
         }

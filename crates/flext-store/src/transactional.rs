@@ -92,12 +92,6 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
         &self.events
     }
 
-    /// The last position its runs committed (or started from), as they move it: what a
-    /// [`RunHandle`](crate::RunHandle) waits on. 0 until a run has read the checkpoint.
-    pub fn positions(&self) -> watch::Receiver<u64> {
-        self.positions.subscribe()
-    }
-
     /// Tells the waiters on [`positions`](Self::positions) where the run is.
     fn publish(&self, progress: &TransactionalProgress) {
         self.positions.send_replace(progress.position);
@@ -348,8 +342,8 @@ where
         self.target.name()
     }
 
-    fn positions(&self) -> watch::Receiver<u64> {
-        self.positions.subscribe()
+    fn positions(&self) -> &watch::Sender<u64> {
+        &self.positions
     }
 
     async fn head(&self) -> FlextResult<u64> {

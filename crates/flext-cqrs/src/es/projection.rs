@@ -275,8 +275,12 @@ pub struct ProjectionRunner {
 /// [`ProjectionHandle`]s.
 #[derive(Debug)]
 struct Live {
-    /// The last position a run finished (or started from), for the waiters of a handle.
-    position: watch::Sender<u64>,
+    /// The last position a run finished (or started from).
+    position: AtomicU64,
+    /// The same, for the waiters of a handle: published after each event of a live run,
+    /// after each batch of a catch-up (an event costs an atomic store, not a lock), and
+    /// as a run starts and stops.
+    published: watch::Sender<u64>,
     /// Runs going on now.
     runs: AtomicUsize,
 }
@@ -284,7 +288,8 @@ struct Live {
 impl Default for Live {
     fn default() -> Self {
         Self {
-            position: watch::Sender::new(0),
+            position: AtomicU64::new(0),
+            published: watch::Sender::new(0),
             runs: AtomicUsize::new(0),
         }
     }
@@ -293,16 +298,27 @@ impl Default for Live {
 impl Live {
     /// The last position a run finished.
     fn position(&self) -> u64 {
-        *self.position.borrow()
+        self.position.load(Relaxed)
     }
 
-    /// Moves the position; its waiters are woken, if it has any (without any, there is no
-    /// one to wake: a receiver made later reads the value; the count is read under the
-    /// channel's lock, so a receiver made meanwhile still reads the new value).
-    fn advance(&self, position: u64) {
-        self.position.send_if_modified(|current| {
+    /// Moves the position, and publishes it if `publish` says so (else a later
+    /// [`publish`](Self::publish) does).
+    fn advance(&self, position: u64, publish: bool) {
+        self.position.store(position, Relaxed);
+        if publish {
+            self.publish();
+        }
+    }
+
+    /// Publishes the position, waking the waiters if there are any. A handle subscribes
+    /// only while it waits, so a run with no one waiting wakes no one: a receiver made
+    /// later reads the value, and the count is read under the channel's lock, so a
+    /// receiver made meanwhile reads the new value once it borrows it.
+    fn publish(&self) {
+        let position = self.position();
+        self.published.send_if_modified(|current| {
             *current = position;
-            self.position.receiver_count() > 0
+            self.published.receiver_count() > 0
         });
     }
 }
@@ -313,7 +329,7 @@ struct Running(Arc<Live>);
 impl Running {
     fn new(live: &Arc<Live>, position: u64) -> Self {
         live.runs.fetch_add(1, Relaxed);
-        live.advance(position);
+        live.advance(position, true);
         Self(live.clone())
     }
 }
@@ -599,6 +615,7 @@ impl ProjectionRunner {
             },
             unsaved: 0,
             since: None,
+            batched: false,
             _running: Running::new(&self.live, position),
         })
     }
@@ -606,6 +623,17 @@ impl ProjectionRunner {
     /// Applies every event committed after the run's position: whether to go on (`false`
     /// once the run is asked to stop).
     async fn catch_up_in(&self, run: &mut Run) -> FlextResult<bool> {
+        run.batched = true;
+        let result = self.catch_up_batches(run).await;
+        run.batched = false;
+        self.live.publish();
+        result
+    }
+
+    /// [`catch_up_in`](Self::catch_up_in)'s batches, publishing the position after each
+    /// (not after each event: a catch-up moves fast, and a waiter would be woken as often
+    /// as the position moves).
+    async fn catch_up_batches(&self, run: &mut Run) -> FlextResult<bool> {
         let batch_size = self.consumer.config.batch_size.max(1);
         loop {
             let batch = self
@@ -617,6 +645,7 @@ impl ProjectionRunner {
                     return Ok(false);
                 }
             }
+            self.live.publish();
             if batch.len() < batch_size {
                 return Ok(true);
             }
@@ -691,7 +720,7 @@ impl ProjectionRunner {
             Outcome::Stopped => return Ok(false),
         }
         progress.position = event.position;
-        self.live.advance(event.position);
+        self.live.advance(event.position, !run.batched);
         run.unsaved += 1;
         let since = *run.since.get_or_insert_with(Instant::now);
         let config = &self.consumer.config;
@@ -716,8 +745,8 @@ impl Runnable for ProjectionRunner {
         ProjectionRunner::name(self)
     }
 
-    fn positions(&self) -> watch::Receiver<u64> {
-        self.live.position.subscribe()
+    fn positions(&self) -> &watch::Sender<u64> {
+        &self.live.published
     }
 
     async fn head(&self) -> FlextResult<u64> {
@@ -736,6 +765,8 @@ struct Run {
     unsaved: usize,
     /// When the first of them finished.
     since: Option<Instant>,
+    /// Whether it is catching up, publishing its position once per batch.
+    batched: bool,
     /// Counts the run as going on while it lives.
     _running: Running,
 }

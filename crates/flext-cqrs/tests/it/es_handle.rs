@@ -343,8 +343,8 @@ impl Runnable for Scripted {
         "scripted"
     }
 
-    fn positions(&self) -> watch::Receiver<u64> {
-        self.positions.subscribe()
+    fn positions(&self) -> &watch::Sender<u64> {
+        &self.positions
     }
 
     async fn head(&self) -> FlextResult<u64> {
