@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use flext_examples::admin_demo::Shop;
+use flext_handlers::CQRS::RunHandle;
 use flext_handlers::admin::ServeConfig;
 use flext_handlers::prelude::*;
 
@@ -112,17 +113,8 @@ async fn run(options: Options) -> FlextResult<()> {
         .map_or(String::new(), |t| format!("#token={}", percent_encoded(t)));
     println!("Admin dashboard: {}{fragment}", server.url());
 
+    let projection = RunHandle::spawn(shop.runner.clone())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projection = {
-        let (shop, mut stopped) = (shop.clone(), stopped.clone());
-        tokio::spawn(async move {
-            shop.runner
-                .run_until(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
-        })
-    };
     let traffic = {
         let shop = shop.clone();
         let rate = options.rate;
@@ -138,9 +130,7 @@ async fn run(options: Options) -> FlextResult<()> {
     let (placed, failed) = traffic
         .await
         .map_err(|e| FlextError::operation(format!("the traffic task ended: {e}")))?;
-    projection
-        .await
-        .map_err(|e| FlextError::operation(format!("the projection task ended: {e}")))??;
+    projection.shutdown().await?;
     let status = shop.runner.status().await?;
     println!("Orders placed: {placed}; card charges failed: {failed}");
     println!("Breaker 'payments': {}", shop.breaker.state());

@@ -44,7 +44,9 @@
 //! letters sequenced per stream ([`DeadLetterPolicy`]) that can be listed, retried and
 //! discarded; an [`EventRelay`] is the projection that delivers stored events to every
 //! subscriber of an [`EventBus`], each with its own progress and dead letters, so the log
-//! is the outbox.
+//! is the outbox. Each runs on a task of its own with
+//! [`spawn`](ProjectionRunner::spawn), returning a [`ProjectionHandle`] to shut it down,
+//! join it, and wait until it has finished a position (read-your-writes) or caught up.
 //!
 //! # Order of a dispatch
 //!
@@ -101,8 +103,9 @@ pub use dispatch::{
 };
 pub use es::{
     Backoff, DeadLetterPolicy, DeadLetterRetry, Envelope, ErrorClass, EventRelay, Executed,
-    InMemoryEventStore, Loaded, ProjectionConfig, ProjectionProgress, ProjectionRunner,
-    ProjectionStatus, Repository, RepositoryConfig, TRANSIENT_BY_DEFAULT, Upcasters,
+    InMemoryEventStore, Loaded, ProjectionConfig, ProjectionHandle, ProjectionProgress,
+    ProjectionRunner, ProjectionStatus, Repository, RepositoryConfig, RunHandle, Runnable,
+    Shutdown, TRANSIENT_BY_DEFAULT, Upcasters,
 };
 pub use event::{
     Delivery, DeliveryFailure, EventBus, PublishReport, SubscriberInfo, SubscriptionId,

@@ -179,10 +179,11 @@ pub mod CQRS {
         DeadLetterPolicy, DeadLetterRetry, Delivery, DeliveryFailure, Dispatch, DispatchContext,
         DispatchOutput, Envelope, ErrorClass, EventBus, EventBusMetrics, EventMetrics, EventRelay,
         Executed, InMemoryEventStore, Loaded, MessageKind, MessageTypeMetrics, ProjectionConfig,
-        ProjectionProgress, ProjectionRunner, ProjectionStatus, PublishReport, QueryBus,
-        QueryBusMetrics, RemoteHandlers, Repository, RepositoryConfig, SubscriberInfo,
-        SubscriptionId, TRANSIENT_BY_DEFAULT, TimeoutMiddleware, Upcasters, ValidationMiddleware,
-        current_metadata, with_current_metadata,
+        ProjectionHandle, ProjectionProgress, ProjectionRunner, ProjectionStatus, PublishReport,
+        QueryBus, QueryBusMetrics, RemoteHandlers, Repository, RepositoryConfig, RunHandle,
+        Runnable, Shutdown, SubscriberInfo, SubscriptionId, TRANSIENT_BY_DEFAULT,
+        TimeoutMiddleware, Upcasters, ValidationMiddleware, current_metadata,
+        with_current_metadata,
     };
 }
 
@@ -194,20 +195,25 @@ pub mod CQRS {
 /// [`ProjectionStatus`](CQRS::ProjectionStatus) keep one name each under glob imports.
 pub mod stores {
     #[doc(inline)]
-    pub use flext_store::{InMemoryEventStore, StoreLimits, TransactionalProgress};
+    pub use flext_store::{InMemoryEventStore, RunHandle, StoreLimits, TransactionalProgress};
     #[cfg(feature = "postgres")]
     #[doc(inline)]
     pub use flext_store_postgres::ProjectionStatus as PostgresProjectionStatus;
     #[cfg(feature = "postgres")]
+    #[doc(no_inline)]
+    pub use flext_store_postgres::sqlx;
+    #[cfg(feature = "postgres")]
     #[doc(inline)]
     pub use flext_store_postgres::{
         Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresEventStore, PostgresLeases,
-        PostgresProjection, PostgresProjectionRunner, PostgresStoreOptions, redact, sqlx,
+        PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
+        PostgresStoreOptions, redact,
     };
     #[cfg(feature = "sqlite")]
     #[doc(inline)]
     pub use flext_store_sqlite::{
-        SqliteEventStore, SqliteProjection, SqliteProjectionRunner, SqliteStoreOptions,
+        SqliteEventStore, SqliteProjection, SqliteProjectionHandle, SqliteProjectionRunner,
+        SqliteStoreOptions,
     };
 }
 
@@ -216,10 +222,12 @@ pub mod stores {
 /// and remote commands and queries over request/reply with queue groups.
 #[cfg(feature = "nats")]
 pub mod nats {
+    #[doc(no_inline)]
+    pub use flext_bus_nats::async_nats;
     #[doc(inline)]
     pub use flext_bus_nats::{
         ConsumerConfig, DeliveryPolicy, EventSink, EventStreams, NatsConsumer, NatsRelay,
-        NatsTransport, NatsWorker, VersionedSink, async_nats, codec, remote,
+        NatsTransport, NatsWorker, VersionedSink, codec, remote,
     };
 }
 
@@ -227,11 +235,13 @@ pub mod nats {
 /// Prometheus metrics, handlers, breakers, projections and a live dashboard.
 #[cfg(feature = "admin")]
 pub mod admin {
+    #[doc(no_inline)]
+    pub use flext_admin::axum;
     #[doc(inline)]
     pub use flext_admin::{
         Admin, AdminServer, DEFAULT_HISTORY, DEFAULT_PORT, DEFAULT_PROBE_TIMEOUT,
         DEFAULT_SAMPLE_INTERVAL, FnProbe, PROMETHEUS_CONTENT_TYPE, ProjectionProbe, ProjectionView,
-        ServeConfig, axum, projection_probe, redact,
+        ServeConfig, projection_probe, redact,
     };
 }
 
@@ -241,9 +251,11 @@ pub mod admin {
 /// naming the layer; and the `tower` crate itself.
 #[cfg(feature = "tower")]
 pub mod tower {
+    #[doc(no_inline)]
+    pub use flext_tower::tower;
     #[doc(inline)]
     pub use flext_tower::{
-        HandlerExt, HandlerService, HandlerServiceRef, ServiceHandler, TowerLayered, layer, tower,
+        HandlerExt, HandlerService, HandlerServiceRef, ServiceHandler, TowerLayered, layer,
         tower_error,
     };
 }
@@ -287,8 +299,8 @@ pub mod prelude {
     pub use flext_constants::{Environment, ErrorCode, HandlerState, LogLevel, ValidationLevel};
     #[doc(inline)]
     pub use flext_cqrs::{
-        CommandBus, Envelope, EventBus, InMemoryEventStore, ProjectionRunner, PublishReport,
-        QueryBus, Repository,
+        CommandBus, Envelope, EventBus, InMemoryEventStore, ProjectionHandle, ProjectionRunner,
+        PublishReport, QueryBus, Repository,
     };
     #[doc(inline)]
     pub use flext_impl::{

@@ -62,7 +62,7 @@ mod tables;
 
 pub use flext_store::TransactionalProgress;
 pub use lease::{Fence, FencedCheckpoints, Lease, LeaseConfig, PostgresLeases, ProjectionStatus};
-pub use projection::{PostgresProjection, PostgresProjectionRunner};
+pub use projection::{PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner};
 pub use redact::redact;
 pub use schema::{PostgresEventStore, PostgresStoreOptions};
 /// The `sqlx` the store is built on. A [`PostgresProjection`] writes its read model with it,

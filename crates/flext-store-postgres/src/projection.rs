@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flext_store::{
-    Committed, TransactionalProgress, TransactionalRunner, TransactionalTarget, unsigned,
+    Committed, RunHandle, Runnable, Shutdown, TransactionalProgress, TransactionalRunner,
+    TransactionalTarget, unsigned,
 };
 use flext_types::{FlextError, FlextResult, StoredEvent};
 use sqlx::{Postgres, Transaction};
+use tokio::sync::watch;
 
 use crate::{Fence, PostgresEventStore};
 
@@ -231,6 +233,40 @@ impl PostgresProjectionRunner {
     /// one transaction, then replays every event.
     pub async fn rebuild(&self) -> FlextResult<TransactionalProgress> {
         self.runner.rebuild().await
+    }
+
+    /// Runs on a task of its own, as [`run_until`](Self::run_until) does, until the
+    /// returned handle shuts it down (or is dropped): the handle waits until the read model
+    /// has what an append wrote ([`wait_for`](RunHandle::wait_for) its `last_position`) or
+    /// has caught up, without polling, and joins the run. See [`RunHandle`].
+    /// `OPERATION_ERROR` outside a tokio runtime.
+    pub fn spawn(self) -> FlextResult<PostgresProjectionHandle> {
+        RunHandle::spawn(Arc::new(self))
+    }
+}
+
+/// A [`PostgresProjectionRunner`] running on a task of its own, returned by
+/// [`PostgresProjectionRunner::spawn`]: see [`RunHandle`] for what it does.
+pub type PostgresProjectionHandle = RunHandle<PostgresProjectionRunner>;
+
+#[async_trait]
+impl Runnable for PostgresProjectionRunner {
+    type Progress = TransactionalProgress;
+
+    fn name(&self) -> &str {
+        PostgresProjectionRunner::name(self)
+    }
+
+    fn positions(&self) -> &watch::Sender<u64> {
+        Runnable::positions(&self.runner)
+    }
+
+    async fn head(&self) -> FlextResult<u64> {
+        Runnable::head(&self.runner).await
+    }
+
+    async fn run(&self, shutdown: Shutdown) -> FlextResult<TransactionalProgress> {
+        self.runner.run_until(shutdown).await
     }
 }
 

@@ -46,5 +46,5 @@ mod schema;
 mod tables;
 
 pub use flext_store::TransactionalProgress;
-pub use projection::{SqliteProjection, SqliteProjectionRunner};
+pub use projection::{SqliteProjection, SqliteProjectionHandle, SqliteProjectionRunner};
 pub use schema::{SqliteEventStore, SqliteStoreOptions};

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flext_store::{
-    Committed, TransactionalProgress, TransactionalRunner, TransactionalTarget, unsigned,
+    Committed, RunHandle, Runnable, Shutdown, TransactionalProgress, TransactionalRunner,
+    TransactionalTarget, unsigned,
 };
 use flext_types::{FlextError, FlextResult, StoredEvent};
 use sqlx::{Sqlite, Transaction};
+use tokio::sync::watch;
 
 use crate::SqliteEventStore;
 
@@ -182,6 +184,40 @@ impl SqliteProjectionRunner {
     /// one transaction, then replays every event.
     pub async fn rebuild(&self) -> FlextResult<TransactionalProgress> {
         self.runner.rebuild().await
+    }
+
+    /// Runs on a task of its own, as [`run_until`](Self::run_until) does, until the
+    /// returned handle shuts it down (or is dropped): the handle waits until the read model
+    /// has what an append wrote ([`wait_for`](RunHandle::wait_for) its `last_position`) or
+    /// has caught up, without polling, and joins the run. See [`RunHandle`].
+    /// `OPERATION_ERROR` outside a tokio runtime.
+    pub fn spawn(self) -> FlextResult<SqliteProjectionHandle> {
+        RunHandle::spawn(Arc::new(self))
+    }
+}
+
+/// A [`SqliteProjectionRunner`] running on a task of its own, returned by
+/// [`SqliteProjectionRunner::spawn`]: see [`RunHandle`] for what it does.
+pub type SqliteProjectionHandle = RunHandle<SqliteProjectionRunner>;
+
+#[async_trait]
+impl Runnable for SqliteProjectionRunner {
+    type Progress = TransactionalProgress;
+
+    fn name(&self) -> &str {
+        SqliteProjectionRunner::name(self)
+    }
+
+    fn positions(&self) -> &watch::Sender<u64> {
+        Runnable::positions(&self.runner)
+    }
+
+    async fn head(&self) -> FlextResult<u64> {
+        Runnable::head(&self.runner).await
+    }
+
+    async fn run(&self, shutdown: Shutdown) -> FlextResult<TransactionalProgress> {
+        self.runner.run_until(shutdown).await
     }
 }
 

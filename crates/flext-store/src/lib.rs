@@ -24,6 +24,8 @@
 //! - [`TransactionalRunner`]: exactly-once projections, written once over the
 //!   [`TransactionalTarget`] each SQL store implements with its transaction: a batch of
 //!   events and the checkpoint commit together.
+//! - [`RunHandle`]: a runner ([`Runnable`]) spawned on a task of its own, to shut down, to
+//!   join, and to wait on until it has finished a position (read-your-writes) or caught up.
 //! - [`InMemoryEventStore`]: the event, snapshot and checkpoint stores in memory, for tests,
 //!   demos and single-process use.
 //!
@@ -60,6 +62,7 @@
 //! # }
 //! ```
 
+mod handle;
 mod limits;
 mod memory;
 mod rows;
@@ -80,6 +83,7 @@ pub mod __private {
     };
 }
 
+pub use handle::{RunHandle, Runnable, Shutdown};
 pub use limits::StoreLimits;
 pub use memory::InMemoryEventStore;
 pub use rows::{

@@ -5,12 +5,15 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use flext_protocols::EventStore;
 use flext_types::{FlextError, FlextResult, StoredEvent, panic_message};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
+
+use crate::handle::{RunHandle, Runnable, Shutdown};
 
 /// What one transaction of a [`TransactionalTarget`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,8 @@ pub struct TransactionalRunner<S, T> {
     events: S,
     target: T,
     batch_size: usize,
+    /// The last position committed by its runs (or read as their start).
+    positions: watch::Sender<u64>,
 }
 
 impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
@@ -78,7 +83,18 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
             events,
             target,
             batch_size: batch_size.max(1),
+            positions: watch::Sender::new(0),
         }
+    }
+
+    /// The log it reads.
+    pub fn events(&self) -> &S {
+        &self.events
+    }
+
+    /// Tells the waiters on [`positions`](Self::positions) where the run is.
+    fn publish(&self, progress: &TransactionalProgress) {
+        self.positions.send_replace(progress.position);
     }
 
     /// The same runner with `size` events per transaction (0 reads as 1).
@@ -109,6 +125,7 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
             applied: 0,
             position: self.target.checkpoint().await?,
         };
+        self.publish(&progress);
         self.catch_up_in(&mut progress, None).await?;
         Ok(progress)
     }
@@ -145,6 +162,7 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
             applied: 0,
             position: self.target.checkpoint().await?,
         };
+        self.publish(&progress);
         let is_stopped = || *stopped.borrow();
         'catch_up: loop {
             if !self.catch_up_in(&mut progress, Some(&stopped)).await? || is_stopped() {
@@ -225,10 +243,12 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
             Ok(Committed::Applied) => {
                 progress.applied += batch.len() as u64;
                 progress.position = last.position;
+                self.publish(progress);
                 return Ok(true);
             }
             Ok(Committed::Moved(actual)) => {
                 progress.position = actual;
+                self.publish(progress);
                 return Ok(false);
             }
             Err(error) if batch.len() == 1 => {
@@ -245,9 +265,11 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
                 Ok(Committed::Applied) => {
                     progress.applied += 1;
                     progress.position = event.position;
+                    self.publish(progress);
                 }
                 Ok(Committed::Moved(actual)) => {
                     progress.position = actual;
+                    self.publish(progress);
                     return Ok(false);
                 }
                 Err(error) => return Err(self.failed_at(event, progress.position, error)),
@@ -292,5 +314,43 @@ impl<S: EventStore, T: TransactionalTarget> TransactionalRunner<S, T> {
             "event_id": event.event_id,
         }))
         .with_source(error)
+    }
+}
+
+impl<S, T> TransactionalRunner<S, T>
+where
+    S: EventStore + 'static,
+    T: TransactionalTarget + 'static,
+{
+    /// Runs on a task of its own, as [`run_until`](Self::run_until) does, until the
+    /// returned handle shuts it down (or is dropped): see [`RunHandle`].
+    /// `OPERATION_ERROR` outside a tokio runtime.
+    pub fn spawn(self) -> FlextResult<RunHandle<Self>> {
+        RunHandle::spawn(Arc::new(self))
+    }
+}
+
+#[async_trait]
+impl<S, T> Runnable for TransactionalRunner<S, T>
+where
+    S: EventStore + 'static,
+    T: TransactionalTarget + 'static,
+{
+    type Progress = TransactionalProgress;
+
+    fn name(&self) -> &str {
+        self.target.name()
+    }
+
+    fn positions(&self) -> &watch::Sender<u64> {
+        &self.positions
+    }
+
+    async fn head(&self) -> FlextResult<u64> {
+        self.events.head_position().await
+    }
+
+    async fn run(&self, shutdown: Shutdown) -> FlextResult<TransactionalProgress> {
+        self.run_until(shutdown).await
     }
 }

@@ -13,7 +13,10 @@ pub use envelope::{Envelope, Upcasters};
 pub use flext_impl::Backoff;
 /// The in-memory stores live in `flext-store`; this path keeps working.
 pub use flext_store::InMemoryEventStore;
-pub use projection::{ProjectionConfig, ProjectionProgress, ProjectionRunner, ProjectionStatus};
+pub use flext_store::{RunHandle, Runnable, Shutdown};
+pub use projection::{
+    ProjectionConfig, ProjectionHandle, ProjectionProgress, ProjectionRunner, ProjectionStatus,
+};
 pub use relay::EventRelay;
 pub use repository::{Executed, Loaded, Repository, RepositoryConfig};
 pub use retry::{DeadLetterPolicy, ErrorClass, TRANSIENT_BY_DEFAULT};

@@ -13,6 +13,7 @@ use flext_protocols::{CheckpointStore, EventStore, MetricsSource, Projection};
 use flext_types::{DeadLetter, FlextError, FlextResult, MetricSet, MetricValue, StoredEvent};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::es::consumer::{
@@ -20,6 +21,7 @@ use crate::es::consumer::{
 };
 use crate::es::retry::{DeadLetterPolicy, ErrorClass};
 use flext_impl::Backoff;
+use flext_store::{RunHandle, Runnable, Shutdown};
 
 /// How a [`ProjectionRunner`] (or an [`EventRelay`](crate::EventRelay), for each of its
 /// subscribers) reads, retries and gives up.
@@ -207,7 +209,9 @@ pub struct ProjectionStatus {
 ///
 /// - [`catch_up`](ProjectionRunner::catch_up) applies everything committed so far;
 ///   [`run_until`](ProjectionRunner::run_until) catches up, then follows new events live
-///   until its shutdown future resolves.
+///   until its shutdown future resolves. [`spawn`](ProjectionRunner::spawn) runs it on a
+///   task of its own and returns a [`ProjectionHandle`]: shut it down, join it, or wait
+///   until it has finished a position (read-your-writes) or caught up, without polling.
 /// - The checkpoint is saved every [`checkpoint_every`](ProjectionConfig::checkpoint_every)
 ///   events or [`checkpoint_interval`](ProjectionConfig::checkpoint_interval), whichever
 ///   comes first, and always once the runner has caught up, before it waits for new
@@ -267,13 +271,56 @@ pub struct ProjectionRunner {
     live: Arc<Live>,
 }
 
-/// What the runs of a runner share with [`ProjectionRunner::status`] and its metrics.
-#[derive(Debug, Default)]
+/// What the runs of a runner share with [`ProjectionRunner::status`], its metrics and its
+/// [`ProjectionHandle`]s.
+#[derive(Debug)]
 struct Live {
     /// The last position a run finished (or started from).
     position: AtomicU64,
+    /// The same, for the waiters of a handle: published after each event of a live run,
+    /// after each batch of a catch-up (an event costs an atomic store, not a lock), and
+    /// as a run starts and stops.
+    published: watch::Sender<u64>,
     /// Runs going on now.
     runs: AtomicUsize,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            position: AtomicU64::new(0),
+            published: watch::Sender::new(0),
+            runs: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Live {
+    /// The last position a run finished.
+    fn position(&self) -> u64 {
+        self.position.load(Relaxed)
+    }
+
+    /// Moves the position, and publishes it if `publish` says so (else a later
+    /// [`publish`](Self::publish) does).
+    fn advance(&self, position: u64, publish: bool) {
+        self.position.store(position, Relaxed);
+        if publish {
+            self.publish();
+        }
+    }
+
+    /// Publishes the position, waking the waiters if there are any. A handle subscribes
+    /// only while it waits, so a run with no one waiting wakes no one: a receiver made
+    /// later reads the value, and the count is read under the channel's lock, so a
+    /// receiver made meanwhile reads the new value once it borrows it.
+    fn publish(&self) {
+        let position = self.position();
+        self.published.send_if_modified(|current| {
+            *current = position;
+            self.published.receiver_count() > 0
+        });
+    }
 }
 
 /// One run counted in [`Live::runs`] while it lives (a run's future may be dropped).
@@ -282,7 +329,7 @@ struct Running(Arc<Live>);
 impl Running {
     fn new(live: &Arc<Live>, position: u64) -> Self {
         live.runs.fetch_add(1, Relaxed);
-        live.position.store(position, Relaxed);
+        live.advance(position, true);
         Self(live.clone())
     }
 }
@@ -373,7 +420,7 @@ impl ProjectionRunner {
     pub async fn status(&self) -> FlextResult<ProjectionStatus> {
         // The position first, the head after: the head is then never behind it.
         let position = if self.live.runs.load(Relaxed) > 0 {
-            self.live.position.load(Relaxed)
+            self.live.position()
         } else {
             self.position().await?
         };
@@ -479,6 +526,43 @@ impl ProjectionRunner {
         work.await
     }
 
+    /// Runs on a task of its own, as [`run_until`](Self::run_until) does, until the
+    /// returned [`ProjectionHandle`] shuts it down (or is dropped): the handle stops it,
+    /// waits for it to end, and waits until it has finished a position (read-your-writes)
+    /// or caught up, without polling. [`runner`](RunHandle::runner) reaches the runner
+    /// while it runs (its status, its dead letters). A runner already in an `Arc` spawns
+    /// with [`RunHandle::spawn`]. `OPERATION_ERROR` outside a tokio runtime.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use flext_cqrs::{InMemoryEventStore, ProjectionRunner};
+    /// # use flext_protocols::{EventStore, Projection};
+    /// # use flext_types::{ExpectedVersion, FlextResult, JsonPayload, NewEvent, StoredEvent};
+    /// # struct Noop;
+    /// # #[flext_protocols::async_trait]
+    /// # impl Projection for Noop {
+    /// #     fn name(&self) -> &str { "balances" }
+    /// #     async fn apply(&self, _: &StoredEvent) -> FlextResult<()> { Ok(()) }
+    /// #     async fn reset(&self) -> FlextResult<()> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> FlextResult<()> {
+    /// let store = Arc::new(InMemoryEventStore::new());
+    /// let handle = ProjectionRunner::new(store.clone(), store.clone(), Arc::new(Noop)).spawn()?;
+    ///
+    /// let event = NewEvent::new("Deposited", JsonPayload::encode(&serde_json::json!({ "amount": 5 }))?);
+    /// let appended = store.append("Account-1", ExpectedVersion::Any, vec![event]).await?;
+    /// handle.wait_for(appended.last_position).await?; // the read model has it now
+    ///
+    /// let progress = handle.shutdown().await?; // checkpoint saved
+    /// assert_eq!((progress.applied, progress.position), (1, appended.last_position));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn spawn(self) -> FlextResult<ProjectionHandle> {
+        RunHandle::spawn(Arc::new(self))
+    }
+
     /// Catches up, then follows new events live until `stop`; saves the checkpoint at the
     /// end.
     async fn follow(&self, stop: &Stop) -> FlextResult<ProjectionProgress> {
@@ -531,6 +615,7 @@ impl ProjectionRunner {
             },
             unsaved: 0,
             since: None,
+            batched: false,
             _running: Running::new(&self.live, position),
         })
     }
@@ -538,6 +623,17 @@ impl ProjectionRunner {
     /// Applies every event committed after the run's position: whether to go on (`false`
     /// once the run is asked to stop).
     async fn catch_up_in(&self, run: &mut Run) -> FlextResult<bool> {
+        run.batched = true;
+        let result = self.catch_up_batches(run).await;
+        run.batched = false;
+        self.live.publish();
+        result
+    }
+
+    /// [`catch_up_in`](Self::catch_up_in)'s batches, publishing the position after each
+    /// (not after each event: a catch-up moves fast, and a waiter would be woken as often
+    /// as the position moves).
+    async fn catch_up_batches(&self, run: &mut Run) -> FlextResult<bool> {
         let batch_size = self.consumer.config.batch_size.max(1);
         loop {
             let batch = self
@@ -549,6 +645,7 @@ impl ProjectionRunner {
                     return Ok(false);
                 }
             }
+            self.live.publish();
             if batch.len() < batch_size {
                 return Ok(true);
             }
@@ -623,7 +720,7 @@ impl ProjectionRunner {
             Outcome::Stopped => return Ok(false),
         }
         progress.position = event.position;
-        self.live.position.store(event.position, Relaxed);
+        self.live.advance(event.position, !run.batched);
         run.unsaved += 1;
         let since = *run.since.get_or_insert_with(Instant::now);
         let config = &self.consumer.config;
@@ -636,6 +733,31 @@ impl ProjectionRunner {
     }
 }
 
+/// A [`ProjectionRunner`] (or an [`EventRelay`](crate::EventRelay)'s) running on a task of
+/// its own, returned by [`ProjectionRunner::spawn`]: see [`RunHandle`] for what it does.
+pub type ProjectionHandle = RunHandle<ProjectionRunner>;
+
+#[async_trait]
+impl Runnable for ProjectionRunner {
+    type Progress = ProjectionProgress;
+
+    fn name(&self) -> &str {
+        ProjectionRunner::name(self)
+    }
+
+    fn positions(&self) -> &watch::Sender<u64> {
+        &self.live.published
+    }
+
+    async fn head(&self) -> FlextResult<u64> {
+        self.events.head_position().await
+    }
+
+    async fn run(&self, shutdown: Shutdown) -> FlextResult<ProjectionProgress> {
+        self.run_until(shutdown).await
+    }
+}
+
 /// One run of a runner: its progress, and how much of it is not saved yet.
 struct Run {
     progress: ProjectionProgress,
@@ -643,6 +765,8 @@ struct Run {
     unsaved: usize,
     /// When the first of them finished.
     since: Option<Instant>,
+    /// Whether it is catching up, publishing its position once per batch.
+    batched: bool,
     /// Counts the run as going on while it lives.
     _running: Running,
 }
@@ -690,7 +814,7 @@ impl MetricsSource for ProjectionRunner {
         set.push(
             "projection_position",
             "The last position the projection finished (0 before its first run).",
-            MetricValue::Gauge(self.live.position.load(Relaxed) as f64),
+            MetricValue::Gauge(self.live.position() as f64),
         );
         set.push(
             "projection_dead_letters",

@@ -18,7 +18,9 @@ use crate::es::consumer::{
 use crate::es::envelope::{Envelope, Upcasters};
 use crate::es::retry::{ErrorClass, stopping};
 use crate::event::SubscriberInfo;
-use crate::{Delivery, EventBus, ProjectionConfig, SubscriptionId};
+use crate::{
+    Delivery, EventBus, ProjectionConfig, ProjectionHandle, ProjectionRunner, SubscriptionId,
+};
 
 /// Delivers the stored events of one aggregate type to the subscribers of an [`EventBus`]
 /// as [`Envelope<E>`]s, under each event's name: every subscriber gets every event at
@@ -170,6 +172,41 @@ where
         self.classify = Arc::new(classify);
         self.subscribers.clear();
         self
+    }
+
+    /// Runs the relay over the log of `events` on a task of its own: a
+    /// [`ProjectionRunner`](crate::ProjectionRunner) of the relay, keeping its checkpoint in
+    /// the relay's [`CheckpointStore`] and retrying the relay's own failures by the relay's
+    /// [`ProjectionConfig`], [spawned](crate::ProjectionRunner::spawn). The handle shuts it
+    /// down, joins it, and waits until every subscriber has had the events up to a position
+    /// ([`wait_for`](crate::RunHandle::wait_for)). Keep an `Arc` of the relay to manage its
+    /// subscribers' dead letters meanwhile; the relay's own are the handle's
+    /// [`runner`](crate::RunHandle::runner)'s. (A runner configured otherwise spawns as
+    /// well: build it with [`ProjectionRunner::new`](crate::ProjectionRunner::new).)
+    /// `OPERATION_ERROR` outside a tokio runtime.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flext_cqrs::{EventBus, EventRelay, InMemoryEventStore};
+    /// # #[derive(serde::Deserialize)] struct UserEvent;
+    /// # impl flext_protocols::Event for UserEvent { fn event_name(&self) -> &str { "UserCreated" } }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> flext_types::FlextResult<()> {
+    /// let store = Arc::new(InMemoryEventStore::new());
+    /// let bus = Arc::new(EventBus::new());
+    /// let relay = Arc::new(EventRelay::<UserEvent>::new("user-events", bus, store.clone()));
+    /// let handle = relay.clone().spawn(store)?;
+    /// handle.caught_up().await?;
+    /// handle.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn spawn(self: Arc<Self>, events: Arc<dyn EventStore>) -> FlextResult<ProjectionHandle> {
+        let checkpoints = self.checkpoints.clone();
+        let config = self.config.clone();
+        ProjectionRunner::new(events, checkpoints, self)
+            .with_config(config)
+            .spawn()
     }
 
     /// The name under which `subscriber`'s checkpoint and dead letters are kept:

@@ -231,34 +231,22 @@ async fn rebuild_replays_from_zero_and_keeps_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_until_follows_new_events_live_until_shutdown() {
+async fn a_spawned_runner_follows_new_events_live_until_shutdown() {
     let store = seeded(&[1]).await;
     let projection = Arc::new(Balances::default());
-    let runner = Arc::new(runner(&store, projection.clone()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = {
-        let runner = runner.clone();
-        tokio::spawn(async move {
-            runner
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await
-        })
-    };
+    let handle = runner(&store, projection.clone()).spawn().unwrap();
     let repo: Repository<Account> = Repository::new(Arc::new(store.clone()));
+    let mut last = 0;
     for _ in 0..20 {
-        repo.execute("a", AccountCommand::Deposit(2)).await.unwrap();
+        let executed = repo.execute("a", AccountCommand::Deposit(2)).await.unwrap();
+        last = executed.append.unwrap().last_position;
     }
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while projection.total("a") < 41 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the runner followed the new events");
-    stop.send(()).unwrap();
-    let progress = task.await.unwrap().unwrap();
+    handle
+        .wait_for_within(last, Duration::from_secs(10))
+        .await
+        .expect("the runner followed the new events");
+    assert_eq!(projection.total("a"), 41);
+    let progress = handle.shutdown().await.unwrap();
     assert_eq!(progress.position, 22);
     assert_eq!(
         projection.applied.load(Ordering::SeqCst),

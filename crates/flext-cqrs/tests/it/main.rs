@@ -8,6 +8,7 @@ mod dispatch_spans;
 mod es_checkpoints;
 mod es_dead_letters;
 mod es_extremes;
+mod es_handle;
 mod es_projection;
 mod es_relay;
 mod es_repository;

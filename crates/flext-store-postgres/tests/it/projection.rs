@@ -405,28 +405,16 @@ async fn run_until_applies_new_events_live_and_rebuild_replays_once_pg() {
     };
     append_n(&store, 0, 5).await;
     let counter = Arc::new(Counter::default());
-    let live = Arc::new(runner(&store, &counter, 50));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = {
-        let live = live.clone();
-        tokio::spawn(async move {
-            live.run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    };
+    // Spawned: the handle's run is the runner's `run_until`.
+    let handle = runner(&store, &counter, 50).spawn().unwrap();
+    let live = handle.runner().clone();
     append_n(&store, 5, 40).await;
     let last = position_of(&store, 44).await;
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while live.position().await.unwrap() < last {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the runner followed the new events");
-    stop.send(()).unwrap();
-    let progress = task.await.unwrap().unwrap();
+    handle
+        .wait_for_within(last, Duration::from_secs(20))
+        .await
+        .expect("the runner followed the new events");
+    let progress = handle.shutdown().await.unwrap();
     assert_eq!((progress.applied, progress.position), (45, last));
     assert_eq!(assert_equals_a_replay(&store).await, 45);
 

@@ -335,27 +335,15 @@ async fn run_until_applies_new_events_live_and_rebuild_replays_once() {
     let store = open(&temp_path()).await;
     append_n(&store, 5).await;
     let counter = Arc::new(Counter::default());
-    let live = Arc::new(runner(&store, &counter, 50));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = {
-        let live = live.clone();
-        tokio::spawn(async move {
-            live.run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    };
+    // Spawned: the handle's run is the runner's `run_until`.
+    let handle = runner(&store, &counter, 50).spawn().unwrap();
+    let live = handle.runner().clone();
     append_n(&store, 40).await;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while live.position().await.unwrap() < 45 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the runner followed the new events");
-    stop.send(()).unwrap();
-    let progress = task.await.unwrap().unwrap();
+    handle
+        .wait_for_within(45, Duration::from_secs(10))
+        .await
+        .expect("the runner followed the new events");
+    let progress = handle.shutdown().await.unwrap();
     assert_eq!((progress.applied, progress.position), (45, 45));
     assert_eq!(assert_equals_a_replay(&store).await, 45);
 
@@ -507,4 +495,44 @@ impl SqliteProjection for BatchCounter {
     async fn reset(&self, _: &mut Transaction<'_, Sqlite>) -> FlextResult<()> {
         Ok(())
     }
+}
+
+/// Spawned: an append is in the read model once `wait_for` its last position resolves;
+/// `caught_up` waits for the head; shutdown returns the run's progress, committed; a
+/// failing event fails a pending waiter and the join with its error.
+#[tokio::test]
+async fn a_spawned_runner_waits_for_an_append_and_stops_with_its_progress() {
+    let store = open(&temp_path()).await;
+    append_n(&store, 12).await;
+    let counter = Arc::new(Counter::default());
+    let handle = runner(&store, &counter, 5).spawn().unwrap();
+    assert_eq!(handle.name(), "counter");
+    assert_eq!(handle.caught_up().await.unwrap(), 12);
+    assert_eq!(assert_equals_a_replay(&store).await, 12);
+
+    let event = NewEvent::new("Tick", JsonPayload::encode(&"more").unwrap());
+    let appended = store
+        .append("Tick-9", ExpectedVersion::Any, vec![event])
+        .await
+        .unwrap();
+    handle.wait_for(appended.last_position).await.unwrap();
+    assert_eq!(handle.position(), 13);
+    assert_eq!(assert_equals_a_replay(&store).await, 13, "read-your-writes");
+
+    let progress = handle.shutdown().await.unwrap();
+    assert_eq!((progress.applied, progress.position), (13, 13));
+
+    counter.fail_at.lock().unwrap().insert(15);
+    let handle = runner(&store, &counter, 5).spawn().unwrap();
+    let (waited, ()) = tokio::join!(handle.wait_for(16), append_n(&store, 3));
+    let error = waited.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::ValidationError);
+    assert!(error.message().contains("position 15"), "{error}");
+    assert!(handle.is_finished());
+    assert_eq!(handle.position(), 14, "committed up to the failing event");
+    assert_eq!(
+        handle.join().await.unwrap_err().code(),
+        ErrorCode::ValidationError
+    );
+    assert_eq!(assert_equals_a_replay(&store).await, 14);
 }
