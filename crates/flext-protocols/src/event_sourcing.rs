@@ -42,6 +42,13 @@ pub type EventStream = Pin<Box<dyn Stream<Item = FlextResult<StoredEvent>> + Sen
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends `events` to `stream_id` if the stream's version satisfies `expected`.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn append(&self, stream_id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> FlextResult<AppendResult>
+    /// ```
     async fn append(
         &self,
         stream_id: &str,
@@ -51,6 +58,13 @@ pub trait EventStore: Send + Sync {
 
     /// Up to `limit` events of `stream_id` from version `from_version` (inclusive), in
     /// version order; none for a stream that does not exist.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn read_stream(&self, stream_id: &str, from_version: u64, limit: usize) -> FlextResult<Vec<StoredEvent>>
+    /// ```
     async fn read_stream(
         &self,
         stream_id: &str,
@@ -63,17 +77,45 @@ pub trait EventStore: Send + Sync {
     /// store may return a commit a moment after its append returned (PostgreSQL's waits
     /// until every older append to the store has ended), but never skips one: an event that
     /// commits later always comes after every event already returned.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>>
+    /// ```
     async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>>;
 
     /// The version of `stream_id`: its last event's version, 0 when it does not exist.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn stream_version(&self, stream_id: &str) -> FlextResult<u64>
+    /// ```
     async fn stream_version(&self, stream_id: &str) -> FlextResult<u64>;
 
     /// The position of the last committed event `read_all` returns, 0 for an empty store.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn head_position(&self) -> FlextResult<u64>
+    /// ```
     async fn head_position(&self) -> FlextResult<u64>;
 
     /// Every event from `from_position` (inclusive): first those already stored, then each
     /// new one as it commits, each exactly once and in position order. The stream ends
     /// only with an error (for example a lost connection).
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn subscribe(&self, from_position: u64) -> FlextResult<EventStream>
+    /// ```
     async fn subscribe(&self, from_position: u64) -> FlextResult<EventStream>;
 }
 
@@ -82,9 +124,23 @@ pub trait EventStore: Send + Sync {
 pub trait SnapshotStore: Send + Sync {
     /// Keeps `snapshot` as its stream's latest, unless a snapshot of a later version is
     /// already kept.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn save_snapshot(&self, snapshot: Snapshot) -> FlextResult<()>
+    /// ```
     async fn save_snapshot(&self, snapshot: Snapshot) -> FlextResult<()>;
 
     /// The latest snapshot of `stream_id`, if any.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn load_snapshot(&self, stream_id: &str) -> FlextResult<Option<Snapshot>>
+    /// ```
     async fn load_snapshot(&self, stream_id: &str) -> FlextResult<Option<Snapshot>>;
 }
 
@@ -92,23 +148,65 @@ pub trait SnapshotStore: Send + Sync {
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
     /// The last position `name` finished, if it ever saved one.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>>
+    /// ```
     async fn load_checkpoint(&self, name: &str) -> FlextResult<Option<u64>>;
 
     /// Records that `name` finished every event up to `position`.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()>
+    /// ```
     async fn save_checkpoint(&self, name: &str, position: u64) -> FlextResult<()>;
 
     /// Records an event `name` gave up on. A name holds at most one letter per position:
     /// recording a position again replaces its letter, so a retried write lists it once.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()>
+    /// ```
     async fn add_dead_letter(&self, name: &str, letter: DeadLetter) -> FlextResult<()>;
 
     /// The events `name` gave up on, in position order.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>>
+    /// ```
     async fn dead_letters(&self, name: &str) -> FlextResult<Vec<DeadLetter>>;
 
     /// Forgets `name`'s dead letter at `position` (after a retry applied it, or when it is
     /// discarded): whether there was one.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn remove_dead_letter(&self, name: &str, position: u64) -> FlextResult<bool>
+    /// ```
     async fn remove_dead_letter(&self, name: &str, position: u64) -> FlextResult<bool>;
 
     /// Forgets `name`'s checkpoint and dead letters, for a rebuild from zero.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn reset(&self, name: &str) -> FlextResult<()>
+    /// ```
     async fn reset(&self, name: &str) -> FlextResult<()>;
 }
 
@@ -194,6 +292,13 @@ pub trait ServicedAggregate: Aggregate {
 
     /// Decides on `command` for the aggregate `id`, calling `services` as it needs: the
     /// events to append, or an error that rejects it.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn decide(&self, id: &str, command: Self::Command, services: &Self::Services) -> FlextResult<Vec<Self::Event>>
+    /// ```
     async fn decide(
         &self,
         id: &str,
@@ -221,8 +326,22 @@ pub trait Projection: Send + Sync {
     fn name(&self) -> &str;
 
     /// Applies one stored event to the read model.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn apply(&self, event: &StoredEvent) -> FlextResult<()>
+    /// ```
     async fn apply(&self, event: &StoredEvent) -> FlextResult<()>;
 
     /// Empties the read model, before a rebuild from the first event.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn reset(&self) -> FlextResult<()>
+    /// ```
     async fn reset(&self) -> FlextResult<()>;
 }

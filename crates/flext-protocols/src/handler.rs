@@ -42,6 +42,13 @@ pub trait Handler: Send + Sync {
     }
 
     /// Handles one request.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response>
+    /// ```
     async fn handle(&self, request: Self::Request) -> FlextResult<Self::Response>;
 }
 

@@ -25,6 +25,13 @@ pub trait HeldLease: Send + Sync + fmt::Debug {
     fn is_held(&self) -> bool;
 
     /// Gives the lease up now, so another process can take it at once.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn release(self: Box<Self>) -> FlextResult<()>
+    /// ```
     async fn release(self: Box<Self>) -> FlextResult<()>;
 }
 
@@ -33,5 +40,12 @@ pub trait HeldLease: Send + Sync + fmt::Debug {
 pub trait Leases: Send + Sync {
     /// Takes the lease `name` for this process when no other holds it: `None` when one
     /// does.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn try_lease(&self, name: &str) -> FlextResult<Option<BoxLease>>
+    /// ```
     async fn try_lease(&self, name: &str) -> FlextResult<Option<BoxLease>>;
 }

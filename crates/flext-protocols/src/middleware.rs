@@ -51,6 +51,13 @@ where
     }
 
     /// Runs the middleware around the rest of the stack.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn call(&self, request: Req, next: Next<'_, Req, Res>) -> FlextResult<Res>
+    /// ```
     async fn call(&self, request: Req, next: Next<'_, Req, Res>) -> FlextResult<Res> {
         let request = self.before_request(request)?;
         match next.run(request).await {

@@ -85,6 +85,13 @@ pub struct RemoteCall {
 #[async_trait]
 pub trait RemoteTransport: Send + Sync + fmt::Debug {
     /// Sends `call` and waits for its result.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn call(&self, call: RemoteCall) -> FlextResult<Vec<u8>>
+    /// ```
     async fn call(&self, call: RemoteCall) -> FlextResult<Vec<u8>>;
 }
 
@@ -100,5 +107,12 @@ pub trait RemoteDispatch: Send + Sync + fmt::Debug {
     /// for a message it does not serve is `NOT_FOUND`; a payload that does not decode is a
     /// `SERIALIZATION_ERROR` naming the message; a deadline already passed is a `TIMEOUT`
     /// and nothing runs).
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn dispatch(&self, call: RemoteCall) -> FlextResult<Vec<u8>>
+    /// ```
     async fn dispatch(&self, call: RemoteCall) -> FlextResult<Vec<u8>>;
 }

@@ -65,6 +65,13 @@ where
 #[async_trait]
 pub trait Authorizer<T: ?Sized + Sync>: Send + Sync {
     /// `Ok(())` when `request` is authorized; otherwise an error saying why.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`; the signature above is
+    /// what the macro makes of it):
+    ///
+    /// ```text
+    /// async fn authorize(&self, request: &T) -> FlextResult<()>
+    /// ```
     async fn authorize(&self, request: &T) -> FlextResult<()>;
 }
 
