@@ -109,6 +109,42 @@ impl CommandBus {
         self.register(handler_fn(C::command_name(), f))
     }
 
+    /// Registers an async closure over `state` as the handler of `C`, named after `C`: each
+    /// call gets a clone of `state` (for an `Arc`, a reference count), so shared state
+    /// needs no clone inside the closure ([`handler_with`](flext_impl::handler_with)).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use flext_cqrs::CommandBus;
+    /// use flext_protocols::Command;
+    ///
+    /// struct Deposit(u64);
+    /// impl Command for Deposit { type Output = u64; }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> flext_types::FlextResult<()> {
+    /// let balance = Arc::new(Mutex::new(0u64));
+    /// let mut bus = CommandBus::new();
+    /// bus.register_with(balance.clone(), |balance: Arc<Mutex<u64>>, Deposit(n)| async move {
+    ///     let mut balance = balance.lock().expect("not poisoned");
+    ///     *balance += n;
+    ///     Ok(*balance)
+    /// })?;
+    /// assert_eq!(bus.send(Deposit(30)).await?, 30);
+    /// assert_eq!(*balance.lock().expect("not poisoned"), 30);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn register_with<C, S, F, Fut>(&mut self, state: S, f: F) -> FlextResult<()>
+    where
+        C: Command,
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, C) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FlextResult<C::Output>> + Send + 'static,
+    {
+        self.register(flext_impl::handler_with(C::command_name(), state, f))
+    }
+
     /// Removes the handler of `C`; `NOT_FOUND` if there is none.
     pub fn unregister<C: Command>(&mut self) -> FlextResult<()> {
         self.routes.remove(&TypeId::of::<C>(), &C::command_name())

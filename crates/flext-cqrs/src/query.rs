@@ -92,6 +92,18 @@ impl QueryBus {
         self.register(handler_fn(Q::query_name(), f))
     }
 
+    /// Registers an async closure over `state` as the handler of `Q`, named after `Q`; each
+    /// call gets a clone of `state` (see [`CommandBus::register_with`](crate::CommandBus::register_with)).
+    pub fn register_with<Q, S, F, Fut>(&mut self, state: S, f: F) -> FlextResult<()>
+    where
+        Q: Query,
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, Q) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = FlextResult<Q::Output>> + Send + 'static,
+    {
+        self.register(flext_impl::handler_with(Q::query_name(), state, f))
+    }
+
     /// Removes the handler of `Q`; `NOT_FOUND` if there is none.
     pub fn unregister<Q: Query>(&mut self) -> FlextResult<()> {
         self.typed.remove(&TypeId::of::<Q>(), &Q::query_name())

@@ -157,8 +157,8 @@ pub mod Implementation {
     #[doc(inline)]
     pub use flext_impl::{
         AbstractHandler, AuthorizingHandler, BasicHandler, EventHandler, FnHandler, HandlerCore,
-        Identity, ManagedHandler, MetricsHandler, MetricsRecorder, MetricsReport, SyncFnHandler,
-        ValidatingHandler, handler_fn, sync_handler_fn,
+        Identity, ManagedHandler, MetricsHandler, MetricsRecorder, MetricsReport, StateFnHandler,
+        SyncFnHandler, ValidatingHandler, handler_fn, handler_with, sync_handler_fn,
     };
     #[doc(inline)]
     pub use flext_impl::{
@@ -202,6 +202,7 @@ pub mod stores {
     #[cfg(feature = "postgres")]
     #[doc(no_inline)]
     pub use flext_store_postgres::sqlx;
+    // The same crate through either adapter; named once whichever features are on.
     #[cfg(feature = "postgres")]
     #[doc(inline)]
     pub use flext_store_postgres::{
@@ -209,6 +210,9 @@ pub mod stores {
         PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
         PostgresStoreOptions, redact,
     };
+    #[cfg(all(feature = "sqlite", not(feature = "postgres")))]
+    #[doc(no_inline)]
+    pub use flext_store_sqlite::sqlx;
     #[cfg(feature = "sqlite")]
     #[doc(inline)]
     pub use flext_store_sqlite::{

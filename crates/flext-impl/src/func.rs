@@ -58,6 +58,85 @@ where
     }
 }
 
+/// A handler made of a named async closure and the state it works on; see
+/// [`handler_with`].
+pub struct StateFnHandler<S, F, Req, Res> {
+    name: String,
+    state: S,
+    f: F,
+    _types: PhantomData<fn(Req) -> Res>,
+}
+
+/// Makes a handler of an async closure that takes the handler's `state` (a clone of it per
+/// call: for an `Arc`, a reference count) and the request: shared state without an `Arc`
+/// cloned outside and again inside the closure.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use flext_impl::handler_with;
+/// use flext_protocols::Handler;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let total = Arc::new(AtomicU64::new(0));
+/// let add = handler_with("add", total.clone(), |total: Arc<AtomicU64>, n: u64| async move {
+///     Ok(total.fetch_add(n, Ordering::SeqCst) + n)
+/// });
+/// assert_eq!(add.handle(5).await, Ok(5));
+/// assert_eq!(add.handle(2).await, Ok(7));
+/// assert_eq!(total.load(Ordering::SeqCst), 7);
+/// # }
+/// ```
+pub fn handler_with<S, Req, Res, F, Fut>(
+    name: impl Into<String>,
+    state: S,
+    f: F,
+) -> StateFnHandler<S, F, Req, Res>
+where
+    S: Clone + Send + Sync,
+    F: Fn(S, Req) -> Fut + Send + Sync,
+    Fut: Future<Output = FlextResult<Res>> + Send,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    StateFnHandler {
+        name: name.into(),
+        state,
+        f,
+        _types: PhantomData,
+    }
+}
+
+#[async_trait]
+impl<S, F, Fut, Req, Res> Handler for StateFnHandler<S, F, Req, Res>
+where
+    S: Clone + Send + Sync,
+    F: Fn(S, Req) -> Fut + Send + Sync,
+    Fut: Future<Output = FlextResult<Res>> + Send,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    type Request = Req;
+    type Response = Res;
+
+    fn handler_name(&self) -> &str {
+        &self.name
+    }
+
+    async fn handle(&self, request: Req) -> FlextResult<Res> {
+        (self.f)(self.state.clone(), request).await
+    }
+}
+
+impl<S, F, Req, Res> fmt::Debug for StateFnHandler<S, F, Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateFnHandler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Makes a handler of a synchronous closure or function taking the request and returning a
 /// [`FlextResult`].
 ///

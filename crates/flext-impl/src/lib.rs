@@ -63,7 +63,9 @@ pub use core::{HandlerCore, ManagedHandler};
 pub use deadline::{Deadline, DeadlineSubject};
 pub use event::EventHandler;
 pub use flext_protocols::Handler as AbstractHandler;
-pub use func::{FnHandler, SyncFnHandler, handler_fn, sync_handler_fn};
+pub use func::{
+    FnHandler, StateFnHandler, SyncFnHandler, handler_fn, handler_with, sync_handler_fn,
+};
 pub use guard::{catch_panic, catch_panic_sync};
 pub use histogram::LatencySnapshot;
 pub use json::JsonHandler;

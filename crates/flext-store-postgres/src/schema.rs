@@ -277,10 +277,11 @@ impl fmt::Debug for PostgresStoreOptions {
 }
 
 impl PostgresStoreOptions {
-    /// The defaults for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    /// The defaults for `url` (a `&str`, a `String`, or a URL type that is `AsRef<str>`,
+    /// such as `url::Url`).
+    pub fn new(url: impl AsRef<str>) -> Self {
         Self {
-            url: url.into(),
+            url: url.as_ref().to_owned(),
             schema: "public".to_owned(),
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
@@ -426,8 +427,9 @@ impl Drop for Inner {
 }
 
 impl PostgresEventStore {
-    /// Connects to `url` with the default options (schema `public`).
-    pub async fn connect(url: &str) -> FlextResult<Self> {
+    /// Connects to `url` (a `&str`, a `String`, a URL type that is `AsRef<str>`) with the
+    /// default options (schema `public`).
+    pub async fn connect(url: impl AsRef<str>) -> FlextResult<Self> {
         Self::connect_with(PostgresStoreOptions::new(url)).await
     }
 

@@ -31,7 +31,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 
 async fn store(name: &str) -> Arc<dyn EventStore> {
     let path = scratch(name).join("events.db");
-    let options = SqliteStoreOptions::new(path.to_string_lossy().into_owned());
+    let options = SqliteStoreOptions::new(&path);
     Arc::new(
         SqliteEventStore::open_with(options)
             .await

@@ -48,3 +48,8 @@ mod tables;
 pub use flext_store::TransactionalProgress;
 pub use projection::{SqliteProjection, SqliteProjectionHandle, SqliteProjectionRunner};
 pub use schema::{SqliteEventStore, SqliteStoreOptions};
+
+/// The sqlx the store is built on: a [`SqliteProjection`] writes its read model in the
+/// transaction it is given (`sqlx::Transaction<'_, sqlx::Sqlite>`) through this very
+/// crate, so an application needs no sqlx of its own, nor to match its version.
+pub use sqlx;

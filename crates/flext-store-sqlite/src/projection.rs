@@ -29,8 +29,9 @@ use crate::SqliteEventStore;
 /// ```
 /// use async_trait::async_trait;
 /// use flext_store_sqlite::SqliteProjection;
+/// // The store's own sqlx: no sqlx dependency, no version to match.
+/// use flext_store_sqlite::sqlx::{self, Sqlite, Transaction};
 /// use flext_types::{FlextError, FlextResult, StoredEvent};
-/// use sqlx::{Sqlite, Transaction};
 ///
 /// /// Counts events per stream in a table of the store's database.
 /// struct EventsPerStream;

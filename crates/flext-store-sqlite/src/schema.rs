@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +100,7 @@ const LONGEST_BUSY_TIMEOUT: Duration = Duration::from_millis(0x7fff_ffff);
 #[non_exhaustive]
 pub struct SqliteStoreOptions {
     /// A file path, or `:memory:` for a private in-memory database.
-    pub path: String,
+    pub path: PathBuf,
     /// How long a writer waits for another to finish (default 5 s). SQLite counts it in
     /// milliseconds of an `i32`: a longer one (up to `Duration::MAX`) waits `i32::MAX`
     /// milliseconds, about 24.8 days.
@@ -114,10 +115,10 @@ pub struct SqliteStoreOptions {
 }
 
 impl SqliteStoreOptions {
-    /// The defaults for `path`.
-    pub fn new(path: impl Into<String>) -> Self {
+    /// The defaults for `path` (a `&str`, a `String`, a `Path`, a `PathBuf`…).
+    pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
-            path: path.into(),
+            path: path.as_ref().to_path_buf(),
             busy_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(200),
             max_connections: 4,
@@ -170,9 +171,9 @@ pub(crate) struct Inner {
 }
 
 impl SqliteEventStore {
-    /// Opens (creating if needed) the database at `path`, or a private in-memory one for
-    /// `:memory:`, with the default options.
-    pub async fn open(path: &str) -> FlextResult<Self> {
+    /// Opens (creating if needed) the database at `path` (a `&str`, a `Path`, a
+    /// `PathBuf`…), or a private in-memory one for `:memory:`, with the default options.
+    pub async fn open(path: impl AsRef<Path>) -> FlextResult<Self> {
         Self::open_with(SqliteStoreOptions::new(path)).await
     }
 
@@ -180,15 +181,15 @@ impl SqliteEventStore {
     /// cannot be opened, or a database of a newer schema, is a `STORAGE_ERROR` naming the
     /// path.
     pub async fn open_with(options: SqliteStoreOptions) -> FlextResult<Self> {
-        let path = options.path.clone();
-        let in_memory = path == ":memory:";
+        let path = options.path.display().to_string();
+        let in_memory = options.path == Path::new(":memory:");
         let busy_timeout = options.busy_timeout.min(LONGEST_BUSY_TIMEOUT);
         let connect = if in_memory {
             SqliteConnectOptions::from_str("sqlite::memory:")
                 .map_err(|e| storage(&path, "cannot read the path", e))?
         } else {
             SqliteConnectOptions::new()
-                .filename(&path)
+                .filename(&options.path)
                 .create_if_missing(true)
         }
         .synchronous(SqliteSynchronous::Normal)

@@ -95,7 +95,7 @@ pub(super) async fn open(kind: StoreKind) -> FlextResult<Opened> {
                 FlextError::storage(format!("cannot create {}: {e}", directory.display()))
             })?;
             let path = directory.join("events.db");
-            let store = Arc::new(SqliteEventStore::open(&path.to_string_lossy()).await?);
+            let store = Arc::new(SqliteEventStore::open(&path).await?);
             Ok(Opened {
                 events: store.clone(),
                 checkpoints: store,

@@ -141,11 +141,7 @@ async fn measure_catch_up_on_sqlite_per_event_and_batched_checkpoints() {
         std::process::id(),
         time::OffsetDateTime::now_utc().unix_timestamp_nanos()
     ));
-    let store = Arc::new(
-        SqliteEventStore::open(&path.to_string_lossy())
-            .await
-            .unwrap(),
-    );
+    let store = Arc::new(SqliteEventStore::open(&path).await.unwrap());
     for chunk in 0..EVENTS / 100 {
         let events = (0..100)
             .map(|i| {

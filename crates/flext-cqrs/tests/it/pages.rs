@@ -40,21 +40,19 @@ fn bus() -> QueryBus {
             })
             .collect(),
     );
-    let list = move |query: ListAccounts| {
-        let accounts = accounts.clone();
-        async move {
-            let matching = accounts
-                .iter()
-                .filter(|a| a.balance >= query.min_balance)
-                .cloned();
-            Page::of_sorted(matching, &query.page, |a| a.id.clone())
-        }
+    let list = |accounts: Arc<Vec<Account>>, query: ListAccounts| async move {
+        let matching = accounts
+            .iter()
+            .filter(|a| a.balance >= query.min_balance)
+            .cloned();
+        Page::of_sorted(matching, &query.page, |a| a.id.clone())
     };
     let mut bus = QueryBus::new();
-    bus.register_fn(list.clone()).expect("typed");
+    // The state goes in once; each call gets its own reference.
+    bus.register_with(accounts.clone(), list).expect("typed");
     bus.register_named(
         "ListAccounts",
-        flext_impl::handler_fn("list_accounts", list),
+        flext_impl::handler_with("list_accounts", accounts, list),
     )
     .expect("named");
     bus
