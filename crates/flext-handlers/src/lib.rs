@@ -68,7 +68,11 @@
 //!   (`tower::ServiceHandler`), any tower layer around a flext handler
 //!   (`tower::HandlerExt::layer`), tower's errors as `FlextError`s naming the layer, and
 //!   the `tower` crate itself (`tower::tower`).
-//! - `full`: every adapter, `metrics` and `tower`.
+//! - `axum`: [`FlextError`](Types::FlextError) implements axum's `IntoResponse`: the status
+//!   of its code ([`http_status`](Types::http_status): `NOT_FOUND` 404, `VALIDATION_ERROR`
+//!   422, `WIRING_ERROR` 500, …) and the JSON it serializes to; `axum::Flext` wraps any
+//!   extractor so its rejection answers in the same JSON shape (`axum::FlextRejection`).
+//! - `full`: every adapter, `metrics`, `tower` and `axum`.
 //!
 //! Each store passes the same conformance suite as
 //! [`InMemoryEventStore`](CQRS::InMemoryEventStore), so code written against the
@@ -116,7 +120,8 @@ pub mod Types {
         AppendResult, ConfigSource, DeadLetter, EventMetadata, ExpectedVersion, FlextError,
         FlextResult, HandlerConfig, HandlerMetrics, JsonPayload, LatencySummary, MessageMetadata,
         MetricSample, MetricSet, MetricValue, NewEvent, PerformanceProfile, ResultExt, SizeSummary,
-        Snapshot, StoredEvent, combine, first_success, panic_message, short_type_name, traverse,
+        Snapshot, StoredEvent, combine, first_success, http_status, panic_message, short_type_name,
+        traverse,
     };
 }
 
@@ -216,6 +221,15 @@ pub mod tower {
         HandlerExt, HandlerService, HandlerServiceRef, ServiceHandler, TowerLayered, layer, tower,
         tower_error,
     };
+}
+
+/// Errors a web layer answers with (feature `axum`): [`FlextError`](Types::FlextError)
+/// implements axum's `IntoResponse` (the status of [`http_status`](Types::http_status) and
+/// the error's JSON), and [`Flext`](axum::Flext) answers any extractor's rejection in the
+/// same shape.
+#[cfg(feature = "axum")]
+pub mod axum {
+    pub use flext_types::axum::{Flext, FlextRejection};
 }
 
 /// The guide's `FlextHandlers.Patterns`: chains, pipelines, middleware, resilience and
