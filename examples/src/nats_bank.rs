@@ -555,13 +555,13 @@ pub async fn run_projector(
         account: "acct-1".into(),
         amount: 1_000,
     };
-    // The writer may still be starting: no process serving the command is a NOT_FOUND at
-    // once, and nothing was done, so sending again is safe.
+    // The writer may still be starting: no process serving the command is an UNAVAILABLE
+    // at once, and nothing was done, so sending again is safe.
     let deadline = Instant::now() + options.patience;
     let result = loop {
         let result = bus.send(first.clone()).await;
         match &result {
-            Err(e) if e.code() == ErrorCode::NotFound && Instant::now() < deadline => {
+            Err(e) if e.code() == ErrorCode::Unavailable && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             _ => break result,

@@ -4,7 +4,9 @@
 //! The document is the one list. The table is the first markdown table whose header has a
 //! `layer` and an `external crates` column, and optionally a `for` column. A row allows its
 //! crates to every member of its layer and of every higher layer; a row whose `for` cell
-//! is `adapters` allows them to adapters (`role = "adapter"`) only. A crate cell is
+//! is `adapters` allows them to adapters (`role = "adapter"`) only, and one whose `for`
+//! cell is `optional` allows them as optional dependencies only (behind a feature of the
+//! member, so a build without the feature does without them). A crate cell is
 //! `none`, or a comma-separated list of crate names in backticks, each optionally
 //! followed by the only features it may turn on by name, in parentheses:
 //! `` `tokio` (`sync`, `time`), `tracing` ``. The features a member may turn on are those
@@ -17,7 +19,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::architecture::{ARCHITECTURE_DOC, find_table, plain_text, split_row};
-use crate::metadata::{DependencyKind, Metadata, Package, Role};
+use crate::metadata::{Dependency, DependencyKind, Metadata, Package, Role};
 
 /// One row of the external-crates table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub struct ExternalRow {
     pub layer: i64,
     /// Whether only adapters may use the row's crates (`for` is `adapters`).
     pub adapters_only: bool,
+    /// Whether the row allows its crates as optional dependencies only (`for` is
+    /// `optional`).
+    pub optional_only: bool,
     /// The crates the row allows.
     pub crates: Vec<ExternalCrate>,
 }
@@ -42,7 +47,8 @@ pub struct ExternalCrate {
 /// Parses the external-crates table of `markdown`.
 ///
 /// Fails with a message when no table has the columns, when a layer is not an integer, a
-/// `for` cell is neither empty nor `adapters`, or a crate cell does not follow the format.
+/// `for` cell is neither empty, `adapters` nor `optional`, or a crate cell does not follow
+/// the format.
 pub fn parse_external_table(markdown: &str) -> Result<Vec<ExternalRow>, String> {
     let missing = || {
         format!(
@@ -66,16 +72,19 @@ pub fn parse_external_table(markdown: &str) -> Result<Vec<ExternalRow>, String> 
                      {layer_text:?}, not an integer"
                 )
             })?;
-            let adapters_only = match for_column.map(|index| plain_text(cell(index))) {
-                None | Some("") => false,
-                Some("adapters") => true,
-                Some(other) => {
-                    return Err(format!(
-                        "{ARCHITECTURE_DOC}: the `for` cell of layer {layer} in the \
-                         external-crates table is {other:?}; it must be empty or `adapters`"
-                    ));
-                }
-            };
+            let (adapters_only, optional_only) =
+                match for_column.map(|index| plain_text(cell(index))) {
+                    None | Some("") => (false, false),
+                    Some("adapters") => (true, false),
+                    Some("optional") => (false, true),
+                    Some(other) => {
+                        return Err(format!(
+                            "{ARCHITECTURE_DOC}: the `for` cell of layer {layer} in the \
+                             external-crates table is {other:?}; it must be empty, \
+                             `adapters` or `optional`"
+                        ));
+                    }
+                };
             let crates = parse_crates(cell(crates_column)).map_err(|error| {
                 format!(
                     "{ARCHITECTURE_DOC}: the external crates of layer {layer}: {error}; write \
@@ -85,6 +94,7 @@ pub fn parse_external_table(markdown: &str) -> Result<Vec<ExternalRow>, String> 
             Ok(ExternalRow {
                 layer,
                 adapters_only,
+                optional_only,
                 crates,
             })
         })
@@ -95,7 +105,8 @@ pub fn parse_external_table(markdown: &str) -> Result<Vec<ExternalRow>, String> 
 /// `rows`.
 ///
 /// Reports, naming the member, its layer and the crate: a crate no row allows, a crate
-/// allowed only from a higher layer, a crate allowed only to adapters, a feature outside
+/// allowed only from a higher layer, a crate allowed only to adapters, a crate allowed
+/// only as an optional dependency and depended on unconditionally, a feature outside
 /// the allowed ones (turned on in the dependency's entry or through one of the member's own
 /// `[features]`), and the default features left on for a crate whose features are limited. A member without a valid layer is rule 1's to report.
 pub fn check_external_crates(metadata: &Metadata, rows: &[ExternalRow]) -> Vec<String> {
@@ -113,7 +124,7 @@ pub fn check_external_crates(metadata: &Metadata, rows: &[ExternalRow]) -> Vec<S
             let name = &dependency.name;
             let allowing: Vec<&ExternalCrate> = rows
                 .iter()
-                .filter(|row| row.layer <= layer && applies_to(row, package))
+                .filter(|row| row.layer <= layer && applies_to(row, package, dependency))
                 .filter_map(|row| row.crates.iter().find(|krate| krate.name == *name))
                 .collect();
             if allowing.is_empty() {
@@ -192,9 +203,11 @@ pub fn check_external_doc(root: &Path, metadata: &Metadata) -> Vec<String> {
     }
 }
 
-/// Returns whether `row` allows its crates to `package` by role.
-fn applies_to(row: &ExternalRow, package: &Package) -> bool {
-    !row.adapters_only || package.has_role(Role::Adapter)
+/// Returns whether `row` allows its crates to `package` by role, and to `dependency` by
+/// being optional.
+fn applies_to(row: &ExternalRow, package: &Package, dependency: &Dependency) -> bool {
+    (!row.adapters_only || package.has_role(Role::Adapter))
+        && (!row.optional_only || dependency.optional)
 }
 
 /// The message for a dependency on `name` that no row allows to `package`.
@@ -207,6 +220,18 @@ fn not_allowed(package: &Package, layer: i64, name: &str, rows: &[ExternalRow]) 
         format!("{ARCHITECTURE_DOC} allows it at no layer")
     } else if listed.iter().all(|row| row.adapters_only) {
         format!("{ARCHITECTURE_DOC} allows it to adapters (role = \"adapter\") only")
+    } else if listed
+        .iter()
+        .filter(|row| row.layer <= layer && !row.adapters_only)
+        .all(|row| row.optional_only)
+        && listed
+            .iter()
+            .any(|row| row.layer <= layer && row.optional_only)
+    {
+        format!(
+            "{ARCHITECTURE_DOC} allows it at this layer as an optional dependency only; \
+             make it `optional = true`, turned on by a feature"
+        )
     } else {
         let lowest = listed
             .iter()

@@ -7,7 +7,7 @@
 //!   `dependencies`, `metadata`, and in it `metadata.flext.layer` (an integer) and
 //!   `metadata.flext.role` (a string);
 //! - per dependency: `name` (the package name, never the rename), `source`, `kind`,
-//!   `rename`, `path`, `features`, `uses_default_features`.
+//!   `rename`, `path`, `features`, `uses_default_features`, `optional`.
 //!
 //! The layering rules read the members only ([`cargo_metadata`], `--no-deps`); the
 //! license and source rule reads every package of the resolved graph
@@ -85,6 +85,9 @@ pub struct Dependency {
     /// Whether the dependency's default features are on.
     #[serde(default = "default_true")]
     pub uses_default_features: bool,
+    /// Whether the dependency is optional (turned on by one of the member's features).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// The kind of a [`Dependency`]: which manifest table declares it.

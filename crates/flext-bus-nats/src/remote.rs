@@ -61,8 +61,9 @@ fn subject(prefix: &str, kind: RemoteKind, name: &str) -> String {
 /// answer is the output, or the worker's `FlextError` (code, message and data in
 /// headers). The transport's own errors are typed and never hang:
 ///
-/// - no process serves the message: `NOT_FOUND` at once (the server's no-responders
-///   status);
+/// - no process serves the message: `UNAVAILABLE` at once (the server's no-responders
+///   status: no worker of that message is up, perhaps starting or restarting, so a
+///   `Retry` of flext-patterns tries it again by default);
 /// - no answer by the deadline (the one in force around the call, else
 ///   [`with_default_timeout`](NatsTransport::with_default_timeout), 30 s by default):
 ///   `TIMEOUT`; a deadline already passed is a `TIMEOUT` before anything is sent;
@@ -150,7 +151,7 @@ impl RemoteTransport for NatsTransport {
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|e| match e.kind() {
-                    RequestErrorKind::NoResponders => FlextError::not_found(format!(
+                    RequestErrorKind::NoResponders => FlextError::unavailable(format!(
                         "No process serves {what} (subject {subject})"
                     )),
                     RequestErrorKind::TimedOut => timed_out().with_source(e),
@@ -230,7 +231,7 @@ fn decode_call(
     {
         Some(Some(sent)) if sent == name => {}
         Some(Some(sent)) => {
-            return Err(FlextError::not_found(format!(
+            return Err(FlextError::wiring(format!(
                 "This worker serves {} {name} on this subject, not {sent}",
                 kind.as_str()
             )));

@@ -5,7 +5,7 @@ use crate::wire::wire_enum;
 wire_enum! {
     /// What kind of failure a `FlextError` reports, with its flext code string.
     ///
-    /// The families: `FLEXT_1xxx` business and operation errors, `FLEXT_2xxx` infrastructure
+    /// The families: `FLEXT_1xxx` business, operation and wiring errors, `FLEXT_2xxx` infrastructure
     /// and resilience errors, `FLEXT_3xxx` validation, `FLEXT_4xxx` security. The strings are
     /// stable wire values; [`ErrorCode::name`] gives the upper-case constant name.
     ///
@@ -19,12 +19,21 @@ wire_enum! {
         OperationError => "FLEXT_1002",
         /// An argument was malformed (an empty name, a bad configuration value).
         InvalidArgument => "FLEXT_1003",
-        /// Something looked up does not exist.
+        /// Something looked up does not exist: the answer to a lookup by a key the caller
+        /// gives (an account, a registered name, a subscription id), which may well be the
+        /// client's mistake. A message no handler takes is a [`WiringError`](Self::WiringError).
         NotFound => "FLEXT_1004",
         /// Something registered already exists.
         Duplicate => "FLEXT_1005",
         /// An optimistic-concurrency check failed (expected and actual versions differ).
         ConcurrencyConflict => "FLEXT_1006",
+        /// The application's composition cannot carry a message: no handler is registered
+        /// for it, the handler on its route takes another message or response type, a
+        /// middleware swapped its type, no link of a chain accepts it, a worker reached
+        /// for it does not serve it. A fault of the program or its deployment, never of
+        /// the message's sender (unlike [`NotFound`](Self::NotFound), the answer to a
+        /// lookup that may be the caller's mistake).
+        WiringError => "FLEXT_1007",
         /// A call ran past its deadline.
         Timeout => "FLEXT_2001",
         /// A store could not read or write.
@@ -56,6 +65,7 @@ impl ErrorCode {
             Self::NotFound => "NOT_FOUND",
             Self::Duplicate => "DUPLICATE",
             Self::ConcurrencyConflict => "CONCURRENCY_CONFLICT",
+            Self::WiringError => "WIRING_ERROR",
             Self::Timeout => "TIMEOUT",
             Self::StorageError => "STORAGE_ERROR",
             Self::SerializationError => "SERIALIZATION_ERROR",
@@ -87,6 +97,17 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.as_str(), "FLEXT_1004");
         assert_eq!(ErrorCode::BusinessRuleViolation.as_str(), "FLEXT_1001");
         assert_eq!(ErrorCode::Duplicate.as_str(), "FLEXT_1005");
+    }
+
+    #[test]
+    fn wiring_faults_have_a_code_of_their_own() {
+        assert_eq!(ErrorCode::WiringError.as_str(), "FLEXT_1007");
+        assert_eq!(ErrorCode::WiringError.name(), "WIRING_ERROR");
+        assert_eq!(
+            "FLEXT_1007".parse::<ErrorCode>(),
+            Ok(ErrorCode::WiringError)
+        );
+        assert_ne!(ErrorCode::WiringError, ErrorCode::NotFound);
     }
 
     #[test]

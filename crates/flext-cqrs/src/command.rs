@@ -19,7 +19,9 @@ use crate::routes::{Routes, Stack, Totals};
 ///   naming the type.
 /// - A command is [validated](Command::validate) before dispatch; a rejection is a
 ///   `VALIDATION_ERROR` with the command's own message, and the handler is never called.
-/// - No handler is a `NOT_FOUND` "No handler registered for command: CreateUserCommand".
+/// - No handler is a `WIRING_ERROR` "No handler registered for command: CreateUserCommand":
+///   the program's fault, not the sender's (a web layer answers 500, where a handler's own
+///   `NOT_FOUND`, "no such account", is a 404).
 /// - A handler (or middleware) that panics gives an `OPERATION_ERROR`; the bus keeps
 ///   working.
 ///
@@ -145,7 +147,8 @@ impl CommandBus {
         self.register(flext_impl::handler_with(C::command_name(), state, f))
     }
 
-    /// Removes the handler of `C`; `NOT_FOUND` if there is none.
+    /// Removes the handler of `C`; `NOT_FOUND` if there is none (a lookup of a
+    /// registration; a command sent without a handler is a `WIRING_ERROR`).
     pub fn unregister<C: Command>(&mut self) -> FlextResult<()> {
         self.routes.remove(&TypeId::of::<C>(), &C::command_name())
     }

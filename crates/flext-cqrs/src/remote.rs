@@ -68,7 +68,8 @@ type Route = Arc<dyn Fn(RemoteCall) -> RouteFuture + Send + Sync>;
 /// A call whose deadline has passed when it arrives is a `TIMEOUT` and does not run; one
 /// that runs past it is ended by a [`Deadline`] at that instant (its error names the
 /// message). A payload that does not decode is a `SERIALIZATION_ERROR` naming the message,
-/// a message not served a `NOT_FOUND`.
+/// a message not served a `WIRING_ERROR` (the caller's bus routes it to a worker that
+/// does not serve it).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -213,7 +214,7 @@ impl RemoteDispatch for RemoteHandlers {
 
     async fn dispatch(&self, call: RemoteCall) -> FlextResult<Vec<u8>> {
         let Some(route) = self.routes.get(&(call.kind, call.name.clone())) else {
-            return Err(FlextError::not_found(format!(
+            return Err(FlextError::wiring(format!(
                 "No remote handler for {} {}",
                 call.kind, call.name
             )));

@@ -166,7 +166,7 @@ impl Route {
         self.typed
             .downcast_ref::<BoxHandler<M, R>>()
             .ok_or_else(|| {
-                FlextError::operation(format!(
+                FlextError::wiring(format!(
                     "The handler '{}' of {} {} has another message or response type",
                     self.handler_name, self.kind, self.message_type
                 ))
@@ -228,7 +228,7 @@ impl Route {
         let through_stack = async {
             let output = Next::new(&*self.erased, middleware).run(dispatch).await?;
             output.downcast::<R>().map(|r| *r).map_err(|_| {
-                FlextError::operation(format!(
+                FlextError::wiring(format!(
                     "A middleware answered {} {} with a response of another type",
                     self.kind, self.message_type
                 ))
@@ -294,7 +294,7 @@ where
     async fn handle(&self, dispatch: Dispatch) -> FlextResult<DispatchOutput> {
         let (metadata, message) = dispatch.into_parts();
         let message = message.downcast::<M>().map_err(|_| {
-            FlextError::operation(format!(
+            FlextError::wiring(format!(
                 "A middleware replaced the {} message with a value of another type",
                 self.message_type
             ))
@@ -418,7 +418,7 @@ impl<K: Hash + Eq> Routes<K> {
         self.map
             .remove(key)
             .map(|_| ())
-            .ok_or_else(|| self.not_found(message_type))
+            .ok_or_else(|| FlextError::not_found(self.no_handler(message_type)))
     }
 
     pub(crate) fn contains<Q>(&self, key: &Q) -> bool
@@ -433,11 +433,11 @@ impl<K: Hash + Eq> Routes<K> {
         self.map.len()
     }
 
-    fn not_found(&self, message_type: &str) -> FlextError {
-        FlextError::not_found(format!(
-            "No handler registered for {}: {message_type}",
-            self.kind
-        ))
+    /// "No handler registered for {kind}: {message_type}": a `WIRING_ERROR` when a
+    /// message meets it (the program did not wire its handler), a `NOT_FOUND` when a
+    /// removal does (a lookup of a registration).
+    fn no_handler(&self, message_type: &str) -> String {
+        format!("No handler registered for {}: {message_type}", self.kind)
     }
 
     /// Dispatches `message` to the handler of `key`: validation first (a rejection never
@@ -468,7 +468,7 @@ impl<K: Hash + Eq> Routes<K> {
             if metrics {
                 totals.record(false);
             }
-            return Err(self.not_found(&message_type()));
+            return Err(FlextError::wiring(self.no_handler(&message_type())));
         };
         if let Err(error) = catch_panic_sync(|| validate(&message)) {
             if metrics {

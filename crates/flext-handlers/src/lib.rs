@@ -70,7 +70,11 @@
 //!   the `tower` crate itself (`tower::tower`).
 //! - `testing`: the test kit as `testing` (conformance suites, aggregate and saga
 //!   fixtures), for a user's own tests.
-//! - `full`: every adapter, `metrics`, `tower` and `testing`.
+//! - `axum`: [`FlextError`](Types::FlextError) implements axum's `IntoResponse`: the status
+//!   of its code ([`http_status`](Types::http_status): `NOT_FOUND` 404, `VALIDATION_ERROR`
+//!   422, `WIRING_ERROR` 500, …) and the JSON it serializes to; `axum::Flext` wraps any
+//!   extractor so its rejection answers in the same JSON shape (`axum::FlextRejection`).
+//! - `full`: every adapter, `metrics`, `tower`, `testing` and `axum`.
 //!
 //! Each store passes the same conformance suite as
 //! [`InMemoryEventStore`](CQRS::InMemoryEventStore), so code written against the
@@ -134,7 +138,7 @@ pub mod Types {
         ExpectedVersion, FlextError, FlextResult, HandlerConfig, HandlerMetrics, JsonPayload,
         LatencySummary, MAX_PAGE_LIMIT, MessageMetadata, MetricSample, MetricSet, MetricValue,
         NewEvent, Page, PageRequest, PerformanceProfile, ResultExt, SizeSummary, Snapshot,
-        StoredEvent, combine, first_success, panic_message, short_type_name, traverse,
+        StoredEvent, combine, first_success, http_status, panic_message, short_type_name, traverse,
     };
 }
 
@@ -262,6 +266,16 @@ pub mod tower {
         HandlerExt, HandlerService, HandlerServiceRef, ServiceHandler, TowerLayered, layer,
         tower_error,
     };
+}
+
+/// Errors a web layer answers with (feature `axum`): [`FlextError`](Types::FlextError)
+/// implements axum's `IntoResponse` (the status of [`http_status`](Types::http_status) and
+/// the error's JSON), and [`Flext`](axum::Flext) answers any extractor's rejection in the
+/// same shape.
+#[cfg(feature = "axum")]
+pub mod axum {
+    #[doc(inline)]
+    pub use flext_types::axum::{Flext, FlextRejection};
 }
 
 /// The guide's `FlextHandlers.Patterns`: chains, pipelines, middleware, resilience and

@@ -274,6 +274,10 @@ impl HandlerRegistry {
 
     /// The handler registered under `name`, or `NOT_FOUND` "Handler 'X' not found in
     /// registry".
+    ///
+    /// A `NOT_FOUND`, not a `WIRING_ERROR`: the registry is looked up by a name the caller
+    /// gives, often one that came from outside (an admin request, a configuration), so a
+    /// missing name is an answer about that name, as "no such account" is.
     pub fn handler(&self, name: &str) -> FlextResult<Arc<dyn RegisteredHandler>> {
         self.entry(name).map(|entry| entry.handler.clone())
     }
@@ -292,7 +296,8 @@ impl HandlerRegistry {
     }
 
     /// The handler registered under `name` as its concrete type `H`; `NOT_FOUND` when there
-    /// is none, `INVALID_ARGUMENT` when it is of another type.
+    /// is none, `WIRING_ERROR` when it is of another type (the program expects a type the
+    /// name was not registered with).
     pub fn typed<H: Send + Sync + 'static>(&self, name: &str) -> FlextResult<Arc<H>> {
         let handler = self.handler(name)?;
         handler
@@ -300,7 +305,7 @@ impl HandlerRegistry {
             .downcast_ref::<Arc<H>>()
             .cloned()
             .ok_or_else(|| {
-                FlextError::invalid_argument(format!(
+                FlextError::wiring(format!(
                     "Handler '{name}' is not a {}",
                     flext_types::short_type_name::<H>()
                 ))

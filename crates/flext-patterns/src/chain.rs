@@ -213,7 +213,10 @@ impl<T: Send + 'static> HandlerChain<T> {
     /// Runs `request` through the chain.
     ///
     /// An empty sequential chain returns the request; an empty or unmatched first-match
-    /// chain is a `NOT_FOUND` "No handler in chain could process the request".
+    /// chain is a `WIRING_ERROR` "No handler in chain could process the request" (the chain
+    /// has no handler for it: a chain that meets requests none of its links should take
+    /// ends with a catch-all link answering them). Removing a handler by a name the chain
+    /// does not hold is a `NOT_FOUND`.
     pub async fn handle(&self, request: T) -> FlextResult<T> {
         let result = match self.mode {
             ChainMode::Sequential => self.run_sequential(request).await,
@@ -248,7 +251,7 @@ impl<T: Send + 'static> HandlerChain<T> {
             }
         }
         Err(
-            FlextError::not_found("No handler in chain could process the request")
+            FlextError::wiring("No handler in chain could process the request")
                 .with_data(json!({"chain": self.name})),
         )
     }

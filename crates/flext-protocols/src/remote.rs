@@ -80,8 +80,8 @@ pub struct RemoteCall {
 ///
 /// The result is the handler's output as JSON, or the handler's `FlextError` (its code,
 /// message and data as the worker returned it), or the transport's own typed error: no
-/// process serves the message (`NOT_FOUND`), the deadline passed (`TIMEOUT`), the broker
-/// cannot be reached (`UNAVAILABLE`). A transport never waits past the call's deadline.
+/// process serves the message, or the broker cannot be reached (`UNAVAILABLE`: a worker may
+/// be starting or down), the deadline passed (`TIMEOUT`). A transport never waits past the call's deadline.
 #[async_trait]
 pub trait RemoteTransport: Send + Sync + fmt::Debug {
     /// Sends `call` and waits for its result.
@@ -104,7 +104,7 @@ pub trait RemoteDispatch: Send + Sync + fmt::Debug {
     fn routes(&self) -> Vec<(RemoteKind, String)>;
 
     /// Handles `call`: its output as JSON, or the error the handling ended with (a call
-    /// for a message it does not serve is `NOT_FOUND`; a payload that does not decode is a
+    /// for a message it does not serve is a `WIRING_ERROR`; a payload that does not decode is a
     /// `SERIALIZATION_ERROR` naming the message; a deadline already passed is a `TIMEOUT`
     /// and nothing runs).
     ///

@@ -21,10 +21,14 @@ pub type FlextResult<T> = Result<T, FlextError>;
 /// ```
 /// use flext_types::{ErrorCode, FlextError};
 ///
-/// let err = FlextError::not_found("No handler registered for command: CreateUserCommand");
+/// let err = FlextError::not_found("No account acc-7");
 /// assert_eq!(err.code(), ErrorCode::NotFound);
 /// assert_eq!(err.code().as_str(), "FLEXT_1004");
-/// assert_eq!(err.to_string(), "No handler registered for command: CreateUserCommand");
+/// assert_eq!(err.to_string(), "No account acc-7");
+///
+/// let err = FlextError::wiring("No handler registered for command: CreateUserCommand");
+/// assert_eq!(err.code(), ErrorCode::WiringError);
+/// assert_eq!(err.code().as_str(), "FLEXT_1007");
 /// ```
 #[derive(Clone, thiserror::Error)]
 #[error("{message}")]
@@ -57,9 +61,19 @@ impl FlextError {
         Self::new(ErrorCode::AuthorizationDenied, message)
     }
 
-    /// Something looked up does not exist (`NOT_FOUND`, `FLEXT_1004`).
+    /// Something looked up does not exist (`NOT_FOUND`, `FLEXT_1004`): no such account, no
+    /// handler registered under the name asked for. A message no handler takes is a
+    /// [`wiring`](FlextError::wiring) fault instead.
     pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::NotFound, message)
+    }
+
+    /// The application's composition cannot carry a message (`WIRING_ERROR`, `FLEXT_1007`):
+    /// no handler registered for it, a handler or middleware of another message or
+    /// response type on its route, no link of a chain accepting it, a worker that does not
+    /// serve it. The program's fault, never the sender's: an HTTP answer is a 500.
+    pub fn wiring(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::WiringError, message)
     }
 
     /// A business rule was broken (`BUSINESS_RULE_VIOLATION`, `FLEXT_1001`).
@@ -103,7 +117,7 @@ impl FlextError {
     }
 
     /// The error's code.
-    pub fn code(&self) -> ErrorCode {
+    pub const fn code(&self) -> ErrorCode {
         self.code
     }
 

@@ -14,6 +14,8 @@
 //! - Event-store records: [`NewEvent`], [`StoredEvent`], [`ExpectedVersion`],
 //!   [`AppendResult`], [`Snapshot`], [`DeadLetter`], with payloads as [`JsonPayload`]: plain
 //!   data; the rules stores apply to them live in `flext-store`.
+//! - [`http_status`]: the HTTP status a web layer answers each [`ErrorCode`] with (a
+//!   documented table: `NOT_FOUND` 404, `WIRING_ERROR` 500, …).
 //!
 //! ```
 //! use flext_types::{ErrorCode, FlextError, FlextResult, HandlerConfig, ResultExt};
@@ -32,7 +34,17 @@
 //! assert_eq!(production.timeout_ms, 30_000);
 //! assert_eq!(production.max_retries, 1);
 //! ```
+//!
+//! # Features
+//!
+//! `default = []`: plain data, no HTTP.
+//!
+//! - `axum`: [`FlextError`] implements axum's `IntoResponse` (the status of
+//!   [`http_status`] and the error's JSON), and `axum::Flext` answers any extractor's
+//!   rejection in the same JSON shape. It brings `axum-core` and `http`, not `axum`.
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod config;
 mod error;
 mod message;
@@ -43,6 +55,7 @@ mod profile;
 mod railway;
 mod records;
 pub mod serde_helpers;
+mod status;
 
 pub use config::{ConfigSource, HandlerConfig};
 pub use error::{FlextError, FlextResult, panic_message};
@@ -59,3 +72,4 @@ pub use records::{
     AppendResult, DeadLetter, EventMetadata, ExpectedVersion, JsonPayload, NewEvent, Snapshot,
     StoredEvent,
 };
+pub use status::http_status;

@@ -26,6 +26,7 @@ const TABLE: &str = "\
 | 45 | adapters | `sqlx`, `async-nats` | I/O |
 | 80 | | `tokio` (`rt-multi-thread`) | the test kit's runtime |
 | 100 | | `toml` | tooling |
+| 20 | optional | `http` | a feature's HTTP mapping |
 ";
 
 fn check(document: &Value) -> Vec<String> {
@@ -66,7 +67,7 @@ fn add_external(document: &mut Value, from: &str, to: &str, features: &[&str]) {
 #[test]
 fn parser_reads_layers_roles_and_features() {
     let rows = parse_external_table(TABLE).expect("the table parses");
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), 9);
     assert!(rows[0].crates.is_empty());
     assert_eq!(rows[3].layer, 35);
     assert_eq!(
@@ -78,6 +79,7 @@ fn parser_reads_layers_roles_and_features() {
     );
     assert_eq!(rows[3].crates[1].features, None);
     assert!(rows[5].adapters_only && !rows[4].adapters_only);
+    assert!(rows[8].optional_only && !rows[8].adapters_only && !rows[1].optional_only);
 }
 
 #[test]
@@ -85,6 +87,7 @@ fn parser_rejects_malformed_rows_naming_them() {
     for (from, to, needle) in [
         ("| 20 | | `serde`", "| twenty | | `serde`", "\"twenty\""),
         ("| 45 | adapters |", "| 45 | adaptors |", "\"adaptors\""),
+        ("| 20 | optional |", "| 20 | feature |", "\"feature\""),
         ("`tokio` (`rt`)", "tokio (rt)", "layer 40"),
         ("`tokio` (`rt`)", "`tokio` (`rt`", "not closed"),
         ("`tokio` (`rt`)", "`tokio` (rt)", "a feature of tokio"),
@@ -238,6 +241,40 @@ fn default_features_left_on_for_a_limited_crate_are_named() {
             "default features of tokio",
             "default-features = false",
         ],
+    );
+}
+
+#[test]
+fn a_crate_allowed_as_optional_only_is_named_when_depended_on_unconditionally() {
+    let mut document = clean_document();
+    add_external(&mut document, "flext-types", "http", &[]);
+    let violations = check(&document);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_one_naming(
+        &violations,
+        &[
+            "flext-types (layer 20)",
+            "http",
+            "as an optional dependency only",
+        ],
+    );
+    let package = package_mut(&mut document, "flext-types");
+    package["dependencies"]
+        .as_array_mut()
+        .and_then(|dependencies| dependencies.last_mut())
+        .expect("the http dependency")["optional"] = json!(true);
+    assert_clean(&check(&document));
+    // Optional or not, it is allowed from its row's layer only.
+    add_external(&mut document, "flext-constants", "http", &[]);
+    let package = package_mut(&mut document, "flext-constants");
+    package["dependencies"]
+        .as_array_mut()
+        .and_then(|dependencies| dependencies.last_mut())
+        .expect("the http dependency")["optional"] = json!(true);
+    let violations = check(&document);
+    assert_one_naming(
+        &violations,
+        &["flext-constants (layer 10)", "from layer 20"],
     );
 }
 

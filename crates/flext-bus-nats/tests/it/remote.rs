@@ -176,10 +176,10 @@ async fn results_errors_and_the_correlation_id_cross_processes_typed() {
     let err = commands.send(deposit("a", -1, 0)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ValidationError);
     assert_eq!(seen.runs.load(Ordering::SeqCst), runs);
-    // A stopped worker serves nothing more.
+    // A stopped worker serves nothing more: the service is unavailable until one is up.
     worker.stop().await;
     let err = commands.send(deposit("a", 1, 0)).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
 }
 
 #[tokio::test]
@@ -226,10 +226,10 @@ async fn no_responders_a_timeout_and_a_broker_outage_are_told_apart_and_never_ha
         .unwrap();
     let (commands, _) = caller(transport);
 
-    // Nobody serves it: NOT_FOUND at once, not after the timeout.
+    // Nobody serves it: UNAVAILABLE at once, not after the timeout.
     let started = Instant::now();
     let err = commands.send(deposit("a", 1, 0)).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
     assert!(
         err.to_string()
             .contains("No process serves Command Deposit"),
@@ -277,10 +277,7 @@ async fn no_responders_a_timeout_and_a_broker_outage_are_told_apart_and_never_ha
             }
             Err(e) => {
                 assert!(
-                    matches!(
-                        e.code(),
-                        ErrorCode::Unavailable | ErrorCode::NotFound | ErrorCode::Timeout
-                    ),
+                    matches!(e.code(), ErrorCode::Unavailable | ErrorCode::Timeout),
                     "{e}"
                 );
                 assert!(started.elapsed() < Duration::from_secs(10), "not back: {e}");
@@ -650,7 +647,7 @@ async fn names_that_would_share_a_subject_are_told_apart() {
         ))
         .unwrap();
     let err = caller.send(Dotted).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
+    assert_eq!(err.code(), ErrorCode::WiringError, "{err}");
     assert!(err.to_string().contains("not Open.Account"), "{err}");
     worker.stop().await;
 }

@@ -55,13 +55,13 @@ async fn a_second_handler_for_a_type_is_a_duplicate_and_the_first_stays() {
 }
 
 #[tokio::test]
-async fn no_handler_is_not_found_naming_the_command() {
+async fn no_handler_is_a_wiring_error_naming_the_command() {
     let bus = CommandBus::new();
     let err = bus
         .send(CreateUserCommand::new("Alice", "a@b.c"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.code(), ErrorCode::WiringError);
     assert_eq!(
         err.to_string(),
         "No handler registered for command: CreateUserCommand"
@@ -131,8 +131,13 @@ async fn unregister_removes_the_handler_and_says_when_there_is_none() {
         .send(CreateUserCommand::new("Alice", "a@b.c"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.code(), ErrorCode::WiringError);
     let err = bus.unregister::<CreateUserCommand>().unwrap_err();
+    assert_eq!(
+        err.code(),
+        ErrorCode::NotFound,
+        "a lookup of a registration"
+    );
     assert_eq!(
         err.to_string(),
         "No handler registered for command: CreateUserCommand"

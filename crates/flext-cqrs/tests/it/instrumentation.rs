@@ -128,7 +128,7 @@ async fn without_instrumentation_a_command_bus_records_nothing_and_still_checks(
 
     let empty = CommandBus::new().with_instrumentation(Instrumentation::NONE);
     let missing = empty.send(CreateUserCommand::new("Alice", "a@x.io")).await;
-    assert!(missing.unwrap_err().is(ErrorCode::NotFound));
+    assert!(missing.unwrap_err().is(ErrorCode::WiringError));
     assert_eq!(empty.metrics().failed_commands, 0);
 }
 

@@ -346,3 +346,29 @@ async fn event_bus_middleware_runs_around_each_delivery() {
         ]
     );
 }
+
+/// Answers every dispatch with a `&str`, whatever the message's output type.
+struct WrongAnswer;
+
+impl Middleware<Dispatch, DispatchOutput> for WrongAnswer {
+    fn name(&self) -> &str {
+        "wrong_answer"
+    }
+
+    fn after_response(&self, _: DispatchOutput) -> FlextResult<DispatchOutput> {
+        Ok(Box::new("not a number"))
+    }
+}
+
+#[tokio::test]
+async fn a_middleware_answering_another_type_is_a_wiring_error() {
+    let log: Log = Arc::default();
+    let mut bus = divide_bus(&log);
+    bus.add_middleware(WrongAnswer);
+    let err = bus.send(Divide(3)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WiringError, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "A middleware answered command Divide with a response of another type"
+    );
+}

@@ -49,7 +49,7 @@ async fn typed_queries_return_their_typed_result() {
 }
 
 #[tokio::test]
-async fn missing_typed_and_named_queries_are_not_found() {
+async fn missing_typed_and_named_queries_are_wiring_errors() {
     let bus = QueryBus::new();
     let err = bus
         .execute(GetUserQuery {
@@ -57,6 +57,7 @@ async fn missing_typed_and_named_queries_are_not_found() {
         })
         .await
         .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WiringError);
     assert_eq!(
         err.to_string(),
         "No handler registered for query: GetUserQuery"
@@ -65,7 +66,7 @@ async fn missing_typed_and_named_queries_are_not_found() {
         .execute_named("GetUserProjection", "user_1")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.code(), ErrorCode::WiringError);
     assert_eq!(
         err.to_string(),
         "No handler registered for query: GetUserProjection"

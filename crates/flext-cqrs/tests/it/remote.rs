@@ -246,7 +246,7 @@ async fn a_worker_names_what_it_cannot_decode_or_does_not_serve() {
         "{err}"
     );
     let err = served.dispatch(call("Withdraw", b"{}")).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.code(), ErrorCode::WiringError);
     assert_eq!(err.to_string(), "No remote handler for command Withdraw");
     let output = served
         .dispatch(call("Deposit", br#"{"account":"a","amount":2}"#))

@@ -122,7 +122,8 @@ async fn typed_retrieval_returns_the_concrete_handler() {
         .unwrap();
     assert!(typed.validate(&json!({"email": "a@b.c"})).is_ok());
     let err = registry.typed::<BasicHandler>("emails").unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert_eq!(err.code(), ErrorCode::WiringError);
+    assert_eq!(err.to_string(), "Handler 'emails' is not a BasicHandler");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

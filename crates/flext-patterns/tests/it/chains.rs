@@ -173,7 +173,7 @@ async fn first_match_mode_uses_only_the_first_handler_that_accepts() {
     );
     assert_eq!(chain.handle(50).await, Ok(5005));
     let err = chain.handle(500).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.code(), ErrorCode::WiringError);
     assert_eq!(
         err.to_string(),
         "No handler in chain could process the request"
