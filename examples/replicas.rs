@@ -218,7 +218,7 @@ async fn demo(url: &str, schema: &str) -> FlextResult<()> {
     println!("=== Three replicas of one service on one PostgreSQL schema ===");
     println!("   Database: {}, schema {schema}", redact(url));
     let store = PostgresEventStore::connect_with(
-        PostgresStoreOptions::new(url.to_owned())
+        PostgresStoreOptions::new(url)
             .with_schema(schema.to_owned())
             .with_max_connections(3),
     )

@@ -6,6 +6,7 @@
 
 pub mod admin_demo;
 pub mod api_chain;
+pub mod bank;
 pub mod enterprise;
 pub mod management;
 pub mod nats_bank;

@@ -282,7 +282,7 @@ pub async fn prepare(store: &PostgresEventStore) -> FlextResult<()> {
 /// Drops `schema` and everything in it, through a store connected to it.
 pub async fn drop_schema(url: &str, schema: &str) -> FlextResult<()> {
     let store = PostgresEventStore::connect_with(
-        PostgresStoreOptions::new(url.to_owned())
+        PostgresStoreOptions::new(url)
             .with_schema(schema.to_owned())
             .with_max_connections(1),
     )

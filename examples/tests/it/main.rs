@@ -1,6 +1,7 @@
 //! The guide's programs produce the outcomes the guide expects.
 
 mod admin;
+mod bank_service;
 mod chain;
 mod enterprise;
 mod leases;

@@ -323,7 +323,7 @@ async fn three_replicas_through_a_pause_and_a_kill_agree_with_a_replay_and_write
 async fn proof(url: &str, schema: &str, dir: &Path) {
     let began = Instant::now();
     let store = PostgresEventStore::connect_with(
-        PostgresStoreOptions::new(url.to_owned())
+        PostgresStoreOptions::new(url)
             .with_schema(schema.to_owned())
             .with_max_connections(3),
     )

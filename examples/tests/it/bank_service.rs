@@ -1,0 +1,446 @@
+//! The flagship service over HTTP (its axum router, called in process): reads of one's
+//! own writes, errors with their status, a race of two withdrawals, a restart, the fraud
+//! service going down, and notifications sent once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use flext_examples::bank::api::router;
+use flext_examples::bank::domain::SimulatedFraud;
+use flext_examples::bank::service::Bank;
+use flext_handlers::Protocols::CheckpointStore as _;
+use flext_handlers::stores::SqliteEventStore;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+/// A fresh database file, removed when the test ends.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("flext-bank-{}.db", uuid::Uuid::new_v4().simple())))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn call(
+    bank: &Arc<Bank>,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .expect("a request");
+    let response = router(bank.clone())
+        .oneshot(request)
+        .await
+        .expect("an answer");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("a body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn open_bank(db: &TempDb, fraud: Arc<SimulatedFraud>) -> Arc<Bank> {
+    Arc::new(Bank::open(&db.0, fraud).await.expect("the bank opens"))
+}
+
+async fn shut(bank: Arc<Bank>) {
+    Arc::try_unwrap(bank)
+        .expect("the only reference")
+        .shutdown()
+        .await
+        .expect("a clean shutdown");
+}
+
+#[tokio::test]
+async fn a_client_reads_its_own_writes_and_gets_errors_with_their_status() {
+    let db = TempDb::new();
+    let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
+    let (status, receipt) = call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-1", "owner": "Ada"})),
+    )
+    .await;
+    assert_eq!(
+        (status, receipt["balance"].as_u64()),
+        (StatusCode::CREATED, Some(0))
+    );
+    let (status, _) = call(
+        &bank,
+        "POST",
+        "/accounts/acc-1/deposits",
+        Some(json!({"amount": 50_000})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, receipt) = call(
+        &bank,
+        "POST",
+        "/accounts/acc-1/withdrawals",
+        Some(json!({"amount": 2_000})),
+    )
+    .await;
+    assert_eq!(
+        (status, receipt["balance"].as_u64()),
+        (StatusCode::OK, Some(48_000))
+    );
+    // The read model already shows it: the command waited for the balances.
+    let (status, account) = call(&bank, "GET", "/accounts/acc-1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        account,
+        json!({"id": "acc-1", "owner": "Ada", "balance": 48_000})
+    );
+
+    let cases = [
+        (
+            "GET",
+            "/accounts/nobody",
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "POST",
+            "/accounts/nobody/deposits",
+            Some(json!({"amount": 5})),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            "POST",
+            "/accounts",
+            Some(json!({"id": "acc-1", "owner": "Bob"})),
+            StatusCode::CONFLICT,
+            "DUPLICATE",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1/deposits",
+            Some(json!({"amount": 0})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1/withdrawals",
+            Some(json!({"amount": 99_999_999})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "BUSINESS_RULE_VIOLATION",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1/withdrawals",
+            Some(json!({"amount": 100_001})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "BUSINESS_RULE_VIOLATION",
+        ),
+        (
+            "POST",
+            "/accounts/acc-1/deposits",
+            Some(json!({"amount": "ten"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "GET",
+            "/accounts?limit=0",
+            None,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "GET",
+            "/accounts?cursor=bogus",
+            None,
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+        ),
+    ];
+    for (method, path, body, expected, name) in cases {
+        let (status, error) = call(&bank, method, path, body.clone()).await;
+        assert_eq!(status, expected, "{method} {path} {body:?}: {error}");
+        assert_eq!(error["name"], name, "{method} {path}: {error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    shut(bank).await;
+}
+
+#[tokio::test]
+async fn a_withdrawal_held_for_review_is_forbidden() {
+    let db = TempDb::new();
+    let bank = open_bank(&db, Arc::new(SimulatedFraud::new(1_000))).await;
+    call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-2", "owner": "Ada"})),
+    )
+    .await;
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-2/deposits",
+        Some(json!({"amount": 5_000})),
+    )
+    .await;
+    let (status, error) = call(
+        &bank,
+        "POST",
+        "/accounts/acc-2/withdrawals",
+        Some(json!({"amount": 2_000})),
+    )
+    .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::FORBIDDEN, Some("AUTHORIZATION_DENIED"))
+    );
+    shut(bank).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_withdrawals_one_wins_and_the_other_is_refused() {
+    let db = TempDb::new();
+    let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
+    call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-3", "owner": "Ada"})),
+    )
+    .await;
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-3/deposits",
+        Some(json!({"amount": 10_000})),
+    )
+    .await;
+    for _ in 0..5 {
+        let withdraw = || {
+            call(
+                &bank,
+                "POST",
+                "/accounts/acc-3/withdrawals",
+                Some(json!({"amount": 7_000})),
+            )
+        };
+        let ((a, _), (b, _)) = tokio::join!(withdraw(), withdraw());
+        let mut statuses = [a.as_u16(), b.as_u16()];
+        statuses.sort_unstable();
+        let refused = statuses[1];
+        assert_eq!(statuses[0], 200, "one wins: {statuses:?}");
+        assert!(
+            refused == 409 || refused == 422,
+            "the other is refused: {statuses:?}"
+        );
+        let (_, account) = call(&bank, "GET", "/accounts/acc-3", None).await;
+        assert_eq!(account["balance"], 3_000);
+        call(
+            &bank,
+            "POST",
+            "/accounts/acc-3/deposits",
+            Some(json!({"amount": 7_000})),
+        )
+        .await;
+    }
+    shut(bank).await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_balances_and_a_large_withdrawal_notifies_once() {
+    let db = TempDb::new();
+    let fraud = Arc::new(SimulatedFraud::new(100_000));
+    let bank = open_bank(&db, fraud.clone()).await;
+    call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-4", "owner": "Ada"})),
+    )
+    .await;
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-4/deposits",
+        Some(json!({"amount": 50_000})),
+    )
+    .await;
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-4/withdrawals",
+        Some(json!({"amount": 20_000})),
+    )
+    .await;
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-4/withdrawals",
+        Some(json!({"amount": 500})),
+    )
+    .await;
+    bank.notified().await.expect("notified");
+    let (_, notes) = call(&bank, "GET", "/notifications", None).await;
+    assert_eq!(notes.as_array().map(Vec::len), Some(1), "{notes}");
+    assert_eq!(notes[0]["amount"], 20_000);
+    shut(bank).await;
+
+    // The relay forgets where it was, as after a crash before its checkpoint: it
+    // delivers every withdrawal again on the next start.
+    let store = SqliteEventStore::open(&db.0).await.expect("the file opens");
+    let saved = store
+        .load_checkpoint("bank/large_withdrawals")
+        .await
+        .expect("a checkpoint read");
+    assert!(saved.is_some_and(|position| position >= 4), "{saved:?}");
+    store.reset("bank/large_withdrawals").await.expect("reset");
+    assert_eq!(
+        store
+            .load_checkpoint("bank/large_withdrawals")
+            .await
+            .expect("read"),
+        None
+    );
+    drop(store);
+
+    let bank = open_bank(&db, fraud).await;
+    let (_, account) = call(&bank, "GET", "/accounts/acc-4", None).await;
+    assert_eq!(
+        account["balance"], 29_500,
+        "the balance survives the restart"
+    );
+    bank.notified().await.expect("notified");
+    let (_, notes) = call(&bank, "GET", "/notifications", None).await;
+    assert_eq!(
+        notes.as_array().map(Vec::len),
+        Some(1),
+        "still one notification: {notes}"
+    );
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-4/deposits",
+        Some(json!({"amount": 1})),
+    )
+    .await;
+    let (_, account) = call(&bank, "GET", "/accounts/acc-4", None).await;
+    assert_eq!(
+        account["balance"], 29_501,
+        "each event counted once in the balances"
+    );
+    shut(bank).await;
+}
+
+#[tokio::test]
+async fn a_fraud_service_that_is_down_answers_503_and_opens_the_breaker() {
+    let db = TempDb::new();
+    let fraud = Arc::new(SimulatedFraud::new(100_000));
+    let bank = open_bank(&db, fraud.clone()).await;
+    call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-5", "owner": "Ada"})),
+    )
+    .await;
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-5/deposits",
+        Some(json!({"amount": 10_000})),
+    )
+    .await;
+    fraud.set_down(true);
+    let mut names = Vec::new();
+    for _ in 0..6 {
+        let (status, error) = call(
+            &bank,
+            "POST",
+            "/accounts/acc-5/withdrawals",
+            Some(json!({"amount": 100})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        names.push(error["name"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(names[0], "UNAVAILABLE");
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("CIRCUIT_OPEN"),
+        "{names:?}"
+    );
+    assert_eq!(
+        bank.services().breaker.state(),
+        flext_handlers::Patterns::BreakerState::Open
+    );
+    let (_, account) = call(&bank, "GET", "/accounts/acc-5", None).await;
+    assert_eq!(account["balance"], 10_000, "nothing withdrawn");
+    shut(bank).await;
+}
+
+#[tokio::test]
+async fn accounts_list_in_pages_with_a_filter() {
+    let db = TempDb::new();
+    let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
+    for n in 1..=7 {
+        let id = format!("acc-{n:02}");
+        call(
+            &bank,
+            "POST",
+            "/accounts",
+            Some(json!({"id": id, "owner": "Ada"})),
+        )
+        .await;
+        call(
+            &bank,
+            "POST",
+            &format!("/accounts/{id}/deposits"),
+            Some(json!({"amount": n * 100})),
+        )
+        .await;
+    }
+    let (status, first) = call(&bank, "GET", "/accounts?min_balance=300&limit=3", None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["total"], 5);
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|a| a["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&first), ["acc-03", "acc-04", "acc-05"]);
+    let cursor = first["next_cursor"].as_str().expect("more").to_owned();
+    let (_, second) = call(
+        &bank,
+        "GET",
+        &format!("/accounts?min_balance=300&limit=3&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&second), ["acc-06", "acc-07"]);
+    assert!(second["next_cursor"].is_null());
+    shut(bank).await;
+}
