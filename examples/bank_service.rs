@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --example bank_service                          # bank.db, http://127.0.0.1:8080
-//! cargo run --example bank_service -- --db /tmp/b.db --port 0
+//! cargo run --example bank_service -- --store sqlite:/tmp/b.db --port 0
+//! cargo run --example bank_service -- --store 'postgres://postgres@127.0.0.1/test#bank'
 //! curl -X POST localhost:8080/accounts -H 'content-type: application/json' \
 //!      -d '{"id": "acc-1", "owner": "Ada"}'
 //! curl -X POST localhost:8080/accounts/acc-1/deposits -H 'content-type: application/json' \
@@ -20,23 +21,27 @@ use std::sync::Arc;
 use flext_examples::bank::api::router;
 use flext_examples::bank::domain::SimulatedFraud;
 use flext_examples::bank::service::Bank;
+use flext_examples::store_choice::StoreChoice;
 use flext_handlers::prelude::*;
 
 struct Options {
-    db: String,
+    store: StoreChoice,
     port: u16,
 }
 
 fn options() -> Result<Options, String> {
     let mut options = Options {
-        db: "bank.db".to_owned(),
+        store: StoreChoice::Sqlite("bank.db".to_owned()),
         port: 8080,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
-            "--db" => options.db = value("--db")?,
+            "--store" => {
+                options.store =
+                    StoreChoice::parse(&value("--store")?).map_err(|e| e.to_string())?;
+            }
             "--port" => {
                 options.port = value("--port")?
                     .parse()
@@ -53,7 +58,9 @@ async fn main() -> ExitCode {
     let options = match options() {
         Ok(options) => options,
         Err(problem) => {
-            eprintln!("{problem}\nusage: bank_service [--db PATH] [--port PORT]");
+            eprintln!(
+                "{problem}\nusage: bank_service [--store sqlite:PATH|postgres:URL[#SCHEMA]] [--port PORT]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -68,7 +75,16 @@ async fn main() -> ExitCode {
 
 async fn run(options: Options) -> FlextResult<()> {
     let fraud = Arc::new(SimulatedFraud::new(100_000));
-    let bank = Arc::new(Bank::open(&options.db, fraud).await?);
+    let bank = Arc::new(match &options.store {
+        StoreChoice::Sqlite(path) => Bank::open(path, fraud).await?,
+        StoreChoice::Postgres { url, schema } => Bank::open_postgres(url, schema, fraud).await?,
+        StoreChoice::Memory => {
+            return Err(FlextError::validation(
+                "the bank keeps its balances in the store's database: use --store sqlite:PATH \
+                 or --store postgres:URL[#SCHEMA]",
+            ));
+        }
+    });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
         .await
         .map_err(|e| {
@@ -77,7 +93,10 @@ async fn run(options: Options) -> FlextResult<()> {
     let addr = listener
         .local_addr()
         .map_err(|e| FlextError::unavailable(format!("no local address: {e}")))?;
-    println!("Bank API: http://{addr}/accounts (database {})", options.db);
+    println!(
+        "Bank API: http://{addr}/accounts (store {:?})",
+        options.store
+    );
     axum::serve(listener, router(bank.clone()))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -8,11 +8,14 @@ use std::time::Duration;
 use flext_handlers::CQRS::{EventRelay, ProjectionHandle};
 use flext_handlers::Implementation::handler_with;
 use flext_handlers::Patterns::{CircuitBreakerConfig, SlidingWindow};
+use flext_handlers::Protocols::CheckpointStore;
 use flext_handlers::Types::{Page, PageRequest};
 use flext_handlers::prelude::*;
-use flext_handlers::stores::sqlx::{self, Sqlite, SqlitePool, Transaction};
+use flext_handlers::stores::sqlx::{self, Postgres, Sqlite, Transaction};
 use flext_handlers::stores::{
-    SqliteEventStore, SqliteProjection, SqliteProjectionHandle, SqliteProjectionRunner,
+    PostgresEventStore, PostgresProjection, PostgresProjectionHandle, PostgresProjectionRunner,
+    PostgresStoreOptions, SqliteEventStore, SqliteProjection, SqliteProjectionHandle,
+    SqliteProjectionRunner,
 };
 use serde::{Deserialize, Serialize};
 
@@ -140,11 +143,76 @@ pub struct Notification {
 /// The bank service.
 #[derive(Debug)]
 pub struct Bank {
-    store: SqliteEventStore,
+    db: Db,
     commands: CommandBus,
-    balances: SqliteProjectionHandle,
+    balances: Balanced,
     notifier: ProjectionHandle,
     services: Arc<BankServices>,
+}
+
+/// The store, whose database also holds the read model.
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite(SqliteEventStore),
+    Postgres(PostgresEventStore),
+}
+
+/// The running balances projection.
+#[derive(Debug)]
+enum Balanced {
+    Sqlite(SqliteProjectionHandle),
+    Postgres(PostgresProjectionHandle),
+}
+
+/// Runs `$body` with `$pool` the database's pool and `$sql` choosing between the SQLite
+/// and the PostgreSQL text of a statement: one body, compiled for each database.
+macro_rules! on_db {
+    ($db:expr, |$pool:ident, $sql:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite(store) => {
+                let $pool = store.pool();
+                let $sql = |sqlite: &'static str, _postgres: &'static str| sqlite;
+                $body
+            }
+            Db::Postgres(store) => {
+                let $pool = store.pool();
+                let $sql = |_sqlite: &'static str, postgres: &'static str| postgres;
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    fn events(&self) -> Arc<dyn EventStore> {
+        match self {
+            Self::Sqlite(store) => Arc::new(store.clone()),
+            Self::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
+        match self {
+            Self::Sqlite(store) => Arc::new(store.clone()),
+            Self::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+}
+
+impl Balanced {
+    async fn wait_for_within(&self, position: u64, limit: Duration) -> FlextResult<()> {
+        match self {
+            Self::Sqlite(handle) => handle.wait_for_within(position, limit).await,
+            Self::Postgres(handle) => handle.wait_for_within(position, limit).await,
+        }
+    }
+
+    async fn shutdown(self) -> FlextResult<()> {
+        match self {
+            Self::Sqlite(handle) => handle.shutdown().await.map(drop),
+            Self::Postgres(handle) => handle.shutdown().await.map(drop),
+        }
+    }
 }
 
 type Shared = (Arc<Repository<Account>>, Arc<BankServices>);
@@ -170,8 +238,23 @@ impl Bank {
     /// `fraud` about withdrawals through a breaker that opens after half of the last ten
     /// calls failed, and starts the balances and the notifier.
     pub async fn open(path: impl AsRef<Path>, fraud: Arc<dyn FraudCheck>) -> FlextResult<Self> {
-        let store = SqliteEventStore::open(path).await?;
-        prepare(store.pool()).await?;
+        Self::start(Db::Sqlite(SqliteEventStore::open(path).await?), fraud).await
+    }
+
+    /// [`open`](Self::open) on PostgreSQL: the server at `url`, the store's and the read
+    /// model's tables in `schema` (created when missing).
+    pub async fn open_postgres(
+        url: &str,
+        schema: &str,
+        fraud: Arc<dyn FraudCheck>,
+    ) -> FlextResult<Self> {
+        let options = PostgresStoreOptions::new(url).with_schema(schema);
+        let store = PostgresEventStore::connect_with(options).await?;
+        Self::start(Db::Postgres(store), fraud).await
+    }
+
+    async fn start(db: Db, fraud: Arc<dyn FraudCheck>) -> FlextResult<Self> {
+        prepare(&db).await?;
         let mut config = CircuitBreakerConfig::default();
         config.sliding_window = SlidingWindow::CountBased(10);
         config.minimum_number_of_calls = 4;
@@ -183,7 +266,7 @@ impl Bank {
                 .record_errors_if(|error| error.code() != ErrorCode::AuthorizationDenied),
         );
         let services = Arc::new(BankServices { fraud, breaker });
-        let repository = Arc::new(Repository::<Account>::new(Arc::new(store.clone())));
+        let repository = Arc::new(Repository::<Account>::new(db.events()));
         let shared: Shared = (repository, services.clone());
 
         let mut commands = CommandBus::new();
@@ -197,23 +280,30 @@ impl Bank {
             run(shared, c.id, AccountCommand::Withdraw(c.amount))
         })?;
 
-        let balances = SqliteProjectionRunner::new(store.clone(), Arc::new(Balances)).spawn()?;
+        let balances = match &db {
+            Db::Sqlite(store) => Balanced::Sqlite(
+                SqliteProjectionRunner::new(store.clone(), Arc::new(Balances)).spawn()?,
+            ),
+            Db::Postgres(store) => Balanced::Postgres(
+                PostgresProjectionRunner::new(store.clone(), Arc::new(Balances)).spawn()?,
+            ),
+        };
         let events = Arc::new(EventBus::new());
         events.subscribe_envelope(
             "MoneyWithdrawn",
             handler_with(
                 "large_withdrawals",
-                store.pool().clone(),
-                |pool: SqlitePool, withdrawn: Arc<Envelope<AccountEvent>>| async move {
-                    notify(&pool, &withdrawn).await
+                db.clone(),
+                |db: Db, withdrawn: Arc<Envelope<AccountEvent>>| async move {
+                    notify(&db, &withdrawn).await
                 },
             ),
         );
-        let relay = EventRelay::<AccountEvent>::new("bank", events, Arc::new(store.clone()))
+        let relay = EventRelay::<AccountEvent>::new("bank", events, db.checkpoints())
             .for_category(Account::TYPE);
-        let notifier = Arc::new(relay).spawn(Arc::new(store.clone()))?;
+        let notifier = Arc::new(relay).spawn(db.events())?;
         Ok(Self {
-            store,
+            db,
             commands,
             balances,
             notifier,
@@ -242,15 +332,18 @@ impl Bank {
 
     /// The account `id` as the balances show it; `NOT_FOUND` if there is none.
     pub async fn account(&self, id: &str) -> FlextResult<AccountView> {
-        sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT id, owner, balance FROM bank_balances WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(self.store.pool())
-        .await
-        .map_err(read_failed)?
-        .map(AccountView::from)
-        .ok_or_else(|| FlextError::not_found(format!("No account {id}")))
+        let row = on_db!(&self.db, |pool, sql| {
+            sqlx::query_as::<_, (String, String, i64)>(sql(
+                "SELECT id, owner, balance FROM bank_balances WHERE id = ?",
+                "SELECT id, owner, balance FROM bank_balances WHERE id = $1",
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(read_failed)?;
+        row.map(AccountView::from)
+            .ok_or_else(|| FlextError::not_found(format!("No account {id}")))
     }
 
     /// A page of accounts by id, those holding at least `min_balance`.
@@ -262,25 +355,30 @@ impl Bank {
         let limit = page.limit_within(100)?;
         let after: String = page.position()?.unwrap_or_default();
         // Keyset pagination in SQL: one row more than the page says whether more follow.
-        let mut rows: Vec<AccountView> = sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT id, owner, balance FROM bank_balances \
-             WHERE balance >= ? AND id > ? ORDER BY id LIMIT ?",
-        )
-        .bind(min_balance)
-        .bind(&after)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(self.store.pool())
-        .await
-        .map_err(read_failed)?
-        .into_iter()
-        .map(AccountView::from)
-        .collect();
-        let total: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM bank_balances WHERE balance >= ?")
-                .bind(min_balance)
-                .fetch_one(self.store.pool())
-                .await
-                .map_err(read_failed)?;
+        let (rows, total) = on_db!(&self.db, |pool, sql| {
+            let rows = sqlx::query_as::<_, (String, String, i64)>(sql(
+                "SELECT id, owner, balance FROM bank_balances \
+                 WHERE balance >= ? AND id > ? ORDER BY id LIMIT ?",
+                "SELECT id, owner, balance FROM bank_balances \
+                 WHERE balance >= $1 AND id > $2 ORDER BY id LIMIT $3",
+            ))
+            .bind(min_balance)
+            .bind(&after)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(pool)
+            .await
+            .map_err(read_failed)?;
+            let total: i64 = sqlx::query_scalar(sql(
+                "SELECT COUNT(*) FROM bank_balances WHERE balance >= ?",
+                "SELECT COUNT(*) FROM bank_balances WHERE balance >= $1",
+            ))
+            .bind(min_balance)
+            .fetch_one(pool)
+            .await
+            .map_err(read_failed)?;
+            (rows, total)
+        });
+        let mut rows: Vec<AccountView> = rows.into_iter().map(AccountView::from).collect();
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let next_cursor = match rows.last() {
@@ -296,11 +394,13 @@ impl Bank {
 
     /// The notifications sent so far, oldest first.
     pub async fn notifications(&self) -> FlextResult<Vec<Notification>> {
-        let rows = sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT event_id, account_id, amount FROM bank_notifications ORDER BY rowid",
-        )
-        .fetch_all(self.store.pool())
-        .await
+        let rows = on_db!(&self.db, |pool, _sql| {
+            sqlx::query_as::<_, (String, String, i64)>(
+                "SELECT event_id, account_id, amount FROM bank_notifications ORDER BY position",
+            )
+            .fetch_all(pool)
+            .await
+        })
         .map_err(read_failed)?;
         Ok(rows
             .into_iter()
@@ -325,18 +425,19 @@ impl Bank {
     }
 }
 
-/// The read model's tables, in the store's database.
-async fn prepare(pool: &SqlitePool) -> FlextResult<()> {
+/// The read model's tables, in the store's database (its schema on PostgreSQL).
+async fn prepare(db: &Db) -> FlextResult<()> {
     for statement in [
         "CREATE TABLE IF NOT EXISTS bank_balances (id TEXT PRIMARY KEY, owner TEXT NOT NULL, \
-         balance INTEGER NOT NULL)",
+         balance BIGINT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS bank_notifications (event_id TEXT PRIMARY KEY, \
-         account_id TEXT NOT NULL, amount INTEGER NOT NULL)",
+         account_id TEXT NOT NULL, amount BIGINT NOT NULL, position BIGINT NOT NULL)",
     ] {
-        sqlx::query(statement)
+        on_db!(db, |pool, _sql| sqlx::query(statement)
             .execute(pool)
             .await
-            .map_err(|e| FlextError::storage(format!("cannot create the bank's tables: {e}")))?;
+            .map(drop))
+        .map_err(|e| FlextError::storage(format!("cannot create the bank's tables: {e}")))?;
     }
     Ok(())
 }
@@ -346,7 +447,7 @@ fn read_failed(error: sqlx::Error) -> FlextError {
 }
 
 /// Tells the owner of a large withdrawal, once per event: the event id is the key.
-async fn notify(pool: &SqlitePool, withdrawn: &Envelope<AccountEvent>) -> FlextResult<()> {
+async fn notify(db: &Db, withdrawn: &Envelope<AccountEvent>) -> FlextResult<()> {
     let AccountEvent::Withdrawn { amount } = withdrawn.payload else {
         return Ok(());
     };
@@ -357,15 +458,23 @@ async fn notify(pool: &SqlitePool, withdrawn: &Envelope<AccountEvent>) -> FlextR
         .stream_id
         .strip_prefix("Account-")
         .unwrap_or(&withdrawn.stream_id);
-    sqlx::query(
-        "INSERT INTO bank_notifications (event_id, account_id, amount) VALUES (?, ?, ?) \
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(withdrawn.event_id.to_string())
-    .bind(account)
-    .bind(i64::try_from(amount).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await
+    let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+    let position = i64::try_from(withdrawn.position).unwrap_or(i64::MAX);
+    on_db!(db, |pool, sql| {
+        sqlx::query(sql(
+            "INSERT INTO bank_notifications (event_id, account_id, amount, position) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO bank_notifications (event_id, account_id, amount, position) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+        ))
+        .bind(withdrawn.event_id.to_string())
+        .bind(account)
+        .bind(amount)
+        .bind(position)
+        .execute(pool)
+        .await
+        .map(drop)
+    })
     .map_err(|e| FlextError::storage(format!("cannot record a notification: {e}")))?;
     Ok(())
 }
@@ -374,6 +483,37 @@ async fn notify(pool: &SqlitePool, withdrawn: &Envelope<AccountEvent>) -> FlextR
 /// checkpoint: each event counts exactly once, whatever stops the service when.
 #[derive(Debug)]
 struct Balances;
+
+/// What one event does to the balances.
+enum Change {
+    Open { id: String, owner: String },
+    Add { id: String, delta: i64 },
+}
+
+impl Balances {
+    fn change(event: &StoredEvent) -> FlextResult<Option<Change>> {
+        let Some(id) = event.stream_id.strip_prefix("Account-") else {
+            return Ok(None);
+        };
+        let id = id.to_owned();
+        let cents = |amount: u64| i64::try_from(amount).unwrap_or(i64::MAX);
+        Ok(Some(match event.payload.decode::<AccountEvent>()? {
+            AccountEvent::Opened { owner } => Change::Open { id, owner },
+            AccountEvent::Deposited { amount } => Change::Add {
+                id,
+                delta: cents(amount),
+            },
+            AccountEvent::Withdrawn { amount } => Change::Add {
+                id,
+                delta: -cents(amount),
+            },
+        }))
+    }
+}
+
+fn write_failed(error: sqlx::Error) -> FlextError {
+    FlextError::storage(format!("cannot update the balances: {error}"))
+}
 
 #[async_trait]
 impl SqliteProjection for Balances {
@@ -386,34 +526,21 @@ impl SqliteProjection for Balances {
         tx: &mut Transaction<'_, Sqlite>,
         event: &StoredEvent,
     ) -> FlextResult<()> {
-        let Some(id) = event.stream_id.strip_prefix("Account-") else {
-            return Ok(());
-        };
-        let (sql, owner, delta) = match event.payload.decode::<AccountEvent>()? {
-            AccountEvent::Opened { owner } => (
-                "INSERT INTO bank_balances (id, owner, balance) VALUES (?1, ?2, ?3) \
+        let query = match Self::change(event)? {
+            None => return Ok(()),
+            Some(Change::Open { id, owner }) => sqlx::query(
+                "INSERT INTO bank_balances (id, owner, balance) VALUES (?, ?, 0) \
                  ON CONFLICT (id) DO NOTHING",
-                owner,
-                0,
-            ),
-            AccountEvent::Deposited { amount } => (
-                "UPDATE bank_balances SET balance = balance + ?3 WHERE id = ?1",
-                String::new(),
-                i64::try_from(amount).unwrap_or(i64::MAX),
-            ),
-            AccountEvent::Withdrawn { amount } => (
-                "UPDATE bank_balances SET balance = balance - ?3 WHERE id = ?1",
-                String::new(),
-                i64::try_from(amount).unwrap_or(i64::MAX),
-            ),
-        };
-        sqlx::query(sql)
+            )
             .bind(id)
-            .bind(owner)
-            .bind(delta)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| FlextError::storage(format!("cannot update the balances: {e}")))?;
+            .bind(owner),
+            Some(Change::Add { id, delta }) => {
+                sqlx::query("UPDATE bank_balances SET balance = balance + ? WHERE id = ?")
+                    .bind(delta)
+                    .bind(id)
+            }
+        };
+        query.execute(&mut **tx).await.map_err(write_failed)?;
         Ok(())
     }
 
@@ -421,7 +548,45 @@ impl SqliteProjection for Balances {
         sqlx::query("DELETE FROM bank_balances")
             .execute(&mut **tx)
             .await
-            .map_err(|e| FlextError::storage(format!("cannot empty the balances: {e}")))?;
+            .map_err(write_failed)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PostgresProjection for Balances {
+    fn name(&self) -> &str {
+        "bank_balances"
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &StoredEvent,
+    ) -> FlextResult<()> {
+        let query = match Self::change(event)? {
+            None => return Ok(()),
+            Some(Change::Open { id, owner }) => sqlx::query(
+                "INSERT INTO bank_balances (id, owner, balance) VALUES ($1, $2, 0) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(owner),
+            Some(Change::Add { id, delta }) => {
+                sqlx::query("UPDATE bank_balances SET balance = balance + $1 WHERE id = $2")
+                    .bind(delta)
+                    .bind(id)
+            }
+        };
+        query.execute(&mut **tx).await.map_err(write_failed)?;
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut Transaction<'_, Postgres>) -> FlextResult<()> {
+        sqlx::query("DELETE FROM bank_balances")
+            .execute(&mut **tx)
+            .await
+            .map_err(write_failed)?;
         Ok(())
     }
 }

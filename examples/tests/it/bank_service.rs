@@ -10,10 +10,12 @@ use axum::http::{Request, StatusCode};
 use flext_examples::bank::api::router;
 use flext_examples::bank::domain::SimulatedFraud;
 use flext_examples::bank::service::Bank;
-use flext_handlers::Protocols::CheckpointStore as _;
-use flext_handlers::stores::SqliteEventStore;
+use flext_handlers::Protocols::CheckpointStore;
+use flext_handlers::stores::{PostgresEventStore, PostgresStoreOptions, SqliteEventStore};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
+
+use crate::saga_processes::DroppedSchema;
 
 /// A fresh database file, removed when the test ends.
 struct TempDb(PathBuf);
@@ -267,11 +269,45 @@ async fn of_two_concurrent_withdrawals_one_wins_and_the_other_is_refused() {
     shut(bank).await;
 }
 
-#[tokio::test]
-async fn a_restart_keeps_balances_and_a_large_withdrawal_notifies_once() {
-    let db = TempDb::new();
+/// Where a restart test keeps its bank.
+enum Place<'a> {
+    Sqlite(&'a TempDb),
+    Postgres(&'a DroppedSchema),
+}
+
+impl Place<'_> {
+    async fn open(&self, fraud: Arc<SimulatedFraud>) -> Arc<Bank> {
+        let bank = match self {
+            Self::Sqlite(db) => Bank::open(&db.0, fraud).await,
+            Self::Postgres(schema) => Bank::open_postgres(&schema.url, &schema.name, fraud).await,
+        };
+        Arc::new(bank.expect("the bank opens"))
+    }
+
+    /// Forgets where the notifier was, as after a crash before its checkpoint: it
+    /// delivers every withdrawal again on the next start.
+    async fn forget_the_notifiers_place(&self) {
+        let key = "bank/large_withdrawals";
+        let store: Arc<dyn CheckpointStore> = match self {
+            Self::Sqlite(db) => Arc::new(SqliteEventStore::open(&db.0).await.expect("opens")),
+            Self::Postgres(schema) => Arc::new(
+                PostgresEventStore::connect_with(
+                    PostgresStoreOptions::new(&schema.url).with_schema(schema.name.clone()),
+                )
+                .await
+                .expect("connects"),
+            ),
+        };
+        let saved = store.load_checkpoint(key).await.expect("a checkpoint read");
+        assert!(saved.is_some_and(|position| position >= 4), "{saved:?}");
+        store.reset(key).await.expect("reset");
+        assert_eq!(store.load_checkpoint(key).await.expect("read"), None);
+    }
+}
+
+async fn restart_keeps_balances_and_notifies_once(place: Place<'_>) {
     let fraud = Arc::new(SimulatedFraud::new(100_000));
-    let bank = open_bank(&db, fraud.clone()).await;
+    let bank = place.open(fraud.clone()).await;
     call(
         &bank,
         "POST",
@@ -306,25 +342,9 @@ async fn a_restart_keeps_balances_and_a_large_withdrawal_notifies_once() {
     assert_eq!(notes[0]["amount"], 20_000);
     shut(bank).await;
 
-    // The relay forgets where it was, as after a crash before its checkpoint: it
-    // delivers every withdrawal again on the next start.
-    let store = SqliteEventStore::open(&db.0).await.expect("the file opens");
-    let saved = store
-        .load_checkpoint("bank/large_withdrawals")
-        .await
-        .expect("a checkpoint read");
-    assert!(saved.is_some_and(|position| position >= 4), "{saved:?}");
-    store.reset("bank/large_withdrawals").await.expect("reset");
-    assert_eq!(
-        store
-            .load_checkpoint("bank/large_withdrawals")
-            .await
-            .expect("read"),
-        None
-    );
-    drop(store);
+    place.forget_the_notifiers_place().await;
 
-    let bank = open_bank(&db, fraud).await;
+    let bank = place.open(fraud).await;
     let (_, account) = call(&bank, "GET", "/accounts/acc-4", None).await;
     assert_eq!(
         account["balance"], 29_500,
@@ -350,6 +370,20 @@ async fn a_restart_keeps_balances_and_a_large_withdrawal_notifies_once() {
         "each event counted once in the balances"
     );
     shut(bank).await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_balances_and_a_large_withdrawal_notifies_once() {
+    let db = TempDb::new();
+    restart_keeps_balances_and_notifies_once(Place::Sqlite(&db)).await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_restart_keeps_balances_and_notifies_once() {
+    let Some(schema) = DroppedSchema::of_its_own("bank") else {
+        return;
+    };
+    restart_keeps_balances_and_notifies_once(Place::Postgres(&schema)).await;
 }
 
 #[tokio::test]
