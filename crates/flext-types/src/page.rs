@@ -417,6 +417,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_is_text_that_comes_back_as_its_key() {
+        let cursor = Cursor::encode(&("acc", 7)).unwrap();
+        assert!(cursor.as_str().starts_with("c1."), "{cursor}");
+        assert_eq!(cursor.to_string(), cursor.as_str());
+        assert_eq!(format!("{cursor:?}"), format!("Cursor({:?})", cursor.as_str()));
+        assert_eq!(Cursor::from(cursor.as_str().to_owned()), cursor);
+        assert_eq!(cursor.decode::<(String, u32)>(), Ok(("acc".to_owned(), 7)));
+        let request = PageRequest::after(cursor.clone(), 5);
+        assert_eq!(request.cursor(), Some(&cursor));
+        assert_eq!(PageRequest::first(5).cursor(), None);
+    }
+
+    #[test]
     fn compound_keys_order_ties() {
         let rows = vec![("ann", 2), ("bob", 1), ("bob", 3), ("cy", 4)];
         let first = Page::of_sorted(rows.clone(), &PageRequest::first(2), |r| {
