@@ -421,7 +421,10 @@ mod tests {
         let cursor = Cursor::encode(&("acc", 7)).unwrap();
         assert!(cursor.as_str().starts_with("c1."), "{cursor}");
         assert_eq!(cursor.to_string(), cursor.as_str());
-        assert_eq!(format!("{cursor:?}"), format!("Cursor({:?})", cursor.as_str()));
+        assert_eq!(
+            format!("{cursor:?}"),
+            format!("Cursor({:?})", cursor.as_str())
+        );
         assert_eq!(Cursor::from(cursor.as_str().to_owned()), cursor);
         assert_eq!(cursor.decode::<(String, u32)>(), Ok(("acc".to_owned(), 7)));
         let request = PageRequest::after(cursor.clone(), 5);

@@ -6,7 +6,7 @@ mod envelope;
 mod projection;
 mod relay;
 mod repository;
-mod retry;
+pub(crate) mod retry;
 
 pub use consumer::DeadLetterRetry;
 pub use envelope::{Envelope, Upcasters};

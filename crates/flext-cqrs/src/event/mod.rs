@@ -209,11 +209,12 @@ impl EventBus {
     /// Subscribes `handler` to events named `event_name` whose type is `E`.
     ///
     /// An event of that name published as another type is never silently skipped: it is a
-    /// failed delivery to this subscriber in the [`PublishReport`] (an `OPERATION_ERROR`
-    /// naming both types), counted in [`EventBusMetrics::type_mismatches`](crate::EventBusMetrics)
-    /// and logged as an error the first time. Events an [`EventRelay`](crate::EventRelay)
-    /// delivers arrive as [`Envelope<E>`](crate::Envelope): subscribe to those with
-    /// [`subscribe_envelope`](Self::subscribe_envelope).
+    /// failed delivery to this subscriber in the [`PublishReport`] (a `WIRING_ERROR` naming
+    /// both types), counted in [`EventBusMetrics::type_mismatches`](crate::EventBusMetrics)
+    /// and logged as an error the first time; an [`EventRelay`](crate::EventRelay) meeting
+    /// it stops with that error (its checkpoint before the event) instead of retrying.
+    /// Events a relay delivers arrive as [`Envelope<E>`](crate::Envelope): subscribe to
+    /// those with [`subscribe_envelope`](Self::subscribe_envelope).
     pub fn subscribe<E: Event>(
         &self,
         event_name: &str,

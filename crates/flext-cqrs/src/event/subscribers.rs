@@ -107,8 +107,9 @@ impl EventBus {
 
 impl Subscriber {
     /// `Ok` when the subscriber takes events of type `E`. Otherwise the event of its name
-    /// was published as another type: an `OPERATION_ERROR` naming both, counted in the
-    /// bus's `type_mismatches`, logged as an error the first time for this subscriber.
+    /// was published as another type: a `WIRING_ERROR` naming both (marked to stop a
+    /// runner that meets it, as a relay's setup fault does), counted in the bus's
+    /// `type_mismatches`, logged as an error the first time for this subscriber.
     pub(super) fn expects<E: Event>(&self, counts: &counters::Counts) -> FlextResult<()> {
         if self.event_type == TypeId::of::<E>() {
             return Ok(());
@@ -135,11 +136,15 @@ impl Subscriber {
                 "{message}; its events of this type are not delivered (logged once)"
             );
         }
-        Err(FlextError::operation(message).with_data(serde_json::json!({
-            "subscriber": self.route.handler_name(),
-            "expects": self.event_type_name,
-            "published": published,
-        })))
+        // The setup's fault, not the event's: a runner (a relay) stops on it rather than
+        // retrying or dead-lettering event after event.
+        Err(crate::es::retry::stopping(
+            FlextError::wiring(message).with_data(serde_json::json!({
+                "subscriber": self.route.handler_name(),
+                "expects": self.event_type_name,
+                "published": published,
+            })),
+        ))
     }
 
     fn info(&self) -> SubscriberInfo {

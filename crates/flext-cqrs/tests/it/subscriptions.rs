@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flext_constants::ErrorCode;
-use flext_cqrs::{
-    Backoff, Envelope, EventBus, EventRelay, InMemoryEventStore, ProjectionConfig, ProjectionRunner,
-};
+use flext_cqrs::{Envelope, EventBus, EventRelay, InMemoryEventStore, ProjectionRunner};
 use flext_protocols::{Event, EventStore, MetricsSource};
 use flext_types::{ExpectedVersion, JsonPayload, MetricValue, NewEvent};
 use serde::{Deserialize, Serialize};
@@ -72,40 +70,48 @@ async fn relayed_events_reach_envelope_subscribers() {
 }
 
 #[tokio::test]
-async fn a_relayed_event_for_a_plainly_typed_subscriber_is_a_dead_letter_saying_why() {
+async fn a_relay_meeting_a_plainly_typed_subscriber_stops_saying_why() {
     let store = InMemoryEventStore::new();
     withdraw(&store, 700).await;
     let bus = Arc::new(EventBus::new());
     // The mistake: `Arc<Withdrawn>` where the relay publishes `Arc<Envelope<Withdrawn>>`.
     bus.subscribe_fn("Withdrawn", |_: Arc<Withdrawn>| async { Ok(()) });
-    let relay = Arc::new(
-        EventRelay::<Withdrawn>::new("notifications", bus.clone(), Arc::new(store.clone()))
-            .with_config(
-                ProjectionConfig::default()
-                    .with_max_attempts(1)
-                    .with_backoff(Backoff::none()),
-            ),
-    );
+    let relay = Arc::new(EventRelay::<Withdrawn>::new(
+        "notifications",
+        bus.clone(),
+        Arc::new(store.clone()),
+    ));
     let runner = ProjectionRunner::new(
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         relay.clone(),
     );
-    runner.catch_up().await.expect("caught up");
-    let letters = relay
-        .dead_letters("Withdrawn subscriber")
-        .await
-        .expect("letters");
-    assert_eq!(letters.len(), 1, "the event is not silently skipped");
+    let error = runner.catch_up().await.expect_err("the relay stops");
+    assert_eq!(error.code(), ErrorCode::WiringError);
     assert!(
-        letters[0]
-            .error
+        error
             .message()
             .contains("subscribe with EventBus::subscribe_envelope"),
-        "{}",
-        letters[0].error
+        "{error}"
     );
-    assert_eq!(bus.metrics().type_mismatches, 1);
+    // Tried once, not retried, nothing dead-lettered, the checkpoint before the event.
+    let metrics = bus.metrics();
+    assert_eq!(
+        (
+            metrics.type_mismatches,
+            metrics.deliveries,
+            metrics.failed_deliveries
+        ),
+        (1, 0, 1)
+    );
+    assert!(
+        relay
+            .dead_letters("Withdrawn subscriber")
+            .await
+            .expect("letters")
+            .is_empty()
+    );
+    assert_eq!(runner.position().await.expect("a position"), 0);
 }
 
 #[test]
@@ -134,7 +140,7 @@ fn a_mismatched_subscriber_is_reported_counted_and_logged_once() {
                 let report = bus.publish(envelope(amount)).await;
                 assert_eq!((report.delivered, report.failures.len()), (0, 1));
                 let error = &report.failures[0].error;
-                assert_eq!(error.code(), ErrorCode::OperationError);
+                assert_eq!(error.code(), ErrorCode::WiringError);
                 assert_eq!(
                     error.message(),
                     "Subscriber 'Withdrawn subscriber' of Withdrawn expects Withdrawn, but \
