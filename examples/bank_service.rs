@@ -105,6 +105,9 @@ async fn run(options: Options) -> FlextResult<()> {
         .map_err(|e| FlextError::operation(format!("the server failed: {e}")))?;
     match Arc::try_unwrap(bank) {
         Ok(bank) => bank.shutdown().await,
-        Err(_) => Ok(()),
+        Err(_) => {
+            eprintln!("a request still holds the bank: its runners stop without a checkpoint");
+            Ok(())
+        }
     }
 }

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use flext_handlers::Types::{FlextResult, Page, PageRequest};
+use flext_handlers::Types::{FlextError, FlextResult, Page, PageRequest};
 use flext_handlers::axum::Flext;
 use serde::Deserialize;
 
@@ -26,6 +27,9 @@ use super::service::{AccountView, Bank, Deposit, Notification, OpenAccount, Rece
 /// | `GET /accounts/{id}` | the account's balance |
 /// | `GET /accounts?min_balance=&limit=&cursor=` | a page of accounts by id |
 /// | `GET /notifications` | the large withdrawals owners were told about |
+///
+/// Commands take an optional `Idempotency-Key` header: sent again under the same key, a
+/// command is one change and answers as the first time.
 pub fn router(bank: Arc<Bank>) -> Router {
     Router::new()
         .route("/accounts", post(open).get(list))
@@ -33,6 +37,7 @@ pub fn router(bank: Arc<Bank>) -> Router {
         .route("/accounts/{id}/deposits", post(deposit))
         .route("/accounts/{id}/withdrawals", post(withdraw))
         .route("/notifications", get(notifications))
+        .fallback(|| async { FlextError::not_found("No such route") })
         .with_state(bank)
 }
 
@@ -57,45 +62,67 @@ pub struct Listing {
     pub cursor: Option<String>,
 }
 
+/// The `Idempotency-Key` header: a retry of a command under the same key is one change.
+fn idempotency_key(headers: &HeaderMap) -> FlextResult<Option<&str>> {
+    headers
+        .get("idempotency-key")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .filter(|key| !key.is_empty() && key.len() <= 200)
+                .ok_or_else(|| {
+                    FlextError::invalid_argument(
+                        "Idempotency-Key must be 1 to 200 visible characters",
+                    )
+                    .with_data(serde_json::json!({"field": "Idempotency-Key"}))
+                })
+        })
+        .transpose()
+}
+
 async fn open(
     State(bank): State<Arc<Bank>>,
+    headers: HeaderMap,
     Flext(Json(command)): Flext<Json<OpenAccount>>,
 ) -> FlextResult<(StatusCode, Json<Receipt>)> {
-    let receipt = bank.send(command).await?;
+    let receipt = bank.send_keyed(command, idempotency_key(&headers)?).await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }
 
 async fn deposit(
     State(bank): State<Arc<Bank>>,
-    Path(id): Path<String>,
+    Flext(Path(id)): Flext<Path<String>>,
+    headers: HeaderMap,
     Flext(Json(body)): Flext<Json<Amount>>,
 ) -> FlextResult<Json<Receipt>> {
+    let command = Deposit {
+        id,
+        amount: body.amount,
+    };
     Ok(Json(
-        bank.send(Deposit {
-            id,
-            amount: body.amount,
-        })
-        .await?,
+        bank.send_keyed(command, idempotency_key(&headers)?).await?,
     ))
 }
 
 async fn withdraw(
     State(bank): State<Arc<Bank>>,
-    Path(id): Path<String>,
+    Flext(Path(id)): Flext<Path<String>>,
+    headers: HeaderMap,
     Flext(Json(body)): Flext<Json<Amount>>,
 ) -> FlextResult<Json<Receipt>> {
+    let command = Withdraw {
+        id,
+        amount: body.amount,
+    };
     Ok(Json(
-        bank.send(Withdraw {
-            id,
-            amount: body.amount,
-        })
-        .await?,
+        bank.send_keyed(command, idempotency_key(&headers)?).await?,
     ))
 }
 
 async fn account(
     State(bank): State<Arc<Bank>>,
-    Path(id): Path<String>,
+    Flext(Path(id)): Flext<Path<String>>,
 ) -> FlextResult<Json<AccountView>> {
     Ok(Json(bank.account(&id).await?))
 }

@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 /// Withdrawals of at least this many cents notify the account's owner.
 pub const LARGE_WITHDRAWAL: u64 = 10_000;
 
+/// The largest amount one command moves, in cents (a billion): larger ones are refused
+/// before any handler runs, so a balance never comes near the read model's 64-bit integers.
+pub const MAX_AMOUNT: u64 = 100_000_000_000;
+
+/// The largest balance an account may hold, in cents.
+pub const MAX_BALANCE: u64 = 1_000 * MAX_AMOUNT;
+
 /// What happened to an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -80,7 +87,14 @@ impl Aggregate for Account {
             AccountCommand::Deposit(_) | AccountCommand::Withdraw(_) if self.owner.is_none() => {
                 Err(FlextError::not_found("No such account"))
             }
-            AccountCommand::Deposit(amount) => Ok(vec![AccountEvent::Deposited { amount }]),
+            AccountCommand::Deposit(amount) => match self.balance.checked_add(amount) {
+                Some(balance) if balance <= MAX_BALANCE => {
+                    Ok(vec![AccountEvent::Deposited { amount }])
+                }
+                _ => Err(FlextError::business_rule(format!(
+                    "The deposit would take the balance past {MAX_BALANCE}"
+                ))),
+            },
             AccountCommand::Withdraw(amount) if amount > self.balance => {
                 Err(FlextError::business_rule(format!(
                     "Insufficient funds: the balance is {}, the withdrawal {amount}",
@@ -116,6 +130,9 @@ pub struct BankServices {
     /// The breaker in front of it: once it opens, withdrawals fail at once with
     /// `CIRCUIT_OPEN` instead of waiting on a service that is down.
     pub breaker: Arc<CircuitBreaker>,
+    /// How long a fraud check may take: a service that hangs is a `TIMEOUT`, which the
+    /// breaker counts as a failure.
+    pub fraud_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for BankServices {
@@ -145,10 +162,17 @@ impl ServicedAggregate for Account {
         })?;
         if let AccountCommand::Withdraw(amount) = command {
             // Asked again, on the fresh state, if another withdrawal wins the race.
-            services
-                .breaker
-                .call(services.fraud.approve(id, amount))
-                .await?;
+            let check = async {
+                tokio::time::timeout(services.fraud_timeout, services.fraud.approve(id, amount))
+                    .await
+                    .map_err(|_| {
+                        FlextError::timeout(format!(
+                            "The fraud service did not answer within {:?}",
+                            services.fraud_timeout
+                        ))
+                    })?
+            };
+            services.breaker.call(check).await?;
         }
         Ok(events)
     }

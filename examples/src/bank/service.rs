@@ -20,8 +20,12 @@ use flext_handlers::stores::{
 use serde::{Deserialize, Serialize};
 
 use super::domain::{
-    Account, AccountCommand, AccountEvent, BankServices, FraudCheck, LARGE_WITHDRAWAL,
+    Account, AccountCommand, AccountEvent, BankServices, FraudCheck, LARGE_WITHDRAWAL, MAX_AMOUNT,
 };
+
+/// The namespace of the message ids derived from clients' idempotency keys.
+const IDEMPOTENCY_KEYS: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6b61_6e6b_5f69_6465_6d70_6f74_656e_6379);
 
 /// How long a command waits for the balances to show its change before it answers, so a
 /// client reads its own writes.
@@ -63,12 +67,16 @@ pub struct Receipt {
     pub balance: u64,
     /// Its version (events so far).
     pub version: u64,
+    /// Whether the balances showed the change before this answer (false when they lag,
+    /// or stopped: the command is done all the same; reads may not show it yet).
+    #[serde(default)]
+    pub shown: bool,
 }
 
 fn positive(field: &str, amount: u64) -> FlextResult<()> {
-    if amount == 0 {
+    if amount == 0 || amount > MAX_AMOUNT {
         return Err(
-            FlextError::validation(format!("{field} must be more than 0"))
+            FlextError::validation(format!("{field} must be between 1 and {MAX_AMOUNT}"))
                 .with_data(serde_json::json!({"field": field})),
         );
     }
@@ -148,6 +156,8 @@ pub struct Bank {
     balances: Balanced,
     notifier: ProjectionHandle,
     services: Arc<BankServices>,
+    /// Large withdrawals delivered to the notifier, redeliveries included.
+    deliveries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The store, whose database also holds the read model.
@@ -229,6 +239,7 @@ async fn run(
         id,
         balance: done.state.balance,
         version: done.version,
+        shown: false,
     };
     Ok((receipt, done.append.map(|a| a.last_position)))
 }
@@ -265,7 +276,11 @@ impl Bank {
             CircuitBreaker::new("fraud_service", config)?
                 .record_errors_if(|error| error.code() != ErrorCode::AuthorizationDenied),
         );
-        let services = Arc::new(BankServices { fraud, breaker });
+        let services = Arc::new(BankServices {
+            fraud,
+            breaker,
+            fraud_timeout: Duration::from_secs(2),
+        });
         let repository = Arc::new(Repository::<Account>::new(db.events()));
         let shared: Shared = (repository, services.clone());
 
@@ -289,13 +304,15 @@ impl Bank {
             ),
         };
         let events = Arc::new(EventBus::new());
+        let deliveries = Arc::new(std::sync::atomic::AtomicU64::new(0));
         events.subscribe_envelope(
             "MoneyWithdrawn",
             handler_with(
                 "large_withdrawals",
-                db.clone(),
-                |db: Db, withdrawn: Arc<Envelope<AccountEvent>>| async move {
-                    notify(&db, &withdrawn).await
+                (db.clone(), deliveries.clone()),
+                |(db, deliveries): (Db, Arc<std::sync::atomic::AtomicU64>),
+                 withdrawn: Arc<Envelope<AccountEvent>>| async move {
+                    notify(&db, &withdrawn, &deliveries).await
                 },
             ),
         );
@@ -308,6 +325,7 @@ impl Bank {
             balances,
             notifier,
             services,
+            deliveries,
         })
     }
 
@@ -321,12 +339,41 @@ impl Bank {
     where
         C: Command<Output = (Receipt, Option<u64>)>,
     {
-        let (receipt, position) = self.commands.send(command).await?;
-        if let Some(position) = position {
-            self.balances
-                .wait_for_within(position, READ_YOUR_WRITES)
-                .await?;
-        }
+        self.send_keyed(command, None).await
+    }
+
+    /// [`send`](Self::send) under a client's idempotency key: the key names the message,
+    /// so the command sent again under it (a retry after a lost answer) is one change, and
+    /// answers as the first did. Once the command is done, the answer is the receipt even
+    /// when the balances do not show it in time (`shown` false).
+    pub async fn send_keyed<C>(&self, command: C, key: Option<&str>) -> FlextResult<Receipt>
+    where
+        C: Command<Output = (Receipt, Option<u64>)>,
+    {
+        let (mut receipt, position) = match key {
+            Some(key) => {
+                let mut metadata = MessageMetadata::new();
+                metadata.message_id = uuid::Uuid::new_v5(&IDEMPOTENCY_KEYS, key.as_bytes());
+                self.commands.send_with(command, metadata).await?
+            }
+            None => self.commands.send(command).await?,
+        };
+        receipt.shown = match position {
+            None => true,
+            Some(position) => {
+                match self
+                    .balances
+                    .wait_for_within(position, READ_YOUR_WRITES)
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::warn!(%error, "the balances do not show a command yet");
+                        false
+                    }
+                }
+            }
+        };
         Ok(receipt)
     }
 
@@ -412,6 +459,12 @@ impl Bank {
             .collect())
     }
 
+    /// Large withdrawals delivered to the notifier since the bank opened, redeliveries
+    /// included (each is recorded once whatever this says).
+    pub fn large_withdrawals_delivered(&self) -> u64 {
+        self.deliveries.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Waits until the notifier has seen every event stored so far.
     pub async fn notified(&self) -> FlextResult<()> {
         self.notifier.caught_up().await.map(drop)
@@ -447,13 +500,18 @@ fn read_failed(error: sqlx::Error) -> FlextError {
 }
 
 /// Tells the owner of a large withdrawal, once per event: the event id is the key.
-async fn notify(db: &Db, withdrawn: &Envelope<AccountEvent>) -> FlextResult<()> {
+async fn notify(
+    db: &Db,
+    withdrawn: &Envelope<AccountEvent>,
+    deliveries: &std::sync::atomic::AtomicU64,
+) -> FlextResult<()> {
     let AccountEvent::Withdrawn { amount } = withdrawn.payload else {
         return Ok(());
     };
     if amount < LARGE_WITHDRAWAL {
         return Ok(());
     }
+    deliveries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let account = withdrawn
         .stream_id
         .strip_prefix("Account-")

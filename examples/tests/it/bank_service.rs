@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use flext_examples::bank::api::router;
-use flext_examples::bank::domain::SimulatedFraud;
+use flext_examples::bank::domain::{FraudCheck, SimulatedFraud};
 use flext_examples::bank::service::Bank;
 use flext_handlers::Protocols::CheckpointStore;
 use flext_handlers::stores::{PostgresEventStore, PostgresStoreOptions, SqliteEventStore};
@@ -220,10 +220,39 @@ async fn a_withdrawal_held_for_review_is_forbidden() {
     shut(bank).await;
 }
 
+/// A fraud service that lets its first two callers through together only: two
+/// withdrawals are both deciding at once, so one of them meets a conflict.
+struct Together {
+    gate: tokio::sync::Barrier,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+#[flext_handlers::async_trait]
+impl FraudCheck for Together {
+    async fn approve(
+        &self,
+        _account: &str,
+        _amount: u64,
+    ) -> flext_handlers::Types::FlextResult<()> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            self.gate.wait().await;
+        }
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_two_concurrent_withdrawals_one_wins_and_the_other_is_refused() {
+async fn of_two_concurrent_withdrawals_one_wins_and_the_other_decides_again_and_is_refused() {
     let db = TempDb::new();
-    let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
+    let fraud = Arc::new(Together {
+        gate: tokio::sync::Barrier::new(2),
+        calls: std::sync::atomic::AtomicU64::new(0),
+    });
+    let bank = Arc::new(
+        Bank::open(&db.0, fraud.clone())
+            .await
+            .expect("the bank opens"),
+    );
     call(
         &bank,
         "POST",
@@ -238,34 +267,96 @@ async fn of_two_concurrent_withdrawals_one_wins_and_the_other_is_refused() {
         Some(json!({"amount": 10_000})),
     )
     .await;
-    for _ in 0..5 {
-        let withdraw = || {
-            call(
-                &bank,
-                "POST",
-                "/accounts/acc-3/withdrawals",
-                Some(json!({"amount": 7_000})),
-            )
-        };
-        let ((a, _), (b, _)) = tokio::join!(withdraw(), withdraw());
-        let mut statuses = [a.as_u16(), b.as_u16()];
-        statuses.sort_unstable();
-        let refused = statuses[1];
-        assert_eq!(statuses[0], 200, "one wins: {statuses:?}");
-        assert!(
-            refused == 409 || refused == 422,
-            "the other is refused: {statuses:?}"
-        );
-        let (_, account) = call(&bank, "GET", "/accounts/acc-3", None).await;
-        assert_eq!(account["balance"], 3_000);
+    let withdraw = |bank: Arc<Bank>| async move {
         call(
             &bank,
             "POST",
-            "/accounts/acc-3/deposits",
+            "/accounts/acc-3/withdrawals",
             Some(json!({"amount": 7_000})),
         )
+        .await
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(withdraw(bank.clone())),
+        tokio::spawn(withdraw(bank.clone()))
+    );
+    let (a, b) = (a.expect("a task"), b.expect("a task"));
+    let mut answers = [(a.0.as_u16(), a.1), (b.0.as_u16(), b.1)];
+    answers.sort_by_key(|(status, _)| *status);
+    assert_eq!(answers[0].0, 200, "one wins: {answers:?}");
+    assert_eq!(answers[1].0, 422, "the other is refused: {answers:?}");
+    // Refused on the balance the winner left, found by deciding again after the conflict.
+    assert_eq!(answers[1].1["name"], "BUSINESS_RULE_VIOLATION");
+    assert_eq!(answers[1].1["data"]["balance"], 3_000, "{:?}", answers[1].1);
+    assert_eq!(
+        fraud.calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "both decided at once"
+    );
+    let (_, account) = call(&bank, "GET", "/accounts/acc-3", None).await;
+    assert_eq!(account["balance"], 3_000);
+    shut(bank).await;
+}
+
+#[tokio::test]
+async fn a_command_retried_under_its_idempotency_key_is_one_change() {
+    let db = TempDb::new();
+    let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
+    call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-6", "owner": "Ada"})),
+    )
+    .await;
+    let deposit = |key: &'static str| {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/accounts/acc-6/deposits")
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(json!({"amount": 2_500}).to_string()))
+            .expect("a request");
+        router(bank.clone()).oneshot(request)
+    };
+    let first = deposit("pay-1").await.expect("an answer");
+    let again = deposit("pay-1").await.expect("an answer");
+    assert_eq!(
+        (first.status(), again.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let (_, account) = call(&bank, "GET", "/accounts/acc-6", None).await;
+    assert_eq!(account["balance"], 2_500, "one deposit for one key");
+    deposit("pay-2").await.expect("an answer");
+    let (_, account) = call(&bank, "GET", "/accounts/acc-6", None).await;
+    assert_eq!(account["balance"], 5_000, "another key, another deposit");
+    shut(bank).await;
+}
+
+#[tokio::test]
+async fn amounts_past_the_limit_are_refused_before_any_handler() {
+    let db = TempDb::new();
+    let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
+    call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-7", "owner": "Ada"})),
+    )
+    .await;
+    for amount in [100_000_000_001u64, u64::MAX] {
+        let (status, error) = call(
+            &bank,
+            "POST",
+            "/accounts/acc-7/deposits",
+            Some(json!({"amount": amount})),
+        )
         .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert_eq!(error["data"]["field"], "amount");
     }
+    let (_, account) = call(&bank, "GET", "/accounts/acc-7", None).await;
+    assert_eq!(account["balance"], 0);
     shut(bank).await;
 }
 
@@ -284,10 +375,10 @@ impl Place<'_> {
         Arc::new(bank.expect("the bank opens"))
     }
 
-    /// Forgets where the notifier was, as after a crash before its checkpoint: it
-    /// delivers every withdrawal again on the next start.
+    /// Forgets where the notifier was (the relay's checkpoint and its subscriber's), as
+    /// after a crash before either was saved: it delivers every withdrawal again on the
+    /// next start.
     async fn forget_the_notifiers_place(&self) {
-        let key = "bank/large_withdrawals";
         let store: Arc<dyn CheckpointStore> = match self {
             Self::Sqlite(db) => Arc::new(SqliteEventStore::open(&db.0).await.expect("opens")),
             Self::Postgres(schema) => Arc::new(
@@ -298,10 +389,15 @@ impl Place<'_> {
                 .expect("connects"),
             ),
         };
-        let saved = store.load_checkpoint(key).await.expect("a checkpoint read");
-        assert!(saved.is_some_and(|position| position >= 4), "{saved:?}");
-        store.reset(key).await.expect("reset");
-        assert_eq!(store.load_checkpoint(key).await.expect("read"), None);
+        for key in ["bank", "bank/large_withdrawals"] {
+            let saved = store.load_checkpoint(key).await.expect("a checkpoint read");
+            assert!(
+                saved.is_some_and(|position| position >= 4),
+                "{key}: {saved:?}"
+            );
+            store.reset(key).await.expect("reset");
+            assert_eq!(store.load_checkpoint(key).await.expect("read"), None);
+        }
     }
 }
 
@@ -351,6 +447,11 @@ async fn restart_keeps_balances_and_notifies_once(place: Place<'_>) {
         "the balance survives the restart"
     );
     bank.notified().await.expect("notified");
+    assert_eq!(
+        bank.large_withdrawals_delivered(),
+        1,
+        "the large withdrawal was delivered again"
+    );
     let (_, notes) = call(&bank, "GET", "/notifications", None).await;
     assert_eq!(
         notes.as_array().map(Vec::len),
@@ -476,5 +577,63 @@ async fn accounts_list_in_pages_with_a_filter() {
     .await;
     assert_eq!(ids(&second), ["acc-06", "acc-07"]);
     assert!(second["next_cursor"].is_null());
+    shut(bank).await;
+}
+
+/// A fraud service that never answers.
+struct Hanging;
+
+#[flext_handlers::async_trait]
+impl FraudCheck for Hanging {
+    async fn approve(
+        &self,
+        _account: &str,
+        _amount: u64,
+    ) -> flext_handlers::Types::FlextResult<()> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_fraud_service_that_hangs_is_a_timeout_not_a_hung_withdrawal() {
+    let db = TempDb::new();
+    let bank = Arc::new(
+        Bank::open(&db.0, Arc::new(Hanging))
+            .await
+            .expect("the bank opens"),
+    );
+    call(
+        &bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": "acc-8", "owner": "Ada"})),
+    )
+    .await;
+    call(
+        &bank,
+        "POST",
+        "/accounts/acc-8/deposits",
+        Some(json!({"amount": 1_000})),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, error) = call(
+        &bank,
+        "POST",
+        "/accounts/acc-8/withdrawals",
+        Some(json!({"amount": 10})),
+    )
+    .await;
+    assert_eq!(
+        (status, error["name"].as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, Some("TIMEOUT")),
+        "{error}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(
+        bank.services().breaker.metrics().failed_calls,
+        1,
+        "the breaker counts it"
+    );
     shut(bank).await;
 }
