@@ -41,7 +41,7 @@ impl EventBus {
     /// like a publish, and returns that subscriber's result.
     ///
     /// `NOT_FOUND` when there is no such subscription (any more); `INVALID_ARGUMENT` when
-    /// it listens to another event name; `OPERATION_ERROR` when it expects another type.
+    /// it listens to another event name; `WIRING_ERROR` when it expects another type.
     /// Counted in the metrics as a delivery (or a failed one) of the event's name, not as
     /// a publish.
     ///

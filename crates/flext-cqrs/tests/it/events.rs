@@ -154,7 +154,7 @@ async fn a_name_subscriber_of_another_type_gets_a_reported_failure() {
     let report = bus.publish(OrderShipped).await;
     assert_eq!(report.delivered, 0);
     let failure = &report.failures[0];
-    assert_eq!(failure.error.code(), ErrorCode::OperationError);
+    assert_eq!(failure.error.code(), ErrorCode::WiringError);
     assert_eq!(
         failure.error.to_string(),
         "Subscriber 'UserCreated subscriber' of UserCreated expects UserCreated, but the event was published as OrderShipped"
@@ -338,6 +338,6 @@ async fn deliver_to_refuses_an_event_of_another_name_or_type() {
         .deliver_to(subscription, Arc::new(Renamed), None)
         .await
         .unwrap_err();
-    assert_eq!(error.code(), ErrorCode::OperationError);
+    assert_eq!(error.code(), ErrorCode::WiringError);
     assert!(log.lock().unwrap().is_empty());
 }
