@@ -12,8 +12,8 @@ use flext_examples::bank::domain::{FraudCheck, SimulatedFraud};
 use flext_examples::bank::service::Bank;
 use flext_handlers::Protocols::CheckpointStore;
 use flext_handlers::stores::{PostgresEventStore, PostgresStoreOptions, SqliteEventStore};
+use flext_handlers::tower::tower::ServiceExt as _;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
 use crate::saga_processes::DroppedSchema;
 

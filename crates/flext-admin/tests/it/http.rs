@@ -461,7 +461,7 @@ async fn the_sampler_fills_the_history_every_interval() {
 
 /// `GET /history?since=0` through the router in process (no socket on a paused clock).
 async fn admin_history(admin: &Admin) -> serde_json::Value {
-    use tower::ServiceExt as _;
+    use flext_handlers::tower::tower::ServiceExt as _;
     let request = axum::http::Request::get("/history?since=0")
         .body(axum::body::Body::empty())
         .expect("a request");
@@ -651,7 +651,7 @@ impl flext_handlers::Protocols::Handler for Ship {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_that_does_not_answer_is_a_timeout_not_a_hung_endpoint() {
-    use tower::ServiceExt as _;
+    use flext_handlers::tower::tower::ServiceExt as _;
 
     let admin = Admin::new()
         .with_projection(Arc::new(flext_admin::projection_probe("stuck", || async {
@@ -766,7 +766,7 @@ async fn a_dropped_server_stops_listening() {
 
 #[tokio::test]
 async fn without_a_token_only_requests_addressed_to_this_machine_are_answered() {
-    use tower::ServiceExt as _;
+    use flext_handlers::tower::tower::ServiceExt as _;
 
     let status = |admin: &Admin, host: &str| {
         let request = axum::http::Request::get("/health")

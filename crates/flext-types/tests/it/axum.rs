@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use flext_constants::WireEnum;
+use flext_handlers::tower::tower::ServiceExt;
 use flext_types::axum::{Flext, FlextRejection};
 use flext_types::{ErrorCode, FlextError, http_status};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 /// The status, content type and JSON body of `response`.
 async fn read(response: Response) -> (StatusCode, Option<String>, Value) {
