@@ -325,9 +325,9 @@ impl Admin {
             .collect()
     }
 
-    /// `GET /health`: the manager's health report, each handler's health also judged by
-    /// its own metrics (calls through a bus count, not only those through the manager),
-    /// the breakers' states and the projections' progress, and a status: `healthy`,
+    /// `GET /health`: the manager's health report (each handler judged on its calls
+    /// through the manager and its own metrics, so calls through a bus count), the
+    /// breakers' states and the projections' progress, and a status: `healthy`,
     /// `degraded` (a breaker open or forced open, a projection with dead letters) or
     /// `unhealthy` (a handler whose calls all failed, a projection whose progress cannot be
     /// read in time), with the `problems` that make it so. The second value is the HTTP
@@ -335,29 +335,13 @@ impl Admin {
     /// 503 otherwise.
     pub(crate) async fn health(&self) -> (Value, u16) {
         let report: HealthReport = self.inner.manager.health_report();
-        let registry = self.inner.manager.registry();
         let mut problems = Vec::new();
         let mut unhealthy = false;
-        let mut health: BTreeMap<String, Health> = BTreeMap::new();
         for (name, handler) in &report.handlers {
-            let (ok, failed) = registry.handler(name).map_or((0, 0), |h| {
-                let recorder = h.core().recorder();
-                (recorder.successes(), recorder.failures())
-            });
-            let judged = if handler.health == Health::Unhealthy || (ok == 0 && failed > 0) {
-                Health::Unhealthy
-            } else if handler.health == Health::Healthy || ok > 0 {
-                Health::Healthy
-            } else {
-                Health::Idle
-            };
-            if judged == Health::Unhealthy {
+            if handler.health == Health::Unhealthy {
                 unhealthy = true;
-                problems.push(format!(
-                    "handler '{name}' has failed ({failed} call(s)) and never succeeded"
-                ));
+                problems.push(format!("handler '{name}' has failed and never succeeded"));
             }
-            health.insert(name.clone(), judged);
         }
         let mut degraded = false;
         let mut breakers = Vec::new();
@@ -407,10 +391,9 @@ impl Admin {
             "breakers": breakers,
             "projections": projections,
         });
-        if let (Value::Object(body), Ok(Value::Object(mut report))) =
+        if let (Value::Object(body), Ok(Value::Object(report))) =
             (&mut body, serde_json::to_value(&report))
         {
-            judge(&mut report, &health);
             body.extend(report);
         }
         (body, code)
@@ -708,25 +691,6 @@ impl Breaker {
             }
         }
     }
-}
-
-/// The report's handlers with the health judged from their own metrics too, and its counts
-/// of healthy, idle and unhealthy handlers to match.
-fn judge(report: &mut serde_json::Map<String, Value>, health: &BTreeMap<String, Health>) {
-    if let Some(Value::Object(handlers)) = report.get_mut("handlers") {
-        for (name, judged) in health {
-            if let Some(Value::Object(handler)) = handlers.get_mut(name) {
-                handler.insert("health".to_owned(), json!(judged));
-            }
-        }
-    }
-    let count = |h: Health| health.values().filter(|judged| **judged == h).count();
-    report.insert("active_handlers".to_owned(), json!(count(Health::Healthy)));
-    report.insert("idle_handlers".to_owned(), json!(count(Health::Idle)));
-    report.insert(
-        "unhealthy_handlers".to_owned(),
-        json!(count(Health::Unhealthy)),
-    );
 }
 
 fn unix_millis() -> i64 {

@@ -195,7 +195,9 @@ impl fmt::Debug for HandlerSpec {
     }
 }
 
-/// How a handler is doing, as the health report says it.
+/// How a handler is doing, as the health report says it: judged on the calls made through
+/// the manager and on the handler's own metrics, so a handler a bus calls directly counts
+/// too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Health {
@@ -430,9 +432,13 @@ impl HandlerManager {
             } else {
                 usage.total_nanos.load(Relaxed) as f64 / requests as f64 / 1e6
             };
-            let health = if times.last_failure.is_some() && times.last_success.is_none() {
+            // Calls through the manager and the handler's own (a bus calls it directly).
+            let recorder = entry.handler.core().recorder();
+            let failed = times.last_failure.is_some() || recorder.failures() > 0;
+            let succeeded = times.last_success.is_some() || recorder.successes() > 0;
+            let health = if failed && !succeeded {
                 Health::Unhealthy
-            } else if requests > 0 {
+            } else if requests > 0 || succeeded {
                 Health::Healthy
             } else {
                 Health::Idle

@@ -177,3 +177,60 @@ async fn cleanup_retires_handlers_idle_for_at_least_the_limit() {
     assert_eq!(cleaned, ["unused", "used"]);
     assert_eq!(manager.health_report().total_registered_handlers, 0);
 }
+
+/// Fails on 0, answers anything else.
+struct Direct;
+
+#[flext_protocols::async_trait]
+impl flext_protocols::Handler for Direct {
+    type Request = u32;
+    type Response = u32;
+
+    fn handler_name(&self) -> &str {
+        "direct"
+    }
+
+    async fn handle(&self, n: u32) -> FlextResult<u32> {
+        if n == 0 {
+            Err(FlextError::operation("zero"))
+        } else {
+            Ok(n)
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_handler_called_directly_counts_in_the_health_report() {
+    use flext_impl::BasicHandler;
+    use flext_protocols::Handler as _;
+
+    let manager = HandlerManager::new();
+    manager
+        .registry()
+        .register("direct", BasicHandler::wrap(Direct))
+        .unwrap();
+    assert_eq!(
+        manager.health_report().handlers["direct"].health,
+        Health::Idle
+    );
+    // Called the way a bus calls it, not through the manager.
+    let handler = manager
+        .registry()
+        .typed::<BasicHandler<Direct>>("direct")
+        .unwrap();
+    assert!(handler.handle(0).await.is_err());
+    let report = manager.health_report();
+    assert_eq!(report.handlers["direct"].health, Health::Unhealthy);
+    assert_eq!(
+        (
+            report.unhealthy_handlers,
+            report.handlers["direct"].requests_processed
+        ),
+        (1, 0)
+    );
+    handler.handle(3).await.unwrap();
+    assert_eq!(
+        manager.health_report().handlers["direct"].health,
+        Health::Healthy
+    );
+}
