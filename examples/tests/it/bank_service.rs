@@ -60,6 +60,23 @@ async fn call(
     (status, body)
 }
 
+/// Opens the account `id` for Ada and deposits `cents` (none for 0), checking both answers.
+async fn opened(bank: &Arc<Bank>, id: &str, cents: u64) {
+    let (status, body) = call(
+        bank,
+        "POST",
+        "/accounts",
+        Some(json!({"id": id, "owner": "Ada"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    if cents > 0 {
+        let path = format!("/accounts/{id}/deposits");
+        let (status, body) = call(bank, "POST", &path, Some(json!({"amount": cents}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+}
+
 async fn open_bank(db: &TempDb, fraud: Arc<SimulatedFraud>) -> Arc<Bank> {
     Arc::new(Bank::open(&db.0, fraud).await.expect("the bank opens"))
 }
@@ -192,20 +209,7 @@ async fn a_client_reads_its_own_writes_and_gets_errors_with_their_status() {
 async fn a_withdrawal_held_for_review_is_forbidden() {
     let db = TempDb::new();
     let bank = open_bank(&db, Arc::new(SimulatedFraud::new(1_000))).await;
-    call(
-        &bank,
-        "POST",
-        "/accounts",
-        Some(json!({"id": "acc-2", "owner": "Ada"})),
-    )
-    .await;
-    call(
-        &bank,
-        "POST",
-        "/accounts/acc-2/deposits",
-        Some(json!({"amount": 5_000})),
-    )
-    .await;
+    opened(&bank, "acc-2", 5_000).await;
     let (status, error) = call(
         &bank,
         "POST",
@@ -253,20 +257,7 @@ async fn of_two_concurrent_withdrawals_one_wins_and_the_other_decides_again_and_
             .await
             .expect("the bank opens"),
     );
-    call(
-        &bank,
-        "POST",
-        "/accounts",
-        Some(json!({"id": "acc-3", "owner": "Ada"})),
-    )
-    .await;
-    call(
-        &bank,
-        "POST",
-        "/accounts/acc-3/deposits",
-        Some(json!({"amount": 10_000})),
-    )
-    .await;
+    opened(&bank, "acc-3", 10_000).await;
     let withdraw = |bank: Arc<Bank>| async move {
         call(
             &bank,
@@ -302,13 +293,7 @@ async fn of_two_concurrent_withdrawals_one_wins_and_the_other_decides_again_and_
 async fn a_command_retried_under_its_idempotency_key_is_one_change() {
     let db = TempDb::new();
     let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
-    call(
-        &bank,
-        "POST",
-        "/accounts",
-        Some(json!({"id": "acc-6", "owner": "Ada"})),
-    )
-    .await;
+    opened(&bank, "acc-6", 0).await;
     let deposit = |key: &'static str| {
         let request = Request::builder()
             .method("POST")
@@ -337,13 +322,7 @@ async fn a_command_retried_under_its_idempotency_key_is_one_change() {
 async fn amounts_past_the_limit_are_refused_before_any_handler() {
     let db = TempDb::new();
     let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
-    call(
-        &bank,
-        "POST",
-        "/accounts",
-        Some(json!({"id": "acc-7", "owner": "Ada"})),
-    )
-    .await;
+    opened(&bank, "acc-7", 0).await;
     for amount in [100_000_000_001u64, u64::MAX] {
         let (status, error) = call(
             &bank,
@@ -404,20 +383,7 @@ impl Place<'_> {
 async fn restart_keeps_balances_and_notifies_once(place: Place<'_>) {
     let fraud = Arc::new(SimulatedFraud::new(100_000));
     let bank = place.open(fraud.clone()).await;
-    call(
-        &bank,
-        "POST",
-        "/accounts",
-        Some(json!({"id": "acc-4", "owner": "Ada"})),
-    )
-    .await;
-    call(
-        &bank,
-        "POST",
-        "/accounts/acc-4/deposits",
-        Some(json!({"amount": 50_000})),
-    )
-    .await;
+    opened(&bank, "acc-4", 50_000).await;
     call(
         &bank,
         "POST",
@@ -492,20 +458,7 @@ async fn a_fraud_service_that_is_down_answers_503_and_opens_the_breaker() {
     let db = TempDb::new();
     let fraud = Arc::new(SimulatedFraud::new(100_000));
     let bank = open_bank(&db, fraud.clone()).await;
-    call(
-        &bank,
-        "POST",
-        "/accounts",
-        Some(json!({"id": "acc-5", "owner": "Ada"})),
-    )
-    .await;
-    call(
-        &bank,
-        "POST",
-        "/accounts/acc-5/deposits",
-        Some(json!({"amount": 10_000})),
-    )
-    .await;
+    opened(&bank, "acc-5", 10_000).await;
     fraud.set_down(true);
     let mut names = Vec::new();
     for _ in 0..6 {
@@ -539,21 +492,7 @@ async fn accounts_list_in_pages_with_a_filter() {
     let db = TempDb::new();
     let bank = open_bank(&db, Arc::new(SimulatedFraud::new(100_000))).await;
     for n in 1..=7 {
-        let id = format!("acc-{n:02}");
-        call(
-            &bank,
-            "POST",
-            "/accounts",
-            Some(json!({"id": id, "owner": "Ada"})),
-        )
-        .await;
-        call(
-            &bank,
-            "POST",
-            &format!("/accounts/{id}/deposits"),
-            Some(json!({"amount": n * 100})),
-        )
-        .await;
+        opened(&bank, &format!("acc-{n:02}"), n * 100).await;
     }
     let (status, first) = call(&bank, "GET", "/accounts?min_balance=300&limit=3", None).await;
     assert_eq!(status, StatusCode::OK, "{first}");
@@ -602,20 +541,7 @@ async fn a_fraud_service_that_hangs_is_a_timeout_not_a_hung_withdrawal() {
             .await
             .expect("the bank opens"),
     );
-    call(
-        &bank,
-        "POST",
-        "/accounts",
-        Some(json!({"id": "acc-8", "owner": "Ada"})),
-    )
-    .await;
-    call(
-        &bank,
-        "POST",
-        "/accounts/acc-8/deposits",
-        Some(json!({"amount": 1_000})),
-    )
-    .await;
+    opened(&bank, "acc-8", 1_000).await;
     let started = std::time::Instant::now();
     let (status, error) = call(
         &bank,
