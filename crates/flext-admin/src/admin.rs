@@ -55,19 +55,28 @@ pub struct Admin {
 }
 
 pub(crate) struct Inner {
+    /// What the surface shows and how: what the builder methods set.
+    pub(crate) settings: Settings,
+    /// Each breaker of the settings with the transitions seen of it.
+    breakers: Vec<Breaker>,
+    history: Mutex<Sampled>,
+    /// Whether a sampler task runs.
+    pub(crate) sampling: AtomicBool,
+}
+
+/// What an [`Admin`] is built from; each builder method changes a copy and builds anew.
+#[derive(Clone)]
+pub(crate) struct Settings {
     manager: Arc<HandlerManager>,
     sources: Vec<Arc<dyn MetricsSource>>,
-    breakers: Vec<Breaker>,
+    breakers: Vec<Arc<CircuitBreaker>>,
     projections: Vec<Arc<dyn ProjectionProbe>>,
     pub(crate) token: Option<String>,
     pub(crate) allowed_hosts: Vec<String>,
     pub(crate) sample_every: Duration,
+    history_window: Duration,
     probe_timeout: Duration,
     degraded_ok: bool,
-    history: Mutex<Sampled>,
-    history_window: Duration,
-    /// Whether a sampler task runs.
-    pub(crate) sampling: AtomicBool,
 }
 
 struct Sampled {
@@ -100,79 +109,42 @@ impl Admin {
     /// An admin surface showing nothing yet: an empty handler registry, no sources, no
     /// breakers, no projections, no token.
     pub fn new() -> Self {
-        Self::build(Parts::default())
+        Self::build(Settings::default())
     }
 
-    fn build(parts: Parts) -> Self {
-        let history = History::new(parts.history_window, parts.sample_every);
+    fn build(settings: Settings) -> Self {
+        let history = History::new(settings.history_window, settings.sample_every);
         Self {
             inner: Arc::new(Inner {
-                manager: parts.manager,
-                sources: parts.sources,
-                breakers: parts.breakers,
-                projections: parts.projections,
-                token: parts.token,
-                allowed_hosts: parts.allowed_hosts,
-                sample_every: parts.sample_every,
-                probe_timeout: parts.probe_timeout,
-                degraded_ok: parts.degraded_ok,
+                breakers: settings
+                    .breakers
+                    .iter()
+                    .cloned()
+                    .map(Breaker::new)
+                    .collect(),
                 history: Mutex::new(Sampled {
                     history,
                     last: None,
                 }),
-                history_window: parts.history_window,
                 sampling: AtomicBool::new(false),
+                settings,
             }),
         }
     }
 
-    fn parts(self) -> Parts {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            manager: shared.manager.clone(),
-            sources: shared.sources.clone(),
-            breakers: shared
-                .breakers
-                .iter()
-                .map(|b| Breaker::new(b.breaker.clone()))
-                .collect(),
-            projections: shared.projections.clone(),
-            token: shared.token.clone(),
-            allowed_hosts: shared.allowed_hosts.clone(),
-            sample_every: shared.sample_every,
-            probe_timeout: shared.probe_timeout,
-            degraded_ok: shared.degraded_ok,
-            history: Mutex::new(Sampled {
-                history: History::new(shared.history_window, shared.sample_every),
-                last: None,
-            }),
-            history_window: shared.history_window,
-            sampling: AtomicBool::new(false),
-        });
-        Parts {
-            manager: inner.manager,
-            sources: inner.sources,
-            breakers: inner.breakers,
-            projections: inner.projections,
-            token: inner.token,
-            allowed_hosts: inner.allowed_hosts,
-            sample_every: inner.sample_every,
-            history_window: inner.history_window,
-            probe_timeout: inner.probe_timeout,
-            degraded_ok: inner.degraded_ok,
-        }
-    }
-
-    fn with(self, change: impl FnOnce(&mut Parts)) -> Self {
-        let mut parts = self.parts();
-        change(&mut parts);
-        Self::build(parts)
+    /// A new admin surface of these settings changed by `change` (its history and the
+    /// transitions it saw start afresh).
+    fn with(self, change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.inner.settings.clone();
+        change(&mut settings);
+        Self::build(settings)
     }
 
     /// Shows the handlers of `manager`: their health report (`GET /health`), listing and
     /// metrics (`GET /handlers`, `GET /metrics`) and charts.
     #[must_use]
     pub fn with_manager(self, manager: Arc<HandlerManager>) -> Self {
-        self.with(|parts| parts.manager = manager)
+        self.with(|settings| settings.manager = manager)
     }
 
     /// Shows the handlers of `registry`, through a [`HandlerManager`] over it (whose
@@ -187,20 +159,20 @@ impl Admin {
     /// `GET /metrics` and to the dashboard's table of sources.
     #[must_use]
     pub fn with_source(self, source: Arc<dyn MetricsSource>) -> Self {
-        self.with(|parts| parts.sources.push(source))
+        self.with(|settings| settings.sources.push(source))
     }
 
     /// Shows `breaker` in `GET /breakers` (state, rates, transitions), `GET /metrics` and
     /// the health report (an open breaker makes it `degraded`).
     #[must_use]
     pub fn with_breaker(self, breaker: Arc<CircuitBreaker>) -> Self {
-        self.with(|parts| parts.breakers.push(Breaker::new(breaker)))
+        self.with(|settings| settings.breakers.push(breaker))
     }
 
     /// Shows the projection `probe` asks for in `GET /projections` and the health report.
     #[must_use]
     pub fn with_projection(self, probe: Arc<dyn ProjectionProbe>) -> Self {
-        self.with(|parts| parts.projections.push(probe))
+        self.with(|settings| settings.projections.push(probe))
     }
 
     /// Requires `Authorization: Bearer {token}` on every endpoint but the dashboard's page,
@@ -214,7 +186,7 @@ impl Admin {
                 "Invalid admin token: it must be non-empty visible ASCII (no spaces)",
             ));
         }
-        Ok(self.with(|parts| parts.token = Some(token)))
+        Ok(self.with(|settings| settings.token = Some(token)))
     }
 
     /// Without a token, answers requests addressed to `hosts` too, beside IP addresses and
@@ -234,7 +206,7 @@ impl Admin {
                 "Invalid admin host: {bad:?}; give a host name without port or path"
             )));
         }
-        Ok(self.with(|parts| parts.allowed_hosts.extend(hosts)))
+        Ok(self.with(|settings| settings.allowed_hosts.extend(hosts)))
     }
 
     /// Keeps `window` of history for the charts, sampled every `every` (defaults: 10
@@ -247,9 +219,9 @@ impl Admin {
                  interval must be positive and at most the window"
             )));
         }
-        Ok(self.with(|parts| {
-            parts.history_window = window;
-            parts.sample_every = every;
+        Ok(self.with(|settings| {
+            settings.history_window = window;
+            settings.sample_every = every;
         }))
     }
 
@@ -263,7 +235,7 @@ impl Admin {
                 "Invalid admin probe timeout: it must be positive",
             ));
         }
-        Ok(self.with(|parts| parts.probe_timeout = limit))
+        Ok(self.with(|settings| settings.probe_timeout = limit))
     }
 
     /// Answers `GET /health` with 200 when the service is `degraded` (a breaker open, a
@@ -271,12 +243,12 @@ impl Admin {
     /// traffic to a service whose dependency is down. By default only `healthy` is 200.
     #[must_use]
     pub fn with_degraded_ok(self) -> Self {
-        self.with(|parts| parts.degraded_ok = true)
+        self.with(|settings| settings.degraded_ok = true)
     }
 
     /// The handler manager whose handlers are shown.
     pub fn manager(&self) -> &Arc<HandlerManager> {
-        &self.inner.manager
+        &self.inner.settings.manager
     }
 
     /// Takes a sample for the charts if at least half the interval has passed since the
@@ -290,10 +262,9 @@ impl Admin {
             .history
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if sampled
-            .last
-            .is_some_and(|last| now.duration_since(last) < self.inner.sample_every.mul_f64(0.5))
-        {
+        if sampled.last.is_some_and(|last| {
+            now.duration_since(last) < self.inner.settings.sample_every.mul_f64(0.5)
+        }) {
             return;
         }
         sampled.last = Some(now);
@@ -306,7 +277,7 @@ impl Admin {
     }
 
     fn totals(&self) -> BTreeMap<String, Totals> {
-        let registry = self.inner.manager.registry();
+        let registry = self.inner.settings.manager.registry();
         registry
             .list_handlers()
             .into_iter()
@@ -334,7 +305,7 @@ impl Admin {
     /// status: 200 when healthy (and when degraded, with [`Admin::with_degraded_ok`]),
     /// 503 otherwise.
     pub(crate) async fn health(&self) -> (Value, u16) {
-        let report: HealthReport = self.inner.manager.health_report();
+        let report: HealthReport = self.inner.settings.manager.health_report();
         let mut problems = Vec::new();
         let mut unhealthy = false;
         for (name, handler) in &report.handlers {
@@ -381,7 +352,14 @@ impl Admin {
         let (status, code) = if unhealthy {
             ("unhealthy", 503)
         } else if degraded {
-            ("degraded", if self.inner.degraded_ok { 200 } else { 503 })
+            (
+                "degraded",
+                if self.inner.settings.degraded_ok {
+                    200
+                } else {
+                    503
+                },
+            )
         } else {
             ("healthy", 200)
         };
@@ -404,23 +382,28 @@ impl Admin {
     async fn projection_statuses(
         &self,
     ) -> Vec<(&Arc<dyn ProjectionProbe>, FlextResult<ProjectionView>)> {
-        let limit = self.inner.probe_timeout;
-        let asks = self.inner.projections.iter().map(|probe| async move {
-            let status = match tokio::time::timeout(limit, probe.status()).await {
-                Ok(status) => status,
-                Err(_) => Err(FlextError::timeout(format!(
-                    "Projection '{}' did not report its progress within {limit:?}",
-                    probe.name()
-                ))),
-            };
-            (probe, status)
-        });
+        let limit = self.inner.settings.probe_timeout;
+        let asks = self
+            .inner
+            .settings
+            .projections
+            .iter()
+            .map(|probe| async move {
+                let status = match tokio::time::timeout(limit, probe.status()).await {
+                    Ok(status) => status,
+                    Err(_) => Err(FlextError::timeout(format!(
+                        "Projection '{}' did not report its progress within {limit:?}",
+                        probe.name()
+                    ))),
+                };
+                (probe, status)
+            });
         futures_util::future::join_all(asks).await
     }
 
     /// `GET /handlers`: every registered handler with its metrics, and the registry's.
     pub(crate) fn handlers(&self) -> Value {
-        let registry = self.inner.manager.registry();
+        let registry = self.inner.settings.manager.registry();
         let handlers: Vec<Value> = registry
             .list_handlers()
             .into_iter()
@@ -517,8 +500,8 @@ impl Admin {
             sampled.history.since(since);
         json!({
             "now_ms": unix_millis(),
-            "interval_ms": self.inner.sample_every.as_millis() as u64,
-            "window_ms": self.inner.history_window.as_millis() as u64,
+            "interval_ms": self.inner.settings.sample_every.as_millis() as u64,
+            "window_ms": self.inner.settings.history_window.as_millis() as u64,
             "all": all,
             "handlers": handlers,
             "all_key": ALL,
@@ -528,8 +511,14 @@ impl Admin {
     /// Every metric set: the registry's, each handler's, each source's, each breaker's,
     /// each projection's (with its position, head and lag as gauges).
     pub(crate) async fn metric_sets(&self) -> Vec<MetricSet> {
-        let mut sets = self.inner.manager.metric_sets();
-        sets.extend(self.inner.sources.iter().map(|source| source.metric_set()));
+        let mut sets = self.inner.settings.manager.metric_sets();
+        sets.extend(
+            self.inner
+                .settings
+                .sources
+                .iter()
+                .map(|source| source.metric_set()),
+        );
         sets.extend(
             self.inner
                 .breakers
@@ -582,7 +571,7 @@ impl Admin {
     pub(crate) fn sources(&self) -> Value {
         let sources: Vec<Value> = self
             .inner
-            .sources
+            .settings.sources
             .iter()
             .map(|source| {
                 let set = source.metric_set();
@@ -619,28 +608,15 @@ impl Default for Admin {
 impl fmt::Debug for Admin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Admin")
-            .field("sources", &self.inner.sources.len())
+            .field("sources", &self.inner.settings.sources.len())
             .field("breakers", &self.inner.breakers.len())
-            .field("projections", &self.inner.projections.len())
-            .field("token", &self.inner.token.as_ref().map(|_| "***"))
+            .field("projections", &self.inner.settings.projections.len())
+            .field("token", &self.inner.settings.token.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
 }
 
-struct Parts {
-    manager: Arc<HandlerManager>,
-    sources: Vec<Arc<dyn MetricsSource>>,
-    breakers: Vec<Breaker>,
-    projections: Vec<Arc<dyn ProjectionProbe>>,
-    token: Option<String>,
-    allowed_hosts: Vec<String>,
-    sample_every: Duration,
-    history_window: Duration,
-    probe_timeout: Duration,
-    degraded_ok: bool,
-}
-
-impl Default for Parts {
+impl Default for Settings {
     fn default() -> Self {
         Self {
             manager: Arc::new(HandlerManager::new()),
@@ -817,15 +793,17 @@ mod tests {
         let one = Admin::new()
             .with_history(Duration::from_secs(1), Duration::from_secs(1))
             .expect("a window of one interval");
-        assert_eq!(one.inner.history_window, Duration::from_secs(1));
+        assert_eq!(one.inner.settings.history_window, Duration::from_secs(1));
         // Settings survive later changes, also of a shared (cloned) admin.
         let shared = one.clone();
         let token = shared.with_token("t").expect("a token").with_degraded_ok();
-        assert_eq!(token.inner.history_window, Duration::from_secs(1));
-        assert!(token.inner.degraded_ok && token.inner.token.as_deref() == Some("t"));
-        assert_eq!(token.inner.probe_timeout, DEFAULT_PROBE_TIMEOUT);
+        assert_eq!(token.inner.settings.history_window, Duration::from_secs(1));
         assert!(
-            one.inner.token.is_none(),
+            token.inner.settings.degraded_ok && token.inner.settings.token.as_deref() == Some("t")
+        );
+        assert_eq!(token.inner.settings.probe_timeout, DEFAULT_PROBE_TIMEOUT);
+        assert!(
+            one.inner.settings.token.is_none(),
             "the clone it came from keeps no token"
         );
     }

@@ -72,7 +72,7 @@ impl Admin {
             return;
         }
         let weak = std::sync::Arc::downgrade(&self.inner);
-        let every = self.inner.sample_every;
+        let every = self.inner.settings.sample_every;
         // Clears the flag however the task ends (its runtime shut down, say), so a later
         // router starts another and `GET /history` samples meanwhile.
         struct Running(std::sync::Weak<crate::admin::Inner>);
@@ -101,9 +101,9 @@ impl Admin {
 
 /// Answers 401 to a request without the token, but for the dashboard's page.
 async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Response {
-    if admin.inner.token.is_none()
+    if admin.inner.settings.token.is_none()
         && let Some(host) = host_of(&request)
-        && !host_allowed(&host, &admin.inner.allowed_hosts)
+        && !host_allowed(&host, &admin.inner.settings.allowed_hosts)
     {
         return error(
             StatusCode::FORBIDDEN,
@@ -116,7 +116,7 @@ async fn guard(State(admin): State<Admin>, request: Request, next: Next) -> Resp
         );
     }
     let is_page = request.uri().path() == "/" || request.uri().path().is_empty();
-    if let Some(token) = &admin.inner.token
+    if let Some(token) = &admin.inner.settings.token
         && !is_page
         && !bearer_matches(&request, token)
     {
