@@ -13,6 +13,7 @@
 //!   behaviours of a store opened with limits of its own.
 //! - [`crash`]: the SIGKILL crash test of a durable store, written by [`crash_test!`]: the
 //!   test binary runs itself as a writer child and checks what survives the kill.
+//! - [`prometheus`]: the Prometheus text exposition read by a strict parser.
 //! - [`sql`]: what the SQL stores check beyond the contracts (hostile text, corrupt rows,
 //!   checkpoints in the read model's transaction), with the store's own SQL as closures.
 //! - [`workload`]: the appends and reads the stores' benchmarks measure, the same on every
@@ -50,6 +51,7 @@ pub mod checkpoint_store;
 pub mod crash;
 pub mod event_store;
 pub mod fuzz;
+pub mod prometheus;
 mod saga;
 pub mod snapshot_store;
 pub mod sql;

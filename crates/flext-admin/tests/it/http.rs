@@ -695,52 +695,18 @@ async fn a_store_that_does_not_answer_is_a_timeout_not_a_hung_endpoint() {
     );
 }
 
-/// Reads `text` with `prometheus_client`'s parser (in Python), which, unlike
-/// `prometheus-parse`, refuses a line it cannot read. Skipped, saying so, where it is not
-/// installed, unless `CI` is set (`.ci/run` installs it).
+/// Reads `text` with `prometheus_client`'s strict parser (where it is installed; see
+/// `flext_testing::prometheus`): every sample line must be read.
 fn strictly_parsed(text: &str) {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-
-    const PARSE: &str = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
-                         families = list(text_string_to_metric_families(sys.stdin.read()))\n\
-                         print(sum(len(f.samples) for f in families))\n";
-    let installed = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus_client is not installed"
-        );
-        eprintln!("skipped: prometheus_client not installed");
+    let Some(results) = flext_testing::prometheus::parsed(&[text.to_owned()]) else {
         return;
-    }
-    let mut child = Command::new("python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("its input")
-        .write_all(text.as_bytes())
-        .expect("written");
-    let output = child.wait_with_output().expect("it ends");
-    assert!(
-        output.status.success(),
-        "prometheus_client refuses the exposition: {}\n{text}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let samples: usize = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("a count");
+    };
+    let samples: usize = results[0]["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .map(|family| family["samples"].as_array().map_or(0, Vec::len))
+        .sum();
     let lines = text
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

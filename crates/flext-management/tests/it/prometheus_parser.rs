@@ -6,72 +6,15 @@
 //! then they fail (`.ci/run` installs it).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flext_management::to_prometheus;
+use flext_testing::prometheus::parsed;
 use flext_types::{LatencySummary, MetricSet, MetricValue};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::Value;
-
-/// Reads a JSON list of expositions on stdin and prints, for each, its families as
-/// `prometheus_client` parses them, or the parser's error.
-const PARSE: &str = r#"
-import json, math, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = []
-for text in json.load(sys.stdin):
-    try:
-        out.append({"families": [
-            {"name": f.name, "type": f.type, "samples": [
-                {"name": s.name, "labels": s.labels,
-                 "value": s.value if math.isfinite(s.value) else repr(s.value)}
-                for s in f.samples]}
-            for f in text_string_to_metric_families(text)]})
-    except Exception as e:
-        out.append({"error": repr(e)})
-print(json.dumps(out))
-"#;
-
-/// Each exposition as `prometheus_client` reads it, or `None` (after saying so) when the
-/// parser is not installed and `CI` is not set.
-fn parsed(texts: &[String]) -> Option<Vec<Value>> {
-    let installed = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus_client is not installed (python3 -m pip install prometheus_client)"
-        );
-        eprintln!("skipped: prometheus_client not installed");
-        return None;
-    }
-    let mut child = Command::new("python3")
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = serde_json::to_vec(texts).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "the parser script failed");
-    let results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    for (text, result) in texts.iter().zip(&results) {
-        assert!(
-            result.get("error").is_none(),
-            "prometheus_client rejects the exposition: {}\n{text}",
-            result["error"]
-        );
-    }
-    Some(results)
-}
 
 /// Names and values a user might give: reserved label names, names that reduce alike,
 /// empty, unicode, quotes, backslashes, newlines.
