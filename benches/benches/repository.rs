@@ -11,8 +11,14 @@
 //! history cold: no cache helps either side. `execute/flext_warm` is the steady state of
 //! flext's repository instead: one aggregate, commands in a row, its cache warm.
 //!
+//! The flext store is seeded as a repository fills it: each payload keeps its event
+//! (`JsonPayload::from_value`), as cqrs-es's `MemStore` keeps typed events.
+//! `flext_no_snapshots_text_payloads` seeds text-only payloads instead, as a durable store
+//! reads them back: that load parses all N.
+//!
 //! `aggregate_load/*` times `Repository::load` with the cache off, to show how loading
-//! grows: `since_snapshot/N` has a snapshot at version 1000 and N events after it;
+//! grows (text payloads, so the first load parses them and later loads borrow what it
+//! kept): `since_snapshot/N` has a snapshot at version 1000 and N events after it;
 //! `with_snapshot/T` and `without_snapshot/T` hold T events in all (the snapshot, when
 //! there is one, at version T - 10).
 
@@ -147,11 +153,33 @@ fn seeded_cqrs_es(n: usize) -> CqrsEs {
     cqrs_es::CqrsFramework::new(store, Vec::new(), ())
 }
 
+/// How the seeded events' payloads are made.
+#[derive(Debug, Clone, Copy)]
+enum Payloads {
+    /// As a repository appends them: each keeps its event (`JsonPayload::from_value`), as
+    /// cqrs-es's `MemStore` keeps typed events.
+    Typed,
+    /// Text only, each its own (as read back from a durable store): the first load parses
+    /// every one.
+    Text,
+}
+
+impl Payloads {
+    fn make(self) -> JsonPayload {
+        let event = AccountEvent::Deposited { amount: 1 };
+        match self {
+            Self::Typed => JsonPayload::from_value(event),
+            Self::Text => JsonPayload::encode(&event),
+        }
+        .expect("payload")
+    }
+}
+
 /// A fresh store holding `total` events of the account `acc`, with a snapshot of the state
 /// at version `snapshot_at` unless that is 0. Seeding is not timed.
 fn seeded_store(
     rt: &Runtime,
-    payload: &JsonPayload,
+    payloads: Payloads,
     total: usize,
     snapshot_at: usize,
 ) -> Arc<InMemoryEventStore> {
@@ -159,7 +187,7 @@ fn seeded_store(
     rt.block_on(async {
         if total > 0 {
             let events: Vec<_> = (0..total)
-                .map(|_| NewEvent::new("Deposited", payload.clone()))
+                .map(|_| NewEvent::new("Deposited", payloads.make()))
                 .collect();
             store
                 .append("Account-acc", ExpectedVersion::NoStream, events)
@@ -188,12 +216,12 @@ fn seeded_store(
 /// snapshot at the last multiple of 100), and a repository without a warm cache.
 fn seeded_flext(
     rt: &Runtime,
-    payload: &JsonPayload,
+    payloads: Payloads,
     n: usize,
     snapshots: bool,
 ) -> Repository<Account> {
     let snapshot_at = if snapshots { n / 100 * 100 } else { 0 };
-    let shared = seeded_store(rt, payload, n, snapshot_at);
+    let shared = seeded_store(rt, payloads, n, snapshot_at);
     let events: Arc<dyn EventStore> = shared.clone();
     let repository = Repository::new(events);
     if snapshots {
@@ -207,7 +235,6 @@ fn execute(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let payload = JsonPayload::encode(&AccountEvent::Deposited { amount: 1 }).expect("payload");
     let mut group = c.benchmark_group("execute");
     group
         .sample_size(30)
@@ -224,13 +251,14 @@ fn execute(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
-        for (name, snapshots) in [
-            ("flext_no_snapshots", false),
-            ("flext_snapshots_every_100", true),
+        for (name, payloads, snapshots) in [
+            ("flext_no_snapshots", Payloads::Typed, false),
+            ("flext_no_snapshots_text_payloads", Payloads::Text, false),
+            ("flext_snapshots_every_100", Payloads::Typed, true),
         ] {
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
                 b.iter_batched(
-                    || seeded_flext(&rt, &payload, n, snapshots),
+                    || seeded_flext(&rt, payloads, n, snapshots),
                     |repository| {
                         let executed = rt
                             .block_on(repository.execute("acc", Deposit(1)))
@@ -243,7 +271,7 @@ fn execute(c: &mut Criterion) {
             });
         }
     }
-    let warm = seeded_flext(&rt, &payload, 1000, false)
+    let warm = seeded_flext(&rt, Payloads::Typed, 1000, false)
         .with_config(RepositoryConfig::default().with_cache_capacity(16));
     group.bench_function("flext_warm", |b| {
         b.iter(|| {
@@ -259,13 +287,8 @@ fn execute(c: &mut Criterion) {
 
 /// A store holding `total` events of `acc` (with a snapshot at version `snapshot_at` when
 /// it is not 0), and a repository on it that never caches and never snapshots by itself.
-fn seeded_for_load(
-    rt: &Runtime,
-    payload: &JsonPayload,
-    total: usize,
-    snapshot_at: usize,
-) -> Repository<Account> {
-    let shared = seeded_store(rt, payload, total, snapshot_at);
+fn seeded_for_load(rt: &Runtime, total: usize, snapshot_at: usize) -> Repository<Account> {
+    let shared = seeded_store(rt, Payloads::Text, total, snapshot_at);
     let events: Arc<dyn EventStore> = shared.clone();
     let config = RepositoryConfig::default().with_cache_capacity(0);
     let repository = Repository::new(events).with_config(config);
@@ -280,13 +303,12 @@ fn aggregate_load(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let payload = JsonPayload::encode(&AccountEvent::Deposited { amount: 1 }).expect("payload");
     let mut group = c.benchmark_group("aggregate_load");
     group
         .sample_size(30)
         .measurement_time(Duration::from_secs(3));
     let mut case = |name: &str, parameter: usize, total: usize, snapshot_at: usize| {
-        let repository = seeded_for_load(&rt, &payload, total, snapshot_at);
+        let repository = seeded_for_load(&rt, total, snapshot_at);
         group.bench_with_input(BenchmarkId::new(name, parameter), &parameter, |b, _| {
             b.iter(|| {
                 let loaded = rt.block_on(repository.load("acc")).expect("load");

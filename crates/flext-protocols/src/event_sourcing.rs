@@ -72,6 +72,33 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> FlextResult<Vec<StoredEvent>>;
 
+    /// Calls `visit` with each event of `stream_id` from version `from_version`
+    /// (inclusive) on, in version order, and returns how many it visited; the first error
+    /// `visit` returns stops the walk and is returned. A store may lend its own records
+    /// instead of copying them out — the in-memory store does, under its read lock, so
+    /// keep `visit` short and never block in it. By default the events are read with
+    /// [`read_stream`](Self::read_stream) and visited from there.
+    ///
+    /// As an implementation writes it (with `#[async_trait]`):
+    ///
+    /// ```text
+    /// async fn visit_stream(&self, stream_id: &str, from_version: u64, visit: &mut (dyn for<'e> FnMut(&'e StoredEvent) -> FlextResult<()> + Send)) -> FlextResult<usize>
+    /// ```
+    async fn visit_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        visit: &mut (dyn for<'e> FnMut(&'e StoredEvent) -> FlextResult<()> + Send),
+    ) -> FlextResult<usize> {
+        let events = self
+            .read_stream(stream_id, from_version, usize::MAX)
+            .await?;
+        for event in &events {
+            visit(event)?;
+        }
+        Ok(events.len())
+    }
+
     /// Up to `limit` events of every stream from global position `from_position`
     /// (inclusive), in position order. Positions strictly increase but may have gaps. A
     /// store may return a commit a moment after its append returned (PostgreSQL's waits

@@ -23,7 +23,8 @@ use crate::tail::{HeadSignal, SUBSCRIPTION_BATCH, tail_events};
 ///
 /// Appends take one write lock for the whole batch, so readers never see part of a batch
 /// and positions follow commit order; reads take a read lock and copy out shared records
-/// (reference-count bumps, not payload copies). No lock is held across an `.await`.
+/// (reference-count bumps, not payload copies), and `visit_stream` lends them without
+/// copying. No lock is held across an `.await`.
 /// Clones share the same store.
 ///
 /// ```
@@ -244,6 +245,25 @@ impl EventStore for InMemoryEventStore {
                 .map(|&index| log.events[index].clone())
                 .collect()
         }))
+    }
+
+    /// Lends the stored records under the read lock: nothing is copied.
+    async fn visit_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        visit: &mut (dyn for<'e> FnMut(&'e StoredEvent) -> FlextResult<()> + Send),
+    ) -> FlextResult<usize> {
+        self.read_log(|log| {
+            let Some(indices) = log.streams.get(stream_id) else {
+                return Ok(0);
+            };
+            let from = from_version.saturating_sub(1).min(indices.len() as u64) as usize;
+            for &index in &indices[from..] {
+                visit(&log.events[index])?;
+            }
+            Ok(indices.len() - from)
+        })
     }
 
     async fn read_all(&self, from_position: u64, limit: usize) -> FlextResult<Vec<StoredEvent>> {

@@ -88,6 +88,7 @@ macro_rules! event_store_conformance {
                 idempotent_retry,
                 streams_are_isolated,
                 read_ranges_and_limits,
+                visit_stream_walks_in_order_and_stops_at_an_error,
                 rejects_malformed_batches,
                 positions_increase_and_batches_do_not_interleave,
                 concurrent_writers_on_shared_streams,

@@ -5,9 +5,12 @@
 //! fields and the payload are shared (`Arc`), so an in-memory store hands out copies for
 //! the price of reference-count bumps.
 
+use std::any::Any;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -21,6 +24,14 @@ use crate::{FlextError, FlextResult};
 /// Decoding parses the text straight into the target type, with no intermediate tree; SQL
 /// adapters store and load the text as it is.
 ///
+/// A payload can also keep one typed value beside its text, so it is decoded at most once:
+/// [`from_value`](Self::from_value) keeps the value it serialized, and
+/// [`decoded`](Self::decoded) keeps what it parsed the first time. Clones share the text
+/// and the kept value, so a store that hands out clones of its records (the in-memory
+/// store does) decodes each event once, however often it is read. The text stays the
+/// truth: equality, hashing, [`as_str`](Self::as_str), serialization and
+/// [`decode`](Self::decode) read only the text.
+///
 /// ```
 /// use flext_types::JsonPayload;
 ///
@@ -30,17 +41,49 @@ use crate::{FlextError, FlextResult};
 /// assert_eq!(value["name"], "Alice");
 /// assert!(JsonPayload::from_text("{not json").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct JsonPayload(Arc<str>);
+#[derive(Clone)]
+pub struct JsonPayload(Arc<Payload>);
+
+/// The text, and at most one value of the type it was made from or first decoded into.
+struct Payload {
+    text: Box<str>,
+    kept: OnceLock<Box<dyn Any + Send + Sync>>,
+}
 
 impl JsonPayload {
+    fn new(text: impl Into<Box<str>>, kept: OnceLock<Box<dyn Any + Send + Sync>>) -> Self {
+        Self(Arc::new(Payload {
+            text: text.into(),
+            kept,
+        }))
+    }
+
     /// Serializes `value`; a value that does not serialize is a `SERIALIZATION_ERROR`.
     pub fn encode(value: &impl Serialize) -> FlextResult<Self> {
-        let text = serde_json::to_string(value).map_err(|e| {
-            FlextError::serialization(format!("Payload does not serialize to JSON: {e}"))
-                .with_source(e)
-        })?;
-        Ok(Self(Arc::from(text)))
+        Ok(Self::new(to_text(value)?, OnceLock::new()))
+    }
+
+    /// Serializes `value` and keeps it, so [`decoded`](Self::decoded) as a `T` borrows it
+    /// instead of parsing the text. What a repository appends is made this way: an
+    /// in-memory store then replays its aggregates without parsing JSON. A value that does
+    /// not serialize is a `SERIALIZATION_ERROR`.
+    ///
+    /// The kept value is the one given, not the text parsed back: for a type whose JSON
+    /// round trip is not exact (fields serde skips, floats printed shorter), use
+    /// [`encode`](Self::encode), so that readers see what a durable store would return.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use flext_types::JsonPayload;
+    ///
+    /// let payload = JsonPayload::from_value(vec![1_u32, 2, 3]).unwrap();
+    /// assert_eq!(payload.as_str(), "[1,2,3]");
+    /// // Borrowed: the text is not parsed.
+    /// assert!(matches!(payload.decoded::<Vec<u32>>().unwrap(), Cow::Borrowed(v) if v == &[1, 2, 3]));
+    /// ```
+    pub fn from_value<T: Serialize + Send + Sync + 'static>(value: T) -> FlextResult<Self> {
+        let text = to_text(&value)?;
+        Ok(Self::new(text, OnceLock::from(Box::new(value) as Box<_>)))
     }
 
     /// Takes JSON text (for example from a database column), checking that it is JSON.
@@ -49,38 +92,97 @@ impl JsonPayload {
         serde_json::from_str::<IgnoredAny>(&text).map_err(|e| {
             FlextError::serialization(format!("Payload is not valid JSON: {e}")).with_source(e)
         })?;
-        Ok(Self(Arc::from(text)))
+        Ok(Self::new(text, OnceLock::new()))
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.text
     }
 
     /// Parses the payload as a `T`; a mismatch is a `SERIALIZATION_ERROR` with serde's
     /// explanation.
     pub fn decode<T: DeserializeOwned>(&self) -> FlextResult<T> {
-        serde_json::from_str(&self.0).map_err(|e| {
+        serde_json::from_str(&self.0.text).map_err(|e| {
             FlextError::serialization(format!("Payload does not decode: {e}")).with_source(e)
         })
+    }
+
+    /// The payload as a `T`, parsed at most once: borrowed when the payload keeps a `T`
+    /// (made by [`from_value`](Self::from_value), or decoded as a `T` before, by this
+    /// payload or a clone of it); else parsed, and kept when nothing else is. A payload
+    /// keeps one value: decoding it as a second type parses each time (an owned value).
+    /// A mismatch is a `SERIALIZATION_ERROR`, as with [`decode`](Self::decode), and keeps
+    /// nothing.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use flext_types::JsonPayload;
+    ///
+    /// let payload = JsonPayload::from_text(r#"{"amount": 5}"#).unwrap();
+    /// let first = payload.decoded::<serde_json::Value>().unwrap();
+    /// assert_eq!(first["amount"], 5);
+    /// // A clone shares what the first decoding kept.
+    /// assert!(matches!(payload.clone().decoded::<serde_json::Value>().unwrap(), Cow::Borrowed(_)));
+    /// assert!(payload.decoded::<Vec<u8>>().is_err());
+    /// ```
+    pub fn decoded<T>(&self) -> FlextResult<Cow<'_, T>>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if self.0.kept.get().is_none() {
+            let value: T = self.decode()?;
+            // Another thread may have kept a value meanwhile: the check below reads
+            // whichever was kept first.
+            let _ = self.0.kept.set(Box::new(value));
+        }
+        match self.kept::<T>() {
+            Some(value) => Ok(Cow::Borrowed(value)),
+            None => self.decode().map(Cow::Owned),
+        }
+    }
+
+    /// The kept value, when it is a `T`.
+    fn kept<T: 'static>(&self) -> Option<&T> {
+        self.0.kept.get().and_then(|kept| kept.downcast_ref::<T>())
+    }
+}
+
+fn to_text(value: &impl Serialize) -> FlextResult<String> {
+    serde_json::to_string(value).map_err(|e| {
+        FlextError::serialization(format!("Payload does not serialize to JSON: {e}")).with_source(e)
+    })
+}
+
+impl PartialEq for JsonPayload {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.text == other.0.text
+    }
+}
+
+impl Eq for JsonPayload {}
+
+impl Hash for JsonPayload {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.text.hash(state);
     }
 }
 
 impl fmt::Debug for JsonPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.text)
     }
 }
 
 impl fmt::Display for JsonPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.text)
     }
 }
 
 impl Serialize for JsonPayload {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let raw: &serde_json::value::RawValue = serde_json::from_str(&self.0)
+        let raw: &serde_json::value::RawValue = serde_json::from_str(&self.0.text)
             .map_err(|e| serde::ser::Error::custom(format!("stored payload is not JSON: {e}")))?;
         raw.serialize(serializer)
     }
@@ -89,7 +191,7 @@ impl Serialize for JsonPayload {
 impl<'de> Deserialize<'de> for JsonPayload {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
-        Ok(Self(Arc::from(raw.get())))
+        Ok(Self::new(raw.get(), OnceLock::new()))
     }
 }
 
@@ -340,6 +442,83 @@ pub struct DeadLetter {
 mod tests {
     use super::*;
     use crate::ErrorCode;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Deposited {
+        amount: u64,
+    }
+
+    #[test]
+    fn a_payload_made_from_a_value_lends_it_without_parsing() {
+        let payload = JsonPayload::from_value(Deposited { amount: 7 }).unwrap();
+        assert_eq!(payload.as_str(), r#"{"amount":7}"#);
+        let decoded = payload.decoded::<Deposited>().unwrap();
+        assert!(matches!(decoded, Cow::Borrowed(&Deposited { amount: 7 })));
+        // Another type parses the text, and leaves the kept value alone.
+        let value = payload.decoded::<serde_json::Value>().unwrap();
+        assert!(matches!(value, Cow::Owned(_)));
+        assert_eq!(value["amount"], 7);
+        assert!(matches!(
+            payload.decoded::<Deposited>().unwrap(),
+            Cow::Borrowed(_)
+        ));
+        // `decode` always reads the text.
+        assert_eq!(
+            payload.decode::<Deposited>().unwrap(),
+            Deposited { amount: 7 }
+        );
+    }
+
+    #[test]
+    fn a_payload_from_text_is_parsed_once_and_shared_by_its_clones() {
+        let payload = JsonPayload::from_text(r#"{"amount": 3}"#).unwrap();
+        let clone = payload.clone();
+        // The first decoding keeps what it parsed, and lends it.
+        assert!(matches!(
+            payload.decoded::<Deposited>().unwrap(),
+            Cow::Borrowed(&Deposited { amount: 3 })
+        ));
+        assert!(matches!(
+            clone.decoded::<Deposited>().unwrap(),
+            Cow::Borrowed(&Deposited { amount: 3 })
+        ));
+        // Equal text is an equal payload, whatever either keeps.
+        assert_eq!(payload, JsonPayload::from_text(r#"{"amount": 3}"#).unwrap());
+        assert_ne!(payload, JsonPayload::from_text(r#"{"amount":3}"#).unwrap());
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_keeps_nothing() {
+        let payload = JsonPayload::from_text(r#"{"amount": "many"}"#).unwrap();
+        let error = payload.decoded::<Deposited>().unwrap_err();
+        assert!(error.is(ErrorCode::SerializationError));
+        assert!(
+            error.to_string().contains("Payload does not decode"),
+            "{error}"
+        );
+        // Nothing was kept: the next type decoded is the one kept, and lent.
+        let value = payload.decoded::<serde_json::Value>().unwrap();
+        assert!(matches!(value, Cow::Borrowed(_)));
+        assert_eq!(value["amount"], "many");
+    }
+
+    #[test]
+    fn equal_payloads_hash_alike_and_serialize_as_their_text() {
+        use std::collections::hash_map::DefaultHasher;
+        let hash = |payload: &JsonPayload| {
+            let mut hasher = DefaultHasher::new();
+            payload.hash(&mut hasher);
+            hasher.finish()
+        };
+        let typed = JsonPayload::from_value(Deposited { amount: 1 }).unwrap();
+        let text = JsonPayload::from_text(r#"{"amount":1}"#).unwrap();
+        assert_eq!(typed, text);
+        assert_eq!(hash(&typed), hash(&text));
+        assert_ne!(hash(&typed), hash(&JsonPayload::from_text("[]").unwrap()));
+        assert_eq!(serde_json::to_string(&typed).unwrap(), r#"{"amount":1}"#);
+        let back: JsonPayload = serde_json::from_str(r#"{"amount":1}"#).unwrap();
+        assert_eq!(back, typed);
+    }
 
     #[test]
     fn expected_versions_accept_exactly_their_cases() {

@@ -1,5 +1,6 @@
 //! Typed envelopes around stored events, and upcasters.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -113,6 +114,27 @@ impl Upcasters {
     pub fn has(&self, event_type: &str, from_version: u32) -> bool {
         self.by_key
             .contains_key(&(event_type.to_owned(), from_version))
+    }
+
+    /// As [`decode`](Self::decode), parsing a current payload at most once: an event
+    /// whose payload keeps an `E` (see [`JsonPayload::decoded`]) is lent, not parsed —
+    /// the in-memory store keeps each record's payload, so replaying a stream from it
+    /// parses each event once, and not at all for events a repository appended. A payload
+    /// that needs upcasting is upcast and decoded each time.
+    ///
+    /// [`JsonPayload::decoded`]: flext_types::JsonPayload::decoded
+    pub fn decoded<'a, E>(&self, stored: &'a StoredEvent) -> FlextResult<Cow<'a, E>>
+    where
+        E: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        if !self.by_key.is_empty() && self.has(&stored.event_type, stored.schema_version) {
+            return self.decode(stored).map(Cow::Owned);
+        }
+        match stored.payload.decoded::<E>() {
+            Ok(event) => Ok(event),
+            // The same parse again, for the error that names the event.
+            Err(_) => self.decode(stored).map(Cow::Owned),
+        }
     }
 
     /// Decodes the payload of `stored` into an `E`, upcasting it first if needed.

@@ -7,6 +7,7 @@ mod deadlines;
 mod dispatch_spans;
 mod es_checkpoints;
 mod es_dead_letters;
+mod es_decode_once;
 mod es_extremes;
 mod es_handle;
 mod es_projection;

@@ -47,6 +47,7 @@ pub const BEHAVIOURS: &[&str] = &[
     "idempotent_retry",
     "streams_are_isolated",
     "read_ranges_and_limits",
+    "visit_stream_walks_in_order_and_stops_at_an_error",
     "rejects_malformed_batches",
     "positions_increase_and_batches_do_not_interleave",
     "concurrent_writers_on_shared_streams",
@@ -390,6 +391,72 @@ pub async fn read_ranges_and_limits(store: Arc<dyn EventStore>) {
         from_last[0].event_id,
         all_of(&*store, &stream).await[9].event_id
     );
+}
+
+/// `visit_stream` visits the events `read_stream` returns, in version order from the
+/// version asked for, counts them, and stops at the first error the visitor returns,
+/// handing it back; a stream that does not exist visits nothing.
+pub async fn visit_stream_walks_in_order_and_stops_at_an_error(store: Arc<dyn EventStore>) {
+    let stream = unique_name("visit");
+    store
+        .append(&stream, ExpectedVersion::NoStream, batch(1, 6))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let visited = store
+        .visit_stream(&stream, 3, &mut |event| {
+            seen.push((
+                event.version,
+                event.payload.decode::<serde_json::Value>()?["n"].clone(),
+            ));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(visited, 4, "versions 3 to 6 are visited");
+    assert_eq!(
+        seen,
+        (3..=6).map(|n| (n, json!(n))).collect::<Vec<_>>(),
+        "events come in version order with their payloads"
+    );
+    let read = store.read_stream(&stream, 1, usize::MAX).await.unwrap();
+    let mut ids = Vec::new();
+    store
+        .visit_stream(&stream, 0, &mut |event| {
+            ids.push(event.event_id);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids, read.iter().map(|e| e.event_id).collect::<Vec<_>>());
+
+    let mut calls = 0;
+    let error = store
+        .visit_stream(&stream, 1, &mut |event| {
+            calls += 1;
+            if event.version == 2 {
+                return Err(flext_types::FlextError::validation("stop at two"));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(calls, 2, "the walk stops at the visitor's first error");
+    assert_eq!(error.to_string(), "stop at two");
+    let mut none = 0;
+    let missing = store
+        .visit_stream(&unique_name("missing"), 1, &mut |_| {
+            none += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((missing, none), (0, 0));
+    let past = store
+        .visit_stream(&stream, 7, &mut |_| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(past, 0, "nothing past the stream's end");
 }
 
 /// Empty, oversized or NUL-carrying stream ids; blank, oversized or NUL-carrying event

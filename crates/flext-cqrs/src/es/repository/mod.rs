@@ -225,8 +225,7 @@ impl<A: Aggregate> Repository<A> {
     pub async fn load(&self, id: &str) -> FlextResult<Loaded<A>> {
         let stream = Self::checked_stream_id(id)?;
         let base = self.base(id, &stream).await?;
-        let tail = self.read_after(&stream, base.version).await?;
-        let loaded = self.apply_stored(&base, &tail)?;
+        let loaded = self.load_after(base, &stream).await?;
         self.remember(id, &loaded);
         Ok(loaded)
     }
@@ -473,13 +472,18 @@ impl<A: Aggregate> Repository<A> {
         let mut retries = 0;
         loop {
             let base = self.base(id, stream).await?;
-            let tail = self.read_after(stream, base.version).await?;
-            if let Some(batch) = batch
-                && let Some(found) = batch.locate(&tail)
-            {
-                return self.original(&base, &tail, found, retries);
-            }
-            let loaded = self.apply_stored(&base, &tail)?;
+            let loaded = match batch {
+                // A message's batch may be stored already: its events are looked for
+                // among those after the base.
+                Some(batch) => {
+                    let tail = self.read_after(stream, base.version).await?;
+                    if let Some(found) = batch.locate(&tail) {
+                        return self.original(&base, &tail, found, retries);
+                    }
+                    self.apply_stored(&base, &tail)?
+                }
+                None => self.load_after(base.clone(), stream).await?,
+            };
             self.remember(id, &loaded);
             let decision = command.clone();
             let events = match decider.decide(&loaded.state, id, decision).await {
@@ -615,21 +619,22 @@ impl<A: Aggregate> Repository<A> {
 
 /// `event` as a record to append, named and versioned by the event itself, with the id
 /// given or a fresh one.
-fn encode<E: Event + serde::Serialize>(
+fn encode<E: Event + serde::Serialize + Clone>(
     event: &E,
     metadata: &EventMetadata,
     id: Option<Uuid>,
 ) -> FlextResult<NewEvent> {
-    let mut record = NewEvent::encode(
-        event.event_name(),
-        event.schema_version(),
-        event,
-        metadata.clone(),
-    )?;
-    if let Some(id) = id {
-        record.event_id = id;
-    }
-    Ok(record)
+    // The payload keeps the event: a store that keeps payloads (the in-memory one) lends
+    // it back on the next load instead of parsing the text.
+    let payload = JsonPayload::from_value(event.clone())
+        .map_err(|e| e.with_context(format!("Event {} cannot be stored", event.event_name())))?;
+    Ok(NewEvent {
+        event_id: id.unwrap_or_else(Uuid::now_v7),
+        event_type: event.event_name().to_owned(),
+        schema_version: event.schema_version(),
+        payload,
+        metadata: metadata.clone(),
+    })
 }
 
 /// A copy of `state` with `events` applied, inside a panic guard.

@@ -78,6 +78,32 @@ impl<A: Aggregate> Repository<A> {
             .await
     }
 
+    /// `base` with the events of `stream` after its version applied, visited in the store
+    /// (lent, not copied, where the store can) and decoded at most once each.
+    pub(super) async fn load_after(&self, base: Loaded<A>, stream: &str) -> FlextResult<Loaded<A>> {
+        let mut state: Option<A> = None;
+        let mut version = base.version;
+        self.events
+            .visit_stream(stream, base.version + 1, &mut |stored| {
+                let event = self.upcasters.decoded::<A::Event>(stored)?;
+                let state = state.get_or_insert_with(|| (*base.state).clone());
+                catch_panic_sync(|| {
+                    state.apply(&event);
+                    Ok(())
+                })?;
+                version = stored.version;
+                Ok(())
+            })
+            .await?;
+        Ok(match state {
+            Some(state) => Loaded {
+                state: Arc::new(state),
+                version,
+            },
+            None => base,
+        })
+    }
+
     /// `base` with `stored` (the events right after its version) applied.
     pub(super) fn apply_stored(
         &self,
@@ -90,7 +116,7 @@ impl<A: Aggregate> Repository<A> {
         let version = last.version;
         let mut state = (*base.state).clone();
         for stored in stored {
-            let event = self.decode(stored)?;
+            let event = self.upcasters.decoded::<A::Event>(stored)?;
             catch_panic_sync(|| {
                 state.apply(&event);
                 Ok(())

@@ -1,0 +1,156 @@
+//! A repository decodes each stored event at most once: what it appended to the in-memory
+//! store is lent back without parsing, text read once is kept, and upcasting still applies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use flext_cqrs::{InMemoryEventStore, Repository, RepositoryConfig, Upcasters};
+use flext_protocols::{Aggregate, Event, EventStore};
+use flext_types::{ExpectedVersion, FlextResult, JsonPayload, NewEvent};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Counts how often a `Counted` is parsed, per test (each test names its own counter).
+static PARSED_LENT: AtomicUsize = AtomicUsize::new(0);
+static PARSED_TEXT: AtomicUsize = AtomicUsize::new(0);
+static PARSED_UPCAST: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Counted {
+    amount: u64,
+    counter: u8,
+}
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            amount: u64,
+            #[serde(default)]
+            counter: u8,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        [&PARSED_LENT, &PARSED_TEXT, &PARSED_UPCAST][usize::from(raw.counter)]
+            .fetch_add(1, Ordering::SeqCst);
+        Ok(Self {
+            amount: raw.amount,
+            counter: raw.counter,
+        })
+    }
+}
+
+impl Event for Counted {
+    fn event_name(&self) -> &str {
+        "Counted"
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Tally {
+    total: u64,
+    events: u64,
+}
+
+impl Aggregate for Tally {
+    const TYPE: &'static str = "Tally";
+    type Command = (u64, u8);
+    type Event = Counted;
+
+    fn handle(&self, (amount, counter): (u64, u8)) -> FlextResult<Vec<Counted>> {
+        Ok(vec![Counted { amount, counter }])
+    }
+
+    fn apply(&mut self, event: &Counted) {
+        self.total += event.amount;
+        self.events += 1;
+    }
+}
+
+fn uncached(store: &InMemoryEventStore) -> Repository<Tally> {
+    Repository::new(Arc::new(store.clone()))
+        .with_config(RepositoryConfig::default().with_cache_capacity(0))
+}
+
+#[tokio::test]
+async fn events_a_repository_appended_load_without_parsing() {
+    let store = InMemoryEventStore::new();
+    let repository = uncached(&store);
+    for amount in 1..=20 {
+        repository.execute("t", (amount, 0)).await.unwrap();
+    }
+    let before = PARSED_LENT.load(Ordering::SeqCst);
+    let loaded = uncached(&store).load("t").await.unwrap();
+    assert_eq!(
+        (loaded.version, loaded.state.total, loaded.state.events),
+        (20, 210, 20)
+    );
+    assert_eq!(
+        PARSED_LENT.load(Ordering::SeqCst),
+        before,
+        "the store lent the events the repository appended"
+    );
+    // The text is still what a durable store would keep, and it still decodes.
+    let stored = store.read_stream("Tally-t", 1, 1).await.unwrap();
+    assert_eq!(stored[0].payload.as_str(), r#"{"amount":1,"counter":0}"#);
+}
+
+#[tokio::test]
+async fn text_payloads_are_parsed_once_per_store() {
+    let store = InMemoryEventStore::new();
+    let events = (1..=10)
+        .map(|amount| {
+            let text = format!(r#"{{"amount":{amount},"counter":1}}"#);
+            NewEvent::new("Counted", JsonPayload::from_text(text).unwrap())
+        })
+        .collect();
+    store
+        .append("Tally-t", ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    let first = uncached(&store).load("t").await.unwrap();
+    assert_eq!((first.version, first.state.total), (10, 55));
+    assert_eq!(
+        PARSED_TEXT.load(Ordering::SeqCst),
+        10,
+        "each event parsed once"
+    );
+    let again = uncached(&store).load("t").await.unwrap();
+    assert_eq!((again.version, again.state.total), (10, 55));
+    assert_eq!(
+        PARSED_TEXT.load(Ordering::SeqCst),
+        10,
+        "a second load borrows what the first kept"
+    );
+}
+
+#[tokio::test]
+async fn old_schema_versions_are_upcast_on_every_load() {
+    let store = InMemoryEventStore::new();
+    // Version 1 stored the amount in cents under another name.
+    let mut old = NewEvent::new(
+        "Counted",
+        JsonPayload::from_text(r#"{"cents":500,"counter":2}"#).unwrap(),
+    );
+    old.schema_version = 0;
+    store
+        .append("Tally-t", ExpectedVersion::NoStream, vec![old])
+        .await
+        .unwrap();
+    let upcasters = Upcasters::new().register("Counted", 0, |mut value| {
+        let cents = value["cents"].as_u64().unwrap_or(0);
+        value["amount"] = serde_json::json!(cents / 100);
+        Ok(value)
+    });
+    let repository = uncached(&store).with_upcasters(upcasters);
+    for _ in 0..2 {
+        let loaded = repository.load("t").await.unwrap();
+        assert_eq!((loaded.version, loaded.state.total), (1, 5));
+    }
+    assert_eq!(
+        PARSED_UPCAST.load(Ordering::SeqCst),
+        2,
+        "an upcast payload is decoded from its upcast form each time"
+    );
+    // Decoding the raw text as the current type would have failed: nothing was kept.
+    let stored = store.read_stream("Tally-t", 1, 1).await.unwrap();
+    assert!(stored[0].payload.decoded::<Counted>().is_err());
+}
