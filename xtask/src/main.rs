@@ -100,6 +100,7 @@ fn soak(args: &SoakArgs) -> ExitCode {
 
 fn bench_report(run: bool) -> ExitCode {
     let root = xtask::workspace_root();
+    let mut started = None;
     if run {
         if std::env::var_os("FLEXT_TEST_POSTGRES_URL").is_none() {
             eprintln!(
@@ -114,6 +115,7 @@ fn bench_report(run: bool) -> ExitCode {
             );
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        started = Some(std::time::Instant::now());
         let status = std::process::Command::new(cargo)
             .args(["bench", "--workspace"])
             .current_dir(&root)
@@ -173,7 +175,7 @@ fn bench_report(run: bool) -> ExitCode {
         latency.as_deref(),
         memory.as_deref(),
         &Machine::current(&root),
-        run,
+        started.map(|started: std::time::Instant| started.elapsed()),
     );
     let path = root.join("docs").join("PERFORMANCE.md");
     // The soak section is written by `soak --write`: carried over as it is.

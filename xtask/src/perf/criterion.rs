@@ -31,6 +31,22 @@ pub fn median_ns(criterion_dir: &Path, id: &str) -> Result<Option<f64>, Error> {
         })
 }
 
+/// The elements one iteration of benchmark `id` handles, from the throughput criterion
+/// saved with it (`benchmark.json`); `Ok(None)` when it has not been run or declared none.
+pub(super) fn elements_per_iteration(criterion_dir: &Path, id: &str) -> Result<Option<f64>, Error> {
+    let path = criterion_dir.join(id).join("new").join("benchmark.json");
+    let Some(text) = read_if_present(&path)? else {
+        return Ok(None);
+    };
+    let benchmark: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::new(
+            ErrorKind::Json,
+            format!("{} is not criterion's JSON: {e}", path.display()),
+        )
+    })?;
+    Ok(benchmark["throughput"]["Elements"].as_f64())
+}
+
 /// The text of the file at `path`; `Ok(None)` when there is none (that benchmark has not
 /// been run).
 pub(super) fn read_if_present(path: &Path) -> Result<Option<String>, Error> {
@@ -120,20 +136,38 @@ pub fn evaluate(criterion_dir: &Path, target: Target) -> Result<Outcome, Error> 
         },
         Check::ThroughputAtLeast {
             ours,
+            beside,
             elements,
             min_per_second,
-        } => match read(ours)? {
-            Some(o) => {
-                let per_second = elements / (o * 1e-9);
-                Outcome {
-                    target,
-                    ours: rate(per_second),
-                    baseline: None,
-                    measured: format!("{} (goal ≥ {})", rate(per_second), rate(min_per_second)),
-                    met: Some(per_second >= min_per_second),
+        } => {
+            let beside = match beside {
+                Some(id) => match read(id)? {
+                    Some(b) => Some(Some(elements / (b * 1e-9))),
+                    None => return Ok(missing(&[ours, id])),
+                },
+                None => None,
+            };
+            match read(ours)? {
+                Some(o) => {
+                    let per_second = elements / (o * 1e-9);
+                    let share = match beside {
+                        Some(Some(b)) => format!("; {:.2}x the comparison", per_second / b),
+                        _ => String::new(),
+                    };
+                    Outcome {
+                        target,
+                        ours: rate(per_second),
+                        baseline: beside.flatten().map(rate),
+                        measured: format!(
+                            "{} (goal ≥ {}{share})",
+                            rate(per_second),
+                            rate(min_per_second)
+                        ),
+                        met: Some(per_second >= min_per_second),
+                    }
                 }
+                None => missing(&[ours]),
             }
-            None => missing(&[ours]),
-        },
+        }
     })
 }

@@ -3,14 +3,15 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
-use super::criterion::{Outcome, median_ns, read_if_present};
+use super::criterion::{Outcome, elements_per_iteration, median_ns, read_if_present};
 use super::targets::Growth;
 use crate::error::{Error, ErrorKind};
 
-/// `growth` as a Markdown table of medians, each with its ratio to the first row's median
-/// of its column when the table is relative; a missing result is shown as "not measured",
-/// a cell without a benchmark as "—".
+/// `growth` as a Markdown table of medians (or of rates, for a rate table), each with its
+/// ratio to the first row's figure of its column when the table is relative; a missing
+/// result is shown as "not measured", a cell without a benchmark as "—".
 pub fn render_growth(criterion_dir: &Path, growth: &Growth) -> Result<String, Error> {
     let mut out = format!(
         "### {}
@@ -33,15 +34,25 @@ pub fn render_growth(criterion_dir: &Path, growth: &Growth) -> Result<String, Er
                 continue;
             }
             let median = median_ns(criterion_dir, id)?;
+            // A rate table shows elements per second (the elements the benchmark declared
+            // per iteration), a time table the median.
+            let value = match (median, growth.rate) {
+                (Some(m), true) => elements_per_iteration(criterion_dir, id)?
+                    .filter(|_| m > 0.0)
+                    .map(|elements| elements / (m * 1e-9)),
+                (None, true) => None,
+                (median, false) => median,
+            };
             if row == 0 {
-                first[column] = median;
+                first[column] = value;
             }
-            let cell = match (median, first[column]) {
+            let show = |v: f64| if growth.rate { rate(v) } else { time(v) };
+            let cell = match (value, first[column]) {
                 (None, _) => "not measured".to_owned(),
-                (Some(m), Some(f)) if growth.relative && row > 0 && f > 0.0 => {
-                    format!("{} ({:.2}x)", time(m), m / f)
+                (Some(v), Some(f)) if growth.relative && row > 0 && f > 0.0 => {
+                    format!("{} ({:.2}x)", show(v), v / f)
                 }
-                (Some(m), _) => time(m),
+                (Some(v), _) => show(v),
             };
             let _ = write!(out, " {cell} |");
         }
@@ -271,16 +282,16 @@ pub fn locked_versions(lock: &str, names: &[&str]) -> Vec<(String, String)> {
 
 /// The report's Markdown: the targets, why each missed one is missed, the `growth` tables
 /// (from [`render_growth`]), the remote round trip's `latency` (from [`render_latency`])
-/// and the `memory` section (from [`render_memory`]). `fresh` says whether the benchmarks
-/// were just run (each ratio then compares figures of one run) or the results are older
-/// saved ones.
+/// and the `memory` section (from [`render_memory`]). `run` is how long running every
+/// benchmark took (build included) when this command just ran them (each ratio then
+/// compares figures of one run), `None` when the results are older saved ones.
 pub fn render(
     outcomes: &[Outcome],
     growth: &[String],
     latency: Option<&str>,
     memory: Option<&str>,
     machine: &Machine,
-    fresh: bool,
+    run: Option<Duration>,
 ) -> String {
     let mut out = String::from(
         "# Performance\n\n\
@@ -302,12 +313,20 @@ pub fn render(
             .collect();
         let _ = writeln!(out, "Versions: {}.\n", versions.join(", "));
     }
-    out.push_str(if fresh {
-        "Results: measured by the run that wrote this file.\n\n"
-    } else {
-        "Results: saved by earlier benchmark runs (`--no-run`); a ratio may compare figures \
-         of different runs.\n\n"
-    });
+    match run {
+        Some(took) => {
+            let _ = writeln!(
+                out,
+                "Results: measured by the run that wrote this file; running every benchmark \
+                 took {:.1} minutes, the build included.\n",
+                took.as_secs_f64() / 60.0
+            );
+        }
+        None => out.push_str(
+            "Results: saved by earlier benchmark runs (`--no-run`); a ratio may compare \
+             figures of different runs.\n\n",
+        ),
+    }
     out.push_str("| target | ours | compared with | measured | result |\n");
     out.push_str("|---|---|---|---|---|\n");
     for outcome in outcomes {
