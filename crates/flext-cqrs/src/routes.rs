@@ -178,6 +178,30 @@ impl Route {
         Scoped::new(self.subscriber, metadata, handler.handle(message)).instrument(span)
     }
 
+    /// Calls the synchronous subscriber function `call` with `message` as the direct path
+    /// calls its handler (in the message's scope and, when `traced`, its span, inside the
+    /// panic guard), without a future: for a bus with no middleware.
+    pub(crate) fn call_sync<M>(
+        &self,
+        call: &dyn Fn(M) -> FlextResult<()>,
+        message: M,
+        metadata: Option<&MessageMetadata>,
+        traced: bool,
+    ) -> FlextResult<()> {
+        let span = self.span_if(traced);
+        let metadata = if span.is_disabled() {
+            metadata.cloned()
+        } else {
+            let metadata = resolved(metadata.cloned());
+            record_ids(&span, &metadata);
+            Some(metadata)
+        };
+        let _entered = span.enter();
+        current::in_scope(self.subscriber, metadata, || {
+            catch_panic_sync(|| call(message))
+        })
+    }
+
     fn handler<M, R>(&self) -> FlextResult<&BoxHandler<M, R>>
     where
         M: Send + 'static,

@@ -1,6 +1,6 @@
 //! [`EventBus`]: publish one event to many subscribers, by event name or by type.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -13,6 +13,7 @@ use flext_protocols::{BoxHandler, Event, Handler, MetricsSource, Middleware};
 use flext_types::{
     FlextError, FlextResult, MessageMetadata, MetricSet, MetricValue, short_type_name,
 };
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 
 use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation};
@@ -93,6 +94,10 @@ struct Subscriber {
     event_type: TypeId,
     event_type_name: String,
     route: Route,
+    /// A synchronous subscriber's function (a [`SyncSubscriberFn<E>`] of its event type),
+    /// which a bus without middleware calls directly: no future, no allocation. Its route
+    /// calls the same function through a handler, for the middleware path.
+    sync: Option<Box<dyn Any + Send + Sync>>,
     /// Events of its name it could not take, being of another type.
     mismatches: AtomicU64,
 }
@@ -135,8 +140,11 @@ struct Subscriber {
 /// # }
 /// ```
 pub struct EventBus {
-    by_name: DashMap<String, Subscribers>,
-    by_type: DashMap<TypeId, Subscribers>,
+    // Fx hashing rather than SipHash: every publish looks up its name and its type (and its
+    // name again in the counts). The keys are the program's own names and types, and the
+    // names counted without a subscription are bounded, so no input can flood a map.
+    by_name: DashMap<String, Subscribers, FxBuildHasher>,
+    by_type: DashMap<TypeId, Subscribers, FxBuildHasher>,
     index: DashMap<SubscriptionId, Key>,
     next_id: AtomicU64,
     counts: counters::Counts,
@@ -144,6 +152,9 @@ pub struct EventBus {
     delivery: Delivery,
     instrumentation: Instrumentation,
 }
+
+/// The function of a synchronous subscriber of `E` events.
+type SyncSubscriberFn<E> = Arc<dyn Fn(Arc<E>) -> FlextResult<()> + Send + Sync>;
 
 /// Subscribers of one key, replaced whole on every change so publishers read them without
 /// holding a lock while they deliver.
@@ -153,8 +164,8 @@ impl EventBus {
     /// A bus with no subscribers, delivering sequentially.
     pub fn new() -> Self {
         Self {
-            by_name: DashMap::new(),
-            by_type: DashMap::new(),
+            by_name: DashMap::default(),
+            by_type: DashMap::default(),
             index: DashMap::new(),
             next_id: AtomicU64::new(1),
             counts: counters::Counts::default(),
@@ -322,11 +333,93 @@ impl EventBus {
         self.subscribe_type(handler_fn(name, f))
     }
 
+    /// Subscribes a synchronous function to events named `event_name`, under the name
+    /// `"{event_name} subscriber"` (see [`subscribe_fn`](Self::subscribe_fn) on names).
+    ///
+    /// A subscriber with no `.await` in it is cheaper this way than as an async closure: on
+    /// a bus without middleware it is called directly, with no future and no allocation,
+    /// so a publish allocates the same whatever the number of such subscribers. Everything
+    /// else is as for any subscriber: it runs with the event's metadata as the
+    /// [current](crate::current_metadata) one, inside the `flext.dispatch` span when one is
+    /// wanted, and a panic is a failed delivery (`OPERATION_ERROR`); with bus middleware it
+    /// is delivered through the middleware like the others.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use flext_cqrs::EventBus;
+    /// use flext_protocols::Event;
+    ///
+    /// struct Deposited(u64);
+    /// impl Event for Deposited { fn event_name(&self) -> &str { "Deposited" } }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let bus = EventBus::new();
+    /// let sum = total.clone();
+    /// bus.subscribe_sync_fn("Deposited", move |event: Arc<Deposited>| {
+    ///     sum.fetch_add(event.0, Ordering::Relaxed);
+    ///     Ok(())
+    /// });
+    /// assert_eq!(bus.publish(Deposited(30)).await.delivered, 1);
+    /// assert_eq!(total.load(Ordering::Relaxed), 30);
+    /// # }
+    /// ```
+    pub fn subscribe_sync_fn<E, F>(&self, event_name: &str, f: F) -> SubscriptionId
+    where
+        E: Event,
+        F: Fn(Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
+    {
+        let name = format!("{event_name} subscriber");
+        self.add_sync(
+            Key::Name(event_name.to_owned()),
+            event_name,
+            name,
+            Arc::new(f),
+        )
+    }
+
+    /// Subscribes a synchronous function to every event of type `E`, whatever its name,
+    /// under the name `"{type} subscriber"`: [`subscribe_type_fn`](Self::subscribe_type_fn)
+    /// without a future, as [`subscribe_sync_fn`](Self::subscribe_sync_fn) is for names.
+    pub fn subscribe_type_sync_fn<E, F>(&self, f: F) -> SubscriptionId
+    where
+        E: Event,
+        F: Fn(Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
+    {
+        let type_name = short_type_name::<E>();
+        let name = format!("{type_name} subscriber");
+        self.add_sync(Key::Type(TypeId::of::<E>()), &type_name, name, Arc::new(f))
+    }
+
+    fn add_sync<E: Event>(
+        &self,
+        key: Key,
+        label: &str,
+        name: String,
+        f: SyncSubscriberFn<E>,
+    ) -> SubscriptionId {
+        let call = f.clone();
+        let handler = flext_impl::sync_handler_fn(name, move |event: Arc<E>| call(event));
+        self.add_subscriber(key, label, Arc::new(handler), Some(Box::new(f)))
+    }
+
     fn add<E: Event>(
         &self,
         key: Key,
         label: &str,
         handler: BoxHandler<Arc<E>, ()>,
+    ) -> SubscriptionId {
+        self.add_subscriber(key, label, handler, None)
+    }
+
+    fn add_subscriber<E: Event>(
+        &self,
+        key: Key,
+        label: &str,
+        handler: BoxHandler<Arc<E>, ()>,
+        sync: Option<Box<dyn Any + Send + Sync>>,
     ) -> SubscriptionId {
         let id = SubscriptionId(self.next_id.fetch_add(1, Relaxed));
         let subscriber = Arc::new(Subscriber {
@@ -334,6 +427,7 @@ impl EventBus {
             event_type: TypeId::of::<E>(),
             event_type_name: short_type_name::<E>(),
             route: Route::subscriber(label, handler),
+            sync,
             mismatches: AtomicU64::new(0),
         });
         let append = |list: &mut Subscribers| {
@@ -442,6 +536,20 @@ impl EventBus {
         metadata: Option<&MessageMetadata>,
     ) -> FlextResult<()> {
         subscriber.expects::<E>(&self.counts)?;
+        if self.middleware.as_slice().is_empty()
+            && let Some(call) = subscriber
+                .sync
+                .as_ref()
+                .and_then(|sync| sync.downcast_ref::<SyncSubscriberFn<E>>())
+        {
+            // A synchronous subscriber: called here, no future.
+            return subscriber.route.call_sync(
+                &**call,
+                event.clone(),
+                metadata,
+                self.instrumentation.tracing,
+            );
+        }
         subscriber
             .route
             .call::<Arc<E>, ()>(
@@ -510,7 +618,7 @@ fn empty() -> Subscribers {
 /// Removes subscription `id` from the list of `key`, and the list when it empties, calling
 /// `emptied` first while the list is still locked.
 fn remove_from<K: std::hash::Hash + Eq>(
-    map: &DashMap<K, Subscribers>,
+    map: &DashMap<K, Subscribers, FxBuildHasher>,
     key: K,
     id: SubscriptionId,
     emptied: impl FnOnce(&K),
