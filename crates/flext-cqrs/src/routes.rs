@@ -143,7 +143,7 @@ impl Route {
         let handler = self.handler::<M, R>()?;
         Ok(if middleware.is_empty() {
             // The direct path: no erasure, no allocation beyond the handler's own future.
-            RouteFuture::Direct(self.direct(handler, message, metadata, traced))
+            self.direct(handler, message, metadata, traced)
         } else {
             RouteFuture::Through(Box::pin(self.call_through(
                 middleware,
@@ -155,27 +155,27 @@ impl Route {
     }
 
     /// The direct path's future: the handler's, in its message's scope, inside the span
-    /// (the panic guard is [`RouteFuture`]'s poll).
+    /// when a subscriber wants one (the panic guard is [`RouteFuture`]'s poll).
     fn direct<'a, M, R>(
         &self,
         handler: &'a BoxHandler<M, R>,
         message: M,
         metadata: Option<&MessageMetadata>,
         traced: bool,
-    ) -> Instrumented<Scoped<BoxFuture<'a, FlextResult<R>>>>
+    ) -> RouteFuture<'a, R>
     where
         M: Send + 'static,
         R: Send + 'static,
     {
         let span = self.span_if(traced);
-        let metadata = if span.is_disabled() {
-            metadata.cloned()
-        } else {
-            let metadata = resolved(metadata.cloned());
-            record_ids(&span, &metadata);
-            Some(metadata)
-        };
-        Scoped::new(self.subscriber, metadata, handler.handle(message)).instrument(span)
+        if span.is_disabled() {
+            let handled = Scoped::new(self.subscriber, metadata.cloned(), handler.handle(message));
+            return RouteFuture::Direct(handled);
+        }
+        let metadata = resolved(metadata.cloned());
+        record_ids(&span, &metadata);
+        let handled = Scoped::new(self.subscriber, Some(metadata), handler.handle(message));
+        RouteFuture::Traced(handled.instrument(span))
     }
 
     /// Calls the synchronous subscriber function `call` with `message` as the direct path
@@ -313,9 +313,12 @@ impl fmt::Debug for Route {
 /// (a panicking handler is an `OPERATION_ERROR`). `Unpin`, so a dispatch's future holds it
 /// without pinning it.
 pub(crate) enum RouteFuture<'a, R> {
-    /// The handler's future in its scope and span; polled inside `catch_unwind`, which
-    /// costs nothing until something panics.
-    Direct(Instrumented<Scoped<BoxFuture<'a, FlextResult<R>>>>),
+    /// The handler's future in its scope; polled inside `catch_unwind`, which costs
+    /// nothing until something panics.
+    Direct(Scoped<BoxFuture<'a, FlextResult<R>>>),
+    /// The same inside its `flext.dispatch` span, when a subscriber wants it. Without one
+    /// the span is left out rather than entered disabled on every poll and on the drop.
+    Traced(Instrumented<Scoped<BoxFuture<'a, FlextResult<R>>>>),
     /// Through the middleware stack, which guards itself.
     Through(BoxFuture<'a, FlextResult<R>>),
 }
@@ -327,6 +330,8 @@ impl<R> Future for RouteFuture<'_, R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FlextResult<R>> {
         match self.get_mut() {
             RouteFuture::Direct(future) => catch_panic_sync(|| Ok(Pin::new(future).poll(cx)))
+                .unwrap_or_else(|panic| Poll::Ready(Err(panic))),
+            RouteFuture::Traced(future) => catch_panic_sync(|| Ok(Pin::new(future).poll(cx)))
                 .unwrap_or_else(|panic| Poll::Ready(Err(panic))),
             RouteFuture::Through(future) => future.as_mut().poll(cx),
         }
