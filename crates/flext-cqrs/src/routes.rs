@@ -107,28 +107,15 @@ impl Route {
         &self.handler_name
     }
 
-    /// Calls the handler with `message`, through `middleware` when there is any, inside a
-    /// panic guard and, when `traced`, a `flext.dispatch` span. The handler runs with the
+    /// Starts a call of the handler with `message`, through `middleware` when there is any,
+    /// inside a panic guard and, when `traced`, a `flext.dispatch` span. The handler runs with the
     /// message's metadata as the task's current one: `metadata`, or metadata inherited from
     /// the message the task is handling, or (on the direct path) metadata minted only if the
     /// handler reads it — or, when a subscriber wants the span, minted (or inherited) at
     /// once, so that the span's ids are the ones the handler sees.
-    pub(crate) async fn call<M, R>(
-        &self,
-        middleware: &[BusMiddleware],
-        message: M,
-        metadata: Option<&MessageMetadata>,
-        traced: bool,
-    ) -> FlextResult<R>
-    where
-        M: Send + 'static,
-        R: Send + 'static,
-    {
-        self.start(middleware, message, metadata, traced)?.await
-    }
-
-    /// The future of [`call`](Self::call), started: the handler's (or the middleware
-    /// stack's) future, not yet polled. `Err` when the route holds a handler of other types.
+    ///
+    /// Returns the call's future (the handler's, or the middleware stack's), not yet
+    /// polled; `Err` when the route holds a handler of other types.
     pub(crate) fn start<'a, M, R>(
         &'a self,
         middleware: &'a [BusMiddleware],
@@ -309,7 +296,7 @@ impl fmt::Debug for Route {
     }
 }
 
-/// A started [`Route::call`]: one future whatever the path, polled inside the panic guard
+/// A started call ([`Route::start`]): one future whatever the path, polled inside the panic guard
 /// (a panicking handler is an `OPERATION_ERROR`). `Unpin`, so a dispatch's future holds it
 /// without pinning it.
 pub(crate) enum RouteFuture<'a, R> {

@@ -13,12 +13,13 @@ use flext_protocols::{BoxHandler, Event, Handler, MetricsSource, Middleware};
 use flext_types::{
     FlextError, FlextResult, MessageMetadata, MetricSet, MetricValue, short_type_name,
 };
+use futures_util::future::{self, Either, Ready};
 use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 
 use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation};
 use crate::metrics::{EventBusMetrics, EventMetrics};
-use crate::routes::{Route, Stack};
+use crate::routes::{Route, RouteFuture, Stack};
 
 mod counters;
 mod subscribers;
@@ -528,37 +529,39 @@ impl EventBus {
         report
     }
 
-    /// Delivers `event` to one subscriber, checking first that it expects this type.
-    async fn deliver<E: Event>(
-        &self,
-        subscriber: &Subscriber,
+    /// Delivers `event` to one subscriber, checking first that it expects this type. Not
+    /// an `async fn`: a synchronous subscriber's answer is ready at once, and an async
+    /// one's is the route's own future, so a delivery nests no state machine of its own.
+    fn deliver<'a, E: Event>(
+        &'a self,
+        subscriber: &'a Subscriber,
         event: &Arc<E>,
         metadata: Option<&MessageMetadata>,
-    ) -> FlextResult<()> {
-        subscriber.expects::<E>(&self.counts)?;
-        if self.middleware.as_slice().is_empty()
+    ) -> Either<Ready<FlextResult<()>>, RouteFuture<'a, ()>> {
+        let now = |result| Either::Left(future::ready(result));
+        if let Err(error) = subscriber.expects::<E>(&self.counts) {
+            return now(Err(error));
+        }
+        let middleware = self.middleware.as_slice();
+        let traced = self.instrumentation.tracing;
+        if middleware.is_empty()
             && let Some(call) = subscriber
                 .sync
                 .as_ref()
                 .and_then(|sync| sync.downcast_ref::<SyncSubscriberFn<E>>())
         {
             // A synchronous subscriber: called here, no future.
-            return subscriber.route.call_sync(
-                &**call,
-                event.clone(),
-                metadata,
-                self.instrumentation.tracing,
-            );
+            return now(subscriber
+                .route
+                .call_sync(&**call, event.clone(), metadata, traced));
         }
-        subscriber
+        match subscriber
             .route
-            .call::<Arc<E>, ()>(
-                self.middleware.as_slice(),
-                event.clone(),
-                metadata,
-                self.instrumentation.tracing,
-            )
-            .await
+            .start::<Arc<E>, ()>(middleware, event.clone(), metadata, traced)
+        {
+            Ok(delivery) => Either::Right(delivery),
+            Err(error) => now(Err(error)),
+        }
     }
 
     /// Subscribers of `event_name` and of `E`, in subscription order. The common case, one
