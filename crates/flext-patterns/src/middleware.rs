@@ -250,24 +250,7 @@ fn after_pass<Req, Res>(
 ) -> FlextResult<Res> {
     let mut remaining = hooks.len();
     while remaining > 0 {
-        let passed = catch_panic_sync(|| {
-            let mut result = result;
-            while remaining > 0 {
-                remaining -= 1;
-                let hook = &hooks[remaining];
-                result = match result {
-                    Ok(response) => match &hook.after {
-                        Some(after) => after(response),
-                        None => Ok(response),
-                    },
-                    Err(error) => match &hook.on_error {
-                        Some(on_error) => on_error(error),
-                        None => Err(error),
-                    },
-                };
-            }
-            Ok(result)
-        });
+        let passed = catch_panic_sync(|| Ok(unwind(hooks, &mut remaining, result)));
         match passed {
             Ok(result) => return result,
             // A hook panicked: the hooks outside it see the panic as an error.
@@ -275,6 +258,46 @@ fn after_pass<Req, Res>(
         }
     }
     result
+}
+
+/// The hooks of `hooks[..*remaining]`, innermost first, on `result`; `remaining` counts
+/// down before each hook runs, so after a panic it says which hooks are left. A response
+/// travels as itself while the hooks succeed, not as a `FlextResult` moved through each
+/// (a quarter of the pass's instructions on a stack of 4, callgrind).
+fn unwind<Req, Res>(
+    hooks: &[Arc<HookMiddleware<Req, Res>>],
+    remaining: &mut usize,
+    result: FlextResult<Res>,
+) -> FlextResult<Res> {
+    let mut error = match result {
+        Ok(mut response) => loop {
+            if *remaining == 0 {
+                return Ok(response);
+            }
+            *remaining -= 1;
+            if let Some(after) = &hooks[*remaining].after {
+                match after(response) {
+                    Ok(next) => response = next,
+                    Err(error) => break error,
+                }
+            }
+        },
+        Err(error) => error,
+    };
+    while *remaining > 0 {
+        *remaining -= 1;
+        let hook = &hooks[*remaining];
+        let recovered = match &hook.on_error {
+            Some(on_error) => on_error(error),
+            None => Err(error),
+        };
+        match recovered {
+            // Recovered: the hooks outside it see a response.
+            Ok(response) => return unwind(hooks, remaining, Ok(response)),
+            Err(next) => error = next,
+        }
+    }
+    Err(error)
 }
 
 impl<H: Handler> fmt::Debug for Layered<H> {
