@@ -157,7 +157,7 @@ fn publish(c: &mut Criterion) {
 
         let sync_bus = EventBus::new();
         for _ in 0..subscribers {
-            sync_bus.subscribe_sync_fn("Tick", |tick: Arc<Tick>| {
+            sync_bus.subscribe_sync_fn("Tick", |tick: &Arc<Tick>| {
                 black_box(tick.0);
                 Ok(())
             });

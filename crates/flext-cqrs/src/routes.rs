@@ -169,16 +169,17 @@ impl Route {
 
     /// Calls the synchronous subscriber function `call` with `message` as the direct path
     /// calls its handler (in the message's scope and, when `traced`, its span, inside the
-    /// panic guard), without a future: for a bus with no middleware.
-    pub(crate) fn call_sync<M>(
+    /// panic guard), without a future: for a bus with no middleware. `traced` is already
+    /// [`wants_span`]'s answer: a publish asks once for all its deliveries.
+    pub(crate) fn call_sync<M: ?Sized>(
         &self,
-        call: &dyn Fn(M) -> FlextResult<()>,
-        message: M,
+        call: &dyn Fn(&M) -> FlextResult<()>,
+        message: &M,
         metadata: Option<&MessageMetadata>,
         traced: bool,
     ) -> FlextResult<()> {
         let call = || catch_panic_sync(|| call(message));
-        if !wants_span(traced) {
+        if !traced {
             return current::in_scope(self.subscriber, metadata.cloned(), call);
         }
         let span = self.span_if(traced);
@@ -271,7 +272,7 @@ impl Route {
 /// Whether a dispatch traced as `traced` says gets a `flext.dispatch` span: tracing is
 /// on and a subscriber wants the span.
 #[inline]
-fn wants_span(traced: bool) -> bool {
+pub(crate) fn wants_span(traced: bool) -> bool {
     traced && tracing::span_enabled!(tracing::Level::DEBUG)
 }
 

@@ -31,7 +31,7 @@ fn allocations(rt: &tokio::runtime::Runtime, subscribers: usize, sync: bool) -> 
     let bus = EventBus::new();
     for _ in 0..subscribers {
         if sync {
-            bus.subscribe_sync_fn("Tick", |tick: Arc<Tick>| {
+            bus.subscribe_sync_fn("Tick", |tick: &Arc<Tick>| {
                 black_box(tick.0);
                 Ok(())
             });

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use dashmap::DashMap;
 use flext_impl::handler_fn;
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation};
 use crate::metrics::{EventBusMetrics, EventMetrics};
-use crate::routes::{Route, RouteFuture, Stack};
+use crate::routes::{Route, RouteFuture, Stack, wants_span};
 
 mod counters;
 mod subscribers;
@@ -147,6 +147,9 @@ pub struct EventBus {
     by_name: DashMap<String, Subscribers, FxBuildHasher>,
     by_type: DashMap<TypeId, Subscribers, FxBuildHasher>,
     index: DashMap<SubscriptionId, Key>,
+    /// Subscriptions by type: while there are none (the common case), a publish does not
+    /// look its type up.
+    type_subscriptions: AtomicUsize,
     next_id: AtomicU64,
     counts: counters::Counts,
     middleware: Stack,
@@ -155,7 +158,7 @@ pub struct EventBus {
 }
 
 /// The function of a synchronous subscriber of `E` events.
-type SyncSubscriberFn<E> = Arc<dyn Fn(Arc<E>) -> FlextResult<()> + Send + Sync>;
+type SyncSubscriberFn<E> = Arc<dyn Fn(&Arc<E>) -> FlextResult<()> + Send + Sync>;
 
 /// Subscribers of one key, replaced whole on every change so publishers read them without
 /// holding a lock while they deliver.
@@ -168,6 +171,7 @@ impl EventBus {
             by_name: DashMap::default(),
             by_type: DashMap::default(),
             index: DashMap::new(),
+            type_subscriptions: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             counts: counters::Counts::default(),
             middleware: Stack::default(),
@@ -339,7 +343,9 @@ impl EventBus {
     ///
     /// A subscriber with no `.await` in it is cheaper this way than as an async closure: on
     /// a bus without middleware it is called directly, with no future and no allocation,
-    /// so a publish allocates the same whatever the number of such subscribers. Everything
+    /// so a publish allocates the same whatever the number of such subscribers. It borrows
+    /// the shared event (clone the `Arc` to keep it), so a delivery does not touch its
+    /// reference count either. Everything
     /// else is as for any subscriber: it runs with the event's metadata as the
     /// [current](crate::current_metadata) one, inside the `flext.dispatch` span when one is
     /// wanted, and a panic is a failed delivery (`OPERATION_ERROR`); with bus middleware it
@@ -359,7 +365,7 @@ impl EventBus {
     /// let total = Arc::new(AtomicU64::new(0));
     /// let bus = EventBus::new();
     /// let sum = total.clone();
-    /// bus.subscribe_sync_fn("Deposited", move |event: Arc<Deposited>| {
+    /// bus.subscribe_sync_fn("Deposited", move |event: &Arc<Deposited>| {
     ///     sum.fetch_add(event.0, Ordering::Relaxed);
     ///     Ok(())
     /// });
@@ -370,7 +376,7 @@ impl EventBus {
     pub fn subscribe_sync_fn<E, F>(&self, event_name: &str, f: F) -> SubscriptionId
     where
         E: Event,
-        F: Fn(Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
+        F: Fn(&Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
     {
         let name = format!("{event_name} subscriber");
         self.add_sync(
@@ -387,7 +393,7 @@ impl EventBus {
     pub fn subscribe_type_sync_fn<E, F>(&self, f: F) -> SubscriptionId
     where
         E: Event,
-        F: Fn(Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
+        F: Fn(&Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
     {
         let type_name = short_type_name::<E>();
         let name = format!("{type_name} subscriber");
@@ -402,7 +408,7 @@ impl EventBus {
         f: SyncSubscriberFn<E>,
     ) -> SubscriptionId {
         let call = f.clone();
-        let handler = flext_impl::sync_handler_fn(name, move |event: Arc<E>| call(event));
+        let handler = flext_impl::sync_handler_fn(name, move |event: Arc<E>| call(&event));
         self.add_subscriber(key, label, Arc::new(handler), Some(Box::new(f)))
     }
 
@@ -444,7 +450,11 @@ impl EventBus {
                 // remove the name's counts in between.
                 self.counts.subscribed(name);
             }
-            Key::Type(type_id) => append(&mut self.by_type.entry(*type_id).or_insert_with(empty)),
+            Key::Type(type_id) => {
+                // Counted first, so a publish that can find the subscriber looks.
+                self.type_subscriptions.fetch_add(1, Relaxed);
+                append(&mut self.by_type.entry(*type_id).or_insert_with(empty));
+            }
         }
         // Indexed only once it can be found, so an unsubscribe never misses it.
         self.index.insert(id, key);
@@ -462,7 +472,10 @@ impl EventBus {
             Key::Name(name) => remove_from(&self.by_name, name, id, |name| {
                 self.counts.unsubscribed(name)
             }),
-            Key::Type(type_id) => remove_from(&self.by_type, type_id, id, |_| {}),
+            Key::Type(type_id) => {
+                remove_from(&self.by_type, type_id, id, |_| {});
+                self.type_subscriptions.fetch_sub(1, Relaxed);
+            }
         }
         Ok(())
     }
@@ -501,17 +514,19 @@ impl EventBus {
         };
         let subscribers = self.subscribers_of::<E>(&report.event_name);
         let subscribers = subscribers.as_slice();
+        // Whether the deliveries get spans, asked once for all of them.
+        let traced = wants_span(self.instrumentation.tracing);
         match self.delivery {
             Delivery::Sequential => {
                 for subscriber in subscribers {
-                    let result = self.deliver(subscriber, &event, metadata).await;
+                    let result = self.deliver(subscriber, &event, metadata, traced).await;
                     report.record(subscriber, result);
                 }
             }
             Delivery::Concurrent => {
                 let deliveries = subscribers
                     .iter()
-                    .map(|subscriber| self.deliver(subscriber, &event, metadata));
+                    .map(|subscriber| self.deliver(subscriber, &event, metadata, traced));
                 let results = futures_util::future::join_all(deliveries).await;
                 for (subscriber, result) in subscribers.iter().zip(results) {
                     report.record(subscriber, result);
@@ -529,7 +544,8 @@ impl EventBus {
         report
     }
 
-    /// Delivers `event` to one subscriber, checking first that it expects this type. Not
+    /// Delivers `event` to one subscriber, checking first that it expects this type, in a
+    /// `flext.dispatch` span when `traced` (the caller asked [`wants_span`]). Not
     /// an `async fn`: a synchronous subscriber's answer is ready at once, and an async
     /// one's is the route's own future, so a delivery nests no state machine of its own.
     fn deliver<'a, E: Event>(
@@ -537,13 +553,13 @@ impl EventBus {
         subscriber: &'a Subscriber,
         event: &Arc<E>,
         metadata: Option<&MessageMetadata>,
+        traced: bool,
     ) -> Either<Ready<FlextResult<()>>, RouteFuture<'a, ()>> {
         let now = |result| Either::Left(future::ready(result));
         if let Err(error) = subscriber.expects::<E>(&self.counts) {
             return now(Err(error));
         }
         let middleware = self.middleware.as_slice();
-        let traced = self.instrumentation.tracing;
         if middleware.is_empty()
             && let Some(call) = subscriber
                 .sync
@@ -551,9 +567,7 @@ impl EventBus {
                 .and_then(|sync| sync.downcast_ref::<SyncSubscriberFn<E>>())
         {
             // A synchronous subscriber: called here, no future.
-            return now(subscriber
-                .route
-                .call_sync(&**call, event.clone(), metadata, traced));
+            return now(subscriber.route.call_sync(&**call, event, metadata, traced));
         }
         match subscriber
             .route
@@ -568,10 +582,13 @@ impl EventBus {
     /// kind of subscription, shares the stored list without copying it.
     fn subscribers_of<E: Event>(&self, event_name: &str) -> Recipients {
         let by_name = self.by_name.get(event_name).map(|list| list.clone());
-        let by_type = self
-            .by_type
-            .get(&TypeId::of::<E>())
-            .map(|list| list.clone());
+        let by_type = if self.type_subscriptions.load(Relaxed) == 0 {
+            None
+        } else {
+            self.by_type
+                .get(&TypeId::of::<E>())
+                .map(|list| list.clone())
+        };
         match (by_name, by_type) {
             (None, None) => Recipients::None,
             (Some(list), None) | (None, Some(list)) => Recipients::Shared(list),

@@ -346,7 +346,7 @@ async fn deliver_to_refuses_an_event_of_another_name_or_type() {
 /// panics on the user "boom".
 fn sync_recorder(bus: &EventBus, log: &Log, label: &'static str) -> flext_cqrs::SubscriptionId {
     let log = log.clone();
-    bus.subscribe_sync_fn("UserCreated", move |event: Arc<UserCreated>| {
+    bus.subscribe_sync_fn("UserCreated", move |event: &Arc<UserCreated>| {
         match event.user_id.as_str() {
             "bad" => return Err(FlextError::business_rule("bad user")),
             "boom" => panic!("subscriber broke"),
@@ -414,7 +414,7 @@ async fn a_synchronous_subscriber_sees_the_event_metadata_and_type_checks() {
     let bus = EventBus::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    bus.subscribe_type_sync_fn(move |_: Arc<UserCreated>| {
+    bus.subscribe_type_sync_fn(move |_: &Arc<UserCreated>| {
         sink.lock().unwrap().push(flext_cqrs::current_metadata());
         Ok(())
     });
@@ -437,7 +437,7 @@ async fn a_synchronous_subscriber_sees_the_event_metadata_and_type_checks() {
     );
 
     // A subscriber of a name published as another type is a failed delivery.
-    bus.subscribe_sync_fn("Other", |_: Arc<UserCreated>| Ok(()));
+    bus.subscribe_sync_fn("Other", |_: &Arc<UserCreated>| Ok(()));
     struct Other;
     impl Event for Other {
         fn event_name(&self) -> &str {

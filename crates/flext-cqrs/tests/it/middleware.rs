@@ -382,7 +382,7 @@ async fn bus_middleware_runs_around_a_synchronous_subscriber() {
         log: log.clone(),
     });
     let sink = log.clone();
-    bus.subscribe_sync_fn("UserCreated", move |event: Arc<UserCreated>| {
+    bus.subscribe_sync_fn("UserCreated", move |event: &Arc<UserCreated>| {
         sink.lock()
             .unwrap()
             .push(format!("subscriber {}", event.user_id));
