@@ -414,7 +414,7 @@ async fn a_synchronous_subscriber_sees_the_event_metadata_and_type_checks() {
     let bus = EventBus::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    bus.subscribe_type_sync_fn(move |_: &Arc<UserCreated>| {
+    let by_type = bus.subscribe_type_sync_fn(move |_: &Arc<UserCreated>| {
         sink.lock().unwrap().push(flext_cqrs::current_metadata());
         Ok(())
     });
@@ -435,6 +435,9 @@ async fn a_synchronous_subscriber_sees_the_event_metadata_and_type_checks() {
         None,
         "the scope ends with the call"
     );
+    bus.unsubscribe(by_type).unwrap();
+    assert_eq!(bus.publish(created("u3")).await.attempted(), 0);
+    assert_eq!(seen.lock().unwrap().len(), 2);
 
     // A subscriber of a name published as another type is a failed delivery.
     bus.subscribe_sync_fn("Other", |_: &Arc<UserCreated>| Ok(()));
