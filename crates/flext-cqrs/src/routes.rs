@@ -703,7 +703,12 @@ where
                         }));
                     }
                     let timer = (metrics && sampled(&entry.recorder)).then(Timer::start);
-                    match entry.route.start(middleware, message, metadata, traced) {
+                    // Guarded too: a hand-written handler may panic before it returns its
+                    // future.
+                    let started = catch_panic_sync(|| {
+                        entry.route.start(middleware, message, metadata, traced)
+                    });
+                    match started {
                         // Polled at once, in the loop's next turn: the handler's first
                         // poll is most often its last.
                         Ok(future) => {

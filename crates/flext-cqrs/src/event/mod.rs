@@ -569,10 +569,13 @@ impl EventBus {
             // A synchronous subscriber: called here, no future.
             return now(subscriber.route.call_sync(&**call, event, metadata, traced));
         }
-        match subscriber
-            .route
-            .start::<Arc<E>, ()>(middleware, event.clone(), metadata, traced)
-        {
+        // Guarded too: a hand-written handler may panic before it returns its future.
+        let started = flext_impl::catch_panic_sync(|| {
+            subscriber
+                .route
+                .start::<Arc<E>, ()>(middleware, event.clone(), metadata, traced)
+        });
+        match started {
             Ok(delivery) => Either::Right(delivery),
             Err(error) => now(Err(error)),
         }

@@ -199,3 +199,44 @@ async fn the_bus_totals_keep_the_sends_of_an_unregistered_handler() {
         "the new handler's own counts start at zero"
     );
 }
+
+/// A hand-written handler that panics before it returns its future.
+struct PanicsEagerly;
+
+impl flext_protocols::Handler for PanicsEagerly {
+    type Request = Divide;
+    type Response = u32;
+
+    fn handler_name(&self) -> &str {
+        "eager"
+    }
+
+    fn handle<'life0, 'async_trait>(
+        &'life0 self,
+        Divide(n): Divide,
+    ) -> flext_protocols::HandleFuture<'async_trait, u32>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        if n == 0 {
+            panic!("no future for zero");
+        }
+        Box::pin(async move { Ok(n) })
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_before_its_future_is_an_operation_error() {
+    let mut bus = CommandBus::new();
+    bus.register(PanicsEagerly).unwrap();
+    let err = bus.send(Divide(0)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationError);
+    assert_eq!(
+        err.to_string(),
+        "Handler execution failed: no future for zero"
+    );
+    assert_eq!(bus.send(Divide(3)).await, Ok(3));
+    let m = bus.metrics();
+    assert_eq!((m.successful_commands, m.failed_commands), (1, 1));
+}

@@ -451,3 +451,41 @@ async fn a_synchronous_subscriber_sees_the_event_metadata_and_type_checks() {
     assert_eq!(report.failures[0].error.code(), ErrorCode::WiringError);
     assert_eq!(bus.metrics().type_mismatches, 1);
 }
+
+/// A hand-written subscriber that panics before it returns its future.
+struct PanicsEagerly;
+
+impl flext_protocols::Handler for PanicsEagerly {
+    type Request = Arc<UserCreated>;
+    type Response = ();
+
+    fn handler_name(&self) -> &str {
+        "eager"
+    }
+
+    fn handle<'life0, 'async_trait>(
+        &'life0 self,
+        _: Arc<UserCreated>,
+    ) -> flext_protocols::HandleFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        panic!("no future")
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_panics_before_its_future_is_a_failed_delivery() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    bus.subscribe("UserCreated", PanicsEagerly);
+    recorder(&bus, &log, "after");
+    let report = bus.publish(created("u1")).await;
+    assert_eq!(report.delivered, 1, "the next subscriber still got it");
+    assert_eq!(
+        report.failures[0].error.to_string(),
+        "Handler execution failed: no future"
+    );
+    assert_eq!(*log.lock().unwrap(), ["after:u1"]);
+}
