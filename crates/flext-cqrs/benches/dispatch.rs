@@ -9,8 +9,10 @@
 //!   (no tracing subscriber is installed).
 //! - `send/command_bus_deadline_core` sends through a bus with a `TimeoutMiddleware` to a
 //!   `BasicHandler` with a deadline of its own: the two nested deadlines of a dispatch.
-//! - `publish/*/event_bus` publishes to N subscribers that do nothing;
-//!   `publish/*/tokio_broadcast` sends one value through a tokio broadcast channel and
+//! - `publish/event_bus/*` publishes to N async subscribers that do nothing (each delivery
+//!   a boxed future); `publish/event_bus_sync/*` to N synchronous ones
+//!   (`subscribe_sync_fn`: no future, no allocation per delivery);
+//!   `publish/tokio_broadcast/*` sends one value through a tokio broadcast channel and
 //!   receives it on N receivers.
 //!
 //! Every case runs on one current-thread runtime and times a whole loop, so the runtime's
@@ -145,6 +147,28 @@ fn publish(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     timed(&rt, iters, |i| {
                         let bus = &bus;
+                        async move {
+                            black_box(bus.publish(Tick(i)).await.delivered);
+                        }
+                    })
+                })
+            },
+        );
+
+        let sync_bus = EventBus::new();
+        for _ in 0..subscribers {
+            sync_bus.subscribe_sync_fn("Tick", |tick: &Arc<Tick>| {
+                black_box(tick.0);
+                Ok(())
+            });
+        }
+        group.bench_with_input(
+            BenchmarkId::new("event_bus_sync", subscribers),
+            &subscribers,
+            |b, _| {
+                b.iter_custom(|iters| {
+                    timed(&rt, iters, |i| {
+                        let bus = &sync_bus;
                         async move {
                             black_box(bus.publish(Tick(i)).await.delivered);
                         }

@@ -28,9 +28,12 @@ use crate::routes::{Routes, Stack, Totals};
 /// Registration and middleware take `&mut self`: build the bus, then share it (for
 /// example in an `Arc`); `send` takes `&self` and needs no lock.
 ///
-/// Each `send` runs, outermost first: a `flext.dispatch` tracing span (kind, message type,
-/// handler, message, correlation and causation ids), the metrics timer, the command's own validation, the
-/// middleware in the order added (the first added is outermost), then the handler.
+/// Each `send` runs, outermost first: the command's own validation, the metrics timer (on
+/// one dispatch in [`LATENCY_SAMPLE_EVERY`](crate::MessageTypeMetrics::LATENCY_SAMPLE_EVERY)
+/// of each type, the first included; the counts are exact), a `flext.dispatch` tracing span
+/// (kind, message type, handler, message, correlation and causation ids), the middleware in
+/// the order added (the first added is outermost), then the handler. The route is looked up
+/// when `send` is called, the rest happens when its future is polled.
 ///
 /// ```
 /// use flext_cqrs::CommandBus;
@@ -150,7 +153,8 @@ impl CommandBus {
     /// Removes the handler of `C`; `NOT_FOUND` if there is none (a lookup of a
     /// registration; a command sent without a handler is a `WIRING_ERROR`).
     pub fn unregister<C: Command>(&mut self) -> FlextResult<()> {
-        self.routes.remove(&TypeId::of::<C>(), &C::command_name())
+        self.routes
+            .remove(&TypeId::of::<C>(), &C::command_name(), &self.totals)
     }
 
     /// Whether `C` has a handler.
@@ -205,7 +209,9 @@ impl CommandBus {
 
     /// A snapshot of the bus's metrics.
     pub fn metrics(&self) -> CommandBusMetrics {
-        let (successful, failed) = self.totals.read();
+        let (unrouted_successes, unrouted_failures) = self.totals.read();
+        let (successes, failures) = self.routes.outcomes();
+        let (successful, failed) = (successes + unrouted_successes, failures + unrouted_failures);
         CommandBusMetrics {
             commands_processed: successful + failed,
             successful_commands: successful,

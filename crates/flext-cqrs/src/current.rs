@@ -223,6 +223,22 @@ impl<F> Scoped<F> {
     }
 }
 
+/// Runs the synchronous `call` with the message's scope as the current one, as [`Scoped`]
+/// polls a future: for a subscriber called without a future.
+#[inline]
+pub(crate) fn in_scope<T>(
+    subscriber: SubscriberKey,
+    metadata: Option<MessageMetadata>,
+    call: impl FnOnce() -> T,
+) -> T {
+    let mut scope = Scope {
+        subscriber,
+        metadata: metadata.map(Box::new),
+    };
+    let _entered = Entered::enter(&mut scope);
+    call()
+}
+
 /// A scope made current; the one it replaced comes back when this is dropped, also when
 /// the poll panics. While the thread is ending (the thread-local is gone) it does nothing:
 /// the future runs, or is dropped, without its scope.

@@ -46,9 +46,11 @@ impl fmt::Display for MessageKind {
 /// What a bus records of each dispatch. Both are on by default
 /// ([`Instrumentation::FULL`]); a hot path that needs neither can turn them off.
 ///
-/// - `metrics`: per-type counts and latency histograms and the bus totals (two clock
-///   reads and a few relaxed atomic adds per dispatch). Off, the bus's metrics stay at
-///   zero.
+/// - `metrics`: per-type counts and latency histograms and the bus totals: one relaxed
+///   atomic add per dispatch, and for the dispatches whose latency is sampled (the first of
+///   each type, then one in
+///   [`LATENCY_SAMPLE_EVERY`](crate::MessageTypeMetrics::LATENCY_SAMPLE_EVERY)) two clock
+///   reads and a histogram update. Counts are exact. Off, the bus's metrics stay at zero.
 /// - `tracing`: a `flext.dispatch` span around each dispatch (nearly free when no
 ///   subscriber listens). Off, no span is created even when one does.
 ///

@@ -50,10 +50,11 @@
 //!
 //! # Order of a dispatch
 //!
-//! Outermost first: tracing span → metrics timer → the message's own validation → the
-//! middleware in the order added (the first added is outermost: it sees the request first
-//! and the response last) → the handler. A panic anywhere inside the span becomes an
-//! `OPERATION_ERROR`.
+//! Outermost first: the message's own validation → metrics timer (one dispatch in
+//! [`MessageTypeMetrics::LATENCY_SAMPLE_EVERY`] of each type is timed; counts are exact) →
+//! tracing span → the middleware in the order added (the first added is outermost: it sees
+//! the request first and the response last) → the handler. A panic anywhere in it becomes
+//! an `OPERATION_ERROR`.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -16,8 +16,21 @@ pub struct MessageTypeMetrics {
     pub successful: u64,
     /// Dispatches that failed, including validation rejections and panics.
     pub failed: u64,
-    /// Latency of dispatches that reached the handler, middleware included.
+    /// Latency of dispatches that reached the handler, middleware included, from a sample:
+    /// the first dispatch and then one in
+    /// [`LATENCY_SAMPLE_EVERY`](Self::LATENCY_SAMPLE_EVERY) are timed, so `latency.count`
+    /// is the number of timed dispatches, not `processed` (the counts are exact).
     pub latency: LatencySummary,
+}
+
+impl MessageTypeMetrics {
+    /// One dispatch in this many is timed for [`latency`](Self::latency), by the count of
+    /// dispatches of the type so far (the first is always timed). Timing a dispatch is two
+    /// clock reads and a histogram update, a fifth of a `send` to a handler that does
+    /// nothing; sampled, it costs about a nanosecond on average. Dispatches racing on one
+    /// type may both be timed, or neither: under concurrency the sample is about, not
+    /// exactly, one in this many.
+    pub const LATENCY_SAMPLE_EVERY: u64 = 16;
 }
 
 /// Metrics of a [`CommandBus`](crate::CommandBus).

@@ -106,7 +106,8 @@ impl QueryBus {
 
     /// Removes the handler of `Q`; `NOT_FOUND` if there is none.
     pub fn unregister<Q: Query>(&mut self) -> FlextResult<()> {
-        self.typed.remove(&TypeId::of::<Q>(), &Q::query_name())
+        self.typed
+            .remove(&TypeId::of::<Q>(), &Q::query_name(), &self.totals)
     }
 
     /// Registers a serde handler under `name`. Its request decodes from the JSON argument
@@ -127,7 +128,7 @@ impl QueryBus {
 
     /// Removes the handler registered under `name`; `NOT_FOUND` if there is none.
     pub fn unregister_named(&mut self, name: &str) -> FlextResult<()> {
-        self.named.remove(name, name)
+        self.named.remove(name, name, &self.totals)
     }
 
     /// Whether `Q` has a handler.
@@ -225,7 +226,11 @@ impl QueryBus {
 
     /// A snapshot of the bus's metrics.
     pub fn metrics(&self) -> QueryBusMetrics {
-        let (successful, failed) = self.totals.read();
+        let (unrouted_successes, unrouted_failures) = self.totals.read();
+        let (typed_successes, typed_failures) = self.typed.outcomes();
+        let (named_successes, named_failures) = self.named.outcomes();
+        let successful = unrouted_successes + typed_successes + named_successes;
+        let failed = unrouted_failures + typed_failures + named_failures;
         let mut queries = self.typed.metrics();
         queries.extend(self.named.metrics());
         QueryBusMetrics {

@@ -8,17 +8,22 @@ use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use flext_constants::ErrorCode;
 use flext_impl::{MetricsRecorder, Timer, catch_panic, catch_panic_sync};
 use flext_protocols::{BoxHandler, Handler, Next};
 use flext_types::{FlextError, FlextResult, MessageMetadata};
+use futures_util::future::BoxFuture;
 use rustc_hash::FxHashMap;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use crate::current::{self, Scoped, SubscriberKey};
 use crate::dispatch::{
@@ -102,60 +107,86 @@ impl Route {
         &self.handler_name
     }
 
-    /// Calls the handler with `message`, through `middleware` when there is any, inside a
-    /// panic guard and, when `traced`, a `flext.dispatch` span. The handler runs with the
+    /// Starts a call of the handler with `message`, through `middleware` when there is any,
+    /// inside a panic guard and, when `traced`, a `flext.dispatch` span. The handler runs with the
     /// message's metadata as the task's current one: `metadata`, or metadata inherited from
     /// the message the task is handling, or (on the direct path) metadata minted only if the
     /// handler reads it — or, when a subscriber wants the span, minted (or inherited) at
     /// once, so that the span's ids are the ones the handler sees.
-    pub(crate) async fn call<M, R>(
-        &self,
-        middleware: &[BusMiddleware],
+    ///
+    /// Returns the call's future (the handler's, or the middleware stack's), not yet
+    /// polled; `Err` when the route holds a handler of other types.
+    pub(crate) fn start<'a, M, R>(
+        &'a self,
+        middleware: &'a [BusMiddleware],
         message: M,
         metadata: Option<&MessageMetadata>,
         traced: bool,
-    ) -> FlextResult<R>
+    ) -> FlextResult<RouteFuture<'a, R>>
     where
         M: Send + 'static,
         R: Send + 'static,
     {
         let handler = self.handler::<M, R>()?;
-        if middleware.is_empty() {
+        Ok(if middleware.is_empty() {
             // The direct path: no erasure, no allocation beyond the handler's own future.
-            // One await point either way: a disabled span costs a branch, a second
-            // await point would enlarge every dispatch's future.
-            self.direct(handler, message, metadata, traced).await
+            self.direct(handler, message, metadata, traced)
         } else {
-            // Boxed, so the direct path's future stays small.
-            Box::pin(self.call_through(middleware, message, metadata.cloned(), traced)).await
-        }
+            RouteFuture::Through(Box::pin(self.call_through(
+                middleware,
+                message,
+                metadata.cloned(),
+                traced,
+            )))
+        })
     }
 
-    /// The direct path's future: the handler's, in its message's scope, inside the panic
-    /// guard and the span. Built here, outside `call`'s state machine, so that its locals
-    /// (the span, the metadata) take no room in every dispatch's future: built in `call`,
-    /// they made a `send` future 40 bytes larger (400 against 360).
+    /// The direct path's future: the handler's, in its message's scope, inside the span
+    /// when a subscriber wants one (the panic guard is [`RouteFuture`]'s poll).
     fn direct<'a, M, R>(
         &self,
         handler: &'a BoxHandler<M, R>,
         message: M,
         metadata: Option<&MessageMetadata>,
         traced: bool,
-    ) -> impl Future<Output = FlextResult<R>> + Send + 'a
+    ) -> RouteFuture<'a, R>
     where
         M: Send + 'static,
         R: Send + 'static,
     {
+        if !wants_span(traced) {
+            // No span at all, not even a disabled one: creating and dropping one took 40
+            // instructions of a `send` (callgrind).
+            let handled = Scoped::new(self.subscriber, metadata.cloned(), handler.handle(message));
+            return RouteFuture::Direct(handled);
+        }
         let span = self.span_if(traced);
-        let metadata = if span.is_disabled() {
-            metadata.cloned()
-        } else {
-            let metadata = resolved(metadata.cloned());
-            record_ids(&span, &metadata);
-            Some(metadata)
-        };
-        let handled = Scoped::new(self.subscriber, metadata, handler.handle(message));
-        catch_panic(handled).instrument(span)
+        let metadata = resolved(metadata.cloned());
+        record_ids(&span, &metadata);
+        let handled = Scoped::new(self.subscriber, Some(metadata), handler.handle(message));
+        RouteFuture::Traced(handled.instrument(span))
+    }
+
+    /// Calls the synchronous subscriber function `call` with `message` as the direct path
+    /// calls its handler (in the message's scope and, when `traced`, its span, inside the
+    /// panic guard), without a future: for a bus with no middleware. `traced` is already
+    /// [`wants_span`]'s answer: a publish asks once for all its deliveries.
+    pub(crate) fn call_sync<M: ?Sized>(
+        &self,
+        call: &dyn Fn(&M) -> FlextResult<()>,
+        message: &M,
+        metadata: Option<&MessageMetadata>,
+        traced: bool,
+    ) -> FlextResult<()> {
+        let call = || catch_panic_sync(|| call(message));
+        if !traced {
+            return current::in_scope(self.subscriber, metadata.cloned(), call);
+        }
+        let span = self.span_if(traced);
+        let metadata = resolved(metadata.cloned());
+        record_ids(&span, &metadata);
+        let _entered = span.enter();
+        current::in_scope(self.subscriber, Some(metadata), call)
     }
 
     fn handler<M, R>(&self) -> FlextResult<&BoxHandler<M, R>>
@@ -182,7 +213,7 @@ impl Route {
     /// a quarter of a `send` in the profile. The price: spans are not mirrored to `log`
     /// when no tracing subscriber is set.
     fn span_if(&self, traced: bool) -> tracing::Span {
-        if !traced || !tracing::span_enabled!(tracing::Level::DEBUG) {
+        if !wants_span(traced) {
             return tracing::Span::none();
         }
         tracing::debug_span!(
@@ -238,6 +269,13 @@ impl Route {
     }
 }
 
+/// Whether a dispatch traced as `traced` says gets a `flext.dispatch` span: tracing is
+/// on and a subscriber wants the span.
+#[inline]
+pub(crate) fn wants_span(traced: bool) -> bool {
+    traced && tracing::span_enabled!(tracing::Level::DEBUG)
+}
+
 /// The metadata of a dispatch that needs it now: the sender's, or metadata caused by the
 /// message the task is handling (its conversation goes on), or a new conversation's.
 fn resolved(metadata: Option<MessageMetadata>) -> MessageMetadata {
@@ -262,6 +300,35 @@ impl fmt::Debug for Route {
             .field("message_type", &self.message_type)
             .field("handler", &self.handler_name)
             .finish()
+    }
+}
+
+/// A started call ([`Route::start`]): one future whatever the path, polled inside the panic guard
+/// (a panicking handler is an `OPERATION_ERROR`). `Unpin`, so a dispatch's future holds it
+/// without pinning it.
+pub(crate) enum RouteFuture<'a, R> {
+    /// The handler's future in its scope; polled inside `catch_unwind`, which costs
+    /// nothing until something panics.
+    Direct(Scoped<BoxFuture<'a, FlextResult<R>>>),
+    /// The same inside its `flext.dispatch` span, when a subscriber wants it. Without one
+    /// the span is left out rather than entered disabled on every poll and on the drop.
+    Traced(Instrumented<Scoped<BoxFuture<'a, FlextResult<R>>>>),
+    /// Through the middleware stack, which guards itself.
+    Through(BoxFuture<'a, FlextResult<R>>),
+}
+
+impl<R> Future for RouteFuture<'_, R> {
+    type Output = FlextResult<R>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FlextResult<R>> {
+        match self.get_mut() {
+            RouteFuture::Direct(future) => catch_panic_sync(|| Ok(Pin::new(future).poll(cx)))
+                .unwrap_or_else(|panic| Poll::Ready(Err(panic))),
+            RouteFuture::Traced(future) => catch_panic_sync(|| Ok(Pin::new(future).poll(cx)))
+                .unwrap_or_else(|panic| Poll::Ready(Err(panic))),
+            RouteFuture::Through(future) => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -331,8 +398,10 @@ impl fmt::Debug for Stack {
     }
 }
 
-/// Successes and failures of every dispatch of a bus, including those that found no
-/// handler or failed validation.
+/// The outcomes of a bus's dispatches that no registered route counts: those that found
+/// no handler (or failed before looking for one), and those of routes since removed. The
+/// bus's totals are these plus [`Routes::outcomes`]: a dispatch that reaches a route adds
+/// to its route's counters only, one atomic add rather than two.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
     successes: AtomicU64,
@@ -346,6 +415,12 @@ impl Totals {
         } else {
             self.failures.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Adds the outcomes of a removed route.
+    pub(crate) fn absorb(&self, successes: u64, failures: u64) {
+        self.successes.fetch_add(successes, Relaxed);
+        self.failures.fetch_add(failures, Relaxed);
     }
 
     /// `(successes, failures)`.
@@ -409,16 +484,24 @@ impl<K: Hash + Eq> Routes<K> {
         }
     }
 
-    /// Removes the handler of `key`, or says there was none.
-    pub(crate) fn remove<Q>(&mut self, key: &Q, message_type: &str) -> FlextResult<()>
+    /// Removes the handler of `key`, or says there was none. The route's counts stay in
+    /// the bus's `totals`.
+    pub(crate) fn remove<Q>(
+        &mut self,
+        key: &Q,
+        message_type: &str,
+        totals: &Totals,
+    ) -> FlextResult<()>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.map
+        let entry = self
+            .map
             .remove(key)
-            .map(|_| ())
-            .ok_or_else(|| FlextError::not_found(self.no_handler(message_type)))
+            .ok_or_else(|| FlextError::not_found(self.no_handler(message_type)))?;
+        totals.absorb(entry.recorder.successes(), entry.recorder.failures());
+        Ok(())
     }
 
     pub(crate) fn contains<Q>(&self, key: &Q) -> bool
@@ -442,56 +525,61 @@ impl<K: Hash + Eq> Routes<K> {
 
     /// Dispatches `message` to the handler of `key`: validation first (a rejection never
     /// reaches the handler), then the handler through the middleware; records the outcome
-    /// in the route's metrics and in `totals` when metrics are on.
+    /// in the route's metrics (or, when no handler is registered, in `totals`) when metrics
+    /// are on.
+    ///
+    /// The route is looked up now (a read of the table); everything else happens when the
+    /// returned future is polled, in one state machine: validation, the timer, the
+    /// handler's future and the metrics.
     #[allow(
         clippy::too_many_arguments,
         reason = "an internal call with one caller per bus"
     )]
-    pub(crate) async fn dispatch<Q, M, R>(
-        &self,
+    pub(crate) fn dispatch<'a, Q, M, R, V>(
+        &'a self,
         key: &Q,
-        totals: &Totals,
-        middleware: &[BusMiddleware],
+        totals: &'a Totals,
+        middleware: &'a [BusMiddleware],
         message: M,
-        metadata: Option<&MessageMetadata>,
+        metadata: Option<&'a MessageMetadata>,
         message_type: impl FnOnce() -> String,
-        validate: impl FnOnce(&M) -> FlextResult<()>,
-    ) -> FlextResult<R>
+        validate: V,
+    ) -> Dispatched<'a, M, R, V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
         M: Send + 'static,
         R: Send + 'static,
+        V: FnOnce(&M) -> FlextResult<()>,
     {
         let Instrumentation { metrics, tracing } = self.instrumentation;
-        let Some(entry) = self.map.get(key) else {
-            if metrics {
-                totals.record(false);
-            }
-            return Err(FlextError::wiring(self.no_handler(&message_type())));
+        let stage = match self.map.get(key) {
+            Some(entry) => Stage::Unstarted {
+                entry,
+                middleware,
+                message,
+                metadata,
+                validate,
+                traced: tracing,
+            },
+            None => Stage::Missing {
+                totals,
+                error: FlextError::wiring(self.no_handler(&message_type())),
+            },
         };
-        if let Err(error) = catch_panic_sync(|| validate(&message)) {
-            if metrics {
-                entry.recorder.record_outcome(false);
-                totals.record(false);
-            }
-            return Err(if error.is(ErrorCode::OperationError) {
-                error
-            } else {
-                error.with_code(ErrorCode::ValidationError)
-            });
-        }
-        let timer = metrics.then(Timer::start);
-        let result = entry
-            .route
-            .call(middleware, message, metadata, tracing)
-            .await;
-        if let Some(timer) = timer {
-            let success = result.is_ok();
-            entry.recorder.record(timer.elapsed(), success);
-            totals.record(success);
-        }
-        result
+        Dispatched { stage, metrics }
+    }
+
+    /// Successes and failures summed over the routes registered now.
+    pub(crate) fn outcomes(&self) -> (u64, u64) {
+        self.map
+            .values()
+            .fold((0, 0), |(successes, failures), entry| {
+                (
+                    successes + entry.recorder.successes(),
+                    failures + entry.recorder.failures(),
+                )
+            })
     }
 
     /// Metrics of every route, by message type.
@@ -513,5 +601,134 @@ impl<K: Hash + Eq> Routes<K> {
                 )
             })
             .collect()
+    }
+}
+
+/// Whether the next call of the route `recorder` counts is one to time: one in
+/// [`MessageTypeMetrics::LATENCY_SAMPLE_EVERY`] by the calls counted so far, the first
+/// always. Two plain loads, no atomic read-modify-write; calls racing on one route may both
+/// be timed (or neither), which only changes how many are sampled.
+fn sampled(recorder: &MetricsRecorder) -> bool {
+    let calls = recorder.successes().wrapping_add(recorder.failures());
+    calls.is_multiple_of(MessageTypeMetrics::LATENCY_SAMPLE_EVERY)
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one dispatch ([`Routes::dispatch`]): validation, the timer, the
+    /// handler's future and the metrics in one state machine.
+    pub(crate) struct Dispatched<'a, M, R, V> {
+        stage: Stage<'a, M, R, V>,
+        metrics: bool,
+    }
+}
+
+/// Where a [`Dispatched`] is.
+enum Stage<'a, M, R, V> {
+    /// No handler: the error to answer with, counted in `totals` when polled.
+    Missing {
+        totals: &'a Totals,
+        error: FlextError,
+    },
+    /// Not polled yet.
+    Unstarted {
+        entry: &'a Entry,
+        middleware: &'a [BusMiddleware],
+        message: M,
+        metadata: Option<&'a MessageMetadata>,
+        validate: V,
+        traced: bool,
+    },
+    /// The handler's future is running.
+    Running {
+        entry: &'a Entry,
+        timer: Option<Timer>,
+        future: RouteFuture<'a, R>,
+    },
+    /// Finished: answered once.
+    Done,
+}
+
+impl<M, R, V> Future for Dispatched<'_, M, R, V>
+where
+    M: Send + 'static,
+    R: Send + 'static,
+    V: FnOnce(&M) -> FlextResult<()>,
+{
+    type Output = FlextResult<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FlextResult<R>> {
+        let this = self.project();
+        let metrics = *this.metrics;
+        loop {
+            if let Stage::Running {
+                entry,
+                timer,
+                future,
+            } = this.stage
+            {
+                let result = std::task::ready!(Pin::new(future).poll(cx));
+                if metrics {
+                    let success = result.is_ok();
+                    match timer {
+                        Some(timer) => entry.recorder.record(timer.elapsed(), success),
+                        None => entry.recorder.record_outcome(success),
+                    }
+                }
+                *this.stage = Stage::Done;
+                return Poll::Ready(result);
+            }
+            match std::mem::replace(this.stage, Stage::Done) {
+                Stage::Missing { totals, error } => {
+                    if metrics {
+                        totals.record(false);
+                    }
+                    return Poll::Ready(Err(error));
+                }
+                Stage::Unstarted {
+                    entry,
+                    middleware,
+                    message,
+                    metadata,
+                    validate,
+                    traced,
+                } => {
+                    if let Err(error) = catch_panic_sync(|| validate(&message)) {
+                        if metrics {
+                            entry.recorder.record_outcome(false);
+                        }
+                        return Poll::Ready(Err(if error.is(ErrorCode::OperationError) {
+                            error
+                        } else {
+                            error.with_code(ErrorCode::ValidationError)
+                        }));
+                    }
+                    let timer = (metrics && sampled(&entry.recorder)).then(Timer::start);
+                    // Guarded too: a hand-written handler may panic before it returns its
+                    // future.
+                    let started = catch_panic_sync(|| {
+                        entry.route.start(middleware, message, metadata, traced)
+                    });
+                    match started {
+                        // Polled at once, in the loop's next turn: the handler's first
+                        // poll is most often its last.
+                        Ok(future) => {
+                            *this.stage = Stage::Running {
+                                entry,
+                                timer,
+                                future,
+                            }
+                        }
+                        Err(error) => {
+                            if metrics {
+                                entry.recorder.record_outcome(false);
+                            }
+                            return Poll::Ready(Err(error));
+                        }
+                    }
+                }
+                // Polled again after it answered: it has nothing more to give.
+                Stage::Running { .. } | Stage::Done => return Poll::Pending,
+            }
+        }
     }
 }

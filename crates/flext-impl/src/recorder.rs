@@ -67,12 +67,14 @@ impl MetricsRecorder {
     }
 
     /// Records a finished call: its outcome and its duration.
+    #[inline]
     pub fn record(&self, elapsed: Duration, success: bool) {
         self.latency.record(elapsed);
         self.record_outcome(success);
     }
 
     /// Records a finished call's outcome without timing it.
+    #[inline]
     pub fn record_outcome(&self, success: bool) {
         if success {
             self.successes.fetch_add(1, Relaxed);
@@ -82,11 +84,13 @@ impl MetricsRecorder {
     }
 
     /// Calls that succeeded.
+    #[inline]
     pub fn successes(&self) -> u64 {
         self.successes.load(Relaxed)
     }
 
     /// Calls that failed.
+    #[inline]
     pub fn failures(&self) -> u64 {
         self.failures.load(Relaxed)
     }
@@ -137,6 +141,7 @@ pub struct Timer {
 
 impl Timer {
     /// Starts measuring now.
+    #[inline]
     pub fn start() -> Self {
         Self {
             started: quanta::Instant::now(),
@@ -144,6 +149,7 @@ impl Timer {
     }
 
     /// Time since [`Timer::start`].
+    #[inline]
     pub fn elapsed(&self) -> Duration {
         quanta::Instant::now().saturating_duration_since(self.started)
     }

@@ -1,11 +1,11 @@
 //! [`EventBus`]: publish one event to many subscribers, by event name or by type.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use dashmap::DashMap;
 use flext_impl::handler_fn;
@@ -13,11 +13,13 @@ use flext_protocols::{BoxHandler, Event, Handler, MetricsSource, Middleware};
 use flext_types::{
     FlextError, FlextResult, MessageMetadata, MetricSet, MetricValue, short_type_name,
 };
+use futures_util::future::{self, Either, Ready};
+use rustc_hash::FxBuildHasher;
 use serde::{Deserialize, Serialize};
 
 use crate::dispatch::{Dispatch, DispatchOutput, Instrumentation};
 use crate::metrics::{EventBusMetrics, EventMetrics};
-use crate::routes::{Route, Stack};
+use crate::routes::{Route, RouteFuture, Stack, wants_span};
 
 mod counters;
 mod subscribers;
@@ -93,6 +95,10 @@ struct Subscriber {
     event_type: TypeId,
     event_type_name: String,
     route: Route,
+    /// A synchronous subscriber's function (a [`SyncSubscriberFn<E>`] of its event type),
+    /// which a bus without middleware calls directly: no future, no allocation. Its route
+    /// calls the same function through a handler, for the middleware path.
+    sync: Option<Box<dyn Any + Send + Sync>>,
     /// Events of its name it could not take, being of another type.
     mismatches: AtomicU64,
 }
@@ -135,15 +141,24 @@ struct Subscriber {
 /// # }
 /// ```
 pub struct EventBus {
-    by_name: DashMap<String, Subscribers>,
-    by_type: DashMap<TypeId, Subscribers>,
+    // Fx hashing rather than SipHash: every publish looks up its name and its type (and its
+    // name again in the counts). The keys are the program's own names and types, and the
+    // names counted without a subscription are bounded, so no input can flood a map.
+    by_name: DashMap<String, Subscribers, FxBuildHasher>,
+    by_type: DashMap<TypeId, Subscribers, FxBuildHasher>,
     index: DashMap<SubscriptionId, Key>,
+    /// Subscriptions by type: while there are none (the common case), a publish does not
+    /// look its type up.
+    type_subscriptions: AtomicUsize,
     next_id: AtomicU64,
     counts: counters::Counts,
     middleware: Stack,
     delivery: Delivery,
     instrumentation: Instrumentation,
 }
+
+/// The function of a synchronous subscriber of `E` events.
+type SyncSubscriberFn<E> = Arc<dyn Fn(&Arc<E>) -> FlextResult<()> + Send + Sync>;
 
 /// Subscribers of one key, replaced whole on every change so publishers read them without
 /// holding a lock while they deliver.
@@ -153,9 +168,10 @@ impl EventBus {
     /// A bus with no subscribers, delivering sequentially.
     pub fn new() -> Self {
         Self {
-            by_name: DashMap::new(),
-            by_type: DashMap::new(),
+            by_name: DashMap::default(),
+            by_type: DashMap::default(),
             index: DashMap::new(),
+            type_subscriptions: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             counts: counters::Counts::default(),
             middleware: Stack::default(),
@@ -322,11 +338,95 @@ impl EventBus {
         self.subscribe_type(handler_fn(name, f))
     }
 
+    /// Subscribes a synchronous function to events named `event_name`, under the name
+    /// `"{event_name} subscriber"` (see [`subscribe_fn`](Self::subscribe_fn) on names).
+    ///
+    /// A subscriber with no `.await` in it is cheaper this way than as an async closure: on
+    /// a bus without middleware it is called directly, with no future and no allocation,
+    /// so a publish allocates the same whatever the number of such subscribers. It borrows
+    /// the shared event (clone the `Arc` to keep it), so a delivery does not touch its
+    /// reference count either. Everything
+    /// else is as for any subscriber: it runs with the event's metadata as the
+    /// [current](crate::current_metadata) one, inside the `flext.dispatch` span when one is
+    /// wanted, and a panic is a failed delivery (`OPERATION_ERROR`); with bus middleware it
+    /// is delivered through the middleware like the others.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use flext_cqrs::EventBus;
+    /// use flext_protocols::Event;
+    ///
+    /// struct Deposited(u64);
+    /// impl Event for Deposited { fn event_name(&self) -> &str { "Deposited" } }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// let bus = EventBus::new();
+    /// let sum = total.clone();
+    /// bus.subscribe_sync_fn("Deposited", move |event: &Arc<Deposited>| {
+    ///     sum.fetch_add(event.0, Ordering::Relaxed);
+    ///     Ok(())
+    /// });
+    /// assert_eq!(bus.publish(Deposited(30)).await.delivered, 1);
+    /// assert_eq!(total.load(Ordering::Relaxed), 30);
+    /// # }
+    /// ```
+    pub fn subscribe_sync_fn<E, F>(&self, event_name: &str, f: F) -> SubscriptionId
+    where
+        E: Event,
+        F: Fn(&Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
+    {
+        let name = format!("{event_name} subscriber");
+        self.add_sync(
+            Key::Name(event_name.to_owned()),
+            event_name,
+            name,
+            Arc::new(f),
+        )
+    }
+
+    /// Subscribes a synchronous function to every event of type `E`, whatever its name,
+    /// under the name `"{type} subscriber"`: [`subscribe_type_fn`](Self::subscribe_type_fn)
+    /// without a future, as [`subscribe_sync_fn`](Self::subscribe_sync_fn) is for names.
+    pub fn subscribe_type_sync_fn<E, F>(&self, f: F) -> SubscriptionId
+    where
+        E: Event,
+        F: Fn(&Arc<E>) -> FlextResult<()> + Send + Sync + 'static,
+    {
+        let type_name = short_type_name::<E>();
+        let name = format!("{type_name} subscriber");
+        self.add_sync(Key::Type(TypeId::of::<E>()), &type_name, name, Arc::new(f))
+    }
+
+    fn add_sync<E: Event>(
+        &self,
+        key: Key,
+        label: &str,
+        name: String,
+        f: SyncSubscriberFn<E>,
+    ) -> SubscriptionId {
+        let call = f.clone();
+        let handler = flext_impl::sync_handler_fn(name, move |event: Arc<E>| call(&event));
+        self.add_subscriber(key, label, Arc::new(handler), Some(Box::new(f)))
+    }
+
     fn add<E: Event>(
         &self,
         key: Key,
         label: &str,
         handler: BoxHandler<Arc<E>, ()>,
+    ) -> SubscriptionId {
+        self.add_subscriber(key, label, handler, None)
+    }
+
+    fn add_subscriber<E: Event>(
+        &self,
+        key: Key,
+        label: &str,
+        handler: BoxHandler<Arc<E>, ()>,
+        sync: Option<Box<dyn Any + Send + Sync>>,
     ) -> SubscriptionId {
         let id = SubscriptionId(self.next_id.fetch_add(1, Relaxed));
         let subscriber = Arc::new(Subscriber {
@@ -334,6 +434,7 @@ impl EventBus {
             event_type: TypeId::of::<E>(),
             event_type_name: short_type_name::<E>(),
             route: Route::subscriber(label, handler),
+            sync,
             mismatches: AtomicU64::new(0),
         });
         let append = |list: &mut Subscribers| {
@@ -349,7 +450,11 @@ impl EventBus {
                 // remove the name's counts in between.
                 self.counts.subscribed(name);
             }
-            Key::Type(type_id) => append(&mut self.by_type.entry(*type_id).or_insert_with(empty)),
+            Key::Type(type_id) => {
+                // Counted first, so a publish that can find the subscriber looks.
+                self.type_subscriptions.fetch_add(1, Relaxed);
+                append(&mut self.by_type.entry(*type_id).or_insert_with(empty));
+            }
         }
         // Indexed only once it can be found, so an unsubscribe never misses it.
         self.index.insert(id, key);
@@ -367,7 +472,10 @@ impl EventBus {
             Key::Name(name) => remove_from(&self.by_name, name, id, |name| {
                 self.counts.unsubscribed(name)
             }),
-            Key::Type(type_id) => remove_from(&self.by_type, type_id, id, |_| {}),
+            Key::Type(type_id) => {
+                remove_from(&self.by_type, type_id, id, |_| {});
+                self.type_subscriptions.fetch_sub(1, Relaxed);
+            }
         }
         Ok(())
     }
@@ -406,17 +514,19 @@ impl EventBus {
         };
         let subscribers = self.subscribers_of::<E>(&report.event_name);
         let subscribers = subscribers.as_slice();
+        // Whether the deliveries get spans, asked once for all of them.
+        let traced = wants_span(self.instrumentation.tracing);
         match self.delivery {
             Delivery::Sequential => {
                 for subscriber in subscribers {
-                    let result = self.deliver(subscriber, &event, metadata).await;
+                    let result = self.deliver(subscriber, &event, metadata, traced).await;
                     report.record(subscriber, result);
                 }
             }
             Delivery::Concurrent => {
                 let deliveries = subscribers
                     .iter()
-                    .map(|subscriber| self.deliver(subscriber, &event, metadata));
+                    .map(|subscriber| self.deliver(subscriber, &event, metadata, traced));
                 let results = futures_util::future::join_all(deliveries).await;
                 for (subscriber, result) in subscribers.iter().zip(results) {
                     report.record(subscriber, result);
@@ -434,33 +544,54 @@ impl EventBus {
         report
     }
 
-    /// Delivers `event` to one subscriber, checking first that it expects this type.
-    async fn deliver<E: Event>(
-        &self,
-        subscriber: &Subscriber,
+    /// Delivers `event` to one subscriber, checking first that it expects this type, in a
+    /// `flext.dispatch` span when `traced` (the caller asked [`wants_span`]). Not
+    /// an `async fn`: a synchronous subscriber's answer is ready at once, and an async
+    /// one's is the route's own future, so a delivery nests no state machine of its own.
+    fn deliver<'a, E: Event>(
+        &'a self,
+        subscriber: &'a Subscriber,
         event: &Arc<E>,
         metadata: Option<&MessageMetadata>,
-    ) -> FlextResult<()> {
-        subscriber.expects::<E>(&self.counts)?;
-        subscriber
-            .route
-            .call::<Arc<E>, ()>(
-                self.middleware.as_slice(),
-                event.clone(),
-                metadata,
-                self.instrumentation.tracing,
-            )
-            .await
+        traced: bool,
+    ) -> Either<Ready<FlextResult<()>>, RouteFuture<'a, ()>> {
+        let now = |result| Either::Left(future::ready(result));
+        if let Err(error) = subscriber.expects::<E>(&self.counts) {
+            return now(Err(error));
+        }
+        let middleware = self.middleware.as_slice();
+        if middleware.is_empty()
+            && let Some(call) = subscriber
+                .sync
+                .as_ref()
+                .and_then(|sync| sync.downcast_ref::<SyncSubscriberFn<E>>())
+        {
+            // A synchronous subscriber: called here, no future.
+            return now(subscriber.route.call_sync(&**call, event, metadata, traced));
+        }
+        // Guarded too: a hand-written handler may panic before it returns its future.
+        let started = flext_impl::catch_panic_sync(|| {
+            subscriber
+                .route
+                .start::<Arc<E>, ()>(middleware, event.clone(), metadata, traced)
+        });
+        match started {
+            Ok(delivery) => Either::Right(delivery),
+            Err(error) => now(Err(error)),
+        }
     }
 
     /// Subscribers of `event_name` and of `E`, in subscription order. The common case, one
     /// kind of subscription, shares the stored list without copying it.
     fn subscribers_of<E: Event>(&self, event_name: &str) -> Recipients {
         let by_name = self.by_name.get(event_name).map(|list| list.clone());
-        let by_type = self
-            .by_type
-            .get(&TypeId::of::<E>())
-            .map(|list| list.clone());
+        let by_type = if self.type_subscriptions.load(Relaxed) == 0 {
+            None
+        } else {
+            self.by_type
+                .get(&TypeId::of::<E>())
+                .map(|list| list.clone())
+        };
         match (by_name, by_type) {
             (None, None) => Recipients::None,
             (Some(list), None) | (None, Some(list)) => Recipients::Shared(list),
@@ -510,7 +641,7 @@ fn empty() -> Subscribers {
 /// Removes subscription `id` from the list of `key`, and the list when it empties, calling
 /// `emptied` first while the list is still locked.
 fn remove_from<K: std::hash::Hash + Eq>(
-    map: &DashMap<K, Subscribers>,
+    map: &DashMap<K, Subscribers, FxBuildHasher>,
     key: K,
     id: SubscriptionId,
     emptied: impl FnOnce(&K),

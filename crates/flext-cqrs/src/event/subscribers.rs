@@ -78,7 +78,8 @@ impl EventBus {
                 event.event_name()
             )));
         }
-        let result = self.deliver(&subscriber.1, &event, metadata).await;
+        let traced = crate::routes::wants_span(self.instrumentation.tracing);
+        let result = self.deliver(&subscriber.1, &event, metadata, traced).await;
         if self.instrumentation.metrics {
             let failed = u64::from(result.is_err());
             self.counts

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use flext_constants::ErrorCode;
-use flext_cqrs::CommandBus;
+use flext_cqrs::{CommandBus, MessageTypeMetrics};
 use flext_impl::{BasicHandler, ManagedHandler, handler_fn, sync_handler_fn};
 use flext_types::FlextResult;
 
@@ -158,12 +158,85 @@ async fn a_managed_handler_keeps_its_own_metrics_on_the_bus() {
     ));
     let mut bus = CommandBus::new();
     bus.register(handler.clone()).unwrap();
-    for n in 0..5 {
-        bus.send(Divide(n)).await.unwrap();
+    let every = MessageTypeMetrics::LATENCY_SAMPLE_EVERY;
+    for n in 0..=every * 2 {
+        bus.send(Divide(n as u32)).await.unwrap();
     }
-    assert_eq!(handler.metrics().requests_processed, 5);
+    assert_eq!(handler.metrics().requests_processed, every * 2 + 1);
     let m = bus.metrics();
-    assert_eq!(m.commands["Divide"].processed, 5);
-    assert_eq!(m.commands["Divide"].latency.count, 5);
+    assert_eq!(m.commands["Divide"].processed, every * 2 + 1);
+    // The bus times the first send and one in `every` after it: sends 0, 16 and 32.
+    assert_eq!(m.commands["Divide"].latency.count, 3);
     assert_eq!(m.registered_handlers, 1);
+}
+
+#[tokio::test]
+async fn the_bus_totals_keep_the_sends_of_an_unregistered_handler() {
+    let mut bus = CommandBus::new();
+    bus.register_fn(|Divide(n): Divide| async move { Ok(n) })
+        .unwrap();
+    bus.send(Divide(1)).await.unwrap();
+    bus.send(Divide(2)).await.unwrap();
+    bus.unregister::<Divide>().unwrap();
+    assert!(bus.send(Divide(3)).await.is_err(), "no handler any more");
+    bus.register_fn(|Divide(n): Divide| async move {
+        Err::<u32, _>(flext_types::FlextError::business_rule(format!("no {n}")))
+    })
+    .unwrap();
+    assert!(bus.send(Divide(4)).await.is_err());
+    let m = bus.metrics();
+    assert_eq!(
+        (
+            m.commands_processed,
+            m.successful_commands,
+            m.failed_commands
+        ),
+        (4, 2, 2)
+    );
+    assert_eq!(
+        (m.commands["Divide"].processed, m.commands["Divide"].failed),
+        (1, 1),
+        "the new handler's own counts start at zero"
+    );
+}
+
+/// A hand-written handler that panics before it returns its future.
+struct PanicsEagerly;
+
+impl flext_protocols::Handler for PanicsEagerly {
+    type Request = Divide;
+    type Response = u32;
+
+    fn handler_name(&self) -> &str {
+        "eager"
+    }
+
+    fn handle<'life0, 'async_trait>(
+        &'life0 self,
+        Divide(n): Divide,
+    ) -> flext_protocols::HandleFuture<'async_trait, u32>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        if n == 0 {
+            panic!("no future for zero");
+        }
+        Box::pin(async move { Ok(n) })
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_before_its_future_is_an_operation_error() {
+    let mut bus = CommandBus::new();
+    bus.register(PanicsEagerly).unwrap();
+    let err = bus.send(Divide(0)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationError);
+    assert_eq!(
+        err.to_string(),
+        "Handler execution failed: no future for zero"
+    );
+    assert_eq!(bus.send(Divide(3)).await, Ok(3));
+    let m = bus.metrics();
+    assert_eq!((m.successful_commands, m.failed_commands), (1, 1));
 }

@@ -341,3 +341,151 @@ async fn deliver_to_refuses_an_event_of_another_name_or_type() {
     assert_eq!(error.code(), ErrorCode::WiringError);
     assert!(log.lock().unwrap().is_empty());
 }
+
+/// A synchronous subscriber that logs `label:{user id}`, and fails on the user "bad" and
+/// panics on the user "boom".
+fn sync_recorder(bus: &EventBus, log: &Log, label: &'static str) -> flext_cqrs::SubscriptionId {
+    let log = log.clone();
+    bus.subscribe_sync_fn("UserCreated", move |event: &Arc<UserCreated>| {
+        match event.user_id.as_str() {
+            "bad" => return Err(FlextError::business_rule("bad user")),
+            "boom" => panic!("subscriber broke"),
+            _ => {}
+        }
+        log.lock()
+            .unwrap()
+            .push(format!("{label}:{}", event.user_id));
+        Ok(())
+    })
+}
+
+#[tokio::test]
+async fn synchronous_subscribers_are_delivered_in_order_beside_async_ones() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    sync_recorder(&bus, &log, "a");
+    recorder(&bus, &log, "b");
+    let c = sync_recorder(&bus, &log, "c");
+    let report = bus.publish(created("u1")).await;
+    assert_eq!((report.delivered, report.failures.len()), (3, 0));
+    assert_eq!(*log.lock().unwrap(), ["a:u1", "b:u1", "c:u1"]);
+    assert_eq!(
+        bus.subscribers::<UserCreated>("UserCreated")[0].name,
+        "UserCreated subscriber"
+    );
+
+    bus.unsubscribe(c).unwrap();
+    assert_eq!(bus.publish(created("u2")).await.delivered, 2);
+    let m = bus.metrics();
+    assert_eq!(
+        (m.events_published, m.deliveries, m.failed_deliveries),
+        (2, 5, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_or_panicking_synchronous_subscriber_is_a_failed_delivery() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    let first = sync_recorder(&bus, &log, "a");
+    recorder(&bus, &log, "b");
+    let report = bus.publish(created("bad")).await;
+    assert_eq!(report.delivered, 1, "the other subscriber still got it");
+    assert_eq!(report.failures[0].subscription, first);
+    assert_eq!(
+        report.failures[0].error.code(),
+        ErrorCode::BusinessRuleViolation
+    );
+
+    let report = bus.publish(created("boom")).await;
+    assert_eq!(report.delivered, 1);
+    let error = &report.failures[0].error;
+    assert_eq!(error.code(), ErrorCode::OperationError);
+    assert_eq!(
+        error.to_string(),
+        "Handler execution failed: subscriber broke"
+    );
+    assert_eq!(*log.lock().unwrap(), ["b:bad", "b:boom"]);
+    assert_eq!(bus.metrics().failed_deliveries, 2);
+}
+
+#[tokio::test]
+async fn a_synchronous_subscriber_sees_the_event_metadata_and_type_checks() {
+    let bus = EventBus::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let by_type = bus.subscribe_type_sync_fn(move |_: &Arc<UserCreated>| {
+        sink.lock().unwrap().push(flext_cqrs::current_metadata());
+        Ok(())
+    });
+    let metadata = flext_types::MessageMetadata::new().with_header("tenant", "acme");
+    bus.publish_with(created("u1"), metadata.clone()).await;
+    bus.publish(created("u2")).await;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].as_ref(), Some(&metadata));
+        assert!(seen[1].is_some(), "minted when read");
+        assert_ne!(
+            seen[1].as_ref().map(|m| m.message_id),
+            Some(metadata.message_id)
+        );
+    }
+    assert_eq!(
+        flext_cqrs::current_metadata(),
+        None,
+        "the scope ends with the call"
+    );
+    bus.unsubscribe(by_type).unwrap();
+    assert_eq!(bus.publish(created("u3")).await.attempted(), 0);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // A subscriber of a name published as another type is a failed delivery.
+    bus.subscribe_sync_fn("Other", |_: &Arc<UserCreated>| Ok(()));
+    struct Other;
+    impl Event for Other {
+        fn event_name(&self) -> &str {
+            "Other"
+        }
+    }
+    let report = bus.publish(Other).await;
+    assert_eq!(report.failures[0].error.code(), ErrorCode::WiringError);
+    assert_eq!(bus.metrics().type_mismatches, 1);
+}
+
+/// A hand-written subscriber that panics before it returns its future.
+struct PanicsEagerly;
+
+impl flext_protocols::Handler for PanicsEagerly {
+    type Request = Arc<UserCreated>;
+    type Response = ();
+
+    fn handler_name(&self) -> &str {
+        "eager"
+    }
+
+    fn handle<'life0, 'async_trait>(
+        &'life0 self,
+        _: Arc<UserCreated>,
+    ) -> flext_protocols::HandleFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        panic!("no future")
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_that_panics_before_its_future_is_a_failed_delivery() {
+    let bus = EventBus::new();
+    let log: Log = Arc::default();
+    bus.subscribe("UserCreated", PanicsEagerly);
+    recorder(&bus, &log, "after");
+    let report = bus.publish(created("u1")).await;
+    assert_eq!(report.delivered, 1, "the next subscriber still got it");
+    assert_eq!(
+        report.failures[0].error.to_string(),
+        "Handler execution failed: no future"
+    );
+    assert_eq!(*log.lock().unwrap(), ["after:u1"]);
+}

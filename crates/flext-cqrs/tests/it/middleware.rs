@@ -372,3 +372,30 @@ async fn a_middleware_answering_another_type_is_a_wiring_error() {
         "A middleware answered command Divide with a response of another type"
     );
 }
+
+#[tokio::test]
+async fn bus_middleware_runs_around_a_synchronous_subscriber() {
+    let log: Log = Arc::default();
+    let mut bus = EventBus::new();
+    bus.add_middleware(Recording {
+        name: "outer",
+        log: log.clone(),
+    });
+    let sink = log.clone();
+    bus.subscribe_sync_fn("UserCreated", move |event: &Arc<UserCreated>| {
+        sink.lock()
+            .unwrap()
+            .push(format!("subscriber {}", event.user_id));
+        Ok(())
+    });
+    let report = bus
+        .publish(UserCreated {
+            user_id: "u1".into(),
+        })
+        .await;
+    assert_eq!(report.delivered, 1);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["outer before UserCreated", "subscriber u1", "outer after"]
+    );
+}

@@ -152,6 +152,68 @@ async fn a_panicking_hook_or_handler_is_an_operation_error() {
     );
 }
 
+#[tokio::test]
+async fn a_hook_panicking_mid_stack_is_an_error_the_hooks_outside_it_see() {
+    let panics_on = |when: &'static str| {
+        move |x: i64| {
+            if x == 7 {
+                panic!("{when} hook broke on {x}")
+            }
+            Ok(x)
+        }
+    };
+    let log: Log = Arc::default();
+    let stack = Layered::new(checked_double(&log))
+        .with(logging("outer", &log))
+        .with(HookMiddleware::new("before").before_request(panics_on("before")))
+        .with(logging("inner", &log));
+    let err = stack.handle(7).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::OperationError);
+    assert_eq!(
+        err.to_string(),
+        "Handler execution failed: before hook broke on 7"
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["outer before 7", "outer error OPERATION_ERROR"],
+        "the hooks inside the panicking one and the handler never ran"
+    );
+
+    let log: Log = Arc::default();
+    let stack = Layered::new(checked_double(&log))
+        .with(logging("outer", &log))
+        .with(HookMiddleware::new("after").after_response(panics_on("after")))
+        .with(logging("inner", &log))
+        .with(HookMiddleware::new("shift").after_response(|x: i64| Ok(x - 1)));
+    // 4 doubled is 8, shifted to 7 by the innermost hook: the "after" hook panics on it.
+    let err = stack.handle(4).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Handler execution failed: after hook broke on 7"
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "outer before 4",
+            "inner before 4",
+            "handler 4",
+            "inner after 7",
+            "outer error OPERATION_ERROR"
+        ]
+    );
+    // The stack keeps working after a panic.
+    assert_eq!(stack.handle(5).await, Ok(9));
+
+    let recovers = Layered::new(checked_double(&log))
+        .with(HookMiddleware::new("recover").handle_error(|_| Ok(-1)))
+        .with(HookMiddleware::new("on error").handle_error(|e| panic!("{}", e.code().name())));
+    assert_eq!(
+        recovers.handle(-3).await,
+        Ok(-1),
+        "a panicking error hook's panic reaches the hook outside it"
+    );
+}
+
 /// A middleware that is not a HookMiddleware, so the stack takes the generic path.
 struct Passthrough;
 
