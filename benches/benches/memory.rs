@@ -75,6 +75,10 @@ struct Report {
     direct_call: PerOperation,
     send: PerOperation,
     publish_10: PerOperation,
+    /// `publish` to 1, 10 and 100 synchronous subscribers: the same allocations each.
+    publish_sync_1: PerOperation,
+    publish_sync_10: PerOperation,
+    publish_sync_100: PerOperation,
     tokio_broadcast_10: PerOperation,
     in_memory_store: StoreFootprint,
 }
@@ -211,6 +215,23 @@ fn main() {
             black_box(events.publish(Tick(i)).await.delivered);
         }
     });
+    let publish_sync = |subscribers: usize| {
+        let events = EventBus::new();
+        for _ in 0..subscribers {
+            events.subscribe_sync_fn("Tick", |tick: &Arc<Tick>| {
+                black_box(tick.0);
+                Ok(())
+            });
+        }
+        per_operation(&rt, |i| {
+            let events = &events;
+            async move {
+                black_box(events.publish(Tick(i)).await.delivered);
+            }
+        })
+    };
+    let (publish_sync_1, publish_sync_10, publish_sync_100) =
+        (publish_sync(1), publish_sync(10), publish_sync(100));
     let (sender, _) = tokio::sync::broadcast::channel::<Arc<Tick>>(16);
     let receivers =
         std::cell::RefCell::new((0..10).map(|_| sender.subscribe()).collect::<Vec<_>>());
@@ -231,6 +252,9 @@ fn main() {
         direct_call,
         send,
         publish_10,
+        publish_sync_1,
+        publish_sync_10,
+        publish_sync_100,
         tokio_broadcast_10,
         in_memory_store: store_footprint(&rt),
     };

@@ -90,6 +90,19 @@ pub fn render_memory(path: &Path) -> Result<Option<String>, Error> {
             .ok_or_else(|| bad(&format!("{key}.bytes_per_op")))?;
         let _ = writeln!(out, "| {name} | {allocations:.1} | {bytes:.0} B |");
     }
+    // Synchronous subscribers: the allocations of a publish do not grow with their number.
+    for (key, name) in [
+        ("publish_sync_1", "EventBus `publish` to 1 synchronous subscriber"),
+        ("publish_sync_10", "EventBus `publish` to 10 synchronous subscribers"),
+        ("publish_sync_100", "EventBus `publish` to 100 synchronous subscribers"),
+    ] {
+        if let (Some(allocations), Some(bytes)) = (
+            number(&format!("/{key}/allocations_per_op")),
+            number(&format!("/{key}/bytes_per_op")),
+        ) {
+            let _ = writeln!(out, "| {name} | {allocations:.1} | {bytes:.0} B |");
+        }
+    }
     let events = number("/in_memory_store/events").ok_or_else(|| bad("in_memory_store.events"))?;
     let heap =
         number("/in_memory_store/heap_bytes").ok_or_else(|| bad("in_memory_store.heap_bytes"))?;
