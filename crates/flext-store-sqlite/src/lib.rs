@@ -41,9 +41,12 @@
 //! ```
 
 mod append;
+mod lite;
 mod projection;
+mod readers;
 mod schema;
 mod tables;
+mod writer;
 
 pub use flext_store::TransactionalProgress;
 pub use projection::{SqliteProjection, SqliteProjectionHandle, SqliteProjectionRunner};

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use flext_store::{HeadSignal, Migrations, StoreLimits, migrations_failed, signed};
 
+use crate::lite::Database;
+use crate::readers::Readers;
 use crate::tables::SAVE_CHECKPOINT;
+use crate::writer::Writer;
 use flext_types::{FlextError, FlextResult};
 use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
@@ -163,6 +166,11 @@ pub struct SqliteEventStore {
 }
 
 pub(crate) struct Inner {
+    /// The appends' writer thread; it ends when the last clone of the store is dropped.
+    pub(crate) writer: Writer,
+    /// The connections of reads and of the writes that are not appends.
+    pub(crate) readers: std::sync::Arc<Readers>,
+    /// sqlx's pool: the migrations and the projections' transactions.
     pub(crate) pool: SqlitePool,
     pub(crate) path: String,
     pub(crate) poll_interval: Duration,
@@ -184,8 +192,14 @@ impl SqliteEventStore {
         let path = options.path.display().to_string();
         let in_memory = options.path == Path::new(":memory:");
         let busy_timeout = options.busy_timeout.min(LONGEST_BUSY_TIMEOUT);
-        let connect = if in_memory {
-            SqliteConnectOptions::from_str("sqlite::memory:")
+        let database = if in_memory {
+            Database::memory()
+        } else {
+            Database::File(options.path.clone())
+        };
+        let connect = if let Database::Memory(name) = &database {
+            // The store's own connections open this one in-memory database by its name.
+            SqliteConnectOptions::from_str(&format!("sqlite:{name}?mode=memory"))
                 .map_err(|e| storage(&path, "cannot read the path", e))?
         } else {
             SqliteConnectOptions::new()
@@ -198,7 +212,7 @@ impl SqliteEventStore {
         let pool_options = SqlitePoolOptions::new()
             .acquire_timeout(busy_timeout.saturating_add(Duration::from_secs(5)));
         let pool_options = if in_memory {
-            // Every connection to :memory: is its own database: keep exactly one, forever.
+            // The in-memory database lives while a connection to it is open: keep one.
             pool_options
                 .max_connections(1)
                 .min_connections(1)
@@ -219,12 +233,23 @@ impl SqliteEventStore {
             .fetch_one(&pool)
             .await
             .map_err(|e| storage(&path, "cannot read the head position", e))?;
+        let head = HeadSignal::new(u64::try_from(head).unwrap_or(0));
+        let writer =
+            Writer::start(database.clone(), busy_timeout, head.clone(), path.clone()).await?;
+        let readers = Readers::new(
+            database,
+            busy_timeout,
+            path.clone(),
+            usize::try_from(options.max_connections).unwrap_or(usize::MAX),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
+                writer,
+                readers: Arc::new(readers),
                 pool,
                 path,
                 poll_interval: options.poll_interval,
-                head: HeadSignal::new(u64::try_from(head).unwrap_or(0)),
+                head,
                 limits: options.limits,
             }),
         })
@@ -399,7 +424,8 @@ async fn apply_missing(
     migrator.run_direct(connection).await
 }
 
-fn storage(
+/// The `STORAGE_ERROR` of the store at `path`: `what` failed with `error`.
+pub(crate) fn storage(
     path: &str,
     what: &str,
     error: impl std::error::Error + Send + Sync + 'static,

@@ -1,0 +1,376 @@
+//! The store's writer thread: one rusqlite connection that makes every append of the
+//! store, committing the appends waiting together in one transaction (group commit).
+//!
+//! An append is sent to the thread over a channel with a oneshot for its answer. The
+//! thread takes the first waiting append and every one already queued behind it (up to
+//! [`GROUP_APPENDS`] appends or [`GROUP_EVENTS`] events), and writes them in one
+//! `BEGIN IMMEDIATE` transaction: the head position is read once under the write lock,
+//! and each append runs in a savepoint of its own, with its own expected-version check, so
+//! a conflict or a failed insert rolls back that append alone and answers it. Then
+//! `COMMIT`, and only then are the appends answered: an acknowledged append is committed.
+//! A failed `COMMIT` answers every append of the group with its `STORAGE_ERROR`, and none
+//! is stored.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use flext_store::{HeadSignal, find_retry, metadata_text, retry_or_conflict, timestamp_text};
+use flext_types::{AppendResult, ExpectedVersion, FlextError, FlextResult, NewEvent};
+use rusqlite::{Connection, ErrorCode, params};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use crate::lite::{Database, InTransaction, at_once};
+use crate::schema::storage;
+use crate::tables::STATEMENTS;
+
+/// The most appends one transaction commits together.
+pub(crate) const GROUP_APPENDS: usize = 512;
+/// A group takes no more appends once it holds this many events (its first append is
+/// taken whatever its size).
+pub(crate) const GROUP_EVENTS: usize = 4096;
+/// How many times the thread looks for more work before it parks on the channel: an
+/// append that follows its predecessor's answer at once (a writer appending in a loop)
+/// finds the thread awake.
+const SPINS: u32 = 200;
+
+/// The insert of one event row, its columns in `EVENT_COLUMNS` order.
+const INSERT: &str = "INSERT INTO flext_events (event_id, stream_id, version, position, \
+                      event_type, schema_version, payload, metadata, recorded_at) \
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// The head position, read once per transaction under the write lock.
+const HEAD: &str = "SELECT COALESCE(MAX(position), 0) FROM flext_events";
+
+/// An append waiting for the writer thread, with where to answer.
+struct Append {
+    stream_id: String,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<FlextResult<AppendResult>>,
+}
+
+/// What the writer thread is sent.
+enum Job {
+    Append(Append),
+    /// Ends the thread by a panic: for the tests of a writer that died.
+    #[cfg(test)]
+    Panic,
+}
+
+/// The handle of a store's writer thread. The thread ends when the handle is dropped (the
+/// last clone of the store), once it has answered the appends already sent.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+    path: String,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread on a connection of its own to `database` (`path` names it
+    /// in errors). Commits advance `head`, waking the store's live subscriptions.
+    pub(crate) async fn start(
+        database: Database,
+        busy_timeout: Duration,
+        head: HeadSignal,
+        path: String,
+    ) -> FlextResult<Self> {
+        let (jobs, queue) = mpsc::channel();
+        let (ready, opened) = oneshot::channel();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("flext-sqlite-writer".into())
+            .spawn(move || match database.connect(busy_timeout) {
+                Ok(connection) => {
+                    if ready.send(Ok(())).is_ok() {
+                        Thread {
+                            connection,
+                            head,
+                            path: thread_path,
+                        }
+                        .run(&queue);
+                    }
+                }
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                }
+            })
+            .map_err(|e| storage(&path, "cannot start the writer thread", e))?;
+        match opened.await {
+            Ok(Ok(())) => Ok(Self { jobs, path }),
+            Ok(Err(error)) => Err(storage(&path, "the writer cannot open the database", error)),
+            Err(_) => Err(gone(&path)),
+        }
+    }
+
+    /// Appends `events` (a batch `check_batch` passed) to `stream_id` on the writer thread
+    /// and waits for its answer, which comes once the append is committed.
+    pub(crate) async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> FlextResult<AppendResult> {
+        let (reply, answer) = oneshot::channel();
+        let append = Append {
+            stream_id: stream_id.to_owned(),
+            expected,
+            events,
+            reply,
+        };
+        self.jobs
+            .send(Job::Append(append))
+            .map_err(|_| gone(&self.path))?;
+        answer.await.map_err(|_| gone(&self.path))?
+    }
+
+    /// Makes the writer thread panic, as a bug or a failed allocation would.
+    #[cfg(test)]
+    pub(crate) fn panic(&self) {
+        let _ = self.jobs.send(Job::Panic);
+    }
+}
+
+/// The `STORAGE_ERROR` of a writer thread that is gone (it panicked or died), so an append
+/// cannot be written or was not answered.
+fn gone(path: &str) -> FlextError {
+    FlextError::storage(format!(
+        "SQLite store {path}: the writer thread is gone; the append was not acknowledged"
+    ))
+}
+
+/// The writer thread's state.
+struct Thread {
+    connection: Connection,
+    head: HeadSignal,
+    path: String,
+}
+
+impl Thread {
+    /// Commits groups of appends until the channel closes (the store is dropped).
+    fn run(mut self, queue: &mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(GROUP_APPENDS);
+        while let Some(first) = next(queue) {
+            let mut events = 0;
+            let mut job = Some(first);
+            while let Some(taken) = job.take() {
+                match taken {
+                    Job::Append(append) => {
+                        events += append.events.len();
+                        group.push(append);
+                    }
+                    #[cfg(test)]
+                    Job::Panic => panic!("the writer thread was told to panic"),
+                }
+                if group.len() < GROUP_APPENDS && events < GROUP_EVENTS {
+                    job = queue.try_recv().ok();
+                }
+            }
+            let answers = self.commit(&group);
+            for (append, answer) in group.drain(..).zip(answers) {
+                // An appender that stopped waiting (its future dropped) needs no answer.
+                let _ = append.reply.send(answer);
+            }
+        }
+    }
+
+    /// Writes `group` in one transaction: the answer of each append, in order.
+    fn commit(&mut self, group: &[Append]) -> Vec<FlextResult<AppendResult>> {
+        let everyone = |error: &FlextError| group.iter().map(|_| Err(error.clone())).collect();
+        let recorded_at = match timestamp_text(OffsetDateTime::now_utc()) {
+            Ok(text) => text,
+            Err(error) => return everyone(&error),
+        };
+        if let Err(error) = self.connection.execute_batch("BEGIN IMMEDIATE") {
+            return everyone(&self.fail("cannot begin an append", error));
+        }
+        let head = self
+            .connection
+            .prepare_cached(HEAD)
+            .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)));
+        let mut head = match head {
+            Ok(head) => u64::try_from(head).unwrap_or(0),
+            Err(error) => {
+                let error = self.fail("cannot read the head position", error);
+                self.roll_back();
+                return everyone(&error);
+            }
+        };
+        let mut answers = Vec::with_capacity(group.len());
+        for append in group {
+            // A failure SQLite answers by rolling back the whole transaction (a full disk,
+            // an I/O error) leaves nothing to write the rest of the group in.
+            if self.connection.is_autocommit() {
+                answers.push(Err(FlextError::storage(format!(
+                    "SQLite store {}: the append's transaction was rolled back by an \
+                     earlier failure",
+                    self.path
+                ))));
+                continue;
+            }
+            answers.push(self.append(append, &mut head, &recorded_at));
+        }
+        if self.connection.is_autocommit() {
+            let error = FlextError::storage(format!(
+                "SQLite store {}: the transaction of a group of appends was rolled back",
+                self.path
+            ));
+            return everyone(&error);
+        }
+        if let Err(error) = self.connection.execute_batch("COMMIT") {
+            let error = self.fail("cannot commit an append", error);
+            self.roll_back();
+            return everyone(&error);
+        }
+        self.head.advance(head);
+        answers
+    }
+
+    /// One append of a group, in a savepoint of its own; `head` is the store's head
+    /// position in the transaction so far, which the append moves on.
+    fn append(
+        &mut self,
+        append: &Append,
+        head: &mut u64,
+        recorded_at: &str,
+    ) -> FlextResult<AppendResult> {
+        let Append {
+            stream_id,
+            expected,
+            events,
+            ..
+        } = append;
+        self.exec("SAVEPOINT append", "cannot begin an append")?;
+        let current = self
+            .connection
+            .prepare_cached(STATEMENTS.stream_version)
+            .and_then(|mut statement| statement.query_row([stream_id], |row| row.get::<_, i64>(0)));
+        let current = match current {
+            Ok(current) => u64::try_from(current).unwrap_or(0),
+            Err(error) => {
+                let error = self.fail("cannot read the stream version", error);
+                self.undo();
+                return Err(error);
+            }
+        };
+        if !expected.accepts(current) {
+            self.undo();
+            // A retry of an append that committed finds the stream moved on: answer with
+            // the original result when the ids say it is one.
+            let mut connection = self.in_transaction();
+            return at_once(retry_or_conflict(
+                &mut connection,
+                &STATEMENTS,
+                stream_id,
+                *expected,
+                events,
+                current,
+            ));
+        }
+        if let Err(error) = self.insert(stream_id, events, current, *head, recorded_at) {
+            let unique = matches!(&error, rusqlite::Error::SqliteFailure(e, _)
+                if e.code == ErrorCode::ConstraintViolation
+                    && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE);
+            let error = self.fail("cannot insert events", error);
+            self.undo();
+            // A stored id may mean a retry of a committed append; with this append rolled
+            // back, the stored ids decide (as `flext_store::after_failed_insert` does).
+            if unique && !self.connection.is_autocommit() {
+                let mut connection = self.in_transaction();
+                let retry = find_retry(&mut connection, &STATEMENTS, stream_id, *expected, events);
+                if let Some(original) = at_once(retry)? {
+                    return Ok(original);
+                }
+            }
+            return Err(error);
+        }
+        self.exec("RELEASE append", "cannot finish an append")?;
+        let count = events.len() as u64;
+        let result = AppendResult::following(current, *head, count);
+        *head += count;
+        Ok(result)
+    }
+
+    /// Inserts `events` after version `current` of `stream_id` and position `head`.
+    fn insert(
+        &self,
+        stream_id: &str,
+        events: &[NewEvent],
+        current: u64,
+        head: u64,
+        recorded_at: &str,
+    ) -> rusqlite::Result<()> {
+        let mut insert = self.connection.prepare_cached(INSERT)?;
+        let mut id = [0u8; 36];
+        for (i, event) in (1..).zip(events) {
+            let metadata = metadata_text(&event.metadata)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            insert.execute(params![
+                &*event.event_id.hyphenated().encode_lower(&mut id),
+                stream_id,
+                (current + i) as i64,
+                (head + i) as i64,
+                event.event_type.as_str(),
+                i64::from(event.schema_version),
+                event.payload.as_str(),
+                metadata,
+                recorded_at,
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Runs `sql` (no rows); a failure is a `STORAGE_ERROR` saying `what` failed.
+    fn exec(&self, sql: &str, what: &str) -> FlextResult<()> {
+        self.connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map(drop)
+            .map_err(|e| self.fail(what, e))
+    }
+
+    /// Rolls the current append back to its savepoint, and ends the savepoint.
+    fn undo(&self) {
+        if !self.connection.is_autocommit() {
+            let _ = self.exec("ROLLBACK TO append", "cannot roll back an append");
+            let _ = self.exec("RELEASE append", "cannot roll back an append");
+        }
+    }
+
+    /// Rolls the whole transaction back (after a failure that ends it).
+    fn roll_back(&self) {
+        if !self.connection.is_autocommit() {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn in_transaction(&mut self) -> InTransaction<'_> {
+        InTransaction {
+            connection: &mut self.connection,
+            path: &self.path,
+        }
+    }
+
+    fn fail(&self, what: &str, error: rusqlite::Error) -> FlextError {
+        storage(&self.path, what, error)
+    }
+}
+
+/// The next job, looking a few times before parking on the channel; `None` once the
+/// channel is closed and empty.
+fn next(queue: &mpsc::Receiver<Job>) -> Option<Job> {
+    for _ in 0..SPINS {
+        match queue.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    queue.recv().ok()
+}
