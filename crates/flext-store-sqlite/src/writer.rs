@@ -374,3 +374,133 @@ fn next(queue: &mpsc::Receiver<Job>) -> Option<Job> {
     }
     queue.recv().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SqliteEventStore;
+    use flext_protocols::EventStore;
+    use flext_types::{ErrorCode, JsonPayload};
+
+    fn event(n: u64) -> NewEvent {
+        NewEvent::new(
+            "Noted",
+            JsonPayload::from_text(format!("{{\"n\":{n}}}")).unwrap(),
+        )
+    }
+
+    fn temp_path() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "flext-sqlite-writer-{}-{}.db",
+            std::process::id(),
+            FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+    }
+
+    static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    fn append(stream_id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Append {
+        Append {
+            stream_id: stream_id.to_owned(),
+            expected,
+            events,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_append_of_one_group_is_checked_and_answered_on_its_own() {
+        let path = temp_path();
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        let committed = vec![event(1), event(2)];
+        let original = store
+            .append("base", ExpectedVersion::NoStream, committed.clone())
+            .await
+            .unwrap();
+        let mut thread = Thread {
+            connection: Database::File(path.clone())
+                .connect(Duration::from_secs(5))
+                .unwrap(),
+            head: store.inner.head.clone(),
+            path: "test".into(),
+        };
+        let first = event(10);
+        let group = [
+            append(
+                "a",
+                ExpectedVersion::NoStream,
+                vec![first.clone(), event(11)],
+            ),
+            // Sees the append before it in the same transaction: a conflict.
+            append("a", ExpectedVersion::NoStream, vec![event(12)]),
+            // An exact retry of the committed batch: its original answer.
+            append("base", ExpectedVersion::NoStream, committed.clone()),
+            // A stored id in another stream: a duplicate, rolled back alone.
+            append(
+                "c",
+                ExpectedVersion::Any,
+                vec![event(13), committed[0].clone()],
+            ),
+            // An id the group stored a moment ago, in another stream: a duplicate too.
+            append("d", ExpectedVersion::Any, vec![first]),
+            // Follows the first append of its stream in the same transaction.
+            append("a", ExpectedVersion::Exact(2), vec![event(14)]),
+            append("e", ExpectedVersion::StreamExists, vec![event(15)]),
+        ];
+        let answers = thread.commit(&group);
+        assert_eq!(answers.len(), group.len());
+        assert_eq!(
+            answers[0].as_ref().unwrap(),
+            &AppendResult::following(0, 2, 2)
+        );
+        let code = |i: usize| answers[i].as_ref().unwrap_err().code();
+        assert_eq!(code(1), ErrorCode::ConcurrencyConflict);
+        assert_eq!(answers[2].as_ref().unwrap(), &original);
+        assert_eq!(code(3), ErrorCode::Duplicate);
+        assert_eq!(code(4), ErrorCode::Duplicate);
+        assert_eq!(
+            answers[5].as_ref().unwrap(),
+            &AppendResult::following(2, 4, 1)
+        );
+        assert_eq!(code(6), ErrorCode::ConcurrencyConflict);
+        // Committed: the head moved, and the store reads exactly the two appends that won.
+        assert_eq!(store.inner.head.get(), 5);
+        let stored = store.read_all(1, 100).await.unwrap();
+        let placed: Vec<(&str, u64, u64)> = stored
+            .iter()
+            .map(|e| (&*e.stream_id, e.version, e.position))
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                ("base", 1, 1),
+                ("base", 2, 2),
+                ("a", 1, 3),
+                ("a", 2, 4),
+                ("a", 3, 5)
+            ]
+        );
+        drop(thread);
+        drop(store);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_writer_thread_that_died_answers_with_a_storage_error_not_a_hang() {
+        let store = SqliteEventStore::open(":memory:").await.unwrap();
+        store.inner.writer.panic();
+        for _ in 0..2 {
+            let error = store
+                .append("s", ExpectedVersion::Any, vec![event(1)])
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), ErrorCode::StorageError);
+            assert!(
+                error.message().contains("the writer thread is gone"),
+                "{error}"
+            );
+        }
+        // Reads go on: they are not the writer's.
+        assert_eq!(store.head_position().await.unwrap(), 0);
+    }
+}
