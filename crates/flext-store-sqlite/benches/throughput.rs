@@ -124,6 +124,19 @@ fn raw_baseline(connection: Arc<Mutex<Connection>>) -> Baseline {
     }
 }
 
+/// An event row as raw rusqlite reads it: its nine columns, owned.
+type RawRow = (
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    String,
+);
+
 /// Raw rusqlite reads of the store's file: every event row from the start, a page at a
 /// time, into owned values (no decoding).
 fn raw_read_all(path: PathBuf) -> ReadBaseline {
@@ -143,17 +156,7 @@ fn raw_read_all(path: PathBuf) -> ReadBaseline {
                     .expect("the raw read prepares");
                 let (mut from, mut total) = (1i64, 0u64);
                 loop {
-                    let rows: Vec<(
-                        String,
-                        String,
-                        i64,
-                        i64,
-                        String,
-                        i64,
-                        String,
-                        String,
-                        String,
-                    )> = read
+                    let rows: Vec<RawRow> = read
                         .query_map(params![from, page as i64], |row| {
                             Ok((
                                 row.get(0)?,

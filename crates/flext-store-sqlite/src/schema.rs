@@ -111,7 +111,9 @@ pub struct SqliteStoreOptions {
     /// How often live subscriptions look for events written by other processes (default
     /// 200 ms); commits in this process wake them at once.
     pub poll_interval: Duration,
-    /// Connections in the pool (default 4; always 1 for `:memory:`).
+    /// Read connections kept between calls, and connections in sqlx's pool (default 4;
+    /// the pool keeps exactly 1 for `:memory:`). Appends have a connection of their own,
+    /// the writer thread's.
     pub max_connections: u32,
     /// How big an append may be (default [`StoreLimits::default`]).
     pub limits: StoreLimits,
@@ -143,8 +145,8 @@ impl SqliteStoreOptions {
         self
     }
 
-    /// The same options with `max_connections` pooled connections (always 1 for
-    /// `:memory:`).
+    /// The same options with `max_connections` read connections kept and pooled (sqlx's
+    /// pool keeps 1 for `:memory:`).
     #[must_use]
     pub fn with_max_connections(mut self, max_connections: u32) -> Self {
         self.max_connections = max_connections;
@@ -260,7 +262,8 @@ impl SqliteEventStore {
         &self.inner.limits
     }
 
-    /// The connection pool, for read models kept in the same database.
+    /// sqlx's connection pool, for read models kept in the same database (appends and the
+    /// store's reads use connections of their own).
     pub fn pool(&self) -> &SqlitePool {
         &self.inner.pool
     }
