@@ -15,7 +15,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use flext_store::{HeadSignal, find_retry, metadata_text, retry_or_conflict, timestamp_text};
-use flext_types::{AppendResult, ExpectedVersion, FlextError, FlextResult, NewEvent};
+use flext_types::{
+    AppendResult, EventMetadata, ExpectedVersion, FlextError, FlextResult, NewEvent,
+};
 use rusqlite::{Connection, ErrorCode, params};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -93,6 +95,7 @@ impl Writer {
                             connection,
                             head,
                             path: thread_path,
+                            empty_metadata: metadata_text(&EventMetadata::default()).ok(),
                         }
                         .run(&queue);
                     }
@@ -150,6 +153,8 @@ struct Thread {
     connection: Connection,
     head: HeadSignal,
     path: String,
+    /// The text of empty metadata (most events' metadata), encoded once.
+    empty_metadata: Option<String>,
 }
 
 impl Thread {
@@ -187,8 +192,8 @@ impl Thread {
             Ok(text) => text,
             Err(error) => return everyone(&error),
         };
-        if let Err(error) = self.connection.execute_batch("BEGIN IMMEDIATE") {
-            return everyone(&self.fail("cannot begin an append", error));
+        if let Err(error) = self.exec("BEGIN IMMEDIATE", "cannot begin an append") {
+            return everyone(&error);
         }
         let head = self
             .connection
@@ -214,17 +219,20 @@ impl Thread {
                 ))));
                 continue;
             }
-            answers.push(self.append(append, &mut head, &recorded_at));
+            answers.push(self.append(append, group.len() == 1, &mut head, &recorded_at));
         }
         if self.connection.is_autocommit() {
+            // A lone append that failed rolled its transaction back: its answer stands.
+            if let [_] = group {
+                return answers;
+            }
             let error = FlextError::storage(format!(
                 "SQLite store {}: the transaction of a group of appends was rolled back",
                 self.path
             ));
             return everyone(&error);
         }
-        if let Err(error) = self.connection.execute_batch("COMMIT") {
-            let error = self.fail("cannot commit an append", error);
+        if let Err(error) = self.exec("COMMIT", "cannot commit an append") {
             self.roll_back();
             return everyone(&error);
         }
@@ -232,11 +240,13 @@ impl Thread {
         answers
     }
 
-    /// One append of a group, in a savepoint of its own; `head` is the store's head
-    /// position in the transaction so far, which the append moves on.
+    /// One append of a group, in a savepoint of its own (unless it is `alone` in its
+    /// group: the transaction is its own); `head` is the store's head position in the
+    /// transaction so far, which the append moves on.
     fn append(
         &mut self,
         append: &Append,
+        alone: bool,
         head: &mut u64,
         recorded_at: &str,
     ) -> FlextResult<AppendResult> {
@@ -246,7 +256,9 @@ impl Thread {
             events,
             ..
         } = append;
-        self.exec("SAVEPOINT append", "cannot begin an append")?;
+        if !alone {
+            self.exec("SAVEPOINT append", "cannot begin an append")?;
+        }
         let current = self
             .connection
             .prepare_cached(STATEMENTS.stream_version)
@@ -255,12 +267,12 @@ impl Thread {
             Ok(current) => u64::try_from(current).unwrap_or(0),
             Err(error) => {
                 let error = self.fail("cannot read the stream version", error);
-                self.undo();
+                self.undo(alone);
                 return Err(error);
             }
         };
         if !expected.accepts(current) {
-            self.undo();
+            self.undo(alone);
             // A retry of an append that committed finds the stream moved on: answer with
             // the original result when the ids say it is one.
             let mut connection = self.in_transaction();
@@ -278,10 +290,10 @@ impl Thread {
                 if e.code == ErrorCode::ConstraintViolation
                     && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE);
             let error = self.fail("cannot insert events", error);
-            self.undo();
+            self.undo(alone);
             // A stored id may mean a retry of a committed append; with this append rolled
             // back, the stored ids decide (as `flext_store::after_failed_insert` does).
-            if unique && !self.connection.is_autocommit() {
+            if unique {
                 let mut connection = self.in_transaction();
                 let retry = find_retry(&mut connection, &STATEMENTS, stream_id, *expected, events);
                 if let Some(original) = at_once(retry)? {
@@ -290,7 +302,9 @@ impl Thread {
             }
             return Err(error);
         }
-        self.exec("RELEASE append", "cannot finish an append")?;
+        if !alone {
+            self.exec("RELEASE append", "cannot finish an append")?;
+        }
         let count = events.len() as u64;
         let result = AppendResult::following(current, *head, count);
         *head += count;
@@ -308,9 +322,16 @@ impl Thread {
     ) -> rusqlite::Result<()> {
         let mut insert = self.connection.prepare_cached(INSERT)?;
         let mut id = [0u8; 36];
+        let mut encoded;
         for (i, event) in (1..).zip(events) {
-            let metadata = metadata_text(&event.metadata)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let metadata = match &self.empty_metadata {
+                Some(empty) if event.metadata == EventMetadata::default() => empty.as_str(),
+                _ => {
+                    encoded = metadata_text(&event.metadata)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    encoded.as_str()
+                }
+            };
             insert.execute(params![
                 &*event.event_id.hyphenated().encode_lower(&mut id),
                 stream_id,
@@ -335,9 +356,12 @@ impl Thread {
             .map_err(|e| self.fail(what, e))
     }
 
-    /// Rolls the current append back to its savepoint, and ends the savepoint.
-    fn undo(&self) {
-        if !self.connection.is_autocommit() {
+    /// Rolls the current append back: to its savepoint, which ends, or (`alone` in its
+    /// group) the whole transaction.
+    fn undo(&self, alone: bool) {
+        if alone {
+            self.roll_back();
+        } else if !self.connection.is_autocommit() {
             let _ = self.exec("ROLLBACK TO append", "cannot roll back an append");
             let _ = self.exec("RELEASE append", "cannot roll back an append");
         }
@@ -346,7 +370,7 @@ impl Thread {
     /// Rolls the whole transaction back (after a failure that ends it).
     fn roll_back(&self) {
         if !self.connection.is_autocommit() {
-            let _ = self.connection.execute_batch("ROLLBACK");
+            let _ = self.exec("ROLLBACK", "cannot roll back");
         }
     }
 
@@ -423,6 +447,7 @@ mod tests {
                 .unwrap(),
             head: store.inner.head.clone(),
             path: "test".into(),
+            empty_metadata: metadata_text(&EventMetadata::default()).ok(),
         };
         let first = event(10);
         let group = [
