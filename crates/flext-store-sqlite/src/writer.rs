@@ -240,9 +240,10 @@ impl Thread {
         answers
     }
 
-    /// One append of a group, in a savepoint of its own (unless it is `alone` in its
-    /// group: the transaction is its own); `head` is the store's head position in the
-    /// transaction so far, which the append moves on.
+    /// One append of a group; `head` is the store's head position in the transaction so
+    /// far, which the append moves on. An append of several events among others has a
+    /// savepoint of its own; one `alone` in its group has the transaction to itself, and a
+    /// single event is one insert statement, which SQLite undoes by itself when it fails.
     fn append(
         &mut self,
         append: &Append,
@@ -256,7 +257,8 @@ impl Thread {
             events,
             ..
         } = append;
-        if !alone {
+        let savepoint = !alone && events.len() > 1;
+        if savepoint {
             self.exec("SAVEPOINT append", "cannot begin an append")?;
         }
         let current = self
@@ -267,12 +269,12 @@ impl Thread {
             Ok(current) => u64::try_from(current).unwrap_or(0),
             Err(error) => {
                 let error = self.fail("cannot read the stream version", error);
-                self.undo(alone);
+                self.undo(alone, savepoint);
                 return Err(error);
             }
         };
         if !expected.accepts(current) {
-            self.undo(alone);
+            self.undo(alone, savepoint);
             // A retry of an append that committed finds the stream moved on: answer with
             // the original result when the ids say it is one.
             let mut connection = self.in_transaction();
@@ -290,7 +292,7 @@ impl Thread {
                 if e.code == ErrorCode::ConstraintViolation
                     && e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE);
             let error = self.fail("cannot insert events", error);
-            self.undo(alone);
+            self.undo(alone, savepoint);
             // A stored id may mean a retry of a committed append; with this append rolled
             // back, the stored ids decide (as `flext_store::after_failed_insert` does).
             if unique {
@@ -302,7 +304,7 @@ impl Thread {
             }
             return Err(error);
         }
-        if !alone {
+        if savepoint {
             self.exec("RELEASE append", "cannot finish an append")?;
         }
         let count = events.len() as u64;
@@ -356,12 +358,13 @@ impl Thread {
             .map_err(|e| self.fail(what, e))
     }
 
-    /// Rolls the current append back: to its savepoint, which ends, or (`alone` in its
-    /// group) the whole transaction.
-    fn undo(&self, alone: bool) {
+    /// Rolls the current append back: the whole transaction when it is `alone` in its
+    /// group, else to its `savepoint` (which ends) if it has one (a failed single insert
+    /// is undone by SQLite itself).
+    fn undo(&self, alone: bool, savepoint: bool) {
         if alone {
             self.roll_back();
-        } else if !self.connection.is_autocommit() {
+        } else if savepoint && !self.connection.is_autocommit() {
             let _ = self.exec("ROLLBACK TO append", "cannot roll back an append");
             let _ = self.exec("RELEASE append", "cannot roll back an append");
         }
