@@ -287,3 +287,47 @@ async fn an_in_memory_store_reads_what_its_writer_commits() {
         "each :memory: store is its own"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_in_memory_store_appends_and_reads_concurrently_without_lock_errors() {
+    // The in-memory database's connections share one cache: readers meeting the writer's
+    // open transaction wait for its commit instead of failing.
+    let store = SqliteEventStore::open(":memory:").await.unwrap();
+    let mut tasks = Vec::new();
+    for writer in 0..8u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..40u64 {
+                store
+                    .append(
+                        &format!("m-{writer}"),
+                        ExpectedVersion::Exact(n),
+                        vec![event(n)],
+                    )
+                    .await
+                    .expect("an append succeeds");
+            }
+        }));
+    }
+    for _ in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = 0;
+            while seen < 8 * 40 {
+                let read = store
+                    .read_all(1, usize::MAX)
+                    .await
+                    .expect("a read succeeds");
+                assert!(read.len() >= seen, "a read never goes back");
+                let positions: Vec<u64> = read.iter().map(|e| e.position).collect();
+                assert_eq!(positions, (1..=read.len() as u64).collect::<Vec<_>>());
+                seen = read.len();
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.head_position().await.unwrap(), 8 * 40);
+}
