@@ -62,16 +62,9 @@ enum Job {
 
 /// The handle of a store's writer thread. The thread ends when the handle is dropped (the
 /// last clone of the store), once it has answered the appends already sent.
-#[derive(Debug)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
     path: String,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
-    }
 }
 
 impl Writer {
@@ -162,21 +155,7 @@ impl Thread {
     fn run(mut self, queue: &mpsc::Receiver<Job>) {
         let mut group = Vec::with_capacity(GROUP_APPENDS);
         while let Some(first) = next(queue) {
-            let mut events = 0;
-            let mut job = Some(first);
-            while let Some(taken) = job.take() {
-                match taken {
-                    Job::Append(append) => {
-                        events += append.events.len();
-                        group.push(append);
-                    }
-                    #[cfg(test)]
-                    Job::Panic => panic!("the writer thread was told to panic"),
-                }
-                if group.len() < GROUP_APPENDS && events < GROUP_EVENTS {
-                    job = queue.try_recv().ok();
-                }
-            }
+            gather(&mut group, first, queue);
             let answers = self.commit(&group);
             for (append, answer) in group.drain(..).zip(answers) {
                 // An appender that stopped waiting (its future dropped) needs no answer.
@@ -364,7 +343,8 @@ impl Thread {
     fn undo(&self, alone: bool, savepoint: bool) {
         if alone {
             self.roll_back();
-        } else if savepoint && !self.connection.is_autocommit() {
+        } else if savepoint {
+            // After SQLite rolled the whole transaction back these fail, as nothing is left.
             let _ = self.exec("ROLLBACK TO append", "cannot roll back an append");
             let _ = self.exec("RELEASE append", "cannot roll back an append");
         }
@@ -386,6 +366,26 @@ impl Thread {
 
     fn fail(&self, what: &str, error: rusqlite::Error) -> FlextError {
         storage(&self.path, what, error)
+    }
+}
+
+/// Fills `group` with `first` and the appends queued behind it, up to [`GROUP_APPENDS`]
+/// appends, and no more once it holds [`GROUP_EVENTS`] events.
+fn gather(group: &mut Vec<Append>, first: Job, queue: &mpsc::Receiver<Job>) {
+    let mut events = 0;
+    let mut job = Some(first);
+    while let Some(taken) = job.take() {
+        match taken {
+            Job::Append(append) => {
+                events += append.events.len();
+                group.push(append);
+            }
+            #[cfg(test)]
+            Job::Panic => panic!("the writer thread was told to panic"),
+        }
+        if group.len() < GROUP_APPENDS && events < GROUP_EVENTS {
+            job = queue.try_recv().ok();
+        }
     }
 }
 
@@ -511,6 +511,42 @@ mod tests {
         drop(thread);
         drop(store);
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// `count` queued single-event (or `size`-event) appends.
+    fn queued(count: usize, size: u64) -> (mpsc::Sender<Job>, mpsc::Receiver<Job>) {
+        let (jobs, queue) = mpsc::channel();
+        for n in 0..count {
+            let events = (0..size).map(event).collect();
+            let job = Job::Append(append(&format!("s-{n}"), ExpectedVersion::Any, events));
+            jobs.send(job).unwrap();
+        }
+        (jobs, queue)
+    }
+
+    #[test]
+    fn a_group_takes_what_is_queued_up_to_its_caps() {
+        let sizes = |count, size| {
+            let (_jobs, queue) = queued(count, size);
+            let mut sizes = Vec::new();
+            while let Ok(first) = queue.try_recv() {
+                let mut group = Vec::new();
+                gather(&mut group, first, &queue);
+                sizes.push(group.len());
+            }
+            sizes
+        };
+        assert_eq!(sizes(3, 1), [3], "everything queued");
+        assert_eq!(
+            sizes(GROUP_APPENDS + 5, 1),
+            [GROUP_APPENDS, 5],
+            "at most GROUP_APPENDS appends"
+        );
+        // 500-event appends: the ninth takes the group past GROUP_EVENTS (4500 ≥ 4096).
+        assert_eq!(sizes(10, 500), [9, 1], "no more once GROUP_EVENTS are held");
+        // 4096 events in 8 appends: the group is full at exactly GROUP_EVENTS.
+        assert_eq!(sizes(9, 512), [8, 1]);
+        assert_eq!(sizes(2, 5000), [1, 1], "a big append is a group of its own");
     }
 
     #[tokio::test]
