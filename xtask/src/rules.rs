@@ -6,7 +6,7 @@
 use crate::metadata::{Dependency, DependencyKind, Metadata, Package, Role};
 
 /// The external crates that only adapters (`role = "adapter"`) may depend on.
-pub const BANNED_OUTSIDE_ADAPTERS: [&str; 2] = ["sqlx", "async-nats"];
+pub const BANNED_OUTSIDE_ADAPTERS: [&str; 3] = ["sqlx", "rusqlite", "async-nats"];
 
 /// Runs rules 1 to 5 and returns every violation, in rule order.
 pub fn check_metadata(metadata: &Metadata) -> Vec<String> {

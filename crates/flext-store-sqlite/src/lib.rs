@@ -11,19 +11,36 @@
 //!   refused with an error saying so.
 //! - Appends are checked against the store's [`StoreLimits`](flext_store::StoreLimits)
 //!   ([`SqliteStoreOptions::with_limits`]); an empty batch is a no-op.
-//! - An append is one write transaction: SQLite has one writer at a time, so positions
-//!   follow commit order and no reader can skip a committed event. The common append is a
-//!   single autocommit statement that checks the expected version and inserts; a version
-//!   mismatch, a stored event id or a batch over 500 events takes a `BEGIN IMMEDIATE`
-//!   transaction that tells a conflict from a retry.
+//! - Appends are made by the store's writer thread (`flext-sqlite-writer`, one per opened
+//!   store, ending when its last clone is dropped), on a rusqlite connection of its own
+//!   with cached statements. Appends waiting together commit together (group commit): the
+//!   thread takes the first waiting append and every one queued behind it (up to 512
+//!   appends or 4096 events) and writes them in one `BEGIN IMMEDIATE` transaction, reading
+//!   the head position once under the write lock, so positions follow commit order and no
+//!   reader can skip a committed event. Each append has a savepoint of its own and its own
+//!   expected-version check: a conflict, a retry of a committed append (answered with its
+//!   original result) or a stored event id (`DUPLICATE`) rolls back that append alone and
+//!   answers it, and its neighbours commit. A failed `COMMIT` answers every append of the
+//!   group with a `STORAGE_ERROR`, and none is stored. A writer thread that died answers
+//!   with a `STORAGE_ERROR`, never a hang. Writers in other processes take turns on the
+//!   write lock through the busy timeout.
+//! - Reads (`read_stream`, `read_all`, `stream_version`, `head_position`), snapshots,
+//!   checkpoints and dead letters run on rusqlite read connections (up to
+//!   [`SqliteStoreOptions::max_connections`] kept), each call in a blocking task. sqlx's
+//!   pool ([`SqliteEventStore::pool`]) opens the store and runs the migrations, and the
+//!   projections' transactions. `:memory:` is one in-memory database of the store's own,
+//!   shared by all its connections through SQLite's shared cache.
 //! - Live subscriptions are woken in-process on each commit and poll as a fallback (for
 //!   writers in other processes).
 //! - [`SqliteProjectionRunner`] runs a [`SqliteProjection`] exactly once: its read model
 //!   lives in the store's database, and each batch of events and the checkpoint commit in
 //!   one transaction. [`SqliteEventStore::save_checkpoint_in`] does the same by hand.
 //!
-//! Durability: `synchronous = NORMAL` in WAL mode keeps every committed transaction across a
-//! process crash; a power loss may lose the last transactions, never corrupt the file.
+//! Durability: an append is answered only after its transaction's `COMMIT`, so an
+//! acknowledged append is committed. In WAL mode with `synchronous = NORMAL` a committed
+//! transaction survives a crash of the process; a power loss (or an operating-system
+//! crash) may lose the last committed transactions, but never corrupts the file nor keeps
+//! part of an append.
 //!
 //! ```
 //! use flext_protocols::EventStore;
@@ -41,9 +58,12 @@
 //! ```
 
 mod append;
+mod lite;
 mod projection;
+mod readers;
 mod schema;
 mod tables;
+mod writer;
 
 pub use flext_store::TransactionalProgress;
 pub use projection::{SqliteProjection, SqliteProjectionHandle, SqliteProjectionRunner};

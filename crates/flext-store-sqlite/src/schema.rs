@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use flext_store::{HeadSignal, Migrations, StoreLimits, migrations_failed, signed};
 
+use crate::lite::Database;
+use crate::readers::Readers;
 use crate::tables::SAVE_CHECKPOINT;
+use crate::writer::Writer;
 use flext_types::{FlextError, FlextResult};
 use sqlx::migrate::{Migrate, MigrateError, Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
@@ -108,7 +111,9 @@ pub struct SqliteStoreOptions {
     /// How often live subscriptions look for events written by other processes (default
     /// 200 ms); commits in this process wake them at once.
     pub poll_interval: Duration,
-    /// Connections in the pool (default 4; always 1 for `:memory:`).
+    /// Read connections kept between calls, and connections in sqlx's pool (default 4;
+    /// the pool keeps exactly 1 for `:memory:`). Appends have a connection of their own,
+    /// the writer thread's.
     pub max_connections: u32,
     /// How big an append may be (default [`StoreLimits::default`]).
     pub limits: StoreLimits,
@@ -140,8 +145,8 @@ impl SqliteStoreOptions {
         self
     }
 
-    /// The same options with `max_connections` pooled connections (always 1 for
-    /// `:memory:`).
+    /// The same options with `max_connections` read connections kept and pooled (sqlx's
+    /// pool keeps 1 for `:memory:`).
     #[must_use]
     pub fn with_max_connections(mut self, max_connections: u32) -> Self {
         self.max_connections = max_connections;
@@ -163,6 +168,11 @@ pub struct SqliteEventStore {
 }
 
 pub(crate) struct Inner {
+    /// The appends' writer thread; it ends when the last clone of the store is dropped.
+    pub(crate) writer: Writer,
+    /// The connections of reads and of the writes that are not appends.
+    pub(crate) readers: std::sync::Arc<Readers>,
+    /// sqlx's pool: the migrations and the projections' transactions.
     pub(crate) pool: SqlitePool,
     pub(crate) path: String,
     pub(crate) poll_interval: Duration,
@@ -184,8 +194,14 @@ impl SqliteEventStore {
         let path = options.path.display().to_string();
         let in_memory = options.path == Path::new(":memory:");
         let busy_timeout = options.busy_timeout.min(LONGEST_BUSY_TIMEOUT);
-        let connect = if in_memory {
-            SqliteConnectOptions::from_str("sqlite::memory:")
+        let database = if in_memory {
+            Database::memory()
+        } else {
+            Database::File(options.path.clone())
+        };
+        let connect = if let Database::Memory(name) = &database {
+            // The store's own connections open this one in-memory database by its name.
+            SqliteConnectOptions::from_str(&format!("sqlite:{name}?mode=memory"))
                 .map_err(|e| storage(&path, "cannot read the path", e))?
         } else {
             SqliteConnectOptions::new()
@@ -198,7 +214,7 @@ impl SqliteEventStore {
         let pool_options = SqlitePoolOptions::new()
             .acquire_timeout(busy_timeout.saturating_add(Duration::from_secs(5)));
         let pool_options = if in_memory {
-            // Every connection to :memory: is its own database: keep exactly one, forever.
+            // The in-memory database lives while a connection to it is open: keep one.
             pool_options
                 .max_connections(1)
                 .min_connections(1)
@@ -219,12 +235,23 @@ impl SqliteEventStore {
             .fetch_one(&pool)
             .await
             .map_err(|e| storage(&path, "cannot read the head position", e))?;
+        let head = HeadSignal::new(u64::try_from(head).unwrap_or(0));
+        let writer =
+            Writer::start(database.clone(), busy_timeout, head.clone(), path.clone()).await?;
+        let readers = Readers::new(
+            database,
+            busy_timeout,
+            path.clone(),
+            usize::try_from(options.max_connections).unwrap_or(usize::MAX),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
+                writer,
+                readers: Arc::new(readers),
                 pool,
                 path,
                 poll_interval: options.poll_interval,
-                head: HeadSignal::new(u64::try_from(head).unwrap_or(0)),
+                head,
                 limits: options.limits,
             }),
         })
@@ -235,7 +262,8 @@ impl SqliteEventStore {
         &self.inner.limits
     }
 
-    /// The connection pool, for read models kept in the same database.
+    /// sqlx's connection pool, for read models kept in the same database (appends and the
+    /// store's reads use connections of their own).
     pub fn pool(&self) -> &SqlitePool {
         &self.inner.pool
     }
@@ -399,7 +427,8 @@ async fn apply_missing(
     migrator.run_direct(connection).await
 }
 
-fn storage(
+/// The `STORAGE_ERROR` of the store at `path`: `what` failed with `error`.
+pub(crate) fn storage(
     path: &str,
     what: &str,
     error: impl std::error::Error + Send + Sync + 'static,

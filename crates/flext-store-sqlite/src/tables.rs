@@ -1,13 +1,14 @@
 //! The SQL of the contracts `flext-store` writes once for every SQL store (reads,
-//! snapshots, checkpoints, dead letters, subscriptions), and the calls that run it.
+//! snapshots, checkpoints, dead letters, subscriptions), and the calls that run it on the
+//! store's rusqlite read connections.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flext_store::{Arg, HeadSignal, SqlConnection, SqlRow, SqlTables, Statements, StoreLimits};
+use flext_store::{Arg, HeadSignal, SqlTables, Statements, StoreLimits};
 use flext_types::{FlextError, FlextResult};
-use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
-use sqlx::{Arguments, Row as _};
+
+use crate::lite::{Row, fetch_rows, values};
 
 use crate::SqliteEventStore;
 use crate::schema::DATABASE;
@@ -61,58 +62,9 @@ impl SqliteEventStore {
     }
 }
 
-/// The store as the shared contract code sees it: the SQL above, run on its pool.
+/// The store as the shared contract code sees it: the SQL above, run on its read
+/// connections.
 pub(crate) struct Tables<'s>(&'s SqliteEventStore);
-
-/// One of the store's connections (maybe in its append's transaction), for `find_retry`.
-pub(crate) struct Connection<'c>(
-    pub(crate) &'c SqliteEventStore,
-    pub(crate) &'c mut SqliteConnection,
-);
-
-impl SqlConnection for Connection<'_> {
-    type Row = Row;
-
-    async fn fetch(&mut self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {
-        let query = sqlx::query_with(sql, arguments(args)?);
-        let rows = query.fetch_all(&mut *self.1).await;
-        Ok(rows
-            .map_err(|e| self.0.fail(what, e))?
-            .into_iter()
-            .map(Row)
-            .collect())
-    }
-}
-
-/// A row from SQLite's driver.
-pub(crate) struct Row(SqliteRow);
-
-impl SqlRow for Row {
-    fn int(&self, index: usize) -> FlextResult<i64> {
-        self.0.try_get(index).map_err(unreadable)
-    }
-
-    fn text(&self, index: usize) -> FlextResult<String> {
-        self.0.try_get(index).map_err(unreadable)
-    }
-}
-
-fn unreadable(error: sqlx::Error) -> FlextError {
-    FlextError::serialization(error.to_string()).with_source(error)
-}
-
-/// `args` bound in order.
-fn arguments<'a>(args: &[Arg<'a>]) -> FlextResult<SqliteArguments<'a>> {
-    let mut bound = SqliteArguments::default();
-    for arg in args {
-        match *arg {
-            Arg::Int(value) => bound.add(value),
-            Arg::Text(value) => bound.add(value),
-        }
-        .map_err(|e| FlextError::invalid_argument(format!("An argument does not bind: {e}")))?;
-    }
-    Ok(bound)
-}
 
 #[async_trait]
 impl SqlTables for Tables<'_> {
@@ -135,32 +87,33 @@ impl SqlTables for Tables<'_> {
     }
 
     async fn fetch(&self, what: &str, sql: &str, args: &[Arg<'_>]) -> FlextResult<Vec<Row>> {
-        let Self(store) = self;
-        let rows = sqlx::query_with(sql, arguments(args)?)
-            .fetch_all(&store.inner.pool)
+        let (sql, args) = (sql.to_owned(), values(args));
+        self.0
+            .inner
+            .readers
+            .run(what, move |connection| fetch_rows(connection, &sql, &args))
             .await
-            .map_err(|e| store.fail(what, e))?;
-        Ok(rows.into_iter().map(Row).collect())
     }
 
     async fn execute(&self, what: &str, statements: &[&str], args: &[Arg<'_>]) -> FlextResult<()> {
-        let Self(store) = self;
-        let fail = |e| store.fail(what, e);
-        // One statement commits by itself; several share a transaction.
-        if let [sql] = statements {
-            let query = sqlx::query_with(sql, arguments(args)?);
-            return query
-                .execute(&store.inner.pool)
-                .await
-                .map(drop)
-                .map_err(fail);
-        }
-        let mut tx = store.inner.pool.begin().await.map_err(fail)?;
-        for sql in statements {
-            let query = sqlx::query_with(sql, arguments(args)?);
-            query.execute(&mut *tx).await.map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)
+        let statements: Vec<String> = statements.iter().map(|sql| (*sql).to_owned()).collect();
+        let args = values(args);
+        self.0
+            .inner
+            .readers
+            .run(what, move |connection| {
+                let params = || rusqlite::params_from_iter(&args);
+                // One statement commits by itself; several share a write transaction.
+                if let [sql] = statements.as_slice() {
+                    return connection.prepare_cached(sql)?.execute(params()).map(drop);
+                }
+                connection.execute_batch("BEGIN IMMEDIATE")?;
+                for sql in &statements {
+                    connection.prepare_cached(sql)?.execute(params())?;
+                }
+                connection.execute_batch("COMMIT")
+            })
+            .await
     }
 
     fn unreadable(&self, what: &str, error: FlextError) -> FlextError {

@@ -234,9 +234,43 @@ async fn one_by_one(insert: Insert, stream: String, count: u64) {
     }
 }
 
+/// A boxed read of a read baseline: `read(page)` reads every event of the store's fixture
+/// from the start, `page` events at a time, and returns how many it read.
+pub type ReadAll = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = u64> + Send>> + Send + Sync>;
+
+/// What a store's read-all is compared with, named in full
+/// (`all_10000_pages_of_1000_raw_rusqlite`): it reads the fixture [`reads`] wrote, so it
+/// runs after the store's own reads in the same group.
+#[derive(Clone)]
+pub struct ReadBaseline {
+    /// The benchmark's id in the group.
+    pub all: &'static str,
+    /// The read.
+    pub read: ReadAll,
+}
+
+impl std::fmt::Debug for ReadBaseline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadBaseline")
+            .field("all", &self.all)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The group `name` of read benchmarks on `store`, after writing their fixture: a stream
 /// of 1000 events read whole, and 10 000 events read from the start in pages of 1000.
 pub fn reads(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn EventStore>) {
+    reads_beside(c, rt, name, store, &[]);
+}
+
+/// [`reads`], with the read-all beside each of `baselines`, reading the same fixture.
+pub fn reads_beside(
+    c: &mut Criterion,
+    rt: &Runtime,
+    name: &str,
+    store: Arc<dyn EventStore>,
+    baselines: &[ReadBaseline],
+) {
     rt.block_on(async {
         workload::append_in_batches(&*store, "long", STREAM_LEN / BATCH, BATCH).await?;
         workload::append_in_batches(
@@ -270,5 +304,12 @@ pub fn reads(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn EventSt
             );
         });
     });
+    for baseline in baselines {
+        group.bench_function(baseline.all, |b| {
+            b.to_async(rt).iter(|| async {
+                assert_eq!((baseline.read)(1_000).await, READ_ALL_EVENTS);
+            });
+        });
+    }
     group.finish();
 }

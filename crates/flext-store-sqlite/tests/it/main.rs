@@ -4,6 +4,7 @@ mod concurrent_open;
 mod conformance;
 mod crash;
 mod fuzz_corpus;
+mod group_commit;
 mod projection;
 mod specifics;
 

@@ -346,3 +346,61 @@ async fn a_changed_half_applied_or_newer_schema_is_refused_without_the_write_loc
         "{newer}"
     );
 }
+
+#[tokio::test]
+async fn an_in_memory_store_is_one_database_for_sqlx_and_its_own_connections() {
+    let store = SqliteEventStore::open(":memory:").await.unwrap();
+    // Written through sqlx's pool (a projection's transaction), read by the store's readers.
+    let mut connection = store.pool().acquire().await.unwrap();
+    SqliteEventStore::save_checkpoint_in(&mut connection, "mem", 7)
+        .await
+        .unwrap();
+    drop(connection);
+    assert_eq!(store.load_checkpoint("mem").await.unwrap(), Some(7));
+    // Appended by the writer thread, read through sqlx's pool.
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM flext_events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn a_reset_that_fails_halfway_leaves_no_transaction_open() {
+    let store = SqliteEventStore::open_with(
+        SqliteStoreOptions::new(temp_path()).with_busy_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    store.save_checkpoint("p", 3).await.unwrap();
+    // The reset deletes the checkpoint, then fails deleting the dead letters.
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE DELETE ON flext_dead_letters \
+         BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let letter = flext_types::DeadLetter {
+        position: 1,
+        event_id: uuid::Uuid::new_v4(),
+        stream_id: "s".to_owned(),
+        event_type: "Noted".to_owned(),
+        attempts: 1,
+        error: flext_types::FlextError::validation("failed"),
+        parked_behind: None,
+    };
+    store.add_dead_letter("p", letter).await.unwrap();
+    let error = store.reset("p").await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::StorageError);
+    // Rolled back whole, and the read connection holds no write lock: appends go on.
+    assert_eq!(store.load_checkpoint("p").await.unwrap(), Some(3));
+    store
+        .append("after", ExpectedVersion::NoStream, vec![event(json!(1))])
+        .await
+        .expect("no transaction left open blocks the writer");
+}
