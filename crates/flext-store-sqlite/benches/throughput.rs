@@ -1,6 +1,7 @@
 //! SQLite store throughput: single appends (sequential, and 8 writers on streams of their
-//! own), batched appends of 100, stream reads and read-all, each beside the same inserts
-//! and reads done with raw rusqlite on a table of the same shape (the physical limit).
+//! own), batched appends of 100, 1 to 16 writers (`sqlite_writers`), stream reads and
+//! read-all, each beside the same inserts and reads done with raw rusqlite on a table of
+//! the same shape (the physical limit).
 //!
 //! `cargo bench -p flext-store-sqlite`. Files live in a temporary directory, with the
 //! store's settings (WAL, `synchronous = NORMAL`).
@@ -191,6 +192,23 @@ fn appends(c: &mut Criterion) {
     bench::appends(c, &rt, "sqlite_append", store, &[raw]);
 }
 
+/// 1 to 16 writers, each appending single events to a stream of its own, beside raw
+/// rusqlite inserts taking turns on one connection: appends per second against writers
+/// (group commit lets the store's one writer thread commit many writers' appends at once).
+fn writers(c: &mut Criterion) {
+    let rt = runtime();
+    let store = rt.block_on(store(&scratch("writers").join("events.db")));
+    let raw = raw_baseline(raw_database("writers"));
+    bench::writers(
+        c,
+        &rt,
+        "sqlite_writers",
+        store,
+        &[("raw_rusqlite", raw.insert)],
+        &[1, 2, 4, 8, 16],
+    );
+}
+
 fn reads(c: &mut Criterion) {
     let rt = runtime();
     let path = scratch("reads").join("events.db");
@@ -198,5 +216,5 @@ fn reads(c: &mut Criterion) {
     bench::reads_beside(c, &rt, "sqlite_read", store, &[raw_read_all(path)]);
 }
 
-criterion_group!(benches, appends, reads);
+criterion_group!(benches, appends, writers, reads);
 criterion_main!(benches);

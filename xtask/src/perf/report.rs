@@ -92,9 +92,18 @@ pub fn render_memory(path: &Path) -> Result<Option<String>, Error> {
     }
     // Synchronous subscribers: the allocations of a publish do not grow with their number.
     for (key, name) in [
-        ("publish_sync_1", "EventBus `publish` to 1 synchronous subscriber"),
-        ("publish_sync_10", "EventBus `publish` to 10 synchronous subscribers"),
-        ("publish_sync_100", "EventBus `publish` to 100 synchronous subscribers"),
+        (
+            "publish_sync_1",
+            "EventBus `publish` to 1 synchronous subscriber",
+        ),
+        (
+            "publish_sync_10",
+            "EventBus `publish` to 10 synchronous subscribers",
+        ),
+        (
+            "publish_sync_100",
+            "EventBus `publish` to 100 synchronous subscribers",
+        ),
     ] {
         if let (Some(allocations), Some(bytes)) = (
             number(&format!("/{key}/allocations_per_op")),
