@@ -2,8 +2,10 @@
 //!
 //! Run with `cargo bench -p flext-cqrs --bench growth`. `dispatch_growth/command_bus/N`
 //! sends the same command through a bus holding handlers for N distinct command types
-//! (1, 100 and 10 000: `Cmd<0>` … `Cmd<9999>`, each its own type, so each its own route).
+//! (1, 100 and 1000: `Cmd<0>` … `Cmd<999>`, each its own type, so each its own route).
 //! A route is found by hashing the command's `TypeId`, so the cost should not depend on N.
+//! (Each type compiles its own copy of the registration and dispatch path: 10 000 types
+//! took over a quarter of an hour to compile in the bench profile here.)
 
 #![allow(
     missing_docs,
@@ -19,7 +21,7 @@ use flext_cqrs::CommandBus;
 use flext_protocols::{Command, Handler};
 use flext_types::FlextResult;
 
-/// One of 10 000 distinct command types.
+/// One of 1000 distinct command types.
 struct Cmd<const N: u16>(u64);
 
 impl<const N: u16> Command for Cmd<N> {
@@ -27,7 +29,7 @@ impl<const N: u16> Command for Cmd<N> {
 }
 
 /// The handler of `Cmd<N>`: a plain handler object, the least code per type, since each of
-/// the 10 000 types compiles its own copy of the registration and dispatch path.
+/// the 1000 types compiles its own copy of the registration and dispatch path.
 struct Increment<const N: u16>;
 
 #[async_trait]
@@ -53,7 +55,7 @@ fn register<const N: u16>(bus: &mut CommandBus, count: u16) {
     }
 }
 
-// `Cmd<0>` … `Cmd<9999>`, one digit per macro level.
+// `Cmd<0>` … `Cmd<999>`, one digit per macro level.
 macro_rules! register_units {
     ($bus:ident, $count:ident, $a:literal, $b:literal, $c:literal) => {
         register_units!(@ $bus, $count, $a, $b, $c; 0 1 2 3 4 5 6 7 8 9);
@@ -86,15 +88,6 @@ fn bus_with(count: u16) -> CommandBus {
     let mut bus = CommandBus::new();
     let target = &mut bus;
     register_hundreds!(target, count, 0);
-    register_hundreds!(target, count, 1);
-    register_hundreds!(target, count, 2);
-    register_hundreds!(target, count, 3);
-    register_hundreds!(target, count, 4);
-    register_hundreds!(target, count, 5);
-    register_hundreds!(target, count, 6);
-    register_hundreds!(target, count, 7);
-    register_hundreds!(target, count, 8);
-    register_hundreds!(target, count, 9);
     bus
 }
 
@@ -103,7 +96,7 @@ fn dispatch_growth(c: &mut Criterion) {
         .build()
         .expect("a current-thread runtime");
     let mut group = c.benchmark_group("dispatch_growth");
-    for count in [1u16, 100, 10_000] {
+    for count in [1u16, 100, 1_000] {
         let bus = bus_with(count);
         assert_eq!(bus.metrics().registered_handlers, usize::from(count));
         group.bench_with_input(BenchmarkId::new("command_bus", count), &count, |b, _| {

@@ -25,11 +25,18 @@
 //!   with a `STORAGE_ERROR`, never a hang. Writers in other processes take turns on the
 //!   write lock through the busy timeout.
 //! - Reads (`read_stream`, `read_all`, `stream_version`, `head_position`), snapshots,
-//!   checkpoints and dead letters run on rusqlite read connections (up to
-//!   [`SqliteStoreOptions::max_connections`] kept), each call in a blocking task. sqlx's
-//!   pool ([`SqliteEventStore::pool`]) opens the store and runs the migrations, and the
-//!   projections' transactions. `:memory:` is one in-memory database of the store's own,
-//!   shared by all its connections through SQLite's shared cache.
+//!   checkpoints and dead letters run on rusqlite read connections (at most
+//!   [`SqliteStoreOptions::max_connections`] at once; more reads wait their turn), each
+//!   call in a blocking task. sqlx's pool ([`SqliteEventStore::pool`]) opens the store
+//!   and runs the migrations, and the projections' transactions. `:memory:` is one
+//!   in-memory database of the store's own, shared by all its connections through
+//!   SQLite's shared cache; there a lock is waited for without the busy timeout (SQLite
+//!   reports shared-cache locks apart from busy files), so never await an append while
+//!   holding a transaction of [`SqliteEventStore::pool`] on a `:memory:` store: the
+//!   append would wait for that transaction.
+//! - An append handed to the writer thread is written even if its caller stops waiting
+//!   (its future dropped, a timeout): retry it with the same event ids, and the store
+//!   answers the retry with the original result.
 //! - Live subscriptions are woken in-process on each commit and poll as a fallback (for
 //!   writers in other processes).
 //! - [`SqliteProjectionRunner`] runs a [`SqliteProjection`] exactly once: its read model

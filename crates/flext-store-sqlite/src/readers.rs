@@ -1,13 +1,15 @@
 //! The store's read connections: rusqlite connections kept for reuse, each used inside a
-//! blocking task (`tokio::task::spawn_blocking`) for one call. In WAL mode a reader waits
+//! blocking task (`tokio::task::spawn_blocking`) for one call, at most `max_connections`
+//! at a time (the others wait their turn). In WAL mode a reader waits
 //! for no writer; an in-memory database's readers share its cache with the writer and wait
 //! for its commit (SQLite's unlock notification).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flext_types::{FlextError, FlextResult};
 use rusqlite::Connection;
+use tokio::sync::Semaphore;
 
 use crate::lite::Database;
 use crate::schema::storage;
@@ -20,11 +22,14 @@ pub(crate) struct Readers {
     path: String,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
+    /// One permit per read running: reads beyond `keep` wait instead of opening more
+    /// connections.
+    permits: Arc<Semaphore>,
 }
 
 impl Readers {
-    /// Read connections to `database` (`path` names it in errors), keeping up to `keep`
-    /// idle ones between calls.
+    /// Read connections to `database` (`path` names it in errors): up to `keep` at once,
+    /// kept idle between calls.
     pub(crate) fn new(
         database: Database,
         busy_timeout: Duration,
@@ -37,6 +42,7 @@ impl Readers {
             path,
             idle: Mutex::new(Vec::new()),
             keep: keep.max(1),
+            permits: Arc::new(Semaphore::new(keep.max(1))),
         }
     }
 
@@ -52,7 +58,13 @@ impl Readers {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let readers = std::sync::Arc::clone(self);
+        // Held until the blocking task ends, even when this future is dropped first.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| FlextError::storage(format!("SQLite store {}: {what}: {e}", self.path)))?;
         let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let connection = match readers.take() {
                 Ok(connection) => connection,
                 Err(error) => return Err((Some("cannot open a read connection"), error)),
@@ -92,5 +104,52 @@ impl Readers {
         {
             idle.push(connection);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_beyond_the_limit_wait_for_a_connection() {
+        let path =
+            std::env::temp_dir().join(format!("flext-sqlite-readers-{}.db", std::process::id()));
+        let readers = Arc::new(Readers::new(
+            Database::File(path.clone()),
+            Duration::from_secs(1),
+            path.display().to_string(),
+            2,
+        ));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reads: Vec<_> = (0..8)
+            .map(|_| {
+                let (readers, running, most) = (readers.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    readers
+                        .run("read", move |connection| {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            connection.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for read in reads {
+            assert_eq!(read.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "two reads at a time, no more"
+        );
+        assert!(readers.idle.lock().unwrap().len() <= 2);
+        let _ = std::fs::remove_file(path);
     }
 }

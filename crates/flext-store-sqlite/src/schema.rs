@@ -111,7 +111,8 @@ pub struct SqliteStoreOptions {
     /// How often live subscriptions look for events written by other processes (default
     /// 200 ms); commits in this process wake them at once.
     pub poll_interval: Duration,
-    /// Read connections kept between calls, and connections in sqlx's pool (default 4;
+    /// Read connections (at most this many reads run at once, the others wait; the
+    /// connections are kept between calls), and connections in sqlx's pool (default 4;
     /// the pool keeps exactly 1 for `:memory:`). Appends have a connection of their own,
     /// the writer thread's.
     pub max_connections: u32,

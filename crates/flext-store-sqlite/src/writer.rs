@@ -171,6 +171,9 @@ impl Thread {
             Ok(text) => text,
             Err(error) => return everyone(&error),
         };
+        // A transaction an earlier failure left open (its ROLLBACK failed) would make
+        // every later BEGIN fail: end it first.
+        self.roll_back();
         if let Err(error) = self.exec("BEGIN IMMEDIATE", "cannot begin an append") {
             return everyone(&error);
         }
@@ -283,8 +286,11 @@ impl Thread {
             }
             return Err(error);
         }
-        if savepoint {
-            self.exec("RELEASE append", "cannot finish an append")?;
+        if savepoint && let Err(error) = self.exec("RELEASE append", "cannot finish an append") {
+            // The append's rows may still be in the transaction: end it, so that nothing
+            // this append wrote commits (its group is answered with the failure too).
+            self.roll_back();
+            return Err(error);
         }
         let count = events.len() as u64;
         let result = AppendResult::following(current, *head, count);

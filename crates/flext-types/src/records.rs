@@ -64,9 +64,9 @@ impl JsonPayload {
     }
 
     /// Serializes `value` and keeps it, so [`decoded`](Self::decoded) as a `T` borrows it
-    /// instead of parsing the text. What a repository appends is made this way: an
-    /// in-memory store then replays its aggregates without parsing JSON. A value that does
-    /// not serialize is a `SERIALIZATION_ERROR`.
+    /// instead of parsing the text. A value that does not serialize is a
+    /// `SERIALIZATION_ERROR`. (A repository encodes what it appends and decodes it once
+    /// instead, so the value kept is exactly what the text decodes to.)
     ///
     /// The kept value is the one given, not the text parsed back: for a type whose JSON
     /// round trip is not exact (fields serde skips, floats printed shorter), use
@@ -153,6 +153,10 @@ fn to_text(value: &impl Serialize) -> FlextResult<String> {
         FlextError::serialization(format!("Payload does not serialize to JSON: {e}")).with_source(e)
     })
 }
+
+// The kept value is written once and then only read: a panic cannot leave it half-made.
+impl std::panic::UnwindSafe for Payload {}
+impl std::panic::RefUnwindSafe for Payload {}
 
 impl PartialEq for JsonPayload {
     fn eq(&self, other: &Self) -> bool {

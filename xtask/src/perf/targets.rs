@@ -475,7 +475,7 @@ pub const GROWTH: [Growth; 9] = [
         rows: &[
             ("1", &["dispatch_growth/command_bus/1"]),
             ("100", &["dispatch_growth/command_bus/100"]),
-            ("10 000", &["dispatch_growth/command_bus/10000"]),
+            ("1000", &["dispatch_growth/command_bus/1000"]),
         ],
         relative: true,
         rate: false,

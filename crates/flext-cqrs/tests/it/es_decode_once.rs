@@ -1,5 +1,7 @@
-//! A repository decodes each stored event at most once: what it appended to the in-memory
-//! store is lent back without parsing, text read once is kept, and upcasting still applies.
+//! A repository decodes each stored event at most once: what it appended is read back once
+//! as it is appended and lent to later loads from the in-memory store, text read once is
+//! kept, upcasting still applies, and an event its own JSON does not decode into is refused
+//! before anything is stored.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,10 +76,14 @@ fn uncached(store: &InMemoryEventStore) -> Repository<Tally> {
 async fn events_a_repository_appended_load_without_parsing() {
     let store = InMemoryEventStore::new();
     let repository = uncached(&store);
+    let start = PARSED_LENT.load(Ordering::SeqCst);
     for amount in 1..=20 {
         repository.execute("t", (amount, 0)).await.unwrap();
     }
+    // Each event is read back once as it is appended (and never again by the loads of
+    // the later commands).
     let before = PARSED_LENT.load(Ordering::SeqCst);
+    assert_eq!(before - start, 20);
     let loaded = uncached(&store).load("t").await.unwrap();
     assert_eq!(
         (loaded.version, loaded.state.total, loaded.state.events),
@@ -153,4 +159,54 @@ async fn old_schema_versions_are_upcast_on_every_load() {
     // Decoding the raw text as the current type would have failed: nothing was kept.
     let stored = store.read_stream("Tally-t", 1, 1).await.unwrap();
     assert!(stored[0].payload.decoded::<Counted>().is_err());
+}
+
+/// Serializes `amount` as `value`, but reads only `amount`: its JSON does not decode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lopsided {
+    #[serde(rename(serialize = "value"))]
+    amount: u64,
+}
+
+impl Event for Lopsided {
+    fn event_name(&self) -> &str {
+        "Lopsided"
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Broken;
+
+impl Aggregate for Broken {
+    const TYPE: &'static str = "Broken";
+    type Command = u64;
+    type Event = Lopsided;
+
+    fn handle(&self, amount: u64) -> FlextResult<Vec<Lopsided>> {
+        Ok(vec![Lopsided { amount }])
+    }
+
+    fn apply(&mut self, _: &Lopsided) {}
+}
+
+#[tokio::test]
+async fn an_event_its_own_json_does_not_decode_into_is_not_stored() {
+    let store = InMemoryEventStore::new();
+    let repository = Repository::<Broken>::new(Arc::new(store.clone()));
+    let error = repository.execute("b", 5).await.unwrap_err();
+    assert!(
+        error.is(flext_constants::ErrorCode::SerializationError),
+        "{error}"
+    );
+    assert!(
+        error.to_string().starts_with(
+            "Event Lopsided cannot be stored: it does not decode from the JSON it serializes to"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        store.stream_version("Broken-b").await.unwrap(),
+        0,
+        "nothing stored"
+    );
 }

@@ -619,15 +619,20 @@ impl<A: Aggregate> Repository<A> {
 
 /// `event` as a record to append, named and versioned by the event itself, with the id
 /// given or a fresh one.
-fn encode<E: Event + serde::Serialize + Clone>(
-    event: &E,
-    metadata: &EventMetadata,
-    id: Option<Uuid>,
-) -> FlextResult<NewEvent> {
-    // The payload keeps the event: a store that keeps payloads (the in-memory one) lends
-    // it back on the next load instead of parsing the text.
-    let payload = JsonPayload::from_value(event.clone())
-        .map_err(|e| e.with_context(format!("Event {} cannot be stored", event.event_name())))?;
+fn encode<E>(event: &E, metadata: &EventMetadata, id: Option<Uuid>) -> FlextResult<NewEvent>
+where
+    E: Event + serde::Serialize + serde::de::DeserializeOwned + Clone,
+{
+    let stored =
+        |e: FlextError| e.with_context(format!("Event {} cannot be stored", event.event_name()));
+    let payload = JsonPayload::encode(event).map_err(stored)?;
+    // Read back once, now: an event that its own JSON does not decode into could never be
+    // loaded again, so it is refused before anything is stored; and the payload keeps the
+    // value read, so a store that keeps payloads (the in-memory one) lends it to the next
+    // load, exactly as any store's text would decode.
+    payload
+        .decoded::<E>()
+        .map_err(|e| stored(e.with_context("it does not decode from the JSON it serializes to")))?;
     Ok(NewEvent {
         event_id: id.unwrap_or_else(Uuid::now_v7),
         event_type: event.event_name().to_owned(),
