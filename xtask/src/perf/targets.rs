@@ -124,13 +124,16 @@ const COST_TOWER: &str = "both stacks pay for the four layers' own work (the tim
 
 const COST_REPLAY: &str = "a load visits the stream's records in the store \
     (`EventStore::visit_stream`: the in-memory store lends them under its read lock, no \
-    clones) and takes each event from its payload (`JsonPayload::decoded`): a payload a \
-    repository appended keeps its event, and text is parsed once and kept, so the cold \
-    load of 1000 events applies 1000 borrowed events to a cloned state. cqrs-es's \
-    `MemStore` clones its typed events out of a lock and its framework applies them by \
-    value. Before this, 58% of a load was parsing JSON and 34% cloning records. A store \
-    read back from text (a durable store, or `execute/flext_no_snapshots_text_payloads`) \
-    parses each event once per read.";
+    clones) and takes each event from its payload (`JsonPayload::decoded`): a payload \
+    keeps the event the repository read back when it appended it, and text is parsed \
+    once and kept, so the cold load of 1000 events applies 1000 borrowed events to a \
+    cloned state. cqrs-es's `MemStore` clones its typed events out of a lock and its \
+    framework applies them by value. A store read back from text (a durable store, or \
+    `execute/flext_no_snapshots_text_payloads`) parses each event once per read. With \
+    snapshots the execute is a snapshot decode, an empty tail and the append: the \
+    whole-workspace run of this report measured 5.96 µs (14.8x), the repository benchmark \
+    run alone just after it 2.29 µs (29.6x), and 2.23 µs (38x) in a third run: an outlier \
+    of the long run, not a cost.";
 
 const COST_BREAKER: &str = "a closed breaker loads its state and generation, counts the \
     call and records the outcome in its sliding window (an atomic add and swap); a \
@@ -174,20 +177,25 @@ const COST_PG_PROJECTION: &str = "`PostgresProjectionRunner` reads a page of 100
 const COST_SQLITE_SINGLE: &str = "appends run on the store's own writer thread (one \
     rusqlite connection, cached statements) and commit in groups: whatever queued while a \
     transaction was written commits in the next one, each append with its own version \
-    check (a savepoint when it shares the group with others). A lone append's own work is \
-    28–38 µs against the raw insert's 22–25 µs (it also reads the stream's version and the \
-    head); handing it to the writer thread and the answer back to tokio adds 5–80 µs \
-    depending on the machine's load. The raw baseline inserts on the benchmark's own \
-    thread; on this two-core machine it measured 15k–34k/s across runs, so 30k/s single \
-    appends is at the physical limit here. Before this issue (sqlx's worker thread, \
-    several messages per statement) it was about 7k/s.";
+    check. In the full run a lone append took 67 µs against raw rusqlite's 19 µs on the \
+    benchmark's own thread. The writer's own work is 28–38 µs (it also reads the stream's \
+    version and the head); the rest is two cross-thread wake-ups an append on this \
+    virtual machine: the appender's task parks on its answer, and the writer thread on \
+    its queue once its short spin ends. With more writers group commit overtakes the raw \
+    inserts (8 writers 47.7k/s against 40.7k/s, 16 writers 67.4k/s against 29.9k/s; see \
+    the rate table). A single sequential appender would need its append run on its own \
+    thread when the writer is idle (a leader writing for the group), which blocks a \
+    runtime thread for a SQLite commit and, when another process holds the lock, for \
+    the busy timeout; not done. Before this issue (sqlx's worker thread, several \
+    messages per statement) it was about 7k/s.";
 
 const COST_SQLITE_BATCH: &str = "a batch of 100 spends about 155 µs inserting its rows \
     (1.5 µs an event) and 150–570 µs in `COMMIT` writing the WAL, which the raw baseline \
     pays alike; building the benchmark's events takes 63 µs of the measured time and the \
     hand-off to the writer thread 10–20 µs. Multi-row inserts made no measurable \
-    difference. The raw rusqlite insert of the same rows measured 184k–196k events/s in \
-    the same runs: 300k events/s is above this machine's disk.";
+    difference. The raw rusqlite insert of the same rows reached 147k events/s in the \
+    full run (184k–196k in quieter runs): 300k events/s is above what this machine's disk \
+    commits.";
 
 const COST_SQLITE_READ: &str = "a page of `read_all` is one query on a reader's own \
     rusqlite connection inside `spawn_blocking`; each row becomes a `StoredEvent` (its id \
