@@ -520,6 +520,9 @@ mod tests {
         assert_eq!(hash(&typed), hash(&text));
         assert_ne!(hash(&typed), hash(&JsonPayload::from_text("[]").unwrap()));
         assert_eq!(serde_json::to_string(&typed).unwrap(), r#"{"amount":1}"#);
+        // Shown as its text, whatever it keeps.
+        assert_eq!(typed.to_string(), r#"{"amount":1}"#);
+        assert_eq!(format!("{typed:?}"), r#"{"amount":1}"#);
         let back: JsonPayload = serde_json::from_str(r#"{"amount":1}"#).unwrap();
         assert_eq!(back, typed);
     }
