@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 static PARSED_LENT: AtomicUsize = AtomicUsize::new(0);
 static PARSED_TEXT: AtomicUsize = AtomicUsize::new(0);
 static PARSED_UPCAST: AtomicUsize = AtomicUsize::new(0);
+static PARSED_OTHER: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct Counted {
@@ -31,7 +32,7 @@ impl<'de> Deserialize<'de> for Counted {
             counter: u8,
         }
         let raw = Raw::deserialize(deserializer)?;
-        [&PARSED_LENT, &PARSED_TEXT, &PARSED_UPCAST][usize::from(raw.counter)]
+        [&PARSED_LENT, &PARSED_TEXT, &PARSED_UPCAST, &PARSED_OTHER][usize::from(raw.counter)]
             .fetch_add(1, Ordering::SeqCst);
         Ok(Self {
             amount: raw.amount,
@@ -131,10 +132,11 @@ async fn text_payloads_are_parsed_once_per_store() {
 #[tokio::test]
 async fn old_schema_versions_are_upcast_on_every_load() {
     let store = InMemoryEventStore::new();
-    // Version 1 stored the amount in cents under another name.
+    // Version 0 stored the amount in cents: it parses as the current shape too, with the
+    // wrong amount, so only the upcaster gets it right.
     let mut old = NewEvent::new(
         "Counted",
-        JsonPayload::from_text(r#"{"cents":500,"counter":2}"#).unwrap(),
+        JsonPayload::from_text(r#"{"amount":500,"counter":2}"#).unwrap(),
     );
     old.schema_version = 0;
     store
@@ -142,7 +144,7 @@ async fn old_schema_versions_are_upcast_on_every_load() {
         .await
         .unwrap();
     let upcasters = Upcasters::new().register("Counted", 0, |mut value| {
-        let cents = value["cents"].as_u64().unwrap_or(0);
+        let cents = value["amount"].as_u64().unwrap_or(0);
         value["amount"] = serde_json::json!(cents / 100);
         Ok(value)
     });
@@ -156,9 +158,35 @@ async fn old_schema_versions_are_upcast_on_every_load() {
         2,
         "an upcast payload is decoded from its upcast form each time"
     );
-    // Decoding the raw text as the current type would have failed: nothing was kept.
+    // The payload kept nothing of its own: decoding the text as the current type now
+    // parses it (the wrong amount, which the upcaster corrects).
     let stored = store.read_stream("Tally-t", 1, 1).await.unwrap();
-    assert!(stored[0].payload.decoded::<Counted>().is_err());
+    assert_eq!(stored[0].payload.decoded::<Counted>().unwrap().amount, 500);
+}
+
+#[tokio::test]
+async fn upcasters_of_other_versions_leave_current_payloads_parsed_once() {
+    let store = InMemoryEventStore::new();
+    let events = (1..=4)
+        .map(|amount| {
+            let text = format!(r#"{{"amount":{amount},"counter":3}}"#);
+            NewEvent::new("Counted", JsonPayload::from_text(text).unwrap())
+        })
+        .collect();
+    store
+        .append("Tally-t", ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    let upcasters = Upcasters::new().register("Counted", 0, Ok);
+    let repository = uncached(&store).with_upcasters(upcasters);
+    for _ in 0..3 {
+        assert_eq!(repository.load("t").await.unwrap().state.total, 10);
+    }
+    assert_eq!(
+        PARSED_OTHER.load(Ordering::SeqCst),
+        4,
+        "schema version 1 needs no upcaster: parsed once, then lent"
+    );
 }
 
 /// Serializes `amount` as `value`, but reads only `amount`: its JSON does not decode.
