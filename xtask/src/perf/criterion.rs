@@ -11,15 +11,9 @@ use crate::error::{Error, ErrorKind};
 /// under `criterion_dir`; `Ok(None)` when that benchmark has not been run.
 pub fn median_ns(criterion_dir: &Path, id: &str) -> Result<Option<f64>, Error> {
     let path = criterion_dir.join(id).join("new").join("estimates.json");
-    let Some(text) = read_if_present(&path)? else {
+    let Some(estimates) = saved_json(&path)? else {
         return Ok(None);
     };
-    let estimates: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::new(
-            ErrorKind::Json,
-            format!("{} is not criterion's JSON: {e}", path.display()),
-        )
-    })?;
     estimates["median"]["point_estimate"]
         .as_f64()
         .map(Some)
@@ -35,16 +29,20 @@ pub fn median_ns(criterion_dir: &Path, id: &str) -> Result<Option<f64>, Error> {
 /// saved with it (`benchmark.json`); `Ok(None)` when it has not been run or declared none.
 pub(super) fn elements_per_iteration(criterion_dir: &Path, id: &str) -> Result<Option<f64>, Error> {
     let path = criterion_dir.join(id).join("new").join("benchmark.json");
-    let Some(text) = read_if_present(&path)? else {
+    Ok(saved_json(&path)?.and_then(|benchmark| benchmark["throughput"]["Elements"].as_f64()))
+}
+
+/// One of criterion's JSON files; `Ok(None)` when the benchmark has not been run.
+fn saved_json(path: &Path) -> Result<Option<serde_json::Value>, Error> {
+    let Some(text) = read_if_present(path)? else {
         return Ok(None);
     };
-    let benchmark: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+    serde_json::from_str(&text).map(Some).map_err(|e| {
         Error::new(
             ErrorKind::Json,
             format!("{} is not criterion's JSON: {e}", path.display()),
         )
-    })?;
-    Ok(benchmark["throughput"]["Elements"].as_f64())
+    })
 }
 
 /// The text of the file at `path`; `Ok(None)` when there is none (that benchmark has not
@@ -140,30 +138,32 @@ pub fn evaluate(criterion_dir: &Path, target: Target) -> Result<Outcome, Error> 
             elements,
             min_per_second,
         } => {
-            let beside = match beside {
+            let per_second = |ns: f64| elements / (ns * 1e-9);
+            // The comparison is shown, not judged, but a target shown without it would
+            // hide that half of the run is missing.
+            let compared = match beside {
                 Some(id) => match read(id)? {
-                    Some(b) => Some(Some(elements / (b * 1e-9))),
+                    Some(b) => Some(per_second(b)),
                     None => return Ok(missing(&[ours, id])),
                 },
                 None => None,
             };
             match read(ours)? {
                 Some(o) => {
-                    let per_second = elements / (o * 1e-9);
-                    let share = match beside {
-                        Some(Some(b)) => format!("; {:.2}x the comparison", per_second / b),
-                        _ => String::new(),
-                    };
+                    let ours_rate = per_second(o);
+                    let share = compared
+                        .map(|b| format!("; {:.2}x the comparison", ours_rate / b))
+                        .unwrap_or_default();
                     Outcome {
                         target,
-                        ours: rate(per_second),
-                        baseline: beside.flatten().map(rate),
+                        ours: rate(ours_rate),
+                        baseline: compared.map(rate),
                         measured: format!(
                             "{} (goal ≥ {}{share})",
-                            rate(per_second),
+                            rate(ours_rate),
                             rate(min_per_second)
                         ),
-                        met: Some(per_second >= min_per_second),
+                        met: Some(ours_rate >= min_per_second),
                     }
                 }
                 None => missing(&[ours]),
