@@ -68,6 +68,23 @@ impl Aggregate for Tally {
     }
 }
 
+/// A store holding the stream `Tally-t`: deposits of 1 to `count`, as text payloads that
+/// count their parses in the counter numbered `counter`.
+async fn text_tally(count: u64, counter: u8) -> InMemoryEventStore {
+    let store = InMemoryEventStore::new();
+    let events = (1..=count)
+        .map(|amount| {
+            let text = format!(r#"{{"amount":{amount},"counter":{counter}}}"#);
+            NewEvent::new("Counted", JsonPayload::from_text(text).unwrap())
+        })
+        .collect();
+    store
+        .append("Tally-t", ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    store
+}
+
 fn uncached(store: &InMemoryEventStore) -> Repository<Tally> {
     Repository::new(Arc::new(store.clone()))
         .with_config(RepositoryConfig::default().with_cache_capacity(0))
@@ -102,17 +119,7 @@ async fn events_a_repository_appended_load_without_parsing() {
 
 #[tokio::test]
 async fn text_payloads_are_parsed_once_per_store() {
-    let store = InMemoryEventStore::new();
-    let events = (1..=10)
-        .map(|amount| {
-            let text = format!(r#"{{"amount":{amount},"counter":1}}"#);
-            NewEvent::new("Counted", JsonPayload::from_text(text).unwrap())
-        })
-        .collect();
-    store
-        .append("Tally-t", ExpectedVersion::NoStream, events)
-        .await
-        .unwrap();
+    let store = text_tally(10, 1).await;
     let first = uncached(&store).load("t").await.unwrap();
     assert_eq!((first.version, first.state.total), (10, 55));
     assert_eq!(
@@ -166,17 +173,7 @@ async fn old_schema_versions_are_upcast_on_every_load() {
 
 #[tokio::test]
 async fn upcasters_of_other_versions_leave_current_payloads_parsed_once() {
-    let store = InMemoryEventStore::new();
-    let events = (1..=4)
-        .map(|amount| {
-            let text = format!(r#"{{"amount":{amount},"counter":3}}"#);
-            NewEvent::new("Counted", JsonPayload::from_text(text).unwrap())
-        })
-        .collect();
-    store
-        .append("Tally-t", ExpectedVersion::NoStream, events)
-        .await
-        .unwrap();
+    let store = text_tally(4, 3).await;
     let upcasters = Upcasters::new().register("Counted", 0, Ok);
     let repository = uncached(&store).with_upcasters(upcasters);
     for _ in 0..3 {

@@ -85,12 +85,8 @@ impl<A: Aggregate> Repository<A> {
         let mut version = base.version;
         self.events
             .visit_stream(stream, base.version + 1, &mut |stored| {
-                let event = self.upcasters.decoded::<A::Event>(stored)?;
                 let state = state.get_or_insert_with(|| (*base.state).clone());
-                catch_panic_sync(|| {
-                    state.apply(&event);
-                    Ok(())
-                })?;
+                self.apply_one(state, stored)?;
                 version = stored.version;
                 Ok(())
             })
@@ -116,15 +112,21 @@ impl<A: Aggregate> Repository<A> {
         let version = last.version;
         let mut state = (*base.state).clone();
         for stored in stored {
-            let event = self.upcasters.decoded::<A::Event>(stored)?;
-            catch_panic_sync(|| {
-                state.apply(&event);
-                Ok(())
-            })?;
+            self.apply_one(&mut state, stored)?;
         }
         Ok(Loaded {
             state: Arc::new(state),
             version,
+        })
+    }
+
+    /// Applies `stored` to `state`, decoded at most once (lent when its payload keeps the
+    /// event), inside a panic guard.
+    fn apply_one(&self, state: &mut A, stored: &StoredEvent) -> FlextResult<()> {
+        let event = self.upcasters.decoded::<A::Event>(stored)?;
+        catch_panic_sync(|| {
+            state.apply(&event);
+            Ok(())
         })
     }
 
