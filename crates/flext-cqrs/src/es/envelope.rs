@@ -87,7 +87,9 @@ type Upcast = Arc<dyn Fn(Value) -> FlextResult<Value> + Send + Sync>;
 /// ```
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    by_key: HashMap<(String, u32), Upcast>,
+    /// Per event type, per schema version upgraded from: looked up by `&str`, so decoding
+    /// allocates no key.
+    by_type: HashMap<String, HashMap<u32, Upcast>>,
 }
 
 impl Upcasters {
@@ -105,21 +107,23 @@ impl Upcasters {
         from_version: u32,
         upcast: impl Fn(Value) -> FlextResult<Value> + Send + Sync + 'static,
     ) -> Self {
-        self.by_key
-            .insert((event_type.to_owned(), from_version), Arc::new(upcast));
+        self.by_type
+            .entry(event_type.to_owned())
+            .or_default()
+            .insert(from_version, Arc::new(upcast));
         self
     }
 
     /// Whether an upcaster of `event_type` from `from_version` is registered.
     pub fn has(&self, event_type: &str, from_version: u32) -> bool {
-        self.by_key
-            .contains_key(&(event_type.to_owned(), from_version))
+        self.upcast(event_type, from_version).is_some()
     }
 
     /// As [`decode`](Self::decode), parsing a current payload at most once: an event
     /// whose payload keeps an `E` (see [`JsonPayload::decoded`]) is lent, not parsed —
     /// the in-memory store keeps each record's payload, so replaying a stream from it
-    /// parses each event once, and not at all for events a repository appended. A payload
+    /// parses each event once (a repository reads its own appends back as it appends
+    /// them, so those are never parsed on a load). A payload
     /// that needs upcasting is upcast and decoded each time.
     ///
     /// [`JsonPayload::decoded`]: flext_types::JsonPayload::decoded
@@ -127,7 +131,7 @@ impl Upcasters {
     where
         E: DeserializeOwned + Clone + Send + Sync + 'static,
     {
-        if !self.by_key.is_empty() && self.has(&stored.event_type, stored.schema_version) {
+        if self.has(&stored.event_type, stored.schema_version) {
             return self.decode(stored).map(Cow::Owned);
         }
         match stored.payload.decoded::<E>() {
@@ -135,6 +139,11 @@ impl Upcasters {
             // The same parse again, for the error that names the event.
             Err(_) => self.decode(stored).map(Cow::Owned),
         }
+    }
+
+    /// The upcaster of `event_type` from `from_version`, if one is registered.
+    fn upcast(&self, event_type: &str, from_version: u32) -> Option<&Upcast> {
+        self.by_type.get(event_type)?.get(&from_version)
     }
 
     /// Decodes the payload of `stored` into an `E`, upcasting it first if needed.
@@ -147,13 +156,13 @@ impl Upcasters {
         };
         let mut version = stored.schema_version;
         // The common case: the payload is current, so it parses straight into the type.
-        if self.by_key.is_empty() || !self.has(&stored.event_type, version) {
+        if !self.has(&stored.event_type, version) {
             return serde_json::from_str(stored.payload.as_str())
                 .map_err(|e| cannot_decode(version, &e).with_source(e));
         }
         let mut value: Value = serde_json::from_str(stored.payload.as_str())
             .map_err(|e| cannot_decode(version, &e).with_source(e))?;
-        while let Some(upcast) = self.by_key.get(&(stored.event_type.to_string(), version)) {
+        while let Some(upcast) = self.upcast(&stored.event_type, version) {
             // An upcaster from the last schema version there is has nowhere to go.
             let next = version.checked_add(1).ok_or_else(|| {
                 cannot_decode(version, &format!("no schema version follows {version}"))
@@ -168,7 +177,11 @@ impl Upcasters {
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.by_key.keys().collect();
+        let mut keys: Vec<_> = self
+            .by_type
+            .iter()
+            .flat_map(|(event_type, versions)| versions.keys().map(move |v| (event_type, v)))
+            .collect();
         keys.sort();
         f.debug_struct("Upcasters").field("keys", &keys).finish()
     }
